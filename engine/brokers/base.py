@@ -1,0 +1,74 @@
+"""The one Broker interface: paper and live trading share it; the engine never knows which."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["Broker", "OrderRequest", "OrderResult", "OrderStatus", "Side"]
+
+Side = Literal["buy", "sell"]
+OrderStatus = Literal["filled", "partially_filled", "open", "canceled", "rejected", "unknown"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrderRequest:
+    """An order the engine wants placed. ``client_order_id`` makes placement idempotent."""
+
+    client_order_id: str
+    symbol: str  # ccxt unified symbol, e.g. BTC/USDT or BTC/USDT:USDT
+    side: Side
+    amount: float  # base units, > 0
+    order_type: Literal["market", "limit"] = "market"
+    price: float | None = None  # limit price, or the reference price for a market order
+    reduce_only: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrderResult:
+    """What the broker says happened to an order."""
+
+    client_order_id: str
+    status: OrderStatus
+    filled: float
+    average: float | None
+    fee: float = 0.0
+    fee_currency: str | None = None
+    exchange_order_id: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Broker(ABC):
+    """Places orders and reports on them.
+
+    Contract: :meth:`execute` sends an order at most once. When the outcome is unknown
+    (timeout), it reconciles by ``client_order_id`` via :meth:`fetch_order` and raises
+    :class:`~engine.exceptions.OrderUncertainError` if that cannot settle it; it never re-sends.
+    """
+
+    #: Name recorded with orders and positions ("paper" or the ccxt exchange id).
+    name: str
+
+    @abstractmethod
+    def resolve_symbol(self, ticker: str, exchange: str | None = None) -> str:
+        """Map a TradingView ticker (``BINANCE:BTCUSDT``, ``BTCUSDT.P``) to a unified symbol."""
+
+    @abstractmethod
+    def execute(self, order: OrderRequest) -> OrderResult:
+        """Place ``order`` once and return its result."""
+
+    @abstractmethod
+    def fetch_order(self, client_order_id: str, symbol: str) -> OrderResult | None:
+        """The order placed with ``client_order_id``, or None if the broker never saw it."""
+
+    @abstractmethod
+    def equity(self) -> float:
+        """Account value in the quote currency (cash plus marked positions)."""
+
+    def last_price(self, symbol: str) -> float | None:
+        """The latest traded price, when the broker knows one."""
+        return None
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

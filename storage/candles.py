@@ -1,0 +1,81 @@
+"""The local candle store: OHLCV rows keyed by (symbol, timeframe, open time in ms)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import pandas as pd
+
+from storage.database import Storage
+
+__all__ = ["latest_candle_ms", "load_candles", "upsert_candles"]
+
+_COLUMNS = ["ts_ms", "open", "high", "low", "close", "volume"]
+
+
+def upsert_candles(
+    storage: Storage, symbol: str, timeframe: str, rows: Iterable[Sequence[float]], source: str
+) -> int:
+    """Insert or replace ``[ms, open, high, low, close, volume]`` rows; returns how many."""
+    data = [
+        (
+            symbol,
+            timeframe,
+            int(r[0]),
+            float(r[1]),
+            float(r[2]),
+            float(r[3]),
+            float(r[4]),
+            float(r[5]),
+            source,
+        )
+        for r in rows
+    ]
+    if not data:
+        return 0
+    with storage.transaction() as conn:
+        conn.executemany(
+            "INSERT OR REPLACE INTO candles (symbol, timeframe, ts_ms, open, high, low, close,"
+            " volume, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            data,
+        )
+    return len(data)
+
+
+def load_candles(
+    storage: Storage,
+    symbol: str,
+    timeframe: str,
+    *,
+    limit: int | None = None,
+    until_ms: int | None = None,
+    since_ms: int | None = None,
+) -> pd.DataFrame:
+    """Candles ascending, as a DataFrame indexed by UTC open time with open..volume columns.
+
+    ``limit`` keeps the newest ``limit`` rows at or before ``until_ms``.
+    """
+    clauses = ["symbol = ?", "timeframe = ?"]
+    params: list[object] = [symbol, timeframe]
+    if until_ms is not None:
+        clauses.append("ts_ms <= ?")
+        params.append(int(until_ms))
+    if since_ms is not None:
+        clauses.append("ts_ms >= ?")
+        params.append(int(since_ms))
+    sql = f"SELECT {', '.join(_COLUMNS)} FROM candles WHERE {' AND '.join(clauses)} ORDER BY ts_ms DESC"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(int(limit))
+    rows = storage.query(sql, params)
+    frame = pd.DataFrame([tuple(r) for r in reversed(rows)], columns=_COLUMNS)
+    frame.index = pd.to_datetime(frame.pop("ts_ms"), unit="ms", utc=True)
+    frame.index.name = "time"
+    return frame.astype(float)
+
+
+def latest_candle_ms(storage: Storage, symbol: str, timeframe: str) -> int | None:
+    row = storage.query_one(
+        "SELECT MAX(ts_ms) FROM candles WHERE symbol = ? AND timeframe = ?", (symbol, timeframe)
+    )
+    return None if row is None or row[0] is None else int(row[0])

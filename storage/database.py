@@ -1,0 +1,122 @@
+"""The connection: WAL, busy timeout, one connection per thread, versioned schema."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from storage.schema import MIGRATIONS
+
+__all__ = ["SCHEMA_VERSION", "Storage"]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class Storage:
+    """A SQLite database file shared by every gunicorn worker and thread.
+
+    Each thread gets its own connection (sqlite3 connections must not cross threads). Writes
+    go through :meth:`transaction`, which takes the write lock up front (``BEGIN IMMEDIATE``)
+    so that two workers never deadlock upgrading a read lock; the busy timeout makes the loser
+    wait instead of failing.
+    """
+
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL", busy_timeout_ms: int = 10_000):
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self.busy_timeout_ms = busy_timeout_ms
+        self._local = threading.local()
+        if str(self.path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    # --- connections -----------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            str(self.path),
+            timeout=self.busy_timeout_ms / 1000,
+            isolation_level=None,
+            check_same_thread=True,
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """This thread's connection, opened on first use."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """This thread's connection wrapped by sqlite-utils (for inserts and introspection)."""
+        wrapped = getattr(self._local, "db", None)
+        if wrapped is None:
+            wrapped = sqlite_utils.Database(self.conn)
+            self._local.db = wrapped
+        return wrapped
+
+    def close(self) -> None:
+        """Close this thread's connection (other threads close their own)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+            self._local.db = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK`` on error). Not re-entrant."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def query(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
+        return self.conn.execute(sql, params).fetchall()
+
+    def query_one(self, sql: str, params: Any = ()) -> sqlite3.Row | None:
+        return self.conn.execute(sql, params).fetchone()
+
+    # --- schema ----------------------------------------------------------------------------
+    def schema_version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def migrate(self) -> int:
+        """Create or upgrade the schema to :data:`SCHEMA_VERSION`; safe to call from every worker."""
+        with self.transaction() as conn:
+            current = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if current > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path} has schema version {current}, newer than this tvgw "
+                    f"({SCHEMA_VERSION}): upgrade tvgw or use another TVGW_DATABASE"
+                )
+            for version in range(current, SCHEMA_VERSION):
+                for statement in _statements(MIGRATIONS[version]):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {version + 1}")
+        return SCHEMA_VERSION
+
+    def ping(self) -> bool:
+        return self.conn.execute("SELECT 1").fetchone()[0] == 1
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script (no semicolons inside statements in our migrations)."""
+    return [s.strip() for s in script.split(";") if s.strip()]

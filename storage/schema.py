@@ -1,0 +1,166 @@
+"""Versioned schema. ``MIGRATIONS[i]`` upgrades version i to i + 1; never edit a shipped one,
+append a new one. Times are stored as UTC epoch seconds (REAL) unless the column says ``_ms``."""
+
+from __future__ import annotations
+
+__all__ = ["MIGRATIONS"]
+
+_V1 = """
+CREATE TABLE alerts (
+    id INTEGER PRIMARY KEY,
+    idempotency_key TEXT UNIQUE,
+    duplicate_of INTEGER REFERENCES alerts(id),
+    received_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    source_ip TEXT,
+    strategy_id TEXT,
+    ticker TEXT,
+    symbol TEXT,
+    exchange TEXT,
+    interval TEXT,
+    action TEXT,
+    contracts REAL,
+    price REAL,
+    position_size REAL,
+    market_position TEXT,
+    order_id TEXT,
+    alert_time REAL,
+    timenow REAL,
+    status TEXT NOT NULL,
+    http_status INTEGER,
+    error_code TEXT,
+    reason TEXT,
+    payload TEXT,
+    decision TEXT,
+    ml_analysis TEXT
+);
+CREATE INDEX alerts_status ON alerts(status);
+CREATE INDEX alerts_received ON alerts(received_at);
+CREATE INDEX alerts_strategy_symbol ON alerts(strategy_id, symbol, timenow);
+
+CREATE TABLE orders (
+    id INTEGER PRIMARY KEY,
+    alert_id INTEGER NOT NULL REFERENCES alerts(id),
+    client_order_id TEXT NOT NULL UNIQUE,
+    broker TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    side TEXT NOT NULL,
+    order_type TEXT NOT NULL,
+    amount REAL NOT NULL,
+    price REAL,
+    status TEXT NOT NULL,
+    exchange_order_id TEXT,
+    filled REAL NOT NULL DEFAULT 0,
+    average REAL,
+    fee REAL NOT NULL DEFAULT 0,
+    fee_currency TEXT,
+    error TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX orders_alert ON orders(alert_id);
+CREATE INDEX orders_status ON orders(status);
+
+CREATE TABLE positions (
+    broker TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    amount REAL NOT NULL DEFAULT 0,
+    avg_price REAL,
+    realized_pnl REAL NOT NULL DEFAULT 0,
+    opened_at REAL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (broker, symbol)
+);
+
+CREATE TABLE balances (
+    broker TEXT NOT NULL,
+    currency TEXT NOT NULL,
+    total REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (broker, currency)
+);
+
+CREATE TABLE equity_snapshots (
+    id INTEGER PRIMARY KEY,
+    broker TEXT NOT NULL,
+    at REAL NOT NULL,
+    equity REAL NOT NULL
+);
+CREATE INDEX equity_broker_at ON equity_snapshots(broker, at);
+
+CREATE TABLE candles (
+    symbol TEXT NOT NULL,
+    timeframe TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    open REAL NOT NULL,
+    high REAL NOT NULL,
+    low REAL NOT NULL,
+    close REAL NOT NULL,
+    volume REAL NOT NULL,
+    source TEXT NOT NULL,
+    PRIMARY KEY (symbol, timeframe, ts_ms)
+) WITHOUT ROWID;
+
+CREATE TABLE ml_models (
+    id INTEGER PRIMARY KEY,
+    symbol TEXT NOT NULL,
+    timeframe TEXT NOT NULL,
+    version TEXT NOT NULL,
+    path TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    synthetic INTEGER NOT NULL DEFAULT 0,
+    metrics TEXT,
+    UNIQUE (symbol, timeframe, version)
+);
+
+CREATE TABLE ml_training_jobs (
+    id INTEGER PRIMARY KEY,
+    symbol TEXT NOT NULL,
+    timeframe TEXT NOT NULL,
+    status TEXT NOT NULL,
+    params TEXT,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    model_version TEXT,
+    error TEXT
+);
+
+CREATE TABLE ml_predictions (
+    id INTEGER PRIMARY KEY,
+    timestamp REAL NOT NULL,
+    alert_id INTEGER REFERENCES alerts(id),
+    symbol TEXT NOT NULL,
+    timeframe TEXT NOT NULL,
+    model_version TEXT,
+    direction_prob REAL,
+    magnitude_pred REAL,
+    confidence REAL,
+    horizon INTEGER NOT NULL,
+    candle_time REAL,
+    target_time REAL NOT NULL,
+    price_at_prediction REAL,
+    synthetic INTEGER NOT NULL DEFAULT 0,
+    actual_direction INTEGER,
+    actual_magnitude REAL,
+    prediction_accuracy REAL,
+    resolved_at REAL
+);
+CREATE INDEX ml_predictions_unresolved ON ml_predictions(resolved_at, target_time);
+CREATE INDEX ml_predictions_symbol_time ON ml_predictions(symbol, timestamp);
+
+CREATE TABLE sentiment_cache (
+    key TEXT PRIMARY KEY,
+    fetched_at REAL NOT NULL,
+    payload TEXT NOT NULL
+);
+
+CREATE TABLE strategy_state (
+    strategy_id TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    last_alert_time REAL,
+    last_trade_at REAL,
+    PRIMARY KEY (strategy_id, symbol)
+)
+"""
+
+MIGRATIONS: list[str] = [_V1]

@@ -1,0 +1,36 @@
+"""Sentiment cache: one JSON payload per key, with the time it was fetched."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from storage.database import Storage
+
+__all__ = ["get_cached", "history", "put_cached"]
+
+
+def get_cached(storage: Storage, key: str, max_age_s: float) -> dict[str, Any] | None:
+    """The payload cached under ``key`` if younger than ``max_age_s``, else None."""
+    row = storage.query_one("SELECT fetched_at, payload FROM sentiment_cache WHERE key = ?", (key,))
+    if row is None or time.time() - row["fetched_at"] > max_age_s:
+        return None
+    return json.loads(row["payload"])
+
+
+def put_cached(storage: Storage, key: str, payload: dict[str, Any]) -> None:
+    with storage.transaction() as conn:
+        conn.execute(
+            "INSERT OR REPLACE INTO sentiment_cache (key, fetched_at, payload) VALUES (?, ?, ?)",
+            (key, time.time(), json.dumps(payload)),
+        )
+
+
+def history(storage: Storage, key_prefix: str) -> list[tuple[float, dict[str, Any]]]:
+    """All cached payloads whose key starts with ``key_prefix``, oldest first (for trends)."""
+    rows = storage.query(
+        "SELECT fetched_at, payload FROM sentiment_cache WHERE key LIKE ? ORDER BY fetched_at",
+        (key_prefix.replace("%", r"\%") + "%",),
+    )
+    return [(r["fetched_at"], json.loads(r["payload"])) for r in rows]

@@ -1,0 +1,10 @@
+"""`tvgw pine`: not built yet (see the open issues)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("pine", help="(not built yet)")
+    parser.set_defaults(func=lambda args: print("tvgw pine: not built yet") or 1)

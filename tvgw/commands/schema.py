@@ -1,0 +1,32 @@
+"""`tvgw schema`: print the alert schema (the README's table is made from this)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from engine.alert import Alert, alert_field_table
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("schema", help="print the alert schema (JSON Schema or a Markdown table)")
+    parser.add_argument("--markdown", action="store_true", help="a Markdown table for the README")
+    parser.set_defaults(func=run)
+
+
+def markdown_table() -> str:
+    lines = ["| field | type | required | TradingView placeholder | meaning |", "|---|---|---|---|---|"]
+    for row in alert_field_table():
+        placeholder = f"`{row['placeholder']}`" if row["placeholder"] else ""
+        lines.append(
+            f"| `{row['field']}` | {row['type']} | {row['required']} | {placeholder} | {row['description']} |"
+        )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.markdown:
+        print(markdown_table())
+    else:
+        print(json.dumps(Alert.model_json_schema(), indent=2))
+    return 0

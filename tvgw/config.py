@@ -1,0 +1,294 @@
+"""The one configuration loader.
+
+Settings are read once at start-up: defaults, then ``TVGW_*`` environment variables, then an
+optional TOML file (``TVGW_CONFIG``) for per-strategy settings, then a test override. They are
+validated here and passed down as a frozen object; nothing else in the project reads
+``os.environ`` (exchange credentials included: see ``exchange_credentials``).
+
+A bad value stops start-up with a :class:`ConfigError` naming the variable, because a trading
+gateway that starts with a half-understood configuration is worse than one that does not start.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = [
+    "TRADINGVIEW_IPS",
+    "ConfigError",
+    "PaperSettings",
+    "RiskSettings",
+    "Settings",
+    "StrategySettings",
+    "exchange_credentials",
+    "load_settings",
+]
+
+#: The addresses TradingView documents as the senders of webhook alerts.
+TRADINGVIEW_IPS: tuple[str, ...] = (
+    "52.89.214.238",
+    "34.212.75.30",
+    "54.218.53.128",
+    "52.32.178.7",
+)
+LOOPBACK: tuple[str, ...] = ("127.0.0.0/8", "::1")
+
+Mode = Literal["annotate", "execute", "ml_gate", "hybrid"]
+Sizing = Literal["alert", "fixed_quote", "kelly"]
+
+
+class ConfigError(ValueError):
+    """Start-up configuration is invalid; the message names the variable to fix."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StrategySettings(_Frozen):
+    """Per-strategy settings: its secret, how its alerts are acted on, and how they are sized."""
+
+    id: str
+    passphrase: str = Field(min_length=1)
+    mode: Mode = "execute"
+    #: ``alert``: trade the alert's contracts; ``fixed_quote``: spend ``quote_amount``;
+    #: ``kelly``: the ML Kelly fraction of equity (falls back to ``alert`` without ML).
+    sizing: Sizing = "alert"
+    quote_amount: float = Field(default=100.0, gt=0)
+    #: Use ``position_size``/``market_position`` as the target position when the alert has them.
+    target_position: bool = True
+    ml_threshold: float = Field(default=0.8, ge=0, le=1)
+    hybrid_entry_score: float = 6.0
+    timeframe: str = "1h"
+
+
+class PaperSettings(_Frozen):
+    """The paper book: where it starts and what a fill costs."""
+
+    starting_balance: float = Field(default=10_000.0, gt=0)
+    quote_currency: str = "USDT"
+    fee_rate: float = Field(default=0.001, ge=0, lt=0.1)
+    slippage_bps: float = Field(default=5.0, ge=0, lt=1000)
+
+
+class RiskSettings(_Frozen):
+    """Limits the risk manager enforces before any order is sent."""
+
+    risk_per_trade: float = Field(default=0.02, gt=0, le=1)
+    max_portfolio_risk: float = Field(default=0.10, gt=0, le=1)
+    max_drawdown: float = Field(default=0.20, gt=0, le=1)
+    max_position_fraction: float = Field(default=0.25, gt=0, le=10)
+    max_open_positions: int = Field(default=5, ge=1)
+    daily_loss_limit: float = Field(default=0.05, gt=0, le=1)
+    cooldown_seconds: float = Field(default=0.0, ge=0)
+    max_leverage: float = Field(default=3.0, ge=1, le=10)
+
+
+class Settings(_Frozen):
+    """Everything the gateway needs to know at start-up."""
+
+    database: Path = Path("var/tvgw.sqlite")
+    model_dir: Path = Path("models")
+    broker: str = "paper"
+    sandbox: bool = True
+    #: Base URL replacing the exchange's REST API (a local fake exchange in tests, a proxy).
+    exchange_api_url: str | None = None
+    exchange_timeout_ms: int = Field(default=2_000, ge=100, le=60_000)
+    #: Client addresses or networks allowed to post alerts; empty means anyone.
+    allowed_ips: tuple[str, ...] = (*TRADINGVIEW_IPS, *LOOPBACK)
+    trusted_proxies: tuple[str, ...] = ()
+    max_lag_seconds: float = Field(default=60.0, gt=0)
+    api_token: str | None = None
+    max_body_bytes: int = Field(default=64 * 1024, ge=256)
+    max_json_depth: int = Field(default=8, ge=2, le=64)
+    #: ``FULL`` survives power loss; ``NORMAL`` (WAL) survives any process crash.
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = "FULL"
+    default_strategy: str = "default"
+    strategies: dict[str, StrategySettings] = Field(default_factory=dict)
+    paper: PaperSettings = PaperSettings()
+    risk: RiskSettings = RiskSettings()
+    ml_enabled: bool = True
+    ml_budget_ms: float = Field(default=500.0, gt=0)
+    log_level: str = "INFO"
+
+    @field_validator("allowed_ips", "trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{item!r} is not an IP address or network") from exc
+        return value
+
+    def strategy(self, strategy_id: str | None) -> StrategySettings | None:
+        """The settings of ``strategy_id`` (the default strategy when None), or None."""
+        return self.strategies.get(strategy_id or self.default_strategy)
+
+
+# --- environment parsing ------------------------------------------------------------------
+
+#: TVGW_* variable -> (settings key path, parser name). The names are a public interface.
+_ENV: dict[str, tuple[tuple[str, ...], str]] = {
+    "TVGW_DATABASE": (("database",), "str"),
+    "TVGW_MODEL_DIR": (("model_dir",), "str"),
+    "TVGW_BROKER": (("broker",), "str"),
+    "TVGW_SANDBOX": (("sandbox",), "bool"),
+    "TVGW_EXCHANGE_API_URL": (("exchange_api_url",), "str"),
+    "TVGW_EXCHANGE_TIMEOUT_MS": (("exchange_timeout_ms",), "str"),
+    "TVGW_ALLOWED_IPS": (("allowed_ips",), "ips"),
+    "TVGW_TRUSTED_PROXIES": (("trusted_proxies",), "ips"),
+    "TVGW_MAX_LAG_SECONDS": (("max_lag_seconds",), "str"),
+    "TVGW_API_TOKEN": (("api_token",), "str"),
+    "TVGW_MAX_BODY_BYTES": (("max_body_bytes",), "str"),
+    "TVGW_SQLITE_SYNCHRONOUS": (("sqlite_synchronous",), "upper"),
+    "TVGW_STRATEGY_MODE": (("_default_strategy", "mode"), "str"),
+    "TVGW_ML_ENABLED": (("ml_enabled",), "bool"),
+    "TVGW_ML_BUDGET_MS": (("ml_budget_ms",), "str"),
+    "TVGW_PAPER_BALANCE": (("paper", "starting_balance"), "str"),
+    "TVGW_PAPER_FEE_RATE": (("paper", "fee_rate"), "str"),
+    "TVGW_PAPER_SLIPPAGE_BPS": (("paper", "slippage_bps"), "str"),
+    "TVGW_LOG_LEVEL": (("log_level",), "upper"),
+}
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name}={raw!r}: expected true or false")
+
+
+def _parse_ips(raw: str) -> tuple[str, ...]:
+    """Comma list; ``tradingview`` and ``loopback`` expand; ``any`` (or empty) means no list."""
+    items: list[str] = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part or part.lower() == "any":
+            continue
+        if part.lower() == "tradingview":
+            items.extend(TRADINGVIEW_IPS)
+        elif part.lower() == "loopback":
+            items.extend(LOOPBACK)
+        else:
+            items.append(part)
+    return tuple(items)
+
+
+def _set_path(target: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for key in path[:-1]:
+        target = target.setdefault(key, {})
+    target[path[-1]] = value
+
+
+def _from_environment(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Settings values from ``environ`` and, for error messages, which variable set each key."""
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for name, (path, kind) in _ENV.items():
+        if name not in environ:
+            continue
+        raw = environ[name]
+        value: Any
+        if kind == "bool":
+            value = _parse_bool(name, raw)
+        elif kind == "ips":
+            value = _parse_ips(raw)
+        elif kind == "upper":
+            value = raw.strip().upper()
+        else:
+            value = raw.strip() or None if name == "TVGW_API_TOKEN" else raw.strip()
+        _set_path(values, path, value)
+        origin[".".join(p for p in path if not p.startswith("_"))] = name
+    return values, origin
+
+
+def _read_config_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"TVGW_CONFIG={path!r}: cannot read the file ({exc.strerror})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"TVGW_CONFIG={path!r}: not valid TOML ({exc})") from exc
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _strategies(values: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """Build the strategy table: the default strategy's secret comes from TVGW_PASSPHRASE."""
+    default_id = values.get("default_strategy", "default")
+    table: dict[str, Any] = dict(values.get("strategies", {}))
+    default_extra = values.pop("_default_strategy", {})
+    passphrase = environ.get("TVGW_PASSPHRASE")
+    if passphrase is not None or default_extra or default_id not in table:
+        entry = dict(table.get(default_id, {}))
+        entry.update(default_extra)
+        if passphrase is not None:
+            entry["passphrase"] = passphrase
+        if entry.get("passphrase"):
+            table[default_id] = entry
+    for strategy_id, entry in table.items():
+        if isinstance(entry, dict):
+            entry.setdefault("id", strategy_id)
+            env_key = f"TVGW_PASSPHRASE_{strategy_id.upper().replace('-', '_')}"
+            if env_key in environ:
+                entry["passphrase"] = environ[env_key]
+    values["strategies"] = table
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read and validate the settings once; raise :class:`ConfigError` naming the culprit."""
+    env = os.environ if environ is None else environ
+    values, origin = _from_environment(env)
+    if env.get("TVGW_CONFIG"):
+        values = _merge(_read_config_file(env["TVGW_CONFIG"]), values)
+    if overrides:
+        values = _merge(values, overrides)
+    _strategies(values, env)
+    try:
+        settings = Settings.model_validate(values)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            source = origin.get(key) or (f"TVGW_CONFIG [{key}]" if env.get("TVGW_CONFIG") else key)
+            problems.append(f"{source}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from exc
+    if not settings.strategies:
+        raise ConfigError(
+            "no strategy has a passphrase: set TVGW_PASSPHRASE (the default strategy's secret) "
+            "or define [strategies.<id>] with a passphrase in the TVGW_CONFIG file"
+        )
+    return settings
+
+
+def exchange_credentials(exchange_id: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """API credentials for ``exchange_id`` from ``TVGW_<EXCHANGE>_API_KEY`` / ``_SECRET`` /
+    ``_PASSWORD``. Credentials never come from an alert body or a config file in the repo."""
+    env = os.environ if environ is None else environ
+    prefix = f"TVGW_{exchange_id.upper()}_"
+    creds = {}
+    for suffix, key in (("API_KEY", "apiKey"), ("SECRET", "secret"), ("PASSWORD", "password")):
+        if env.get(prefix + suffix):
+            creds[key] = env[prefix + suffix]
+    return creds

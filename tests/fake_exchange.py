@@ -1,0 +1,1 @@
+"""Local fake Binance spot REST server for ccxt tests (being written)."""

@@ -1,0 +1,185 @@
+"""The technical score (0..9) of the hybrid mode, and the ML bonus added to it.
+
+In hybrid mode an alert is entered when ``technical score + ml_bonus(p) >= 6``. The
+technical score normally comes with the alert (the Pine script computes it); when the alert
+carries none, the gateway computes it here from the stored candles with the same rules, so
+both paths mean the same thing.
+
+Rules for a **buy** (a **sell** mirrors each one), read at the frame's last bar:
+
+============================  ======  ==============================================================
+component                     points  fires when
+============================  ======  ==============================================================
+``rsi``                       2 / 1   Wilder RSI(14) <= 30 (2 points), else <= 40 (1 point).
+                                      Sell: >= 70 / >= 60.
+``bollinger``                 1.5     close at or below the lower Bollinger band (20 bars, 2
+                                      population std). Sell: at or above the upper band.
+``volume``                    1       volume >= 1.5x the mean volume of the 20 bars *before* it
+                                      (the spike is not part of its own baseline). Same for a sell.
+``reversal``                  1.5     a hammer after a decline, or a bullish engulfing bar (below).
+                                      Sell: a shooting star after an advance, or bearish engulfing.
+``macd``                      1       MACD(12, 26, 9) histogram higher than on the bar before (a
+                                      bullish cross is such a rise through zero). Sell: lower.
+``stochastic``                1       slow %K(14, 3) was <= 20 on the bar before and turned up.
+                                      Sell: was >= 80 and turned down.
+``support_resistance``        1       close within 1% above the lowest low of the last 50 bars
+                                      (this one included). Sell: within 1% below the highest high.
+============================  ======  ==============================================================
+
+A *hammer*: the bar has a range, its lower wick is at least twice its body, its upper wick
+is at most a quarter of its range, and the close before it was below the close three bars
+before that (a decline to reverse). *Bullish engulfing*: the previous bar fell, this one rose,
+and this body covers the previous body (open <= previous close, close >= previous open) and is
+larger. The total is capped at 9 (the components add up to exactly 9 at most).
+
+No look-ahead: every value at bar t uses bars up to t only (see ``engine.indicators``), so
+:func:`technical_components` over a long frame agrees row by row with :func:`technical_score`
+over the frame cut at each row. EMAs start at the frame's first close, so pass the same
+history length live and in a backtest (at least a few hundred bars makes the start irrelevant).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from engine.indicators import bollinger_bands, macd_histogram, require_ohlcv, rsi, stochastic_k
+
+__all__ = [
+    "COMPONENTS",
+    "HYBRID_ENTRY_SCORE",
+    "MAX_SCORE",
+    "TECHNICAL_MIN_ROWS",
+    "TechnicalScore",
+    "ml_bonus",
+    "technical_components",
+    "technical_score",
+]
+
+Side = Literal["buy", "sell"]
+
+#: Enter a hybrid trade at this total (technical score + ML bonus) or above.
+HYBRID_ENTRY_SCORE = 6.0
+MAX_SCORE = 9.0
+#: The longest window: the 50-bar support/resistance level.
+TECHNICAL_MIN_ROWS = 50
+COMPONENTS: tuple[str, ...] = (
+    "rsi",
+    "bollinger",
+    "volume",
+    "reversal",
+    "macd",
+    "stochastic",
+    "support_resistance",
+)
+
+
+@dataclass(frozen=True)
+class TechnicalScore:
+    """The score in [0, 9] and the points each component contributed (all components listed)."""
+
+    score: float
+    components: dict[str, float]
+
+
+def _check_side(side: str) -> None:
+    if side not in ("buy", "sell"):
+        raise ValueError(f"side must be 'buy' or 'sell', got {side!r}")
+
+
+def _reversal(df: pd.DataFrame, side: Side) -> pd.Series:
+    o, h, low, c = df["open"], df["high"], df["low"], df["close"]
+    body = (c - o).abs()
+    rng = h - low
+    lower_wick = np.minimum(o, c) - low
+    upper_wick = h - np.maximum(o, c)
+    prev_o, prev_c = o.shift(1), c.shift(1)
+    prev_body = (prev_c - prev_o).abs()
+    if side == "buy":
+        pin = (lower_wick >= 2 * body) & (upper_wick <= 0.25 * rng)
+        trend = prev_c < c.shift(4)
+        engulfing = (prev_c < prev_o) & (c > o) & (o <= prev_c) & (c >= prev_o) & (body > prev_body)
+    else:
+        pin = (upper_wick >= 2 * body) & (lower_wick <= 0.25 * rng)
+        trend = prev_c > c.shift(4)
+        engulfing = (prev_c > prev_o) & (c < o) & (o >= prev_c) & (c <= prev_o) & (body > prev_body)
+    return ((rng > 0) & pin & trend) | engulfing
+
+
+def technical_components(df: pd.DataFrame, side: Side) -> pd.DataFrame:
+    """The points of each component and the total ``score``, for every bar of ``df``.
+
+    Rows before the first bar with :data:`TECHNICAL_MIN_ROWS` bars of history are NaN. This is
+    the vectorised form for backtests; :func:`technical_score` reads its last row.
+    """
+    _check_side(side)
+    require_ohlcv(df, min_rows=TECHNICAL_MIN_ROWS, purpose="the technical score")
+    close, volume = df["close"].astype(float), df["volume"].astype(float)
+    rsi_v = rsi(close, 14)
+    lower, upper = bollinger_bands(close, 20, 2.0)
+    hist = macd_histogram(close, 12, 26, 9)
+    k = stochastic_k(df, 14, 3)
+    baseline = volume.shift(1).rolling(20).mean()
+    if side == "buy":
+        rsi_points = np.where(rsi_v <= 30, 2.0, np.where(rsi_v <= 40, 1.0, 0.0))
+        band = close <= lower
+        momentum = hist > hist.shift(1)
+        stoch = (k.shift(1) <= 20) & (k > k.shift(1))
+        level = close <= df["low"].rolling(50).min() * 1.01
+    else:
+        rsi_points = np.where(rsi_v >= 70, 2.0, np.where(rsi_v >= 60, 1.0, 0.0))
+        band = close >= upper
+        momentum = hist < hist.shift(1)
+        stoch = (k.shift(1) >= 80) & (k < k.shift(1))
+        level = close >= df["high"].rolling(50).max() * 0.99
+    points = pd.DataFrame(
+        {
+            "rsi": rsi_points,
+            "bollinger": band.astype(float) * 1.5,
+            "volume": ((baseline > 0) & (volume >= 1.5 * baseline)).astype(float),
+            "reversal": _reversal(df, side).astype(float) * 1.5,
+            "macd": momentum.astype(float),
+            "stochastic": stoch.astype(float),
+            "support_resistance": level.astype(float),
+        },
+        index=df.index,
+    )
+    points["score"] = points[list(COMPONENTS)].sum(axis=1).clip(upper=MAX_SCORE)
+    points.iloc[: TECHNICAL_MIN_ROWS - 1] = np.nan
+    return points
+
+
+def technical_score(df: pd.DataFrame, side: Side) -> TechnicalScore:
+    """The technical score of a ``side`` entry at the last bar of ``df`` (rules in the module
+    docstring). Needs at least :data:`TECHNICAL_MIN_ROWS` candles, ascending."""
+    last = technical_components(df, side).iloc[-1]
+    return TechnicalScore(
+        score=float(last["score"]), components={name: float(last[name]) for name in COMPONENTS}
+    )
+
+
+def ml_bonus(p: float) -> float:
+    """Points the ML direction probability adds to the technical score in hybrid mode.
+
+    +2 at p >= 0.70, +1 at >= 0.60, +0.5 at >= 0.50, 0 in [0.45, 0.50), -1 below 0.45. The
+    probability is that of the alert's own direction (p(up) for a buy, 1 - p(up) for a sell).
+    """
+    try:
+        valid = math.isfinite(p) and 0.0 <= p <= 1.0
+    except TypeError:
+        valid = False
+    if not valid:
+        raise ValueError(f"ml_bonus needs a probability in [0, 1], got {p!r}")
+    if p >= 0.70:
+        return 2.0
+    if p >= 0.60:
+        return 1.0
+    if p >= 0.50:
+        return 0.5
+    if p >= 0.45:
+        return 0.0
+    return -1.0

@@ -1,0 +1,105 @@
+"""Training targets and time-ordered, purged splits.
+
+Label of bar t: the log return from the close of t to the close of t + horizon (the
+*magnitude*, a signed fraction) and its sign (the *direction*, 1 = up, 0 = flat or down).
+The last ``horizon`` rows have no label, nor does a row whose forward window straddles a gap of
+more than ``max_missing_bars`` bars (its "5 bars ahead" would be some unknown longer time).
+
+Splits keep time order. Between consecutive parts (train → calibration → test) ``gap`` rows
+are dropped: a training label at row t looks ``horizon`` bars ahead, so without the gap the
+last training labels would be computed from the same prices as the first test rows (purge /
+embargo in López de Prado's terms). ``gap`` must be at least the horizon.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ml_integration.candles import epoch_seconds, infer_timeframe_seconds, missing_in_window
+
+__all__ = ["Labels", "TimeSplit", "make_labels", "purged_split"]
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Per-row targets; ``valid`` is False where there is no trustworthy label."""
+
+    forward_return: np.ndarray
+    direction: np.ndarray
+    valid: np.ndarray
+    horizon: int
+
+
+def make_labels(
+    ohlcv_df: pd.DataFrame, horizon: int, *, timeframe_sec: int | None = None, max_missing_bars: int = 0
+) -> Labels:
+    """Direction and magnitude ``horizon`` bars ahead for every row of a (validated) frame."""
+    if horizon < 1:
+        raise ValueError(f"horizon (target_periods) must be >= 1, got {horizon}")
+    close = ohlcv_df["close"].to_numpy(dtype=float)
+    stamps = epoch_seconds(ohlcv_df.index)
+    tf = timeframe_sec or infer_timeframe_seconds(ohlcv_df.index)
+    n = len(close)
+    forward = np.full(n, np.nan)
+    valid = np.zeros(n, dtype=bool)
+    if n > horizon:
+        forward[: n - horizon] = np.log(close[horizon:] / close[: n - horizon])
+        missing_ahead = missing_in_window(stamps, horizon + 1, tf)[horizon:]
+        valid[: n - horizon] = missing_ahead <= max_missing_bars
+    forward[~valid] = np.nan
+    direction = (np.nan_to_num(forward, nan=0.0) > 0).astype(np.int64)
+    return Labels(forward_return=forward, direction=direction, valid=valid, horizon=horizon)
+
+
+@dataclass(frozen=True)
+class TimeSplit:
+    """Positions (into the usable rows) of each part, in time order, with purge gaps between."""
+
+    train: np.ndarray
+    calibration: np.ndarray
+    test: np.ndarray
+    gap: int
+
+    def describe(self) -> dict[str, int]:
+        return {
+            "train_rows": len(self.train),
+            "calibration_rows": len(self.calibration),
+            "test_rows": len(self.test),
+            "purge_gap_rows": self.gap,
+        }
+
+
+def purged_split(
+    n_rows: int, *, test_fraction: float, gap: int, calibration_fraction: float = 0.0
+) -> TimeSplit:
+    """Split ``n_rows`` time-ordered rows into train, calibration (optional) and test parts.
+
+    The parts are contiguous and ordered; ``gap`` rows are dropped before the calibration part
+    and before the test part.
+    """
+    if gap < 0:
+        raise ValueError(f"gap must be >= 0, got {gap}")
+    if (
+        not 0 < test_fraction < 1
+        or not 0 <= calibration_fraction < 1
+        or test_fraction + calibration_fraction >= 1
+    ):
+        raise ValueError(
+            f"fractions must be in (0, 1) and sum below 1: test={test_fraction}, "
+            f"calibration={calibration_fraction}"
+        )
+    n_test = int(round(n_rows * test_fraction))
+    n_cal = int(round(n_rows * calibration_fraction))
+    gaps = gap * (2 if n_cal else 1)
+    n_train = n_rows - n_test - n_cal - gaps
+    if n_train < 1 or n_test < 1 or (calibration_fraction > 0 and n_cal < 1):
+        raise ValueError(f"{n_rows} rows are too few to split with a purge gap of {gap}")
+    train = np.arange(0, n_train)
+    cal_start = n_train + (gap if n_cal else 0)
+    calibration = np.arange(cal_start, cal_start + n_cal)
+    test_start = (cal_start + n_cal if n_cal else n_train) + gap
+    test = np.arange(test_start, n_rows)
+    return TimeSplit(train=train, calibration=calibration, test=test, gap=gap)

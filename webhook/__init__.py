@@ -1,0 +1,45 @@
+"""The Flask application: ``create_app()`` builds one gateway per worker process."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from engine.brokers.factory import create_broker
+from storage import Storage
+from tvgw.config import Settings, load_settings
+from webhook.enrichment import Enricher
+from webhook.errors import register_error_handlers
+from webhook.gateway import Gateway
+
+__all__ = ["create_app", "get_gateway"]
+
+
+def create_app(settings: Settings | None = None, test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Application factory: settings (defaults → ``TVGW_*`` → ``test_config``), storage
+    migrated, broker and gateway built, blueprints registered."""
+    settings = settings or load_settings(test_config)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    storage = Storage(settings.database, synchronous=settings.sqlite_synchronous)
+    storage.migrate()
+    broker = create_broker(settings, storage)
+    app.extensions["tvgw"] = Gateway(settings, storage, broker, Enricher(settings))
+
+    from webhook import api, routes
+
+    app.register_blueprint(routes.bp)
+    app.register_blueprint(api.bp)
+    register_error_handlers(app)
+    return app
+
+
+def get_gateway(app: Flask) -> Gateway:
+    gateway = app.extensions["tvgw"]
+    assert isinstance(gateway, Gateway)
+    return gateway

@@ -1,0 +1,24 @@
+"""Build the configured broker: ``paper`` or any ccxt exchange id."""
+
+from __future__ import annotations
+
+from engine.brokers.base import Broker
+from engine.brokers.paper import PaperBroker
+from storage import Storage
+from tvgw.config import Settings, exchange_credentials
+
+__all__ = ["create_broker"]
+
+
+def create_broker(settings: Settings, storage: Storage) -> Broker:
+    if settings.broker == "paper":
+        return PaperBroker(storage, settings.paper, max_leverage=settings.risk.max_leverage)
+    from engine.brokers.ccxt_broker import CcxtBroker
+
+    return CcxtBroker(
+        settings.broker,
+        credentials=exchange_credentials(settings.broker),
+        sandbox=settings.sandbox,
+        api_url=settings.exchange_api_url,
+        timeout_ms=settings.exchange_timeout_ms,
+    )

@@ -1,0 +1,96 @@
+"""The paper book: fills at the alert's price with fee and slippage; state lives in SQLite.
+
+It keeps no state of its own: cash and positions are the storage ledger (``storage.orders``),
+so the book survives restarts and every gunicorn worker sees the same account.
+"""
+
+from __future__ import annotations
+
+from engine.brokers.base import Broker, OrderRequest, OrderResult
+from engine.exceptions import InsufficientFundsError, InvalidOrderError
+from engine.symbols import to_ccxt_symbol
+from storage import Storage
+from storage.orders import get_cash, get_order, list_positions
+from tvgw.config import PaperSettings
+
+__all__ = ["PaperBroker"]
+
+
+class PaperBroker(Broker):
+    """Simulated execution. A market order fills completely at the reference price moved
+    against the trader by ``slippage_bps``, and pays ``fee_rate`` of its notional."""
+
+    name = "paper"
+
+    def __init__(self, storage: Storage, settings: PaperSettings, *, max_leverage: float = 1.0):
+        self.storage = storage
+        self.settings = settings
+        self.max_leverage = max_leverage
+        self._marks: dict[str, float] = {}
+
+    def resolve_symbol(self, ticker: str, exchange: str | None = None) -> str:
+        return to_ccxt_symbol(ticker, None, exchange)
+
+    def cash(self) -> float:
+        return get_cash(self.storage, self.name, self.settings.quote_currency, self.settings.starting_balance)
+
+    def equity(self) -> float:
+        """Cash plus open positions marked at the last price seen (entry price if none)."""
+        total = self.cash()
+        for pos in list_positions(self.storage, self.name):
+            mark = self._marks.get(pos.symbol) or pos.avg_price or 0.0
+            total += pos.amount * mark
+        return total
+
+    def mark(self, symbol: str, price: float) -> None:
+        """Remember the latest price seen for ``symbol`` (alerts carry prices)."""
+        self._marks[symbol] = price
+
+    def last_price(self, symbol: str) -> float | None:
+        return self._marks.get(symbol)
+
+    def execute(self, order: OrderRequest) -> OrderResult:
+        if order.price is None or order.price <= 0:
+            raise InvalidOrderError(
+                f"paper {order.side} {order.amount} {order.symbol}: no reference price to fill at"
+            )
+        if order.amount <= 0:
+            raise InvalidOrderError(f"paper {order.side} {order.symbol}: amount must be positive")
+        slip = order.price * self.settings.slippage_bps / 10_000
+        fill = order.price + slip if order.side == "buy" else order.price - slip
+        notional = order.amount * fill
+        fee = notional * self.settings.fee_rate
+        if not order.reduce_only:
+            available = max(self.equity(), 0.0) * self.max_leverage
+            if notional + fee > available:
+                raise InsufficientFundsError(
+                    f"paper {order.side} {order.amount} {order.symbol} at {fill:.8g} needs "
+                    f"{notional + fee:.2f} {self.settings.quote_currency}; "
+                    f"{available:.2f} available at {self.max_leverage:g}x"
+                )
+        self.mark(order.symbol, order.price)
+        return OrderResult(
+            client_order_id=order.client_order_id,
+            status="filled",
+            filled=order.amount,
+            average=fill,
+            fee=fee,
+            fee_currency=self.settings.quote_currency,
+            exchange_order_id=f"paper-{order.client_order_id}",
+        )
+
+    def fetch_order(self, client_order_id: str, symbol: str) -> OrderResult | None:
+        """A paper order exists only once its fill was recorded with it; a ``pending`` row
+        left by a crash never filled, because the fill and its record commit together."""
+        row = get_order(self.storage, client_order_id)
+        if row is not None and row["status"] == "filled":
+            return OrderResult(
+                client_order_id=client_order_id,
+                status="filled",
+                filled=row["filled"],
+                average=row["average"],
+                fee=row["fee"],
+                fee_currency=row["fee_currency"],
+                exchange_order_id=row["exchange_order_id"],
+            )
+        return None

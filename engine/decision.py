@@ -1,0 +1,112 @@
+"""What the engine decided for one alert, and the ML opinion it was given.
+
+``MLOpinion`` is the engine's view of an ML signal: the few numbers a decision needs. The
+webhook builds it from ``ml_integration``'s richer signal, so the engine never imports the ML
+library (and works unchanged without one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+from engine.brokers.base import OrderRequest, OrderResult
+
+__all__ = ["Decision", "DecisionStatus", "MLOpinion", "MarketSnapshot", "PlannedOrder"]
+
+DecisionStatus = Literal["executed", "annotated", "rejected", "failed", "processing"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class MLOpinion:
+    """The ML strategy's view of this market, as far as decisions are concerned."""
+
+    direction_probability: float  # calibrated P(price up over the horizon)
+    confidence: float  # 0..1, the strategy's combined confidence
+    combined_probability: float  # ML and sentiment blended, P(up)
+    kelly_fraction: float  # fraction of equity; 0 when there is no edge
+    action: str  # the strategy's own call: buy, sell or hold
+    magnitude: float | None = None
+    sentiment_score: float | None = None
+    quality_grade: str | None = None
+    stop_loss: float | None = None
+    take_profit: float | None = None
+    model_version: str | None = None
+    synthetic: bool = False
+
+    def agrees_with(self, side: str) -> bool:
+        return self.direction_probability > 0.5 if side == "buy" else self.direction_probability < 0.5
+
+    def probability_for(self, side: str) -> float:
+        """Combined probability that a trade on ``side`` goes the right way."""
+        return self.combined_probability if side == "buy" else 1.0 - self.combined_probability
+
+
+@dataclass(frozen=True, kw_only=True)
+class MarketSnapshot:
+    """Inputs gathered *before* the write transaction (they may need the network)."""
+
+    equity: float
+    price: float | None
+    candles: Any = None  # recent OHLCV DataFrame, when the candle store has one
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlannedOrder:
+    """An order the engine intends; the client order id is assigned once the alert has an id."""
+
+    symbol: str
+    side: Literal["buy", "sell"]
+    amount: float
+    price: float | None
+    reduce_only: bool
+
+    def request(self, client_order_id: str) -> OrderRequest:
+        return OrderRequest(
+            client_order_id=client_order_id, symbol=self.symbol, side=self.side,
+            amount=self.amount, price=self.price, reduce_only=self.reduce_only,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class Decision:
+    """The outcome for one alert. ``status`` is what the response and the alert row say."""
+
+    status: DecisionStatus
+    mode: str
+    action: str
+    reason: str
+    symbol: str | None = None
+    current_position: float | None = None
+    target_position: float | None = None
+    order: PlannedOrder | None = None
+    client_order_id: str | None = None
+    result: OrderResult | None = None
+    risk_codes: tuple[str, ...] = ()
+    risk_reasons: tuple[str, ...] = ()
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def with_result(self, **changes: Any) -> Decision:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form stored with the alert and returned in the response."""
+        out: dict[str, Any] = {
+            "status": self.status, "mode": self.mode, "action": self.action, "reason": self.reason,
+            "symbol": self.symbol, "current_position": self.current_position,
+            "target_position": self.target_position,
+        }  # fmt: skip
+        if self.order is not None:
+            out["order"] = {**asdict(self.order), "client_order_id": self.client_order_id}
+        if self.result is not None:
+            out["fill"] = {
+                "status": self.result.status, "filled": self.result.filled,
+                "average": self.result.average, "fee": self.result.fee,
+                "fee_currency": self.result.fee_currency,
+                "exchange_order_id": self.result.exchange_order_id,
+            }  # fmt: skip
+        if self.risk_codes:
+            out["risk"] = {"codes": list(self.risk_codes), "reasons": list(self.risk_reasons)}
+        if self.details:
+            out["details"] = self.details
+        return out

@@ -1,0 +1,354 @@
+"""The trading engine: from a validated alert (and an optional ML opinion) to a decision, and
+from a decision to an order on the broker.
+
+Two steps, because of where the write lock sits:
+
+1. :meth:`TradingEngine.decide` runs inside the caller's ``BEGIN IMMEDIATE`` transaction, so
+   two workers never decide on the same position at once. It reads only local state (the
+   ledger and the orders still pending) and does no network I/O; whatever needs the network
+   (equity, price) was gathered before into a :class:`MarketSnapshot`.
+2. :meth:`TradingEngine.execute` sends the order once, outside any transaction, then records
+   the fill, the position and the alert's outcome in one transaction.
+
+Backtests and live trading share this path; only the broker and the clock differ.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from engine.alert import Action, Alert
+from engine.brokers.base import Broker, OrderResult
+from engine.decision import Decision, MarketSnapshot, MLOpinion, PlannedOrder
+from engine.exceptions import (
+    BrokerError,
+    InvalidOrderError,
+    OrderUncertainError,
+    UnknownSymbolError,
+)
+from engine.risk import PortfolioState, RiskManager, TradeProposal
+from engine.technical import HYBRID_ENTRY_SCORE, ml_bonus, technical_score
+from storage import Storage
+from storage import orders as order_store
+from storage import state as state_store
+from tvgw.config import Settings, StrategySettings
+
+__all__ = ["TradingEngine"]
+
+log = logging.getLogger(__name__)
+
+#: Called inside the final transaction with the finished decision (the webhook's alert update).
+OnDone = Callable[[sqlite3.Connection, Decision], None]
+
+#: Position differences smaller than this (in base units) count as "already there".
+EPSILON = 1e-9
+
+
+@dataclass(frozen=True)
+class _Plan:
+    current: float
+    target: float | None
+    reason: str
+
+
+class TradingEngine:
+    """Decides and executes; knows nothing about HTTP and never which broker it has."""
+
+    def __init__(self, settings: Settings, storage: Storage, broker: Broker):
+        self.settings = settings
+        self.storage = storage
+        self.broker = broker
+        self.risk = RiskManager(settings.risk)
+
+    # --- step 0: inputs that may need the network (outside the transaction) ---------------
+    def snapshot(self, alert: Alert, candles: object = None) -> MarketSnapshot:
+        price = alert.price or alert.close
+        if price is None:
+            try:
+                price = self.broker.last_price(self.broker.resolve_symbol(alert.ticker, alert.exchange))
+            except BrokerError:
+                price = None
+        return MarketSnapshot(equity=self.broker.equity(), price=price, candles=candles)
+
+    # --- step 1: decide (inside the caller's write transaction) ----------------------------
+    def decide(
+        self,
+        conn: sqlite3.Connection,
+        alert: Alert,
+        strategy: StrategySettings,
+        snapshot: MarketSnapshot,
+        ml: MLOpinion | None = None,
+    ) -> Decision:
+        """What to do with ``alert``. Reads the ledger through ``conn``; writes nothing."""
+        base = {"mode": strategy.mode, "action": alert.action.value}
+        try:
+            symbol = self.broker.resolve_symbol(alert.ticker, alert.exchange)
+        except UnknownSymbolError as exc:
+            return Decision(status="rejected", reason=str(exc), **base)
+        base["symbol"] = symbol  # type: ignore[assignment]
+        stamp = alert.timenow or alert.time
+        if stamp is not None:
+            newest = state_store.last_alert_time(conn, strategy.id, symbol)
+            if newest is not None and stamp.timestamp() < newest:
+                return Decision(
+                    status="rejected",
+                    reason=f"out of order: a newer alert (at {newest:.0f}) was already applied",
+                    **base,  # type: ignore[arg-type]
+                )
+        if strategy.mode == "annotate":
+            return Decision(status="annotated", reason="strategy mode is annotate: recorded only", **base)  # type: ignore[arg-type]
+        price = snapshot.price
+        if price is None or price <= 0:
+            return Decision(
+                status="rejected", reason="no price: the alert has neither price nor close", **base
+            )  # type: ignore[arg-type]
+
+        held = order_store.get_position(self.storage, self.broker.name, symbol).amount
+        current = held + order_store.pending_exposure(conn, self.broker.name, symbol)
+        plan = self._plan(alert, strategy, snapshot, ml, current, price)
+        base.update(current_position=current, target_position=plan.target)  # type: ignore[call-overload]
+        if plan.target is None:
+            return Decision(status="rejected", reason=plan.reason, **base)  # type: ignore[arg-type]
+        delta = plan.target - current
+        if abs(delta) <= EPSILON:
+            return Decision(status="annotated", reason=f"already at target position ({current:g})", **base)  # type: ignore[arg-type]
+
+        gate = self._gate(alert, strategy, snapshot, ml, delta, current, plan.target)
+        if gate is not None:
+            return Decision(status="annotated" if gate[0] else "rejected", reason=gate[1], **base)  # type: ignore[arg-type]
+
+        side = "buy" if delta > 0 else "sell"
+        reduces = abs(plan.target) <= abs(current) and (
+            plan.target == 0 or (plan.target > 0) == (current > 0)
+        )
+        amount = abs(delta)
+        codes: tuple[str, ...] = ()
+        reasons: tuple[str, ...] = ()
+        if not reduces:
+            verdict = self.risk.check(
+                TradeProposal(
+                    symbol=symbol, side=side, amount=amount, price=price,
+                    stop_loss=ml.stop_loss if ml else None,
+                ),
+                self._portfolio(snapshot, symbol, price),
+            )  # fmt: skip
+            codes, reasons = verdict.codes, verdict.reasons
+            if not verdict.allowed:
+                return Decision(
+                    status="rejected",
+                    reason="; ".join(verdict.reasons) or "refused by risk limits",
+                    risk_codes=codes,
+                    risk_reasons=reasons,
+                    **base,  # type: ignore[arg-type]
+                )
+            amount = verdict.amount
+        order = PlannedOrder(symbol=symbol, side=side, amount=amount, price=price, reduce_only=reduces)
+        return Decision(
+            status="processing",
+            reason=plan.reason,
+            order=order,
+            risk_codes=codes,
+            risk_reasons=reasons,
+            **base,  # type: ignore[arg-type]
+        )
+
+    def _plan(
+        self,
+        alert: Alert,
+        strategy: StrategySettings,
+        snapshot: MarketSnapshot,
+        ml: MLOpinion | None,
+        current: float,
+        price: float,
+    ) -> _Plan:
+        """The position the alert asks for, sized by the strategy's rule."""
+        action = alert.action
+        target_from_alert = alert.target_position if strategy.target_position else None
+        if action in (Action.CLOSE_ALL,) or target_from_alert == 0.0:
+            return _Plan(current, 0.0, "close the position")
+        if action == Action.CLOSE_LONG:
+            return _Plan(current, min(current, 0.0), "close the long side")
+        if action == Action.CLOSE_SHORT:
+            return _Plan(current, max(current, 0.0), "close the short side")
+        if action == Action.REVERSE and target_from_alert is None:
+            if abs(current) <= EPSILON:
+                return _Plan(current, None, "reverse: there is no position to reverse")
+            return _Plan(current, -current, "reverse the position")
+        size, why = self._size(alert, strategy, snapshot, ml, price)
+        if target_from_alert is not None:
+            if strategy.sizing == "alert":
+                return _Plan(current, target_from_alert, "move to the alert's target position")
+            if size is None:
+                return _Plan(current, None, why)
+            return _Plan(current, math.copysign(size, target_from_alert), f"target position, {why}")
+        if size is None:
+            return _Plan(current, None, why)
+        sign = 1.0 if action == Action.BUY else -1.0
+        return _Plan(current, current + sign * size, why)
+
+    def _size(
+        self,
+        alert: Alert,
+        strategy: StrategySettings,
+        snapshot: MarketSnapshot,
+        ml: MLOpinion | None,
+        price: float,
+    ) -> tuple[float | None, str]:
+        """Order size in base units by the strategy's sizing rule, or None with the reason."""
+        if strategy.sizing == "kelly" and ml is not None:
+            if ml.kelly_fraction <= 0:
+                return None, "Kelly fraction is zero: the model sees no edge"
+            return ml.kelly_fraction * snapshot.equity / price, f"Kelly {ml.kelly_fraction:.3f} of equity"
+        if strategy.sizing == "fixed_quote":
+            return strategy.quote_amount / price, f"{strategy.quote_amount:g} quote per trade"
+        if alert.contracts is None or alert.contracts <= 0:
+            return None, "the alert has no contracts to size the order with"
+        return alert.contracts, "sized by the alert's contracts"
+
+    def _gate(
+        self,
+        alert: Alert,
+        strategy: StrategySettings,
+        snapshot: MarketSnapshot,
+        ml: MLOpinion | None,
+        delta: float,
+        current: float,
+        target: float,
+    ) -> tuple[bool, str] | None:
+        """ml_gate and hybrid entry rules. Returns (annotate?, reason) to stop, None to go on.
+        Exits are never gated: reducing exposure must not wait for a model's permission."""
+        opening = abs(target) > abs(current) or (target != 0 and (target > 0) != (current > 0))
+        if not opening or strategy.mode == "execute":
+            return None
+        side = "buy" if delta > 0 else "sell"
+        if strategy.mode == "ml_gate":
+            if ml is None:
+                return True, "ml_gate: no ML opinion available, fallback rule is to annotate only"
+            if not ml.agrees_with(side):
+                return True, (f"ml_gate: model disagrees (P(up)={ml.direction_probability:.2f} for a {side})")
+            if ml.confidence < strategy.ml_threshold:
+                return True, (
+                    f"ml_gate: confidence {ml.confidence:.2f} below threshold {strategy.ml_threshold:.2f}"
+                )
+            return None
+        # hybrid: technical score from the alert, else from the candles; plus the ML bonus
+        tech = alert.technical_score
+        if tech is None and snapshot.candles is not None:
+            try:
+                tech = technical_score(snapshot.candles, side).score
+            except ValueError as exc:
+                return True, f"hybrid: no technical score ({exc})"
+        if tech is None:
+            return True, "hybrid: no technical score in the alert and no candles to compute one"
+        bonus = ml_bonus(ml.probability_for(side)) if ml is not None else 0.0
+        total = tech + bonus
+        needed = strategy.hybrid_entry_score or HYBRID_ENTRY_SCORE
+        if total < needed:
+            return True, f"hybrid: score {tech:g} + ML bonus {bonus:+g} = {total:g} < {needed:g}"
+        return None
+
+    def _portfolio(self, snapshot: MarketSnapshot, symbol: str, price: float) -> PortfolioState:
+        positions = order_store.list_positions(self.storage, self.broker.name)
+        notional = {
+            p.symbol: abs(p.amount) * (price if p.symbol == symbol else (p.avg_price or 0.0))
+            for p in positions
+        }
+        peak, day_start = order_store.equity_marks(self.storage, self.broker.name, snapshot.equity)
+        return PortfolioState(
+            equity=snapshot.equity,
+            peak_equity=peak,
+            day_start_equity=day_start,
+            positions={p.symbol: p.amount for p in positions},
+            position_notional=notional,
+            open_risk=0.0,
+            last_trade_at=order_store.last_trade_times(self.storage, self.broker.name),
+            now=time.time(),
+        )
+
+    # --- step 2: execute (outside any transaction) -------------------------------------------
+    def execute(self, decision: Decision, client_order_id: str, on_done: OnDone) -> Decision:
+        """Send the planned order once, then record the order's fate, the ledger and (through
+        ``on_done``, the caller's alert update) the outcome in one transaction."""
+        assert decision.order is not None
+        request = decision.order.request(client_order_id)
+        result: OrderResult | None = None
+        try:
+            result = self.broker.execute(request)
+        except InvalidOrderError as exc:
+            final = self._failed(decision, client_order_id, "rejected", str(exc))
+            order_status = "rejected"
+        except OrderUncertainError as exc:
+            final = self._failed(decision, client_order_id, "failed", str(exc))
+            order_status = "unknown"
+        except BrokerError as exc:
+            final = self._failed(decision, client_order_id, "failed", str(exc))
+            order_status = "failed"
+        else:
+            filled = result.filled > 0
+            final = decision.with_result(
+                status="executed" if filled else "failed",
+                result=result,
+                reason=decision.reason if filled else f"order {result.status}, nothing filled",
+                client_order_id=client_order_id,
+            )
+        with self.storage.transaction() as conn:
+            if result is not None:
+                self.record_result(conn, request.symbol, request.side, result)
+            else:
+                order_store.update_order(conn, client_order_id, status=order_status, error=final.reason)
+            on_done(conn, final)
+        return final
+
+    def record_result(self, conn: sqlite3.Connection, symbol: str, side: str, result: OrderResult) -> None:
+        """Apply a broker result to the order row and, for a fill, to the ledger."""
+        order_store.update_order(
+            conn, result.client_order_id, status=result.status, filled=result.filled,
+            average=result.average, fee=result.fee, fee_currency=result.fee_currency,
+            exchange_order_id=result.exchange_order_id,
+        )  # fmt: skip
+        if result.filled > 0 and result.average:
+            order_store.apply_fill(
+                conn, broker=self.broker.name, symbol=symbol, side=side, filled=result.filled,
+                price=result.average, fee=self._fee_in_quote(result), quote_currency=self.settings.paper.quote_currency,
+                starting_cash=self._starting_cash(),
+            )  # fmt: skip
+
+    def _fee_in_quote(self, result: OrderResult) -> float:
+        if result.fee_currency in (None, self.settings.paper.quote_currency):
+            return result.fee
+        return result.fee * (result.average or 0.0)  # fee charged in base: convert at the fill price
+
+    def _starting_cash(self) -> float:
+        return self.settings.paper.starting_balance if self.broker.name == "paper" else 0.0
+
+    @staticmethod
+    def _failed(decision: Decision, client_order_id: str, status: str, message: str) -> Decision:
+        log.warning("order %s %s: %s", client_order_id, status, message)
+        return decision.with_result(status=status, reason=message, client_order_id=client_order_id)
+
+    def reconcile(self) -> list[str]:
+        """Settle orders left ``pending`` by a crash: ask the broker by client order id, never
+        re-send. Returns one line per order for the log. Called at start-up, before workers."""
+        lines = []
+        for row in order_store.pending_orders(self.storage):
+            cid = row["client_order_id"]
+            try:
+                result = self.broker.fetch_order(cid, row["symbol"])
+            except BrokerError as exc:
+                lines.append(f"order {cid}: still unknown ({exc}); left pending")
+                continue
+            with self.storage.transaction() as conn:
+                if result is None:
+                    order_store.update_order(
+                        conn, cid, status="canceled", error="never reached the broker (crash before send)"
+                    )
+                    lines.append(f"order {cid}: never placed; marked canceled")
+                else:
+                    self.record_result(conn, row["symbol"], row["side"], result)
+                    lines.append(f"order {cid}: {result.status}, filled {result.filled}")
+        return lines

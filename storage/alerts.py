@@ -1,0 +1,211 @@
+"""Alert records: every alert that reached the gateway, accepted or refused, and why."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from storage.database import Storage
+
+__all__ = [
+    "AlertRecord",
+    "claim_alert",
+    "finish_alert",
+    "get_alert",
+    "insert_duplicate",
+    "insert_refused",
+    "list_alerts",
+    "orphaned_alerts",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlertRecord:
+    """The columns of one ``alerts`` row that callers act on."""
+
+    id: int
+    status: str
+    http_status: int | None
+    reason: str | None
+    decision: dict[str, Any] | None
+    ml_analysis: dict[str, Any] | None
+    strategy_id: str | None
+    symbol: str | None
+    received_at: float
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"), default=str)
+
+
+def _loads(value: str | None) -> Any:
+    return None if value is None else json.loads(value)
+
+
+def insert_refused(
+    storage: Storage,
+    *,
+    received_at: float,
+    source_ip: str | None,
+    http_status: int,
+    error_code: str,
+    reason: str,
+    payload: Any,
+    fields: dict[str, Any] | None = None,
+) -> int:
+    """Record an alert refused at the gate (bad JSON, bad passphrase, stale, ...)."""
+    columns = {k: v for k, v in (fields or {}).items() if k in _ALERT_FIELDS}
+    with storage.transaction() as conn:
+        cur = conn.execute(
+            _insert_sql(columns, ["status", "http_status", "error_code", "reason"]),
+            (
+                received_at,
+                received_at,
+                source_ip,
+                _dumps(payload),
+                *columns.values(),
+                "refused",
+                http_status,
+                error_code,
+                reason,
+            ),
+        )
+    return int(cur.lastrowid or 0)
+
+
+_ALERT_FIELDS = (
+    "strategy_id", "ticker", "symbol", "exchange", "interval", "action", "contracts", "price",
+    "position_size", "market_position", "order_id", "alert_time", "timenow",
+)  # fmt: skip
+
+
+def _insert_sql(columns: dict[str, Any], tail: list[str]) -> str:
+    names = ["received_at", "updated_at", "source_ip", "payload", *columns, *tail]
+    return f"INSERT INTO alerts ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+
+
+def claim_alert(
+    conn: sqlite3.Connection,
+    *,
+    idempotency_key: str,
+    received_at: float,
+    source_ip: str | None,
+    payload: Any,
+    fields: dict[str, Any],
+    status: str,
+) -> int | None:
+    """Insert an accepted alert inside the caller's transaction.
+
+    Returns its id, or None when ``idempotency_key`` is already taken: the UNIQUE constraint,
+    not an in-process dict, is what makes a duplicate act once across every worker.
+    """
+    columns = {k: v for k, v in fields.items() if k in _ALERT_FIELDS}
+    try:
+        cur = conn.execute(
+            _insert_sql(columns, ["idempotency_key", "status"]),
+            (
+                received_at,
+                received_at,
+                source_ip,
+                _dumps(payload),
+                *columns.values(),
+                idempotency_key,
+                status,
+            ),
+        )
+    except sqlite3.IntegrityError as exc:
+        if "idempotency_key" not in str(exc):
+            raise
+        return None
+    return int(cur.lastrowid or 0)
+
+
+def original_for_key(conn: sqlite3.Connection, idempotency_key: str) -> int | None:
+    row = conn.execute("SELECT id FROM alerts WHERE idempotency_key = ?", (idempotency_key,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def insert_duplicate(
+    conn: sqlite3.Connection,
+    *,
+    original_id: int,
+    received_at: float,
+    source_ip: str | None,
+    payload: Any,
+    fields: dict[str, Any],
+) -> int:
+    """Record a repeat of ``original_id``; it never acts, but it is on file."""
+    columns = {k: v for k, v in fields.items() if k in _ALERT_FIELDS}
+    cur = conn.execute(
+        _insert_sql(columns, ["duplicate_of", "status", "http_status", "reason"]),
+        (
+            received_at,
+            received_at,
+            source_ip,
+            _dumps(payload),
+            *columns.values(),
+            original_id,
+            "duplicate",
+            200,
+            f"duplicate of alert {original_id}",
+        ),
+    )
+    return int(cur.lastrowid or 0)
+
+
+def finish_alert(
+    conn: sqlite3.Connection,
+    alert_id: int,
+    *,
+    status: str,
+    http_status: int | None,
+    reason: str | None,
+    decision: dict[str, Any] | None,
+    ml_analysis: dict[str, Any] | None,
+    symbol: str | None = None,
+) -> None:
+    """Write an alert's outcome inside the caller's transaction."""
+    conn.execute(
+        "UPDATE alerts SET status = ?, http_status = ?, reason = ?, decision = ?, ml_analysis = ?,"
+        " symbol = COALESCE(?, symbol), updated_at = ? WHERE id = ?",
+        (status, http_status, reason, _dumps(decision), _dumps(ml_analysis), symbol, time.time(), alert_id),
+    )
+
+
+def _record(row: sqlite3.Row) -> AlertRecord:
+    return AlertRecord(
+        id=row["id"], status=row["status"], http_status=row["http_status"], reason=row["reason"],
+        decision=_loads(row["decision"]), ml_analysis=_loads(row["ml_analysis"]),
+        strategy_id=row["strategy_id"], symbol=row["symbol"], received_at=row["received_at"],
+    )  # fmt: skip
+
+
+def get_alert(storage: Storage, alert_id: int) -> AlertRecord | None:
+    row = storage.query_one("SELECT * FROM alerts WHERE id = ?", (alert_id,))
+    return None if row is None else _record(row)
+
+
+def list_alerts(storage: Storage, *, limit: int = 50, status: str | None = None) -> list[dict[str, Any]]:
+    """Newest first, as plain rows for the API (payload and decision decoded)."""
+    sql = "SELECT * FROM alerts"
+    params: list[Any] = []
+    if status:
+        sql += " WHERE status = ?"
+        params.append(status)
+    sql += " ORDER BY id DESC LIMIT ?"
+    params.append(limit)
+    rows = []
+    for row in storage.query(sql, params):
+        item = dict(row)
+        for key in ("payload", "decision", "ml_analysis"):
+            item[key] = _loads(item[key])
+        rows.append(item)
+    return rows
+
+
+def orphaned_alerts(storage: Storage) -> list[int]:
+    """Alerts left ``processing`` by a worker that died mid-way (checked at start-up)."""
+    return [int(r[0]) for r in storage.query("SELECT id FROM alerts WHERE status = 'processing'")]

@@ -1,0 +1,230 @@
+"""Orders, positions and the cash ledger.
+
+Accounting is the same for every broker: a fill moves the signed position and the cash ledger
+(``cash -= signed amount * price + fee``), so equity is ``cash + sum(position * mark)`` for longs
+and shorts alike. For the paper broker this ledger *is* the account; for an exchange it is the
+gateway's own view of what it traded.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from storage.database import Storage
+
+__all__ = [
+    "Position",
+    "apply_fill",
+    "create_pending_order",
+    "equity_marks",
+    "get_cash",
+    "get_order",
+    "get_position",
+    "last_trade_times",
+    "list_orders",
+    "list_positions",
+    "pending_exposure",
+    "pending_orders",
+    "record_equity",
+    "update_order",
+]
+
+
+@dataclass(frozen=True)
+class Position:
+    symbol: str
+    amount: float
+    avg_price: float | None
+    realized_pnl: float
+    opened_at: float | None
+
+
+def create_pending_order(
+    conn: sqlite3.Connection,
+    *,
+    alert_id: int,
+    client_order_id: str,
+    broker: str,
+    symbol: str,
+    side: str,
+    order_type: str,
+    amount: float,
+    price: float | None,
+) -> int:
+    """Record the intent to place an order *before* it is sent (inside the caller's transaction)."""
+    now = time.time()
+    cur = conn.execute(
+        "INSERT INTO orders (alert_id, client_order_id, broker, symbol, side, order_type, amount,"
+        " price, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+        (alert_id, client_order_id, broker, symbol, side, order_type, amount, price, now, now),
+    )
+    return int(cur.lastrowid or 0)
+
+
+def update_order(
+    conn: sqlite3.Connection,
+    client_order_id: str,
+    *,
+    status: str,
+    filled: float = 0.0,
+    average: float | None = None,
+    fee: float = 0.0,
+    fee_currency: str | None = None,
+    exchange_order_id: str | None = None,
+    error: str | None = None,
+) -> None:
+    conn.execute(
+        "UPDATE orders SET status = ?, filled = ?, average = ?, fee = ?, fee_currency = ?,"
+        " exchange_order_id = ?, error = ?, updated_at = ? WHERE client_order_id = ?",
+        (status, filled, average, fee, fee_currency, exchange_order_id, error, time.time(), client_order_id),
+    )
+
+
+def _position_row(conn: sqlite3.Connection, broker: str, symbol: str) -> sqlite3.Row | None:
+    return conn.execute(
+        "SELECT * FROM positions WHERE broker = ? AND symbol = ?", (broker, symbol)
+    ).fetchone()
+
+
+def apply_fill(
+    conn: sqlite3.Connection,
+    *,
+    broker: str,
+    symbol: str,
+    side: str,
+    filled: float,
+    price: float,
+    fee: float,
+    quote_currency: str,
+    starting_cash: float,
+) -> Position:
+    """Move the position and the cash ledger by one fill (inside the caller's transaction)."""
+    now = time.time()
+    signed = filled if side == "buy" else -filled
+    row = _position_row(conn, broker, symbol)
+    old = row["amount"] if row else 0.0
+    avg = row["avg_price"] if row else None
+    realized = row["realized_pnl"] if row else 0.0
+    opened_at = row["opened_at"] if row else None
+    new = old + signed
+    if old == 0 or (old > 0) == (signed > 0):
+        avg = (abs(old) * (avg or 0.0) + abs(signed) * price) / abs(new) if new else None
+        opened_at = opened_at or now
+    else:
+        closed = min(abs(old), abs(signed))
+        realized += (price - (avg or price)) * closed * (1 if old > 0 else -1)
+        if abs(new) < 1e-12:
+            new, avg, opened_at = 0.0, None, None
+        elif (new > 0) != (old > 0):
+            avg, opened_at = price, now  # crossed through flat: the remainder opens at this price
+    realized -= fee
+    conn.execute(
+        "INSERT INTO positions (broker, symbol, amount, avg_price, realized_pnl, opened_at, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (broker, symbol) DO UPDATE SET amount = excluded.amount,"
+        " avg_price = excluded.avg_price, realized_pnl = excluded.realized_pnl,"
+        " opened_at = excluded.opened_at, updated_at = excluded.updated_at",
+        (broker, symbol, new, avg, realized, opened_at, now),
+    )
+    cash = _cash(conn, broker, quote_currency, starting_cash) - signed * price - fee
+    conn.execute(
+        "INSERT INTO balances (broker, currency, total, updated_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (broker, currency) DO UPDATE SET total = excluded.total,"
+        " updated_at = excluded.updated_at",
+        (broker, quote_currency, cash, now),
+    )
+    return Position(symbol, new, avg, realized, opened_at)
+
+
+def _cash(conn: sqlite3.Connection, broker: str, currency: str, default: float) -> float:
+    row = conn.execute(
+        "SELECT total FROM balances WHERE broker = ? AND currency = ?", (broker, currency)
+    ).fetchone()
+    return default if row is None else float(row[0])
+
+
+def get_cash(storage: Storage, broker: str, currency: str, default: float) -> float:
+    """The ledger's cash in ``currency``; ``default`` before the first fill."""
+    return _cash(storage.conn, broker, currency, default)
+
+
+def get_position(storage: Storage, broker: str, symbol: str) -> Position:
+    row = _position_row(storage.conn, broker, symbol)
+    if row is None:
+        return Position(symbol, 0.0, None, 0.0, None)
+    return Position(symbol, row["amount"], row["avg_price"], row["realized_pnl"], row["opened_at"])
+
+
+def list_positions(storage: Storage, broker: str, *, open_only: bool = True) -> list[Position]:
+    sql = "SELECT * FROM positions WHERE broker = ?" + (" AND amount != 0" if open_only else "")
+    return [
+        Position(r["symbol"], r["amount"], r["avg_price"], r["realized_pnl"], r["opened_at"])
+        for r in storage.query(sql + " ORDER BY symbol", (broker,))
+    ]
+
+
+def list_orders(storage: Storage, *, limit: int = 50, alert_id: int | None = None) -> list[dict[str, Any]]:
+    if alert_id is not None:
+        rows = storage.query("SELECT * FROM orders WHERE alert_id = ? ORDER BY id", (alert_id,))
+    else:
+        rows = storage.query("SELECT * FROM orders ORDER BY id DESC LIMIT ?", (limit,))
+    return [dict(r) for r in rows]
+
+
+def get_order(storage: Storage, client_order_id: str) -> dict[str, Any] | None:
+    row = storage.query_one("SELECT * FROM orders WHERE client_order_id = ?", (client_order_id,))
+    return None if row is None else dict(row)
+
+
+def pending_exposure(conn: sqlite3.Connection, broker: str, symbol: str) -> float:
+    """Signed amount of orders sent (or about to be) whose fills are not yet recorded."""
+    row = conn.execute(
+        "SELECT COALESCE(SUM(CASE side WHEN 'buy' THEN amount ELSE -amount END), 0) FROM orders"
+        " WHERE broker = ? AND symbol = ? AND status IN ('pending', 'open', 'unknown')",
+        (broker, symbol),
+    ).fetchone()
+    return float(row[0])
+
+
+def pending_orders(storage: Storage) -> list[dict[str, Any]]:
+    """Orders whose fate was never recorded (the worker died between send and answer)."""
+    return [dict(r) for r in storage.query("SELECT * FROM orders WHERE status = 'pending' ORDER BY id")]
+
+
+def last_trade_times(storage: Storage, broker: str) -> dict[str, float]:
+    rows = storage.query(
+        "SELECT symbol, MAX(updated_at) FROM orders WHERE broker = ? AND filled > 0 GROUP BY symbol",
+        (broker,),
+    )
+    return {r[0]: float(r[1]) for r in rows}
+
+
+def record_equity(conn: sqlite3.Connection, broker: str, equity: float, at: float | None = None) -> None:
+    """Note the account value (inside the caller's transaction); drawdown limits read these."""
+    conn.execute(
+        "INSERT INTO equity_snapshots (broker, at, equity) VALUES (?, ?, ?)",
+        (broker, at or time.time(), equity),
+    )
+
+
+def equity_marks(storage: Storage, broker: str, current: float) -> tuple[float, float]:
+    """(peak equity ever, equity at the start of today UTC), counting ``current`` in both."""
+    day_start = time.time() // 86_400 * 86_400
+    row = storage.query_one(
+        "SELECT MAX(equity), (SELECT equity FROM equity_snapshots WHERE broker = ? AND at >= ?"
+        " ORDER BY at LIMIT 1) FROM equity_snapshots WHERE broker = ?",
+        (broker, day_start, broker),
+    )
+    peak = max(current, row[0]) if row and row[0] is not None else current
+    start = row[1] if row and row[1] is not None else current
+    return float(peak), float(start)
+
+
+def equity_history(storage: Storage, broker: str, since: float) -> list[tuple[float, float]]:
+    rows = storage.query(
+        "SELECT at, equity FROM equity_snapshots WHERE broker = ? AND at >= ? ORDER BY at",
+        (broker, since),
+    )
+    return [(float(r[0]), float(r[1])) for r in rows]

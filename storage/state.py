@@ -1,0 +1,24 @@
+"""Per-strategy, per-symbol state: the newest alert time applied (for out-of-order alerts)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+__all__ = ["last_alert_time", "set_last_alert_time"]
+
+
+def last_alert_time(conn: sqlite3.Connection, strategy_id: str, symbol: str) -> float | None:
+    row = conn.execute(
+        "SELECT last_alert_time FROM strategy_state WHERE strategy_id = ? AND symbol = ?",
+        (strategy_id, symbol),
+    ).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
+def set_last_alert_time(conn: sqlite3.Connection, strategy_id: str, symbol: str, at: float) -> None:
+    conn.execute(
+        "INSERT INTO strategy_state (strategy_id, symbol, last_alert_time) VALUES (?, ?, ?)"
+        " ON CONFLICT (strategy_id, symbol) DO UPDATE SET"
+        " last_alert_time = MAX(COALESCE(last_alert_time, 0), excluded.last_alert_time)",
+        (strategy_id, symbol, at),
+    )

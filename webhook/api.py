@@ -1,0 +1,85 @@
+"""Read-only JSON API over what the gateway recorded. Bearer token: ``TVGW_API_TOKEN``."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+
+from storage import alerts as alert_store
+from storage import orders as order_store
+from webhook.errors import ApiError
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+def _gateway() -> Any:
+    from webhook import get_gateway
+
+    return get_gateway(current_app)  # type: ignore[arg-type]
+
+
+def token_required(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Refuse unless ``Authorization: Bearer <TVGW_API_TOKEN>``; the API is off without a token."""
+
+    @wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        token = _gateway().settings.api_token
+        if not token:
+            raise ApiError(404, "api_disabled", "the API is disabled: set TVGW_API_TOKEN to enable it")
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise ApiError(401, "unauthorized", "missing or wrong bearer token")
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def _limit() -> int:
+    raw = request.args.get("limit", "50")
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        raise ApiError(
+            400, "invalid_limit", f"limit must be a whole number from 1 to 1000, got {raw!r}", where="limit"
+        )
+    return int(raw)
+
+
+@bp.get("/alerts")
+@token_required
+def alerts() -> Any:
+    return jsonify(
+        alert_store.list_alerts(_gateway().storage, limit=_limit(), status=request.args.get("status"))
+    )
+
+
+@bp.get("/alerts/<int:alert_id>")
+@token_required
+def alert(alert_id: int) -> Any:
+    gateway = _gateway()
+    rows = [a for a in alert_store.list_alerts(gateway.storage, limit=1_000_000) if a["id"] == alert_id]
+    if not rows:
+        raise ApiError(404, "not_found", f"no alert {alert_id}")
+    return jsonify({**rows[0], "orders": order_store.list_orders(gateway.storage, alert_id=alert_id)})
+
+
+@bp.get("/orders")
+@token_required
+def orders() -> Any:
+    return jsonify(order_store.list_orders(_gateway().storage, limit=_limit()))
+
+
+@bp.get("/positions")
+@token_required
+def positions() -> Any:
+    gateway = _gateway()
+    rows = order_store.list_positions(gateway.storage, gateway.broker.name)
+    return jsonify(
+        {
+            "broker": gateway.broker.name,
+            "equity": gateway.broker.equity(),
+            "positions": [p.__dict__ for p in rows],
+        }
+    )

@@ -1,0 +1,77 @@
+"""Who is posting: the client address (believing X-Forwarded-For only from trusted proxies),
+the address allowlist, and the per-strategy passphrase (compared in constant time)."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from typing import Any
+
+from tvgw.config import Settings, StrategySettings
+from webhook.errors import ApiError
+
+__all__ = ["authenticate", "client_ip", "ip_allowed"]
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@lru_cache(maxsize=64)
+def _networks(items: tuple[str, ...]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(i, strict=False) for i in items)
+
+
+def _in(address: str, networks: Iterable[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip.version == n.version and ip in n for n in networks)
+
+
+def client_ip(remote_addr: str | None, forwarded_for: str | None, settings: Settings) -> str:
+    """The address the request really came from.
+
+    ``X-Forwarded-For`` is believed only when the direct peer is a trusted proxy; then the
+    chain is read from the right, skipping trusted proxies, and the first untrusted hop is the
+    client. A client can put anything at the left of that header, so leftmost is never taken
+    on trust.
+    """
+    peer = remote_addr or ""
+    trusted = _networks(settings.trusted_proxies)
+    if not forwarded_for or not trusted or not _in(peer, trusted):
+        return peer
+    hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _in(hop, trusted):
+            return hop
+    return hops[0] if hops else peer
+
+
+def ip_allowed(ip: str, settings: Settings) -> bool:
+    return not settings.allowed_ips or _in(ip, _networks(settings.allowed_ips))
+
+
+def authenticate(data: Mapping[str, Any], settings: Settings) -> StrategySettings:
+    """The strategy this alert belongs to, if its passphrase matches; else a 401 ApiError."""
+    strategy_id = data.get("strategy_id")
+    if strategy_id is None and isinstance(data.get("strategy"), Mapping):
+        strategy_id = data["strategy"].get("id")
+    if strategy_id is not None and not isinstance(strategy_id, str):
+        raise ApiError(401, "unauthorized", "strategy_id must be a string")
+    strategy = settings.strategy(strategy_id)
+    passphrase = data.get("passphrase", data.get("secret"))
+    if strategy is None:
+        # Still compare, so the time taken does not tell which strategy ids exist.
+        hmac.compare_digest(b"x" * 32, str(passphrase or "").encode())
+        raise ApiError(401, "unauthorized", f"unknown strategy {strategy_id or settings.default_strategy!r}")
+    if passphrase is None or passphrase == "":
+        raise ApiError(401, "unauthorized", 'missing passphrase: add a "passphrase" field to the alert')
+    if not isinstance(passphrase, str) or not hmac.compare_digest(
+        passphrase.encode(), strategy.passphrase.encode()
+    ):
+        raise ApiError(401, "unauthorized", f"wrong passphrase for strategy {strategy.id!r}")
+    return strategy

@@ -1,0 +1,233 @@
+"""The one path an alert walks: parse → validate → authenticate → deduplicate → record →
+enrich → decide → execute → answer. Every branch records the alert before answering."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from engine.alert import Alert
+from engine.brokers.base import Broker
+from engine.decision import Decision, MLOpinion
+from engine.engine import TradingEngine
+from storage import Storage
+from storage import alerts as alert_store
+from storage import orders as order_store
+from storage import state as state_store
+from tvgw.config import Settings
+from webhook.auth import authenticate, client_ip, ip_allowed
+from webhook.enrichment import Enricher
+from webhook.errors import ApiError
+from webhook.parsing import parse_alert_body, redact
+from webhook.responses import alert_response
+
+__all__ = ["Gateway", "Reply"]
+
+log = logging.getLogger("tvgw.alerts")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the route sends back: a status code and a JSON body."""
+
+    status: int
+    body: dict[str, Any]
+
+
+class Gateway:
+    """Everything one worker needs to handle alerts; built once by the app factory."""
+
+    def __init__(self, settings: Settings, storage: Storage, broker: Broker, enricher: Enricher):
+        self.settings = settings
+        self.storage = storage
+        self.broker = broker
+        self.engine = TradingEngine(settings, storage, broker)
+        self.enricher = enricher
+
+    # --- the webhook -------------------------------------------------------------------------
+    def handle(self, raw: bytes, remote_addr: str | None, forwarded_for: str | None) -> Reply:
+        started = time.perf_counter()
+        received_at = time.time()
+        ip = client_ip(remote_addr, forwarded_for, self.settings)
+        try:
+            reply = self._handle(raw, ip, received_at)
+        except ApiError as exc:
+            alert_id = self._record_refusal(exc, raw, ip, received_at)
+            reply = Reply(exc.status, {**exc.to_dict(), "alert_id": alert_id})
+        log.info(
+            "alert id=%s status=%s http=%s ip=%s %s ms=%.1f",
+            reply.body.get("alert_id"), reply.body.get("status"), reply.status, ip,
+            _summary(reply.body), (time.perf_counter() - started) * 1000,
+        )  # fmt: skip
+        return reply
+
+    def _handle(self, raw: bytes, ip: str, received_at: float) -> Reply:
+        if not ip_allowed(ip, self.settings):
+            raise ApiError(403, "forbidden", f"address {ip} is not in TVGW_ALLOWED_IPS")
+        data = parse_alert_body(raw, max_depth=self.settings.max_json_depth)
+        strategy = authenticate(data, self.settings)
+        try:
+            alert = Alert.model_validate(data)
+        except ValidationError as exc:
+            raise _validation_error(exc) from None
+        self._check_lag(alert, received_at)
+        return self._process(alert, strategy.id, ip, received_at)
+
+    def _check_lag(self, alert: Alert, received_at: float) -> None:
+        if alert.timenow is None:
+            return
+        lag = received_at - alert.timenow.timestamp()
+        limit = self.settings.max_lag_seconds
+        if lag > limit:
+            raise ApiError(
+                422,
+                "stale",
+                f"alert fired {lag:.0f} s ago (timenow {alert.timenow.isoformat()}); "
+                f"TVGW_MAX_LAG_SECONDS is {limit:g}",
+                where="timenow",
+            )
+        if lag < -limit:
+            raise ApiError(
+                422,
+                "from_the_future",
+                f"timenow {alert.timenow.isoformat()} is {-lag:.0f} s "
+                "ahead of this gateway's clock; check the clocks",
+                where="timenow",
+            )
+
+    def _process(self, alert: Alert, strategy_id: str, ip: str, received_at: float) -> Reply:
+        strategy = self.settings.strategies[strategy_id]
+        alert = alert.model_copy(update={"strategy_id": strategy_id})
+        key = alert.idempotency_key(datetime.fromtimestamp(received_at, UTC))
+        enrichment = self.enricher.enrich(alert, strategy)
+        snapshot = self.engine.snapshot(alert, enrichment.candles)
+        payload = alert.record()
+        fields = _alert_fields(alert)
+        with self.storage.transaction() as conn:
+            decision = self.engine.decide(conn, alert, strategy, snapshot, enrichment.opinion)
+            if decision.symbol:
+                fields["symbol"] = decision.symbol
+            status = decision.status
+            alert_id = alert_store.claim_alert(
+                conn, idempotency_key=key, received_at=received_at, source_ip=ip, payload=payload,
+                fields=fields, status=status,
+            )  # fmt: skip
+            if alert_id is None:
+                original = alert_store.original_for_key(conn, key)
+                assert original is not None
+                dup_id = alert_store.insert_duplicate(
+                    conn, original_id=original, received_at=received_at, source_ip=ip,
+                    payload=payload, fields=fields,
+                )  # fmt: skip
+            else:
+                dup_id = None
+                self.enricher.log_prediction(conn, alert_id, enrichment)
+                if decision.symbol and (alert.timenow or alert.time):
+                    stamp = (alert.timenow or alert.time).timestamp()  # type: ignore[union-attr]
+                    state_store.set_last_alert_time(conn, strategy_id, decision.symbol, stamp)
+                client_order_id = None
+                if decision.order is not None:
+                    client_order_id = f"tvgw-{alert_id}-{int(received_at) % 100000}"
+                    order_store.create_pending_order(
+                        conn, alert_id=alert_id, client_order_id=client_order_id,
+                        broker=self.broker.name, symbol=decision.order.symbol, side=decision.order.side,
+                        order_type="market", amount=decision.order.amount, price=decision.order.price,
+                    )  # fmt: skip
+                    order_store.record_equity(conn, self.broker.name, snapshot.equity)
+                else:
+                    self._finish(conn, alert_id, decision, enrichment.analysis)
+        if dup_id is not None:
+            return self._duplicate_reply(original, dup_id)
+        assert alert_id is not None
+        if decision.order is not None and client_order_id is not None:
+            decision = self.engine.execute(
+                decision, client_order_id,
+                lambda c, final: self._finish(c, alert_id, final, enrichment.analysis),
+            )  # fmt: skip
+        body = alert_response(alert_id, decision, enrichment.analysis)
+        return Reply(_http_status(decision), body)
+
+    def _finish(
+        self, conn: Any, alert_id: int, decision: Decision, ml_analysis: dict[str, Any] | None
+    ) -> None:
+        alert_store.finish_alert(
+            conn, alert_id, status=decision.status, http_status=_http_status(decision),
+            reason=decision.reason, decision=decision.to_dict(), ml_analysis=ml_analysis,
+            symbol=decision.symbol,
+        )  # fmt: skip
+
+    def _duplicate_reply(self, original_id: int, dup_id: int) -> Reply:
+        record = alert_store.get_alert(self.storage, original_id)
+        assert record is not None
+        return Reply(200, {
+            "alert_id": dup_id, "status": "duplicate", "duplicate_of": original_id,
+            "original": {"status": record.status, "reason": record.reason, "decision": record.decision,
+                         "ml_analysis": record.ml_analysis},
+        })  # fmt: skip
+
+    def _record_refusal(self, exc: ApiError, raw: bytes, ip: str, received_at: float) -> int:
+        return alert_store.insert_refused(
+            self.storage, received_at=received_at, source_ip=ip, http_status=exc.status,
+            error_code=exc.code, reason=exc.message, payload=_refused_payload(raw),
+        )  # fmt: skip
+
+    def record_oversized(self, length: int | None, ip: str) -> Reply:
+        """A body over the size cap is refused unread, but still recorded."""
+        exc = ApiError(
+            413,
+            "too_large",
+            f"body of {length if length is not None else 'unknown'} bytes "
+            f"exceeds the {self.settings.max_body_bytes} byte limit (TVGW_MAX_BODY_BYTES)",
+        )
+        alert_id = self._record_refusal(exc, b"", ip, time.time())
+        log.info("alert id=%s status=refused http=413 ip=%s too_large", alert_id, ip)
+        return Reply(413, {**exc.to_dict(), "alert_id": alert_id})
+
+
+def _http_status(decision: Decision | MLOpinion) -> int:
+    """Broker trouble is the gateway's upstream failing (502); every decision else is 200."""
+    return 502 if getattr(decision, "status", "") == "failed" else 200
+
+
+def _alert_fields(alert: Alert) -> dict[str, Any]:
+    return {
+        "strategy_id": alert.strategy_id, "ticker": alert.ticker, "exchange": alert.exchange,
+        "interval": alert.interval, "action": alert.action.value, "contracts": alert.contracts,
+        "price": alert.price, "position_size": alert.position_size,
+        "market_position": alert.market_position.value if alert.market_position else None,
+        "order_id": alert.order_id, "alert_time": alert.time.timestamp() if alert.time else None,
+        "timenow": alert.timenow.timestamp() if alert.timenow else None,
+    }  # fmt: skip
+
+
+def _refused_payload(raw: bytes) -> dict[str, Any]:
+    """What we keep of a refused body: at most 8 KiB of it, passphrase redacted."""
+    text = raw[:8192].decode("utf-8", errors="replace")
+    return {"raw": redact(text), "truncated": len(raw) > 8192}
+
+
+def _validation_error(exc: ValidationError) -> ApiError:
+    details = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = ".".join(str(p) for p in err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        details.append({"field": loc or None, "message": message})
+    first = details[0]
+    text = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
+    more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
+    return ApiError(400, "invalid_alert", text + more, where=first["field"], details=details)
+
+
+def _summary(body: dict[str, Any]) -> str:
+    decision = body.get("decision") or {}
+    error = body.get("error") or {}
+    parts = [f"{k}={decision[k]}" for k in ("symbol", "action") if decision.get(k)]
+    reason = decision.get("reason") or error.get("message")
+    if reason:
+        parts.append(f"reason={reason!r}")
+    return " ".join(parts)

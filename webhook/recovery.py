@@ -1,0 +1,49 @@
+"""Start-up recovery: settle what a crash (SIGKILL, power loss) left half-done.
+
+Runs once in the gunicorn master before any worker exists, so every ``processing`` alert and
+``pending`` order it finds is an orphan. Orders are reconciled with the broker by client order
+id, never re-sent.
+"""
+
+from __future__ import annotations
+
+from engine.brokers.factory import create_broker
+from engine.engine import TradingEngine
+from storage import Storage
+from storage import alerts as alert_store
+from storage import orders as order_store
+from tvgw.config import Settings, load_settings
+
+__all__ = ["recover"]
+
+
+def recover(settings: Settings | None = None) -> list[str]:
+    """Migrate, reconcile pending orders, and close orphaned alerts; returns log lines."""
+    settings = settings or load_settings()
+    storage = Storage(settings.database, synchronous=settings.sqlite_synchronous)
+    storage.migrate()
+    broker = create_broker(settings, storage)
+    lines = TradingEngine(settings, storage, broker).reconcile()
+    for alert_id in alert_store.orphaned_alerts(storage):
+        orders = order_store.list_orders(storage, alert_id=alert_id)
+        filled = [o for o in orders if o["filled"] > 0]
+        status = "executed" if filled else "failed"
+        reason = (
+            "interrupted by a restart after its order filled"
+            if filled
+            else "interrupted by a restart before its order was placed; not executed"
+        )
+        with storage.transaction() as conn:
+            alert_store.finish_alert(
+                conn,
+                alert_id,
+                status=status,
+                http_status=None,
+                reason=reason,
+                decision=None,
+                ml_analysis=None,
+            )
+        lines.append(f"alert {alert_id}: {status} ({reason})")
+    broker.close()
+    storage.close()
+    return lines

@@ -1,0 +1,19 @@
+"""The JSON users see, produced from the typed objects in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.decision import Decision
+
+__all__ = ["alert_response"]
+
+
+def alert_response(alert_id: int, decision: Decision, ml_analysis: dict[str, Any] | None) -> dict[str, Any]:
+    """The webhook's answer for an alert that passed the gate."""
+    return {
+        "alert_id": alert_id,
+        "status": decision.status,
+        "decision": decision.to_dict(),
+        "ml_analysis": ml_analysis,
+    }

@@ -1,0 +1,49 @@
+"""POST /webhook (the alert intake) and GET /healthz."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from storage import SCHEMA_VERSION
+from webhook.auth import client_ip
+
+bp = Blueprint("webhook", __name__)
+
+
+def _gateway() -> Any:
+    from webhook import get_gateway
+
+    return get_gateway(current_app)  # type: ignore[arg-type]
+
+
+@bp.post("/webhook")
+def webhook() -> Any:
+    gateway = _gateway()
+    try:
+        raw = request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        ip = client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"), gateway.settings)
+        reply = gateway.record_oversized(request.content_length, ip)
+        return jsonify(reply.body), reply.status
+    reply = gateway.handle(raw, request.remote_addr, request.headers.get("X-Forwarded-For"))
+    return jsonify(reply.body), reply.status
+
+
+@bp.get("/healthz")
+def healthz() -> Any:
+    gateway = _gateway()
+    body: dict[str, Any] = {"status": "ok", "broker": gateway.broker.name}
+    try:
+        gateway.storage.ping()
+        version = gateway.storage.schema_version()
+        body["database"] = {"ok": True, "schema_version": version, "expected": SCHEMA_VERSION}
+        if version != SCHEMA_VERSION:
+            body["status"] = "degraded"
+    except Exception as exc:
+        body["status"] = "down"
+        body["database"] = {"ok": False, "error": str(exc)}
+    body["model"] = gateway.enricher.status()
+    return jsonify(body), 200 if body["status"] != "down" else 503

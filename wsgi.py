@@ -1,0 +1,3 @@
+from webhook import create_app
+
+app = create_app()

@@ -1,0 +1,431 @@
+"""Live (or sandbox) trading on any ccxt exchange, behind the one Broker interface.
+
+This module is the only place that touches ccxt for trading. It owns one ccxt instance and
+turns every ccxt error into the project's exception tree (``engine.exceptions``) with
+``raise ... from e``, naming pair, side, amount and price, so callers catch one tree.
+
+Two rules shape it:
+
+* Reads (markets, tickers, balances, orders, candles) are retried with exponential backoff on
+  temporary errors, because reading twice is harmless.
+* An order is sent once, with a client order id. When the answer is lost (timeout, connection
+  drop, 5xx: Binance documents that a 5xx leaves the order's status unknown), the order is
+  looked up by that id, retrying the lookup with backoff; if it cannot be found the broker raises
+  :class:`OrderUncertainError` rather than sending it again, because a second order is worse than
+  a missing one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, ParamSpec, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import ccxt
+
+from engine.brokers.base import Broker, OrderRequest, OrderResult, OrderStatus
+from engine.exceptions import (
+    BrokerError,
+    ExchangeUnavailableError,
+    InsufficientFundsError,
+    InvalidOrderError,
+    OperationalError,
+    OrderUncertainError,
+    TemporaryError,
+    UnknownSymbolError,
+)
+from engine.symbols import to_ccxt_symbol
+
+__all__ = ["CcxtBroker", "map_ccxt_error"]
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: Credential keys ccxt understands; anything else is a configuration mistake.
+_CREDENTIAL_KEYS = frozenset({"apiKey", "secret", "password", "uid", "privateKey", "walletAddress"})
+
+#: Per-exchange ccxt options (quirks are data, not ``if`` chains). For binance: skip the signed
+#: currency and margin-pair calls ``load_markets`` would otherwise make; spot trading needs neither.
+_EXCHANGE_OPTIONS: Mapping[str, Mapping[str, Any]] = {
+    "binance": {"fetchCurrencies": False, "fetchMargins": False},
+    "binanceus": {"fetchCurrencies": False, "fetchMargins": False},
+}
+
+#: Exchanges whose ``fetch_order`` can look an order up by client order id (the ccxt param name).
+#: Others are reconciled by scanning recent orders for the id.
+_FETCH_BY_CLIENT_ID: Mapping[str, str] = {"binance": "clientOrderId", "binanceus": "clientOrderId"}
+
+_STATUS: Mapping[str, OrderStatus] = {
+    "closed": "filled",
+    "canceled": "canceled",
+    "cancelled": "canceled",
+    "rejected": "rejected",
+    "expired": "rejected",
+}
+
+
+def map_ccxt_error(error: ccxt.BaseError, context: str) -> BrokerError:
+    """The project error for a ccxt error, most specific class first; ``context`` names what was
+    being done (pair, side, amount, price) and leads the message."""
+    message = f"{context}: {type(error).__name__}: {error}"
+    table: tuple[tuple[type[ccxt.BaseError], type[BrokerError]], ...] = (
+        (ccxt.InsufficientFunds, InsufficientFundsError),
+        (ccxt.InvalidOrder, InvalidOrderError),
+        (ccxt.BadSymbol, UnknownSymbolError),
+        (ccxt.AuthenticationError, OperationalError),  # includes PermissionDenied, AccountSuspended
+        (ccxt.RateLimitExceeded, TemporaryError),
+        (ccxt.DDoSProtection, TemporaryError),
+        (ccxt.RequestTimeout, ExchangeUnavailableError),
+        (ccxt.ExchangeNotAvailable, ExchangeUnavailableError),
+        (ccxt.NetworkError, ExchangeUnavailableError),
+        (ccxt.OperationFailed, TemporaryError),  # e.g. Binance -1000 "unknown error", bad response
+        (ccxt.NotSupported, OperationalError),
+    )
+    for ccxt_class, ours in table:
+        if isinstance(error, ccxt_class):
+            return ours(message)
+    return BrokerError(message)
+
+
+def _retried_read(method: Callable[P, R]) -> Callable[P, R]:
+    """Retry a read on :class:`TemporaryError` with exponential backoff (``self.read_retries``
+    times after the first try, sleeping ``self.backoff_s * 2**n``). Other errors pass through."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        self = args[0]
+        retries: int = self.read_retries  # type: ignore[attr-defined]
+        for attempt in range(retries + 1):
+            try:
+                return method(*args, **kwargs)
+            except TemporaryError as e:
+                if attempt == retries:
+                    raise
+                delay = self.backoff_s * 2**attempt  # type: ignore[attr-defined]
+                log.warning(
+                    "%s failed (%s); retry %d/%d in %.2fs", method.__name__, e, attempt + 1, retries, delay
+                )
+                time.sleep(delay)
+        raise AssertionError("unreachable")  # the loop either returns or raises
+
+    return wrapper
+
+
+class CcxtBroker(Broker):
+    """Trades on ``exchange_id`` (any ccxt id) with one reused, rate-limited ccxt instance.
+
+    ``credentials`` come from the caller (the gateway reads ``TVGW_<EXCHANGE>_API_KEY`` etc. at
+    start-up via ``tvgw.config.exchange_credentials``), never from an alert. ``sandbox`` switches
+    to the exchange's test network unless ``api_url`` is given: ``api_url`` replaces the scheme and
+    host of every REST URL ccxt knows for the exchange (a local fake exchange, or a proxy).
+    ``quote_currency`` is the currency :meth:`equity` is counted in. ``storage`` is accepted so every
+    broker is built the same way; this broker keeps no book of its own (the exchange is the truth).
+    """
+
+    def __init__(
+        self,
+        exchange_id: str,
+        *,
+        credentials: Mapping[str, str],
+        sandbox: bool,
+        api_url: str | None = None,
+        timeout_ms: int = 2000,
+        read_retries: int = 3,
+        backoff_s: float = 0.5,
+        rate_limit_ms: int | None = None,
+        quote_currency: str = "USDT",
+        storage: object | None = None,
+    ):
+        if exchange_id not in ccxt.exchanges:
+            raise OperationalError(f"unknown ccxt exchange id {exchange_id!r}{_did_you_mean(exchange_id)}")
+        unknown = set(credentials) - _CREDENTIAL_KEYS
+        if unknown:
+            raise OperationalError(
+                f"unknown credential keys {sorted(unknown)} for {exchange_id}; use {sorted(_CREDENTIAL_KEYS)}"
+            )
+        if timeout_ms <= 0 or read_retries < 0 or backoff_s < 0:
+            raise ValueError(
+                f"timeout_ms must be > 0, read_retries and backoff_s >= 0; got {timeout_ms}, "
+                f"{read_retries}, {backoff_s}"
+            )
+        self.name = exchange_id
+        self.read_retries = read_retries
+        self.backoff_s = backoff_s
+        self.quote_currency = quote_currency.upper()
+        self.storage = storage
+        config: dict[str, Any] = {"enableRateLimit": True, "timeout": timeout_ms, **credentials}
+        if rate_limit_ms is not None:
+            config["rateLimit"] = rate_limit_ms
+        self._exchange: ccxt.Exchange = getattr(ccxt, exchange_id)(config)
+        self._exchange.options.update(_EXCHANGE_OPTIONS.get(exchange_id, {}))
+        if api_url:
+            self._exchange.urls["api"] = _with_base_url(self._exchange.urls["api"], api_url)
+        elif sandbox:
+            try:
+                self._exchange.set_sandbox_mode(True)
+            except ccxt.NotSupported as e:
+                raise OperationalError(
+                    f"{exchange_id} has no sandbox in ccxt; set sandbox off or use another exchange"
+                ) from e
+
+    # --- markets and symbols ------------------------------------------------------------
+
+    @_retried_read
+    def load_markets(self, reload: bool = False) -> Mapping[str, Mapping[str, Any]]:
+        """The exchange's markets (ccxt caches them after the first call)."""
+        try:
+            return self._exchange.load_markets(reload)  # type: ignore[no-any-return]
+        except ccxt.BaseError as e:
+            raise map_ccxt_error(e, f"{self.name} load_markets") from e
+
+    def resolve_symbol(self, ticker: str, exchange: str | None = None) -> str:
+        """Map a TradingView ticker onto one of this exchange's markets (see ``engine.symbols``).
+
+        The ticker's exchange prefix is not required to name this exchange: a strategy drawn on
+        one venue's chart may trade on another."""
+        return to_ccxt_symbol(ticker, self.load_markets(), exchange)
+
+    def _market(self, symbol: str) -> Mapping[str, Any]:
+        markets = self.load_markets()
+        if symbol not in markets:
+            raise UnknownSymbolError(f"{self.name} has no market {symbol!r}")
+        return markets[symbol]
+
+    # --- reads ----------------------------------------------------------------------------
+
+    @_retried_read
+    def fetch_ticker(self, symbol: str) -> dict[str, Any]:
+        try:
+            return self._exchange.fetch_ticker(symbol)  # type: ignore[no-any-return]
+        except ccxt.BaseError as e:
+            raise map_ccxt_error(e, f"{self.name} fetch_ticker {symbol}") from e
+
+    def last_price(self, symbol: str) -> float | None:
+        ticker = self.fetch_ticker(symbol)
+        price = ticker.get("last") or ticker.get("close")
+        return float(price) if price is not None else None
+
+    @_retried_read
+    def fetch_balance(self) -> dict[str, float]:
+        """Total (free + used) balance per currency, zero balances left out."""
+        try:
+            balance = self._exchange.fetch_balance()
+        except ccxt.BaseError as e:
+            raise map_ccxt_error(e, f"{self.name} fetch_balance") from e
+        return {c: float(v) for c, v in (balance.get("total") or {}).items() if v}
+
+    def equity(self) -> float:
+        """Quote-currency balance plus every other holding marked at its last price on the
+        ``<asset>/<quote>`` spot market. Holdings without such a market are left out (they
+        cannot be valued without a second conversion; keep the account in one quote currency)."""
+        balances = self.fetch_balance()
+        markets = self.load_markets()
+        total = balances.get(self.quote_currency, 0.0)
+        for currency, amount in balances.items():
+            symbol = f"{currency}/{self.quote_currency}"
+            if currency == self.quote_currency or symbol not in markets:
+                continue
+            price = self.last_price(symbol)
+            if price is not None:
+                total += amount * price
+        return total
+
+    @_retried_read
+    def fetch_ohlcv(
+        self, symbol: str, timeframe: str, since_ms: int | None = None, limit: int = 500
+    ) -> list[list[float]]:
+        """Candles ``[ms, open, high, low, close, volume]``, oldest first."""
+        try:
+            rows = self._exchange.fetch_ohlcv(symbol, timeframe, since_ms, limit)
+        except ccxt.BaseError as e:
+            raise map_ccxt_error(e, f"{self.name} fetch_ohlcv {symbol} {timeframe}") from e
+        return [[float(x) for x in row[:6]] for row in rows]
+
+    @_retried_read
+    def fetch_order(self, client_order_id: str, symbol: str) -> OrderResult | None:
+        """The order placed with ``client_order_id`` on ``symbol``, or None if the exchange has none."""
+        raw = self._find_order_raw(client_order_id, symbol)
+        return None if raw is None else _to_result(raw, client_order_id)
+
+    def _find_order_raw(self, client_order_id: str, symbol: str) -> dict[str, Any] | None:
+        context = f"{self.name} fetch_order {symbol} client id {client_order_id}"
+        param = _FETCH_BY_CLIENT_ID.get(self.name)
+        try:
+            if param is not None:
+                return self._exchange.fetch_order(None, symbol, {param: client_order_id})  # type: ignore[no-any-return]
+            if self._exchange.has.get("fetchOrders"):
+                candidates = self._exchange.fetch_orders(symbol)
+            else:
+                candidates = self._exchange.fetch_open_orders(symbol) + self._exchange.fetch_closed_orders(
+                    symbol
+                )
+        except ccxt.OrderNotFound:
+            return None
+        except ccxt.BaseError as e:
+            raise map_ccxt_error(e, context) from e
+        return next((o for o in candidates if o.get("clientOrderId") == client_order_id), None)
+
+    # --- orders ---------------------------------------------------------------------------
+
+    def execute(self, order: OrderRequest) -> OrderResult:
+        """Check ``order`` against the market's precision and minimums, send it once, and
+        reconcile by client order id if the answer is lost."""
+        market = self._market(order.symbol)
+        amount, price = self._checked_amount_price(order, market)
+        context = _describe(self.name, order, amount, price)
+        params: dict[str, Any] = {"clientOrderId": order.client_order_id}
+        if order.reduce_only and market.get("contract"):
+            params["reduceOnly"] = True
+        limit_price = price if order.order_type == "limit" else None
+        try:
+            raw = self._exchange.create_order(
+                order.symbol, order.order_type, order.side, amount, limit_price, params
+            )
+        except (ccxt.RateLimitExceeded, ccxt.DDoSProtection) as e:
+            # Refused before processing: nothing was placed, the caller may try later.
+            raise map_ccxt_error(e, context) from e
+        except (ccxt.NetworkError, ccxt.OperationFailed) as e:
+            return self._reconcile(order, context, e)
+        except ccxt.InvalidOrder as e:
+            if "duplicate" in str(e).lower():
+                existing = self.fetch_order(order.client_order_id, order.symbol)
+                if existing is not None:
+                    log.warning("%s: client order id already used; returning the existing order", context)
+                    return existing
+            raise map_ccxt_error(e, context) from e
+        except ccxt.BaseError as e:
+            raise map_ccxt_error(e, context) from e
+        return _to_result(raw, order.client_order_id)
+
+    def _checked_amount_price(
+        self, order: OrderRequest, market: Mapping[str, Any]
+    ) -> tuple[float, float | None]:
+        """Amount and price rounded to the market's precision, refused with a clear
+        :class:`InvalidOrderError` below the market's minimum amount or cost."""
+        described = _describe(self.name, order, order.amount, order.price)
+        if not (math.isfinite(order.amount) and order.amount > 0):
+            raise InvalidOrderError(f"{described}: amount must be a positive number")
+        if order.order_type == "limit" and (order.price is None or not order.price > 0):
+            raise InvalidOrderError(f"{described}: a limit order needs a positive price")
+        try:
+            amount = float(self._exchange.amount_to_precision(order.symbol, order.amount))
+            price = (
+                float(self._exchange.price_to_precision(order.symbol, order.price)) if order.price else None
+            )
+        except ccxt.BaseError as e:
+            raise map_ccxt_error(e, described) from e
+        limits = market.get("limits") or {}
+        min_amount = (limits.get("amount") or {}).get("min")
+        if min_amount and amount < min_amount:
+            raise InvalidOrderError(f"{described}: amount {amount} is below the market minimum {min_amount}")
+        min_cost = (limits.get("cost") or {}).get("min")
+        if min_cost:
+            reference = price if price is not None else self.last_price(order.symbol)
+            if reference is not None and amount * reference < min_cost:
+                raise InvalidOrderError(
+                    f"{described}: order value {amount * reference:.8g} {market.get('quote')} is below the "
+                    f"market minimum {min_cost}; increase the amount"
+                )
+        return amount, price
+
+    def _reconcile(self, order: OrderRequest, context: str, cause: ccxt.BaseError) -> OrderResult:
+        """Settle an order whose answer was lost: look it up by client id, with backoff.
+
+        Lookups that fail temporarily, or that do not find the order yet (exchanges can take a
+        moment to show it), are retried ``read_retries`` times; the order is never re-sent."""
+        mapped = map_ccxt_error(cause, context)
+        log.warning("%s: answer lost (%s); reconciling by client order id", context, mapped)
+        for attempt in range(self.read_retries + 1):
+            if attempt:
+                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+            try:
+                raw = self._find_order_raw(order.client_order_id, order.symbol)
+            except TemporaryError as e:
+                log.warning("%s: reconciliation lookup %d failed: %s", context, attempt + 1, e)
+                continue
+            if raw is not None:
+                result = _to_result(raw, order.client_order_id)
+                return dataclasses.replace(result, info={**result.info, "reconciled": True})
+        raise OrderUncertainError(
+            f"{context}: sent, but the answer was lost ({type(mapped).__name__}) and no order with client "
+            f"id {order.client_order_id} was found after {self.read_retries + 1} lookups; it was not "
+            "re-sent. Check the exchange before acting.",
+            client_order_id=order.client_order_id,
+        ) from mapped
+
+    def cancel_order(self, client_order_id: str, symbol: str) -> OrderResult:
+        """Cancel an open order by client order id and return its final state."""
+        context = f"{self.name} cancel {symbol} client id {client_order_id}"
+        found = self.fetch_order(client_order_id, symbol)
+        if found is None or found.exchange_order_id is None:
+            raise InvalidOrderError(f"{context}: no such order on the exchange")
+        try:
+            self._exchange.cancel_order(found.exchange_order_id, symbol)
+        except ccxt.BaseError as e:
+            raise map_ccxt_error(e, context) from e
+        after = self.fetch_order(client_order_id, symbol)
+        if after is None:
+            raise OrderUncertainError(
+                f"{context}: order vanished after cancel", client_order_id=client_order_id
+            )
+        return after
+
+    def close(self) -> None:
+        self._exchange.close()
+
+
+def _describe(exchange: str, order: OrderRequest, amount: float, price: float | None) -> str:
+    at = f" @ {price}" if price is not None else ""
+    what = f"{exchange} {order.order_type} {order.side} {amount} {order.symbol}{at}"
+    return f"{what} (client id {order.client_order_id})"
+
+
+def _to_result(raw: Mapping[str, Any], client_order_id: str) -> OrderResult:
+    """ccxt's unified order structure as an :class:`OrderResult`."""
+    filled = float(raw.get("filled") or 0.0)
+    status: OrderStatus = _STATUS.get(str(raw.get("status")), "unknown")
+    if raw.get("status") == "open":
+        status = "partially_filled" if filled > 0 else "open"
+    fee = raw.get("fee") or {}
+    fees = raw.get("fees") or ([fee] if fee else [])
+    fee_cost = sum(float(f.get("cost") or 0.0) for f in fees)
+    currencies = {f.get("currency") for f in fees if f.get("currency")}
+    average = raw.get("average")
+    return OrderResult(
+        client_order_id=str(raw.get("clientOrderId") or client_order_id),
+        status=status,
+        filled=filled,
+        average=float(average) if average is not None else None,
+        fee=fee_cost,
+        fee_currency=currencies.pop() if len(currencies) == 1 else None,
+        exchange_order_id=str(raw["id"]) if raw.get("id") is not None else None,
+        info={"exchange_status": raw.get("status"), "amount": raw.get("amount"), "symbol": raw.get("symbol")},
+    )
+
+
+def _with_base_url(urls: Any, base_url: str) -> Any:
+    """``urls`` (a string or nested dict of strings) with scheme and host replaced by ``base_url``'s,
+    keeping each path: ``https://api.binance.com/api/v3`` -> ``http://127.0.0.1:8765/api/v3``."""
+    if isinstance(urls, dict):
+        return {key: _with_base_url(value, base_url) for key, value in urls.items()}
+    if not isinstance(urls, str):
+        return urls
+    base = urlsplit(base_url)
+    if not base.scheme or not base.netloc:
+        raise OperationalError(f"api_url {base_url!r} must be an absolute URL such as http://127.0.0.1:8765")
+    original = urlsplit(urls)
+    path = base.path.rstrip("/") + original.path
+    return urlunsplit((base.scheme, base.netloc, path, original.query, original.fragment))
+
+
+def _did_you_mean(exchange_id: str) -> str:
+    close = difflib.get_close_matches(exchange_id.lower(), ccxt.exchanges, n=3)
+    return f"; did you mean {', '.join(close)}?" if close else ""

@@ -127,13 +127,16 @@ def leverage_for(
 
 
 def _signal_for(p: float, threshold: float, strong_threshold: float) -> SignalType:
+    # Compare p(down) = 1 - p with the same thresholds rather than p with 1 - threshold: in
+    # floating point 1 - 0.55 is 0.44999999999999996, which would make p = 0.45 a HOLD.
+    down = 1.0 - p
     if p >= strong_threshold:
         return SignalType.STRONG_BUY
     if p >= threshold:
         return SignalType.BUY
-    if p <= 1.0 - strong_threshold:
+    if down >= strong_threshold:
         return SignalType.STRONG_SELL
-    if p <= 1.0 - threshold:
+    if down >= threshold:
         return SignalType.SELL
     return SignalType.HOLD
 

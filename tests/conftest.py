@@ -127,7 +127,7 @@ class LiveGateway:
 def start_gateway(tmp_path: Path, *, workers: int = 2, port: int | None = None, **env: str) -> LiveGateway:
     """Start gunicorn with the shipped config (bind overridden to a free loopback port)."""
     port = port or free_port()
-    full_env = {**os.environ, **base_environ(tmp_path, **env)}
+    full_env = {**os.environ, **base_environ(tmp_path, **{"TVGW_LOG_LEVEL": "INFO", **env})}
     full_env.pop("GUNICORN_CMD_ARGS", None)
     log_path = tmp_path / f"gunicorn-{port}.log"
     cmd = [

@@ -7,7 +7,7 @@ its non-ML path.
 
 from __future__ import annotations
 
-__all__ = ["CandleDataError", "MLError", "ModelIntegrityError", "NotTrainedError"]
+__all__ = ["CandleDataError", "GapInWindowError", "MLError", "ModelIntegrityError", "NotTrainedError"]
 
 
 class MLError(Exception):
@@ -29,6 +29,12 @@ class CandleDataError(MLError, ValueError):
         if row is not None:
             where = f" at row {row}" + (f" ({when})" if when is not None else "")
         super().__init__(f"bad candles: {problem}{where}")
+
+
+class GapInWindowError(CandleDataError):
+    """The bars a prediction needs straddle a hole in the data (an exchange outage or a
+    missed fetch). Refill the candle store (``tvgw data fetch``) or wait until the window has
+    moved past the gap; the strategy answers *hold* meanwhile."""
 
 
 class NotTrainedError(MLError):

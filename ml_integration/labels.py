@@ -91,8 +91,8 @@ def purged_split(
             f"fractions must be in (0, 1) and sum below 1: test={test_fraction}, "
             f"calibration={calibration_fraction}"
         )
-    n_test = int(round(n_rows * test_fraction))
-    n_cal = int(round(n_rows * calibration_fraction))
+    n_test = round(n_rows * test_fraction)
+    n_cal = round(n_rows * calibration_fraction)
     gaps = gap * (2 if n_cal else 1)
     n_train = n_rows - n_test - n_cal - gaps
     if n_train < 1 or n_test < 1 or (calibration_fraction > 0 and n_cal < 1):

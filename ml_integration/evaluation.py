@@ -1,0 +1,157 @@
+"""Hold-out metrics next to naive baselines, with uncertainty.
+
+A direction model on hourly crypto candles is usually within a point or two of a coin flip,
+so a bare "accuracy 0.53" says nothing. Every figure here comes with the baseline it must
+beat and a 95% interval:
+
+* accuracy: Wilson score interval; baseline: always predict the class that was more frequent
+  in the *training* rows (the majority class);
+* AUC, Brier score and log loss: moving-block bootstrap intervals (blocks of ``block`` rows,
+  because neighbouring hourly labels overlap and are not independent); the Brier baseline is
+  the training base rate predicted for every test row;
+* magnitude: MAE of the regression against predicting zero, and the correlation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+__all__ = ["DirectionReport", "MagnitudeReport", "direction_report", "magnitude_report", "wilson_interval"]
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (well-behaved near 0 and 1 and for small n)."""
+    if n <= 0:
+        return (float("nan"), float("nan"))
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (centre - half, centre + half)
+
+
+def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def _auc(y: np.ndarray, p: np.ndarray) -> float:
+    return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
+
+
+def _block_bootstrap(
+    y: np.ndarray, p: np.ndarray, metric: str, *, block: int, n_boot: int, seed: int
+) -> tuple[float, float]:
+    n = len(y)
+    rng = np.random.default_rng(seed)
+    n_blocks = max(1, math.ceil(n / block))
+    values = []
+    for _ in range(n_boot):
+        starts = rng.integers(0, max(1, n - block + 1), n_blocks)
+        idx = (starts[:, None] + np.arange(block)[None, :]).ravel()[:n] % n
+        yb, pb = y[idx], p[idx]
+        if metric == "auc":
+            value = _auc(yb, pb)
+        elif metric == "brier":
+            value = float(np.mean((pb - yb) ** 2))
+        else:
+            value = _log_loss(yb, pb)
+        if not math.isnan(value):
+            values.append(value)
+    if not values:
+        return (float("nan"), float("nan"))
+    low, high = np.percentile(values, [2.5, 97.5])
+    return (float(low), float(high))
+
+
+@dataclass(frozen=True)
+class DirectionReport:
+    """Out-of-sample direction metrics and their baselines."""
+
+    n: int
+    accuracy: float
+    accuracy_ci: tuple[float, float]
+    majority_accuracy: float
+    majority_accuracy_ci: tuple[float, float]
+    auc: float
+    auc_ci: tuple[float, float]
+    brier: float
+    brier_ci: tuple[float, float]
+    base_rate_brier: float
+    log_loss: float
+    log_loss_ci: tuple[float, float]
+    base_rate_log_loss: float
+    train_up_rate: float
+    test_up_rate: float
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def direction_report(
+    y_test: np.ndarray,
+    p_test: np.ndarray,
+    train_up_rate: float,
+    *,
+    block: int = 24,
+    n_boot: int = 200,
+    seed: int = 0,
+) -> DirectionReport:
+    """Metrics of calibrated probabilities ``p_test`` for labels ``y_test`` (0/1)."""
+    y = np.asarray(y_test, dtype=float)
+    p = np.asarray(p_test, dtype=float)
+    if len(y) == 0 or len(y) != len(p):
+        raise ValueError(f"need equal, non-empty label and probability arrays (got {len(y)}, {len(p)})")
+    n = len(y)
+    hits = int(((p >= 0.5) == (y == 1)).sum())
+    majority_class = 1.0 if train_up_rate >= 0.5 else 0.0
+    majority_hits = int((y == majority_class).sum())
+    base = np.full(n, train_up_rate)
+    return DirectionReport(
+        n=n,
+        accuracy=hits / n,
+        accuracy_ci=wilson_interval(hits, n),
+        majority_accuracy=majority_hits / n,
+        majority_accuracy_ci=wilson_interval(majority_hits, n),
+        auc=_auc(y, p),
+        auc_ci=_block_bootstrap(y, p, "auc", block=block, n_boot=n_boot, seed=seed),
+        brier=float(np.mean((p - y) ** 2)),
+        brier_ci=_block_bootstrap(y, p, "brier", block=block, n_boot=n_boot, seed=seed),
+        base_rate_brier=float(np.mean((base - y) ** 2)),
+        log_loss=_log_loss(y, p),
+        log_loss_ci=_block_bootstrap(y, p, "log_loss", block=block, n_boot=n_boot, seed=seed),
+        base_rate_log_loss=_log_loss(y, base),
+        train_up_rate=float(train_up_rate),
+        test_up_rate=float(y.mean()),
+    )
+
+
+@dataclass(frozen=True)
+class MagnitudeReport:
+    """Out-of-sample regression metrics of a forward-return model against predicting 0."""
+
+    n: int
+    mae: float
+    zero_mae: float
+    correlation: float
+    sign_accuracy: float
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def magnitude_report(actual: np.ndarray, predicted: np.ndarray) -> MagnitudeReport:
+    a = np.asarray(actual, dtype=float)
+    p = np.asarray(predicted, dtype=float)
+    corr = float(np.corrcoef(a, p)[0, 1]) if len(a) > 2 and np.std(p) > 0 and np.std(a) > 0 else float("nan")
+    return MagnitudeReport(
+        n=len(a),
+        mae=float(np.mean(np.abs(a - p))),
+        zero_mae=float(np.mean(np.abs(a))),
+        correlation=corr,
+        sign_accuracy=float(np.mean(np.sign(a) == np.sign(p))),
+    )

@@ -1,0 +1,497 @@
+"""``MLPricePrediction``: direction, magnitude and LSTM models trained together, served fast.
+
+Training (``train_models``), in time order on the usable rows (full gap-free feature window,
+full 24-bar sequence, a label):
+
+    train ──purge── calibration ──purge── test        (purge = horizon rows)
+
+* RandomForestClassifier (direction) and HistGradientBoostingRegressor (forward log return)
+  are fit on *train*; the LSTM on *train* with early stopping on *calibration*.
+* Platt scaling maps the forest's probability to a calibrated one; it is fit on the
+  *calibration* slice, which the forest never saw, so "0.7" means about 70% there.
+* Every reported metric is measured on *test*, after the purge gap, next to its baseline
+  (``evaluation``). The saved model is the one those figures describe (no refit on all data).
+
+Serving (``predict``) touches only the last ``LOOKBACK + 23`` candles, computes features in
+numpy, walks the compiled trees (``trees``) and runs the LSTM in numpy (``lstm``): no
+TensorFlow, no sklearn, no pandas work per call beyond slicing.
+
+Combination (the outer dict's fields):
+
+* ``direction_probability`` p: the calibrated forest probability that the close in
+  ``horizon`` bars is above the current close;
+* ``ensemble_magnitude``: ``gb_weight × GB + (1 − gb_weight) × LSTM`` forward log return;
+* ``confidence`` = 0.5 × |2p − 1| + 0.5 × agreement, where agreement is the share of the two
+  regression models whose sign matches the classifier's side: it grows with the distance
+  from 0.5 and with the models' agreement;
+* ``signal_strength``: the signed expected move, the mean of the classifier-implied move
+  (2p − 1) × (mean absolute move in training) and the ensemble magnitude.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ml_integration.artifacts import seal, verify
+from ml_integration.candles import epoch_seconds, infer_timeframe_seconds, validate_candles
+from ml_integration.evaluation import direction_report, magnitude_report
+from ml_integration.exceptions import CandleDataError, GapInWindowError, NotTrainedError
+from ml_integration.features import FEATURE_NAMES, LOOKBACK, compute_feature_matrix
+from ml_integration.labels import make_labels, purged_split
+from ml_integration.lstm import LSTMConfig, NumpyLSTM, build_sequences, sequence_ready
+from ml_integration.trees import CompiledTrees, compile_forest_classifier, compile_hist_gradient_boosting
+
+__all__ = ["MLPricePrediction", "ModelConfig", "PlattCalibrator", "Prediction"]
+
+_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyperparameters of the three models and of the split."""
+
+    n_estimators: int = 200
+    max_depth: int = 8
+    min_samples_leaf: int = 30
+    gb_max_iter: int = 200
+    gb_learning_rate: float = 0.05
+    gb_max_depth: int = 5
+    gb_weight: float = 0.5
+    use_lstm: bool = True
+    lstm: LSTMConfig = field(default_factory=LSTMConfig)
+    test_fraction: float = 0.15
+    calibration_fraction: float = 0.15
+    max_missing_bars: int = 0
+    min_edge: float = 0.03
+    n_jobs: int = 2
+    random_state: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        lstm = data.get("lstm", {})
+        lstm_config = LSTMConfig(**{**lstm, "units": tuple(lstm.get("units", LSTMConfig().units))})
+        return cls(**{**data, "lstm": lstm_config})
+
+
+@dataclass(frozen=True)
+class PlattCalibrator:
+    """p_calibrated = sigmoid(a · logit(p_raw) + b), fit by logistic regression."""
+
+    a: float = 1.0
+    b: float = 0.0
+
+    @staticmethod
+    def _logit(p: np.ndarray) -> np.ndarray:
+        q = np.clip(p, 1e-4, 1 - 1e-4)
+        return np.log(q / (1 - q))
+
+    @classmethod
+    def fit(cls, p_raw: np.ndarray, y: np.ndarray) -> PlattCalibrator:
+        from sklearn.linear_model import LogisticRegression
+
+        if len(np.unique(y)) < 2:
+            raise CandleDataError("the calibration slice has only one direction class; use more data")
+        model = LogisticRegression(C=1e4).fit(cls._logit(p_raw)[:, None], y)
+        return cls(a=float(model.coef_[0, 0]), b=float(model.intercept_[0]))
+
+    def __call__(self, p_raw: np.ndarray) -> np.ndarray:
+        z = self.a * self._logit(np.asarray(p_raw, dtype=float)) + self.b
+        return 0.5 * (np.tanh(0.5 * z) + 1.0)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the models say about the bar after the last candle given."""
+
+    direction_probability: float
+    raw_probability: float
+    magnitude_prediction: float
+    lstm_prediction: float | None
+    ensemble_magnitude: float
+    confidence: float
+    agreement: float
+    signal_strength: float
+    top_features: list[tuple[str, float]]
+    action: str
+    reason: str
+    candle_time: pd.Timestamp
+    close: float
+    atr: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "direction_probability": self.direction_probability,
+            "magnitude_prediction": self.magnitude_prediction,
+            "lstm_prediction": self.lstm_prediction,
+            "ensemble_magnitude": self.ensemble_magnitude,
+            "confidence": self.confidence,
+            "signal_strength": self.signal_strength,
+            "top_features": [{"name": n, "weight": w} for n, w in self.top_features],
+            "recommendation": {"action": self.action, "confidence": self.confidence, "reason": self.reason},
+        }
+
+
+@dataclass
+class _Fitted:
+    forest: CompiledTrees
+    boosting: CompiledTrees
+    lstm: NumpyLSTM | None
+    calibrator: PlattCalibrator
+    horizon: int
+    timeframe_sec: int
+    typical_move: float
+    atr_percentiles: list[float]
+    importances: list[tuple[str, float]]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for dist in ("numpy", "pandas", "scikit-learn", "tensorflow-cpu", "keras"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = "not installed"
+    return versions
+
+
+class MLPricePrediction:
+    """Direction (calibrated RandomForest), magnitude (gradient boosting) and an LSTM."""
+
+    def __init__(self, config: ModelConfig | None = None, **overrides: Any):
+        base = config or ModelConfig()
+        unknown = sorted(set(overrides) - set(ModelConfig.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown MLPricePrediction options {unknown}")
+        self.config = replace(base, **overrides)
+        if not 0 <= self.config.gb_weight <= 1:
+            raise ValueError(f"gb_weight must be in [0, 1], got {self.config.gb_weight}")
+        self.fitted_: _Fitted | None = None
+
+    # --- training ----------------------------------------------------------------------------
+    @property
+    def sequence_length(self) -> int:
+        return self.config.lstm.sequence_length if self.config.use_lstm else 1
+
+    @property
+    def rows_needed(self) -> int:
+        """Candles a prediction needs: the feature lookback plus the LSTM sequence."""
+        return LOOKBACK + self.sequence_length - 1
+
+    def train_models(
+        self, df: pd.DataFrame, target_periods: int = 5, *, timeframe_sec: int | None = None
+    ) -> dict[str, Any]:
+        """Fit the three models on ``df`` (see the module docstring for the split) and return
+        the hold-out report as a dict (also kept in ``self.fitted_.info``)."""
+        started = time.perf_counter()
+        horizon = int(target_periods)
+        df = validate_candles(df, min_rows=self.rows_needed + horizon + 100)
+        tf = timeframe_sec or infer_timeframe_seconds(df.index)
+        cfg = self.config
+        matrix = compute_feature_matrix(
+            df.to_numpy(), epoch_seconds(df.index), tf, max_missing_bars=cfg.max_missing_bars
+        )
+        labels = make_labels(df, horizon, timeframe_sec=tf, max_missing_bars=cfg.max_missing_bars)
+        ready = sequence_ready(np.isfinite(matrix).all(axis=1), self.sequence_length)
+        rows = np.flatnonzero(ready & labels.valid)
+        if len(rows) < 200:
+            raise CandleDataError(
+                f"too few usable rows to train: {len(rows)} of {len(df)} candles have a full gap-free "
+                f"window and a label (need 200; gaps or a short history?)"
+            )
+        split = purged_split(
+            len(rows),
+            test_fraction=cfg.test_fraction,
+            calibration_fraction=cfg.calibration_fraction,
+            gap=horizon,
+        )
+        x, y_dir, y_mag = matrix[rows], labels.direction[rows], labels.forward_return[rows]
+        tr, cal, te = split.train, split.calibration, split.test
+        timings: dict[str, float] = {}
+
+        forest, timings["random_forest_s"] = self._fit_forest(x[tr], y_dir[tr])
+        calibrator = PlattCalibrator.fit(forest.predict(x[cal]), y_dir[cal])
+        boosting, timings["gradient_boosting_s"] = self._fit_boosting(x[tr], y_mag[tr])
+        lstm_model = None
+        if cfg.use_lstm:
+            lstm_model, timings["lstm_s"] = self._fit_lstm(matrix, rows, tr, cal, y_mag)
+
+        atr = matrix[rows[tr], FEATURE_NAMES.index("atr_14")]
+        self.fitted_ = _Fitted(
+            forest=forest,
+            boosting=boosting,
+            lstm=lstm_model,
+            calibrator=calibrator,
+            horizon=horizon,
+            timeframe_sec=tf,
+            typical_move=float(np.mean(np.abs(y_mag[tr]))),
+            atr_percentiles=[float(v) for v in np.percentile(atr, [5, 20, 50, 80, 95])],
+            importances=self._importances,
+        )
+        report = self._holdout(matrix, rows, split, x, y_dir, y_mag, calibrator)
+        times = df.index[rows]
+        self.fitted_.info = {
+            "horizon": horizon,
+            "timeframe_sec": tf,
+            "n_candles": len(df),
+            "n_usable_rows": len(rows),
+            "split": split.describe(),
+            "training_window": [str(times[tr[0]]), str(times[tr[-1]])],
+            "calibration_window": [str(times[cal[0]]), str(times[cal[-1]])],
+            "test_window": [str(times[te[0]]), str(times[te[-1]])],
+            "holdout": report,
+            "timings_s": {**timings, "total_s": time.perf_counter() - started},
+            "library_versions": _library_versions(),
+        }
+        return dict(self.fitted_.info)
+
+    def _fit_forest(self, x: np.ndarray, y: np.ndarray) -> tuple[CompiledTrees, float]:
+        from sklearn.ensemble import RandomForestClassifier
+
+        t0 = time.perf_counter()
+        cfg = self.config
+        forest = RandomForestClassifier(
+            n_estimators=cfg.n_estimators,
+            max_depth=cfg.max_depth,
+            min_samples_leaf=cfg.min_samples_leaf,
+            max_features="sqrt",
+            n_jobs=cfg.n_jobs,
+            random_state=cfg.random_state,
+        ).fit(x, y)
+        ranked = sorted(zip(FEATURE_NAMES, forest.feature_importances_, strict=True), key=lambda t: -t[1])
+        self._importances = [(name, float(weight)) for name, weight in ranked[:15]]
+        return compile_forest_classifier(forest), time.perf_counter() - t0
+
+    def _fit_boosting(self, x: np.ndarray, y: np.ndarray) -> tuple[CompiledTrees, float]:
+        from sklearn.ensemble import HistGradientBoostingRegressor
+
+        t0 = time.perf_counter()
+        cfg = self.config
+        model = HistGradientBoostingRegressor(
+            max_iter=cfg.gb_max_iter,
+            learning_rate=cfg.gb_learning_rate,
+            max_depth=cfg.gb_max_depth,
+            min_samples_leaf=50,
+            l2_regularization=1.0,
+            early_stopping=False,
+            random_state=cfg.random_state,
+        ).fit(x, y)
+        return compile_hist_gradient_boosting(model), time.perf_counter() - t0
+
+    def _fit_lstm(
+        self, matrix: np.ndarray, rows: np.ndarray, tr: np.ndarray, cal: np.ndarray, y_mag: np.ndarray
+    ) -> tuple[NumpyLSTM, float]:
+        from ml_integration.lstm import train_lstm
+
+        t0 = time.perf_counter()
+        seq_len = self.sequence_length
+        model, _keras = train_lstm(
+            build_sequences(matrix, rows[tr], seq_len),
+            y_mag[tr],
+            build_sequences(matrix, rows[cal], seq_len),
+            y_mag[cal],
+            self.config.lstm,
+        )
+        return model, time.perf_counter() - t0
+
+    def _holdout(
+        self,
+        matrix: np.ndarray,
+        rows: np.ndarray,
+        split: Any,
+        x: np.ndarray,
+        y_dir: np.ndarray,
+        y_mag: np.ndarray,
+        calibrator: PlattCalibrator,
+    ) -> dict[str, Any]:
+        fitted = self._require()
+        te = split.test
+        raw = fitted.forest.predict(x[te])
+        calibrated = calibrator(raw)
+        train_up = float(y_dir[split.train].mean())
+        gb = fitted.boosting.predict(x[te])
+        report: dict[str, Any] = {
+            "direction": direction_report(
+                y_dir[te], calibrated, train_up, block=max(24, fitted.horizon)
+            ).to_dict(),
+            "direction_uncalibrated_brier": float(np.mean((raw - y_dir[te]) ** 2)),
+            "magnitude_gb": magnitude_report(y_mag[te], gb).to_dict(),
+        }
+        if fitted.lstm is not None:
+            lstm = fitted.lstm.predict(build_sequences(matrix, rows[te], self.sequence_length))
+            w = self.config.gb_weight
+            report["magnitude_lstm"] = magnitude_report(y_mag[te], lstm).to_dict()
+            report["magnitude_ensemble"] = magnitude_report(y_mag[te], w * gb + (1 - w) * lstm).to_dict()
+        return report
+
+    # --- prediction ---------------------------------------------------------------------------
+    def _require(self) -> _Fitted:
+        if self.fitted_ is None:
+            raise NotTrainedError("MLPricePrediction is not trained: call train_models() or load_models()")
+        return self.fitted_
+
+    @property
+    def horizon(self) -> int:
+        return self._require().horizon
+
+    def feature_tail(self, df: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+        """The feature rows the models read (last ``sequence_length`` rows) and the validated
+        candle tail they came from. Raises :class:`GapInWindowError` when the window has a hole."""
+        fitted = self._require()
+        need = self.rows_needed
+        if not isinstance(df, pd.DataFrame) or len(df) < need:
+            size = len(df) if isinstance(df, pd.DataFrame) else 0
+            raise CandleDataError(f"too few rows: {size} candles, need at least {need} (the longest window)")
+        tail = validate_candles(df.iloc[-need:], min_rows=need)
+        stamps = epoch_seconds(tail.index)
+        step = infer_timeframe_seconds(tail.index)
+        if step != fitted.timeframe_sec:
+            raise CandleDataError(
+                f"candles are spaced {step} s apart; the model was trained on {fitted.timeframe_sec} s bars"
+            )
+        matrix = compute_feature_matrix(
+            tail.to_numpy(), stamps, fitted.timeframe_sec, max_missing_bars=self.config.max_missing_bars
+        )[-self.sequence_length :]
+        if not np.isfinite(matrix).all():
+            missing = int((stamps[-1] - stamps[0]) // fitted.timeframe_sec + 1 - len(stamps))
+            raise GapInWindowError(
+                f"the last {need} candles straddle a gap of {missing} missing bar(s); "
+                f"features over a hole are not trusted",
+                len(df) - 1,
+                tail.index[-1],
+            )
+        return matrix, tail
+
+    def predict_typed(self, df: pd.DataFrame) -> Prediction:
+        """The typed prediction for the bar after the last candle of ``df``."""
+        fitted = self._require()
+        matrix, tail = self.feature_tail(df)
+        last = matrix[-1:]
+        raw = float(fitted.forest.predict(last)[0])
+        p = float(fitted.calibrator(np.array([raw]))[0])
+        gb = float(fitted.boosting.predict(last)[0])
+        lstm = float(fitted.lstm.predict(matrix[None])[0]) if fitted.lstm is not None else None
+        w = self.config.gb_weight if lstm is not None else 1.0
+        ensemble = w * gb + (1 - w) * (lstm or 0.0)
+        side = 1.0 if p >= 0.5 else -1.0
+        votes = [gb] + ([lstm] if lstm is not None else [])
+        agreement = float(np.mean([np.sign(v) == side for v in votes]))
+        confidence = 0.5 * abs(2 * p - 1) + 0.5 * agreement
+        strength = 0.5 * ((2 * p - 1) * fitted.typical_move + ensemble)
+        action, reason = self._recommend(p, strength)
+        return Prediction(
+            direction_probability=p,
+            raw_probability=raw,
+            magnitude_prediction=gb,
+            lstm_prediction=lstm,
+            ensemble_magnitude=ensemble,
+            confidence=confidence,
+            agreement=agreement,
+            signal_strength=strength,
+            top_features=fitted.importances[:5],
+            action=action,
+            reason=reason,
+            candle_time=tail.index[-1],
+            close=float(tail["close"].iloc[-1]),
+            atr=float(matrix[-1, FEATURE_NAMES.index("atr_14")] * tail["close"].iloc[-1]),
+        )
+
+    def _recommend(self, p: float, strength: float) -> tuple[str, str]:
+        edge = self.config.min_edge
+        if p >= 0.5 + edge and strength > 0:
+            return "buy", f"P(up) {p:.2f} ≥ {0.5 + edge:.2f} and expected move {strength:+.4f}"
+        if p <= 0.5 - edge and strength < 0:
+            return "sell", f"P(up) {p:.2f} ≤ {0.5 - edge:.2f} and expected move {strength:+.4f}"
+        return "hold", f"P(up) {p:.2f} within {edge:.2f} of 0.5 or models disagree (move {strength:+.4f})"
+
+    def predict(self, df: pd.DataFrame) -> dict[str, Any]:
+        """The public dict: direction_probability, magnitude_prediction, lstm_prediction,
+        ensemble_magnitude, confidence, signal_strength, top_features, recommendation."""
+        return self.predict_typed(df).to_dict()
+
+    # --- persistence --------------------------------------------------------------------------
+    def write_artifacts(self, directory: str | Path) -> dict[str, Any]:
+        """Write the model files into ``directory`` and return their metadata (not sealed)."""
+        fitted = self._require()
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        fitted.forest.save(folder / "forest.npz")
+        fitted.boosting.save(folder / "boosting.npz")
+        if fitted.lstm is not None:
+            fitted.lstm.save(folder / "lstm.npz")
+        model = {
+            "format_version": _FORMAT_VERSION,
+            "config": self.config.to_dict(),
+            "features": FEATURE_NAMES,
+            "horizon": fitted.horizon,
+            "timeframe_sec": fitted.timeframe_sec,
+            "calibrator": asdict(fitted.calibrator),
+            "typical_move": fitted.typical_move,
+            "atr_percentiles": fitted.atr_percentiles,
+            "importances": fitted.importances,
+        }
+        (folder / "model.json").write_text(json.dumps(model, indent=2))
+        return {"model": fitted.info}
+
+    def read_artifacts(self, directory: str | Path, metadata: dict[str, Any]) -> MLPricePrediction:
+        """Load files that :func:`artifacts.verify` has already checked."""
+        folder = Path(directory)
+        model = json.loads((folder / "model.json").read_text())
+        if model.get("format_version") != _FORMAT_VERSION:
+            raise NotTrainedError(f"{folder}: model format {model.get('format_version')} is not supported")
+        if model["features"] != FEATURE_NAMES:
+            raise NotTrainedError(
+                f"{folder}: trained with a different feature set; retrain with this version"
+            )
+        self.config = ModelConfig.from_dict(model["config"])
+        lstm_path = folder / "lstm.npz"
+        self.fitted_ = _Fitted(
+            forest=CompiledTrees.load(folder / "forest.npz"),
+            boosting=CompiledTrees.load(folder / "boosting.npz"),
+            lstm=NumpyLSTM.load(lstm_path) if lstm_path.exists() else None,
+            calibrator=PlattCalibrator(**model["calibrator"]),
+            horizon=int(model["horizon"]),
+            timeframe_sec=int(model["timeframe_sec"]),
+            typical_move=float(model["typical_move"]),
+            atr_percentiles=[float(v) for v in model["atr_percentiles"]],
+            importances=[(str(n), float(w)) for n, w in model["importances"]],
+            info=dict(metadata.get("model", {})),
+        )
+        return self
+
+    def save_models(self, path: str | Path) -> Path:
+        """Save into directory ``path`` with a sealed ``metadata.json`` (sha256 per file)."""
+        meta = self.write_artifacts(path)
+        seal(path, meta)
+        return Path(path)
+
+    def load_models(self, path: str | Path) -> MLPricePrediction:
+        """Load a directory written by :meth:`save_models`, refusing it if any hash differs."""
+        return self.read_artifacts(path, verify(path))
+
+    def warm_up(self) -> None:
+        """Run the numpy paths once so the first real call does not pay first-use costs."""
+        fitted = self._require()
+        x = np.zeros((1, len(FEATURE_NAMES)))
+        fitted.forest.predict(x)
+        fitted.boosting.predict(x)
+        if fitted.lstm is not None:
+            fitted.lstm.predict(np.zeros((1, self.sequence_length, len(FEATURE_NAMES))))
+
+
+def tensorflow_loaded() -> bool:
+    """Whether TensorFlow has been imported in this process (serving must keep this False)."""
+    return "tensorflow" in sys.modules

@@ -22,8 +22,9 @@ component                     points  fires when
                                       bullish cross is such a rise through zero). Sell: lower.
 ``stochastic``                1       slow %K(14, 3) was <= 20 on the bar before and turned up.
                                       Sell: was >= 80 and turned down.
-``support_resistance``        1       close within 1% above the lowest low of the last 50 bars
-                                      (this one included). Sell: within 1% below the highest high.
+``support_resistance``        1       close at or up to 1% above the lowest low of the 50 bars
+                                      before it (support). Sell: at or up to 1% below their highest
+                                      high (resistance).
 ============================  ======  ==============================================================
 
 A *hammer*: the bar has a range, its lower wick is at least twice its body, its upper wick
@@ -31,6 +32,10 @@ is at most a quarter of its range, and the close before it was below the close t
 before that (a decline to reverse). *Bullish engulfing*: the previous bar fell, this one rose,
 and this body covers the previous body (open <= previous close, close >= previous open) and is
 larger. The total is capped at 9 (the components add up to exactly 9 at most).
+
+Support is the low of the bars *before* the last one because the last bar's own low is no
+level: a hammer's wick always sits below its close, and would hide the support it tested. A
+close below that support has broken it and scores nothing.
 
 No look-ahead: every value at bar t uses bars up to t only (see ``engine.indicators``), so
 :func:`technical_components` over a long frame agrees row by row with :func:`technical_score`
@@ -65,8 +70,8 @@ Side = Literal["buy", "sell"]
 #: Enter a hybrid trade at this total (technical score + ML bonus) or above.
 HYBRID_ENTRY_SCORE = 6.0
 MAX_SCORE = 9.0
-#: The longest window: the 50-bar support/resistance level.
-TECHNICAL_MIN_ROWS = 50
+#: The longest window: the 50-bar support/resistance level before the last bar.
+TECHNICAL_MIN_ROWS = 51
 COMPONENTS: tuple[str, ...] = (
     "rsi",
     "bollinger",
@@ -129,13 +134,15 @@ def technical_components(df: pd.DataFrame, side: Side) -> pd.DataFrame:
         band = close <= lower
         momentum = hist > hist.shift(1)
         stoch = (k.shift(1) <= 20) & (k > k.shift(1))
-        level = close <= df["low"].rolling(50).min() * 1.01
+        support = df["low"].shift(1).rolling(50).min()
+        level = (close >= support) & (close <= support * 1.01)
     else:
         rsi_points = np.where(rsi_v >= 70, 2.0, np.where(rsi_v >= 60, 1.0, 0.0))
         band = close >= upper
         momentum = hist < hist.shift(1)
         stoch = (k.shift(1) >= 80) & (k < k.shift(1))
-        level = close >= df["high"].rolling(50).max() * 0.99
+        resistance = df["high"].shift(1).rolling(50).max()
+        level = (close <= resistance) & (close >= resistance * 0.99)
     points = pd.DataFrame(
         {
             "rsi": rsi_points,

@@ -319,24 +319,34 @@ class SentimentAnalysis:
         return items, failed
 
     # --- scoring ---------------------------------------------------------------------------
-    def _component(self, items: Sequence[TextItem], now: float) -> ComponentScore | None:
+    def _component(self, items: Sequence[TextItem]) -> ComponentScore | None:
+        """Recency-weighted mean of the items' scores.
+
+        Age is measured from the newest dated item of the group, not from the clock: a feed
+        whose every item is two days old must still average its items, not underflow to zero
+        weights. (Staleness of the whole fetch is the cache's concern.)
+        """
         scores = [score_text(i.text) for i in items]
+        dated = [i.published_at for i in items if i.published_at is not None]
+        newest = max(dated) if dated else None
         weights = [
-            recency_weight(None if i.published_at is None else now - i.published_at, self.recency_half_life_s)
+            recency_weight(
+                None if i.published_at is None or newest is None else newest - i.published_at,
+                self.recency_half_life_s,
+            )
             for i in items
         ]
-        # Very old texts may weigh ~0; fall back to equal weights rather than divide by zero.
-        return aggregate(scores, weights if sum(weights) > 1e-9 else None)
+        return aggregate(scores, weights)
 
     def _score(
         self, symbol: str, asset: str, items: list[TextItem], failed: dict[str, str], now: float
     ) -> dict[str, Any]:
         news_items = [i for i in items if i.kind == "news"]
         social_items = [i for i in items if i.kind == "social"]
-        news = self._component(news_items, now)
-        social = self._component(social_items, now)
-        reddit = self._component([i for i in social_items if i.source == "reddit"], now)
-        twitter = self._component([i for i in social_items if i.source == "twitter"], now)
+        news = self._component(news_items)
+        social = self._component(social_items)
+        reddit = self._component([i for i in social_items if i.source == "reddit"])
+        twitter = self._component([i for i in social_items if i.source == "twitter"])
 
         parts = [(self.news_weight, news), (self.social_weight, social)]
         present = [(w, c) for w, c in parts if c is not None and w > 0]

@@ -216,7 +216,8 @@ class NewsApiSource:
             raise _shape_error(what, "'articles' is not a list")
         items = []
         for article in articles[:MAX_ITEMS]:
-            if not isinstance(article, dict) or not article.get("title"):
+            # NewsAPI keeps withdrawn articles in results with the title "[Removed]".
+            if not isinstance(article, dict) or article.get("title") in (None, "", "[Removed]"):
                 continue
             items.append(
                 TextItem(

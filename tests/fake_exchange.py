@@ -201,9 +201,12 @@ class FakeBinance:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> FakeBinance:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-binance", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name="fake-binance", daemon=True)
         self._thread.start()
         return self
+
+    def _serve(self) -> None:
+        self._server.serve_forever(poll_interval=0.05)  # short poll: stop() returns quickly
 
     def stop(self) -> None:
         self._server.shutdown()
@@ -772,6 +775,9 @@ def _kline_row(candle: list[Any], step: int) -> list[Any]:
 class _Handler(BaseHTTPRequestHandler):
     server_version = "FakeBinance/1.0"
     protocol_version = "HTTP/1.1"
+    #: Headers and body go out in two writes; without this, Nagle's algorithm meets the client's
+    #: delayed ACK and every answer takes ~40 ms.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: requests are recorded in ``fake.requests`` instead of printed."""

@@ -125,6 +125,7 @@ class Prediction:
     agreement: float
     signal_strength: float
     top_features: list[tuple[str, float]]
+    feature_values: dict[str, float]
     action: str
     reason: str
     candle_time: pd.Timestamp
@@ -402,6 +403,7 @@ class MLPricePrediction:
             agreement=agreement,
             signal_strength=strength,
             top_features=fitted.importances[:5],
+            feature_values={n: float(last[0, FEATURE_NAMES.index(n)]) for n, _ in fitted.importances[:5]},
             action=action,
             reason=reason,
             candle_time=tail.index[-1],
@@ -485,6 +487,12 @@ class MLPricePrediction:
     def warm_up(self) -> None:
         """Run the numpy paths once so the first real call does not pay first-use costs."""
         fitted = self._require()
+        n = self.rows_needed
+        close = np.linspace(100.0, 101.0, n)
+        candles = np.column_stack([close, close * 1.001, close * 0.999, close, np.ones(n)])
+        compute_feature_matrix(
+            candles, np.arange(n, dtype=np.int64) * fitted.timeframe_sec, fitted.timeframe_sec
+        )
         x = np.zeros((1, len(FEATURE_NAMES)))
         fitted.forest.predict(x)
         fitted.boosting.predict(x)

@@ -1,0 +1,95 @@
+"""The model store: ``<model_dir>/<SYMBOL>_<TF>/<version>/`` directories and a ``latest`` file.
+
+A version directory is written under a temporary name and renamed into place when complete,
+then ``latest`` (a one-line text file naming the version) is replaced atomically, so a
+gateway that hot-reloads when :func:`latest_version` changes never sees half a model. Loading
+goes through :meth:`MLTradingStrategy.load_strategy`, which checks every artifact's sha256
+against ``metadata.json`` and refuses on mismatch.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ml_integration.exceptions import NotTrainedError
+from ml_integration.strategy import MLTradingStrategy, SentimentSource
+
+__all__ = ["latest_version", "list_versions", "load_latest_strategy", "model_key", "save_version"]
+
+_SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def model_key(symbol: str, timeframe: str) -> str:
+    """``("BTC/USDT", "1h")`` → ``"BTC_USDT_1h"`` (the directory name)."""
+    key = f"{symbol.replace('/', '_').replace(':', '_')}_{timeframe}"
+    if not _SAFE.match(key) or key.startswith("."):
+        raise ValueError(f"symbol {symbol!r} / timeframe {timeframe!r} cannot name a model directory")
+    return key
+
+
+def _folder(model_dir: str | Path, symbol: str, timeframe: str) -> Path:
+    return Path(model_dir) / model_key(symbol, timeframe)
+
+
+def list_versions(model_dir: str | Path, symbol: str, timeframe: str) -> list[str]:
+    """Saved versions, oldest first (names sort by time)."""
+    folder = _folder(model_dir, symbol, timeframe)
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def latest_version(model_dir: str | Path, symbol: str, timeframe: str) -> str | None:
+    """The version ``latest`` names, or None when nothing was saved yet."""
+    pointer = _folder(model_dir, symbol, timeframe) / "latest"
+    if not pointer.is_file():
+        return None
+    name = pointer.read_text().strip()
+    return name if name and _SAFE.match(name) else None
+
+
+def save_version(
+    strategy: MLTradingStrategy,
+    model_dir: str | Path,
+    symbol: str,
+    timeframe: str,
+    *,
+    version: str | None = None,
+) -> Path:
+    """Save ``strategy`` as a new version and point ``latest`` at it; returns its directory."""
+    folder = _folder(model_dir, symbol, timeframe)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = version or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    if not _SAFE.match(name) or name.startswith(".") or name == "latest":
+        raise ValueError(f"version {name!r} must be letters, digits, '.', '_' or '-'")
+    base, counter = name, 2
+    while (folder / name).exists():
+        name, counter = f"{base}-{counter}", counter + 1
+    staging = folder / f".{name}.partial"
+    if staging.exists():
+        shutil.rmtree(staging)
+    strategy.symbol, strategy.timeframe = symbol, timeframe
+    strategy.save_strategy(staging, version=name)
+    final = folder / name
+    os.rename(staging, final)
+    pointer_tmp = folder / ".latest.tmp"
+    pointer_tmp.write_text(name + "\n")
+    os.replace(pointer_tmp, folder / "latest")
+    return final
+
+
+def load_latest_strategy(
+    model_dir: str | Path, symbol: str, timeframe: str, *, sentiment: SentimentSource | None = None
+) -> MLTradingStrategy:
+    """The newest saved strategy for ``symbol``/``timeframe``, hashes verified and warmed up."""
+    name = latest_version(model_dir, symbol, timeframe)
+    if name is None:
+        raise NotTrainedError(
+            f"no trained model for {symbol} {timeframe} in {model_dir}: run "
+            f"`tvgw train --symbol {symbol} --timeframe {timeframe}`"
+        )
+    return MLTradingStrategy(sentiment=sentiment).load_strategy(_folder(model_dir, symbol, timeframe) / name)

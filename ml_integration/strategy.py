@@ -1,0 +1,413 @@
+"""``MLTradingStrategy``: ML prediction + sentiment → a sized, graded trading signal.
+
+Combination (the issue's formula)::
+
+    combined_probability = ml_weight × P_ml(up) + sentiment_weight × (sentiment + 1) / 2
+
+Without sentiment (disabled, or no cached data) the sentiment term is neutral (0.5), which
+shrinks the ML probability toward 0.5 by ``sentiment_weight``; set ``sentiment_weight`` to 0
+to trade on the ML probability alone.
+
+Sizing (Kelly): the side is the one ``combined_probability`` favours; p is the probability of
+that side, b = take-profit distance / stop distance, f* = (b·p − (1 − p)) / b. The fraction is
+f* × ``kelly_multiplier``, capped at ``max_kelly`` (10% of the account). When f* ≤ 0, or p is
+within ``min_edge`` of 0.5, the action is hold and the fraction 0: there is no minimum
+position. Stops and targets are ``stop_atr`` / ``take_profit_atr`` × ATR(14) from the entry.
+The defaults make b = 1 on purpose: p measures the direction at the horizon, not the chance
+of touching the target before the stop, so a b > 1 would manufacture an edge from the
+payoff ratio alone (any p > 1/(1 + b) would look tradeable).
+
+Quality grade (``validate_signal_quality``), each component in [0, 1]:
+
+==================== ====== =====================================================================
+component            weight 1.0 when …
+==================== ====== =====================================================================
+probability          0.35   |2·combined − 1| ≥ 0.3 (linear below)
+model_agreement      0.25   the boosting and LSTM magnitudes agree with the classifier's side
+sentiment_agreement  0.15   sentiment has the trade's sign (0.5 neutral or no data, 0 opposed)
+volatility_regime    0.15   ATR(14) is between its 20th and 80th training percentiles
+                            (0.5 within the 5th-95th, 0 outside: an unfamiliar regime)
+data_freshness       0.10   the last candle closed at most one bar ago (0.5 within 3 bars, else 0)
+==================== ====== =====================================================================
+
+quality_score = 100 × Σ weight × component; grade A ≥ 80, B ≥ 65, C ≥ 50, D ≥ 35, else F.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Protocol
+
+import pandas as pd
+
+from ml_integration.artifacts import seal, verify
+from ml_integration.exceptions import GapInWindowError, NotTrainedError
+from ml_integration.prediction import MLPricePrediction, ModelConfig, Prediction
+
+__all__ = [
+    "QUALITY_WEIGHTS",
+    "MLTradingStrategy",
+    "SentimentSource",
+    "StrategyConfig",
+    "TradingSignal",
+    "grade_for_score",
+    "kelly_fraction",
+]
+
+QUALITY_WEIGHTS: dict[str, float] = {
+    "probability": 0.35,
+    "model_agreement": 0.25,
+    "sentiment_agreement": 0.15,
+    "volatility_regime": 0.15,
+    "data_freshness": 0.10,
+}
+_GRADES = ((80.0, "A"), (65.0, "B"), (50.0, "C"), (35.0, "D"))
+
+
+class SentimentSource(Protocol):
+    """What the strategy needs from ``ml_integration.sentiment.SentimentAnalysis``."""
+
+    def get_combined_sentiment(self, symbol: str, *, allow_fetch: bool = True) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    """Strategy settings (the ``config`` dict's keys)."""
+
+    ml_weight: float = 0.6
+    sentiment_weight: float = 0.4
+    use_sentiment: bool = False
+    kelly_multiplier: float = 0.25
+    max_kelly: float = 0.10
+    stop_atr: float = 2.0
+    take_profit_atr: float = 2.0
+    min_edge: float = 0.02
+    target_periods: int = 5
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.ml_weight >= 0 and self.sentiment_weight >= 0, "weights must be >= 0"),
+            (
+                abs(self.ml_weight + self.sentiment_weight - 1.0) < 1e-9,
+                "ml_weight + sentiment_weight must be 1",
+            ),
+            (0 < self.kelly_multiplier <= 1, "kelly_multiplier must be in (0, 1]"),
+            (0 < self.max_kelly <= 1, "max_kelly must be in (0, 1]"),
+            (self.stop_atr > 0 and self.take_profit_atr > 0, "stop_atr and take_profit_atr must be > 0"),
+            (0 <= self.min_edge < 0.5, "min_edge must be in [0, 0.5)"),
+            (self.target_periods >= 1, "target_periods must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"invalid strategy config: {message} (got {self})")
+
+    @classmethod
+    def from_mapping(cls, config: dict[str, Any] | None) -> StrategyConfig:
+        config = dict(config or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ValueError(f"unknown strategy config keys {unknown}; known keys: {sorted(known)}")
+        return cls(**config)
+
+
+def kelly_fraction(p: float, b: float) -> float:
+    """Full Kelly f* = (b·p − (1 − p)) / b for win probability p and win/loss ratio b."""
+    if b <= 0:
+        raise ValueError(f"win/loss ratio b must be > 0, got {b}")
+    return (b * p - (1.0 - p)) / b
+
+
+def grade_for_score(score: float) -> str:
+    return next((grade for floor, grade in _GRADES if score >= floor), "F")
+
+
+@dataclass(frozen=True)
+class TradingSignal:
+    """One signal, typed; :meth:`to_dict` is the public JSON face."""
+
+    action: str
+    symbol: str
+    entry_price: float
+    stop_loss: float | None
+    take_profit: float | None
+    confidence: float
+    kelly_fraction: float
+    ml_probability: float | None
+    sentiment_score: float
+    combined_probability: float | None
+    signal_strength: float
+    magnitude: float | None
+    horizon: int
+    candle_time: str
+    model_version: str | None
+    synthetic: bool
+    quality_score: float
+    quality_grade: str
+    quality_components: dict[str, float]
+    reason: str
+    ml_prediction: dict[str, Any] | None = None
+    sentiment_data: dict[str, Any] | None = None
+    feature_analysis: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "symbol": self.symbol,
+            "entry_price": self.entry_price,
+            "stop_loss": self.stop_loss,
+            "take_profit": self.take_profit,
+            "confidence": self.confidence,
+            "kelly_fraction": self.kelly_fraction,
+            "ml_prediction": self.ml_prediction,
+            "sentiment_data": self.sentiment_data,
+            "signal_components": {
+                "ml_probability": self.ml_probability,
+                "sentiment_score": self.sentiment_score,
+                "combined_probability": self.combined_probability,
+                "signal_strength": self.signal_strength,
+            },
+            "feature_analysis": self.feature_analysis,
+            "model_version": self.model_version,
+            "candle_time": self.candle_time,
+            "synthetic": self.synthetic,
+            "horizon": self.horizon,
+            "magnitude": self.magnitude,
+            "quality_grade": self.quality_grade,
+            "quality_score": self.quality_score,
+            "quality_components": self.quality_components,
+            "reason": self.reason,
+        }
+
+
+class MLTradingStrategy:
+    """Turns candles (and optionally sentiment) into a :class:`TradingSignal`."""
+
+    def __init__(
+        self,
+        config: dict[str, Any] | None = None,
+        *,
+        sentiment: SentimentSource | None = None,
+        model_config: ModelConfig | None = None,
+    ):
+        self.config = StrategyConfig.from_mapping(config)
+        self.sentiment = sentiment
+        self.predictor = MLPricePrediction(model_config)
+        self.synthetic = False
+        self.model_version: str | None = None
+        self.symbol: str | None = None
+        self.timeframe: str | None = None
+        self.training_report: dict[str, Any] | None = None
+
+    # --- training and persistence -------------------------------------------------------------
+    def train_strategy(
+        self,
+        df: pd.DataFrame,
+        *,
+        synthetic: bool = False,
+        symbol: str | None = None,
+        timeframe: str | None = None,
+    ) -> dict[str, Any]:
+        """Train the models on ``df``; ``synthetic`` must say whether the candles are generated."""
+        self.training_report = self.predictor.train_models(df, target_periods=self.config.target_periods)
+        self.synthetic = bool(synthetic)
+        self.symbol, self.timeframe = symbol, timeframe
+        self.model_version = None
+        return self.training_report
+
+    def save_strategy(self, path: str | Path, *, version: str | None = None) -> Path:
+        """Write every artifact into directory ``path`` and seal it (sha256 per file)."""
+        folder = Path(path)
+        meta = self.predictor.write_artifacts(folder)
+        strategy = {
+            "config": asdict(self.config),
+            "synthetic": self.synthetic,
+            "symbol": self.symbol,
+            "timeframe": self.timeframe,
+        }
+        (folder / "strategy.json").write_text(json.dumps(strategy, indent=2))
+        seal(folder, {**meta, "strategy": strategy, "version": version, "saved_at": time.time()})
+        if version is not None:
+            self.model_version = version
+        return folder
+
+    def load_strategy(self, path: str | Path) -> MLTradingStrategy:
+        """Load (after checking every sha256) a directory written by :meth:`save_strategy`."""
+        folder = Path(path)
+        metadata = verify(folder)
+        strategy = json.loads((folder / "strategy.json").read_text())
+        self.config = StrategyConfig.from_mapping(strategy["config"])
+        self.predictor = MLPricePrediction().read_artifacts(folder, metadata)
+        self.synthetic = bool(strategy["synthetic"])
+        self.symbol, self.timeframe = strategy.get("symbol"), strategy.get("timeframe")
+        self.model_version = metadata.get("version")
+        self.training_report = metadata.get("model")
+        self.predictor.warm_up()
+        return self
+
+    # --- signals ---------------------------------------------------------------------------------
+    def _sentiment(self, symbol: str, allow_fetch: bool) -> tuple[float, dict[str, Any] | None]:
+        if not self.config.use_sentiment or self.sentiment is None:
+            return 0.0, None
+        data = self.sentiment.get_combined_sentiment(symbol, allow_fetch=allow_fetch)
+        if data.get("no_data"):
+            return 0.0, data
+        return max(-1.0, min(1.0, float(data.get("combined_sentiment", 0.0)))), data
+
+    def build_signal(
+        self, df: pd.DataFrame, symbol: str, *, now: float | None = None, allow_fetch: bool = False
+    ) -> TradingSignal:
+        """The typed signal for the bar after the last candle of ``df``.
+
+        Raises :class:`CandleDataError` for bad or too few candles; a window that straddles a gap
+        gives a hold (grade F) naming the gap. ``allow_fetch`` lets sentiment use the network
+        (off by default: the webhook path must not wait on it). ``now`` (epoch seconds) is
+        the clock for data freshness.
+        """
+        if self.predictor.fitted_ is None:
+            raise NotTrainedError(
+                "MLTradingStrategy is not trained: call train_strategy() or load_strategy()"
+            )
+        clock = time.time() if now is None else now
+        try:
+            prediction = self.predictor.predict_typed(df)
+        except GapInWindowError as gap:
+            return self._gap_hold(df, symbol, str(gap))
+        sentiment, sentiment_data = self._sentiment(symbol, allow_fetch)
+        cfg = self.config
+        combined = (
+            cfg.ml_weight * prediction.direction_probability + cfg.sentiment_weight * (sentiment + 1) / 2
+        )
+        side = 1 if combined >= 0.5 else -1
+        p_side = combined if side > 0 else 1 - combined
+        b = cfg.take_profit_atr / cfg.stop_atr
+        full_kelly = kelly_fraction(p_side, b)
+        tradeable = full_kelly > 0 and abs(combined - 0.5) >= cfg.min_edge
+        action = ("buy" if side > 0 else "sell") if tradeable else "hold"
+        kelly = min(cfg.max_kelly, full_kelly * cfg.kelly_multiplier) if tradeable else 0.0
+        entry = prediction.close
+        stop = take = None
+        if tradeable:
+            stop = entry - side * cfg.stop_atr * prediction.atr
+            take = entry + side * cfg.take_profit_atr * prediction.atr
+        components = self._components(prediction, combined, sentiment, sentiment_data, side, clock)
+        score = round(100.0 * sum(QUALITY_WEIGHTS[k] * v for k, v in components.items()), 1)
+        reason = (
+            f"combined P(up) {combined:.3f} (ML {prediction.direction_probability:.3f},"
+            f" sentiment {sentiment:+.2f});"
+            f" Kelly f* {full_kelly:+.3f}"
+            + ("" if tradeable else f", no edge beyond {cfg.min_edge:.2f}: hold")
+        )
+        return TradingSignal(
+            action=action,
+            symbol=symbol,
+            entry_price=entry,
+            stop_loss=stop,
+            take_profit=take,
+            confidence=prediction.confidence,
+            kelly_fraction=kelly,
+            ml_probability=prediction.direction_probability,
+            sentiment_score=sentiment,
+            combined_probability=combined,
+            signal_strength=prediction.signal_strength,
+            magnitude=prediction.ensemble_magnitude,
+            horizon=self.predictor.horizon,
+            candle_time=prediction.candle_time.isoformat(),
+            model_version=self.model_version,
+            synthetic=self.synthetic,
+            quality_score=score,
+            quality_grade=grade_for_score(score),
+            quality_components=components,
+            reason=reason,
+            ml_prediction=prediction.to_dict(),
+            sentiment_data=sentiment_data,
+            feature_analysis={
+                "top_features": [{"name": n, "weight": w} for n, w in prediction.top_features],
+                "values": prediction.feature_values,
+            },
+        )
+
+    def generate_signal(
+        self, df: pd.DataFrame, symbol: str, *, now: float | None = None, allow_fetch: bool = False
+    ) -> dict[str, Any]:
+        """The public dict of :meth:`build_signal`."""
+        return self.build_signal(df, symbol, now=now, allow_fetch=allow_fetch).to_dict()
+
+    def _components(
+        self,
+        prediction: Prediction,
+        combined: float,
+        sentiment: float,
+        sentiment_data: dict[str, Any] | None,
+        side: int,
+        now: float,
+    ) -> dict[str, float]:
+        fitted = self.predictor.fitted_
+        assert fitted is not None
+        p5, p20, _, p80, p95 = fitted.atr_percentiles
+        atr_frac = prediction.atr / prediction.close
+        if p20 <= atr_frac <= p80:
+            regime = 1.0
+        elif p5 <= atr_frac <= p95:
+            regime = 0.5
+        else:
+            regime = 0.0
+        if sentiment_data is None or sentiment_data.get("no_data") or abs(sentiment) < 0.05:
+            agree_sentiment = 0.5
+        else:
+            agree_sentiment = 1.0 if (sentiment > 0) == (side > 0) else 0.0
+        bar_close = prediction.candle_time.timestamp() + fitted.timeframe_sec
+        age_bars = (now - bar_close) / fitted.timeframe_sec
+        freshness = 1.0 if age_bars <= 1 else 0.5 if age_bars <= 3 else 0.0
+        return {
+            "probability": min(1.0, abs(2 * combined - 1) / 0.3),
+            "model_agreement": prediction.agreement,
+            "sentiment_agreement": agree_sentiment,
+            "volatility_regime": regime,
+            "data_freshness": freshness,
+        }
+
+    def _gap_hold(self, df: pd.DataFrame, symbol: str, reason: str) -> TradingSignal:
+        components = dict.fromkeys(QUALITY_WEIGHTS, 0.0)
+        return TradingSignal(
+            action="hold",
+            symbol=symbol,
+            entry_price=float(df["close"].iloc[-1]),
+            stop_loss=None,
+            take_profit=None,
+            confidence=0.0,
+            kelly_fraction=0.0,
+            ml_probability=None,
+            sentiment_score=0.0,
+            combined_probability=None,
+            signal_strength=0.0,
+            magnitude=None,
+            horizon=self.predictor.horizon,
+            candle_time=pd.Timestamp(df.index[-1]).isoformat(),
+            model_version=self.model_version,
+            synthetic=self.synthetic,
+            quality_score=0.0,
+            quality_grade="F",
+            quality_components=components,
+            reason=reason,
+        )
+
+    @staticmethod
+    def validate_signal_quality(signal: TradingSignal | dict[str, Any]) -> dict[str, Any]:
+        """``{"grade", "quality_score", "components"}`` recomputed from a signal's quality
+        components (see the module docstring for the table)."""
+        components = (
+            signal.quality_components
+            if isinstance(signal, TradingSignal)
+            else signal.get("quality_components")
+        )
+        if not isinstance(components, dict) or set(components) != set(QUALITY_WEIGHTS):
+            raise ValueError(f"signal has no quality_components with keys {sorted(QUALITY_WEIGHTS)}")
+        bad = {k: v for k, v in components.items() if not 0.0 <= float(v) <= 1.0}
+        if bad:
+            raise ValueError(f"quality components must be in [0, 1], got {bad}")
+        score = round(100.0 * sum(QUALITY_WEIGHTS[k] * float(v) for k, v in components.items()), 1)
+        return {"grade": grade_for_score(score), "quality_score": score, "components": dict(components)}

@@ -34,6 +34,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -299,7 +300,7 @@ class FakeBinance:
                     return str(mode)
         return None
 
-    def _route(self, method: str, path: str, params: dict[str, str], headers: Mapping[str, str]) -> Any:
+    def _route(self, method: str, path: str, params: dict[str, str], headers: Message) -> Any:
         routes = {
             ("GET", "/api/v3/ping"): lambda p: {},
             ("GET", "/api/v3/time"): lambda p: {"serverTime": _now_ms()},
@@ -332,7 +333,7 @@ class FakeBinance:
         with self._lock:
             return handler(params)
 
-    def _authenticate(self, params: Mapping[str, str], headers: Mapping[str, str]) -> None:
+    def _authenticate(self, params: Mapping[str, str], headers: Message) -> None:
         if headers.get("X-MBX-APIKEY") != self.api_key:
             raise _BinanceError(401, -2015, "Invalid API-key, IP, or permissions for action.")
         for name in ("timestamp", "signature"):
@@ -530,7 +531,7 @@ class FakeBinance:
         pay_asset, pay_amount = (market.quote, qty * price) if side == "BUY" else (market.base, qty)
         self._debit(pay_asset, pay_amount)
         now = _now_ms()
-        order = {
+        order: dict[str, Any] = {
             "symbol": market.symbol,
             "orderId": self._next_order_id,
             "orderListId": -1,
@@ -784,7 +785,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     @property
     def fake(self) -> FakeBinance:
-        return self.server.fake  # type: ignore[attr-defined, no-any-return]
+        return self.server.fake  # type: ignore[attr-defined]
 
     def do_GET(self) -> None:
         self._handle("GET")

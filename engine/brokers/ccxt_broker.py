@@ -182,7 +182,7 @@ class CcxtBroker(Broker):
     def load_markets(self, reload: bool = False) -> Mapping[str, Mapping[str, Any]]:
         """The exchange's markets (ccxt caches them after the first call)."""
         try:
-            return self._exchange.load_markets(reload)  # type: ignore[no-any-return]
+            return self._exchange.load_markets(reload)
         except ccxt.BaseError as e:
             raise map_ccxt_error(e, f"{self.name} load_markets") from e
 
@@ -204,7 +204,7 @@ class CcxtBroker(Broker):
     @_retried_read
     def fetch_ticker(self, symbol: str) -> dict[str, Any]:
         try:
-            return self._exchange.fetch_ticker(symbol)  # type: ignore[no-any-return]
+            return self._exchange.fetch_ticker(symbol)
         except ccxt.BaseError as e:
             raise map_ccxt_error(e, f"{self.name} fetch_ticker {symbol}") from e
 
@@ -260,7 +260,7 @@ class CcxtBroker(Broker):
         param = _FETCH_BY_CLIENT_ID.get(self.name)
         try:
             if param is not None:
-                return self._exchange.fetch_order(None, symbol, {param: client_order_id})  # type: ignore[no-any-return]
+                return self._exchange.fetch_order(None, symbol, {param: client_order_id})
             if self._exchange.has.get("fetchOrders"):
                 candidates = self._exchange.fetch_orders(symbol)
             else:

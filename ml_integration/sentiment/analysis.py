@@ -231,9 +231,9 @@ class SentimentAnalysis:
             raise TypeError("rss_feeds must be a list of URLs, not one string (split comma lists first)")
         feeds = DEFAULT_RSS_FEEDS if rss_feeds is None else tuple(rss_feeds)
         sources: list[Source] = [self._rss(url) for url in feeds]
-        common = {"http_get": self._http_get, "timeout_s": self.timeout_s}
+        get, timeout = self._http_get, self.timeout_s
         if newsapi_key:
-            sources.append(NewsApiSource(newsapi_key, base_url=newsapi_url, **common))
+            sources.append(NewsApiSource(newsapi_key, base_url=newsapi_url, http_get=get, timeout_s=timeout))
         if reddit_client_id and reddit_client_secret:
             sources.append(
                 RedditSource(
@@ -242,11 +242,12 @@ class SentimentAnalysis:
                     http_post=self._session.post,
                     auth_url=reddit_auth_url,
                     api_url=reddit_api_url,
-                    **common,
+                    http_get=get,
+                    timeout_s=timeout,
                 )
             )
         if x_bearer_token:
-            sources.append(XSource(x_bearer_token, base_url=x_api_url, **common))
+            sources.append(XSource(x_bearer_token, base_url=x_api_url, http_get=get, timeout_s=timeout))
         self.sources = sources
         return [s.name for s in sources]
 

@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_RSS_FEEDS",
     "HttpGet",
     "HttpPost",
+    "Kind",
     "NewsApiSource",
     "RedditSource",
     "RssSource",

@@ -72,7 +72,7 @@ def test_newsapi_sends_key_and_query_and_skips_removed_articles(
     server.serve_file("GET", "/v2/everything", "newsapi_everything.json")
     source = NewsApiSource("k-123", base_url=server.url, http_get=session.get, timeout_s=2)
     items = source.fetch("BTC")
-    assert [i.text for i in items][0] == "Bitcoin Crashes 15% as Panic Selling Wipes Out Leveraged Traders"
+    assert items[0].text == "Bitcoin Crashes 15% as Panic Selling Wipes Out Leveraged Traders"
     assert len(items) == 3  # the "[Removed]" article is dropped
     assert items[0].published_at == 1722849120.0  # 2024-08-05T09:12:00Z
     (hit,) = server.hits("/v2/everything")

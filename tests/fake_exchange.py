@@ -893,7 +893,7 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def fake_exchange() -> Iterator[FakeBinance]:
     """A running FakeBinance with default markets and balances, stopped after the test."""
-    fake = FakeBinance(timeout_delay_s=0.6)
+    fake = FakeBinance(timeout_delay_s=1.0)
     fake.start()
     try:
         yield fake

@@ -52,15 +52,21 @@ R = TypeVar("R")
 #: Credential keys ccxt understands; anything else is a configuration mistake.
 _CREDENTIAL_KEYS = frozenset({"apiKey", "secret", "password", "uid", "privateKey", "walletAddress"})
 
-#: Per-exchange ccxt options (quirks are data, not ``if`` chains). For binance: skip the signed
-#: currency and margin-pair calls ``load_markets`` would otherwise make; spot trading needs neither.
+#: Per-exchange ccxt options (quirks are data, not ``if`` chains). For binance, ``load_markets``
+#: would also fetch currencies and margin pairs (signed sapi calls) and coin-margined futures; the
+#: gateway trades spot and USDⓈ-M perpetuals (TradingView's ``.P``), so it loads just those two.
+_BINANCE_OPTIONS: Mapping[str, Any] = {
+    "fetchCurrencies": False,
+    "fetchMargins": False,
+    "fetchMarkets": {"types": ["spot", "linear"], "loadAllOptions": False},
+}
 _EXCHANGE_OPTIONS: Mapping[str, Mapping[str, Any]] = {
-    "binance": {"fetchCurrencies": False, "fetchMargins": False},
-    "binanceus": {"fetchCurrencies": False, "fetchMargins": False},
+    "binance": _BINANCE_OPTIONS,
+    "binanceus": {"fetchCurrencies": False, "fetchMargins": False},  # spot only already
 }
 
 #: Exchanges whose ``fetch_order`` can look an order up by client order id (the ccxt param name).
-#: Others are reconciled by scanning recent orders for the id.
+#: Others are reconciled by scanning recent orders for the id. (binanceus inherits binance's.)
 _FETCH_BY_CLIENT_ID: Mapping[str, str] = {"binance": "clientOrderId", "binanceus": "clientOrderId"}
 
 _STATUS: Mapping[str, OrderStatus] = {

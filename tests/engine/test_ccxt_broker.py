@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 
+from engine.brokers import ccxt_broker
 from engine.brokers.base import OrderRequest
 from engine.brokers.ccxt_broker import CcxtBroker, _with_base_url
 from engine.exceptions import (
@@ -28,7 +29,7 @@ def _broker(fake: FakeBinance, **overrides: object) -> CcxtBroker:
         "credentials": {"apiKey": DEFAULT_API_KEY, "secret": DEFAULT_SECRET},
         "sandbox": False,
         "api_url": fake.url,
-        "timeout_ms": 300,  # the fake's "timeout" holds 600 ms
+        "timeout_ms": 500,  # the fake's "timeout" holds 1 s; normal answers take a few ms
         "read_retries": READ_RETRIES,
         "backoff_s": 0.01,
         "rate_limit_ms": 1,  # the limiter stays on, at a pace that keeps tests fast
@@ -66,6 +67,7 @@ def test_loads_markets_and_maps_tradingview_tickers(broker: CcxtBroker, fake_exc
     assert broker.resolve_symbol("SOL/USDT") == "SOL/USDT"
     paths = {path for _, path, _ in fake_exchange.requests}
     assert {"/api/v3/exchangeInfo", "/fapi/v1/exchangeInfo"} <= paths
+    assert "/dapi/v1/exchangeInfo" not in paths  # coin-margined futures are not loaded
     assert fake_exchange.unknown_paths == []
     assert fake_exchange.request_count("GET", "/api/v3/exchangeInfo") == 1  # markets are cached
 
@@ -276,6 +278,20 @@ def test_reconciliation_lookups_survive_temporary_errors(
     assert result.status == "filled"
     assert fake_exchange.request_count("GET", "/api/v3/order") == 3
     assert len(fake_exchange.orders) == 1
+
+
+def test_exchanges_without_lookup_by_client_id_are_reconciled_by_scanning_orders(
+    broker: CcxtBroker, fake_exchange: FakeBinance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ccxt_broker, "_FETCH_BY_CLIENT_ID", {})  # as for an exchange not listed there
+    broker.execute(_order("other-1"))
+    fake_exchange.fail_next("POST /api/v3/order", "timeout")
+    result = broker.execute(_order("slow-3", side="sell"))
+    assert result.status == "filled" and result.client_order_id == "slow-3"
+    assert result.info["reconciled"] is True
+    assert fake_exchange.request_count("GET", "/api/v3/allOrders") == 1
+    assert fake_exchange.request_count("GET", "/api/v3/order") == 0
+    assert broker.fetch_order("never-sent", "BTC/USDT") is None
 
 
 def test_lost_order_raises_uncertain_and_is_not_resent(

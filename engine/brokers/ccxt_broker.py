@@ -134,6 +134,11 @@ class CcxtBroker(Broker):
     host of every REST URL ccxt knows for the exchange (a local fake exchange, or a proxy).
     ``quote_currency`` is the currency :meth:`equity` is counted in. ``storage`` is accepted so every
     broker is built the same way; this broker keeps no book of its own (the exchange is the truth).
+
+    Budget: a lost answer costs up to ``timeout_ms`` for the order plus ``read_retries + 1``
+    lookups with backoff; callers on the webhook's 3-second path should size ``timeout_ms``,
+    ``read_retries`` and ``backoff_s`` for that. One instance per process: ccxt's sync client and
+    its rate limiter are not designed for concurrent calls from several threads.
     """
 
     def __init__(

@@ -280,7 +280,12 @@ class SentimentAnalysis:
         return self.refresh(symbol)
 
     def refresh(self, symbol: str) -> dict[str, Any]:
-        """Fetch every source now, score, cache, and return the result (never raises for I/O)."""
+        """Fetch every source now, score, cache, and return the result (never raises for I/O).
+
+        Sources run in parallel and every request has ``timeout_s``; Reddit makes a few requests
+        in a row (token, then one search per subreddit), so a refresh can take a few times
+        ``timeout_s`` in the worst case. That is why the webhook path never calls this.
+        """
         asset = base_asset(symbol)
         now = time.time()
         if not self.sources:
@@ -416,7 +421,9 @@ class SentimentAnalysis:
         except sqlite3.Error as e:
             log.warning("sentiment cache read failed for %s: %s", asset, e)
             return None
-        if entry is None or time.time() - float(entry["fetched_epoch"]) > float(entry["ttl_s"]):
+        if not isinstance(entry, dict) or not {"result", "fetched_epoch", "ttl_s"} <= entry.keys():
+            return None  # nothing cached, or a row in an older layout: fetch afresh
+        if time.time() - float(entry["fetched_epoch"]) > float(entry["ttl_s"]):
             return None
         result: dict[str, Any] = entry["result"]
         return result

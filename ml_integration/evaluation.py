@@ -18,7 +18,6 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 __all__ = ["DirectionReport", "MagnitudeReport", "direction_report", "magnitude_report", "wilson_interval"]
 
@@ -40,6 +39,8 @@ def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def _auc(y: np.ndarray, p: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score  # lazy: serving imports this module, not sklearn
+
     return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
 
 

@@ -35,6 +35,7 @@ import json
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -193,10 +194,18 @@ class MLPricePrediction:
         return LOOKBACK + self.sequence_length - 1
 
     def train_models(
-        self, df: pd.DataFrame, target_periods: int = 5, *, timeframe_sec: int | None = None
+        self,
+        df: pd.DataFrame,
+        target_periods: int = 5,
+        *,
+        timeframe_sec: int | None = None,
+        on_stage: Callable[[str], None] | None = None,
     ) -> dict[str, Any]:
         """Fit the three models on ``df`` (see the module docstring for the split) and return
-        the hold-out report as a dict (also kept in ``self.fitted_.info``)."""
+        the hold-out report as a dict (also kept in ``self.fitted_.info``). ``on_stage`` is
+        called with the name of each stage as it starts (for progress bars)."""
+        stage = on_stage or (lambda name: None)
+        stage("features")
         started = time.perf_counter()
         horizon = int(target_periods)
         df = validate_candles(df, min_rows=self.rows_needed + horizon + 100)
@@ -223,11 +232,14 @@ class MLPricePrediction:
         tr, cal, te = split.train, split.calibration, split.test
         timings: dict[str, float] = {}
 
+        stage("random forest")
         forest, timings["random_forest_s"] = self._fit_forest(x[tr], y_dir[tr])
         calibrator = PlattCalibrator.fit(forest.predict(x[cal]), y_dir[cal])
+        stage("gradient boosting")
         boosting, timings["gradient_boosting_s"] = self._fit_boosting(x[tr], y_mag[tr])
         lstm_model = None
         if cfg.use_lstm:
+            stage("lstm")
             lstm_model, timings["lstm_s"] = self._fit_lstm(matrix, rows, tr, cal, y_mag)
 
         atr = matrix[rows[tr], FEATURE_NAMES.index("atr_14")]
@@ -242,6 +254,7 @@ class MLPricePrediction:
             atr_percentiles=[float(v) for v in np.percentile(atr, [5, 20, 50, 80, 95])],
             importances=self._importances,
         )
+        stage("evaluation")
         report = self._holdout(matrix, rows, split, x, y_dir, y_mag, calibrator)
         times = df.index[rows]
         self.fitted_.info = {

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
@@ -210,9 +211,13 @@ class MLTradingStrategy:
         synthetic: bool = False,
         symbol: str | None = None,
         timeframe: str | None = None,
+        on_stage: Callable[[str], None] | None = None,
     ) -> dict[str, Any]:
-        """Train the models on ``df``; ``synthetic`` must say whether the candles are generated."""
-        self.training_report = self.predictor.train_models(df, target_periods=self.config.target_periods)
+        """Train the models on ``df``; ``synthetic`` must say whether the candles are generated
+        (the saved metadata and every signal carry it)."""
+        self.training_report = self.predictor.train_models(
+            df, target_periods=self.config.target_periods, on_stage=on_stage
+        )
         self.synthetic = bool(synthetic)
         self.symbol, self.timeframe = symbol, timeframe
         self.model_version = None

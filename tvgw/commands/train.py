@@ -1,10 +1,95 @@
-"""`tvgw train`: not built yet (see the open issues)."""
+"""`tvgw train`: train a strategy for one symbol and save it as a new model version.
+
+``tvgw train --symbol BTC/USDT --timeframe 1h --days 365 [--data FILE] [--sentiment]
+[--synthetic]``. Candles come from ``--data`` (freqtrade JSON or CSV), the seeded generator
+(``--synthetic``; the model is marked synthetic), or the local candle store, topped up through
+ccxt first unless ``--offline``. The run is recorded in ``ml_training_jobs`` and the version
+in ``ml_models``; the hold-out metrics are printed next to their baselines.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import TYPE_CHECKING
+
+from tvgw.commands.data import cli_settings, open_storage
+
+if TYPE_CHECKING:
+    from ml_integration.training import TrainingResult
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("train", help="(not built yet)")
-    parser.set_defaults(func=lambda args: print("tvgw train: not built yet") or 1)
+    parser = sub.add_parser("train", help="train the ML strategy for a symbol and save a model version")
+    parser.add_argument("--symbol", required=True, help="market symbol, e.g. BTC/USDT")
+    parser.add_argument("--timeframe", default="1h", help="bar size (default 1h)")
+    parser.add_argument("--days", type=float, default=365.0, help="history to train on (default 365)")
+    parser.add_argument("--data", metavar="FILE", help="train on this freqtrade JSON or CSV file")
+    parser.add_argument("--synthetic", action="store_true", help="train on seeded synthetic candles")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic generator")
+    parser.add_argument("--sentiment", action="store_true", help="combine news/social sentiment when serving")
+    parser.add_argument(
+        "--exchange", default="binance", help="ccxt exchange id for fetching (default binance)"
+    )
+    parser.add_argument("--offline", action="store_true", help="use the candle store as it is, fetch nothing")
+    parser.add_argument("--horizon", type=int, default=5, help="bars ahead to predict (default 5)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def _print_report(result: TrainingResult) -> None:
+    report = result.report
+    holdout = report["holdout"]["direction"]
+    synthetic = " (SYNTHETIC)" if result.synthetic else ""
+    print(f"saved {result.symbol} {result.timeframe} version {result.version} -> {result.path}")
+    print(
+        f"  candles {result.n_candles} from {result.data_source}{synthetic}, wall {result.wall_time_s:.1f} s"
+    )
+    print(f"  test window {report['test_window'][0]} .. {report['test_window'][1]} ({holdout['n']} rows)")
+    acc, (lo, hi) = holdout["accuracy"], holdout["accuracy_ci"]
+    maj, (mlo, mhi) = holdout["majority_accuracy"], holdout["majority_accuracy_ci"]
+    print(f"  accuracy {acc:.3f} [{lo:.3f}, {hi:.3f}] vs majority class {maj:.3f} [{mlo:.3f}, {mhi:.3f}]")
+    auc, (alo, ahi) = holdout["auc"], holdout["auc_ci"]
+    print(f"  AUC {auc:.3f} [{alo:.3f}, {ahi:.3f}] (0.5 = no skill)")
+    print(f"  Brier {holdout['brier']:.4f} vs base rate {holdout['base_rate_brier']:.4f}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ml_integration.exceptions import MLError
+    from ml_integration.market_data import create_exchange
+    from ml_integration.training import create_ml_training_pipeline, create_training_config
+
+    settings = cli_settings()
+    storage = open_storage(settings)
+    try:
+        config = create_training_config(
+            args.symbol,
+            {
+                "timeframe": args.timeframe,
+                "days": args.days,
+                "exchange": args.exchange,
+                "data_file": args.data,
+                "synthetic": args.synthetic,
+                "seed": args.seed,
+                "strategy": {"use_sentiment": args.sentiment, "target_periods": args.horizon},
+            },
+        )
+    except ValueError as exc:
+        print(f"tvgw train: {exc}", file=sys.stderr)
+        return 2
+    fetch = not (args.offline or args.data or args.synthetic)
+    pipeline = create_ml_training_pipeline(
+        storage=storage,
+        model_dir=settings.model_dir,
+        exchange_factory=(lambda ex: create_exchange(ex, api_url=settings.exchange_api_url))
+        if fetch
+        else None,
+        progress=not args.no_progress,
+    )
+    try:
+        result = pipeline.run(config)
+    except (MLError, ValueError, FileNotFoundError) as exc:
+        print(f"tvgw train: {exc}", file=sys.stderr)
+        return 1
+    _print_report(result)
+    return 0

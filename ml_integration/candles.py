@@ -27,6 +27,7 @@ from ml_integration.exceptions import CandleDataError
 __all__ = [
     "COLUMNS",
     "Gap",
+    "check_candle_values",
     "epoch_seconds",
     "find_gaps",
     "frame_from_rows",
@@ -132,12 +133,19 @@ def validate_candles(df: pd.DataFrame, *, min_rows: int = 1) -> pd.DataFrame:
         raise CandleDataError(f"the index must be timezone-aware UTC, got tz={df.index.tz}")
     if len(df) < min_rows:
         raise CandleDataError(f"too few rows: {len(df)} candles, need at least {min_rows}")
-    values = df[list(COLUMNS)].to_numpy(dtype=float)
-    _check_values(values, df.index)
-    _check_order(df.index)
-    if list(df.columns) == list(COLUMNS) and all(df.dtypes == np.float64):
+    canonical = list(df.columns) == list(COLUMNS)
+    values = df.to_numpy(dtype=float) if canonical else df[list(COLUMNS)].to_numpy(dtype=float)
+    check_candle_values(values, df.index)
+    if canonical and all(df.dtypes == np.float64):
         return df
     return pd.DataFrame(values, index=df.index, columns=list(COLUMNS))
+
+
+def check_candle_values(values: np.ndarray, index: pd.DatetimeIndex) -> None:
+    """The row checks of :func:`validate_candles` on an (n, 5) array, for the serving path,
+    which already holds the numbers and should not pay for pandas column selection."""
+    _check_values(values, index)
+    _check_order(index)
 
 
 def _first_bad(mask: np.ndarray) -> int | None:

@@ -44,7 +44,13 @@ import numpy as np
 import pandas as pd
 
 from ml_integration.artifacts import seal, verify
-from ml_integration.candles import epoch_seconds, infer_timeframe_seconds, validate_candles
+from ml_integration.candles import (
+    COLUMNS,
+    check_candle_values,
+    epoch_seconds,
+    infer_timeframe_seconds,
+    validate_candles,
+)
 from ml_integration.evaluation import direction_report, magnitude_report
 from ml_integration.exceptions import CandleDataError, GapInWindowError, NotTrainedError
 from ml_integration.features import FEATURE_NAMES, LOOKBACK, compute_feature_matrix
@@ -55,6 +61,7 @@ from ml_integration.trees import CompiledTrees, compile_forest_classifier, compi
 __all__ = ["MLPricePrediction", "ModelConfig", "PlattCalibrator", "Prediction"]
 
 _FORMAT_VERSION = 1
+_ATR = FEATURE_NAMES.index("atr_14")
 
 
 @dataclass(frozen=True)
@@ -361,15 +368,25 @@ class MLPricePrediction:
     def horizon(self) -> int:
         return self._require().horizon
 
-    def feature_tail(self, df: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
-        """The feature rows the models read (last ``sequence_length`` rows) and the validated
-        candle tail they came from. Raises :class:`GapInWindowError` when the window has a hole."""
+    def feature_tail(self, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, pd.DatetimeIndex]:
+        """The feature rows the models read (last ``sequence_length`` rows), and the validated
+        candle values and times they came from. Raises :class:`GapInWindowError` when the
+        window has a hole."""
         fitted = self._require()
         need = self.rows_needed
         if not isinstance(df, pd.DataFrame) or len(df) < need:
             size = len(df) if isinstance(df, pd.DataFrame) else 0
             raise CandleDataError(f"too few rows: {size} candles, need at least {need} (the longest window)")
-        tail = validate_candles(df.iloc[-need:], min_rows=need)
+        missing_columns = [c for c in COLUMNS if c not in df.columns]
+        if missing_columns or not isinstance(df.index, pd.DatetimeIndex) or str(df.index.tz) != "UTC":
+            validate_candles(df.iloc[-need:])  # raises the precise error
+        tail = df.iloc[-need:]
+        values = (
+            tail.to_numpy(dtype=float)
+            if list(tail.columns) == list(COLUMNS)
+            else (tail[list(COLUMNS)].to_numpy(dtype=float))
+        )
+        check_candle_values(values, tail.index)
         stamps = epoch_seconds(tail.index)
         step = infer_timeframe_seconds(tail.index)
         if step != fitted.timeframe_sec:
@@ -377,7 +394,7 @@ class MLPricePrediction:
                 f"candles are spaced {step} s apart; the model was trained on {fitted.timeframe_sec} s bars"
             )
         matrix = compute_feature_matrix(
-            tail.to_numpy(), stamps, fitted.timeframe_sec, max_missing_bars=self.config.max_missing_bars
+            values, stamps, fitted.timeframe_sec, max_missing_bars=self.config.max_missing_bars
         )[-self.sequence_length :]
         if not np.isfinite(matrix).all():
             missing = int((stamps[-1] - stamps[0]) // fitted.timeframe_sec + 1 - len(stamps))
@@ -387,12 +404,13 @@ class MLPricePrediction:
                 len(df) - 1,
                 tail.index[-1],
             )
-        return matrix, tail
+        return matrix, values, tail.index
 
     def predict_typed(self, df: pd.DataFrame) -> Prediction:
         """The typed prediction for the bar after the last candle of ``df``."""
         fitted = self._require()
-        matrix, tail = self.feature_tail(df)
+        matrix, values, times = self.feature_tail(df)
+        close = float(values[-1, 3])
         last = matrix[-1:]
         raw = float(fitted.forest.predict(last)[0])
         p = float(fitted.calibrator(np.array([raw]))[0])
@@ -419,9 +437,9 @@ class MLPricePrediction:
             feature_values={n: float(last[0, FEATURE_NAMES.index(n)]) for n, _ in fitted.importances[:5]},
             action=action,
             reason=reason,
-            candle_time=tail.index[-1],
-            close=float(tail["close"].iloc[-1]),
-            atr=float(matrix[-1, FEATURE_NAMES.index("atr_14")] * tail["close"].iloc[-1]),
+            candle_time=times[-1],
+            close=close,
+            atr=float(matrix[-1, _ATR] * close),
         )
 
     def _recommend(self, p: float, strength: float) -> tuple[str, str]:

@@ -1,0 +1,110 @@
+"""Features: count and families, no look-ahead, tail == full computation, gap policy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml_integration.features import FEATURE_FAMILIES, FEATURE_NAMES, LOOKBACK, FeatureEngineering
+
+
+def _perturb_after(frame: pd.DataFrame, t: int, seed: int) -> pd.DataFrame:
+    """Replace every bar after position t with different (still valid) candles."""
+    rng = np.random.default_rng(seed)
+    changed = frame.copy()
+    n = len(frame) - t - 1
+    factor = np.exp(np.cumsum(rng.normal(0, 0.03, n)))
+    body = frame.iloc[t + 1 :]
+    opens, closes = body["open"].to_numpy() * factor, body["close"].to_numpy() * factor[::-1]
+    highs = np.maximum(opens, closes) * (1 + rng.uniform(0.001, 0.05, n))
+    lows = np.minimum(opens, closes) * (1 - rng.uniform(0.001, 0.05, n))
+    changed.iloc[t + 1 :] = np.column_stack([opens, highs, lows, closes, rng.uniform(1, 1000, n)])
+    return changed
+
+
+def test_more_than_80_features_in_every_family():
+    assert len(FEATURE_NAMES) >= 80
+    assert len(set(FEATURE_NAMES)) == len(FEATURE_NAMES)
+    families = set(FEATURE_FAMILIES.values())
+    assert families == {
+        "returns",
+        "oscillators",
+        "trend",
+        "volume",
+        "lags_and_stats",
+        "volatility",
+        "calendar",
+    }
+    for required in (
+        "rsi_14",
+        "macd",
+        "bb_pctb_20",
+        "atr_14",
+        "sma_20_50_cross",
+        "obv_20",
+        "ad_20",
+        "close_vwap_24",
+        "williams_r_14",
+        "cci_20",
+        "stoch_k_14",
+        "hour_sin",
+        "weekday_cos",
+        "day_sin",
+        "month_cos",
+        "log_ret_1_lag_3",
+        "ret_skew_20",
+        "ret_kurt_50",
+        "parkinson_20",
+        "garman_klass_20",
+        "vol_of_vol_50",
+    ):
+        assert required in FEATURE_NAMES
+
+
+@pytest.mark.parametrize("t", [LOOKBACK + 10, 900, 1800])
+def test_no_feature_at_or_before_t_moves_when_the_future_changes(candles, t):
+    engine = FeatureEngineering()
+    before = engine.create_features(candles)
+    after = engine.create_features(_perturb_after(candles, t, seed=t))
+    past_before, past_after = before.iloc[: t + 1].to_numpy(), after.iloc[: t + 1].to_numpy()
+    np.testing.assert_array_equal(np.isnan(past_before), np.isnan(past_after))
+    np.testing.assert_array_equal(past_before[~np.isnan(past_before)], past_after[~np.isnan(past_after)])
+    # the perturbation is strong enough to be seen: the test would catch a leak
+    future_moved = ~np.isclose(
+        before.iloc[t + 1 :].to_numpy(), after.iloc[t + 1 :].to_numpy(), equal_nan=True
+    )
+    assert future_moved.any(axis=0).mean() > 0.85
+
+
+def test_tail_computation_equals_full_history(candles):
+    engine = FeatureEngineering()
+    full = engine.create_features(candles)
+    tail = engine.create_features(candles.iloc[-(LOOKBACK + 23) :])
+    np.testing.assert_allclose(tail.iloc[-24:].to_numpy(), full.iloc[-24:].to_numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_first_valid_row_is_lookback_minus_one(candles):
+    features = FeatureEngineering().create_features(candles).to_numpy()
+    assert np.isnan(features[: LOOKBACK - 1]).all()
+    assert np.isfinite(features[LOOKBACK - 1 :]).all()
+
+
+def test_windows_straddling_a_gap_are_invalid_and_recover_after(candles):
+    holed = candles.drop(candles.index[1000:1006])  # a 6-hour outage after position 999
+    features = FeatureEngineering().create_features(holed)
+    valid = features.notna().all(axis=1).to_numpy()
+    assert valid[999]  # last row before the gap
+    assert not valid[1000 : 1000 + LOOKBACK - 1].any()  # every window that spans the hole
+    assert valid[1000 + LOOKBACK - 1 :].all()  # the window has moved past it
+    tolerant = FeatureEngineering(max_missing_bars=6).create_features(holed)
+    assert tolerant.notna().all(axis=1).to_numpy()[1000:].all()
+
+
+def test_importance_analysis_reports_top_features_and_baseline(candles):
+    analysis = FeatureEngineering().get_feature_importance_analysis(candles)
+    top = analysis["top_features"]
+    assert len(top) == 15 and {t["name"] for t in top} <= set(FEATURE_NAMES)
+    assert top[0]["weight"] >= top[-1]["weight"] > 0
+    assert sum(analysis["family_importance"].values()) == pytest.approx(1.0)
+    assert 0 <= analysis["holdout_accuracy"] <= 1 and 0.5 <= analysis["majority_baseline"] <= 1

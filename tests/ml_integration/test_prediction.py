@@ -1,0 +1,107 @@
+"""MLPricePrediction end to end on synthetic candles, persistence and leakage of fitting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ml_integration.exceptions import CandleDataError, ModelIntegrityError, NotTrainedError
+from ml_integration.prediction import MLPricePrediction
+
+from .conftest import TINY
+
+
+def test_predict_returns_the_public_fields(trained, candles):
+    out = trained.predictor.predict(candles)
+    assert set(out) == {
+        "direction_probability",
+        "magnitude_prediction",
+        "lstm_prediction",
+        "ensemble_magnitude",
+        "confidence",
+        "signal_strength",
+        "top_features",
+        "recommendation",
+    }
+    assert 0 < out["direction_probability"] < 1 and 0 <= out["confidence"] <= 1
+    w = TINY.gb_weight
+    expected = w * out["magnitude_prediction"] + (1 - w) * out["lstm_prediction"]
+    assert out["ensemble_magnitude"] == pytest.approx(expected)
+    assert out["recommendation"]["action"] in {"buy", "sell", "hold"}
+    assert out["top_features"][0]["weight"] >= out["top_features"][-1]["weight"]
+
+
+def test_holdout_report_has_baselines_and_intervals(trained):
+    report = trained.training_report
+    direction = report["holdout"]["direction"]
+    for key in ("accuracy", "majority_accuracy", "auc", "brier", "base_rate_brier", "log_loss"):
+        assert np.isfinite(direction[key])
+    low, high = direction["accuracy_ci"]
+    assert low <= direction["accuracy"] <= high
+    split = report["split"]
+    assert split["purge_gap_rows"] >= report["horizon"]
+    assert report["training_window"][1] < report["calibration_window"][0] < report["test_window"][0]
+
+
+def test_save_and_load_give_identical_predictions(trained, candles, tmp_path):
+    trained.predictor.save_models(tmp_path / "m")
+    loaded = MLPricePrediction().load_models(tmp_path / "m")
+    assert loaded.predict(candles) == trained.predictor.predict(candles)
+
+
+def test_a_tampered_artifact_is_refused(trained, tmp_path):
+    folder = trained.predictor.save_models(tmp_path / "m")
+    target = folder / "forest.npz"
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    target.write_bytes(bytes(data))
+    with pytest.raises(ModelIntegrityError, match=r"forest\.npz: sha256"):
+        MLPricePrediction().load_models(folder)
+
+
+def test_missing_or_extra_files_are_refused(trained, tmp_path):
+    folder = trained.predictor.save_models(tmp_path / "m")
+    (folder / "evil.pkl").write_bytes(b"not recorded")
+    with pytest.raises(ModelIntegrityError, match="unexpected files"):
+        MLPricePrediction().load_models(folder)
+    (folder / "evil.pkl").unlink()
+    (folder / "boosting.npz").unlink()
+    with pytest.raises(ModelIntegrityError, match=r"boosting\.npz is missing"):
+        MLPricePrediction().load_models(folder)
+
+
+def test_untrained_model_says_so(candles):
+    with pytest.raises(NotTrainedError, match="train_models"):
+        MLPricePrediction().predict(candles)
+
+
+def test_serving_refuses_bad_candles(trained, candles):
+    bad = candles.copy()
+    bad.iloc[-3, bad.columns.get_loc("close")] = np.nan
+    with pytest.raises(CandleDataError, match="NaN or infinite value at row"):
+        trained.predictor.predict(bad)
+    with pytest.raises(CandleDataError, match="too few rows: 100 candles"):
+        trained.predictor.predict(candles.iloc[-100:])
+    four_hourly = candles.iloc[::4]
+    with pytest.raises(CandleDataError, match="spaced 14400 s apart"):
+        trained.predictor.predict(four_hourly)
+
+
+def test_calibrator_and_models_never_see_test_rows(candles):
+    """Changing every candle in the test slice (and its label window) leaves the fitted forest,
+    the calibrator and the boosting model unchanged: they were fit on earlier rows only."""
+    config = TINY.__class__(**{**TINY.__dict__, "use_lstm": False})
+    first = MLPricePrediction(config)
+    report = first.train_models(candles, 5)
+    test_start = candles.index.get_loc(__import__("pandas").Timestamp(report["test_window"][0]))
+    changed = candles.copy()
+    rng = np.random.default_rng(1)
+    tail = changed.iloc[test_start:]
+    factor = np.exp(np.cumsum(rng.normal(0, 0.02, len(tail))))[:, None]
+    changed.iloc[test_start:, :4] = tail.iloc[:, :4].to_numpy() * factor
+    second = MLPricePrediction(config)
+    second.train_models(changed, 5)
+    assert first.fitted_.calibrator == second.fitted_.calibrator
+    np.testing.assert_array_equal(first.fitted_.forest.threshold, second.fitted_.forest.threshold)
+    np.testing.assert_array_equal(first.fitted_.boosting.value, second.fitted_.boosting.value)
+    assert first.fitted_.info["holdout"] != second.fitted_.info["holdout"]  # the test slice did change

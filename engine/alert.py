@@ -20,7 +20,6 @@ Unknown fields are kept in ``extras`` (and in the stored record); they are never
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 from datetime import UTC, datetime
@@ -236,9 +235,9 @@ class Alert(BaseModel):
         ]
         return "h:" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
-    def record(self) -> dict[str, Any]:
-        """The JSON-safe form stored with the alert (the passphrase is excluded)."""
-        return json.loads(self.model_dump_json(exclude={"passphrase"}))
+    def record(self) -> str:
+        """The JSON stored with the alert (the passphrase is excluded)."""
+        return self.model_dump_json(exclude={"passphrase"})
 
 
 def _num(value: float | None) -> str:

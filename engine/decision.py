@@ -7,7 +7,7 @@ library (and works unchanged without one).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from engine.brokers.base import OrderRequest, OrderResult
@@ -82,12 +82,21 @@ class Decision:
     order: PlannedOrder | None = None
     client_order_id: str | None = None
     result: OrderResult | None = None
+    order_status: str | None = None
     risk_codes: tuple[str, ...] = ()
     risk_reasons: tuple[str, ...] = ()
     details: dict[str, Any] = field(default_factory=dict)
 
     def with_result(self, **changes: Any) -> Decision:
         return replace(self, **changes)
+
+    def as_json(self) -> dict[str, Any]:
+        """:meth:`to_dict`, computed once per decision (stored with the alert and returned)."""
+        cached: dict[str, Any] | None = self.__dict__.get("_json")
+        if cached is None:
+            cached = self.to_dict()
+            object.__setattr__(self, "_json", cached)
+        return cached
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form stored with the alert and returned in the response."""
@@ -97,7 +106,11 @@ class Decision:
             "target_position": self.target_position,
         }  # fmt: skip
         if self.order is not None:
-            out["order"] = {**asdict(self.order), "client_order_id": self.client_order_id}
+            o = self.order
+            out["order"] = {
+                "symbol": o.symbol, "side": o.side, "amount": o.amount, "price": o.price,
+                "reduce_only": o.reduce_only, "client_order_id": self.client_order_id,
+            }  # fmt: skip
         if self.result is not None:
             out["fill"] = {
                 "status": self.result.status, "filled": self.result.filled,

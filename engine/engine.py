@@ -19,7 +19,6 @@ import logging
 import math
 import sqlite3
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.alert import Action, Alert
@@ -42,9 +41,6 @@ __all__ = ["TradingEngine"]
 
 log = logging.getLogger(__name__)
 
-#: Called inside the final transaction with the finished decision (the webhook's alert update).
-OnDone = Callable[[sqlite3.Connection, Decision], None]
-
 #: Position differences smaller than this (in base units) count as "already there".
 EPSILON = 1e-9
 
@@ -66,7 +62,10 @@ class TradingEngine:
         self.risk = RiskManager(settings.risk)
 
     # --- step 0: inputs that may need the network (outside the transaction) ---------------
-    def snapshot(self, alert: Alert, candles: object = None) -> MarketSnapshot:
+    def snapshot(self, alert: Alert, strategy: StrategySettings, candles: object = None) -> MarketSnapshot:
+        """Price and equity for the decision; annotate-only strategies need neither."""
+        if strategy.mode == "annotate":
+            return MarketSnapshot(equity=0.0, price=alert.price or alert.close, candles=candles)
         price = alert.price or alert.close
         if price is None:
             try:
@@ -270,39 +269,45 @@ class TradingEngine:
             now=time.time(),
         )
 
-    # --- step 2: execute (outside any transaction) -------------------------------------------
-    def execute(self, decision: Decision, client_order_id: str, on_done: OnDone) -> Decision:
-        """Send the planned order once, then record the order's fate, the ledger and (through
-        ``on_done``, the caller's alert update) the outcome in one transaction."""
+    # --- step 2: send and settle ------------------------------------------------------------
+    def send(self, decision: Decision, client_order_id: str) -> Decision:
+        """Send the planned order once (no storage here) and return the decision with its fate.
+
+        For a remote broker this runs outside any transaction (it waits on the network); a
+        broker that ``settles_instantly`` (the paper book) runs it inside the decision's
+        transaction, so the order, its fill and the alert commit together.
+        """
         assert decision.order is not None
         request = decision.order.request(client_order_id)
-        result: OrderResult | None = None
         try:
             result = self.broker.execute(request)
         except InvalidOrderError as exc:
-            final = self._failed(decision, client_order_id, "rejected", str(exc))
-            order_status = "rejected"
+            return self._failed(decision, client_order_id, "rejected", "rejected", str(exc))
         except OrderUncertainError as exc:
-            final = self._failed(decision, client_order_id, "failed", str(exc))
-            order_status = "unknown"
+            return self._failed(decision, client_order_id, "failed", "unknown", str(exc))
         except BrokerError as exc:
-            final = self._failed(decision, client_order_id, "failed", str(exc))
-            order_status = "failed"
+            return self._failed(decision, client_order_id, "failed", "failed", str(exc))
+        filled = result.filled > 0
+        return decision.with_result(
+            status="executed" if filled else "failed",
+            result=result,
+            order_status=result.status,
+            reason=decision.reason if filled else f"order {result.status}, nothing filled",
+            client_order_id=client_order_id,
+        )
+
+    def settle(self, conn: sqlite3.Connection, decision: Decision) -> None:
+        """Record what :meth:`send` found: the order row and, for a fill, the ledger."""
+        assert decision.order is not None and decision.client_order_id is not None
+        if decision.result is not None:
+            self.record_result(conn, decision.order.symbol, decision.order.side, decision.result)
         else:
-            filled = result.filled > 0
-            final = decision.with_result(
-                status="executed" if filled else "failed",
-                result=result,
-                reason=decision.reason if filled else f"order {result.status}, nothing filled",
-                client_order_id=client_order_id,
+            order_store.update_order(
+                conn,
+                decision.client_order_id,
+                status=decision.order_status or "failed",
+                error=decision.reason,
             )
-        with self.storage.transaction() as conn:
-            if result is not None:
-                self.record_result(conn, request.symbol, request.side, result)
-            else:
-                order_store.update_order(conn, client_order_id, status=order_status, error=final.reason)
-            on_done(conn, final)
-        return final
 
     def record_result(self, conn: sqlite3.Connection, symbol: str, side: str, result: OrderResult) -> None:
         """Apply a broker result to the order row and, for a fill, to the ledger."""
@@ -327,9 +332,13 @@ class TradingEngine:
         return self.settings.paper.starting_balance if self.broker.name == "paper" else 0.0
 
     @staticmethod
-    def _failed(decision: Decision, client_order_id: str, status: str, message: str) -> Decision:
-        log.warning("order %s %s: %s", client_order_id, status, message)
-        return decision.with_result(status=status, reason=message, client_order_id=client_order_id)
+    def _failed(
+        decision: Decision, client_order_id: str, status: str, order_status: str, message: str
+    ) -> Decision:
+        log.warning("order %s %s: %s", client_order_id, order_status, message)
+        return decision.with_result(
+            status=status, order_status=order_status, reason=message, client_order_id=client_order_id
+        )
 
     def reconcile(self) -> list[str]:
         """Settle orders left ``pending`` by a crash: ask the broker by client order id, never

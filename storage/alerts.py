@@ -38,7 +38,10 @@ class AlertRecord:
 
 
 def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"), default=str)
+    """JSON text for a column; text that is already JSON is stored as it is."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"), default=str)
 
 
 def _loads(value: str | None) -> Any:

@@ -194,10 +194,8 @@ def pending_orders(storage: Storage) -> list[dict[str, Any]]:
 
 
 def last_trade_times(storage: Storage, broker: str) -> dict[str, float]:
-    rows = storage.query(
-        "SELECT symbol, MAX(updated_at) FROM orders WHERE broker = ? AND filled > 0 GROUP BY symbol",
-        (broker,),
-    )
+    """Per symbol, when its position last changed (a fill): what cooldowns count from."""
+    rows = storage.query("SELECT symbol, updated_at FROM positions WHERE broker = ?", (broker,))
     return {r[0]: float(r[1]) for r in rows}
 
 

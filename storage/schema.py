@@ -87,6 +87,7 @@ CREATE TABLE equity_snapshots (
     equity REAL NOT NULL
 );
 CREATE INDEX equity_broker_at ON equity_snapshots(broker, at);
+CREATE INDEX equity_broker_equity ON equity_snapshots(broker, equity);
 
 CREATE TABLE candles (
     symbol TEXT NOT NULL,

@@ -108,8 +108,9 @@ class Settings(_Frozen):
     api_token: str | None = None
     max_body_bytes: int = Field(default=64 * 1024, ge=256)
     max_json_depth: int = Field(default=8, ge=2, le=64)
-    #: ``FULL`` survives power loss; ``NORMAL`` (WAL) survives any process crash.
-    sqlite_synchronous: Literal["NORMAL", "FULL"] = "FULL"
+    #: ``NORMAL`` (WAL) loses nothing committed when a process dies (SIGKILL, OOM); ``FULL``
+    #: also survives power loss or a kernel crash, at an fsync per commit (see BENCHMARKS.md).
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     default_strategy: str = "default"
     strategies: dict[str, StrategySettings] = Field(default_factory=dict)
     paper: PaperSettings = PaperSettings()

@@ -105,17 +105,16 @@ class Gateway:
         alert = alert.model_copy(update={"strategy_id": strategy_id})
         key = alert.idempotency_key(datetime.fromtimestamp(received_at, UTC))
         enrichment = self.enricher.enrich(alert, strategy)
-        snapshot = self.engine.snapshot(alert, enrichment.candles)
+        snapshot = self.engine.snapshot(alert, strategy, enrichment.candles)
         payload = alert.record()
         fields = _alert_fields(alert)
+        instant = self.broker.settles_instantly
         with self.storage.transaction() as conn:
             decision = self.engine.decide(conn, alert, strategy, snapshot, enrichment.opinion)
-            if decision.symbol:
-                fields["symbol"] = decision.symbol
-            status = decision.status
+            fields["symbol"] = decision.symbol
             alert_id = alert_store.claim_alert(
                 conn, idempotency_key=key, received_at=received_at, source_ip=ip, payload=payload,
-                fields=fields, status=status,
+                fields=fields, status=decision.status,
             )  # fmt: skip
             if alert_id is None:
                 original = alert_store.original_for_key(conn, key)
@@ -124,44 +123,42 @@ class Gateway:
                     conn, original_id=original, received_at=received_at, source_ip=ip,
                     payload=payload, fields=fields,
                 )  # fmt: skip
-            else:
-                dup_id = None
-                self.enricher.log_prediction(conn, alert_id, enrichment)
-                if decision.symbol and (alert.timenow or alert.time):
-                    stamp = (alert.timenow or alert.time).timestamp()  # type: ignore[union-attr]
-                    state_store.set_last_alert_time(conn, strategy_id, decision.symbol, stamp)
-                client_order_id = None
-                if decision.order is not None:
-                    client_order_id = f"tvgw-{alert_id}-{int(received_at) % 100000}"
-                    order_store.create_pending_order(
-                        conn, alert_id=alert_id, client_order_id=client_order_id,
-                        broker=self.broker.name, symbol=decision.order.symbol, side=decision.order.side,
-                        order_type="market", amount=decision.order.amount, price=decision.order.price,
-                    )  # fmt: skip
-                    order_store.record_equity(conn, self.broker.name, snapshot.equity)
-                else:
-                    self._finish(conn, alert_id, decision, enrichment.analysis)
-        if dup_id is not None:
-            return self._duplicate_reply(original, dup_id)
-        assert alert_id is not None
-        if decision.order is not None and client_order_id is not None:
-            decision = self.engine.execute(
-                decision, client_order_id,
-                lambda c, final: self._finish(c, alert_id, final, enrichment.analysis),
-            )  # fmt: skip
-        body = alert_response(alert_id, decision, enrichment.analysis)
-        return Reply(_http_status(decision), body)
+                return self._duplicate_reply(conn, original, dup_id)
+            self.enricher.log_prediction(conn, alert_id, enrichment)
+            stamp = alert.timenow or alert.time
+            if decision.symbol and stamp is not None:
+                state_store.set_last_alert_time(conn, strategy_id, decision.symbol, stamp.timestamp())
+            if decision.order is not None:
+                client_order_id = f"tvgw-{alert_id}-{int(received_at) % 100000}"
+                order_store.create_pending_order(
+                    conn, alert_id=alert_id, client_order_id=client_order_id,
+                    broker=self.broker.name, symbol=decision.order.symbol, side=decision.order.side,
+                    order_type="market", amount=decision.order.amount, price=decision.order.price,
+                )  # fmt: skip
+                order_store.record_equity(conn, self.broker.name, snapshot.equity)
+                if instant:
+                    decision = self.engine.send(decision, client_order_id)
+                    self.engine.settle(conn, decision)
+            if decision.order is None or instant:
+                self._finish(conn, alert_id, decision, enrichment.analysis)
+        if decision.order is not None and not instant:
+            assert decision.client_order_id is None
+            decision = self.engine.send(decision, client_order_id)
+            with self.storage.transaction() as conn:
+                self.engine.settle(conn, decision)
+                self._finish(conn, alert_id, decision, enrichment.analysis)
+        return Reply(_http_status(decision), alert_response(alert_id, decision, enrichment.analysis))
 
     def _finish(
         self, conn: Any, alert_id: int, decision: Decision, ml_analysis: dict[str, Any] | None
     ) -> None:
         alert_store.finish_alert(
             conn, alert_id, status=decision.status, http_status=_http_status(decision),
-            reason=decision.reason, decision=decision.to_dict(), ml_analysis=ml_analysis,
+            reason=decision.reason, decision=decision.as_json(), ml_analysis=ml_analysis,
             symbol=decision.symbol,
         )  # fmt: skip
 
-    def _duplicate_reply(self, original_id: int, dup_id: int) -> Reply:
+    def _duplicate_reply(self, conn: Any, original_id: int, dup_id: int) -> Reply:
         record = alert_store.get_alert(self.storage, original_id)
         assert record is not None
         return Reply(200, {

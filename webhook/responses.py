@@ -14,6 +14,6 @@ def alert_response(alert_id: int, decision: Decision, ml_analysis: dict[str, Any
     return {
         "alert_id": alert_id,
         "status": decision.status,
-        "decision": decision.to_dict(),
+        "decision": decision.as_json(),
         "ml_analysis": ml_analysis,
     }

@@ -49,6 +49,9 @@ class Broker(ABC):
 
     #: Name recorded with orders and positions ("paper" or the ccxt exchange id).
     name: str
+    #: True when ``execute`` is local and instant (no network): the engine may then run it
+    #: inside the decision's transaction, so order, fill and alert commit atomically.
+    settles_instantly: bool = False
 
     @abstractmethod
     def resolve_symbol(self, ticker: str, exchange: str | None = None) -> str:

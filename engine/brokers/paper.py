@@ -21,6 +21,7 @@ class PaperBroker(Broker):
     against the trader by ``slippage_bps``, and pays ``fee_rate`` of its notional."""
 
     name = "paper"
+    settles_instantly = True
 
     def __init__(self, storage: Storage, settings: PaperSettings, *, max_leverage: float = 1.0):
         self.storage = storage

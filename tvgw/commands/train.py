@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from ml_integration.training import TrainingResult
 
 
+#: ``--quick``: a fraction of the default sizes, for trying the pipeline out.
+QUICK_MODEL = {"n_estimators": 50, "gb_max_iter": 50, "lstm": {"units": (16, 8), "epochs": 3}}
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("train", help="train the ML strategy for a symbol and save a model version")
     parser.add_argument("--symbol", required=True, help="market symbol, e.g. BTC/USDT")
@@ -33,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--offline", action="store_true", help="use the candle store as it is, fetch nothing")
     parser.add_argument("--horizon", type=int, default=5, help="bars ahead to predict (default 5)")
+    parser.add_argument(
+        "--quick", action="store_true", help="small models (a smoke run in seconds, not for trading)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -72,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
                 "synthetic": args.synthetic,
                 "seed": args.seed,
                 "strategy": {"use_sentiment": args.sentiment, "target_periods": args.horizon},
+                "model": QUICK_MODEL if args.quick else {},
             },
         )
     except ValueError as exc:

@@ -1,0 +1,150 @@
+"""Gateway throughput and latency against a bare Flask app, under the same gunicorn settings.
+
+Usage: python bench/bench_gateway.py [--seconds 10] [--connections 8]
+
+Starts, one at a time, on loopback: the bare app (bench/bare_app.py: parse JSON, answer), the
+gateway in annotate mode (durable SQLite write, no ML), the gateway executing on the paper book,
+and (when a model is in TVGW_MODEL_DIR or --ml) the gateway with ML enrichment. Each is driven by
+wrk with unique alerts. Prints requests/s, p50 and p99 for each and the ratio to the bare app
+measured in the same run (this machine is shared and noisy: absolute numbers mean little).
+Needs wrk (Debian package ``wrk``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+PASSPHRASE = "bench-secret"
+
+
+def start(app: str, env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        str(ROOT / "gunicorn.conf.py"),
+        "-b",
+        f"127.0.0.1:{port}",
+        app,
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    stop(proc)
+    raise SystemExit(f"{app} did not start")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+def drive(port: int, seconds: int, connections: int) -> dict[str, float]:
+    env = {**os.environ, "BENCH_PASSPHRASE": PASSPHRASE}
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t2",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(ROOT / "bench" / "alerts.lua"),
+            f"http://127.0.0.1:{port}/webhook",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    line = next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))
+    result = json.loads(line.removeprefix("RESULT "))
+    result["rps"] = result["requests"] / result["seconds"]
+    return result
+
+
+def gateway_env(tmp: Path, name: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TVGW_")}
+    env.update(
+        {
+            "TVGW_DATABASE": str(tmp / f"{name}.sqlite"),
+            "TVGW_PASSPHRASE": PASSPHRASE,
+            "TVGW_ALLOWED_IPS": "loopback",
+            "TVGW_LOG_LEVEL": "WARNING",
+            "TVGW_ML_ENABLED": "false",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--model-dir", help="run the ML-enriched case with the models in this directory")
+    parser.add_argument("--synchronous", default=None, help="TVGW_SQLITE_SYNCHRONOUS for the gateway runs")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed: apt-get install wrk")
+    tmp = Path(tempfile.mkdtemp(prefix="tvgw-bench-"))
+    sync = {"TVGW_SQLITE_SYNCHRONOUS": args.synchronous} if args.synchronous else {}
+    cases = [
+        ("bare Flask (parse only)", "bench.bare_app:app", gateway_env(tmp, "bare")),
+        ("gateway annotate", "wsgi:app", gateway_env(tmp, "annotate", TVGW_STRATEGY_MODE="annotate", **sync)),
+        ("gateway paper execute", "wsgi:app", gateway_env(tmp, "paper", **sync)),
+    ]
+    if args.model_dir:
+        cases.append(
+            (
+                "gateway paper + ML",
+                "wsgi:app",
+                gateway_env(tmp, "ml", TVGW_ML_ENABLED="true", TVGW_MODEL_DIR=args.model_dir, **sync),
+            )
+        )
+    results = []
+    for port, (name, app, env) in enumerate(cases, start=18_300):
+        proc = start(app, env, port)
+        try:
+            drive(port, 2, args.connections)  # warm-up
+            results.append((name, drive(port, args.seconds, args.connections)))
+        finally:
+            stop(proc)
+    base = results[0][1]["rps"]
+    print(f"{'case':28} {'req/s':>9} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>7}")
+    for name, r in results:
+        print(
+            f"{name:28} {r['rps']:9.0f} {r['rps'] / base:6.2f} {r['p50_us'] / 1000:7.2f} "
+            f"{r['p99_us'] / 1000:7.2f} {r['non2xx']:7d}"
+        )
+    print(
+        f"(wrk -t2 -c{args.connections} -d{args.seconds}s, unique alerts; gunicorn.conf.py settings; "
+        f"{os.cpu_count()} cores; synchronous={args.synchronous or 'default'})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

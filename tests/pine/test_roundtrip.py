@@ -1,0 +1,137 @@
+"""The alert messages the bundled scripts build, filled in like TradingView fills them, POSTed to a
+running gateway (real gunicorn on loopback): every action the scripts emit is accepted, and a
+placeholder TradingView left unfilled gets a 400 that names the field."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any
+
+import pytest
+
+from pine.render import KINDS, indicator_conditions, render
+from storage.alerts import list_alerts
+from storage.database import Storage
+from tests.conftest import LiveGateway
+from tests.pine.tradingview import PLACEHOLDER, parse_script, placeholder_values, substitute
+
+DECIDED = {"executed", "annotated", "rejected"}
+SERIES = {
+    "proxyLongProbability": 0.72,
+    "longChecks": 6,
+    "shortChecks": 2,
+    "sentimentScore": 0.1,
+    "kellyMultiplier": 0.5,
+    "rewardRisk": 3.5 / 2.5,
+    "maxPositionPct": 10.0,
+}
+
+
+def strategy_message(order_id: str, position_before: float, passphrase: str) -> str:
+    """The alert_message= the bundled strategy builds for ``order_id`` (passphrase as typed in)."""
+    script = parse_script((resources.files("pine") / KINDS["strategy"]).read_text(encoding="utf-8"))
+    scope = {
+        **SERIES,
+        "gatewayStrategyId": script.input_default("gatewayStrategyId"),
+        "gatewayPassphrase": passphrase,
+        "strategy.position_size": position_before,
+    }
+    (order,) = [o for o in script.order_calls() if o.order_id == order_id]
+    return script.evaluate(order.alert_message, scope)
+
+
+#: The life of one position, as TradingView reports each fill: (order id, position before the
+#: order, contracts, position after, market position after, previous market position, action).
+LIFECYCLE = [
+    ("Long", 0.0, "0.05", "0.05", "long", "flat", "buy"),
+    ("Long exit", 0.05, "0.05", "0", "flat", "long", "close_long"),
+    ("Short", 0.0, "0.05", "-0.05", "short", "flat", "sell"),
+    ("Long", -0.05, "0.1", "0.05", "long", "short", "reverse"),
+]
+
+
+def post(gateway: LiveGateway, text: str) -> tuple[int, dict[str, Any]]:
+    """POST as TradingView does: the filled message as the body, Content-Type text/plain."""
+    response = gateway.post(text, headers={"Content-Type": "text/plain; charset=utf-8"})
+    return response.status_code, response.json()
+
+
+@pytest.mark.slow
+def test_every_strategy_action_is_accepted_by_a_running_gateway(live_gateway: LiveGateway) -> None:
+    start = datetime.now(UTC).replace(microsecond=0)
+    for step, (order_id, before, contracts, after, market, prev, action) in enumerate(LIFECYCLE):
+        message = strategy_message(order_id, before, live_gateway.passphrase)
+        values = placeholder_values(
+            contracts=contracts,
+            position_size=after,
+            market_position=market,
+            prev_market_position=prev,
+            order_id=order_id,
+            comment=order_id,
+            now=start + timedelta(seconds=step),
+        )
+        body = substitute(message, values)
+        assert not PLACEHOLDER.search(body), body
+        status, reply = post(live_gateway, body)
+        assert status == 200, (action, reply)
+        assert reply["status"] in DECIDED, (action, reply)
+
+    stored = list(reversed(list_alerts(Storage(live_gateway.database), limit=10)))
+    assert [row["payload"]["action"] for row in stored] == [step[-1] for step in LIFECYCLE]
+    first = stored[0]["payload"]
+    # Unquoted numbers arrived as numbers, the script's own values as it computed them.
+    assert first["price"] == 1800.8000000000002
+    assert first["ml_confidence"] == pytest.approx(0.72)
+    assert first["technical_score"] == 6
+    assert first["ticker"] == "BTCUSDT"
+    assert "passphrase" not in first
+
+
+@pytest.mark.slow
+def test_indicator_conditions_are_accepted_by_a_running_gateway(
+    live_gateway: LiveGateway, tmp_path: Any
+) -> None:
+    source = render("indicator", passphrase=live_gateway.passphrase).source
+    script = parse_script(source)
+    plots = {script.evaluate(c.args[1].value, {}): "0.731059" for c in script.calls("plot")}
+    plots |= {"Technical score long": "6", "Technical score short": "2", "Sentiment score": "0"}
+    plots |= {"Proxy Kelly fraction long": "0.26", "Proxy Kelly fraction short": "-0.117143"}
+    now = datetime.now(UTC).replace(microsecond=0)
+    for step, call in enumerate(script.calls("alertcondition")):
+        message = script.evaluate(call.args[2].value, {})
+        body = substitute(message, placeholder_values(plots=plots, now=now + timedelta(seconds=step)))
+        assert not PLACEHOLDER.search(body), body
+        status, reply = post(live_gateway, body)
+        assert status == 200, (message, reply)
+        assert reply["status"] in DECIDED, reply
+    assert len(list_alerts(Storage(live_gateway.database), limit=20)) == len(indicator_conditions())
+
+
+def unfilled(message: str, broken: str) -> str:
+    """Fill every placeholder but one: ``broken`` stays as TradingView leaves a mistyped one."""
+    values = placeholder_values()
+    values.pop(broken, None)
+    return substitute(message, values)
+
+
+@pytest.mark.slow
+def test_an_unfilled_placeholder_gets_a_400_naming_the_field(live_gateway: LiveGateway) -> None:
+    message = strategy_message("Long", 0.0, live_gateway.passphrase)
+
+    # Unquoted (numeric) position: the body is not JSON at all.
+    numeric = unfilled(message.replace("{{close}}", '{{plot("x")}}'), '{{plot("x")}}')
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(numeric)
+    status, reply = post(live_gateway, numeric)
+    assert status == 400, reply
+    assert "'close'" in json.dumps(reply), reply
+    assert '{{plot(\\"x\\")}}' in json.dumps(reply) or '{{plot("x")}}' in str(reply), reply
+
+    # Quoted (string) position: valid JSON, but the field holds placeholder text.
+    quoted = unfilled(message.replace("{{exchange}}", "{{exchnage}}"), "{{exchnage}}")
+    assert json.loads(quoted)["exchange"] == "{{exchnage}}"
+    status, reply = post(live_gateway, quoted)
+    assert status == 400, reply
+    assert "'exchange'" in json.dumps(reply), reply

@@ -1,0 +1,71 @@
+"""`tvgw data import` and `tvgw train` against a real SQLite file and model directory."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ml_integration.store import latest_version, load_latest_strategy
+from ml_integration.synthetic import synthetic_candles
+from storage.candles import load_candles
+from storage.database import Storage
+from tvgw.cli import main
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("TVGW_DATABASE", str(tmp_path / "tvgw.sqlite"))
+    monkeypatch.setenv("TVGW_MODEL_DIR", str(tmp_path / "models"))
+    monkeypatch.delenv("TVGW_CONFIG", raising=False)
+    return tmp_path
+
+
+def _rows(frame):
+    stamps = frame.index.as_unit("ms").asi8
+    return [[int(ms), *vals] for ms, vals in zip(stamps, frame.to_numpy().tolist(), strict=True)]
+
+
+def test_data_import_fills_the_store_and_reports_gaps(env, capsys):
+    frame = synthetic_candles(400, seed=5, n_gaps=1, max_gap_bars=4)
+    (env / "c.json").write_text(json.dumps(_rows(frame)))
+    assert main(["data", "import", str(env / "c.json"), "--symbol", "ETH/USDT", "--timeframe", "1h"]) == 0
+    out = capsys.readouterr().out
+    assert f"imported {len(frame)} candles" in out and "1 gap(s)" in out
+    stored = load_candles(Storage(env / "tvgw.sqlite"), "ETH/USDT", "1h")
+    assert len(stored) == len(frame)
+
+
+def test_data_import_refuses_a_bad_file(env, capsys):
+    rows = _rows(synthetic_candles(50, seed=5, n_gaps=0))
+    rows[10][4] = -1.0
+    (env / "bad.json").write_text(json.dumps(rows))
+    assert main(["data", "import", str(env / "bad.json"), "--symbol", "ETH/USDT", "--timeframe", "1h"]) == 1
+    assert "row 10" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_train_synthetic_records_job_and_model(env, capsys):
+    code = main(
+        ["train", "--symbol", "BTC/USDT", "--synthetic", "--days", "90", "--seed", "3", "--no-progress"]
+    )
+    assert code == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "SYNTHETIC" in out and "vs majority class" in out
+    version = latest_version(env / "models", "BTC/USDT", "1h")
+    assert version is not None
+    strategy = load_latest_strategy(env / "models", "BTC/USDT", "1h")
+    assert strategy.synthetic is True and strategy.model_version == version
+    storage = Storage(env / "tvgw.sqlite")
+    model = storage.query_one("SELECT version, synthetic, metrics FROM ml_models")
+    job = storage.query_one("SELECT status, model_version, error FROM ml_training_jobs")
+    assert tuple(model)[:2] == (version, 1) and "accuracy" in model["metrics"]
+    assert tuple(job) == ("done", version, None)
+
+
+def test_failed_training_is_recorded(env, capsys):
+    (env / "short.json").write_text(json.dumps(_rows(synthetic_candles(100, seed=1, n_gaps=0))))
+    assert main(["train", "--symbol", "BTC/USDT", "--data", str(env / "short.json"), "--no-progress"]) == 1
+    assert "too few rows" in capsys.readouterr().err
+    job = Storage(env / "tvgw.sqlite").query_one("SELECT status, error FROM ml_training_jobs")
+    assert job["status"] == "failed" and "too few rows" in job["error"]

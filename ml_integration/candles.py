@@ -40,6 +40,7 @@ __all__ = [
 
 COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 
+_TICKS_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 _UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -55,7 +56,10 @@ def timeframe_seconds(timeframe: str) -> int:
 def epoch_seconds(index: pd.DatetimeIndex) -> np.ndarray:
     """Bar times as int64 UTC epoch seconds, whatever the index's resolution (pandas 3 keeps
     the unit it was built with, so ``asi8`` alone may be seconds, micro- or nanoseconds)."""
-    return index.as_unit("s").asi8.astype(np.int64)
+    per_second = _TICKS_PER_SECOND.get(str(getattr(index, "unit", "ns")))
+    if per_second is None:
+        return index.as_unit("s").asi8.astype(np.int64)
+    return index.asi8 // per_second
 
 
 def infer_timeframe_seconds(index: pd.DatetimeIndex) -> int:
@@ -169,8 +173,7 @@ def _check_values(values: np.ndarray, index: pd.DatetimeIndex) -> None:
 
 
 def _check_order(index: pd.DatetimeIndex) -> None:
-    stamps = index.as_unit("ns").asi8
-    steps = np.diff(stamps)
+    steps = np.diff(index.asi8)
     row = _first_bad(steps == 0)
     if row is not None:
         raise CandleDataError("duplicated timestamp", row + 1, index[row + 1])

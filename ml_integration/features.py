@@ -21,6 +21,7 @@ invalid for the same reason (no full window).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -92,13 +93,12 @@ def _shift(x: np.ndarray, k: int) -> np.ndarray:
 
 
 def _div(a: np.ndarray, b: np.ndarray, fill: float = 0.0) -> np.ndarray:
-    """a / b, with ``fill`` where b is 0 (a flat window), NaN kept where either is NaN."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = a / b
-    out[(b == 0) & np.isfinite(a)] = fill
-    return out
+    """a / b, with ``fill`` where b is 0 (a flat window); NaN where b is NaN. The division is
+    skipped where b is 0, so no warning is raised and no inf is produced."""
+    return np.divide(a, b, out=np.full(len(a), fill), where=b != 0)
 
 
+@functools.lru_cache(maxsize=64)
 def _ema_weights(alpha: float, window: int) -> np.ndarray:
     weights = alpha * (1.0 - alpha) ** np.arange(window)[::-1]  # oldest first
     return weights / weights.sum()

@@ -85,10 +85,9 @@ class NumpyLSTM:
             outputs = np.empty((n, steps, units))
             for t in range(steps):
                 z = projected[:, t] + h @ recurrent
-                i = _sigmoid(z[:, :units])
-                f = _sigmoid(z[:, units : 2 * units])
+                gates = _sigmoid(z)  # i, f and o are sigmoid gates; c's slice is replaced by tanh below
                 g = np.tanh(z[:, 2 * units : 3 * units])
-                o = _sigmoid(z[:, 3 * units :])
+                i, f, o = gates[:, :units], gates[:, units : 2 * units], gates[:, 3 * units :]
                 c = f * c + i * g
                 h = o * np.tanh(c)
                 outputs[:, t] = h

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -159,7 +160,7 @@ def _first_bad(mask: np.ndarray) -> int | None:
 
 def _check_values(values: np.ndarray, index: pd.DatetimeIndex) -> None:
     o, h, low, c, v = values.T
-    checks: list[tuple[np.ndarray, str]] = [
+    checks: list[tuple[Any, str]] = [
         (~np.isfinite(values).all(axis=1), "NaN or infinite value"),
         ((values[:, :4] <= 0).any(axis=1), "non-positive price"),
         (v < 0, "negative volume"),

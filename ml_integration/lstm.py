@@ -102,7 +102,7 @@ class NumpyLSTM:
         return self.predict_scaled(self.standardise(sequences)) * self.y_scale
 
     def save(self, path: str | Path) -> None:
-        arrays: dict[str, np.ndarray] = {
+        arrays: dict[str, Any] = {
             "dense_kernel": self.dense_kernel,
             "dense_bias": self.dense_bias,
             "x_mean": self.x_mean,

@@ -165,7 +165,7 @@ class TrainingPipeline:
         try:
             result = self._run(config)
         except BaseException as exc:
-            if job is not None:
+            if self.storage is not None and job is not None:
                 finish_training_job(self.storage, job, error=f"{type(exc).__name__}: {exc}")
             raise
         if self.storage is not None and job is not None:

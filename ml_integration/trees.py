@@ -53,7 +53,7 @@ class CompiledTrees:
             return leaves.mean(axis=1)
         return self.base + leaves.sum(axis=1)
 
-    def to_arrays(self) -> dict[str, np.ndarray]:
+    def to_arrays(self) -> dict[str, Any]:
         meta = np.array([self.depth, self.n_features], dtype=np.int64)
         return {
             "feature": self.feature,

@@ -1,0 +1,22 @@
+"""The bundled TradingView Pine scripts and the renderer that builds the gateway's alert message
+into them (see :mod:`pine.render` and ``docs/tradingview.md``)."""
+
+from pine.render import (
+    DEFAULT_STRATEGY_ID,
+    KINDS,
+    STRATEGY_ALERT_MESSAGE,
+    WEBHOOK_URL_HINT,
+    RenderedScript,
+    RenderError,
+    render,
+)
+
+__all__ = [
+    "DEFAULT_STRATEGY_ID",
+    "KINDS",
+    "STRATEGY_ALERT_MESSAGE",
+    "WEBHOOK_URL_HINT",
+    "RenderError",
+    "RenderedScript",
+    "render",
+]

@@ -12,7 +12,7 @@ The bundled ``.pine`` files are their own templates. Each holds regions between
 ``// <tvgw:generated NAME>`` and ``// </tvgw:generated NAME>``; :func:`render` replaces every
 region with freshly generated Pine and leaves the hand-written rest alone. The bundled files are
 therefore exactly ``render(kind)`` for the default strategy id (a test checks this); after changing
-the alert model or this module, run ``python -m pine.render`` to rewrite them.
+the alert model or this module, run ``python -m pine`` to rewrite them.
 
 How each script delivers the message (see ``docs/tradingview.md``):
 
@@ -454,8 +454,3 @@ def update_bundled() -> list[Path]:
             path.write_text(source, encoding="utf-8")
             written.append(path)
     return written
-
-
-if __name__ == "__main__":
-    for changed in update_bundled():
-        print(f"rewrote {changed}")

@@ -73,7 +73,7 @@ def test_bundled_script_parses_with_pynescript(kind: str) -> None:
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_bundled_script_is_what_render_produces_for_the_default_strategy(kind: str) -> None:
     assert render(kind).source == bundled(kind), (
-        f"pine/{KINDS[kind]} differs from `tvgw pine render --kind {kind}`: run `python -m pine.render`"
+        f"pine/{KINDS[kind]} differs from `tvgw pine render --kind {kind}`: run `python -m pine`"
     )
 
 

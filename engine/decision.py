@@ -31,11 +31,24 @@ class MLOpinion:
     quality_grade: str | None = None
     stop_loss: float | None = None
     take_profit: float | None = None
+    entry_price: float | None = None  # the close the model saw; stops are relative to it
     model_version: str | None = None
     synthetic: bool = False
 
     def agrees_with(self, side: str) -> bool:
         return self.direction_probability > 0.5 if side == "buy" else self.direction_probability < 0.5
+
+    def stop_for(self, side: str, price: float) -> float | None:
+        """The model's stop, moved to ``price``, when the model agrees with ``side``.
+
+        The model measured its stop from its own last close; the order fills near the alert's
+        price, so the same *distance* is applied there. A model that disagrees has no stop for
+        this side (the risk manager then uses its default).
+        """
+        if self.stop_loss is None or not self.entry_price or not self.agrees_with(side):
+            return None
+        distance = abs(self.entry_price - self.stop_loss) / self.entry_price
+        return price * (1 - distance) if side == "buy" else price * (1 + distance)
 
     def probability_for(self, side: str) -> float:
         """Combined probability that a trade on ``side`` goes the right way."""

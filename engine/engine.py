@@ -132,7 +132,7 @@ class TradingEngine:
             verdict = self.risk.check(
                 TradeProposal(
                     symbol=symbol, side=side, amount=amount, price=price,
-                    stop_loss=ml.stop_loss if ml else None,
+                    stop_loss=ml.stop_for(side, price) if ml else None,
                 ),
                 self._portfolio(snapshot, symbol, price),
             )  # fmt: skip

@@ -8,7 +8,7 @@ import pandas as pd
 
 from storage.database import Storage
 
-__all__ = ["latest_candle_ms", "load_candles", "upsert_candles"]
+__all__ = ["latest_candle_ms", "load_candles", "upsert_candles", "upsert_candles_in"]
 
 _COLUMNS = ["ts_ms", "open", "high", "low", "close", "volume"]
 

@@ -117,6 +117,12 @@ class Settings(_Frozen):
     risk: RiskSettings = RiskSettings()
     ml_enabled: bool = True
     ml_budget_ms: float = Field(default=500.0, gt=0)
+    #: Seconds between outcome-resolver runs in each worker (0 turns the schedule off).
+    resolve_interval_s: float = Field(default=60.0, ge=0)
+    drift_min_accuracy: float = Field(default=0.5, ge=0, le=1)
+    drift_max_drawdown: float = Field(default=0.15, gt=0, le=1)
+    drift_min_sharpe: float = 0.5
+    drift_window_days: float = Field(default=7.0, gt=0)
     log_level: str = "INFO"
 
     @field_validator("allowed_ips", "trusted_proxies")
@@ -153,6 +159,7 @@ _ENV: dict[str, tuple[tuple[str, ...], str]] = {
     "TVGW_STRATEGY_MODE": (("_default_strategy", "mode"), "str"),
     "TVGW_ML_ENABLED": (("ml_enabled",), "bool"),
     "TVGW_ML_BUDGET_MS": (("ml_budget_ms",), "str"),
+    "TVGW_RESOLVE_INTERVAL_S": (("resolve_interval_s",), "str"),
     "TVGW_PAPER_BALANCE": (("paper", "starting_balance"), "str"),
     "TVGW_PAPER_FEE_RATE": (("paper", "fee_rate"), "str"),
     "TVGW_PAPER_SLIPPAGE_BPS": (("paper", "slippage_bps"), "str"),

@@ -9,6 +9,7 @@ from typing import Any
 from flask import Flask
 
 from engine.brokers.factory import create_broker
+from engine.outcomes import start_outcome_resolver
 from storage import Storage
 from tvgw.config import Settings, load_settings
 from webhook.enrichment import Enricher
@@ -29,7 +30,10 @@ def create_app(settings: Settings | None = None, test_config: Mapping[str, Any] 
     storage = Storage(settings.database, synchronous=settings.sqlite_synchronous)
     storage.migrate()
     broker = create_broker(settings, storage)
-    app.extensions["tvgw"] = Gateway(settings, storage, broker, Enricher(settings))
+    enricher = Enricher(settings, storage, broker.resolve_symbol, live_exchange=settings.broker != "paper")
+    app.extensions["tvgw"] = Gateway(settings, storage, broker, enricher)
+    if settings.resolve_interval_s > 0:
+        start_outcome_resolver(storage, settings.resolve_interval_s)
 
     from webhook import api, routes
 

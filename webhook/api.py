@@ -83,3 +83,17 @@ def positions() -> Any:
             "positions": [p.__dict__ for p in rows],
         }
     )
+
+
+@bp.get("/accuracy")
+@token_required
+def accuracy() -> Any:
+    """``evaluate_recent_performance`` as JSON: ``?symbol=BTC/USDT&days=30``."""
+    from engine.outcomes import evaluate_recent_performance
+
+    raw = request.args.get("days", "30")
+    try:
+        days = float(raw)
+    except ValueError:
+        raise ApiError(400, "invalid_days", f"days must be a number, got {raw!r}", where="days") from None
+    return jsonify(evaluate_recent_performance(_gateway().storage, request.args.get("symbol"), days))

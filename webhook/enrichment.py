@@ -1,42 +1,309 @@
 """The ML seam of the webhook path: what the ML strategy thinks of this alert's market.
 
-With ML disabled (``TVGW_ML_ENABLED=false``) the gateway runs on its strategies' rules alone and
-says so in ``ml_analysis``.
+Per worker, for each (symbol, timeframe): the newest trained strategy (reloaded when the
+model store's ``latest`` pointer changes, checked at most every few seconds) and a window of
+recent candles kept in memory and topped up from the candle store. The bar an alert carries
+goes into the candle store with the alert, so the store stays current from TradingView itself.
+
+Nothing here may fail an alert: no model, too little history, a stale store, a slow or broken
+model all give ``ml_analysis = {"error": ...}`` and the strategy's fallback rule decides.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from engine.alert import Alert
 from engine.decision import MLOpinion
+from engine.exceptions import BrokerError
+from engine.predictor import atr, predict_market, realized_volatility
+from engine.timeframes import from_tradingview, seconds
+from storage import Storage
+from storage import candles as candle_store
+from storage import predictions as prediction_store
 from tvgw.config import Settings, StrategySettings
 
 __all__ = ["Enricher", "Enrichment"]
 
+log = logging.getLogger(__name__)
+
+#: Candles kept per market: the feature look-back, the LSTM window and some slack.
+WINDOW = 320
+#: How often (seconds) a worker looks at the model store's ``latest`` pointer.
+RELOAD_CHECK_S = 5.0
+
 
 @dataclass(frozen=True)
 class Enrichment:
+    """What enrichment produced for one alert."""
+
     opinion: MLOpinion | None
     analysis: dict[str, Any] | None
     candles: Any = None
     prediction: dict[str, Any] | None = None
+    bar: tuple[str, str, list[float]] | None = None  # (symbol, timeframe, [ms, o, h, l, c, v])
+
+
+@dataclass
+class _Market:
+    strategy: Any = None
+    version: str | None = None
+    checked_at: float = 0.0
+    candles: pd.DataFrame | None = None
+    load_error: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class Enricher:
-    def __init__(self, settings: Settings):
-        self.settings = settings
+    """Runs the ML strategy for alerts, within a time budget, and logs every prediction."""
 
+    def __init__(
+        self,
+        settings: Settings,
+        storage: Storage,
+        resolve_symbol: Callable[[str, str | None], str],
+        *,
+        live_exchange: bool = False,
+        sentiment: Any = None,
+    ):
+        self.settings = settings
+        self.storage = storage
+        self.resolve_symbol = resolve_symbol
+        self.live_exchange = live_exchange
+        self.sentiment = sentiment
+        self._markets: dict[tuple[str, str], _Market] = {}
+        self._markets_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tvgw-ml")
+
+    # --- the per-alert call --------------------------------------------------------------------
     def enrich(self, alert: Alert, strategy: StrategySettings) -> Enrichment:
+        try:
+            symbol = self.resolve_symbol(alert.ticker, alert.exchange)
+        except BrokerError as exc:
+            return Enrichment(None, {"error": f"no ML: {exc}"})
+        timeframe = from_tradingview(alert.interval, strategy.timeframe)
+        bar = _alert_bar(alert, timeframe)
         if not self.settings.ml_enabled:
-            return Enrichment(None, {"error": "ML is disabled (TVGW_ML_ENABLED=false)"})
-        return Enrichment(None, {"error": "no model loaded"})
+            return Enrichment(
+                None,
+                {"error": "ML is disabled (TVGW_ML_ENABLED=false)"},
+                bar=(symbol, timeframe, bar) if bar else None,
+            )
+        market = self._market(symbol, timeframe)
+        candles = self._candles(market, symbol, timeframe, bar)
+        bar_key = (symbol, timeframe, bar) if bar else None
+        model, error = self._model(market, symbol, timeframe)
+        if model is None:
+            return Enrichment(None, {"error": error}, candles=candles, bar=bar_key)
+        if model.synthetic and self.live_exchange:
+            return Enrichment(None, {"error": "the loaded model was trained on synthetic candles; it never "
+                                     "drives a live exchange. Train on real data: tvgw train"},
+                              candles=candles, bar=bar_key)  # fmt: skip
+        stale = self._staleness(candles, timeframe)
+        if stale:
+            return Enrichment(None, {"error": stale}, candles=candles, bar=bar_key)
+        budget = self.settings.ml_budget_ms / 1000
+        started = time.perf_counter()
+        future = self._pool.submit(model.build_signal, candles, symbol)
+        try:
+            signal = future.result(timeout=budget)
+        except FutureTimeout:
+            return Enrichment(None, {"error": f"ML took longer than its {budget * 1000:.0f} ms budget "
+                                     "(TVGW_ML_BUDGET_MS); the strategy's fallback rule decided"},
+                              candles=candles, bar=bar_key)  # fmt: skip
+        except Exception as exc:
+            log.exception("ML failed for %s %s", symbol, timeframe)
+            return Enrichment(
+                None, {"error": f"ML failed: {type(exc).__name__}: {exc}"}, candles=candles, bar=bar_key
+            )
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        return self._result(signal, symbol, timeframe, candles, elapsed_ms, bar_key)
+
+    def _result(
+        self,
+        signal: Any,
+        symbol: str,
+        timeframe: str,
+        candles: pd.DataFrame,
+        elapsed_ms: float,
+        bar: tuple[str, str, list[float]] | None,
+    ) -> Enrichment:
+        probability = signal.ml_probability if signal.ml_probability is not None else 0.5
+        opinion = MLOpinion(
+            direction_probability=probability,
+            confidence=signal.confidence,
+            combined_probability=signal.combined_probability
+            if signal.combined_probability is not None
+            else 0.5,
+            kelly_fraction=signal.kelly_fraction,
+            action=signal.action,
+            magnitude=signal.magnitude,
+            sentiment_score=signal.sentiment_score,
+            quality_grade=signal.quality_grade,
+            stop_loss=signal.stop_loss,
+            take_profit=signal.take_profit,
+            entry_price=signal.entry_price,
+            model_version=signal.model_version,
+            synthetic=signal.synthetic,
+        )
+        call = predict_market(
+            direction_probability=probability, confidence=signal.confidence, price=signal.entry_price,
+            atr=atr(candles), volatility=realized_volatility(candles),
+            max_leverage=self.settings.risk.max_leverage,
+        )  # fmt: skip
+        analysis: dict[str, Any] = {
+            "direction_probability": round(probability, 4),
+            "sentiment_score": signal.sentiment_score,
+            "quality_grade": signal.quality_grade,
+            "quality_score": signal.quality_score,
+            "recommended_position": signal.kelly_fraction,
+            "action": signal.action,
+            "confidence": round(signal.confidence, 4),
+            "combined_probability": signal.combined_probability,
+            "magnitude": signal.magnitude,
+            "horizon_bars": signal.horizon,
+            "stop_loss": signal.stop_loss,
+            "take_profit": signal.take_profit,
+            "market_call": {"signal": call.signal_type.value, "leverage": call.leverage,
+                            "risk_reward": call.risk_reward},
+            "model_version": signal.model_version,
+            "candle_time": signal.candle_time,
+            "synthetic": signal.synthetic,
+            "latency_ms": round(elapsed_ms, 2),
+            "reason": signal.reason,
+        }  # fmt: skip
+        if signal.synthetic:
+            analysis["warning"] = "model trained on SYNTHETIC candles (quickstart offline): not a market view"
+        candle_ts = pd.Timestamp(signal.candle_time).timestamp()
+        step = seconds(timeframe)
+        prediction = {
+            "symbol": symbol, "timeframe": timeframe, "model_version": signal.model_version,
+            "direction_prob": probability, "magnitude_pred": signal.magnitude, "confidence": signal.confidence,
+            "horizon": signal.horizon, "candle_time": candle_ts,
+            "target_time": candle_ts + signal.horizon * step, "price_at_prediction": signal.entry_price,
+            "synthetic": int(signal.synthetic),
+        }  # fmt: skip
+        return Enrichment(opinion, analysis, candles=candles, prediction=prediction, bar=bar)
+
+    def record(self, conn: sqlite3.Connection, alert_id: int, enrichment: Enrichment) -> None:
+        """Inside the alert's transaction: the alert's bar into the candle store, and the
+        prediction row (so every enriched alert has exactly one)."""
+        if enrichment.bar is not None:
+            symbol, timeframe, row = enrichment.bar
+            candle_store.upsert_candles_in(conn, symbol, timeframe, [row], "alert")
+        if enrichment.prediction is not None:
+            prediction_store.insert_prediction(
+                conn, timestamp=time.time(), alert_id=alert_id, **enrichment.prediction
+            )
+
+    # --- models --------------------------------------------------------------------------------
+    def _market(self, symbol: str, timeframe: str) -> _Market:
+        with self._markets_lock:
+            return self._markets.setdefault((symbol, timeframe), _Market())
+
+    def _model(self, market: _Market, symbol: str, timeframe: str) -> tuple[Any, str]:
+        now = time.monotonic()
+        if now - market.checked_at >= RELOAD_CHECK_S or (market.strategy is None and market.load_error is None):
+            with market.lock:
+                if now - market.checked_at >= RELOAD_CHECK_S or market.checked_at == 0.0:
+                    market.checked_at = now
+                    self._reload(market, symbol, timeframe)
+        if market.strategy is None:
+            return None, market.load_error or f"no model for {symbol} {timeframe}"
+        return market.strategy, ""
+
+    def _reload(self, market: _Market, symbol: str, timeframe: str) -> None:
+        from ml_integration import MLError, latest_version, load_latest_strategy
+
+        model_dir = Path(self.settings.model_dir)
+        try:
+            version = latest_version(model_dir, symbol, timeframe)
+        except OSError as exc:
+            market.load_error = f"cannot read the model store {model_dir}: {exc}"
+            return
+        if version is None:
+            market.strategy, market.version = None, None
+            market.load_error = (
+                f"no trained model for {symbol} {timeframe} in {model_dir}: "
+                f"run `tvgw train --symbol {symbol} --timeframe {timeframe}`"
+            )
+            return
+        if version == market.version and market.strategy is not None:
+            return
+        try:
+            strategy = load_latest_strategy(model_dir, symbol, timeframe, sentiment=self.sentiment)
+        except (MLError, OSError, ValueError, KeyError) as exc:
+            market.load_error = f"model {symbol} {timeframe} {version} failed to load: {exc}"
+            log.error("%s", market.load_error)
+            return
+        market.strategy, market.version, market.load_error = strategy, version, None
+        log.info("loaded model %s %s version %s", symbol, timeframe, version)
 
     def status(self) -> dict[str, Any]:
-        """For /healthz: is a model loaded, which version, does it need retraining."""
-        return {"enabled": self.settings.ml_enabled, "loaded": False}
+        """For /healthz: which models this worker has loaded."""
+        with self._markets_lock:
+            loaded = {f"{s} {tf}": (m.version or m.load_error) for (s, tf), m in self._markets.items()}
+        return {"enabled": self.settings.ml_enabled, "models": loaded}
 
-    def log_prediction(self, conn: sqlite3.Connection, alert_id: int, enrichment: Enrichment) -> None:
-        """Write the prediction row for a new alert (inside the alert's transaction)."""
+    # --- candles -------------------------------------------------------------------------------
+    def _candles(self, market: _Market, symbol: str, timeframe: str, bar: list[float] | None) -> pd.DataFrame:
+        """The last WINDOW candles: cached, topped up from the store, plus the alert's own bar."""
+        with market.lock:
+            frame = market.candles
+            if frame is None or frame.empty:
+                frame = candle_store.load_candles(self.storage, symbol, timeframe, limit=WINDOW)
+            else:
+                since = int(frame.index[-1].timestamp() * 1000) + 1
+                newer = candle_store.load_candles(self.storage, symbol, timeframe, since_ms=since)
+                if not newer.empty:
+                    frame = pd.concat([frame, newer]).iloc[-WINDOW:]
+            if bar is not None:
+                stamp = pd.Timestamp(bar[0], unit="ms", tz="UTC")
+                row = pd.DataFrame(
+                    [bar[1:]], columns=["open", "high", "low", "close", "volume"], index=[stamp]
+                )
+                row.index.name = frame.index.name
+                if frame.empty or stamp > frame.index[-1]:
+                    frame = pd.concat([frame, row]).iloc[-WINDOW:] if not frame.empty else row
+                elif stamp == frame.index[-1]:
+                    frame = pd.concat([frame.iloc[:-1], row])
+            market.candles = frame
+            return frame
+
+    def _staleness(self, candles: pd.DataFrame, timeframe: str) -> str | None:
+        if candles.empty:
+            return "no candles in the candle store for this market: run `tvgw data fetch` or send bars"
+        age = time.time() - candles.index[-1].timestamp()
+        limit = 3 * seconds(timeframe)
+        if age > limit:
+            return (
+                f"stale candle store: the newest {timeframe} candle opened "
+                f"{age / 3600:.1f} h ago (limit {limit / 3600:.1f} h); run `tvgw data fetch`"
+            )
+        return None
+
+
+def _alert_bar(alert: Alert, timeframe: str) -> list[float] | None:
+    """``[open time ms, o, h, l, c, v]`` when the alert carries a complete bar and its time."""
+    bar = alert.bar
+    if bar is None or alert.time is None:
+        return None
+    return [
+        int(alert.time.timestamp() * 1000),
+        bar["open"],
+        bar["high"],
+        bar["low"],
+        bar["close"],
+        bar["volume"],
+    ]

@@ -124,7 +124,7 @@ class Gateway:
                     payload=payload, fields=fields,
                 )  # fmt: skip
                 return self._duplicate_reply(conn, original, dup_id)
-            self.enricher.log_prediction(conn, alert_id, enrichment)
+            self.enricher.record(conn, alert_id, enrichment)
             stamp = alert.timenow or alert.time
             if decision.symbol and stamp is not None:
                 state_store.set_last_alert_time(conn, strategy_id, decision.symbol, stamp.timestamp())

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from engine.outcomes import drift_report
 from storage import SCHEMA_VERSION
 from webhook.auth import client_ip
 
 bp = Blueprint("webhook", __name__)
+log = logging.getLogger(__name__)
 
 
 def _gateway() -> Any:
@@ -46,4 +49,11 @@ def healthz() -> Any:
         body["status"] = "down"
         body["database"] = {"ok": False, "error": str(exc)}
     body["model"] = gateway.enricher.status()
+    settings = gateway.settings
+    body["model"]["drift"] = drift_report(
+        gateway.storage, min_accuracy=settings.drift_min_accuracy, max_drawdown=settings.drift_max_drawdown,
+        min_sharpe=settings.drift_min_sharpe, days=settings.drift_window_days,
+    )  # fmt: skip
+    if body["model"]["drift"]["needs_retraining"]:
+        log.warning("model needs retraining: %s", "; ".join(body["model"]["drift"]["reasons"]))
     return jsonify(body), 200 if body["status"] != "down" else 503

@@ -1,10 +1,30 @@
-"""`tvgw accuracy`: not built yet (see the open issues)."""
+"""`tvgw accuracy`: how the logged predictions fared, next to naive baselines."""
 
 from __future__ import annotations
 
 import argparse
+import json
+
+from engine.outcomes import drift_report, evaluate_recent_performance
+from storage import Storage
+from tvgw.commands.data import cli_settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("accuracy", help="(not built yet)")
-    parser.set_defaults(func=lambda args: print("tvgw accuracy: not built yet") or 1)
+    parser = sub.add_parser("accuracy", help="prediction accuracy with baselines and drift flags (JSON)")
+    parser.add_argument("--symbol", help="e.g. BTC/USDT (default: all symbols)")
+    parser.add_argument("--days", type=float, default=30)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = cli_settings()
+    storage = Storage(settings.database, synchronous=settings.sqlite_synchronous)
+    storage.migrate()
+    report = evaluate_recent_performance(storage, args.symbol, args.days)
+    report["drift"] = drift_report(
+        storage, min_accuracy=settings.drift_min_accuracy, max_drawdown=settings.drift_max_drawdown,
+        min_sharpe=settings.drift_min_sharpe, days=settings.drift_window_days,
+    )  # fmt: skip
+    print(json.dumps(report, indent=2))
+    return 0

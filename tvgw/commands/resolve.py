@@ -1,10 +1,22 @@
-"""`tvgw resolve`: not built yet (see the open issues)."""
+"""`tvgw resolve`: fill in what the market did after each due prediction."""
 
 from __future__ import annotations
 
 import argparse
 
+from engine.outcomes import resolve_outcomes
+from storage import Storage
+from tvgw.commands.data import cli_settings
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("resolve", help="(not built yet)")
-    parser.set_defaults(func=lambda args: print("tvgw resolve: not built yet") or 1)
+    parser = sub.add_parser("resolve", help="fill outcomes of predictions whose horizon has passed")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = cli_settings()
+    storage = Storage(settings.database, synchronous=settings.sqlite_synchronous)
+    storage.migrate()
+    print(f"resolved {resolve_outcomes(storage)} prediction outcomes")
+    return 0

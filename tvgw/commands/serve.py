@@ -1,10 +1,38 @@
-"""`tvgw serve`: not built yet (see the open issues)."""
+"""`tvgw serve`: run the gateway under gunicorn with the shipped gunicorn.conf.py."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from pathlib import Path
+
+import tvgw
+
+#: The project checkout (wsgi.py and gunicorn.conf.py live at its top).
+ROOT = Path(tvgw.__file__).resolve().parents[1]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("serve", help="(not built yet)")
-    parser.set_defaults(func=lambda args: print("tvgw serve: not built yet") or 1)
+    parser = sub.add_parser("serve", help="run the gateway (gunicorn wsgi:app with gunicorn.conf.py)")
+    parser.add_argument(
+        "--bind", default=None, help="address:port (default from gunicorn.conf.py, 127.0.0.1:8000)"
+    )
+    parser.set_defaults(func=run)
+
+
+def exec_gunicorn(bind: str | None) -> int:
+    """Replace this process with gunicorn serving wsgi:app (never returns on success)."""
+    args = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")]
+    if bind:
+        args += ["-b", bind]
+    os.chdir(ROOT)
+    os.execv(sys.executable, [*args, "wsgi:app"])
+    return 1  # pragma: no cover
+
+
+def run(args: argparse.Namespace) -> int:
+    from tvgw.config import load_settings
+
+    load_settings()  # fail here, with the variable named, rather than in every worker
+    return exec_gunicorn(args.bind)

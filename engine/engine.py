@@ -319,8 +319,8 @@ class TradingEngine:
         if result.filled > 0 and result.average:
             order_store.apply_fill(
                 conn, broker=self.broker.name, symbol=symbol, side=side, filled=result.filled,
-                price=result.average, fee=self._fee_in_quote(result), quote_currency=self.settings.paper.quote_currency,
-                starting_cash=self._starting_cash(),
+                price=result.average, fee=self._fee_in_quote(result),
+                quote_currency=self.settings.paper.quote_currency, starting_cash=self._starting_cash(),
             )  # fmt: skip
 
     def _fee_in_quote(self, result: OrderResult) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Sequence
 
 import pandas as pd
@@ -17,6 +18,14 @@ def upsert_candles(
     storage: Storage, symbol: str, timeframe: str, rows: Iterable[Sequence[float]], source: str
 ) -> int:
     """Insert or replace ``[ms, open, high, low, close, volume]`` rows; returns how many."""
+    with storage.transaction() as conn:
+        return upsert_candles_in(conn, symbol, timeframe, rows, source)
+
+
+def upsert_candles_in(
+    conn: sqlite3.Connection, symbol: str, timeframe: str, rows: Iterable[Sequence[float]], source: str
+) -> int:
+    """:func:`upsert_candles` inside the caller's transaction (an alert's bar, with the alert)."""
     data = [
         (
             symbol,
@@ -31,14 +40,11 @@ def upsert_candles(
         )
         for r in rows
     ]
-    if not data:
-        return 0
-    with storage.transaction() as conn:
-        conn.executemany(
-            "INSERT OR REPLACE INTO candles (symbol, timeframe, ts_ms, open, high, low, close,"
-            " volume, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            data,
-        )
+    conn.executemany(
+        "INSERT OR REPLACE INTO candles (symbol, timeframe, ts_ms, open, high, low, close,"
+        " volume, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        data,
+    )
     return len(data)
 
 

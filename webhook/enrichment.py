@@ -189,7 +189,8 @@ class Enricher:
         step = seconds(timeframe)
         prediction = {
             "symbol": symbol, "timeframe": timeframe, "model_version": signal.model_version,
-            "direction_prob": probability, "magnitude_pred": signal.magnitude, "confidence": signal.confidence,
+            "direction_prob": probability, "magnitude_pred": signal.magnitude,
+            "confidence": signal.confidence,
             "horizon": signal.horizon, "candle_time": candle_ts,
             "target_time": candle_ts + signal.horizon * step, "price_at_prediction": signal.entry_price,
             "synthetic": int(signal.synthetic),
@@ -214,7 +215,8 @@ class Enricher:
 
     def _model(self, market: _Market, symbol: str, timeframe: str) -> tuple[Any, str]:
         now = time.monotonic()
-        if now - market.checked_at >= RELOAD_CHECK_S or (market.strategy is None and market.load_error is None):
+        due = now - market.checked_at >= RELOAD_CHECK_S
+        if due or (market.strategy is None and market.load_error is None):
             with market.lock:
                 if now - market.checked_at >= RELOAD_CHECK_S or market.checked_at == 0.0:
                     market.checked_at = now

@@ -123,6 +123,18 @@ def test_every_alert_is_enriched_and_logged(ml_gateway: LiveGateway) -> None:
     assert row["target_time"] == row["candle_time"] + row["horizon"] * 3600
 
 
+def test_the_bar_an_alert_carries_feeds_the_candle_store(ml_gateway: LiveGateway) -> None:
+    hour = int(time.time() // 3600 * 3600)
+    bar = {"open": 100.0, "high": 101.0, "low": 99.0, "close": 100.5, "volume": 7.0}
+    stamp = pd.Timestamp(hour, unit="s", tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+    body = post(ml_gateway, strategy_id="annot", order_id="bar", time=stamp, **bar)
+    assert body["ml_analysis"]["candle_time"].startswith(
+        pd.Timestamp(hour, unit="s", tz="UTC").isoformat()[:19]
+    )
+    (row,) = query(ml_gateway, f"SELECT * FROM candles WHERE symbol = 'BTC/USDT' AND ts_ms = {hour * 1000}")
+    assert (row["source"], row["close"], row["volume"]) == ("alert", 100.5, 7.0)
+
+
 def test_ml_gate_trades_only_with_the_model(ml_gateway: LiveGateway) -> None:
     agree, disagree = model_side(ml_gateway)
     with_model = post(ml_gateway, strategy_id="gate", action=agree, order_id="gate-agree")

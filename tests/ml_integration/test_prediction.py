@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from ml_integration.exceptions import CandleDataError, ModelIntegrityError, NotTrainedError
@@ -89,11 +90,12 @@ def test_serving_refuses_bad_candles(trained, candles):
 
 def test_calibrator_and_models_never_see_test_rows(candles):
     """Changing every candle in the test slice (and its label window) leaves the fitted forest,
-    the calibrator and the boosting model unchanged: they were fit on earlier rows only."""
-    config = TINY.__class__(**{**TINY.__dict__, "use_lstm": False})
+    the calibrator, the boosting model and the LSTM's scaler unchanged: they were fit on
+    earlier rows only."""
+    config = TINY
     first = MLPricePrediction(config)
     report = first.train_models(candles, 5)
-    test_start = candles.index.get_loc(__import__("pandas").Timestamp(report["test_window"][0]))
+    test_start = candles.index.get_loc(pd.Timestamp(report["test_window"][0]))
     changed = candles.copy()
     rng = np.random.default_rng(1)
     tail = changed.iloc[test_start:]
@@ -104,4 +106,7 @@ def test_calibrator_and_models_never_see_test_rows(candles):
     assert first.fitted_.calibrator == second.fitted_.calibrator
     np.testing.assert_array_equal(first.fitted_.forest.threshold, second.fitted_.forest.threshold)
     np.testing.assert_array_equal(first.fitted_.boosting.value, second.fitted_.boosting.value)
+    np.testing.assert_array_equal(first.fitted_.lstm.x_mean, second.fitted_.lstm.x_mean)
+    np.testing.assert_array_equal(first.fitted_.lstm.x_scale, second.fitted_.lstm.x_scale)
+    assert first.fitted_.lstm.y_scale == second.fitted_.lstm.y_scale
     assert first.fitted_.info["holdout"] != second.fitted_.info["holdout"]  # the test slice did change

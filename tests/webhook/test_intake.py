@@ -30,7 +30,10 @@ def post(client: Any, body: Any, **kwargs: Any) -> Any:
 
 # --- accepted shapes ---------------------------------------------------------------------------
 
-SHAPES = {
+
+def shapes() -> dict[str, dict[str, Any]]:
+    """The payload shapes, built when a test runs (their timenow must be fresh)."""
+    return {
     "canonical": sample_alert(),
     "symbol_alias": {k if k != "ticker" else "symbol": v for k, v in sample_alert().items()},
     "numbers_as_strings": sample_alert(contracts="0.0100", price="1800.8000000000002"),
@@ -53,12 +56,15 @@ SHAPES = {
         "passphrase": PASSPHRASE, "action": "BUY", "symbol": "SOLUSDT", "price": 20.5, "contracts": 1,
         "ml_confidence": 0.72, "kelly_fraction": "0.05", "sentiment_score": -0.1,
     },
-}  # fmt: skip
+    }  # fmt: skip
 
 
-@pytest.mark.parametrize("shape", list(SHAPES))
+SHAPE_NAMES = list(shapes())
+
+
+@pytest.mark.parametrize("shape", SHAPE_NAMES)
 def test_each_accepted_shape_executes_on_paper(client: Any, settings: Any, shape: str) -> None:
-    response = post(client, SHAPES[shape])
+    response = post(client, shapes()[shape])
     assert response.status_code == 200, response.json
     assert response.json["status"] == "executed"
     alert_id = response.json["alert_id"]
@@ -69,7 +75,7 @@ def test_each_accepted_shape_executes_on_paper(client: Any, settings: Any, shape
 
 
 def test_nested_shape_fields_land_in_the_record(client: Any, settings: Any) -> None:
-    response = post(client, SHAPES["nested_strategy_and_bar"])
+    response = post(client, shapes()["nested_strategy_and_bar"])
     (row,) = rows(settings, "SELECT * FROM alerts WHERE id = ?", (response.json["alert_id"],))
     assert (row["symbol"], row["action"], row["contracts"], row["price"]) == ("ETH/USDT", "buy", 0.5, 1805.5)
     payload = json.loads(row["payload"])

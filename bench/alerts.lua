@@ -11,6 +11,7 @@ end
 function init(args)
   counter = 0
   passphrase = os.getenv("BENCH_PASSPHRASE") or "bench-secret"
+  run = os.getenv("BENCH_RUN") or "0"  -- distinct per wrk run, so no run repeats another's ids
 end
 
 function request()
@@ -18,8 +19,8 @@ function request()
   local side = (counter % 2 == 0) and "sell" or "buy"
   local body = string.format(
     '{"passphrase":"%s","ticker":"BTCUSDT","exchange":"BINANCE","interval":"60","action":"%s",' ..
-    '"contracts":0.001,"price":30000.5,"id":"bench-%d-%d","comment":"wrk"}',
-    passphrase, side, tid, counter)
+    '"contracts":0.001,"price":30000.5,"id":"bench-%s-%d-%d","comment":"wrk"}',
+    passphrase, side, run, tid, counter)
   return wrk.format("POST", "/webhook", {["Content-Type"] = "text/plain"}, body)
 end
 

@@ -60,7 +60,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def drive(port: int, seconds: int, connections: int) -> dict[str, float]:
-    env = {**os.environ, "BENCH_PASSPHRASE": PASSPHRASE}
+    env = {**os.environ, "BENCH_PASSPHRASE": PASSPHRASE, "BENCH_RUN": f"{time.time_ns()}"}
     out = subprocess.run(
         [
             "wrk",

@@ -73,6 +73,7 @@ class PlannedOrder:
     amount: float
     price: float | None
     reduce_only: bool
+    stop_loss: float | None = None  # protective stop of the exposure it adds (risk accounting)
 
     def request(self, client_order_id: str) -> OrderRequest:
         return OrderRequest(

@@ -30,7 +30,7 @@ from engine.exceptions import (
     OrderUncertainError,
     UnknownSymbolError,
 )
-from engine.risk import PortfolioState, RiskManager, TradeProposal
+from engine.risk import DEFAULT_STOP_FRACTION, PortfolioState, RiskManager, TradeProposal
 from engine.technical import HYBRID_ENTRY_SCORE, ml_bonus, technical_score
 from storage import Storage
 from storage import orders as order_store
@@ -128,12 +128,10 @@ class TradingEngine:
         amount = abs(delta)
         codes: tuple[str, ...] = ()
         reasons: tuple[str, ...] = ()
+        stop = ml.stop_for(side, price) if ml else None
         if not reduces:
             verdict = self.risk.check(
-                TradeProposal(
-                    symbol=symbol, side=side, amount=amount, price=price,
-                    stop_loss=ml.stop_for(side, price) if ml else None,
-                ),
+                TradeProposal(symbol=symbol, side=side, amount=amount, price=price, stop_loss=stop),
                 self._portfolio(snapshot, symbol, price),
             )  # fmt: skip
             codes, reasons = verdict.codes, verdict.reasons
@@ -146,7 +144,9 @@ class TradingEngine:
                     **base,  # type: ignore[arg-type]
                 )
             amount = verdict.amount
-        order = PlannedOrder(symbol=symbol, side=side, amount=amount, price=price, reduce_only=reduces)
+        order = PlannedOrder(
+            symbol=symbol, side=side, amount=amount, price=price, reduce_only=reduces, stop_loss=stop
+        )
         return Decision(
             status="processing",
             reason=plan.reason,
@@ -252,11 +252,17 @@ class TradingEngine:
         return None
 
     def _portfolio(self, snapshot: MarketSnapshot, symbol: str, price: float) -> PortfolioState:
+        """The account as the risk manager sees it. A position without a recorded stop counts
+        as risking DEFAULT_STOP_FRACTION of its notional (the risk manager's own assumption)."""
         positions = order_store.list_positions(self.storage, self.broker.name)
-        notional = {
-            p.symbol: abs(p.amount) * (price if p.symbol == symbol else (p.avg_price or 0.0))
-            for p in positions
-        }
+        notional, open_risk = {}, 0.0
+        for p in positions:
+            mark = price if p.symbol == symbol else (p.avg_price or 0.0)
+            notional[p.symbol] = abs(p.amount) * mark
+            if p.stop_loss is not None and p.avg_price:
+                open_risk += abs(p.avg_price - p.stop_loss) * abs(p.amount)
+            else:
+                open_risk += DEFAULT_STOP_FRACTION * notional[p.symbol]
         peak, day_start = order_store.equity_marks(self.storage, self.broker.name, snapshot.equity)
         return PortfolioState(
             equity=snapshot.equity,
@@ -264,8 +270,8 @@ class TradingEngine:
             day_start_equity=day_start,
             positions={p.symbol: p.amount for p in positions},
             position_notional=notional,
-            open_risk=0.0,
-            last_trade_at=order_store.last_trade_times(self.storage, self.broker.name),
+            open_risk=open_risk,
+            last_trade_at={p.symbol: p.updated_at for p in positions if p.updated_at is not None},
             now=time.time(),
         )
 
@@ -300,7 +306,9 @@ class TradingEngine:
         """Record what :meth:`send` found: the order row and, for a fill, the ledger."""
         assert decision.order is not None and decision.client_order_id is not None
         if decision.result is not None:
-            self.record_result(conn, decision.order.symbol, decision.order.side, decision.result)
+            self.record_result(
+                conn, decision.order.symbol, decision.order.side, decision.result, decision.order.stop_loss
+            )
         else:
             order_store.update_order(
                 conn,
@@ -309,7 +317,14 @@ class TradingEngine:
                 error=decision.reason,
             )
 
-    def record_result(self, conn: sqlite3.Connection, symbol: str, side: str, result: OrderResult) -> None:
+    def record_result(
+        self,
+        conn: sqlite3.Connection,
+        symbol: str,
+        side: str,
+        result: OrderResult,
+        stop_loss: float | None = None,
+    ) -> None:
         """Apply a broker result to the order row and, for a fill, to the ledger."""
         order_store.update_order(
             conn, result.client_order_id, status=result.status, filled=result.filled,
@@ -321,6 +336,7 @@ class TradingEngine:
                 conn, broker=self.broker.name, symbol=symbol, side=side, filled=result.filled,
                 price=result.average, fee=self._fee_in_quote(result),
                 quote_currency=self.settings.paper.quote_currency, starting_cash=self._starting_cash(),
+                stop_loss=stop_loss,
             )  # fmt: skip
 
     def _fee_in_quote(self, result: OrderResult) -> float:

@@ -99,25 +99,26 @@ def claim_alert(
     payload: Any,
     fields: dict[str, Any],
     status: str,
+    outcome: dict[str, Any] | None = None,
 ) -> int | None:
     """Insert an accepted alert inside the caller's transaction.
 
     Returns its id, or None when ``idempotency_key`` is already taken: the UNIQUE constraint,
-    not an in-process dict, is what makes a duplicate act once across every worker.
+    not an in-process dict, is what makes a duplicate act once across every worker. When the
+    outcome is already known (no order to place), ``outcome`` (http_status, reason, decision,
+    ml_analysis) is written with it, in one statement.
     """
     columns = {k: v for k, v in fields.items() if k in _ALERT_FIELDS}
+    tail = {"idempotency_key": idempotency_key, "status": status}
+    if outcome is not None:
+        tail.update(
+            http_status=outcome["http_status"], reason=outcome["reason"],
+            decision=_dumps(outcome["decision"]), ml_analysis=_dumps(outcome["ml_analysis"]),
+        )  # fmt: skip
     try:
         cur = conn.execute(
-            _insert_sql(columns, ["idempotency_key", "status"]),
-            (
-                received_at,
-                received_at,
-                source_ip,
-                _dumps(payload),
-                *columns.values(),
-                idempotency_key,
-                status,
-            ),
+            _insert_sql(columns, list(tail)),
+            (received_at, received_at, source_ip, _dumps(payload), *columns.values(), *tail.values()),
         )
     except sqlite3.IntegrityError as exc:
         if "idempotency_key" not in str(exc):

@@ -6,10 +6,11 @@ import fcntl
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlite_utils
 
@@ -18,6 +19,18 @@ from storage.schema import MIGRATIONS
 __all__ = ["SCHEMA_VERSION", "Storage"]
 
 SCHEMA_VERSION = len(MIGRATIONS)
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Job:
+    """One caller's unit of work in a group commit."""
+
+    fn: Callable[[sqlite3.Connection], Any]
+    result: Any = None
+    error: BaseException | None = None
+    finished: bool = False
 
 
 class Storage:
@@ -35,6 +48,9 @@ class Storage:
         self.busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
         self._write_lock = threading.Lock()
+        self._batch_cv = threading.Condition()
+        self._batch_queue: list[_Job] = []
+        self._batch_leader = False
         self._lock_fd: int | None = None
         self._lock_pid: int | None = None
         if str(self.path) != ":memory:":
@@ -115,6 +131,55 @@ class Storage:
             finally:
                 if lock_fd is not None:
                     fcntl.flock(lock_fd, fcntl.LOCK_UN)
+
+    def write_batched(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` in a write transaction shared with other threads' work (group commit).
+
+        The write lock is one queue for every worker, so the time it is held caps throughput.
+        Threads of this process that arrive while a transaction is running queue up; the next
+        one to go runs all queued work in *one* transaction, each piece inside its own
+        SAVEPOINT (an exception undoes only that piece and is re-raised in its own thread).
+        Every caller returns only after the COMMIT that made its work durable. ``fn`` runs on
+        the batch leader's thread: it must use the ``conn`` it is given (or ``self.conn``,
+        which on that thread is the same connection).
+        """
+        job = _Job(fn)
+        with self._batch_cv:
+            self._batch_queue.append(job)
+            while self._batch_leader and not job.finished:
+                self._batch_cv.wait()
+            if not job.finished:
+                self._batch_leader = True
+                batch, self._batch_queue = self._batch_queue, []
+        if not job.finished:
+            try:
+                self._run_batch(batch)
+            finally:
+                with self._batch_cv:
+                    self._batch_leader = False
+                    self._batch_cv.notify_all()
+        if job.error is not None:
+            raise job.error
+        return job.result  # type: ignore[no-any-return]
+
+    def _run_batch(self, batch: list[_Job]) -> None:
+        try:
+            with self.transaction() as conn:
+                for job in batch:
+                    conn.execute("SAVEPOINT job")
+                    try:
+                        job.result = job.fn(conn)
+                    except BaseException as exc:  # re-raised in the job's own thread
+                        conn.execute("ROLLBACK TO job")
+                        job.error = exc
+                    conn.execute("RELEASE job")
+        except BaseException as exc:
+            for job in batch:
+                job.error = job.error or exc
+            raise
+        finally:
+            for job in batch:
+                job.finished = True
 
     def query(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
         return self.conn.execute(sql, params).fetchall()

@@ -23,7 +23,6 @@ __all__ = [
     "get_cash",
     "get_order",
     "get_position",
-    "last_trade_times",
     "list_orders",
     "list_positions",
     "pending_exposure",
@@ -40,6 +39,20 @@ class Position:
     avg_price: float | None
     realized_pnl: float
     opened_at: float | None
+    stop_loss: float | None = None
+    updated_at: float | None = None
+
+
+def _position(r: sqlite3.Row) -> Position:
+    return Position(
+        r["symbol"],
+        r["amount"],
+        r["avg_price"],
+        r["realized_pnl"],
+        r["opened_at"],
+        r["stop_loss"],
+        r["updated_at"],
+    )
 
 
 def create_pending_order(
@@ -100,8 +113,13 @@ def apply_fill(
     fee: float,
     quote_currency: str,
     starting_cash: float,
+    stop_loss: float | None = None,
 ) -> Position:
-    """Move the position and the cash ledger by one fill (inside the caller's transaction)."""
+    """Move the position and the cash ledger by one fill (inside the caller's transaction).
+
+    ``stop_loss`` is the protective stop of exposure this fill adds; the portfolio-risk limit
+    counts ``|avg price - stop| * size`` of every open position. Reducing fills keep the stop.
+    """
     now = time.time()
     signed = filled if side == "buy" else -filled
     row = _position_row(conn, broker, symbol)
@@ -109,24 +127,27 @@ def apply_fill(
     avg = row["avg_price"] if row else None
     realized = row["realized_pnl"] if row else 0.0
     opened_at = row["opened_at"] if row else None
+    stop = row["stop_loss"] if row else None
     new = old + signed
     if old == 0 or (old > 0) == (signed > 0):
         avg = (abs(old) * (avg or 0.0) + abs(signed) * price) / abs(new) if new else None
         opened_at = opened_at or now
+        stop = stop_loss if stop_loss is not None else stop
     else:
         closed = min(abs(old), abs(signed))
         realized += (price - (avg or price)) * closed * (1 if old > 0 else -1)
         if abs(new) < 1e-12:
-            new, avg, opened_at = 0.0, None, None
+            new, avg, opened_at, stop = 0.0, None, None, None
         elif (new > 0) != (old > 0):
-            avg, opened_at = price, now  # crossed through flat: the remainder opens at this price
+            # Crossed through flat: the remainder opens at this price, with this fill's stop.
+            avg, opened_at, stop = price, now, stop_loss
     realized -= fee
     conn.execute(
-        "INSERT INTO positions (broker, symbol, amount, avg_price, realized_pnl, opened_at, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (broker, symbol) DO UPDATE SET amount = excluded.amount,"
-        " avg_price = excluded.avg_price, realized_pnl = excluded.realized_pnl,"
-        " opened_at = excluded.opened_at, updated_at = excluded.updated_at",
-        (broker, symbol, new, avg, realized, opened_at, now),
+        "INSERT INTO positions (broker, symbol, amount, avg_price, realized_pnl, stop_loss, opened_at,"
+        " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (broker, symbol) DO UPDATE SET"
+        " amount = excluded.amount, avg_price = excluded.avg_price, realized_pnl = excluded.realized_pnl,"
+        " stop_loss = excluded.stop_loss, opened_at = excluded.opened_at, updated_at = excluded.updated_at",
+        (broker, symbol, new, avg, realized, stop, opened_at, now),
     )
     cash = _cash(conn, broker, quote_currency, starting_cash) - signed * price - fee
     conn.execute(
@@ -135,7 +156,7 @@ def apply_fill(
         " updated_at = excluded.updated_at",
         (broker, quote_currency, cash, now),
     )
-    return Position(symbol, new, avg, realized, opened_at)
+    return Position(symbol, new, avg, realized, opened_at, stop, now)
 
 
 def _cash(conn: sqlite3.Connection, broker: str, currency: str, default: float) -> float:
@@ -152,17 +173,12 @@ def get_cash(storage: Storage, broker: str, currency: str, default: float) -> fl
 
 def get_position(storage: Storage, broker: str, symbol: str) -> Position:
     row = _position_row(storage.conn, broker, symbol)
-    if row is None:
-        return Position(symbol, 0.0, None, 0.0, None)
-    return Position(symbol, row["amount"], row["avg_price"], row["realized_pnl"], row["opened_at"])
+    return Position(symbol, 0.0, None, 0.0, None) if row is None else _position(row)
 
 
 def list_positions(storage: Storage, broker: str, *, open_only: bool = True) -> list[Position]:
     sql = "SELECT * FROM positions WHERE broker = ?" + (" AND amount != 0" if open_only else "")
-    return [
-        Position(r["symbol"], r["amount"], r["avg_price"], r["realized_pnl"], r["opened_at"])
-        for r in storage.query(sql + " ORDER BY symbol", (broker,))
-    ]
+    return [_position(r) for r in storage.query(sql + " ORDER BY symbol", (broker,))]
 
 
 def list_orders(storage: Storage, *, limit: int = 50, alert_id: int | None = None) -> list[dict[str, Any]]:
@@ -191,12 +207,6 @@ def pending_exposure(conn: sqlite3.Connection, broker: str, symbol: str) -> floa
 def pending_orders(storage: Storage) -> list[dict[str, Any]]:
     """Orders whose fate was never recorded (the worker died between send and answer)."""
     return [dict(r) for r in storage.query("SELECT * FROM orders WHERE status = 'pending' ORDER BY id")]
-
-
-def last_trade_times(storage: Storage, broker: str) -> dict[str, float]:
-    """Per symbol, when its position last changed (a fill): what cooldowns count from."""
-    rows = storage.query("SELECT symbol, updated_at FROM positions WHERE broker = ?", (broker,))
-    return {r[0]: float(r[1]) for r in rows}
 
 
 def record_equity(conn: sqlite3.Connection, broker: str, equity: float, at: float | None = None) -> None:

@@ -67,6 +67,7 @@ CREATE TABLE positions (
     amount REAL NOT NULL DEFAULT 0,
     avg_price REAL,
     realized_pnl REAL NOT NULL DEFAULT 0,
+    stop_loss REAL,
     opened_at REAL,
     updated_at REAL NOT NULL,
     PRIMARY KEY (broker, symbol)

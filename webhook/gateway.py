@@ -109,12 +109,15 @@ class Gateway:
         payload = alert.record()
         fields = _alert_fields(alert)
         instant = self.broker.settles_instantly
-        with self.storage.transaction() as conn:
+
+        def decide_and_record(conn: Any) -> tuple[Decision, int, str | None, Reply | None]:
+            """The alert's write transaction (group-committed with other threads' alerts)."""
             decision = self.engine.decide(conn, alert, strategy, snapshot, enrichment.opinion)
             fields["symbol"] = decision.symbol
+            outcome = None if decision.order is not None else self._outcome(decision, enrichment.analysis)
             alert_id = alert_store.claim_alert(
                 conn, idempotency_key=key, received_at=received_at, source_ip=ip, payload=payload,
-                fields=fields, status=decision.status,
+                fields=fields, status=decision.status, outcome=outcome,
             )  # fmt: skip
             if alert_id is None:
                 original = alert_store.original_for_key(conn, key)
@@ -123,11 +126,12 @@ class Gateway:
                     conn, original_id=original, received_at=received_at, source_ip=ip,
                     payload=payload, fields=fields,
                 )  # fmt: skip
-                return self._duplicate_reply(conn, original, dup_id)
+                return decision, dup_id, None, self._duplicate_reply(conn, original, dup_id)
             self.enricher.record(conn, alert_id, enrichment)
             stamp = alert.timenow or alert.time
             if decision.symbol and stamp is not None:
                 state_store.set_last_alert_time(conn, strategy_id, decision.symbol, stamp.timestamp())
+            client_order_id = None
             if decision.order is not None:
                 client_order_id = f"tvgw-{alert_id}-{int(received_at) % 100000}"
                 order_store.create_pending_order(
@@ -139,15 +143,28 @@ class Gateway:
                 if instant:
                     decision = self.engine.send(decision, client_order_id)
                     self.engine.settle(conn, decision)
-            if decision.order is None or instant:
-                self._finish(conn, alert_id, decision, enrichment.analysis)
+                    self._finish(conn, alert_id, decision, enrichment.analysis)
+            return decision, alert_id, client_order_id, None
+
+        decision, alert_id, client_order_id, duplicate = self.storage.write_batched(decide_and_record)
+        if duplicate is not None:
+            return duplicate
         if decision.order is not None and not instant:
-            assert decision.client_order_id is None
+            assert client_order_id is not None
             decision = self.engine.send(decision, client_order_id)
             with self.storage.transaction() as conn:
                 self.engine.settle(conn, decision)
                 self._finish(conn, alert_id, decision, enrichment.analysis)
         return Reply(_http_status(decision), alert_response(alert_id, decision, enrichment.analysis))
+
+    @staticmethod
+    def _outcome(decision: Decision, ml_analysis: dict[str, Any] | None) -> dict[str, Any]:
+        return {
+            "http_status": _http_status(decision),
+            "reason": decision.reason,
+            "decision": decision.as_json(),
+            "ml_analysis": ml_analysis,
+        }
 
     def _finish(
         self, conn: Any, alert_id: int, decision: Decision, ml_analysis: dict[str, Any] | None

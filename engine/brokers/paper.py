@@ -28,9 +28,14 @@ class PaperBroker(Broker):
         self.settings = settings
         self.max_leverage = max_leverage
         self._marks: dict[str, float] = {}
+        self._symbols: dict[tuple[str, str | None], str] = {}
 
     def resolve_symbol(self, ticker: str, exchange: str | None = None) -> str:
-        return to_ccxt_symbol(ticker, None, exchange)
+        key = (ticker, exchange)
+        symbol = self._symbols.get(key)
+        if symbol is None:
+            symbol = self._symbols[key] = to_ccxt_symbol(ticker, None, exchange)
+        return symbol
 
     def cash(self) -> float:
         return get_cash(self.storage, self.name, self.settings.quote_currency, self.settings.starting_balance)

@@ -59,7 +59,7 @@ class MLOpinion:
 class MarketSnapshot:
     """Inputs gathered *before* the write transaction (they may need the network)."""
 
-    equity: float
+    equity: float | None  # None: the broker could not say
     price: float | None
     candles: Any = None  # recent OHLCV DataFrame, when the candle store has one
 

@@ -41,6 +41,9 @@ __all__ = ["TradingEngine"]
 
 log = logging.getLogger(__name__)
 
+#: Seconds a remote broker's equity reading is reused.
+EQUITY_TTL_S = 5.0
+
 #: Position differences smaller than this (in base units) count as "already there".
 EPSILON = 1e-9
 
@@ -60,19 +63,39 @@ class TradingEngine:
         self.storage = storage
         self.broker = broker
         self.risk = RiskManager(settings.risk)
+        self._equity_cache: tuple[float, float | None] = (-EQUITY_TTL_S, None)
 
     # --- step 0: inputs that may need the network (outside the transaction) ---------------
     def snapshot(self, alert: Alert, strategy: StrategySettings, candles: object = None) -> MarketSnapshot:
-        """Price and equity for the decision; annotate-only strategies need neither."""
-        if strategy.mode == "annotate":
-            return MarketSnapshot(equity=0.0, price=alert.price or alert.close, candles=candles)
+        """Price and equity for the decision; annotate-only strategies need neither.
+
+        A remote broker's equity costs round trips (balance, tickers), so it is cached for
+        EQUITY_TTL_S; when it cannot be read at all, equity is None and any decision that
+        needs it is refused with the reason rather than guessed.
+        """
         price = alert.price or alert.close
+        if strategy.mode == "annotate":
+            return MarketSnapshot(equity=0.0, price=price, candles=candles)
         if price is None:
             try:
                 price = self.broker.last_price(self.broker.resolve_symbol(alert.ticker, alert.exchange))
             except BrokerError:
                 price = None
-        return MarketSnapshot(equity=self.broker.equity(), price=price, candles=candles)
+        return MarketSnapshot(equity=self._equity(), price=price, candles=candles)
+
+    def _equity(self) -> float | None:
+        if self.broker.settles_instantly:
+            return self.broker.equity()
+        cached_at, value = self._equity_cache
+        if time.monotonic() - cached_at < EQUITY_TTL_S:
+            return value
+        try:
+            value = self.broker.equity()
+        except BrokerError as exc:
+            log.warning("cannot read %s equity: %s", self.broker.name, exc)
+            return None
+        self._equity_cache = (time.monotonic(), value)
+        return value
 
     # --- step 1: decide (inside the caller's write transaction) ----------------------------
     def decide(
@@ -107,6 +130,12 @@ class TradingEngine:
                 status="rejected", reason="no price: the alert has neither price nor close", **base
             )  # type: ignore[arg-type]
 
+        if snapshot.equity is None:
+            return Decision(
+                status="failed",
+                reason=f"cannot read the account equity from {self.broker.name}; not trading blind",
+                **base,  # type: ignore[arg-type]
+            )
         held = order_store.get_position(self.storage, self.broker.name, symbol).amount
         current = held + order_store.pending_exposure(conn, self.broker.name, symbol)
         plan = self._plan(alert, strategy, snapshot, ml, current, price)
@@ -202,7 +231,9 @@ class TradingEngine:
         if strategy.sizing == "kelly" and ml is not None:
             if ml.kelly_fraction <= 0:
                 return None, "Kelly fraction is zero: the model sees no edge"
-            return ml.kelly_fraction * snapshot.equity / price, f"Kelly {ml.kelly_fraction:.3f} of equity"
+            return ml.kelly_fraction * (
+                snapshot.equity or 0.0
+            ) / price, f"Kelly {ml.kelly_fraction:.3f} of equity"
         if strategy.sizing == "fixed_quote":
             return strategy.quote_amount / price, f"{strategy.quote_amount:g} quote per trade"
         if alert.contracts is None or alert.contracts <= 0:
@@ -263,9 +294,10 @@ class TradingEngine:
                 open_risk += abs(p.avg_price - p.stop_loss) * abs(p.amount)
             else:
                 open_risk += DEFAULT_STOP_FRACTION * notional[p.symbol]
-        peak, day_start = order_store.equity_marks(self.storage, self.broker.name, snapshot.equity)
+        equity = snapshot.equity or 0.0
+        peak, day_start = order_store.equity_marks(self.storage, self.broker.name, equity)
         return PortfolioState(
-            equity=snapshot.equity,
+            equity=equity,
             peak_equity=peak,
             day_start_equity=day_start,
             positions={p.symbol: p.amount for p in positions},

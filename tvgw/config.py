@@ -100,7 +100,7 @@ class Settings(_Frozen):
     sandbox: bool = True
     #: Base URL replacing the exchange's REST API (a local fake exchange in tests, a proxy).
     exchange_api_url: str | None = None
-    exchange_timeout_ms: int = Field(default=2_000, ge=100, le=60_000)
+    exchange_timeout_ms: int = Field(default=1_200, ge=100, le=60_000)
     #: Client addresses or networks allowed to post alerts; empty means anyone.
     allowed_ips: tuple[str, ...] = (*TRADINGVIEW_IPS, *LOOPBACK)
     trusted_proxies: tuple[str, ...] = ()

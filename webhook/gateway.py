@@ -139,7 +139,8 @@ class Gateway:
                     broker=self.broker.name, symbol=decision.order.symbol, side=decision.order.side,
                     order_type="market", amount=decision.order.amount, price=decision.order.price,
                 )  # fmt: skip
-                order_store.record_equity(conn, self.broker.name, snapshot.equity)
+                if snapshot.equity is not None:
+                    order_store.record_equity(conn, self.broker.name, snapshot.equity)
                 if instant:
                     decision = self.engine.send(decision, client_order_id)
                     self.engine.settle(conn, decision)

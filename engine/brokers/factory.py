@@ -21,4 +21,9 @@ def create_broker(settings: Settings, storage: Storage) -> Broker:
         sandbox=settings.sandbox,
         api_url=settings.exchange_api_url,
         timeout_ms=settings.exchange_timeout_ms,
+        # One reconciliation read after a lost answer keeps the worst case (order timeout +
+        # lookup + backoff) near 2 x timeout, inside TradingView's 3 s at the 1.2 s default.
+        read_retries=1,
+        backoff_s=0.1,
+        quote_currency=settings.paper.quote_currency,
     )

@@ -1,0 +1,120 @@
+"""The whole gateway trading through real ccxt against the local fake Binance: the remote-broker
+path (order intent committed, sent once, outcome committed), its failure modes, and start-up
+reconciliation of an order a crash left pending."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import make_settings, sample_alert
+from tests.fake_exchange import DEFAULT_API_KEY, DEFAULT_SECRET, FakeBinance
+from webhook import create_app
+from webhook.recovery import recover
+
+
+@pytest.fixture
+def exchange_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TVGW_BINANCE_API_KEY", DEFAULT_API_KEY)
+    monkeypatch.setenv("TVGW_BINANCE_SECRET", DEFAULT_SECRET)
+
+
+def gateway(tmp_path: Path, fake: FakeBinance, **env: str) -> tuple[Any, Any]:
+    settings = make_settings(
+        tmp_path, TVGW_BROKER="binance", TVGW_EXCHANGE_API_URL=fake.url, TVGW_EXCHANGE_TIMEOUT_MS="600", **env
+    )
+    return settings, create_app(settings).test_client()
+
+
+def post(client: Any, **fields: Any) -> Any:
+    return client.post("/webhook", data=json.dumps(sample_alert(**fields)))
+
+
+def orders(settings: Any) -> list[sqlite3.Row]:
+    conn = sqlite3.connect(settings.database)
+    conn.row_factory = sqlite3.Row
+    try:
+        return conn.execute("SELECT * FROM orders ORDER BY id").fetchall()
+    finally:
+        conn.close()
+
+
+def test_buy_executes_on_the_exchange(tmp_path: Path, fake_exchange: FakeBinance, exchange_env: None) -> None:
+    settings, client = gateway(tmp_path, fake_exchange)
+    response = post(client, contracts=0.01, price=30000.0)
+    assert response.status_code == 200, response.json
+    body = response.json
+    assert body["status"] == "executed"
+    (row,) = orders(settings)
+    assert (row["broker"], row["status"], row["filled"]) == ("binance", "filled", 0.01)
+    (placed,) = fake_exchange.orders_for(row["client_order_id"])
+    assert placed["side"] == "BUY" and placed["status"] == "FILLED"
+    assert body["decision"]["fill"]["exchange_order_id"] == row["exchange_order_id"]
+
+
+def test_timeout_on_create_is_reconciled_not_resent(
+    tmp_path: Path, fake_exchange: FakeBinance, exchange_env: None
+) -> None:
+    settings, client = gateway(tmp_path, fake_exchange)
+    fake_exchange.fail_next("POST /api/v3/order", "timeout")
+    body = post(client, contracts=0.01).json
+    assert body["status"] == "executed", body
+    (row,) = orders(settings)
+    assert len(fake_exchange.orders_for(row["client_order_id"])) == 1
+    assert fake_exchange.request_count("POST", "/api/v3/order") == 1
+
+
+def test_insufficient_balance_is_a_rejection(
+    tmp_path: Path, fake_exchange: FakeBinance, exchange_env: None
+) -> None:
+    settings, client = gateway(tmp_path, fake_exchange)
+    fake_exchange.fail_next("POST /api/v3/order", "insufficient_balance")
+    response = post(client, contracts=0.01)
+    assert response.status_code == 200
+    assert (
+        response.json["status"] == "rejected"
+        and "insufficient" in response.json["decision"]["reason"].lower()
+    )
+    (row,) = orders(settings)
+    assert row["status"] == "rejected"
+
+
+def test_lost_order_is_uncertain_and_answered_502(
+    tmp_path: Path, fake_exchange: FakeBinance, exchange_env: None
+) -> None:
+    settings, client = gateway(tmp_path, fake_exchange)
+    fake_exchange.fail_next("POST /api/v3/order", "timeout_lost")
+    response = post(client, contracts=0.01)
+    assert response.status_code == 502
+    assert response.json["status"] == "failed"
+    (row,) = orders(settings)
+    assert row["status"] == "unknown"
+    assert fake_exchange.request_count("POST", "/api/v3/order") == 1  # never re-sent
+
+
+def test_pending_order_left_by_a_crash_is_reconciled_at_start(
+    tmp_path: Path, fake_exchange: FakeBinance, exchange_env: None
+) -> None:
+    settings, client = gateway(tmp_path, fake_exchange)
+    body = post(client, contracts=0.01).json
+    assert body["status"] == "executed"
+    # Simulate a worker that died after sending and before recording: mark it pending again.
+    conn = sqlite3.connect(settings.database)
+    with conn:
+        conn.execute("UPDATE orders SET status = 'pending', filled = 0, average = NULL")
+        conn.execute("DELETE FROM positions")
+        conn.execute("UPDATE alerts SET status = 'processing'")
+    conn.close()
+    lines = recover(settings)
+    assert any("filled" in line for line in lines), lines
+    (row,) = orders(settings)
+    assert (row["status"], row["filled"]) == ("filled", 0.01)
+    conn = sqlite3.connect(settings.database)
+    (status,) = conn.execute("SELECT status FROM alerts").fetchone()
+    (amount,) = conn.execute("SELECT amount FROM positions").fetchone()
+    conn.close()
+    assert status == "executed" and amount == pytest.approx(0.01)

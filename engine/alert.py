@@ -72,7 +72,7 @@ class MarketPosition(StrEnum):
 
 def _f(placeholder: str | None, description: str, **kw: Any) -> Any:
     """A field with its TradingView placeholder recorded for the template generator."""
-    extra = {"placeholder": placeholder} if placeholder else {}
+    extra: dict[str, Any] = {"placeholder": placeholder} if placeholder else {}
     return Field(description=description, json_schema_extra=extra, **kw)
 
 
@@ -336,7 +336,11 @@ def _normalise(data: dict[str, Any]) -> dict[str, Any]:
         if key in _NUMERIC and isinstance(value, str):
             out[key] = _number(key, value)
         if key in _NUMERIC and isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"field {key!r} is {value!r}, not a finite number")
+            if key in _ABSENT_WHEN_NAN:
+                # TradingView prints NaN for a series with no value (volume on an index).
+                out[key] = None
+            else:
+                raise ValueError(f"field {key!r} is {value!r}, not a finite number")
     out["extras"] = extras
     return out
 
@@ -355,6 +359,10 @@ _NUMERIC = {
     "sentiment_score",
     "technical_score",
 }
+
+
+#: Bar fields a chart may leave undefined; NaN there means "not given", not an error.
+_ABSENT_WHEN_NAN = {"volume", "open", "high", "low", "close"}
 
 
 def _number(key: str, raw: str) -> float | None:

@@ -4,6 +4,7 @@ enrich → decide → execute → answer. Every branch records the alert before 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -226,11 +227,17 @@ def _refused_payload(raw: bytes) -> dict[str, Any]:
     return {"raw": redact(text), "truncated": len(raw) > 8192}
 
 
+_FIELD_IN_MESSAGE = re.compile(r"^field '([^']+)'")
+
+
 def _validation_error(exc: ValidationError) -> ApiError:
     details = []
     for err in exc.errors(include_url=False, include_input=False):
         loc = ".".join(str(p) for p in err["loc"])
         message = err["msg"].removeprefix("Value error, ")
+        named = _FIELD_IN_MESSAGE.search(message)
+        if not loc and named is not None:
+            loc = named.group(1)  # a whole-alert check that names the field it objects to
         details.append({"field": loc or None, "message": message})
     first = details[0]
     text = f"{first['field']}: {first['message']}" if first["field"] else first["message"]

@@ -45,7 +45,24 @@ def parse_alert_body(raw: bytes, *, max_depth: int) -> dict[str, Any]:
     depth = _depth(data)
     if depth > max_depth:
         raise ApiError(400, "too_deep", f"JSON nested {depth} levels deep; the limit is {max_depth}")
+    _check_placeholders(data)
     return data
+
+
+def _check_placeholders(data: dict[str, Any], prefix: str = "") -> None:
+    """A quoted placeholder TradingView left unfilled (``"{{exchnage}}"``) names its field."""
+    for key, value in data.items():
+        if isinstance(value, dict):
+            _check_placeholders(value, f"{prefix}{key}.")
+        elif isinstance(value, str) and key != "comment" and "{{" in value:
+            found = PLACEHOLDER_RE.search(value)
+            if found is not None:
+                raise ApiError(
+                    400, "unfilled_placeholder",
+                    f"field {prefix + key!r} holds the unfilled TradingView placeholder {found.group(0)}: "
+                    "check its spelling in the alert message",
+                    where=f"field {prefix + key}",
+                )  # fmt: skip
 
 
 def _json_error(text: str, exc: json.JSONDecodeError) -> ApiError:

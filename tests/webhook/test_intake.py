@@ -131,8 +131,17 @@ def test_unfilled_placeholder_names_the_field(client: Any, settings: Any) -> Non
     body = assert_refused(settings, post(client, raw), 400, "unfilled_placeholder")
     assert "'price'" in body["error"]["message"]
     quoted = sample_alert(ticker="{{tickerr}}")
-    body = assert_refused(settings, post(client, quoted), 400, "invalid_alert")
+    body = assert_refused(settings, post(client, quoted), 400, "unfilled_placeholder")
     assert "'ticker'" in body["error"]["message"] and "{{tickerr}}" in body["error"]["message"]
+    assert body["error"]["where"] == "field ticker"
+
+
+def test_nan_volume_means_no_volume(client: Any) -> None:
+    raw = json.dumps(sample_alert(open=1.0, high=2.0, low=0.5, close=1.5)).replace("}", ', "volume": NaN}')
+    response = post(client, raw)
+    assert response.status_code == 200, response.json
+    bad = json.dumps(sample_alert()).replace('"contracts": 0.01', '"contracts": NaN')
+    assert post(client, bad).json["error"]["where"] == "contracts"
 
 
 def test_validation_error_names_field(client: Any, settings: Any) -> None:

@@ -14,7 +14,7 @@ region with freshly generated Pine and leaves the hand-written rest alone. The b
 therefore exactly ``render(kind)`` for the default strategy id (a test checks this); after changing
 the alert model or this module, run ``python -m pine`` to rewrite them.
 
-How each script delivers the message (see ``docs/tradingview.md``):
+How each script delivers the message (see the README, "From a TradingView chart to the gateway"):
 
 * strategy: every ``strategy.entry``/``strategy.exit`` call passes ``alert_message=`` the full JSON,
   with the action fixed per call (``buy``, ``sell``, ``reverse``, ``close_long``, ``close_short``),

@@ -68,7 +68,7 @@ def _instructions(script: RenderedScript) -> str:
         lines += ["", f"[{title}]", message] if script.kind == "indicator" else ["", message]
     lines += ["", f"Webhook URL: {script.webhook_url}"]
     if script.webhook_url.startswith("https://<"):
-        lines.append("(the gateway behind HTTPS on port 443; see docs/tradingview.md)")
+        lines.append("(put the gateway behind HTTPS on port 443: README, 'From a TradingView chart')")
     lines.append("=" * 72)
     return "\n".join(lines)
 

@@ -1,0 +1,107 @@
+"""Actions, target positions and sizing on the paper book, through the whole intake path."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import make_settings, sample_alert
+from webhook import create_app
+
+
+def position(settings: Any, symbol: str = "BTC/USDT") -> float:
+    conn = sqlite3.connect(settings.database)
+    try:
+        row = conn.execute("SELECT amount FROM positions WHERE symbol = ?", (symbol,)).fetchone()
+    finally:
+        conn.close()
+    return 0.0 if row is None else row[0]
+
+
+def stamp(seconds_ago: float) -> str:
+    return (datetime.now(UTC) - timedelta(seconds=seconds_ago)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@pytest.fixture
+def book(tmp_path: Path) -> tuple[Any, Any]:
+    settings = make_settings(tmp_path, {"risk": {"max_position_fraction": 5.0, "max_leverage": 5.0}})
+    return settings, create_app(settings).test_client()
+
+
+def send(client: Any, **fields: Any) -> dict[str, Any]:
+    response = client.post("/webhook", data=json.dumps(sample_alert(**fields)))
+    assert response.status_code == 200, response.json
+    return response.json
+
+
+def test_buy_sell_close_and_reverse_move_the_position(book: tuple[Any, Any]) -> None:
+    settings, client = book
+    send(client, action="buy", contracts=0.02, order_id="1")
+    assert position(settings) == pytest.approx(0.02)
+    send(client, action="sell", contracts=0.005, order_id="2")
+    assert position(settings) == pytest.approx(0.015)
+    reversed_ = send(client, action="reverse", order_id="3")
+    assert reversed_["status"] == "executed" and reversed_["decision"]["order"]["amount"] == pytest.approx(0.03)
+    assert position(settings) == pytest.approx(-0.015)
+    assert send(client, action="close_long", order_id="4")["status"] == "annotated"  # nothing long to close
+    send(client, action="close_short", order_id="5")
+    assert position(settings) == pytest.approx(0.0)
+    nothing = send(client, action="reverse", order_id="6")
+    assert nothing["status"] == "rejected" and "no position to reverse" in nothing["decision"]["reason"]
+
+
+def test_target_position_converges_on_repeats(book: tuple[Any, Any]) -> None:
+    settings, client = book
+    for n in range(3):  # the same intent three times (different alerts): one position, not three
+        send(client, action="buy", contracts=0.01, position_size=0.01, market_position="long", order_id=f"t{n}")
+    assert position(settings) == pytest.approx(0.01)
+    flat = send(client, action="sell", contracts=0.01, position_size=0, market_position="flat", order_id="t-exit")
+    assert flat["decision"]["target_position"] == 0.0
+    assert position(settings) == pytest.approx(0.0)
+    short = send(client, action="sell", contracts=0.02, position_size=-0.02, market_position="short", order_id="s")
+    assert short["decision"]["target_position"] == pytest.approx(-0.02)
+    assert position(settings) == pytest.approx(-0.02)
+
+
+def test_out_of_order_alert_is_rejected(book: tuple[Any, Any]) -> None:
+    settings, client = book
+    send(client, action="buy", contracts=0.01, position_size=0.01, market_position="long", timenow=stamp(1),
+         order_id="new")
+    late = send(client, action="sell", contracts=0.01, position_size=0, market_position="flat", timenow=stamp(30),
+                order_id="old")
+    assert late["status"] == "rejected" and "out of order" in late["decision"]["reason"]
+    assert position(settings) == pytest.approx(0.01)
+
+
+def test_fixed_quote_sizing(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, {"strategies": {"default": {"passphrase": "test-secret",
+                                                                   "sizing": "fixed_quote", "quote_amount": 300}}})
+    client = create_app(settings).test_client()
+    body = send(client, action="buy", price=30000.0, contracts=5)
+    assert body["decision"]["order"]["amount"] == pytest.approx(0.01)
+
+
+def test_paper_fill_costs_fee_and_slippage(book: tuple[Any, Any]) -> None:
+    settings, client = book
+    fill = send(client, action="buy", contracts=0.01, price=30000.0)["decision"]["fill"]
+    assert fill["average"] == pytest.approx(30000.0 * (1 + 5 / 10_000))
+    assert fill["fee"] == pytest.approx(0.01 * fill["average"] * 0.001)
+
+
+def test_alert_without_price_is_rejected_not_guessed(book: tuple[Any, Any]) -> None:
+    _, client = book
+    alert = sample_alert(action="buy", contracts=0.01)
+    del alert["price"]
+    body = client.post("/webhook", data=json.dumps(alert)).json
+    assert body["status"] == "rejected" and "no price" in body["decision"]["reason"]
+
+
+def test_unknown_ticker_is_rejected_with_reason(book: tuple[Any, Any]) -> None:
+    _, client = book
+    body = send(client, ticker="NOTAPAIR", action="buy")
+    assert body["status"] == "rejected" and "NOTAPAIR" in body["decision"]["reason"]

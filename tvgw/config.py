@@ -39,6 +39,11 @@ TRADINGVIEW_IPS: tuple[str, ...] = (
     "52.32.178.7",
 )
 LOOPBACK: tuple[str, ...] = ("127.0.0.0/8", "::1")
+#: Variables handed to the sentiment sources (keys stay out of the repository and of alerts).
+SENTIMENT_VARIABLES = (
+    "TVGW_NEWSAPI_KEY", "TVGW_REDDIT_CLIENT_ID", "TVGW_REDDIT_CLIENT_SECRET", "TVGW_X_BEARER_TOKEN",
+    "TVGW_RSS_FEEDS",
+)  # fmt: skip
 
 Mode = Literal["annotate", "execute", "ml_gate", "hybrid"]
 Sizing = Literal["alert", "fixed_quote", "kelly"]
@@ -123,6 +128,11 @@ class Settings(_Frozen):
     drift_max_drawdown: float = Field(default=0.15, gt=0, le=1)
     drift_min_sharpe: float = 0.5
     drift_window_days: float = Field(default=7.0, gt=0)
+    #: Seconds between background sentiment refreshes for models that use sentiment (0: off).
+    sentiment_refresh_s: float = Field(default=300.0, ge=0)
+    #: The news/social source settings (TVGW_NEWSAPI_KEY, TVGW_REDDIT_CLIENT_ID,
+    #: TVGW_REDDIT_CLIENT_SECRET, TVGW_X_BEARER_TOKEN, TVGW_RSS_FEEDS), as read at start-up.
+    sentiment_env: dict[str, str] = Field(default_factory=dict, repr=False)
     log_level: str = "INFO"
 
     @field_validator("allowed_ips", "trusted_proxies")
@@ -160,6 +170,7 @@ _ENV: dict[str, tuple[tuple[str, ...], str]] = {
     "TVGW_ML_ENABLED": (("ml_enabled",), "bool"),
     "TVGW_ML_BUDGET_MS": (("ml_budget_ms",), "str"),
     "TVGW_RESOLVE_INTERVAL_S": (("resolve_interval_s",), "str"),
+    "TVGW_SENTIMENT_REFRESH_S": (("sentiment_refresh_s",), "str"),
     "TVGW_PAPER_BALANCE": (("paper", "starting_balance"), "str"),
     "TVGW_PAPER_FEE_RATE": (("paper", "fee_rate"), "str"),
     "TVGW_PAPER_SLIPPAGE_BPS": (("paper", "slippage_bps"), "str"),
@@ -272,6 +283,7 @@ def load_settings(
         values = _merge(_read_config_file(env["TVGW_CONFIG"]), values)
     if overrides:
         values = _merge(values, overrides)
+    values.setdefault("sentiment_env", {k: env[k] for k in SENTIMENT_VARIABLES if k in env})
     _strategies(values, env)
     try:
         settings = Settings.model_validate(values)

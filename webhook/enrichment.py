@@ -75,13 +75,14 @@ class Enricher:
         resolve_symbol: Callable[[str, str | None], str],
         *,
         live_exchange: bool = False,
-        sentiment: Any = None,
     ):
         self.settings = settings
         self.storage = storage
         self.resolve_symbol = resolve_symbol
         self.live_exchange = live_exchange
-        self.sentiment = sentiment
+        self._sentiment: Any = None
+        self._sentiment_symbols: set[str] = set()
+        self._sentiment_lock = threading.Lock()
         self._markets: dict[tuple[str, str], _Market] = {}
         self._markets_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tvgw-ml")
@@ -244,13 +245,39 @@ class Enricher:
         if version == market.version and market.strategy is not None:
             return
         try:
-            strategy = load_latest_strategy(model_dir, symbol, timeframe, sentiment=self.sentiment)
+            strategy = load_latest_strategy(model_dir, symbol, timeframe)
         except (MLError, OSError, ValueError, KeyError) as exc:
             market.load_error = f"model {symbol} {timeframe} {version} failed to load: {exc}"
             log.error("%s", market.load_error)
             return
+        if strategy.config.use_sentiment:
+            strategy.sentiment = self._sentiment_for(symbol)
         market.strategy, market.version, market.load_error = strategy, version, None
         log.info("loaded model %s %s version %s", symbol, timeframe, version)
+
+    def _sentiment_for(self, symbol: str) -> Any:
+        """The shared SentimentAnalysis, built on first need (its import costs ~2 s), and a
+        background refresh of ``symbol`` every ``sentiment_refresh_s``: the webhook path only
+        ever reads the SQLite cache, never the network."""
+        from ml_integration.sentiment import SentimentAnalysis, keys_from_environ
+
+        with self._sentiment_lock:
+            if self._sentiment is None:
+                self._sentiment = SentimentAnalysis(self.storage)
+                self._sentiment.configure_apis(**keys_from_environ(self.settings.sentiment_env))
+                if self.settings.sentiment_refresh_s > 0:
+                    threading.Thread(target=self._refresh_loop, name="tvgw-sentiment", daemon=True).start()
+            self._sentiment_symbols.add(symbol)
+        return self._sentiment
+
+    def _refresh_loop(self) -> None:
+        while True:
+            for symbol in sorted(self._sentiment_symbols):
+                # Cached when another worker fetched it within the cache TTL; never raises for I/O.
+                result = self._sentiment.get_combined_sentiment(symbol, allow_fetch=True)
+                if result.get("failed_sources"):
+                    log.warning("sentiment %s: failed sources %s", symbol, result["failed_sources"])
+            time.sleep(self.settings.sentiment_refresh_s)
 
     def status(self) -> dict[str, Any]:
         """For /healthz: which models this worker has loaded."""

@@ -46,7 +46,9 @@ def test_buy_sell_close_and_reverse_move_the_position(book: tuple[Any, Any]) -> 
     send(client, action="sell", contracts=0.005, order_id="2")
     assert position(settings) == pytest.approx(0.015)
     reversed_ = send(client, action="reverse", order_id="3")
-    assert reversed_["status"] == "executed" and reversed_["decision"]["order"]["amount"] == pytest.approx(0.03)
+    assert reversed_["status"] == "executed" and reversed_["decision"]["order"]["amount"] == pytest.approx(
+        0.03
+    )
     assert position(settings) == pytest.approx(-0.015)
     assert send(client, action="close_long", order_id="4")["status"] == "annotated"  # nothing long to close
     send(client, action="close_short", order_id="5")
@@ -58,29 +60,55 @@ def test_buy_sell_close_and_reverse_move_the_position(book: tuple[Any, Any]) -> 
 def test_target_position_converges_on_repeats(book: tuple[Any, Any]) -> None:
     settings, client = book
     for n in range(3):  # the same intent three times (different alerts): one position, not three
-        send(client, action="buy", contracts=0.01, position_size=0.01, market_position="long", order_id=f"t{n}")
+        send(
+            client, action="buy", contracts=0.01, position_size=0.01, market_position="long", order_id=f"t{n}"
+        )
     assert position(settings) == pytest.approx(0.01)
-    flat = send(client, action="sell", contracts=0.01, position_size=0, market_position="flat", order_id="t-exit")
+    flat = send(
+        client, action="sell", contracts=0.01, position_size=0, market_position="flat", order_id="t-exit"
+    )
     assert flat["decision"]["target_position"] == 0.0
     assert position(settings) == pytest.approx(0.0)
-    short = send(client, action="sell", contracts=0.02, position_size=-0.02, market_position="short", order_id="s")
+    short = send(
+        client, action="sell", contracts=0.02, position_size=-0.02, market_position="short", order_id="s"
+    )
     assert short["decision"]["target_position"] == pytest.approx(-0.02)
     assert position(settings) == pytest.approx(-0.02)
 
 
 def test_out_of_order_alert_is_rejected(book: tuple[Any, Any]) -> None:
     settings, client = book
-    send(client, action="buy", contracts=0.01, position_size=0.01, market_position="long", timenow=stamp(1),
-         order_id="new")
-    late = send(client, action="sell", contracts=0.01, position_size=0, market_position="flat", timenow=stamp(30),
-                order_id="old")
+    send(
+        client,
+        action="buy",
+        contracts=0.01,
+        position_size=0.01,
+        market_position="long",
+        timenow=stamp(1),
+        order_id="new",
+    )
+    late = send(
+        client,
+        action="sell",
+        contracts=0.01,
+        position_size=0,
+        market_position="flat",
+        timenow=stamp(30),
+        order_id="old",
+    )
     assert late["status"] == "rejected" and "out of order" in late["decision"]["reason"]
     assert position(settings) == pytest.approx(0.01)
 
 
 def test_fixed_quote_sizing(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, {"strategies": {"default": {"passphrase": "test-secret",
-                                                                   "sizing": "fixed_quote", "quote_amount": 300}}})
+    settings = make_settings(
+        tmp_path,
+        {
+            "strategies": {
+                "default": {"passphrase": "test-secret", "sizing": "fixed_quote", "quote_amount": 300}
+            }
+        },
+    )
     client = create_app(settings).test_client()
     body = send(client, action="buy", price=30000.0, contracts=5)
     assert body["decision"]["order"]["amount"] == pytest.approx(0.01)

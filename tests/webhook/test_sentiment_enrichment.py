@@ -1,0 +1,63 @@
+"""A model that uses sentiment gets it from a background refresh, never on the webhook path."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from ml_integration import MLTradingStrategy, save_version, synthetic_candles
+from storage import Storage
+from storage.candles import upsert_candles
+from tests.conftest import make_settings, sample_alert
+from tests.ml_integration.conftest import TINY
+from tests.ml_integration.sentiment_fakes import rss_document, running_server
+from webhook import create_app
+
+BULLISH = [
+    "Bitcoin soars to record high as investors cheer strong ETF inflows",
+    "Bitcoin rally gains strength, analysts upbeat on breakout",
+    "BTC surges as confidence grows and buyers return",
+]
+
+
+def test_sentiment_reaches_ml_analysis_from_the_background(tmp_path: Path) -> None:
+    now_hour = int(time.time() // 3600 * 3600)
+    start = pd.Timestamp(now_hour - 1499 * 3600, unit="s", tz="UTC").isoformat()
+    candles = synthetic_candles(1500, seed=3, n_gaps=0, start=start)
+    strategy = MLTradingStrategy({"use_sentiment": True}, model_config=TINY)
+    strategy.train_strategy(candles, synthetic=True, symbol="BTC/USDT", timeframe="1h")
+    save_version(strategy, tmp_path / "models", "BTC/USDT", "1h")
+    with running_server() as feed:
+        feed.serve("GET", "/feed", rss_document(BULLISH), content_type="application/rss+xml")
+        settings = make_settings(
+            tmp_path, TVGW_ML_ENABLED="true", TVGW_MODEL_DIR=str(tmp_path / "models"),
+            TVGW_STRATEGY_MODE="annotate", TVGW_RSS_FEEDS=f"{feed.url}/feed", TVGW_SENTIMENT_REFRESH_S="0.2",
+        )  # fmt: skip
+        storage = Storage(settings.database)
+        storage.migrate()
+        upsert_candles(
+            storage,
+            "BTC/USDT",
+            "1h",
+            [
+                [int(t.timestamp() * 1000), *v]
+                for t, v in zip(candles.index, candles.itertuples(index=False), strict=True)
+            ],
+            "synthetic",
+        )
+        client = create_app(settings).test_client()
+        scores = []
+        deadline = time.monotonic() + 20
+        n = 0
+        while time.monotonic() < deadline:
+            n += 1
+            body = client.post("/webhook", data=json.dumps(sample_alert(order_id=f"s{n}"))).json
+            scores.append(body["ml_analysis"]["sentiment_score"])
+            if scores[-1] > 0:
+                break
+            time.sleep(0.2)
+        assert feed.hits("/feed"), "the background refresh never fetched the feed"
+        assert scores[-1] > 0, scores

@@ -115,7 +115,7 @@ def test_fixed_quote_sizing(tmp_path: Path) -> None:
 
 
 def test_paper_fill_costs_fee_and_slippage(book: tuple[Any, Any]) -> None:
-    settings, client = book
+    _, client = book
     fill = send(client, action="buy", contracts=0.01, price=30000.0)["decision"]["fill"]
     assert fill["average"] == pytest.approx(30000.0 * (1 + 5 / 10_000))
     assert fill["fee"] == pytest.approx(0.01 * fill["average"] * 0.001)

@@ -28,11 +28,3 @@ def on_starting(server):
 
     for line in recover():
         server.log.info("recovery: %s", line)
-
-
-def post_worker_init(worker):
-    """Shorter GIL switch interval: a thread that holds the database write lock gets the GIL
-    back within 0.5 ms instead of up to 5 ms while another thread parses a request."""
-    import sys
-
-    sys.setswitchinterval(0.0005)

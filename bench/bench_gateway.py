@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -106,6 +107,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--model-dir", help="run the ML-enriched case with the models in this directory")
     parser.add_argument("--synchronous", default=None, help="TVGW_SQLITE_SYNCHRONOUS for the gateway runs")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of all cases; medians are printed")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: apt-get install wrk")
@@ -124,20 +126,28 @@ def main() -> int:
                 gateway_env(tmp, "ml", TVGW_ML_ENABLED="true", TVGW_MODEL_DIR=args.model_dir, **sync),
             )
         )
-    results = []
-    for port, (name, app, env) in enumerate(cases, start=18_300):
-        proc = start(app, env, port)
-        try:
-            drive(port, 2, args.connections)  # warm-up
-            results.append((name, drive(port, args.seconds, args.connections)))
-        finally:
-            stop(proc)
-    base = results[0][1]["rps"]
-    print(f"{'case':28} {'req/s':>9} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>7}")
-    for name, r in results:
+    rounds: list[list[dict[str, float]]] = []
+    for round_no in range(args.rounds):  # interleaved rounds: a slow spell hits every case alike
+        row = []
+        for port, (_name, app, env) in enumerate(cases, start=18_300 + 10 * round_no):
+            proc = start(app, env, port)
+            try:
+                drive(port, 2, args.connections)  # warm-up
+                row.append(drive(port, args.seconds, args.connections))
+            finally:
+                stop(proc)
+        rounds.append(row)
+    print(
+        f"{'case':28} {'req/s':>9} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>7}   (medians of "
+        f"{args.rounds} rounds; ratio = median of per-round ratios to the bare app)"
+    )
+    for i, (name, _app, _env) in enumerate(cases):
+        runs = [row[i] for row in rounds]
+        ratio = statistics.median(row[i]["rps"] / row[0]["rps"] for row in rounds)
         print(
-            f"{name:28} {r['rps']:9.0f} {r['rps'] / base:6.2f} {r['p50_us'] / 1000:7.2f} "
-            f"{r['p99_us'] / 1000:7.2f} {r['non2xx']:7d}"
+            f"{name:28} {statistics.median(r['rps'] for r in runs):9.0f} {ratio:6.2f} "
+            f"{statistics.median(r['p50_us'] for r in runs) / 1000:7.2f} "
+            f"{statistics.median(r['p99_us'] for r in runs) / 1000:7.2f} {sum(r['non2xx'] for r in runs):7d}"
         )
     print(
         f"(wrk -t2 -c{args.connections} -d{args.seconds}s, unique alerts; gunicorn.conf.py settings; "

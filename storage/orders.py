@@ -218,16 +218,20 @@ def record_equity(conn: sqlite3.Connection, broker: str, equity: float, at: floa
 
 
 def equity_marks(storage: Storage, broker: str, current: float) -> tuple[float, float]:
-    """(peak equity ever, equity at the start of today UTC), counting ``current`` in both."""
+    """(peak equity ever, equity at the start of today UTC), counting ``current`` in both.
+
+    Both are index look-ups (``ORDER BY ... LIMIT 1``), not scans: the table grows by a row per
+    order, and this runs for every order.
+    """
     day_start = time.time() // 86_400 * 86_400
-    row = storage.query_one(
-        "SELECT MAX(equity), (SELECT equity FROM equity_snapshots WHERE broker = ? AND at >= ?"
-        " ORDER BY at LIMIT 1) FROM equity_snapshots WHERE broker = ?",
-        (broker, day_start, broker),
+    peak = storage.query_one(
+        "SELECT equity FROM equity_snapshots WHERE broker = ? ORDER BY equity DESC LIMIT 1", (broker,)
     )
-    peak = max(current, row[0]) if row and row[0] is not None else current
-    start = row[1] if row and row[1] is not None else current
-    return float(peak), float(start)
+    first = storage.query_one(
+        "SELECT equity FROM equity_snapshots WHERE broker = ? AND at >= ? ORDER BY at LIMIT 1",
+        (broker, day_start),
+    )
+    return (max(current, float(peak[0])) if peak else current), (float(first[0]) if first else current)
 
 
 def equity_history(storage: Storage, broker: str, since: float) -> list[tuple[float, float]]:

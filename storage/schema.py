@@ -35,8 +35,6 @@ CREATE TABLE alerts (
     ml_analysis TEXT
 );
 CREATE INDEX alerts_status ON alerts(status);
-CREATE INDEX alerts_received ON alerts(received_at);
-CREATE INDEX alerts_strategy_symbol ON alerts(strategy_id, symbol, timenow);
 
 CREATE TABLE orders (
     id INTEGER PRIMARY KEY,

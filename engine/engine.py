@@ -20,10 +20,11 @@ import math
 import sqlite3
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from engine.alert import Action, Alert
-from engine.brokers.base import Broker, OrderResult
-from engine.decision import Decision, MarketSnapshot, MLOpinion, PlannedOrder
+from engine.brokers.base import Broker, OrderResult, Side
+from engine.decision import Decision, DecisionStatus, MarketSnapshot, MLOpinion, PlannedOrder
 from engine.exceptions import (
     BrokerError,
     InvalidOrderError,
@@ -107,50 +108,45 @@ class TradingEngine:
         ml: MLOpinion | None = None,
     ) -> Decision:
         """What to do with ``alert``. Reads the ledger through ``conn``; writes nothing."""
-        base = {"mode": strategy.mode, "action": alert.action.value}
+        known: dict[str, Any] = {"mode": strategy.mode, "action": alert.action.value}
+
+        def outcome(status: DecisionStatus, reason: str, **extra: Any) -> Decision:
+            return Decision(status=status, reason=reason, **known, **extra)
+
         try:
             symbol = self.broker.resolve_symbol(alert.ticker, alert.exchange)
         except UnknownSymbolError as exc:
-            return Decision(status="rejected", reason=str(exc), **base)
-        base["symbol"] = symbol  # type: ignore[assignment]
+            return outcome("rejected", str(exc))
+        known["symbol"] = symbol
         stamp = alert.timenow or alert.time
         if stamp is not None:
             newest = state_store.last_alert_time(conn, strategy.id, symbol)
             if newest is not None and stamp.timestamp() < newest:
-                return Decision(
-                    status="rejected",
-                    reason=f"out of order: a newer alert (at {newest:.0f}) was already applied",
-                    **base,  # type: ignore[arg-type]
+                return outcome(
+                    "rejected", f"out of order: a newer alert (at {newest:.0f}) was already applied"
                 )
         if strategy.mode == "annotate":
-            return Decision(status="annotated", reason="strategy mode is annotate: recorded only", **base)  # type: ignore[arg-type]
+            return outcome("annotated", "strategy mode is annotate: recorded only")
         price = snapshot.price
         if price is None or price <= 0:
-            return Decision(
-                status="rejected", reason="no price: the alert has neither price nor close", **base
-            )  # type: ignore[arg-type]
-
+            return outcome("rejected", "no price: the alert has neither price nor close")
         if snapshot.equity is None:
-            return Decision(
-                status="failed",
-                reason=f"cannot read the account equity from {self.broker.name}; not trading blind",
-                **base,  # type: ignore[arg-type]
+            return outcome(
+                "failed", f"cannot read the account equity from {self.broker.name}; not trading blind"
             )
         held = order_store.get_position(self.storage, self.broker.name, symbol).amount
         current = held + order_store.pending_exposure(conn, self.broker.name, symbol)
         plan = self._plan(alert, strategy, snapshot, ml, current, price)
-        base.update(current_position=current, target_position=plan.target)  # type: ignore[call-overload]
+        known.update(current_position=current, target_position=plan.target)
         if plan.target is None:
-            return Decision(status="rejected", reason=plan.reason, **base)  # type: ignore[arg-type]
+            return outcome("rejected", plan.reason)
         delta = plan.target - current
         if abs(delta) <= EPSILON:
-            return Decision(status="annotated", reason=f"already at target position ({current:g})", **base)  # type: ignore[arg-type]
-
-        gate = self._gate(alert, strategy, snapshot, ml, delta, current, plan.target)
+            return outcome("annotated", f"already at target position ({current:g})")
+        side: Side = "buy" if delta > 0 else "sell"
+        gate = self._gate(alert, strategy, snapshot, ml, side, current, plan.target)
         if gate is not None:
-            return Decision(status="annotated" if gate[0] else "rejected", reason=gate[1], **base)  # type: ignore[arg-type]
-
-        side = "buy" if delta > 0 else "sell"
+            return outcome("annotated" if gate[0] else "rejected", gate[1])
         reduces = abs(plan.target) <= abs(current) and (
             plan.target == 0 or (plan.target > 0) == (current > 0)
         )
@@ -162,28 +158,20 @@ class TradingEngine:
             verdict = self.risk.check(
                 TradeProposal(symbol=symbol, side=side, amount=amount, price=price, stop_loss=stop),
                 self._portfolio(snapshot, symbol, price),
-            )  # fmt: skip
+            )
             codes, reasons = verdict.codes, verdict.reasons
             if not verdict.allowed:
-                return Decision(
-                    status="rejected",
-                    reason="; ".join(verdict.reasons) or "refused by risk limits",
+                return outcome(
+                    "rejected",
+                    "; ".join(reasons) or "refused by risk limits",
                     risk_codes=codes,
                     risk_reasons=reasons,
-                    **base,  # type: ignore[arg-type]
                 )
             amount = verdict.amount
         order = PlannedOrder(
             symbol=symbol, side=side, amount=amount, price=price, reduce_only=reduces, stop_loss=stop
         )
-        return Decision(
-            status="processing",
-            reason=plan.reason,
-            order=order,
-            risk_codes=codes,
-            risk_reasons=reasons,
-            **base,  # type: ignore[arg-type]
-        )
+        return outcome("processing", plan.reason, order=order, risk_codes=codes, risk_reasons=reasons)
 
     def _plan(
         self,
@@ -246,7 +234,7 @@ class TradingEngine:
         strategy: StrategySettings,
         snapshot: MarketSnapshot,
         ml: MLOpinion | None,
-        delta: float,
+        side: Side,
         current: float,
         target: float,
     ) -> tuple[bool, str] | None:
@@ -255,7 +243,6 @@ class TradingEngine:
         opening = abs(target) > abs(current) or (target != 0 and (target > 0) != (current > 0))
         if not opening or strategy.mode == "execute":
             return None
-        side = "buy" if delta > 0 else "sell"
         if strategy.mode == "ml_gate":
             if ml is None:
                 return True, "ml_gate: no ML opinion available, fallback rule is to annotate only"

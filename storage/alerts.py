@@ -109,7 +109,7 @@ def claim_alert(
     ml_analysis) is written with it, in one statement.
     """
     columns = {k: v for k, v in fields.items() if k in _ALERT_FIELDS}
-    tail = {"idempotency_key": idempotency_key, "status": status}
+    tail: dict[str, Any] = {"idempotency_key": idempotency_key, "status": status}
     if outcome is not None:
         tail.update(
             http_status=outcome["http_status"], reason=outcome["reason"],

@@ -160,7 +160,7 @@ class Storage:
                     self._batch_cv.notify_all()
         if job.error is not None:
             raise job.error
-        return job.result  # type: ignore[no-any-return]
+        return job.result
 
     def _run_batch(self, batch: list[_Job]) -> None:
         try:

@@ -45,8 +45,8 @@ def create_app(settings: Settings | None = None, test_config: Mapping[str, Any] 
 
 def _configure_logging(level: str) -> None:
     """One line per alert is logged, so a log record must be cheap: no caller lookup and no
-    thread/process names (the logging docs' own optimisation; ~25 µs per line saved)."""
-    logging._srcfile = None  # type: ignore[attr-defined]
+    thread/process names (the logging docs' own optimisation)."""
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False

@@ -19,7 +19,7 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 def _gateway() -> Any:
     from webhook import get_gateway
 
-    return get_gateway(current_app)  # type: ignore[arg-type]
+    return get_gateway(current_app)
 
 
 def token_required(view: Callable[..., Any]) -> Callable[..., Any]:

@@ -231,7 +231,7 @@ _FIELD_IN_MESSAGE = re.compile(r"^field '([^']+)'")
 
 
 def _validation_error(exc: ValidationError) -> ApiError:
-    details = []
+    details: list[dict[str, Any]] = []
     for err in exc.errors(include_url=False, include_input=False):
         loc = ".".join(str(p) for p in err["loc"])
         message = err["msg"].removeprefix("Value error, ")
@@ -240,7 +240,7 @@ def _validation_error(exc: ValidationError) -> ApiError:
             loc = named.group(1)  # a whole-alert check that names the field it objects to
         details.append({"field": loc or None, "message": message})
     first = details[0]
-    text = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
+    text = f"{first['field']}: {first['message']}" if first["field"] else str(first["message"])
     more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
     return ApiError(400, "invalid_alert", text + more, where=first["field"], details=details)
 

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 def _gateway() -> Any:
     from webhook import get_gateway
 
-    return get_gateway(current_app)  # type: ignore[arg-type]
+    return get_gateway(current_app)
 
 
 @bp.post("/webhook")

@@ -13,9 +13,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from tvgw.commands.data import cli_settings, open_storage
 from tvgw.commands.serve import exec_gunicorn
+
+if TYPE_CHECKING:
+    from ml_integration.training import TrainingConfig
 
 SYMBOL, TIMEFRAME, DAYS = "BTC/USDT", "1h", 365
 
@@ -54,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     return exec_gunicorn(args.bind)
 
 
-def _config(quick: bool, **extra: object) -> object:
+def _config(quick: bool, **extra: object) -> TrainingConfig:
     from ml_integration.training import create_training_config
     from tvgw.commands.train import QUICK_MODEL
 

@@ -62,6 +62,8 @@ class _Market:
     checked_at: float = 0.0
     candles: pd.DataFrame | None = None
     load_error: str | None = None
+    #: (last candle time, ATR, realised volatility): recomputed only when a new candle arrives.
+    volatility: tuple[pd.Timestamp, float, float] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -158,10 +160,10 @@ class Enricher:
             model_version=signal.model_version,
             synthetic=signal.synthetic,
         )
+        bar_atr, volatility = self._volatility(self._market(symbol, timeframe), candles)
         call = predict_market(
             direction_probability=probability, confidence=signal.confidence, price=signal.entry_price,
-            atr=atr(candles), volatility=realized_volatility(candles),
-            max_leverage=self.settings.risk.max_leverage,
+            atr=bar_atr, volatility=volatility, max_leverage=self.settings.risk.max_leverage,
         )  # fmt: skip
         analysis: dict[str, Any] = {
             "direction_probability": round(probability, 4),
@@ -197,6 +199,15 @@ class Enricher:
             "synthetic": int(signal.synthetic),
         }  # fmt: skip
         return Enrichment(opinion, analysis, candles=candles, prediction=prediction, bar=bar)
+
+    @staticmethod
+    def _volatility(market: _Market, candles: pd.DataFrame) -> tuple[float, float]:
+        last = candles.index[-1]
+        cached = market.volatility
+        if cached is None or cached[0] != last:
+            cached = (last, atr(candles), realized_volatility(candles))
+            market.volatility = cached
+        return cached[1], cached[2]
 
     def record(self, conn: sqlite3.Connection, alert_id: int, enrichment: Enrichment) -> None:
         """Inside the alert's transaction: the alert's bar into the candle store, and the
@@ -293,9 +304,10 @@ class Enricher:
             if frame is None or frame.empty:
                 frame = candle_store.load_candles(self.storage, symbol, timeframe, limit=WINDOW)
             else:
-                since = int(frame.index[-1].timestamp() * 1000) + 1
-                newer = candle_store.load_candles(self.storage, symbol, timeframe, since_ms=since)
-                if not newer.empty:
+                last_ms = int(frame.index[-1].timestamp() * 1000)
+                stored_ms = candle_store.latest_candle_ms(self.storage, symbol, timeframe)
+                if stored_ms is not None and stored_ms > last_ms:
+                    newer = candle_store.load_candles(self.storage, symbol, timeframe, since_ms=last_ms + 1)
                     frame = pd.concat([frame, newer]).iloc[-WINDOW:]
             if bar is not None:
                 stamp = pd.Timestamp(bar[0], unit="ms", tz="UTC")

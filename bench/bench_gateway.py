@@ -1,6 +1,6 @@
 """Gateway throughput and latency against a bare Flask app, under the same gunicorn settings.
 
-Usage: python bench/bench_gateway.py [--seconds 10] [--connections 8]
+Usage: python -m bench.bench_gateway [--seconds 10] [--connections 8]
 
 Starts, one at a time, on loopback: the bare app (bench/bare_app.py: parse JSON, answer), the
 gateway in annotate mode (durable SQLite write, no ML), the gateway executing on the paper book,
@@ -99,13 +99,26 @@ def gateway_env(tmp: Path, name: str, **extra: str) -> dict[str, str]:
     return env
 
 
+def ml_env(tmp: Path, sync: dict[str, str]) -> dict[str, str]:
+    """A quick model on synthetic candles ending now, and a candle store holding them. Every
+    round starts from this store (copied), so the rounds see the same state."""
+    from bench.ml_fixture import candles_until_now, seed_candles, train_model
+
+    candles = candles_until_now()
+    train_model(tmp / "models", candles)
+    seed_candles(tmp / "ml-seed.sqlite", candles)
+    return gateway_env(tmp, "ml", TVGW_ML_ENABLED="true", TVGW_MODEL_DIR=str(tmp / "models"), **sync)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--model-dir", help="run the ML-enriched case with the models in this directory")
+    parser.add_argument(
+        "--ml", action="store_true", help="add the paper case with ML enrichment (trains a quick model)"
+    )
     parser.add_argument("--synchronous", default=None, help="TVGW_SQLITE_SYNCHRONOUS for the gateway runs")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of all cases; medians are printed")
     args = parser.parse_args()
@@ -130,6 +143,11 @@ def main() -> int:
     for round_no in range(args.rounds):  # interleaved rounds: a slow spell hits every case alike
         row = []
         for port, (_name, app, env) in enumerate(cases, start=18_300 + 10 * round_no):
+            if "TVGW_MODEL_DIR" in env:  # the ML case: start from the seeded candle store
+                database = Path(env["TVGW_DATABASE"])
+                for leftover in database.parent.glob(database.name + "*"):
+                    leftover.unlink()
+                shutil.copy(tmp / "ml-seed.sqlite", database)
             proc = start(app, env, port)
             try:
                 drive(port, 2, args.connections)  # warm-up

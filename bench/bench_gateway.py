@@ -131,14 +131,8 @@ def main() -> int:
         ("gateway annotate", "wsgi:app", gateway_env(tmp, "annotate", TVGW_STRATEGY_MODE="annotate", **sync)),
         ("gateway paper execute", "wsgi:app", gateway_env(tmp, "paper", **sync)),
     ]
-    if args.model_dir:
-        cases.append(
-            (
-                "gateway paper + ML",
-                "wsgi:app",
-                gateway_env(tmp, "ml", TVGW_ML_ENABLED="true", TVGW_MODEL_DIR=args.model_dir, **sync),
-            )
-        )
+    if args.ml:
+        cases.append(("gateway paper + ML", "wsgi:app", ml_env(tmp, sync)))
     rounds: list[list[dict[str, float]]] = []
     for round_no in range(args.rounds):  # interleaved rounds: a slow spell hits every case alike
         row = []

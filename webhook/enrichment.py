@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 #: Candles kept per market: the feature look-back, the LSTM window and some slack.
 WINDOW = 320
+#: A signal is a function of the model version, the candle window and the cached sentiment, so
+#: alerts that arrive while those are unchanged reuse it (bounded, as quality counts data age).
+SIGNAL_REUSE_S = 30.0
 #: How often (seconds) a worker looks at the model store's ``latest`` pointer.
 RELOAD_CHECK_S = 5.0
 
@@ -62,6 +65,8 @@ class _Market:
     checked_at: float = 0.0
     candles: pd.DataFrame | None = None
     load_error: str | None = None
+    #: (inputs key, when, signal): the model's answer for the current newest candle.
+    signal: tuple[tuple[Any, ...], float, Any] | None = None
     #: (last candle time, ATR, realised volatility): recomputed only when a new candle arrives.
     volatility: tuple[pd.Timestamp, float, float] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -116,8 +121,18 @@ class Enricher:
         stale = self._staleness(candles, timeframe)
         if stale:
             return Enrichment(None, {"error": stale}, candles=candles, bar=bar_key)
-        budget = self.settings.ml_budget_ms / 1000
         started = time.perf_counter()
+        key = (
+            market.version,
+            candles.index[-1],
+            *candles.iloc[-1].tolist(),
+            *self._sentiment_key(model, symbol),
+        )
+        cached = market.signal
+        if cached is not None and cached[0] == key and time.monotonic() - cached[1] < SIGNAL_REUSE_S:
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            return self._result(cached[2], symbol, timeframe, candles, elapsed_ms, bar_key, reused=True)
+        budget = self.settings.ml_budget_ms / 1000
         future = self._pool.submit(model.build_signal, candles, symbol)
         try:
             signal = future.result(timeout=budget)
@@ -131,6 +146,7 @@ class Enricher:
                 None, {"error": f"ML failed: {type(exc).__name__}: {exc}"}, candles=candles, bar=bar_key
             )
         elapsed_ms = (time.perf_counter() - started) * 1000
+        market.signal = (key, time.monotonic(), signal)
         return self._result(signal, symbol, timeframe, candles, elapsed_ms, bar_key)
 
     def _result(
@@ -141,6 +157,8 @@ class Enricher:
         candles: pd.DataFrame,
         elapsed_ms: float,
         bar: tuple[str, str, list[float]] | None,
+        *,
+        reused: bool = False,
     ) -> Enrichment:
         probability = signal.ml_probability if signal.ml_probability is not None else 0.5
         opinion = MLOpinion(
@@ -184,6 +202,7 @@ class Enricher:
             "candle_time": signal.candle_time,
             "synthetic": signal.synthetic,
             "latency_ms": round(elapsed_ms, 2),
+            "reused": reused,
             "reason": signal.reason,
         }  # fmt: skip
         if signal.synthetic:
@@ -199,6 +218,14 @@ class Enricher:
             "synthetic": int(signal.synthetic),
         }  # fmt: skip
         return Enrichment(opinion, analysis, candles=candles, prediction=prediction, bar=bar)
+
+    @staticmethod
+    def _sentiment_key(model: Any, symbol: str) -> tuple[Any, ...]:
+        """What the cached sentiment says now (a local cache read), so a refresh invalidates."""
+        if model.sentiment is None or not model.config.use_sentiment:
+            return ()
+        cached = model.sentiment.get_combined_sentiment(symbol, allow_fetch=False)
+        return (cached.get("combined_sentiment"), cached.get("fetched_at"))
 
     @staticmethod
     def _volatility(market: _Market, candles: pd.DataFrame) -> tuple[float, float]:

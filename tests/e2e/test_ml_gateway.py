@@ -123,6 +123,19 @@ def test_every_alert_is_enriched_and_logged(ml_gateway: LiveGateway) -> None:
     assert row["target_time"] == row["candle_time"] + row["horizon"] * 3600
 
 
+def test_a_signal_is_reused_while_its_inputs_are_unchanged(ml_gateway: LiveGateway) -> None:
+    bodies = [post(ml_gateway, strategy_id="annot", order_id=f"reuse-{n}") for n in range(6)]
+    analyses = [b["ml_analysis"] for b in bodies]
+    assert any(a["reused"] for a in analyses)  # two workers: each computes at most once
+    assert len({a["direction_probability"] for a in analyses}) == 1
+    rows = query(
+        ml_gateway,
+        "SELECT COUNT(*) FROM ml_predictions WHERE alert_id IN (%s)"
+        % ",".join(str(b["alert_id"]) for b in bodies),
+    )
+    assert rows[0][0] == 6  # still one prediction row per alert
+
+
 def test_the_bar_an_alert_carries_feeds_the_candle_store(ml_gateway: LiveGateway) -> None:
     hour = int(time.time() // 3600 * 3600)
     bar = {"open": 100.0, "high": 101.0, "low": 99.0, "close": 100.5, "volume": 7.0}

@@ -128,11 +128,8 @@ def test_a_signal_is_reused_while_its_inputs_are_unchanged(ml_gateway: LiveGatew
     analyses = [b["ml_analysis"] for b in bodies]
     assert any(a["reused"] for a in analyses)  # two workers: each computes at most once
     assert len({a["direction_probability"] for a in analyses}) == 1
-    rows = query(
-        ml_gateway,
-        "SELECT COUNT(*) FROM ml_predictions WHERE alert_id IN (%s)"
-        % ",".join(str(b["alert_id"]) for b in bodies),
-    )
+    ids = ",".join(str(b["alert_id"]) for b in bodies)
+    rows = query(ml_gateway, f"SELECT COUNT(*) FROM ml_predictions WHERE alert_id IN ({ids})")
     assert rows[0][0] == 6  # still one prediction row per alert
 
 

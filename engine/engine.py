@@ -134,7 +134,8 @@ class TradingEngine:
             return outcome(
                 "failed", f"cannot read the account equity from {self.broker.name}; not trading blind"
             )
-        held = order_store.get_position(self.storage, self.broker.name, symbol).amount
+        positions = order_store.list_positions(self.storage, self.broker.name)
+        held = next((p.amount for p in positions if p.symbol == symbol), 0.0)
         current = held + order_store.pending_exposure(conn, self.broker.name, symbol)
         plan = self._plan(alert, strategy, snapshot, ml, current, price)
         known.update(current_position=current, target_position=plan.target)
@@ -157,7 +158,7 @@ class TradingEngine:
         if not reduces:
             verdict = self.risk.check(
                 TradeProposal(symbol=symbol, side=side, amount=amount, price=price, stop_loss=stop),
-                self._portfolio(snapshot, symbol, price),
+                self._portfolio(snapshot, positions, symbol, price),
             )
             codes, reasons = verdict.codes, verdict.reasons
             if not verdict.allowed:
@@ -269,10 +270,11 @@ class TradingEngine:
             return True, f"hybrid: score {tech:g} + ML bonus {bonus:+g} = {total:g} < {needed:g}"
         return None
 
-    def _portfolio(self, snapshot: MarketSnapshot, symbol: str, price: float) -> PortfolioState:
+    def _portfolio(
+        self, snapshot: MarketSnapshot, positions: list[order_store.Position], symbol: str, price: float
+    ) -> PortfolioState:
         """The account as the risk manager sees it. A position without a recorded stop counts
         as risking DEFAULT_STOP_FRACTION of its notional (the risk manager's own assumption)."""
-        positions = order_store.list_positions(self.storage, self.broker.name)
         notional, open_risk = {}, 0.0
         for p in positions:
             mark = price if p.symbol == symbol else (p.avg_price or 0.0)

@@ -149,12 +149,11 @@ def apply_fill(
         " stop_loss = excluded.stop_loss, opened_at = excluded.opened_at, updated_at = excluded.updated_at",
         (broker, symbol, new, avg, realized, stop, opened_at, now),
     )
-    cash = _cash(conn, broker, quote_currency, starting_cash) - signed * price - fee
+    cash_change = -signed * price - fee
     conn.execute(
         "INSERT INTO balances (broker, currency, total, updated_at) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT (broker, currency) DO UPDATE SET total = excluded.total,"
-        " updated_at = excluded.updated_at",
-        (broker, quote_currency, cash, now),
+        " ON CONFLICT (broker, currency) DO UPDATE SET total = total + ?, updated_at = excluded.updated_at",
+        (broker, quote_currency, starting_cash + cash_change, now, cash_change),
     )
     return Position(symbol, new, avg, realized, opened_at, stop, now)
 

@@ -15,6 +15,7 @@ __all__ = [
     "claim_alert",
     "finish_alert",
     "get_alert",
+    "get_alert_row",
     "insert_duplicate",
     "insert_refused",
     "list_alerts",
@@ -192,6 +193,19 @@ def get_alert(storage: Storage, alert_id: int) -> AlertRecord | None:
     return None if row is None else _record(row)
 
 
+def get_alert_row(storage: Storage, alert_id: int) -> dict[str, Any] | None:
+    """One alert as a plain row for the API (payload and decision decoded)."""
+    row = storage.query_one("SELECT * FROM alerts WHERE id = ?", (alert_id,))
+    return None if row is None else _decoded(row)
+
+
+def _decoded(row: sqlite3.Row) -> dict[str, Any]:
+    item = dict(row)
+    for key in ("payload", "decision", "ml_analysis"):
+        item[key] = _loads(item[key])
+    return item
+
+
 def list_alerts(storage: Storage, *, limit: int = 50, status: str | None = None) -> list[dict[str, Any]]:
     """Newest first, as plain rows for the API (payload and decision decoded)."""
     sql = "SELECT * FROM alerts"
@@ -201,13 +215,7 @@ def list_alerts(storage: Storage, *, limit: int = 50, status: str | None = None)
         params.append(status)
     sql += " ORDER BY id DESC LIMIT ?"
     params.append(limit)
-    rows = []
-    for row in storage.query(sql, params):
-        item = dict(row)
-        for key in ("payload", "decision", "ml_analysis"):
-            item[key] = _loads(item[key])
-        rows.append(item)
-    return rows
+    return [_decoded(row) for row in storage.query(sql, params)]
 
 
 def orphaned_alerts(storage: Storage) -> list[int]:

@@ -59,10 +59,10 @@ def alerts() -> Any:
 @token_required
 def alert(alert_id: int) -> Any:
     gateway = _gateway()
-    rows = [a for a in alert_store.list_alerts(gateway.storage, limit=1_000_000) if a["id"] == alert_id]
-    if not rows:
+    row = alert_store.get_alert_row(gateway.storage, alert_id)
+    if row is None:
         raise ApiError(404, "not_found", f"no alert {alert_id}")
-    return jsonify({**rows[0], "orders": order_store.list_orders(gateway.storage, alert_id=alert_id)})
+    return jsonify({**row, "orders": order_store.list_orders(gateway.storage, alert_id=alert_id)})
 
 
 @bp.get("/orders")

@@ -22,6 +22,7 @@ import difflib
 import functools
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, ParamSpec, TypeVar
@@ -111,7 +112,8 @@ def _retried_read(method: Callable[P, R]) -> Callable[P, R]:
         retries: int = self.read_retries  # type: ignore[attr-defined]
         for attempt in range(retries + 1):
             try:
-                return method(*args, **kwargs)
+                with self._calls:  # type: ignore[attr-defined]
+                    return method(*args, **kwargs)
             except TemporaryError as e:
                 if attempt == retries:
                     raise
@@ -137,8 +139,9 @@ class CcxtBroker(Broker):
 
     Budget: a lost answer costs up to ``timeout_ms`` for the order plus ``read_retries + 1``
     lookups with backoff; callers on the webhook's 3-second path should size ``timeout_ms``,
-    ``read_retries`` and ``backoff_s`` for that. One instance per process: ccxt's sync client and
-    its rate limiter are not designed for concurrent calls from several threads.
+    ``read_retries`` and ``backoff_s`` for that. One instance per process, its calls serialised by
+    a lock: ccxt's sync client and its rate limiter are not designed for concurrent calls from the
+    threads of a gunicorn worker.
     """
 
     def __init__(
@@ -169,6 +172,8 @@ class CcxtBroker(Broker):
             )
         self.name = exchange_id
         self.read_retries = read_retries
+        #: Serialises every call into ccxt (re-entrant: equity() reads balances and tickers).
+        self._calls = threading.RLock()
         self.backoff_s = backoff_s
         self.quote_currency = quote_currency.upper()
         self.storage = storage
@@ -287,6 +292,10 @@ class CcxtBroker(Broker):
     # --- orders ---------------------------------------------------------------------------
 
     def execute(self, order: OrderRequest) -> OrderResult:
+        with self._calls:
+            return self._execute(order)
+
+    def _execute(self, order: OrderRequest) -> OrderResult:
         """Check ``order`` against the market's precision and minimums, send it once, and
         reconcile by client order id if the answer is lost."""
         market = self._market(order.symbol)
@@ -373,6 +382,10 @@ class CcxtBroker(Broker):
         ) from mapped
 
     def cancel_order(self, client_order_id: str, symbol: str) -> OrderResult:
+        with self._calls:
+            return self._cancel_order(client_order_id, symbol)
+
+    def _cancel_order(self, client_order_id: str, symbol: str) -> OrderResult:
         """Cancel an open order by client order id and return its final state."""
         context = f"{self.name} cancel {symbol} client id {client_order_id}"
         found = self.fetch_order(client_order_id, symbol)

@@ -118,3 +118,33 @@ def test_pending_order_left_by_a_crash_is_reconciled_at_start(
     (amount,) = conn.execute("SELECT amount FROM positions").fetchone()
     conn.close()
     assert status == "executed" and amount == pytest.approx(0.01)
+
+
+def test_concurrent_alerts_share_one_exchange_client_safely(
+    tmp_path: Path, fake_exchange: FakeBinance, exchange_env: None
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings = make_settings(
+        tmp_path,
+        TVGW_BROKER="binance",
+        TVGW_EXCHANGE_API_URL=fake_exchange.url,
+        TVGW_EXCHANGE_TIMEOUT_MS="2000",
+    )
+    app = create_app(settings)
+
+    def fire(n: int) -> str:
+        side = "buy" if n % 2 else "sell"
+        body = (
+            app.test_client()
+            .post("/webhook", data=json.dumps(sample_alert(id=f"c{n}", action=side, contracts=0.001)))
+            .json
+        )
+        return str(body["status"])
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(fire, range(24)))
+    assert statuses == ["executed"] * 24
+    rows = orders(settings)
+    assert len(rows) == 24 and all(r["status"] == "filled" for r in rows)
+    assert fake_exchange.request_count("POST", "/api/v3/order") == 24

@@ -154,10 +154,12 @@ def start_gateway(tmp_path: Path, *, workers: int = 2, port: int | None = None, 
         if process.poll() is not None:
             raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{gateway.log()}")
         try:
-            if requests.get(gateway.url + "/healthz", timeout=1).status_code == 200:
-                return gateway
+            healthy = requests.get(gateway.url + "/healthz", timeout=1).status_code == 200
         except requests.ConnectionError:
-            pass
+            healthy = False
+        # Every worker, not just the first, must be up: tests rely on N workers sharing the load.
+        if healthy and gateway.log().count("gateway ready (pid") >= workers:
+            return gateway
         time.sleep(0.1)
     gateway.stop()
     raise RuntimeError(f"gunicorn did not become healthy in 60 s:\n{gateway.log()}")

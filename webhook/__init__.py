@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,6 +41,10 @@ def create_app(settings: Settings | None = None, test_config: Mapping[str, Any] 
     app.register_blueprint(routes.bp)
     app.register_blueprint(api.bp)
     register_error_handlers(app)
+    logging.getLogger("tvgw").info(
+        "gateway ready (pid %d): broker %s, database %s, ML %s", os.getpid(), broker.name, settings.database,
+        "on" if settings.ml_enabled else "off",
+    )  # fmt: skip
     return app
 
 

@@ -56,7 +56,7 @@ class Gateway:
         received_at = time.time()
         ip = client_ip(remote_addr, forwarded_for, self.settings)
         try:
-            reply = self._handle(raw, ip, received_at)
+            reply = self._handle(raw, ip, received_at, proxied=bool(forwarded_for) and ip == remote_addr)
         except ApiError as exc:
             alert_id = self._record_refusal(exc, raw, ip, received_at)
             reply = Reply(exc.status, {**exc.to_dict(), "alert_id": alert_id})
@@ -67,7 +67,17 @@ class Gateway:
         )  # fmt: skip
         return reply
 
-    def _handle(self, raw: bytes, ip: str, received_at: float) -> Reply:
+    def _handle(self, raw: bytes, ip: str, received_at: float, *, proxied: bool = False) -> Reply:
+        if proxied and self.settings.allowed_ips and not self.settings.trusted_proxies:
+            # A proxy in front (it added X-Forwarded-For) that we were not told to trust: the
+            # peer address is the proxy's, so checking it would let every sender through.
+            raise ApiError(
+                403,
+                "untrusted_proxy",
+                f"request from {ip} carries X-Forwarded-For but "
+                "TVGW_TRUSTED_PROXIES is not set: set it to your reverse proxy's address so the "
+                "sender's address can be checked against TVGW_ALLOWED_IPS",
+            )
         if not ip_allowed(ip, self.settings):
             raise ApiError(403, "forbidden", f"address {ip} is not in TVGW_ALLOWED_IPS")
         data = parse_alert_body(raw, max_depth=self.settings.max_json_depth)

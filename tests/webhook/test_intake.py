@@ -216,6 +216,26 @@ def test_disallowed_ip_and_spoofed_forwarded_for(tmp_path: Path) -> None:
     assert row["source_ip"] == "52.89.214.238"
 
 
+def test_proxy_not_declared_trusted_cannot_bypass_the_allowlist(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, TVGW_ALLOWED_IPS="tradingview,loopback")
+    client = create_app(settings).test_client()
+    # nginx on the same host without TVGW_TRUSTED_PROXIES: every request would look local.
+    body = assert_refused(
+        settings,
+        post(
+            client,
+            sample_alert(),
+            environ_base={"REMOTE_ADDR": "127.0.0.1"},
+            headers={"X-Forwarded-For": "203.0.113.9"},
+        ),
+        403,
+        "untrusted_proxy",
+    )
+    assert "TVGW_TRUSTED_PROXIES" in body["error"]["message"]
+    direct = post(client, sample_alert(), environ_base={"REMOTE_ADDR": "127.0.0.1"})
+    assert direct.status_code == 200
+
+
 def test_stale_alert_refused_and_recorded(client: Any, settings: Any) -> None:
     body = assert_refused(settings, post(client, sample_alert(timenow="2024-01-01T00:00:00Z")), 422, "stale")
     assert "TVGW_MAX_LAG_SECONDS" in body["error"]["message"]

@@ -26,21 +26,14 @@ from pathlib import Path
 
 import requests
 
+from tvgw.commands.serve import gunicorn_argv
+
 ROOT = Path(__file__).resolve().parents[1]
 PASSPHRASE = "bench-secret"
 
 
 def start(app: str, env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "-c",
-        str(ROOT / "gunicorn.conf.py"),
-        "-b",
-        f"127.0.0.1:{port}",
-        app,
-    ]
+    cmd = gunicorn_argv(bind=f"127.0.0.1:{port}", app=app)
     proc = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )

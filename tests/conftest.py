@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 import requests
 
+from tvgw.commands.serve import gunicorn_argv
 from tvgw.config import Settings, load_settings
 
 pytest_plugins = ["tests.fake_exchange"]
@@ -130,18 +130,7 @@ def start_gateway(tmp_path: Path, *, workers: int = 2, port: int | None = None, 
     full_env = {**os.environ, **base_environ(tmp_path, **{"TVGW_LOG_LEVEL": "INFO", **env})}
     full_env.pop("GUNICORN_CMD_ARGS", None)
     log_path = tmp_path / f"gunicorn-{port}.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "-c",
-        str(ROOT / "gunicorn.conf.py"),
-        "-b",
-        f"127.0.0.1:{port}",
-        "-w",
-        str(workers),
-        "wsgi:app",
-    ]
+    cmd = gunicorn_argv(bind=f"127.0.0.1:{port}", workers=workers)
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

@@ -15,18 +15,9 @@ from pine.render import KINDS, indicator_conditions, render
 from storage.alerts import list_alerts
 from storage.database import Storage
 from tests.conftest import LiveGateway
-from tests.pine.tradingview import PLACEHOLDER, parse_script, placeholder_values, substitute
+from tests.pine.tradingview import PLACEHOLDER, SERIES, parse_script, placeholder_values, substitute
 
 DECIDED = {"executed", "annotated", "rejected"}
-SERIES = {
-    "proxyLongProbability": 0.72,
-    "longChecks": 6,
-    "shortChecks": 2,
-    "sentimentScore": 0.1,
-    "kellyMultiplier": 0.5,
-    "rewardRisk": 3.5 / 2.5,
-    "maxPositionPct": 10.0,
-}
 
 
 def strategy_message(order_id: str, position_before: float, passphrase: str) -> str:

@@ -11,18 +11,8 @@ from pynescript import ast
 
 from engine.alert import Action, Alert
 from pine.render import KINDS, NOT_SENT, RenderError, indicator_conditions, message_fields, render
-from tests.pine.tradingview import PLACEHOLDER, parse_script, substitute
+from tests.pine.tradingview import PLACEHOLDER, SERIES, parse_script, substitute
 
-#: Values of the script's own series, as they might be on the bar that fires an order.
-SERIES = {
-    "proxyLongProbability": 0.72,
-    "longChecks": 6,
-    "shortChecks": 2,
-    "sentimentScore": 0.1,
-    "kellyMultiplier": 0.5,
-    "rewardRisk": 3.5 / 2.5,
-    "maxPositionPct": 10.0,
-}
 ENTRY_ACTIONS = {"buy", "sell", "reverse"}
 
 

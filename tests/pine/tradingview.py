@@ -228,3 +228,15 @@ def parse_script(source: str) -> PineScript:
     """Parse once per source: pynescript's first parse in a process warms up its ANTLR caches
     (tens of seconds on a busy machine); later parses of similar scripts take a fraction of that."""
     return PineScript(source)
+
+
+#: Values of the script's own series, as they might be on the bar that fires an order.
+SERIES = {
+    "proxyLongProbability": 0.72,
+    "longChecks": 6,
+    "shortChecks": 2,
+    "sentimentScore": 0.1,
+    "kellyMultiplier": 0.5,
+    "rewardRisk": 3.5 / 2.5,
+    "maxPositionPct": 10.0,
+}

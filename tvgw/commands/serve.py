@@ -21,13 +21,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def gunicorn_argv(*, bind: str | None = None, workers: int | None = None, app: str = "wsgi:app") -> list[str]:
+    """The command that serves ``app`` with the shipped gunicorn.conf.py (run it from ROOT)."""
+    argv = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")]
+    if bind:
+        argv += ["-b", bind]
+    if workers:
+        argv += ["-w", str(workers)]
+    return [*argv, app]
+
+
 def exec_gunicorn(bind: str | None) -> int:
     """Replace this process with gunicorn serving wsgi:app (never returns on success)."""
-    args = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")]
-    if bind:
-        args += ["-b", bind]
+    argv = gunicorn_argv(bind=bind)
     os.chdir(ROOT)
-    os.execv(sys.executable, [*args, "wsgi:app"])
+    os.execv(argv[0], argv)
     return 1  # pragma: no cover
 
 

@@ -1,0 +1,99 @@
+"""Enrichment refuses what it must not use: a synthetic-data model on a live exchange, a stale
+candle store, a model slower than its budget. Each gives ml_analysis.error, never an exception."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from engine.alert import Alert
+from ml_integration import MLTradingStrategy, save_version, synthetic_candles
+from storage import Storage
+from storage.candles import upsert_candles
+from tests.conftest import make_settings
+from tests.ml_integration.conftest import TINY
+from webhook.enrichment import Enricher
+
+
+def _rows(frame: pd.DataFrame) -> list[list[float]]:
+    return [
+        [int(t.timestamp() * 1000), *v]
+        for t, v in zip(frame.index, frame.itertuples(index=False), strict=True)
+    ]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, pd.DataFrame]]:
+    folder = tmp_path_factory.mktemp("guards")
+    hour = int(time.time() // 3600 * 3600)
+    candles = synthetic_candles(
+        1500, seed=9, n_gaps=0, start=pd.Timestamp(hour - 1499 * 3600, unit="s", tz="UTC").isoformat()
+    )
+    strategy = MLTradingStrategy(model_config=TINY)
+    strategy.train_strategy(candles, synthetic=True, symbol="BTC/USDT", timeframe="1h")
+    save_version(strategy, folder / "models", "BTC/USDT", "1h")
+    yield folder / "models", candles
+
+
+def enricher(
+    tmp_path: Path, models: Path, candles: pd.DataFrame, **kwargs: object
+) -> tuple[Enricher, object]:
+    settings = make_settings(
+        tmp_path,
+        TVGW_ML_ENABLED="true",
+        TVGW_MODEL_DIR=str(models),
+        **{k: str(v) for k, v in kwargs.items() if k.startswith("TVGW_")},
+    )
+    storage = Storage(settings.database)
+    storage.migrate()
+    upsert_candles(storage, "BTC/USDT", "1h", _rows(candles), "test")
+    live = bool(kwargs.get("live_exchange", False))
+    return Enricher(settings, storage, lambda t, e: "BTC/USDT", live_exchange=live), settings.strategy(None)
+
+
+ALERT = Alert.model_validate(
+    {
+        "ticker": "BTCUSDT",
+        "action": "buy",
+        "interval": "60",
+        "price": 30000,
+        "timenow": datetime.now(UTC).isoformat(),
+    }
+)
+
+
+def test_the_model_runs_when_all_is_well(tmp_path: Path, model_dir: tuple[Path, pd.DataFrame]) -> None:
+    models, candles = model_dir
+    subject, strategy = enricher(tmp_path, models, candles)
+    result = subject.enrich(ALERT, strategy)  # type: ignore[arg-type]
+    assert result.opinion is not None and "error" not in result.analysis  # type: ignore[operator]
+
+
+def test_synthetic_model_never_drives_a_live_exchange(
+    tmp_path: Path, model_dir: tuple[Path, pd.DataFrame]
+) -> None:
+    models, candles = model_dir
+    subject, strategy = enricher(tmp_path, models, candles, live_exchange=True)
+    result = subject.enrich(ALERT, strategy)  # type: ignore[arg-type]
+    assert result.opinion is None and "synthetic" in result.analysis["error"]  # type: ignore[index]
+
+
+def test_stale_candle_store_is_refused(tmp_path: Path, model_dir: tuple[Path, pd.DataFrame]) -> None:
+    models, candles = model_dir
+    subject, strategy = enricher(tmp_path, models, candles.iloc[:-10])  # newest candle 10 h old
+    result = subject.enrich(ALERT, strategy)  # type: ignore[arg-type]
+    assert result.opinion is None and "stale candle store" in result.analysis["error"]  # type: ignore[index]
+
+
+def test_a_model_slower_than_its_budget_falls_back(
+    tmp_path: Path, model_dir: tuple[Path, pd.DataFrame]
+) -> None:
+    models, candles = model_dir
+    subject, strategy = enricher(tmp_path, models, candles, TVGW_ML_BUDGET_MS="0.01")
+    result = subject.enrich(ALERT, strategy)  # type: ignore[arg-type]
+    assert result.opinion is None and "budget" in result.analysis["error"]  # type: ignore[index]

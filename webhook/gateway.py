@@ -3,6 +3,7 @@ enrich → decide → execute → answer. Every branch records the alert before 
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import time
@@ -56,7 +57,9 @@ class Gateway:
         received_at = time.time()
         ip = client_ip(remote_addr, forwarded_for, self.settings)
         try:
-            reply = self._handle(raw, ip, received_at, proxied=bool(forwarded_for) and ip == remote_addr)
+            reply = self._handle(
+                raw, ip, received_at, proxied=_via_local_proxy(ip, remote_addr, forwarded_for)
+            )
         except ApiError as exc:
             alert_id = self._record_refusal(exc, raw, ip, received_at)
             reply = Reply(exc.status, {**exc.to_dict(), "alert_id": alert_id})
@@ -213,6 +216,19 @@ class Gateway:
         alert_id = self._record_refusal(exc, b"", ip, time.time())
         log.info("alert id=%s status=refused http=413 ip=%s too_large", alert_id, ip)
         return Reply(413, {**exc.to_dict(), "alert_id": alert_id})
+
+
+def _via_local_proxy(ip: str, remote_addr: str | None, forwarded_for: str | None) -> bool:
+    """True when a loopback or private-network peer forwarded the request (X-Forwarded-For) and
+    that peer was not declared trusted: a reverse proxy on this host or network. A public peer
+    that sends the header (a CDN, a client) is still judged by its own address."""
+    if not forwarded_for or ip != remote_addr:
+        return False
+    try:
+        peer = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return peer.is_loopback or peer.is_private
 
 
 def _http_status(decision: Decision | MLOpinion) -> int:

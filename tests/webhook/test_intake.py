@@ -234,6 +234,14 @@ def test_proxy_not_declared_trusted_cannot_bypass_the_allowlist(tmp_path: Path) 
     assert "TVGW_TRUSTED_PROXIES" in body["error"]["message"]
     direct = post(client, sample_alert(), environ_base={"REMOTE_ADDR": "127.0.0.1"})
     assert direct.status_code == 200
+    # A public sender that adds the header itself is judged by its own address.
+    tradingview = post(
+        client,
+        sample_alert(order_id="tv"),
+        environ_base={"REMOTE_ADDR": "52.89.214.238"},
+        headers={"X-Forwarded-For": "10.1.2.3"},
+    )
+    assert tradingview.status_code == 200
 
 
 def test_stale_alert_refused_and_recorded(client: Any, settings: Any) -> None:

@@ -27,10 +27,15 @@ def put_cached(storage: Storage, key: str, payload: dict[str, Any]) -> None:
         )
 
 
+def _like_escape(text: str) -> str:
+    """``text`` matched literally by LIKE (``%`` and ``_`` are wildcards otherwise)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def history(storage: Storage, key_prefix: str) -> list[tuple[float, dict[str, Any]]]:
     """All cached payloads whose key starts with ``key_prefix``, oldest first (for trends)."""
     rows = storage.query(
-        "SELECT fetched_at, payload FROM sentiment_cache WHERE key LIKE ? ORDER BY fetched_at",
-        (key_prefix.replace("%", r"\%") + "%",),
+        "SELECT fetched_at, payload FROM sentiment_cache WHERE key LIKE ? ESCAPE '\\' ORDER BY fetched_at",
+        (_like_escape(key_prefix) + "%",),
     )
     return [(r["fetched_at"], json.loads(r["payload"])) for r in rows]

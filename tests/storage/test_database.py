@@ -1,0 +1,61 @@
+"""The storage layer on real SQLite files: schema versions, group commit, LIKE escaping."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from storage import SCHEMA_VERSION, Storage
+from storage.sentiment import history, put_cached
+
+
+def test_migrate_is_idempotent_and_refuses_a_newer_schema(tmp_path: Path) -> None:
+    storage = Storage(tmp_path / "db.sqlite")
+    assert storage.migrate() == SCHEMA_VERSION
+    assert storage.migrate() == SCHEMA_VERSION
+    assert storage.query_one("PRAGMA journal_mode")[0] == "wal"
+    storage.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(RuntimeError, match="newer than this tvgw"):
+        storage.migrate()
+
+
+def test_group_commit_isolates_a_failing_job(tmp_path: Path) -> None:
+    storage = Storage(tmp_path / "db.sqlite")
+    storage.migrate()
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def job(n: int) -> None:
+        def write(conn: sqlite3.Connection) -> int:
+            conn.execute(
+                "INSERT INTO sentiment_cache (key, fetched_at, payload) VALUES (?, 0, '{}')", (f"k{n}",)
+            )
+            if n == 3:
+                raise ValueError("job 3 fails")
+            return n
+
+        barrier.wait()
+        try:
+            assert storage.write_batched(write) == n
+        except ValueError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=job, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    keys = {r[0] for r in Storage(tmp_path / "db.sqlite").query("SELECT key FROM sentiment_cache")}
+    assert keys == {f"k{n}" for n in range(8) if n != 3}  # only the failing job was undone
+    assert [str(e) for e in errors] == ["job 3 fails"]
+
+
+def test_history_prefix_is_literal(tmp_path: Path) -> None:
+    storage = Storage(tmp_path / "db.sqlite")
+    storage.migrate()
+    put_cached(storage, "a_b%c:1", {"v": 1})
+    put_cached(storage, "aXbYc:2", {"v": 2})  # would match if _ and % were wildcards
+    assert [payload for _, payload in history(storage, "a_b%c")] == [{"v": 1}]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -22,7 +22,9 @@ def _networks(items: tuple[str, ...]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(i, strict=False) for i in items)
 
 
-def _in(address: str, networks: Iterable[Network]) -> bool:
+@lru_cache(maxsize=4096)
+def _in(address: str, networks: tuple[Network, ...]) -> bool:
+    """Cached: senders repeat (TradingView has four addresses), parsing them costs ~10 µs."""
     try:
         ip = ipaddress.ip_address(address.strip())
     except ValueError:

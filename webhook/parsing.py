@@ -45,7 +45,8 @@ def parse_alert_body(raw: bytes, *, max_depth: int) -> dict[str, Any]:
     depth = _depth(data)
     if depth > max_depth:
         raise ApiError(400, "too_deep", f"JSON nested {depth} levels deep; the limit is {max_depth}")
-    _check_placeholders(data)
+    if "{{" in text:  # the common case has none: skip the walk
+        _check_placeholders(data)
     return data
 
 
@@ -92,13 +93,10 @@ def _json_error(text: str, exc: json.JSONDecodeError) -> ApiError:
 
 def _depth(value: Any) -> int:
     """Nesting depth of a parsed JSON value, without recursion."""
-    deepest, stack = 0, [(value, 1)]
+    deepest, stack = 0, [(value, 1)] if isinstance(value, dict | list) else []
     while stack:
         item, level = stack.pop()
-        if isinstance(item, dict):
-            deepest = max(deepest, level)
-            stack.extend((v, level + 1) for v in item.values())
-        elif isinstance(item, list):
-            deepest = max(deepest, level)
-            stack.extend((v, level + 1) for v in item)
+        deepest = max(deepest, level)
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((v, level + 1) for v in children if isinstance(v, dict | list))
     return deepest

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import sqlite_utils
 
-from storage.schema import MIGRATIONS
+from storage.schema import MIGRATIONS, TABLES
 
 __all__ = ["SCHEMA_VERSION", "Storage"]
 
@@ -208,6 +208,11 @@ class Storage:
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {version + 1}")
         return SCHEMA_VERSION
+
+    def missing_tables(self) -> list[str]:
+        """Tables the schema defines that this file lacks (for /healthz), via sqlite-utils."""
+        present = set(self.db.table_names())
+        return sorted(t for t in TABLES if t not in present)
 
     def ping(self) -> bool:
         return self.conn.execute("SELECT 1").fetchone()[0] == 1

@@ -3,7 +3,7 @@ append a new one. Times are stored as UTC epoch seconds (REAL) unless the column
 
 from __future__ import annotations
 
-__all__ = ["MIGRATIONS"]
+__all__ = ["MIGRATIONS", "TABLES"]
 
 _V1 = """
 CREATE TABLE alerts (
@@ -164,3 +164,9 @@ CREATE TABLE strategy_state (
 """
 
 MIGRATIONS: list[str] = [_V1]
+
+#: Every table the current schema has (``/healthz`` checks the file against it).
+TABLES = (
+    "alerts", "orders", "positions", "balances", "equity_snapshots", "candles", "ml_models",
+    "ml_training_jobs", "ml_predictions", "sentiment_cache", "strategy_state",
+)  # fmt: skip

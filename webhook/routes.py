@@ -42,8 +42,11 @@ def healthz() -> Any:
     try:
         gateway.storage.ping()
         version = gateway.storage.schema_version()
-        body["database"] = {"ok": True, "schema_version": version, "expected": SCHEMA_VERSION}
-        if version != SCHEMA_VERSION:
+        missing = gateway.storage.missing_tables()
+        body["database"] = {"ok": not missing, "schema_version": version, "expected": SCHEMA_VERSION}
+        if missing:
+            body["database"]["missing_tables"] = missing
+        if version != SCHEMA_VERSION or missing:
             body["status"] = "degraded"
     except Exception as exc:
         body["status"] = "down"

@@ -22,6 +22,14 @@ def test_migrate_is_idempotent_and_refuses_a_newer_schema(tmp_path: Path) -> Non
         storage.migrate()
 
 
+def test_missing_tables_are_reported(tmp_path: Path) -> None:
+    storage = Storage(tmp_path / "db.sqlite")
+    storage.migrate()
+    assert storage.missing_tables() == []
+    storage.conn.execute("DROP TABLE sentiment_cache")
+    assert storage.missing_tables() == ["sentiment_cache"]
+
+
 def test_group_commit_isolates_a_failing_job(tmp_path: Path) -> None:
     storage = Storage(tmp_path / "db.sqlite")
     storage.migrate()

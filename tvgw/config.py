@@ -285,6 +285,10 @@ def load_settings(
         values = _merge(values, overrides)
     values.setdefault("sentiment_env", {k: env[k] for k in SENTIMENT_VARIABLES if k in env})
     _strategies(values, env)
+    default_id = values.get("default_strategy", "default")
+    for name, key in (("TVGW_STRATEGY_MODE", "mode"), ("TVGW_PASSPHRASE", "passphrase")):
+        if name in env:
+            origin[f"strategies.{default_id}.{key}"] = name
     try:
         settings = Settings.model_validate(values)
     except ValidationError as exc:

@@ -1,0 +1,59 @@
+"""The one configuration loader: defaults, TVGW_* variables, the TOML file, clear failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tvgw.config import TRADINGVIEW_IPS, ConfigError, exchange_credentials, load_settings
+
+
+def test_defaults_need_only_a_passphrase() -> None:
+    settings = load_settings(environ={"TVGW_PASSPHRASE": "s"})
+    assert settings.broker == "paper" and settings.strategy(None).passphrase == "s"  # type: ignore[union-attr]
+    assert set(TRADINGVIEW_IPS) <= set(settings.allowed_ips)
+
+
+def test_no_passphrase_stops_start_up() -> None:
+    with pytest.raises(ConfigError, match="TVGW_PASSPHRASE"):
+        load_settings(environ={})
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("TVGW_MAX_LAG_SECONDS", "soon"),
+        ("TVGW_SANDBOX", "maybe"),
+        ("TVGW_ALLOWED_IPS", "10.0.0.300"),
+        ("TVGW_STRATEGY_MODE", "yolo"),
+        ("TVGW_SQLITE_SYNCHRONOUS", "sometimes"),
+    ],
+)
+def test_a_bad_value_names_its_variable(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        load_settings(environ={"TVGW_PASSPHRASE": "s", variable: value})
+
+
+def test_address_keywords_expand() -> None:
+    settings = load_settings(environ={"TVGW_PASSPHRASE": "s", "TVGW_ALLOWED_IPS": "tradingview, 10.0.0.0/8"})
+    assert settings.allowed_ips == (*TRADINGVIEW_IPS, "10.0.0.0/8")
+    assert load_settings(environ={"TVGW_PASSPHRASE": "s", "TVGW_ALLOWED_IPS": "any"}).allowed_ips == ()
+
+
+def test_toml_strategies_with_secrets_from_the_environment(tmp_path: Path) -> None:
+    config = tmp_path / "tvgw.toml"
+    config.write_text(
+        '[strategies.swing]\npassphrase = "file"\nmode = "ml_gate"\n[risk]\nmax_open_positions = 2\n'
+    )
+    settings = load_settings(environ={"TVGW_CONFIG": str(config), "TVGW_PASSPHRASE_SWING": "env"})
+    assert settings.strategies["swing"].passphrase == "env" and settings.strategies["swing"].mode == "ml_gate"
+    assert settings.risk.max_open_positions == 2
+    config.write_text("[strategies.swing\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(environ={"TVGW_CONFIG": str(config)})
+
+
+def test_exchange_credentials_come_from_the_environment_only() -> None:
+    env = {"TVGW_BINANCE_API_KEY": "k", "TVGW_BINANCE_SECRET": "s", "TVGW_KRAKEN_API_KEY": "other"}
+    assert exchange_credentials("binance", env) == {"apiKey": "k", "secret": "s"}

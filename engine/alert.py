@@ -19,6 +19,7 @@ Unknown fields are kept in ``extras`` (and in the stored record); they are never
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -289,9 +290,16 @@ _BAR_KEYS = {
 }
 
 
+@functools.cache
+def _known_fields() -> frozenset[str]:
+    return frozenset(Alert.model_fields) - {"extras"}
+
+
 def _normalise(data: dict[str, Any]) -> dict[str, Any]:
     """Map the shapes people paste into TradingView onto the canonical flat fields."""
-    known = set(Alert.model_fields) - {"extras"}
+    known = _known_fields()
+    if data.keys() <= known:  # already canonical (what the bundled Pine script sends)
+        return _checked(dict(data), {})
     out: dict[str, Any] = {}
     extras: dict[str, Any] = dict(data.get("extras") or {}) if isinstance(data.get("extras"), dict) else {}
 
@@ -327,8 +335,15 @@ def _normalise(data: dict[str, Any]) -> dict[str, Any]:
             put(_ALIASES[lowered], value)
         else:
             extras[key] = value
+    return _checked(out, extras)
+
+
+def _checked(out: dict[str, Any], extras: dict[str, Any]) -> dict[str, Any]:
+    """Unfilled placeholders, numbers sent as strings, and NaN, field by field."""
     for key, value in list(out.items()):
-        if isinstance(value, str) and PLACEHOLDER_RE.search(value) and key not in {"comment"}:
+        if not isinstance(value, str | float):
+            continue
+        if isinstance(value, str) and "{{" in value and PLACEHOLDER_RE.search(value) and key != "comment":
             raise ValueError(
                 f"field {key!r} holds the unfilled TradingView placeholder {value!r}: "
                 "check its spelling in the alert message"

@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from storage.database import Storage
 
 __all__ = [
@@ -42,7 +44,7 @@ def _dumps(value: Any) -> str | None:
     """JSON text for a column; text that is already JSON is stored as it is."""
     if value is None or isinstance(value, str):
         return value
-    return json.dumps(value, separators=(",", ":"), default=str)
+    return orjson.dumps(value, default=str).decode()
 
 
 def _loads(value: str | None) -> Any:

@@ -34,7 +34,6 @@ CREATE TABLE alerts (
     decision TEXT,
     ml_analysis TEXT
 );
-CREATE INDEX alerts_status ON alerts(status);
 
 CREATE TABLE orders (
     id INTEGER PRIMARY KEY,

@@ -65,6 +65,8 @@ class TradingEngine:
         self.broker = broker
         self.risk = RiskManager(settings.risk)
         self._equity_cache: tuple[float, float | None] = (-EQUITY_TTL_S, None)
+        self._marks_cache: tuple[float, float, float, float] = (-EQUITY_TTL_S, 0.0, 0.0, 0.0)
+        self._noted_at = -EQUITY_TTL_S
 
     # --- step 0: inputs that may need the network (outside the transaction) ---------------
     def snapshot(self, alert: Alert, strategy: StrategySettings, candles: object = None) -> MarketSnapshot:
@@ -284,7 +286,7 @@ class TradingEngine:
             else:
                 open_risk += DEFAULT_STOP_FRACTION * notional[p.symbol]
         equity = snapshot.equity or 0.0
-        peak, day_start = order_store.equity_marks(self.storage, self.broker.name, equity)
+        peak, day_start = self._equity_marks(equity)
         return PortfolioState(
             equity=equity,
             peak_equity=peak,
@@ -295,6 +297,26 @@ class TradingEngine:
             last_trade_at={p.symbol: p.updated_at for p in positions if p.updated_at is not None},
             now=time.time(),
         )
+
+    def _equity_marks(self, current: float) -> tuple[float, float]:
+        """(peak, start of day) from the equity snapshots, read at most every EQUITY_TTL_S
+        (they move slowly; the current equity always counts in full)."""
+        now = time.monotonic()
+        cached_at, peak, day_start, day = self._marks_cache
+        today = time.time() // 86_400
+        if now - cached_at >= EQUITY_TTL_S or day != today:
+            peak, day_start = order_store.equity_marks(self.storage, self.broker.name, current)
+            self._marks_cache = (now, peak, day_start, today)
+        return max(peak, current), day_start
+
+    def note_equity(self, conn: sqlite3.Connection, equity: float | None) -> None:
+        """Snapshot the account value for the drawdown and daily-loss limits, at most every
+        EQUITY_TTL_S per worker: a row per order would grow the table for nothing."""
+        now = time.monotonic()
+        if equity is None or now - self._noted_at < EQUITY_TTL_S:
+            return
+        order_store.record_equity(conn, self.broker.name, equity)
+        self._noted_at = now
 
     # --- step 2: send and settle ------------------------------------------------------------
     def send(self, decision: Decision, client_order_id: str) -> Decision:

@@ -153,8 +153,7 @@ class Gateway:
                     broker=self.broker.name, symbol=decision.order.symbol, side=decision.order.side,
                     order_type="market", amount=decision.order.amount, price=decision.order.price,
                 )  # fmt: skip
-                if snapshot.equity is not None:
-                    order_store.record_equity(conn, self.broker.name, snapshot.equity)
+                self.engine.note_equity(conn, snapshot.equity)
                 if instant:
                     decision = self.engine.send(decision, client_order_id)
                     self.engine.settle(conn, decision)

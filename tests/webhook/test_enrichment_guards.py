@@ -97,3 +97,25 @@ def test_a_model_slower_than_its_budget_falls_back(
     subject, strategy = enricher(tmp_path, models, candles, TVGW_ML_BUDGET_MS="0.01")
     result = subject.enrich(ALERT, strategy)  # type: ignore[arg-type]
     assert result.opinion is None and "budget" in result.analysis["error"]  # type: ignore[index]
+
+
+def test_a_new_model_version_is_picked_up_without_a_restart(
+    tmp_path: Path, model_dir: tuple[Path, pd.DataFrame], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from ml_integration import load_latest_strategy
+    from webhook import enrichment
+
+    models, candles = model_dir
+    own = tmp_path / "models"
+    shutil.copytree(models, own)
+    subject, strategy = enricher(tmp_path, own, candles)
+    first = subject.enrich(ALERT, strategy)  # type: ignore[arg-type]
+    assert first.analysis is not None
+    monkeypatch.setattr(enrichment, "RELOAD_CHECK_S", 0.0)
+    newer = save_version(load_latest_strategy(own, "BTC/USDT", "1h"), own, "BTC/USDT", "1h", version="v-next")
+    assert newer.name == "v-next"
+    second = subject.enrich(ALERT, strategy)  # type: ignore[arg-type]
+    assert second.analysis is not None and second.analysis["model_version"] == "v-next"
+    assert first.analysis["model_version"] != "v-next"

@@ -61,8 +61,10 @@ def insert_refused(
     reason: str,
     payload: Any,
     fields: dict[str, Any] | None = None,
+    status: str = "refused",
 ) -> int:
-    """Record an alert refused at the gate (bad JSON, bad passphrase, stale, ...)."""
+    """Record an alert refused at the gate (bad JSON, bad passphrase, stale, ...), or one the
+    gateway itself failed on (``status="error"``)."""
     columns = {k: v for k, v in (fields or {}).items() if k in _ALERT_FIELDS}
     with storage.transaction() as conn:
         cur = conn.execute(
@@ -73,7 +75,7 @@ def insert_refused(
                 source_ip,
                 _dumps(payload),
                 *columns.values(),
-                "refused",
+                status,
                 http_status,
                 error_code,
                 reason,

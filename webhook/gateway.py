@@ -63,6 +63,12 @@ class Gateway:
         except ApiError as exc:
             alert_id = self._record_refusal(exc, raw, ip, received_at)
             reply = Reply(exc.status, {**exc.to_dict(), "alert_id": alert_id})
+        except Exception as exc:
+            # Our fault, not the client's: still answer in JSON and keep the alert on file.
+            log.exception("alert from %s failed inside the gateway", ip)
+            error = ApiError(500, "internal_error", f"the gateway failed: {type(exc).__name__}: {exc}")
+            alert_id = self._record_refusal(error, raw, ip, received_at, status="error")
+            reply = Reply(500, {**error.to_dict(), "status": "error", "alert_id": alert_id})
         log.info(
             "alert id=%s status=%s http=%s ip=%s %s ms=%.1f",
             reply.body.get("alert_id"), reply.body.get("status"), reply.status, ip,
@@ -198,10 +204,12 @@ class Gateway:
                          "ml_analysis": record.ml_analysis},
         })  # fmt: skip
 
-    def _record_refusal(self, exc: ApiError, raw: bytes, ip: str, received_at: float) -> int:
+    def _record_refusal(
+        self, exc: ApiError, raw: bytes, ip: str, received_at: float, *, status: str = "refused"
+    ) -> int:
         return alert_store.insert_refused(
             self.storage, received_at=received_at, source_ip=ip, http_status=exc.status,
-            error_code=exc.code, reason=exc.message, payload=_refused_payload(raw),
+            error_code=exc.code, reason=exc.message, payload=_refused_payload(raw), status=status,
         )  # fmt: skip
 
     def record_oversized(self, length: int | None, ip: str) -> Reply:

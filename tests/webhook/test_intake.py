@@ -322,3 +322,20 @@ def test_unknown_route_and_method_are_json(client: Any) -> None:
     assert client.get("/webhook").status_code == 405
     assert client.get("/webhook").json["status"] == "refused"
     assert client.get("/nope").json["error"]["code"] == "not_found"
+
+
+def test_a_gateway_fault_is_answered_in_json_and_kept_on_file(
+    client: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine.engine import TradingEngine
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(TradingEngine, "decide", broken)
+    response = post(client, sample_alert())
+    assert response.status_code == 500
+    assert response.json["status"] == "error" and "ZeroDivisionError" in response.json["error"]["message"]
+    (row,) = rows(settings, "SELECT * FROM alerts WHERE id = ?", (response.json["alert_id"],))
+    assert (row["status"], row["http_status"], row["error_code"]) == ("error", 500, "internal_error")
+    assert not rows(settings, "SELECT * FROM orders")

@@ -122,6 +122,11 @@ class Settings(_Frozen):
     risk: RiskSettings = RiskSettings()
     ml_enabled: bool = True
     ml_budget_ms: float = Field(default=500.0, gt=0)
+    #: ccxt exchange id whose public candles keep the candle store current (None: alert bars
+    #: only). Defaults to the broker's exchange when trading live.
+    market_data: str | None = None
+    #: How long an alert may wait for that incremental fetch; it finishes in the background.
+    market_data_budget_ms: float = Field(default=400.0, gt=0)
     #: Seconds between outcome-resolver runs in each worker (0 turns the schedule off).
     resolve_interval_s: float = Field(default=60.0, ge=0)
     drift_min_accuracy: float = Field(default=0.5, ge=0, le=1)
@@ -169,6 +174,8 @@ _ENV: dict[str, tuple[tuple[str, ...], str]] = {
     "TVGW_STRATEGY_MODE": (("_default_strategy", "mode"), "str"),
     "TVGW_ML_ENABLED": (("ml_enabled",), "bool"),
     "TVGW_ML_BUDGET_MS": (("ml_budget_ms",), "str"),
+    "TVGW_MARKET_DATA": (("market_data",), "str"),
+    "TVGW_MARKET_DATA_BUDGET_MS": (("market_data_budget_ms",), "str"),
     "TVGW_RESOLVE_INTERVAL_S": (("resolve_interval_s",), "str"),
     "TVGW_SENTIMENT_REFRESH_S": (("sentiment_refresh_s",), "str"),
     "TVGW_PAPER_BALANCE": (("paper", "starting_balance"), "str"),
@@ -298,6 +305,8 @@ def load_settings(
             source = origin.get(key) or (f"TVGW_CONFIG [{key}]" if env.get("TVGW_CONFIG") else key)
             problems.append(f"{source}: {err['msg']} (got {err.get('input')!r})")
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from exc
+    if settings.market_data is None and settings.broker != "paper":
+        settings = settings.model_copy(update={"market_data": settings.broker})
     if not settings.strategies:
         raise ConfigError(
             "no strategy has a passphrase: set TVGW_PASSPHRASE (the default strategy's secret) "

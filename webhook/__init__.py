@@ -33,7 +33,20 @@ def create_app(settings: Settings | None = None, test_config: Mapping[str, Any] 
     storage = Storage(settings.database, synchronous=settings.sqlite_synchronous)
     storage.migrate()
     broker = create_broker(settings, storage)
-    enricher = Enricher(settings, storage, broker.resolve_symbol, live_exchange=settings.broker != "paper")
+    market_data = None
+    if settings.market_data:
+        from ml_integration.market_data import create_exchange
+
+        market_data = create_exchange(
+            settings.market_data, timeout_ms=settings.exchange_timeout_ms, api_url=settings.exchange_api_url
+        )
+    enricher = Enricher(
+        settings,
+        storage,
+        broker.resolve_symbol,
+        live_exchange=settings.broker != "paper",
+        market_data=market_data,
+    )
     app.extensions["tvgw"] = Gateway(settings, storage, broker, enricher)
     if settings.resolve_interval_s > 0:
         start_outcome_resolver(storage, settings.resolve_interval_s)

@@ -43,6 +43,8 @@ WINDOW = 320
 #: A signal is a function of the model version, the candle window and the cached sentiment, so
 #: alerts that arrive while those are unchanged reuse it (bounded, as quality counts data age).
 SIGNAL_REUSE_S = 30.0
+#: Least seconds between two incremental candle fetches for one market.
+FETCH_INTERVAL_S = 30.0
 #: How often (seconds) a worker looks at the model store's ``latest`` pointer.
 RELOAD_CHECK_S = 5.0
 
@@ -65,6 +67,9 @@ class _Market:
     checked_at: float = 0.0
     candles: pd.DataFrame | None = None
     load_error: str | None = None
+    #: monotonic time of the last incremental candle fetch started for this market
+    fetched_at: float = -1e9
+    fetch: Any = None  # the fetch still running in the background, if any
     #: (inputs key, when, signal): the model's answer for the current newest candle.
     signal: tuple[tuple[Any, ...], float, Any] | None = None
     #: (last candle time, ATR, realised volatility): recomputed only when a new candle arrives.
@@ -82,17 +87,22 @@ class Enricher:
         resolve_symbol: Callable[[str, str | None], str],
         *,
         live_exchange: bool = False,
+        market_data: Any = None,
     ):
         self.settings = settings
         self.storage = storage
         self.resolve_symbol = resolve_symbol
         self.live_exchange = live_exchange
+        self.market_data = market_data  # a ccxt exchange for public candles, or None
+        self._market_data_lock = threading.Lock()  # ccxt's sync client is not thread-safe
         self._sentiment: Any = None
         self._sentiment_symbols: set[str] = set()
         self._sentiment_lock = threading.Lock()
         self._markets: dict[tuple[str, str], _Market] = {}
         self._markets_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tvgw-ml")
+        # Candle fetches wait on the network: their own thread, so they never delay a model run.
+        self._fetch_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tvgw-candles")
 
     # --- the per-alert call --------------------------------------------------------------------
     def enrich(self, alert: Alert, strategy: StrategySettings) -> Enrichment:
@@ -109,6 +119,7 @@ class Enricher:
                 bar=(symbol, timeframe, bar) if bar else None,
             )
         market = self._market(symbol, timeframe)
+        self._top_up(market, symbol, timeframe)
         candles = self._candles(market, symbol, timeframe, bar)
         bar_key = (symbol, timeframe, bar) if bar else None
         model, error = self._model(market, symbol, timeframe)
@@ -348,6 +359,44 @@ class Enricher:
                     frame = pd.concat([frame.iloc[:-1], row])
             market.candles = frame
             return frame
+
+    def _top_up(self, market: _Market, symbol: str, timeframe: str) -> None:
+        """Fetch the candles the store is missing, waiting at most the market-data budget.
+
+        Runs only when a newer closed bar should exist than the newest stored one, at most every
+        FETCH_INTERVAL_S per market. A fetch that outlives the budget keeps running in the
+        background and serves the next alerts; this alert goes on with what the store has.
+        """
+        if self.market_data is None:
+            return
+        step = seconds(timeframe)
+        newest = candle_store.latest_candle_ms(self.storage, symbol, timeframe)
+        due = newest is None or newest / 1000 + 2 * step <= time.time()
+        now = time.monotonic()
+        with market.lock:
+            if not due or (market.fetch is not None and not market.fetch.done()):
+                running = market.fetch
+            elif now - market.fetched_at < FETCH_INTERVAL_S:
+                return
+            else:
+                market.fetched_at = now
+                running = market.fetch = self._fetch_pool.submit(self._fetch, symbol, timeframe, step)
+        if running is None:
+            return
+        try:
+            running.result(timeout=self.settings.market_data_budget_ms / 1000)
+        except FutureTimeout:
+            log.info("candle fetch for %s %s continues in the background", symbol, timeframe)
+        except Exception as exc:
+            log.warning("candle fetch for %s %s failed: %s", symbol, timeframe, exc)
+
+    def _fetch(self, symbol: str, timeframe: str, step: int) -> int:
+        from ml_integration.market_data import fill_candle_store
+
+        with self._market_data_lock:
+            return fill_candle_store(
+                self.storage, self.market_data, symbol, timeframe, days=WINDOW * step / 86_400
+            )
 
     def _staleness(self, candles: pd.DataFrame, timeframe: str) -> str | None:
         if candles.empty:

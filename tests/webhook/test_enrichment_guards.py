@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -17,6 +18,7 @@ from storage import Storage
 from storage.candles import upsert_candles
 from tests.conftest import make_settings
 from tests.ml_integration.conftest import TINY
+from webhook import create_app, get_gateway
 from webhook.enrichment import Enricher
 
 
@@ -119,3 +121,27 @@ def test_a_new_model_version_is_picked_up_without_a_restart(
     second = subject.enrich(ALERT, strategy)  # type: ignore[arg-type]
     assert second.analysis is not None and second.analysis["model_version"] == "v-next"
     assert first.analysis["model_version"] != "v-next"
+
+
+def test_missing_candles_are_fetched_from_the_exchange_within_the_budget(
+    tmp_path: Path, model_dir: tuple[Path, pd.DataFrame], fake_exchange: Any
+) -> None:
+    models, _ = model_dir
+    settings = make_settings(
+        tmp_path,
+        TVGW_ML_ENABLED="true",
+        TVGW_MODEL_DIR=str(models),
+        TVGW_MARKET_DATA="binance",
+        TVGW_EXCHANGE_API_URL=fake_exchange.url,
+        TVGW_MARKET_DATA_BUDGET_MS="5000",
+    )
+    app = create_app(settings)
+    gateway = get_gateway(app)
+    result = gateway.enricher.enrich(ALERT, settings.strategy(None))  # type: ignore[arg-type]
+    assert result.opinion is not None, result.analysis  # the empty store was filled from the exchange
+    assert fake_exchange.request_count("GET", "/api/v3/klines") >= 1
+    stored = Storage(settings.database).query_one("SELECT COUNT(*), MIN(source) FROM candles")
+    assert stored[0] >= 300 and stored[1] == "ccxt:binance"
+    before = fake_exchange.request_count("GET", "/api/v3/klines")
+    gateway.enricher.enrich(ALERT, settings.strategy(None))  # type: ignore[arg-type]
+    assert fake_exchange.request_count("GET", "/api/v3/klines") == before  # current: no new fetch

@@ -11,8 +11,11 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tvgw.commands.data import cli_settings, open_storage
@@ -20,8 +23,9 @@ from tvgw.commands.serve import exec_gunicorn
 
 if TYPE_CHECKING:
     from ml_integration.training import TrainingConfig
+    from tvgw.config import Settings
 
-SYMBOL, TIMEFRAME, DAYS = "BTC/USDT", "1h", 365
+SYMBOL, TIMEFRAME, DAYS, EXCHANGE = "BTC/USDT", "1h", 365, "binance"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,8 +58,23 @@ def run(args: argparse.Namespace) -> int:
         print(f"quickstart: using the existing {SYMBOL} {TIMEFRAME} model in {settings.model_dir}")
     if args.no_serve:
         return 0
+    if not args.offline and settings.market_data is None and not _latest_is_synthetic(settings):
+        # A model of real Binance candles: keep its candle store current from the same source.
+        os.environ["TVGW_MARKET_DATA"] = EXCHANGE
+        print(f"quickstart: candles kept current from {EXCHANGE} (TVGW_MARKET_DATA)")
     print(f"quickstart: serving on {args.bind or '127.0.0.1:8000'} (paper broker, {settings.database})")
     return exec_gunicorn(args.bind)
+
+
+def _latest_is_synthetic(settings: Settings) -> bool:
+    from ml_integration import latest_version
+    from ml_integration.store import model_key
+
+    version = latest_version(settings.model_dir, SYMBOL, TIMEFRAME)
+    if version is None:
+        return True
+    folder = Path(settings.model_dir) / model_key(SYMBOL, TIMEFRAME) / version
+    return bool(json.loads((folder / "strategy.json").read_text()).get("synthetic", True))
 
 
 def _config(quick: bool, **extra: object) -> TrainingConfig:

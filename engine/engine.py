@@ -121,7 +121,7 @@ class TradingEngine:
             return outcome("rejected", str(exc))
         known["symbol"] = symbol
         stamp = alert.timenow or alert.time
-        if stamp is not None:
+        if stamp is not None and _order_matters(alert, strategy):
             newest = state_store.last_alert_time(conn, strategy.id, symbol)
             if newest is not None and stamp.timestamp() < newest:
                 return outcome(
@@ -420,3 +420,11 @@ class TradingEngine:
                     self.record_result(conn, row["symbol"], row["side"], result)
                     lines.append(f"order {cid}: {result.status}, filled {result.filled}")
         return lines
+
+
+def _order_matters(alert: Alert, strategy: StrategySettings) -> bool:
+    """Whether a late alert must not act: a target position or an absolute action (close,
+    reverse) is superseded by a newer one, while buy/sell deltas add up in any order."""
+    if strategy.target_position and alert.target_position is not None:
+        return True
+    return alert.action not in (Action.BUY, Action.SELL)

@@ -133,3 +133,11 @@ def test_unknown_ticker_is_rejected_with_reason(book: tuple[Any, Any]) -> None:
     _, client = book
     body = send(client, ticker="NOTAPAIR", action="buy")
     assert body["status"] == "rejected" and "NOTAPAIR" in body["decision"]["reason"]
+
+
+def test_late_deltas_still_add_up(book: tuple[Any, Any]) -> None:
+    settings, client = book
+    send(client, action="buy", contracts=0.01, timenow=stamp(1), order_id="d-new")
+    late = send(client, action="buy", contracts=0.01, timenow=stamp(30), order_id="d-old")
+    assert late["status"] == "executed"  # a delta is not superseded by a newer one
+    assert position(settings) == pytest.approx(0.02)

@@ -80,10 +80,15 @@ def sample_alert(**fields: Any) -> dict[str, Any]:
     return alert
 
 
-def require_shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real candles not available: {SHARED_DATA} is absent (only in the team's workspace)")
-    return SHARED_DATA
+def shared_candle_file(name: str) -> Path:
+    """A real candle file from ../shared/data, or a skip that says why: a user's fresh clone has
+    no ../shared, and those files are never copied into the project."""
+    path = SHARED_DATA / name
+    if not path.is_file():
+        pytest.skip(
+            f"real candles not available: {path} is absent (the shared folder sits beside the checkout)"
+        )
+    return path
 
 
 def free_port() -> int:

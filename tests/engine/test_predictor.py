@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,8 +20,8 @@ from engine.predictor import (
     predict_market,
     realized_volatility,
 )
+from tests.conftest import shared_candle_file
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 # No example database: it would write a .hypothesis folder into the working tree.
 PROPERTY = settings(max_examples=200, database=None, deadline=None)
 
@@ -257,9 +256,7 @@ def test_helpers_refuse_short_or_broken_frames() -> None:
 
 @pytest.mark.shared_data
 def test_on_real_btc_candles_the_call_is_sane() -> None:
-    path = SHARED_DATA / "ohlcv" / "binance" / "BTC_USDT-1h.json"
-    if not path.exists():
-        pytest.skip(f"real candles not found at {path} (they live beside the repo, not in it)")
+    path = shared_candle_file("BTC_USDT-1h.json")
     rows = json.loads(path.read_text())[-2000:]
     df = pd.DataFrame(rows, columns=["ts", "open", "high", "low", "close", "volume"])
     df.index = pd.to_datetime(df.pop("ts"), unit="ms", utc=True)

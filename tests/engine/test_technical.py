@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,8 +20,7 @@ from engine.technical import (
     technical_components,
     technical_score,
 )
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+from tests.conftest import shared_candle_file
 
 ALLOWED_POINTS = {
     "rsi": {0.0, 1.0, 2.0},
@@ -210,9 +208,7 @@ def test_no_look_ahead_on_generated_candles() -> None:
 
 @pytest.mark.shared_data
 def test_no_look_ahead_and_sane_scores_on_real_btc_candles() -> None:
-    path = SHARED_DATA / "ohlcv" / "binance" / "BTC_USDT-1h.json"
-    if not path.exists():
-        pytest.skip(f"real candles not found at {path} (they live beside the repo, not in it)")
+    path = shared_candle_file("BTC_USDT-1h.json")
     rows = json.loads(path.read_text())[-3000:]
     df = pd.DataFrame(rows, columns=["ts", "open", "high", "low", "close", "volume"])
     df.index = pd.to_datetime(df.pop("ts"), unit="ms", utc=True)

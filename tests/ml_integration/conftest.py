@@ -1,9 +1,7 @@
-"""Fixtures for the ML library tests: seeded synthetic candles, a tiny trained strategy, and
-the shared real candles (skipped with a reason when ../shared/data is absent)."""
+"""Fixtures for the ML library tests: seeded synthetic candles and a tiny trained strategy.
+Real candles come through ``tests.conftest.shared_candle_file`` (skipped when absent)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -12,8 +10,6 @@ from ml_integration.lstm import LSTMConfig
 from ml_integration.prediction import ModelConfig
 from ml_integration.strategy import MLTradingStrategy
 from ml_integration.synthetic import synthetic_candles
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ohlcv" / "binance"
 
 #: Small enough to train in about a second (plus the one-off TensorFlow import).
 TINY = ModelConfig(
@@ -24,13 +20,6 @@ TINY = ModelConfig(
     lstm=LSTMConfig(units=(8, 4), epochs=2, batch_size=256),
     n_jobs=1,
 )
-
-
-def shared_file(name: str) -> Path:
-    path = SHARED_DATA / name
-    if not path.exists():
-        pytest.skip(f"{path} not found: the shared real-candle folder sits beside the repo checkout")
-    return path
 
 
 @pytest.fixture(scope="session")

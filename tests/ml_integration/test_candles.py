@@ -11,8 +11,7 @@ import pytest
 from ml_integration.candles import find_gaps, frame_from_rows, read_candle_file, validate_candles
 from ml_integration.exceptions import CandleDataError
 from ml_integration.features import LOOKBACK, FeatureEngineering
-
-from .conftest import shared_file
+from tests.conftest import shared_candle_file
 
 
 def _corrupt(frame: pd.DataFrame, row: int, column: str, value: float) -> pd.DataFrame:
@@ -109,7 +108,7 @@ def test_file_with_bad_row_raises(tmp_path):
 
 @pytest.mark.shared_data
 def test_real_btc_file_has_the_documented_gaps():
-    frame = read_candle_file(shared_file("BTC_USDT-1h.json"))
+    frame = read_candle_file(shared_candle_file("BTC_USDT-1h.json"))
     gaps = find_gaps(frame.index, 3600)
     assert len(frame) == 45_024
     assert len(gaps) == 27

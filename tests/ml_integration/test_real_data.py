@@ -9,14 +9,15 @@ from ml_integration.candles import read_candle_file
 from ml_integration.features import FeatureEngineering
 from ml_integration.store import load_latest_strategy, save_version
 from ml_integration.strategy import MLTradingStrategy
+from tests.conftest import shared_candle_file
 
-from .conftest import TINY, shared_file
+from .conftest import TINY
 
 pytestmark = pytest.mark.shared_data
 
 
 def test_train_predict_save_load_on_recent_btc(tmp_path):
-    frame = read_candle_file(shared_file("BTC_USDT-1h.json"))
+    frame = read_candle_file(shared_candle_file("BTC_USDT-1h.json"))
     recent = frame.iloc[-3000:]
     strategy = MLTradingStrategy(model_config=TINY)
     report = strategy.train_strategy(recent, symbol="BTC/USDT", timeframe="1h")
@@ -31,7 +32,7 @@ def test_train_predict_save_load_on_recent_btc(tmp_path):
 
 
 def test_real_gaps_invalidate_only_the_windows_that_straddle_them():
-    frame = read_candle_file(shared_file("BTC_USDT-1h.json"))
+    frame = read_candle_file(shared_candle_file("BTC_USDT-1h.json"))
     window = frame.loc["2018-01-20":"2018-03-20"]  # holds the 33-hour outage of 2018-02-08
     features = FeatureEngineering().create_features(window)
     valid = features.notna().all(axis=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,6 +48,10 @@ def create_app(settings: Settings | None = None, test_config: Mapping[str, Any] 
         live_exchange=settings.broker != "paper",
         market_data=market_data,
     )
+    if settings.ml_enabled:
+        # In the background: a worker that loads many models must not miss gunicorn's
+        # heartbeat; an alert that arrives first simply waits for its market's model.
+        threading.Thread(target=_preload, args=(enricher,), name="tvgw-preload", daemon=True).start()
     app.extensions["tvgw"] = Gateway(settings, storage, broker, enricher)
     if settings.resolve_interval_s > 0:
         start_outcome_resolver(storage, settings.resolve_interval_s)
@@ -72,6 +77,11 @@ class FastJSONProvider(DefaultJSONProvider):
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         return orjson.loads(s)
+
+
+def _preload(enricher: Enricher) -> None:
+    for line in enricher.preload():
+        logging.getLogger("tvgw").info("model %s", line)
 
 
 def _configure_logging(level: str) -> None:

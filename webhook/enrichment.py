@@ -11,6 +11,7 @@ model all give ``ml_analysis = {"error": ...}`` and the strategy's fallback rule
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
@@ -303,6 +304,25 @@ class Enricher:
             strategy.sentiment = self._sentiment_for(symbol)
         market.strategy, market.version, market.load_error = strategy, version, None
         log.info("loaded model %s %s version %s", symbol, timeframe, version)
+
+    def preload(self) -> list[str]:
+        """Load and warm every model in the store now, at worker start, so that no alert pays
+        for loading one; returns "SYMBOL TF version" per model. Failures are logged, not fatal:
+        the alert path reports them as ml_analysis.error."""
+        loaded = []
+        for pointer in sorted(Path(self.settings.model_dir).glob("*/latest")):
+            version = pointer.read_text().strip()
+            try:
+                meta = json.loads((pointer.parent / version / "strategy.json").read_text())
+                symbol, timeframe = str(meta["symbol"]), str(meta["timeframe"])
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("model store entry %s unreadable: %s", pointer.parent, exc)
+                continue
+            model, error = self._model(self._market(symbol, timeframe), symbol, timeframe)
+            loaded.append(
+                f"{symbol} {timeframe} {version}" if model is not None else f"{symbol} {timeframe}: {error}"
+            )
+        return loaded
 
     def _sentiment_for(self, symbol: str) -> Any:
         """The shared SentimentAnalysis, built on first need (its import costs ~2 s), and a

@@ -145,3 +145,16 @@ def test_missing_candles_are_fetched_from_the_exchange_within_the_budget(
     before = fake_exchange.request_count("GET", "/api/v3/klines")
     gateway.enricher.enrich(ALERT, settings.strategy(None))  # type: ignore[arg-type]
     assert fake_exchange.request_count("GET", "/api/v3/klines") == before  # current: no new fetch
+
+
+def test_models_are_loaded_when_the_worker_starts(
+    tmp_path: Path, model_dir: tuple[Path, pd.DataFrame]
+) -> None:
+    models, _ = model_dir
+    settings = make_settings(tmp_path, TVGW_ML_ENABLED="true", TVGW_MODEL_DIR=str(models))
+    gateway = get_gateway(create_app(settings))
+    latest = (models / "BTC_USDT_1h" / "latest").read_text().strip()
+    deadline = time.monotonic() + 30
+    while gateway.enricher.status()["models"].get("BTC/USDT 1h") != latest and time.monotonic() < deadline:
+        time.sleep(0.05)  # a background thread loads every model at start-up, before any alert
+    assert gateway.enricher.status()["models"] == {"BTC/USDT 1h": latest}

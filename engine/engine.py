@@ -51,7 +51,6 @@ EPSILON = 1e-9
 
 @dataclass(frozen=True)
 class _Plan:
-    current: float
     target: float | None
     reason: str
 
@@ -189,26 +188,26 @@ class TradingEngine:
         action = alert.action
         target_from_alert = alert.target_position if strategy.target_position else None
         if action in (Action.CLOSE_ALL,) or target_from_alert == 0.0:
-            return _Plan(current, 0.0, "close the position")
+            return _Plan(0.0, "close the position")
         if action == Action.CLOSE_LONG:
-            return _Plan(current, min(current, 0.0), "close the long side")
+            return _Plan(min(current, 0.0), "close the long side")
         if action == Action.CLOSE_SHORT:
-            return _Plan(current, max(current, 0.0), "close the short side")
+            return _Plan(max(current, 0.0), "close the short side")
         if action == Action.REVERSE and target_from_alert is None:
             if abs(current) <= EPSILON:
-                return _Plan(current, None, "reverse: there is no position to reverse")
-            return _Plan(current, -current, "reverse the position")
+                return _Plan(None, "reverse: there is no position to reverse")
+            return _Plan(-current, "reverse the position")
         size, why = self._size(alert, strategy, snapshot, ml, price)
         if target_from_alert is not None:
             if strategy.sizing == "alert":
-                return _Plan(current, target_from_alert, "move to the alert's target position")
+                return _Plan(target_from_alert, "move to the alert's target position")
             if size is None:
-                return _Plan(current, None, why)
-            return _Plan(current, math.copysign(size, target_from_alert), f"target position, {why}")
+                return _Plan(None, why)
+            return _Plan(math.copysign(size, target_from_alert), f"target position, {why}")
         if size is None:
-            return _Plan(current, None, why)
+            return _Plan(None, why)
         sign = 1.0 if action == Action.BUY else -1.0
-        return _Plan(current, current + sign * size, why)
+        return _Plan(current + sign * size, why)
 
     def _size(
         self,

@@ -22,7 +22,6 @@ __all__ = [
     "equity_marks",
     "get_cash",
     "get_order",
-    "get_position",
     "list_orders",
     "list_positions",
     "pending_exposure",
@@ -170,11 +169,6 @@ def get_cash(storage: Storage, broker: str, currency: str, default: float) -> fl
     return _cash(storage.conn, broker, currency, default)
 
 
-def get_position(storage: Storage, broker: str, symbol: str) -> Position:
-    row = _position_row(storage.conn, broker, symbol)
-    return Position(symbol, 0.0, None, 0.0, None) if row is None else _position(row)
-
-
 def list_positions(storage: Storage, broker: str, *, open_only: bool = True) -> list[Position]:
     sql = "SELECT * FROM positions WHERE broker = ?" + (" AND amount != 0" if open_only else "")
     return [_position(r) for r in storage.query(sql + " ORDER BY symbol", (broker,))]
@@ -231,11 +225,3 @@ def equity_marks(storage: Storage, broker: str, current: float) -> tuple[float, 
         (broker, day_start),
     )
     return (max(current, float(peak[0])) if peak else current), (float(first[0]) if first else current)
-
-
-def equity_history(storage: Storage, broker: str, since: float) -> list[tuple[float, float]]:
-    rows = storage.query(
-        "SELECT at, equity FROM equity_snapshots WHERE broker = ? AND at >= ? ORDER BY at",
-        (broker, since),
-    )
-    return [(float(r[0]), float(r[1])) for r in rows]

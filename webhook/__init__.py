@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from flask import Flask
+from flask import Flask, current_app
 from flask.json.provider import DefaultJSONProvider
 
 from engine.brokers.factory import create_broker
@@ -20,7 +20,7 @@ from webhook.enrichment import Enricher
 from webhook.errors import register_error_handlers
 from webhook.gateway import Gateway
 
-__all__ = ["create_app", "get_gateway"]
+__all__ = ["create_app", "current_gateway", "get_gateway"]
 
 
 def create_app(settings: Settings | None = None, test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -92,6 +92,11 @@ def _configure_logging(level: str) -> None:
     logging.logProcesses = False
     logging.logMultiprocessing = False
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def current_gateway() -> Gateway:
+    """The gateway of the app handling the current request (for the blueprints)."""
+    return get_gateway(current_app)
 
 
 def get_gateway(app: Flask) -> Gateway:

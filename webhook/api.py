@@ -7,19 +7,14 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 
 from storage import alerts as alert_store
 from storage import orders as order_store
+from webhook import current_gateway
 from webhook.errors import ApiError
 
 bp = Blueprint("api", __name__, url_prefix="/api")
-
-
-def _gateway() -> Any:
-    from webhook import get_gateway
-
-    return get_gateway(current_app)
 
 
 def token_required(view: Callable[..., Any]) -> Callable[..., Any]:
@@ -27,7 +22,7 @@ def token_required(view: Callable[..., Any]) -> Callable[..., Any]:
 
     @wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        token = _gateway().settings.api_token
+        token = current_gateway().settings.api_token
         if not token:
             raise ApiError(404, "api_disabled", "the API is disabled: set TVGW_API_TOKEN to enable it")
         given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
@@ -51,14 +46,14 @@ def _limit() -> int:
 @token_required
 def alerts() -> Any:
     return jsonify(
-        alert_store.list_alerts(_gateway().storage, limit=_limit(), status=request.args.get("status"))
+        alert_store.list_alerts(current_gateway().storage, limit=_limit(), status=request.args.get("status"))
     )
 
 
 @bp.get("/alerts/<int:alert_id>")
 @token_required
 def alert(alert_id: int) -> Any:
-    gateway = _gateway()
+    gateway = current_gateway()
     row = alert_store.get_alert_row(gateway.storage, alert_id)
     if row is None:
         raise ApiError(404, "not_found", f"no alert {alert_id}")
@@ -68,13 +63,13 @@ def alert(alert_id: int) -> Any:
 @bp.get("/orders")
 @token_required
 def orders() -> Any:
-    return jsonify(order_store.list_orders(_gateway().storage, limit=_limit()))
+    return jsonify(order_store.list_orders(current_gateway().storage, limit=_limit()))
 
 
 @bp.get("/positions")
 @token_required
 def positions() -> Any:
-    gateway = _gateway()
+    gateway = current_gateway()
     rows = order_store.list_positions(gateway.storage, gateway.broker.name)
     return jsonify(
         {
@@ -96,4 +91,4 @@ def accuracy() -> Any:
         days = float(raw)
     except ValueError:
         raise ApiError(400, "invalid_days", f"days must be a number, got {raw!r}", where="days") from None
-    return jsonify(evaluate_recent_performance(_gateway().storage, request.args.get("symbol"), days))
+    return jsonify(evaluate_recent_performance(current_gateway().storage, request.args.get("symbol"), days))

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from engine.alert import Alert
 from engine.brokers.base import Broker
-from engine.decision import Decision, MLOpinion
+from engine.decision import Decision
 from engine.engine import TradingEngine
 from storage import Storage
 from storage import alerts as alert_store
@@ -146,7 +146,7 @@ class Gateway:
                     conn, original_id=original, received_at=received_at, source_ip=ip,
                     payload=payload, fields=fields,
                 )  # fmt: skip
-                return decision, dup_id, None, self._duplicate_reply(conn, original, dup_id)
+                return decision, dup_id, None, self._duplicate_reply(original, dup_id)
             self.enricher.record(conn, alert_id, enrichment)
             stamp = alert.timenow or alert.time
             if decision.symbol and stamp is not None:
@@ -195,7 +195,7 @@ class Gateway:
             symbol=decision.symbol,
         )  # fmt: skip
 
-    def _duplicate_reply(self, conn: Any, original_id: int, dup_id: int) -> Reply:
+    def _duplicate_reply(self, original_id: int, dup_id: int) -> Reply:
         record = alert_store.get_alert(self.storage, original_id)
         assert record is not None
         return Reply(200, {
@@ -238,9 +238,9 @@ def _via_local_proxy(ip: str, remote_addr: str | None, forwarded_for: str | None
     return peer.is_loopback or peer.is_private
 
 
-def _http_status(decision: Decision | MLOpinion) -> int:
+def _http_status(decision: Decision) -> int:
     """Broker trouble is the gateway's upstream failing (502); every decision else is 200."""
-    return 502 if getattr(decision, "status", "") == "failed" else 200
+    return 502 if decision.status == "failed" else 200
 
 
 def _alert_fields(alert: Alert) -> dict[str, Any]:

@@ -5,26 +5,21 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from engine.outcomes import drift_report
 from storage import SCHEMA_VERSION
+from webhook import current_gateway
 from webhook.auth import client_ip
 
 bp = Blueprint("webhook", __name__)
 log = logging.getLogger(__name__)
 
 
-def _gateway() -> Any:
-    from webhook import get_gateway
-
-    return get_gateway(current_app)
-
-
 @bp.post("/webhook")
 def webhook() -> Any:
-    gateway = _gateway()
+    gateway = current_gateway()
     try:
         raw = request.get_data(cache=False)
     except RequestEntityTooLarge:
@@ -37,7 +32,7 @@ def webhook() -> Any:
 
 @bp.get("/healthz")
 def healthz() -> Any:
-    gateway = _gateway()
+    gateway = current_gateway()
     body: dict[str, Any] = {"status": "ok", "broker": gateway.broker.name}
     try:
         gateway.storage.ping()

@@ -175,18 +175,24 @@ class Alert(BaseModel):
     @classmethod
     def _timestamp(cls, value: Any) -> Any:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            # Epoch seconds or milliseconds; 1e11 s is the year 5138, so larger means ms.
-            seconds = value / 1000 if value > 1e11 else value
-            return datetime.fromtimestamp(seconds, tz=UTC)
-        if isinstance(value, str) and value.strip().isdigit():
-            return cls._timestamp(int(value.strip()))
+            return _epoch(value)
+        if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+            return _epoch(int(value.strip()))
         return value
 
     @field_validator("time", "timenow")
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
+        """Every instant in UTC, whatever offset it was written with: ``+02:00`` and ``Z``
+        spellings of one instant are one value (and one idempotency key)."""
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        if not EARLIEST <= value <= LATEST:
+            raise ValueError(
+                f"{value.isoformat()} is outside {EARLIEST.year}-{LATEST.year}; "
+                "send the time TradingView fills in ({{timenow}})"
+            )
         return value
 
     @field_validator("ticker")
@@ -239,6 +245,26 @@ class Alert(BaseModel):
     def record(self) -> str:
         """The JSON stored with the alert (the passphrase is excluded)."""
         return self.model_dump_json(exclude={"passphrase"})
+
+
+#: Instants an alert can mean: TradingView's history starts after 1970 and no bar opens after
+#: 2100. Outside this, a number is a mistake (or an attack), not a time.
+EARLIEST = datetime(1970, 1, 2, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def _epoch(value: float) -> datetime:
+    """Epoch seconds or milliseconds as a UTC instant; 1e11 s is the year 5138, so larger means
+    ms. Out of range or not finite: a ValueError that names the number's size, not a crash."""
+    if not math.isfinite(value):
+        raise ValueError(f"{value} is not a time")
+    seconds = value / 1000 if abs(value) > 1e11 else value
+    if not EARLIEST.timestamp() <= seconds <= LATEST.timestamp():
+        raise ValueError(
+            f"epoch {value:.6g} is outside {EARLIEST.year}-{LATEST.year} "
+            "(expected seconds or milliseconds since 1970)"
+        )
+    return datetime.fromtimestamp(seconds, tz=UTC)
 
 
 def _num(value: float | None) -> str:
@@ -348,14 +374,8 @@ def _checked(out: dict[str, Any], extras: dict[str, Any]) -> dict[str, Any]:
                 f"field {key!r} holds the unfilled TradingView placeholder {value!r}: "
                 "check its spelling in the alert message"
             )
-        if key in _NUMERIC and isinstance(value, str):
+        if key in _NUMERIC:
             out[key] = _number(key, value)
-        if key in _NUMERIC and isinstance(value, float) and not math.isfinite(value):
-            if key in _ABSENT_WHEN_NAN:
-                # TradingView prints NaN for a series with no value (volume on an index).
-                out[key] = None
-            else:
-                raise ValueError(f"field {key!r} is {value!r}, not a finite number")
     out["extras"] = extras
     return out
 
@@ -378,19 +398,27 @@ _NUMERIC = {
 
 #: Bar fields a chart may leave undefined; NaN there means "not given", not an error.
 _ABSENT_WHEN_NAN = {"volume", "open", "high", "low", "close"}
+#: Text that stands for "no value" in a number field (TradingView prints ``NaN`` for an
+#: undefined series; people write null in many ways).
+_EMPTY = {"", "NA", "N/A", "NONE", "NULL"}
 
 
-def _number(key: str, raw: str) -> float | None:
-    text = raw.strip()
-    if text == "" or text.upper() in {"NAN", "NA", "NONE", "NULL"}:
-        # TradingView prints NaN for an undefined series value: treat as absent.
+def _number(key: str, value: str | float) -> float | None:
+    """A number field's value, the same whether it came as a JSON number or as text: ``"NaN"``
+    and ``NaN`` (or ``"Infinity"`` and ``1e999``) are one value and get one verdict. NaN means
+    "not given" in a bar field and is refused elsewhere; infinity is refused everywhere."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.upper() in _EMPTY:
+            return None
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"field {key!r} must be a number, got {value!r}") from None
+    if math.isnan(value) and key in _ABSENT_WHEN_NAN:
         return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"field {key!r} must be a number, got {raw!r}") from None
     if not math.isfinite(value):
-        raise ValueError(f"field {key!r} must be a finite number, got {raw!r}")
+        raise ValueError(f"field {key!r} is {value!r}, not a finite number")
     return value
 
 

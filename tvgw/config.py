@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,6 +30,7 @@ __all__ = [
     "StrategySettings",
     "exchange_credentials",
     "load_settings",
+    "secret_values",
 ]
 
 #: The addresses TradingView documents as the senders of webhook alerts.
@@ -313,6 +315,21 @@ def load_settings(
             "or define [strategies.<id>] with a passphrase in the TVGW_CONFIG file"
         )
     return settings
+
+
+def secret_values(settings: Settings, environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """Every secret the gateway holds: the strategies' passphrases, the API token, the broker's
+    exchange credentials and the news sources' keys. Nothing of these may be written anywhere
+    (the webhook's redaction scrubs them from rows, logs and answers)."""
+    values = [s.passphrase for s in settings.strategies.values()]
+    values += [settings.api_token or ""]
+    if settings.broker != "paper":
+        values += exchange_credentials(settings.broker, environ).values()
+    values += [v for k, v in settings.sentiment_env.items() if _SECRET_SETTING.search(k)]
+    return tuple(v for v in values if v)
+
+
+_SECRET_SETTING = re.compile(r"KEY|SECRET|TOKEN|PASSWORD", re.IGNORECASE)
 
 
 def exchange_credentials(exchange_id: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -21,16 +21,20 @@ from storage import Storage
 from storage import alerts as alert_store
 from storage import orders as order_store
 from storage import state as state_store
-from tvgw.config import Settings
+from tvgw.config import Settings, secret_values
 from webhook.auth import authenticate, client_ip, ip_allowed
 from webhook.enrichment import Enricher
 from webhook.errors import ApiError
-from webhook.parsing import parse_alert_body, redact
+from webhook.parsing import parse_alert_body
+from webhook.redaction import Redactor, install_log_redaction
 from webhook.responses import alert_response
 
 __all__ = ["Gateway", "Reply"]
 
 log = logging.getLogger("tvgw.alerts")
+
+#: How much of a refused body is kept for the record (after its secrets are scrubbed).
+REFUSED_BODY_CHARS = 8192
 
 
 @dataclass(frozen=True)
@@ -50,25 +54,29 @@ class Gateway:
         self.broker = broker
         self.engine = TradingEngine(settings, storage, broker)
         self.enricher = enricher
+        self.redactor = Redactor(secret_values(settings))
+        install_log_redaction(self.redactor)
 
     # --- the webhook -------------------------------------------------------------------------
     def handle(self, raw: bytes, remote_addr: str | None, forwarded_for: str | None) -> Reply:
         started = time.perf_counter()
         received_at = time.time()
         ip = client_ip(remote_addr, forwarded_for, self.settings)
+        parsed: dict[str, Any] | None = None
         try:
-            reply = self._handle(
-                raw, ip, received_at, proxied=_via_local_proxy(ip, remote_addr, forwarded_for)
-            )
+            self._check_sender(ip, remote_addr, forwarded_for)
+            parsed = parse_alert_body(raw, max_depth=self.settings.max_json_depth)
+            reply = self._accept(parsed, ip, received_at)
         except ApiError as exc:
-            alert_id = self._record_refusal(exc, raw, ip, received_at)
+            alert_id = self._record_refusal(exc, raw, parsed, ip, received_at)
             reply = Reply(exc.status, {**exc.to_dict(), "alert_id": alert_id})
         except Exception as exc:
             # Our fault, not the client's: still answer in JSON and keep the alert on file.
             log.exception("alert from %s failed inside the gateway", ip)
             error = ApiError(500, "internal_error", f"the gateway failed: {type(exc).__name__}: {exc}")
-            alert_id = self._record_refusal(error, raw, ip, received_at, status="error")
+            alert_id = self._record_refusal(error, raw, parsed, ip, received_at, status="error")
             reply = Reply(500, {**error.to_dict(), "status": "error", "alert_id": alert_id})
+        reply = Reply(reply.status, self.redactor.answer(reply.body))
         log.info(
             "alert id=%s status=%s http=%s ip=%s %s ms=%.1f",
             reply.body.get("alert_id"), reply.body.get("status"), reply.status, ip,
@@ -76,8 +84,12 @@ class Gateway:
         )  # fmt: skip
         return reply
 
-    def _handle(self, raw: bytes, ip: str, received_at: float, *, proxied: bool = False) -> Reply:
-        if proxied and self.settings.allowed_ips and not self.settings.trusted_proxies:
+    def _check_sender(self, ip: str, remote_addr: str | None, forwarded_for: str | None) -> None:
+        if (
+            _via_local_proxy(ip, remote_addr, forwarded_for)
+            and self.settings.allowed_ips
+            and not self.settings.trusted_proxies
+        ):
             # A proxy in front (it added X-Forwarded-For) that we were not told to trust: the
             # peer address is the proxy's, so checking it would let every sender through.
             raise ApiError(
@@ -89,8 +101,10 @@ class Gateway:
             )
         if not ip_allowed(ip, self.settings):
             raise ApiError(403, "forbidden", f"address {ip} is not in TVGW_ALLOWED_IPS")
-        data = parse_alert_body(raw, max_depth=self.settings.max_json_depth)
+
+    def _accept(self, data: dict[str, Any], ip: str, received_at: float) -> Reply:
         strategy = authenticate(data, self.settings)
+        self.redactor.refuse_misplaced(data)
         try:
             alert = Alert.model_validate(data)
         except ValidationError as exc:
@@ -126,7 +140,7 @@ class Gateway:
         key = alert.idempotency_key(datetime.fromtimestamp(received_at, UTC))
         enrichment = self.enricher.enrich(alert, strategy)
         snapshot = self.engine.snapshot(alert, strategy, enrichment.candles)
-        payload = alert.record()
+        payload = self.redactor.record(alert)
         fields = _alert_fields(alert)
         instant = self.broker.settles_instantly
 
@@ -205,11 +219,24 @@ class Gateway:
         })  # fmt: skip
 
     def _record_refusal(
-        self, exc: ApiError, raw: bytes, ip: str, received_at: float, *, status: str = "refused"
+        self,
+        exc: ApiError,
+        raw: bytes,
+        parsed: dict[str, Any] | None,
+        ip: str,
+        received_at: float,
+        *,
+        status: str = "refused",
     ) -> int:
+        """Record a refused body: the parsed alert with its secrets scrubbed, or (when it did not
+        parse) a scrubbed rendering of the raw text; at most REFUSED_BODY_CHARS of either."""
+        if parsed is not None:
+            payload = self.redactor.body(parsed, REFUSED_BODY_CHARS)
+        else:
+            payload = self.redactor.raw_body(raw, REFUSED_BODY_CHARS)
         return alert_store.insert_refused(
             self.storage, received_at=received_at, source_ip=ip, http_status=exc.status,
-            error_code=exc.code, reason=exc.message, payload=_refused_payload(raw), status=status,
+            error_code=exc.code, reason=self.redactor.text(exc.message), payload=payload, status=status,
         )  # fmt: skip
 
     def record_oversized(self, length: int | None, ip: str) -> Reply:
@@ -220,7 +247,7 @@ class Gateway:
             f"body of {length if length is not None else 'unknown'} bytes "
             f"exceeds the {self.settings.max_body_bytes} byte limit (TVGW_MAX_BODY_BYTES)",
         )
-        alert_id = self._record_refusal(exc, b"", ip, time.time())
+        alert_id = self._record_refusal(exc, b"", None, ip, time.time())
         log.info("alert id=%s status=refused http=413 ip=%s too_large", alert_id, ip)
         return Reply(413, {**exc.to_dict(), "alert_id": alert_id})
 
@@ -252,12 +279,6 @@ def _alert_fields(alert: Alert) -> dict[str, Any]:
         "order_id": alert.order_id, "alert_time": alert.time.timestamp() if alert.time else None,
         "timenow": alert.timenow.timestamp() if alert.timenow else None,
     }  # fmt: skip
-
-
-def _refused_payload(raw: bytes) -> dict[str, Any]:
-    """What we keep of a refused body: at most 8 KiB of it, passphrase redacted."""
-    text = raw[:8192].decode("utf-8", errors="replace")
-    return {"raw": redact(text), "truncated": len(raw) > 8192}
 
 
 _FIELD_IN_MESSAGE = re.compile(r"^field '([^']+)'")

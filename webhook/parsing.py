@@ -13,15 +13,14 @@ from typing import Any
 from engine.alert import PLACEHOLDER_RE
 from webhook.errors import ApiError
 
-__all__ = ["parse_alert_body", "redact"]
+__all__ = ["MAX_INT_DIGITS", "parse_alert_body"]
 
 _UNFILLED_FIELD = re.compile(r'"([^"\\]{1,64})"\s*:\s*(\{\{[^{}]*\}\})')
-_PASSPHRASE = re.compile(r'("(?:passphrase|secret)"\s*:\s*)"(?:[^"\\]|\\.)*"', re.IGNORECASE)
 
-
-def redact(text: str) -> str:
-    """Hide a passphrase in a raw body we keep for the record (a refused body is stored)."""
-    return _PASSPHRASE.sub(r'\1"***"', text)
+#: Integers in an alert are sizes, prices and epoch times: 19 digits (a signed 64-bit integer)
+#: is far beyond any of them, and anything larger could not be stored or read back as JSON.
+MAX_INT_DIGITS = 19
+_INT64 = 2**63
 
 
 def parse_alert_body(raw: bytes, *, max_depth: int) -> dict[str, Any]:
@@ -35,7 +34,7 @@ def parse_alert_body(raw: bytes, *, max_depth: int) -> dict[str, Any]:
             400, "invalid_encoding", f"the body is not UTF-8 ({exc.reason})", where=f"byte {exc.start}"
         ) from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_int=_bounded_int)
     except json.JSONDecodeError as exc:
         raise _json_error(text, exc) from None
     except RecursionError:
@@ -45,9 +44,50 @@ def parse_alert_body(raw: bytes, *, max_depth: int) -> dict[str, Any]:
     depth = _depth(data)
     if depth > max_depth:
         raise ApiError(400, "too_deep", f"JSON nested {depth} levels deep; the limit is {max_depth}")
+    if "\\u" in text:  # a lone surrogate can only come from an escape: skip the walk without one
+        _check_surrogates(data)
     if "{{" in text:  # the common case has none: skip the walk
         _check_placeholders(data)
     return data
+
+
+def _bounded_int(digits: str) -> int:
+    """json's integer hook: refuse integers that no field can mean and no JSON reader can read
+    back (a 5,000-digit number, or one outside 64 bits), naming the size, never the text."""
+    size = len(digits.lstrip("-"))
+    if size <= MAX_INT_DIGITS:
+        value = int(digits)
+        if -_INT64 <= value < _INT64:
+            return value
+    raise ApiError(
+        400, "number_out_of_range",
+        f"the body holds a {size}-digit integer; integers must fit in 64 bits "
+        "(send prices and sizes as decimals, times as epoch seconds or milliseconds)",
+    )  # fmt: skip
+
+
+def _check_surrogates(data: Any, path: str = "") -> None:
+    """A ``\\ud800`` escape without its pair decodes to a string that is not Unicode text: it
+    cannot be compared, stored or sent back, so it is refused, naming the field."""
+    items = data.items() if isinstance(data, dict) else enumerate(data)
+    for key, value in items:
+        where = f"{path}{key}"
+        if isinstance(key, str) and not _is_text(key):
+            raise ApiError(400, "invalid_unicode", f"a field name under {path or 'the top level'!r} "
+                           "holds a lone UTF-16 surrogate escape", where=path or None)  # fmt: skip
+        if isinstance(value, str) and not _is_text(value):
+            raise ApiError(400, "invalid_unicode", f"field {where!r} holds a lone UTF-16 surrogate "
+                           "escape (\\ud800-\\udfff without its pair)", where=f"field {where}")  # fmt: skip
+        if isinstance(value, dict | list):
+            _check_surrogates(value, f"{where}.")
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_placeholders(data: dict[str, Any], prefix: str = "") -> None:
@@ -85,10 +125,8 @@ def _json_error(text: str, exc: json.JSONDecodeError) -> ApiError:
             f"the message holds the unfilled TradingView placeholder {found.group(0)}",
             where=where,
         )
-    snippet = text[max(0, exc.pos - 20) : exc.pos + 20]
-    return ApiError(
-        400, "invalid_json", f"the body is not valid JSON: {exc.msg} near {snippet!r}", where=where
-    )
+    # The position and the kind of error only: the text around it may be the passphrase.
+    return ApiError(400, "invalid_json", f"the body is not valid JSON: {exc.msg} at {where}", where=where)
 
 
 def _depth(value: Any) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -29,7 +30,7 @@ def create_app(settings: Settings | None = None, test_config: Mapping[str, Any] 
     settings = settings or load_settings(test_config)
     _configure_logging(settings.log_level)
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1  # see webhook.routes.webhook
     app.json = FastJSONProvider(app)
     storage = Storage(settings.database, synchronous=settings.sqlite_synchronous)
     storage.migrate()
@@ -73,7 +74,13 @@ class FastJSONProvider(DefaultJSONProvider):
     with is on every alert's path. Key order is kept as built."""
 
     def dumps(self, obj: Any, **kwargs: Any) -> str:
-        return orjson.dumps(obj, default=str).decode()
+        try:
+            return orjson.dumps(obj, default=str).decode()
+        except orjson.JSONEncodeError:
+            # What orjson cannot write (an integer beyond 64 bits, a lone surrogate in a row an
+            # older version stored) is still answered, never a 500: the standard library writes
+            # both (the surrogate as an escape).
+            return json.dumps(obj, default=str)
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         return orjson.loads(s)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import math
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -33,13 +34,31 @@ def token_required(view: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
+#: The largest row id SQLite can hold; a larger one in a URL is a row that cannot exist (404).
+MAX_ROW_ID = 2**63 - 1
+
+
 def _limit() -> int:
     raw = request.args.get("limit", "50")
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+    # ASCII digits only: str.isdigit() also accepts "²", which int() then refuses.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 4) or not 1 <= int(raw) <= 1000:
         raise ApiError(
             400, "invalid_limit", f"limit must be a whole number from 1 to 1000, got {raw!r}", where="limit"
         )
     return int(raw)
+
+
+def _days() -> float:
+    raw = request.args.get("days", "30")
+    try:
+        days = float(raw)
+    except ValueError:
+        days = math.nan
+    if not 0 < days <= 3650:  # also false for NaN
+        raise ApiError(
+            400, "invalid_days", f"days must be a number above 0 and at most 3650, got {raw!r}", where="days"
+        )
+    return days
 
 
 @bp.get("/alerts")
@@ -50,7 +69,7 @@ def alerts() -> Any:
     )
 
 
-@bp.get("/alerts/<int:alert_id>")
+@bp.get(f"/alerts/<int(max={MAX_ROW_ID}):alert_id>")
 @token_required
 def alert(alert_id: int) -> Any:
     gateway = current_gateway()
@@ -86,9 +105,6 @@ def accuracy() -> Any:
     """``evaluate_recent_performance`` as JSON: ``?symbol=BTC/USDT&days=30``."""
     from engine.outcomes import evaluate_recent_performance
 
-    raw = request.args.get("days", "30")
-    try:
-        days = float(raw)
-    except ValueError:
-        raise ApiError(400, "invalid_days", f"days must be a number, got {raw!r}", where="days") from None
-    return jsonify(evaluate_recent_performance(current_gateway().storage, request.args.get("symbol"), days))
+    return jsonify(
+        evaluate_recent_performance(current_gateway().storage, request.args.get("symbol"), _days())
+    )

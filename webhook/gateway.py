@@ -241,12 +241,9 @@ class Gateway:
 
     def record_oversized(self, length: int | None, ip: str) -> Reply:
         """A body over the size cap is refused unread, but still recorded."""
-        exc = ApiError(
-            413,
-            "too_large",
-            f"body of {length if length is not None else 'unknown'} bytes "
-            f"exceeds the {self.settings.max_body_bytes} byte limit (TVGW_MAX_BODY_BYTES)",
-        )
+        cap = self.settings.max_body_bytes
+        size = f"{length} bytes" if length is not None else "a chunked body"
+        exc = ApiError(413, "too_large", f"{size} exceeds the {cap} byte limit (TVGW_MAX_BODY_BYTES)")
         alert_id = self._record_refusal(exc, b"", None, ip, time.time())
         log.info("alert id=%s status=refused http=413 ip=%s too_large", alert_id, ip)
         return Reply(413, {**exc.to_dict(), "alert_id": alert_id})

@@ -13,8 +13,8 @@ the gateway (the stored payload, the refusal reason, the answer, the log):
    api key) is masked even when it is *not* a configured secret: a wrong passphrase is usually a
    typo of the right one.
 
-A raw body that is not valid JSON is stored as a readable rendering with its JSON escapes decoded
-(so ``"s3\\u0063ret"`` is recognised as ``s3cret``), then rules 1 and 2 apply.
+A raw body that is not valid JSON is stored as a readable rendering with its ``\\u`` escapes
+decoded (so ``"s3\\u0063ret"`` is recognised as ``s3cret``), then rules 1 and 2 apply.
 """
 
 from __future__ import annotations
@@ -40,13 +40,15 @@ _SECRET_NAME = re.compile(r"pass(?:phrase|word|wd)?|secret|token|api[_-]?key|aut
 #: In text that is not valid JSON: a secret-named key, quoted with ' or " or bare, a separator,
 #: then its value (quoted, or bare up to a delimiter). The value is what gets masked.
 _SECRET_PAIR = re.compile(
-    r"""(?P<key>["']?[\w-]*(?:pass(?:phrase|word|wd)?|secret|token|api[_-]?key|auth)[\w-]*["']?\s*[:=]\s*)"""
+    # Starts at the secret word itself (what precedes it in the key is kept as it is): a leading
+    # ``[\w-]*`` would make the scan quadratic on a long run of word characters.
+    r"""(?P<key>(?:pass(?:phrase|word|wd)?|secret|token|api[_-]?key|auth)[\w-]*["']?\s*[:=]\s*)"""
     r"""(?P<value>"(?:[^"\\]|\\.)*"?|'(?:[^'\\]|\\.)*'?|[^\s,;}\]&]*)""",
     re.IGNORECASE,
 )
 
-_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})|\\([\"\\/bfnrt])")
-_SIMPLE = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+_UNICODE_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
 
 
 class Redactor:
@@ -57,10 +59,15 @@ class Redactor:
         self.secrets: tuple[str, ...] = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
         #: How each secret looks inside serialised JSON (quotes and control characters escaped).
         self._json_forms = tuple({orjson.dumps(s)[1:-1] for s in self.secrets})
+        #: Every spelling :meth:`text` replaces: the secret and its JSON-escaped form.
+        self._spellings = tuple(
+            sorted({*self.secrets, *(f.decode() for f in self._json_forms)}, key=len, reverse=True)
+        )
 
     def text(self, value: str) -> str:
-        """``value`` with every configured secret replaced by the mask."""
-        for secret in self.secrets:
+        """``value`` with every configured secret replaced by the mask (also where it is
+        written JSON-escaped, as in a raw body or a serialised row)."""
+        for secret in self._spellings:
             if secret in value:
                 value = value.replace(secret, MASK)
         return value
@@ -144,17 +151,13 @@ class Redactor:
 
 
 def _decode_escapes(text: str) -> str:
-    """JSON string escapes turned into the characters they stand for (surrogate pairs joined,
-    lone surrogates replaced), so a secret spelled with escapes is seen as itself."""
-    if "\\" not in text:
+    """``\\uXXXX`` escapes turned into the characters they stand for (surrogate pairs joined,
+    lone surrogates replaced), so a secret or a key spelled with them is seen as itself. Quote
+    and backslash escapes stay, so the text keeps its quoting (the JSON-escaped spelling of a
+    secret is scrubbed as well)."""
+    if "\\u" not in text:
         return text
-
-    def one(match: re.Match[str]) -> str:
-        if match.group(1) is not None:
-            return chr(int(match.group(1), 16))
-        return _SIMPLE[match.group(2)]
-
-    decoded = _ESCAPE.sub(one, text)
+    decoded = _UNICODE_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
     return decoded.encode("utf-16", "surrogatepass").decode("utf-16", errors="replace")
 
 

@@ -21,8 +21,14 @@ log = logging.getLogger(__name__)
 def webhook() -> Any:
     gateway = current_gateway()
     try:
+        # The app's MAX_CONTENT_LENGTH is one byte above the cap, so a chunked body (no
+        # Content-Length), which werkzeug cuts at that limit rather than refusing, shows itself
+        # as too large here instead of being parsed cut.
         raw = request.get_data(cache=False)
+        oversized = len(raw) > gateway.settings.max_body_bytes
     except RequestEntityTooLarge:
+        oversized = True
+    if oversized:
         ip = client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"), gateway.settings)
         reply = gateway.record_oversized(request.content_length, ip)
         return jsonify(reply.body), reply.status

@@ -23,7 +23,10 @@ TOKEN = "api-TOKEN-9f8e7d"
 SECRETS = (SECRET, QUOTED_SECRET, TOKEN)
 
 PROPERTY = settings(
-    max_examples=150, database=None, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=150,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 
 
@@ -63,9 +66,9 @@ def assert_no_secret_anywhere(world: dict[str, Any]) -> None:
         world["answers"].append(one.data)
     database = Path(world["settings"].database)
     files = b"".join(p.read_bytes() for p in database.parent.glob(database.name + "*"))
-    logs = "\n".join(
-        r.getMessage() + (r.exc_text or "") for r in world["caplog"].records
-    ).encode("utf-8", "surrogatepass")
+    logs = "\n".join(r.getMessage() + (r.exc_text or "") for r in world["caplog"].records).encode(
+        "utf-8", "surrogatepass"
+    )
     places = {"database": files, "logs": logs, "answers": b"\n".join([*world["answers"], api.data])}
     for secret in SECRETS:
         for form in forms(secret):
@@ -144,7 +147,15 @@ def test_a_wrong_passphrase_is_masked_in_the_record(world: dict[str, Any]) -> No
 # --- generated hostile bodies --------------------------------------------------------------------
 
 secret_keys = st.sampled_from(
-    ['"passphrase"', '"pass\\u0070hrase"', '"Passphrase"', '"secret"', "'passphrase'", "passphrase", '"PASSPHRASE"']
+    [
+        '"passphrase"',
+        '"pass\\u0070hrase"',
+        '"Passphrase"',
+        '"secret"',
+        "'passphrase'",
+        "passphrase",
+        '"PASSPHRASE"',
+    ]
 )
 secret_values = st.sampled_from(
     [
@@ -156,10 +167,17 @@ secret_values = st.sampled_from(
         json.dumps(TOKEN),
     ]
 )
-junk = st.text(alphabet=st.sampled_from(list('{}[]",:\' \\x0123\n\t')), max_size=6)
+junk = st.text(alphabet=st.sampled_from(list("{}[]\",:' \\x0123\n\t")), max_size=6)
 fields = st.lists(
     st.sampled_from(
-        ['"ticker":"BTCUSDT"', '"action":"buy"', '"contracts":1', '"price":30000', '"interval":"60"', "{{close}}"]
+        [
+            '"ticker":"BTCUSDT"',
+            '"action":"buy"',
+            '"contracts":1',
+            '"price":30000',
+            '"interval":"60"',
+            "{{close}}",
+        ]
     ),
     max_size=4,
 )
@@ -195,6 +213,8 @@ def test_hostile_bodies_built_around_a_secret_leak_nothing(world: dict[str, Any]
         },
     )
 )
-def test_valid_json_with_secrets_in_any_field_leaks_nothing(world: dict[str, Any], alert: dict[str, Any]) -> None:
+def test_valid_json_with_secrets_in_any_field_leaks_nothing(
+    world: dict[str, Any], alert: dict[str, Any]
+) -> None:
     post(world, json.dumps(alert))
     assert_no_secret_anywhere(world)

@@ -10,14 +10,21 @@ from tvgw.config import TRADINGVIEW_IPS, ConfigError, exchange_credentials, load
 
 
 def test_defaults_need_only_a_passphrase() -> None:
-    settings = load_settings(environ={"TVGW_PASSPHRASE": "s"})
-    assert settings.broker == "paper" and settings.strategy(None).passphrase == "s"  # type: ignore[union-attr]
+    settings = load_settings(environ={"TVGW_PASSPHRASE": "s-secret-1"})
+    assert settings.broker == "paper" and settings.strategy(None).passphrase == "s-secret-1"  # type: ignore[union-attr]
     assert set(TRADINGVIEW_IPS) <= set(settings.allowed_ips)
 
 
 def test_no_passphrase_stops_start_up() -> None:
     with pytest.raises(ConfigError, match="TVGW_PASSPHRASE"):
         load_settings(environ={})
+
+
+def test_a_short_passphrase_stops_start_up_without_echoing_it() -> None:
+    with pytest.raises(ConfigError, match="TVGW_PASSPHRASE: String should have at least 8") as raised:
+        load_settings(environ={"TVGW_PASSPHRASE": "short7!"})
+    assert "short7!" not in str(raised.value)
+    assert load_settings(environ={"TVGW_PASSPHRASE": "eight-ch"}).strategy(None) is not None
 
 
 @pytest.mark.parametrize(
@@ -32,22 +39,22 @@ def test_no_passphrase_stops_start_up() -> None:
 )
 def test_a_bad_value_names_its_variable(variable: str, value: str) -> None:
     with pytest.raises(ConfigError, match=variable):
-        load_settings(environ={"TVGW_PASSPHRASE": "s", variable: value})
+        load_settings(environ={"TVGW_PASSPHRASE": "s-secret-1", variable: value})
 
 
 def test_address_keywords_expand() -> None:
-    settings = load_settings(environ={"TVGW_PASSPHRASE": "s", "TVGW_ALLOWED_IPS": "tradingview, 10.0.0.0/8"})
+    settings = load_settings(environ={"TVGW_PASSPHRASE": "s-secret-1", "TVGW_ALLOWED_IPS": "tradingview, 10.0.0.0/8"})
     assert settings.allowed_ips == (*TRADINGVIEW_IPS, "10.0.0.0/8")
-    assert load_settings(environ={"TVGW_PASSPHRASE": "s", "TVGW_ALLOWED_IPS": "any"}).allowed_ips == ()
+    assert load_settings(environ={"TVGW_PASSPHRASE": "s-secret-1", "TVGW_ALLOWED_IPS": "any"}).allowed_ips == ()
 
 
 def test_toml_strategies_with_secrets_from_the_environment(tmp_path: Path) -> None:
     config = tmp_path / "tvgw.toml"
     config.write_text(
-        '[strategies.swing]\npassphrase = "file"\nmode = "ml_gate"\n[risk]\nmax_open_positions = 2\n'
+        '[strategies.swing]\npassphrase = "file-secret"\nmode = "ml_gate"\n[risk]\nmax_open_positions = 2\n'
     )
-    settings = load_settings(environ={"TVGW_CONFIG": str(config), "TVGW_PASSPHRASE_SWING": "env"})
-    assert settings.strategies["swing"].passphrase == "env" and settings.strategies["swing"].mode == "ml_gate"
+    settings = load_settings(environ={"TVGW_CONFIG": str(config), "TVGW_PASSPHRASE_SWING": "env-secret"})
+    assert settings.strategies["swing"].passphrase == "env-secret" and settings.strategies["swing"].mode == "ml_gate"
     assert settings.risk.max_open_positions == 2
     config.write_text("[strategies.swing\n")
     with pytest.raises(ConfigError, match="not valid TOML"):

@@ -63,7 +63,9 @@ class StrategySettings(_Frozen):
     """Per-strategy settings: its secret, how its alerts are acted on, and how they are sized."""
 
     id: str
-    passphrase: str = Field(min_length=1)
+    #: At least 8 characters: a short secret is guessable, and an alert that carries the secret
+    #: anywhere but its passphrase field is refused, which a short one would trip by chance.
+    passphrase: str = Field(min_length=8)
     mode: Mode = "execute"
     #: ``alert``: trade the alert's contracts; ``fixed_quote``: spend ``quote_amount``;
     #: ``kelly``: the ML Kelly fraction of equity (falls back to ``alert`` without ML).
@@ -305,7 +307,8 @@ def load_settings(
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"])
             source = origin.get(key) or (f"TVGW_CONFIG [{key}]" if env.get("TVGW_CONFIG") else key)
-            problems.append(f"{source}: {err['msg']} (got {err.get('input')!r})")
+            given = "" if _SECRET_SETTING.search(key) else f" (got {err.get('input')!r})"
+            problems.append(f"{source}: {err['msg']}{given}")
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from exc
     if settings.market_data is None and settings.broker != "paper":
         settings = settings.model_copy(update={"market_data": settings.broker})
@@ -329,7 +332,7 @@ def secret_values(settings: Settings, environ: Mapping[str, str] | None = None) 
     return tuple(v for v in values if v)
 
 
-_SECRET_SETTING = re.compile(r"KEY|SECRET|TOKEN|PASSWORD", re.IGNORECASE)
+_SECRET_SETTING = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSPHRASE", re.IGNORECASE)
 
 
 def exchange_credentials(exchange_id: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:

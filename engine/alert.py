@@ -334,8 +334,7 @@ class FieldConflict(ValueError):
         self.fields = fields
         values = f" ({shown[0]!r} vs {shown[1]!r})" if shown is not None else ""
         super().__init__(
-            f"fields {fields[0]!r} and {fields[1]!r} both give {canonical!r} but differ{values}: "
-            "send it once"
+            f"fields {fields[0]!r} and {fields[1]!r} both give {canonical!r} but differ{values}: send it once"
         )
 
 

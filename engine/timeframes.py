@@ -21,10 +21,12 @@ def from_tradingview(interval: str | None, default: str) -> str:
     raw = interval.strip()
     ccxt_style = _CCXT_STYLE.match(raw)
     if ccxt_style is not None:
-        count, unit = int(ccxt_style.group(1)), ccxt_style.group(2).lower()
-        if unit in ("m", "h") and count > 0:
-            return _minutes(count * (60 if unit == "h" else 1))
-        return f"{count}{unit}" if count > 0 else default
+        number, unit = int(ccxt_style.group(1)), ccxt_style.group(2).lower()
+        if number <= 0:
+            return default
+        if unit in ("m", "h"):
+            return _minutes(number * (60 if unit == "h" else 1))
+        return f"{number}{unit}"
     text = raw.upper()
     if text.isdigit():
         return _minutes(int(text)) if int(text) > 0 else default

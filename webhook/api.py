@@ -12,15 +12,15 @@ from flask import Blueprint, jsonify, request
 
 from storage import alerts as alert_store
 from storage import orders as order_store
-from webhook import current_gateway
 from tvgw.config import B64TOKEN
+from webhook import current_gateway
 from webhook.errors import ApiError
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 
 #: RFC 6750 section 2.1: ``Bearer`` (any case), one or more spaces, one b64token, nothing else.
-_BEARER = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] +(%s)" % B64TOKEN)
+_BEARER = re.compile(rf"[Bb][Ee][Aa][Rr][Ee][Rr] +({B64TOKEN})")
 _REALM = 'Bearer realm="tvgw"'
 
 

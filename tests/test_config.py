@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import make_settings
 from tvgw.config import TRADINGVIEW_IPS, ConfigError, exchange_credentials, load_settings
 
 
@@ -57,3 +58,10 @@ def test_toml_strategies_with_secrets_from_the_environment(tmp_path: Path) -> No
 def test_exchange_credentials_come_from_the_environment_only() -> None:
     env = {"TVGW_BINANCE_API_KEY": "k", "TVGW_BINANCE_SECRET": "s", "TVGW_KRAKEN_API_KEY": "other"}
     assert exchange_credentials("binance", env) == {"apiKey": "k", "secret": "s"}
+
+
+def test_an_api_token_that_cannot_be_sent_as_a_bearer_token_stops_start_up(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="TVGW_API_TOKEN") as caught:
+        make_settings(tmp_path, TVGW_API_TOKEN="two words")
+    assert "two words" not in str(caught.value)  # a bad secret is still a secret
+    assert make_settings(tmp_path, TVGW_API_TOKEN="aZ0-._~+/==").api_token == "aZ0-._~+/=="

@@ -42,6 +42,7 @@ __all__ = [
     "alert_field_table",
     "canonical_fields",
     "credentials",
+    "is_secret_key",
 ]
 
 #: A TradingView placeholder that was not substituted, such as ``{{plot("x")}}``.
@@ -427,6 +428,14 @@ class _Fields:
 
 
 _SECRET_FIELDS = frozenset({"passphrase"})
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether the schema reads a top-level ``key`` as the passphrase (``Secret``, ``PASSPHRASE``),
+    so that whatever keeps a raw body can hide exactly what authentication would use."""
+    lowered = key.strip().lower()
+    return _ALIASES.get(lowered, lowered) in _SECRET_FIELDS
+
 
 #: Fields whose values are compared without regard to case or surrounding space.
 _CASELESS = frozenset({"ticker", "exchange", "interval", "market_position", "prev_market_position"})

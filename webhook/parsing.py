@@ -10,18 +10,31 @@ import json
 import re
 from typing import Any
 
-from engine.alert import PLACEHOLDER_RE
+from engine.alert import PLACEHOLDER_RE, is_secret_key
 from webhook.errors import ApiError
 
 __all__ = ["parse_alert_body", "redact"]
 
 _UNFILLED_FIELD = re.compile(r'"([^"\\]{1,64})"\s*:\s*(\{\{[^{}]*\}\})')
-_PASSPHRASE = re.compile(r'("(?:passphrase|secret)"\s*:\s*)"(?:[^"\\]|\\.)*"', re.IGNORECASE)
+#: A JSON member with a scalar value, ``"key": "value"`` or ``"key": 123``; a string value may
+#: be cut off by the end of the text (a refused body is kept truncated).
+_MEMBER = re.compile(r'"((?:[^"\\]|\\.)*)"(\s*:\s*)(?:"(?:[^"\\]|\\.)*(?:"|\Z)|[^,{}\[\]\s"]+)')
 
 
 def redact(text: str) -> str:
-    """Hide a passphrase in a raw body we keep for the record (a refused body is stored)."""
-    return _PASSPHRASE.sub(r'\1"***"', text)
+    """Hide a passphrase in a raw body we keep for the record (a refused body is stored).
+
+    A key counts as a passphrase when the alert schema would read it as one (any case, padding
+    or JSON escape of ``passphrase``/``secret``): :func:`engine.alert.is_secret_key` decides."""
+    return _MEMBER.sub(_redacted_member, text)
+
+
+def _redacted_member(match: re.Match[str]) -> str:
+    try:
+        key = json.loads(f'"{match.group(1)}"')
+    except json.JSONDecodeError:
+        return match.group(0)
+    return f'"{match.group(1)}"{match.group(2)}"***"' if is_secret_key(key) else match.group(0)
 
 
 def parse_alert_body(raw: bytes, *, max_depth: int) -> dict[str, Any]:

@@ -304,3 +304,24 @@ def test_two_spellings_posted_at_once_to_two_workers_place_one_order(tmp_path: P
         assert len(workers) == 2
     finally:
         gateway.stop()
+
+
+@pytest.mark.parametrize(
+    "raw_key", ["passphrase", " Passphrase ", "SECRET", "pa\\u0073sphrase", "secr\\u0065t"]
+)
+def test_a_refused_alert_keeps_no_passphrase_in_any_spelling(multi: tuple[Any, Any], raw_key: str) -> None:
+    client, settings = multi
+    body = json.dumps({**bare_alert(), "strategy": "nope"})[:-1] + f', "{raw_key}": "{SWING}"}}'
+    response = client.post("/webhook", data=body, content_type="text/plain")
+    assert response.status_code == 401, response.json
+    assert SWING not in str([tuple(r) for r in rows(settings.database, "SELECT * FROM alerts")])
+
+
+def test_a_passphrase_cut_off_by_the_kept_prefix_is_still_hidden(multi: tuple[Any, Any]) -> None:
+    client, settings = multi
+    head = json.dumps({**bare_alert(), "strategy": "nope", "comment": ""})[:-2]
+    pad = 8192 - len(head) - len('", "passphrase": "') - 5  # the cut falls 5 characters into it
+    body = head + "x" * pad + f'", "passphrase": "{SWING}"}}'
+    assert client.post("/webhook", data=body, content_type="text/plain").status_code == 401
+    (row,) = rows(settings.database, "SELECT payload FROM alerts")
+    assert json.loads(row["payload"])["truncated"] and SWING[:5] not in row["payload"]

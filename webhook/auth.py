@@ -12,7 +12,7 @@ from engine.alert import FieldConflict, credentials
 from tvgw.config import Settings, StrategySettings
 from webhook.errors import ApiError
 
-__all__ = ["authenticate", "client_ip", "conflict_error", "ip_allowed"]
+__all__ = ["authenticate", "client_ip", "ip_allowed"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -59,7 +59,9 @@ def ip_allowed(ip: str, settings: Settings) -> bool:
 
 def authenticate(data: dict[str, Any], settings: Settings) -> StrategySettings:
     """The strategy this alert acts for, if the passphrase it carries is that strategy's; else a
-    401 :class:`ApiError` (400 when two spellings of the strategy or the passphrase disagree).
+    401 :class:`ApiError`. Two spellings of one field that disagree are a 400 before any secret
+    is compared: the alert is ambiguous, about who sent it (``strategy`` vs ``strategy_id``,
+    ``passphrase`` vs ``secret``) or about what it asks.
 
     The strategy id and passphrase are read by the alert schema's own normalisation
     (:func:`engine.alert.credentials`), so every alias, nesting and key case the schema accepts
@@ -68,7 +70,7 @@ def authenticate(data: dict[str, Any], settings: Settings) -> StrategySettings:
     try:
         claimed = credentials(data)
     except FieldConflict as exc:
-        raise conflict_error(exc) from None
+        raise _conflict_error(exc) from None
     strategy_id, passphrase = claimed.strategy_id, claimed.passphrase
     if strategy_id is not None and not isinstance(strategy_id, str):
         raise ApiError(401, "unauthorized", "strategy_id must be a string")
@@ -86,6 +88,6 @@ def authenticate(data: dict[str, Any], settings: Settings) -> StrategySettings:
     return strategy
 
 
-def conflict_error(exc: FieldConflict) -> ApiError:
+def _conflict_error(exc: FieldConflict) -> ApiError:
     """400 naming the two spellings that disagree (never their values when secret)."""
     return ApiError(400, "conflicting_fields", str(exc), where=" and ".join(exc.fields))

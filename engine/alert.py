@@ -23,13 +23,26 @@ import functools
 import hashlib
 import math
 import re
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["PLACEHOLDER_RE", "Action", "Alert", "MarketPosition", "alert_field_table"]
+from engine.timeframes import canonical_interval
+
+__all__ = [
+    "PLACEHOLDER_RE",
+    "Action",
+    "Alert",
+    "Credentials",
+    "FieldConflict",
+    "MarketPosition",
+    "alert_field_table",
+    "canonical_fields",
+    "credentials",
+]
 
 #: A TradingView placeholder that was not substituted, such as ``{{plot("x")}}``.
 PLACEHOLDER_RE = re.compile(r"\{\{[^{}]*\}\}")
@@ -63,6 +76,10 @@ _ACTION_ALIASES = {
     "flat": Action.CLOSE_ALL,
     "reverse": Action.REVERSE,
 }
+
+
+def _action_key(value: str) -> str:
+    return value.strip().lower().replace("-", "_").replace(" ", "_")
 
 
 class MarketPosition(StrEnum):
@@ -158,7 +175,7 @@ class Alert(BaseModel):
     @classmethod
     def _action(cls, value: Any) -> Any:
         if isinstance(value, str):
-            key = value.strip().lower().replace("-", "_").replace(" ", "_")
+            key = _action_key(value)
             if key in _ACTION_ALIASES:
                 return _ACTION_ALIASES[key]
             raise ValueError(
@@ -222,19 +239,30 @@ class Alert(BaseModel):
             return size
         return self.position_size
 
-    def idempotency_key(self, received_at: datetime) -> str:
-        """The explicit ``id`` if sent, else a hash of what makes this alert this alert.
+    def idempotency_key(self, received_at: datetime, symbol: str) -> str:
+        """The explicit ``id`` if sent, else a hash of what this alert means, not how it is spelled.
 
-        Without ``timenow`` (or ``time``) the receive minute stands in, so a client retry within
-        the same minute is a duplicate while the same short message an hour later is not.
+        ``symbol`` is the market the broker resolved the ticker to: the key guards against acting
+        twice on the broker, so ``BINANCE:SOLUSDT``, ``SOLUSDT`` with ``exchange: BINANCE`` and
+        ``SOL/USDT`` (one order on one market) are one alert. The instant is taken in UTC (so
+        ``+02:00``, ``Z`` and epoch seconds or milliseconds of one instant match), the interval
+        as its timeframe (``60`` is ``1h``; a 1h and a 4h strategy firing together are two
+        alerts), the action after aliasing, the contracts as a number. Without ``timenow`` (or
+        ``time``) the receive minute stands in, so a client retry within the same minute is a
+        duplicate while the same short message an hour later is not.
         """
         if self.id:
             return f"id:{self.strategy_id or ''}:{self.id}"
         stamp = self.timenow or self.time
-        when = stamp.isoformat() if stamp else received_at.strftime("recv:%Y-%m-%dT%H:%M")
+        when = (
+            stamp.astimezone(UTC).isoformat(timespec="microseconds")
+            if stamp
+            else received_at.astimezone(UTC).strftime("recv:%Y-%m-%dT%H:%M")
+        )
         parts = [
             self.strategy_id or "",
-            self.ticker,
+            symbol,
+            canonical_interval(self.interval) or "",
             self.action.value,
             when,
             self.order_id or "",
@@ -268,7 +296,7 @@ def _epoch(value: float) -> datetime:
 
 
 def _num(value: float | None) -> str:
-    return "" if value is None else repr(float(value))
+    return "" if value is None else repr(float(value) + 0.0)  # + 0.0: -0.0 is 0.0
 
 
 # --- accepted shapes -----------------------------------------------------------------------
@@ -321,47 +349,134 @@ def _known_fields() -> frozenset[str]:
     return frozenset(Alert.model_fields) - {"extras"}
 
 
+class FieldConflict(ValueError):
+    """Two spellings of one field in the same alert say different things.
+
+    Refused rather than resolved: picking one silently could act for the wrong strategy or
+    trade the wrong size. ``fields`` are the spellings as sent (``strategy``, ``strategy.id``)."""
+
+    def __init__(self, canonical: str, fields: tuple[str, str], shown: tuple[Any, Any] | None):
+        self.canonical = canonical
+        self.fields = fields
+        values = f" ({shown[0]!r} vs {shown[1]!r})" if shown is not None else ""
+        super().__init__(
+            f"fields {fields[0]!r} and {fields[1]!r} both give {canonical!r} but differ{values}: send it once"
+        )
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Who an alert claims to be, read through the same aliases the schema uses."""
+
+    strategy_id: Any
+    passphrase: Any = field(repr=False)
+
+
+def credentials(data: dict[str, Any]) -> Credentials:
+    """The strategy id and passphrase of a raw alert, whatever spelling or nesting it used.
+
+    Authentication calls this so that it acts for the very strategy the schema will see;
+    raises :class:`FieldConflict` when two spellings disagree.
+    """
+    fields, _ = canonical_fields(data)
+    return Credentials(fields.get("strategy_id"), fields.get("passphrase"))
+
+
 def _normalise(data: dict[str, Any]) -> dict[str, Any]:
     """Map the shapes people paste into TradingView onto the canonical flat fields."""
+    return _checked(*canonical_fields(data))
+
+
+def canonical_fields(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(canonical fields, unknown fields) of a raw alert: aliases, any key case, nesting.
+
+    The one place that knows how a field may be spelled. Raises :class:`FieldConflict` when
+    two spellings of a field carry different values (an empty value conflicts with nothing).
+    """
     known = _known_fields()
     if data.keys() <= known:  # already canonical (what the bundled Pine script sends)
-        return _checked(dict(data), {})
-    out: dict[str, Any] = {}
+        return dict(data), {}
     extras: dict[str, Any] = dict(data.get("extras") or {}) if isinstance(data.get("extras"), dict) else {}
-
-    def put(key: str, value: Any) -> None:
-        if key not in out or out[key] in (None, ""):
-            out[key] = value
-
+    fields = _Fields()
     for key, value in data.items():
         if key == "extras":
             continue
         lowered = key.strip().lower() if isinstance(key, str) else key
         if lowered == "strategy" and isinstance(value, dict):
-            for skey, svalue in value.items():
-                if skey == "order" and isinstance(svalue, dict):
-                    for okey, ovalue in svalue.items():
-                        if okey in _ORDER_KEYS:
-                            put(_ORDER_KEYS[okey], ovalue)
-                        else:
-                            extras[f"strategy.order.{okey}"] = ovalue
-                elif skey in _STRATEGY_KEYS:
-                    put(_STRATEGY_KEYS[skey], svalue)
-                else:
-                    extras[f"strategy.{skey}"] = svalue
+            _nested(fields, extras, "strategy", value, _STRATEGY_KEYS)
         elif lowered == "bar" and isinstance(value, dict):
-            for bkey, bvalue in value.items():
-                if bkey in _BAR_KEYS:
-                    put(_BAR_KEYS[bkey], bvalue)
-                else:
-                    extras[f"bar.{bkey}"] = bvalue
+            _nested(fields, extras, "bar", value, _BAR_KEYS)
         elif lowered in known:
-            put(lowered, value)
+            fields.put(lowered, value, key)
         elif lowered in _ALIASES:
-            put(_ALIASES[lowered], value)
+            fields.put(_ALIASES[lowered], value, key)
         else:
             extras[key] = value
-    return _checked(out, extras)
+    return fields.values, extras
+
+
+def _nested(
+    fields: _Fields, extras: dict[str, Any], prefix: str, obj: dict[str, Any], names: dict[str, str]
+) -> None:
+    """A nested ``strategy {...}`` (with its ``order {...}``) or ``bar {...}`` object."""
+    for key, value in obj.items():
+        lowered = key.strip().lower() if isinstance(key, str) else key
+        if prefix == "strategy" and lowered == "order" and isinstance(value, dict):
+            _nested(fields, extras, "strategy.order", value, _ORDER_KEYS)
+        elif lowered in names:
+            fields.put(names[lowered], value, f"{prefix}.{key}")
+        else:
+            extras[f"{prefix}.{key}"] = value
+
+
+class _Fields:
+    """Canonical values with the spelling each came from, refusing disagreeing spellings."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+        self.sources: dict[str, str] = {}
+
+    def put(self, canonical: str, value: Any, source: str) -> None:
+        if _empty(value):
+            self.values.setdefault(canonical, value)
+            self.sources.setdefault(canonical, source)
+            return
+        current = self.values.get(canonical)
+        if canonical in self.values and not _empty(current):
+            if not _same(canonical, current, value):
+                # A secret is never echoed, not even in an error that is stored with the alert.
+                shown = None if canonical in _SECRET_FIELDS else (current, value)
+                raise FieldConflict(canonical, (self.sources[canonical], source), shown)
+            return
+        self.values[canonical] = value
+        self.sources[canonical] = source
+
+
+#: Fields whose values are compared without regard to case or surrounding space.
+_CASELESS = frozenset({"ticker", "exchange", "interval", "market_position", "prev_market_position"})
+
+
+def _empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _same(canonical: str, a: Any, b: Any) -> bool:
+    """Whether two spellings of ``canonical`` mean the same value (``"0.5"`` is ``0.5``)."""
+    if a == b:
+        return True
+    if canonical in _NUMERIC:
+        try:
+            return float(a) == float(b)
+        except (TypeError, ValueError):
+            return False
+    if not (isinstance(a, str) and isinstance(b, str)):
+        return False
+    if canonical == "action":
+        mapped = _ACTION_ALIASES.get(_action_key(a))
+        return mapped is not None and mapped == _ACTION_ALIASES.get(_action_key(b))
+    if canonical in _CASELESS:
+        return a.strip().lower() == b.strip().lower()
+    return a.strip() == b.strip()
 
 
 def _checked(out: dict[str, Any], extras: dict[str, Any]) -> dict[str, Any]:

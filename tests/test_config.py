@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import make_settings
 from tvgw.config import TRADINGVIEW_IPS, ConfigError, exchange_credentials, load_settings
 
 
@@ -43,9 +44,13 @@ def test_a_bad_value_names_its_variable(variable: str, value: str) -> None:
 
 
 def test_address_keywords_expand() -> None:
-    settings = load_settings(environ={"TVGW_PASSPHRASE": "s-secret-1", "TVGW_ALLOWED_IPS": "tradingview, 10.0.0.0/8"})
+    settings = load_settings(
+        environ={"TVGW_PASSPHRASE": "s-secret-1", "TVGW_ALLOWED_IPS": "tradingview, 10.0.0.0/8"}
+    )
     assert settings.allowed_ips == (*TRADINGVIEW_IPS, "10.0.0.0/8")
-    assert load_settings(environ={"TVGW_PASSPHRASE": "s-secret-1", "TVGW_ALLOWED_IPS": "any"}).allowed_ips == ()
+    assert (
+        load_settings(environ={"TVGW_PASSPHRASE": "s-secret-1", "TVGW_ALLOWED_IPS": "any"}).allowed_ips == ()
+    )
 
 
 def test_toml_strategies_with_secrets_from_the_environment(tmp_path: Path) -> None:
@@ -54,7 +59,10 @@ def test_toml_strategies_with_secrets_from_the_environment(tmp_path: Path) -> No
         '[strategies.swing]\npassphrase = "file-secret"\nmode = "ml_gate"\n[risk]\nmax_open_positions = 2\n'
     )
     settings = load_settings(environ={"TVGW_CONFIG": str(config), "TVGW_PASSPHRASE_SWING": "env-secret"})
-    assert settings.strategies["swing"].passphrase == "env-secret" and settings.strategies["swing"].mode == "ml_gate"
+    assert (
+        settings.strategies["swing"].passphrase == "env-secret"
+        and settings.strategies["swing"].mode == "ml_gate"
+    )
     assert settings.risk.max_open_positions == 2
     config.write_text("[strategies.swing\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
@@ -64,3 +72,10 @@ def test_toml_strategies_with_secrets_from_the_environment(tmp_path: Path) -> No
 def test_exchange_credentials_come_from_the_environment_only() -> None:
     env = {"TVGW_BINANCE_API_KEY": "k", "TVGW_BINANCE_SECRET": "s", "TVGW_KRAKEN_API_KEY": "other"}
     assert exchange_credentials("binance", env) == {"apiKey": "k", "secret": "s"}
+
+
+def test_an_api_token_that_cannot_be_sent_as_a_bearer_token_stops_start_up(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="TVGW_API_TOKEN") as caught:
+        make_settings(tmp_path, TVGW_API_TOKEN="two words")
+    assert "two words" not in str(caught.value)  # a bad secret is still a secret
+    assert make_settings(tmp_path, TVGW_API_TOKEN="aZ0-._~+/==").api_token == "aZ0-._~+/=="

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 __all__ = [
+    "B64TOKEN",
     "TRADINGVIEW_IPS",
     "ConfigError",
     "PaperSettings",
@@ -41,6 +42,8 @@ TRADINGVIEW_IPS: tuple[str, ...] = (
     "52.32.178.7",
 )
 LOOPBACK: tuple[str, ...] = ("127.0.0.0/8", "::1")
+#: RFC 6750's b64token: what a bearer token (``TVGW_API_TOKEN``) may be made of.
+B64TOKEN = r"[A-Za-z0-9\-._~+/]+=*"
 #: Variables handed to the sentiment sources (keys stay out of the repository and of alerts).
 SENTIMENT_VARIABLES = (
     "TVGW_NEWSAPI_KEY", "TVGW_REDDIT_CLIENT_ID", "TVGW_REDDIT_CLIENT_SECRET", "TVGW_X_BEARER_TOKEN",
@@ -152,6 +155,16 @@ class Settings(_Frozen):
                 ipaddress.ip_network(item, strict=False)
             except ValueError as exc:
                 raise ValueError(f"{item!r} is not an IP address or network") from exc
+        return value
+
+    @field_validator("api_token")
+    @classmethod
+    def _bearer_token(cls, value: str | None) -> str | None:
+        if value and re.fullmatch(B64TOKEN, value) is None:
+            raise ValueError(
+                "must be one RFC 6750 bearer token: letters, digits and - . _ ~ + / (then = padding), "
+                "no spaces"
+            )
         return value
 
     def strategy(self, strategy_id: str | None) -> StrategySettings | None:
@@ -283,6 +296,10 @@ def _strategies(values: dict[str, Any], environ: Mapping[str, str]) -> None:
     values["strategies"] = table
 
 
+#: Settings whose values never appear in an error message (they land in logs).
+_SECRET_KEYS = frozenset({"api_token", "passphrase", "sentiment_env"})
+
+
 def load_settings(
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -307,8 +324,9 @@ def load_settings(
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"])
             source = origin.get(key) or (f"TVGW_CONFIG [{key}]" if env.get("TVGW_CONFIG") else key)
-            given = "" if _SECRET_SETTING.search(key) else f" (got {err.get('input')!r})"
-            problems.append(f"{source}: {err['msg']}{given}")
+            secret = _SECRET_KEYS & {str(p) for p in err["loc"]}
+            got = "" if secret else f" (got {err.get('input')!r})"  # a bad secret is still a secret
+            problems.append(f"{source}: {err['msg']}{got}")
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from exc
     if settings.market_data is None and settings.broker != "paper":
         settings = settings.model_copy(update={"market_data": settings.broker})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import math
+import re
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -12,10 +13,16 @@ from flask import Blueprint, jsonify, request
 
 from storage import alerts as alert_store
 from storage import orders as order_store
+from tvgw.config import B64TOKEN
 from webhook import current_gateway
 from webhook.errors import ApiError
 
 bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+#: RFC 6750 section 2.1: ``Bearer`` (any case), one or more spaces, one b64token, nothing else.
+_BEARER = re.compile(rf"[Bb][Ee][Aa][Rr][Ee][Rr] +({B64TOKEN})")
+_REALM = 'Bearer realm="tvgw"'
 
 
 def token_required(view: Callable[..., Any]) -> Callable[..., Any]:
@@ -26,12 +33,34 @@ def token_required(view: Callable[..., Any]) -> Callable[..., Any]:
         token = current_gateway().settings.api_token
         if not token:
             raise ApiError(404, "api_disabled", "the API is disabled: set TVGW_API_TOKEN to enable it")
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            raise ApiError(401, "unauthorized", "missing or wrong bearer token")
+        check_bearer(request.headers.get("Authorization"), token)
         return view(*args, **kwargs)
 
     return wrapped
+
+
+def check_bearer(header: str | None, token: str) -> None:
+    """Accept only ``Authorization: Bearer <token>`` (RFC 6750); else 401 with the challenge.
+
+    A bare token, another scheme or trailing words are refused even when the token inside is
+    right: a proxy or a log that treats the header by its scheme must see what we accept.
+    """
+    if not header:
+        raise ApiError(
+            401, "unauthorized", "missing bearer token: send Authorization: Bearer <TVGW_API_TOKEN>",
+            headers={"WWW-Authenticate": _REALM},
+        )  # fmt: skip
+    match = _BEARER.fullmatch(header)
+    if match is None:
+        raise ApiError(
+            401, "unauthorized", "malformed Authorization header: expected exactly 'Bearer <token>'",
+            headers={"WWW-Authenticate": _REALM},
+        )  # fmt: skip
+    if not hmac.compare_digest(match.group(1).encode(), token.encode()):
+        raise ApiError(
+            401, "unauthorized", "wrong bearer token",
+            headers={"WWW-Authenticate": f'{_REALM}, error="invalid_token"'},
+        )  # fmt: skip
 
 
 #: The largest row id SQLite can hold; a larger one in a URL is a row that cannot exist (404).

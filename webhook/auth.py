@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
+from engine.alert import FieldConflict, credentials
 from tvgw.config import Settings, StrategySettings
 from webhook.errors import ApiError
 
@@ -57,15 +57,24 @@ def ip_allowed(ip: str, settings: Settings) -> bool:
     return not settings.allowed_ips or _in(ip, _networks(settings.allowed_ips))
 
 
-def authenticate(data: Mapping[str, Any], settings: Settings) -> StrategySettings:
-    """The strategy this alert belongs to, if its passphrase matches; else a 401 ApiError."""
-    strategy_id = data.get("strategy_id")
-    if strategy_id is None and isinstance(data.get("strategy"), Mapping):
-        strategy_id = data["strategy"].get("id")
+def authenticate(data: dict[str, Any], settings: Settings) -> StrategySettings:
+    """The strategy this alert acts for, if the passphrase it carries is that strategy's; else a
+    401 :class:`ApiError`. Two spellings of one field that disagree are a 400 before any secret
+    is compared: the alert is ambiguous, about who sent it (``strategy`` vs ``strategy_id``,
+    ``passphrase`` vs ``secret``) or about what it asks.
+
+    The strategy id and passphrase are read by the alert schema's own normalisation
+    (:func:`engine.alert.credentials`), so every alias, nesting and key case the schema accepts
+    names the strategy that is authenticated, and the one whose mode, sizing and limits apply.
+    """
+    try:
+        claimed = credentials(data)
+    except FieldConflict as exc:
+        raise _conflict_error(exc) from None
+    strategy_id, passphrase = claimed.strategy_id, claimed.passphrase
     if strategy_id is not None and not isinstance(strategy_id, str):
         raise ApiError(401, "unauthorized", "strategy_id must be a string")
     strategy = settings.strategy(strategy_id)
-    passphrase = data.get("passphrase", data.get("secret"))
     if strategy is None:
         # Still compare, so the time taken does not tell which strategy ids exist.
         hmac.compare_digest(b"x" * 32, str(passphrase or "").encode())
@@ -77,3 +86,8 @@ def authenticate(data: Mapping[str, Any], settings: Settings) -> StrategySetting
     ):
         raise ApiError(401, "unauthorized", f"wrong passphrase for strategy {strategy.id!r}")
     return strategy
+
+
+def _conflict_error(exc: FieldConflict) -> ApiError:
+    """400 naming the two spellings that disagree (never their values when secret)."""
+    return ApiError(400, "conflicting_fields", str(exc), where=" and ".join(exc.fields))

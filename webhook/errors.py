@@ -21,6 +21,7 @@ class ApiError(Exception):
         *,
         where: str | None = None,
         details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
     ):
         super().__init__(message)
         self.status = status
@@ -28,6 +29,8 @@ class ApiError(Exception):
         self.message = message
         self.where = where
         self.details = details or []
+        #: Response headers the refusal needs (``WWW-Authenticate`` on a 401).
+        self.headers = headers or {}
 
     def to_dict(self) -> dict[str, Any]:
         error: dict[str, Any] = {"code": self.code, "message": self.message}
@@ -41,7 +44,7 @@ class ApiError(Exception):
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Any:
-        return jsonify(exc.to_dict()), exc.status
+        return jsonify(exc.to_dict()), exc.status, exc.headers
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:

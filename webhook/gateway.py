@@ -137,7 +137,7 @@ class Gateway:
     def _process(self, alert: Alert, strategy_id: str, ip: str, received_at: float) -> Reply:
         strategy = self.settings.strategies[strategy_id]
         alert = alert.model_copy(update={"strategy_id": strategy_id})
-        key = alert.idempotency_key(datetime.fromtimestamp(received_at, UTC))
+        received = datetime.fromtimestamp(received_at, UTC)
         enrichment = self.enricher.enrich(alert, strategy)
         snapshot = self.engine.snapshot(alert, strategy, enrichment.candles)
         payload = self.redactor.record(alert)
@@ -148,6 +148,9 @@ class Gateway:
             """The alert's write transaction (group-committed with other threads' alerts)."""
             decision = self.engine.decide(conn, alert, strategy, snapshot, enrichment.opinion)
             fields["symbol"] = decision.symbol
+            # Keyed on the market the broker resolved, so every spelling of one ticker is one
+            # alert; an unresolvable ticker (rejected, no order) is keyed on its own spelling.
+            key = alert.idempotency_key(received, decision.symbol or alert.ticker)
             outcome = None if decision.order is not None else self._outcome(decision, enrichment.analysis)
             alert_id = alert_store.claim_alert(
                 conn, idempotency_key=key, received_at=received_at, source_ip=ip, payload=payload,

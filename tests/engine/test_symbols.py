@@ -148,3 +148,18 @@ def test_nothing_close_gives_no_hint() -> None:
     with pytest.raises(UnknownSymbolError) as info:
         to_ccxt_symbol("QQQQQQQQ", MARKETS)
     assert "did you mean" not in str(info.value)
+
+
+@pytest.mark.parametrize("markets", [None, MARKETS], ids=["known-quotes", "exchange-markets"])
+def test_every_spelling_of_one_market_is_one_symbol(markets: dict[str, Any] | None) -> None:
+    """The idempotency key uses the resolved symbol, so these must agree (one market, one order)."""
+    spellings = [("BINANCE:SOLUSDT", None), ("SOLUSDT", "BINANCE"), ("BINANCE:SOLUSDT", "binance"),
+                 ("SOL/USDT", None), ("solusdt", None), (" SOLUSDT ", "")]  # fmt: skip
+    assert {to_ccxt_symbol(t, markets, e) for t, e in spellings} == {"SOL/USDT"}
+    # The perpetual is another market, so another alert.
+    with_perp = (
+        None
+        if markets is None
+        else {**markets, "SOL/USDT:USDT": _market("SOL/USDT:USDT", "SOLUSDT", kind="linear")}
+    )
+    assert to_ccxt_symbol("BINANCE:SOLUSDT.P", with_perp) == "SOL/USDT:USDT"

@@ -54,3 +54,41 @@ def test_bad_query_parameters_say_what_is_wrong(api: Any) -> None:
     response = api.get("/api/alerts?limit=lots", headers=auth())
     assert response.status_code == 400 and response.json["error"]["where"] == "limit"
     assert api.get("/api/accuracy?days=x", headers=auth()).json["error"]["where"] == "days"
+
+
+@pytest.mark.parametrize(
+    ("header", "accepted"),
+    [
+        (f"Bearer {TOKEN}", True),
+        (f"bearer {TOKEN}", True),  # the scheme is case-insensitive (RFC 7235)
+        (f"BEARER  {TOKEN}", True),  # 1*SP between scheme and token (RFC 6750 2.1)
+        (TOKEN, False),  # a bare token: no scheme
+        ("Bearer", False),
+        ("Bearer ", False),
+        (f"Basic {TOKEN}", False),
+        (f"Token {TOKEN}", False),
+        (f"Bearer  {TOKEN} extra", False),
+        (f"Bearer {TOKEN},Bearer {TOKEN}", False),
+        (f"Bearer\t{TOKEN}", False),
+        (f"{TOKEN} Bearer", False),
+    ],
+)
+def test_only_a_bearer_credential_is_accepted(api: Any, header: str, accepted: bool) -> None:
+    response = api.get("/api/alerts", headers={"Authorization": header})
+    if accepted:
+        assert response.status_code == 200, response.json
+        return
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="tvgw"'
+    assert response.json["error"]["code"] == "unauthorized"
+    assert TOKEN not in json.dumps(response.json)
+
+
+def test_a_wrong_token_says_invalid_token_and_a_missing_one_does_not(api: Any) -> None:
+    wrong = api.get("/api/orders", headers=auth("not-the-token"))
+    assert wrong.status_code == 401
+    assert wrong.headers["WWW-Authenticate"] == 'Bearer realm="tvgw", error="invalid_token"'
+    missing = api.get("/api/orders")
+    assert missing.status_code == 401
+    assert missing.headers["WWW-Authenticate"] == 'Bearer realm="tvgw"'
+    assert "Bearer" in missing.json["error"]["message"]

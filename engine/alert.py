@@ -445,7 +445,7 @@ class _Fields:
         if canonical in self.values and not _empty(current):
             if not _same(canonical, current, value):
                 # A secret is never echoed, not even in an error that is stored with the alert.
-                shown = None if canonical in _SECRET_FIELDS else (current, value)
+                shown = None if canonical == "passphrase" else (current, value)
                 raise FieldConflict(canonical, (self.sources[canonical], source), shown)
             return
         self.values[canonical] = value

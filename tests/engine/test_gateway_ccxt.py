@@ -11,9 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import make_settings, sample_alert
+from tests.conftest import make_settings, market_app, sample_alert
 from tests.fake_exchange import DEFAULT_API_KEY, DEFAULT_SECRET, FakeBinance
-from webhook import create_app
 from webhook.recovery import recover
 
 
@@ -27,7 +26,7 @@ def gateway(tmp_path: Path, fake: FakeBinance, **env: str) -> tuple[Any, Any]:
     settings = make_settings(
         tmp_path, TVGW_BROKER="binance", TVGW_EXCHANGE_API_URL=fake.url, TVGW_EXCHANGE_TIMEOUT_MS="600", **env
     )
-    return settings, create_app(settings).test_client()
+    return settings, market_app(settings).test_client()
 
 
 def post(client: Any, **fields: Any) -> Any:
@@ -131,7 +130,7 @@ def test_concurrent_alerts_share_one_exchange_client_safely(
         TVGW_EXCHANGE_API_URL=fake_exchange.url,
         TVGW_EXCHANGE_TIMEOUT_MS="2000",
     )
-    app = create_app(settings)
+    app = market_app(settings)
 
     def fire(n: int) -> str:
         side = "buy" if n % 2 else "sell"

@@ -147,3 +147,23 @@ def test_concurrent_alerts_share_one_exchange_client_safely(
     rows = orders(settings)
     assert len(rows) == 24 and all(r["status"] == "filled" for r in rows)
     assert fake_exchange.request_count("POST", "/api/v3/order") == 24
+
+
+def test_without_candles_the_exchange_ticker_is_the_reference(
+    tmp_path: Path, fake_exchange: FakeBinance, exchange_env: None
+) -> None:
+    settings = make_settings(
+        tmp_path,
+        TVGW_BROKER="binance",
+        TVGW_EXCHANGE_API_URL=fake_exchange.url,
+        TVGW_EXCHANGE_TIMEOUT_MS="600",
+    )
+    client = market_app(settings, prices={}).test_client()
+    fake_exchange.set_price("BTCUSDT", 40000)
+    far = post(client, contracts=0.01, price=30000.0)
+    assert far.status_code == 422 and far.json["error"]["code"] == "price_out_of_band"
+    assert "40000" in far.json["error"]["message"] and "ticker" in far.json["error"]["message"]
+    near = post(client, contracts=0.01, price=40100.0, order_id="near")
+    assert near.status_code == 200 and near.json["status"] == "executed"
+    assert near.json["decision"]["order"]["price"] == 40000.0  # the ticker, not the alert's claim
+    assert orders(settings)[0]["amount"] == 0.01

@@ -63,10 +63,9 @@ class MarketLimits:
             steps = (Decimal(repr(amount)) / Decimal(repr(self.amount_step))).to_integral_value(ROUND_DOWN)
             amount = float(steps * Decimal(repr(self.amount_step)))
         cost = amount * price
-        if amount <= 0 or (self.min_amount is not None and amount < self.min_amount):
-            return amount, (
-                f"amount {amount:.10g} is below the market minimum {self.min_amount or self.amount_step:g}"
-            )
+        floor = self.min_amount or self.amount_step or 0.0
+        if amount <= 0 or amount < floor:
+            return amount, f"amount {amount:.10g} is below the market minimum {floor:g}"
         if self.max_amount is not None and amount > self.max_amount:
             return amount, f"amount {amount:.10g} is above the market maximum {self.max_amount:g}"
         if self.min_cost is not None and cost < self.min_cost:

@@ -283,3 +283,24 @@ def test_no_sequence_of_alerts_makes_equity_non_finite_or_cash_run_away(book: tu
         assert math.isfinite(value) and math.isfinite(cash(settings))
         assert cash(settings) >= -settings.risk.max_leverage * starting
         assert value <= starting  # buying and selling at one price can only cost fees
+
+
+def test_workers_read_the_same_peak_and_day_start_equity(tmp_path: Path) -> None:
+    """Drawdown and daily-loss limits read the equity snapshots from the file every time: a
+    per-worker cache let one worker refuse for "daily loss" what the other filled."""
+    from engine.engine import TradingEngine
+
+    settings = make_settings(tmp_path)
+    workers = []
+    for _ in range(2):
+        storage = Storage(settings.database)
+        storage.migrate()
+        workers.append((storage, TradingEngine(settings, storage, PaperBroker(storage, settings.paper))))
+    (_, first), (storage_b, second) = workers
+    assert first._equity_marks(10_000.0) == (10_000.0, 10_000.0)
+    with storage_b.transaction() as conn:
+        second.note_equity(conn, 12_000.0)
+    assert first._equity_marks(10_000.0) == (12_000.0, 12_000.0)
+    with storage_b.transaction() as conn:
+        first.note_equity(conn, 9_000.0)  # within EQUITY_TTL_S of the other worker's snapshot
+    assert rows(settings, "SELECT COUNT(*) FROM equity_snapshots")[0][0] == 1

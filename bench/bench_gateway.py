@@ -26,6 +26,7 @@ from pathlib import Path
 
 import requests
 
+from tests.conftest import seed_market  # the tests' market seed: one helper for both
 from tvgw.commands.serve import gunicorn_argv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,6 +101,8 @@ def ml_env(tmp: Path, sync: dict[str, str]) -> dict[str, str]:
     from bench.ml_fixture import candles_until_now, seed_candles, train_model
 
     candles = candles_until_now()
+    # At the price the alerts carry (alerts.lua): the gateway refuses prices far off its market.
+    candles[["open", "high", "low", "close"]] *= 30000.0 / candles["close"].iloc[-1]
     train_model(tmp / "models", candles)
     seed_candles(tmp / "ml-seed.sqlite", candles)
     return gateway_env(tmp, "ml", TVGW_ML_ENABLED="true", TVGW_MODEL_DIR=str(tmp / "models"), **sync)
@@ -137,6 +140,8 @@ def main() -> int:
                 for leftover in database.parent.glob(database.name + "*"):
                     leftover.unlink()
                 shutil.copy(tmp / "ml-seed.sqlite", database)
+            elif app == "wsgi:app":  # the market the alerts trade in, at their price
+                seed_market(env["TVGW_DATABASE"], {"BTC/USDT": 30000.0})
             proc = start(app, env, port)
             try:
                 drive(port, 2, args.connections)  # warm-up

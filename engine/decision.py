@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from engine.brokers.base import OrderRequest, OrderResult
+from engine.market import ReferencePrice
 
 __all__ = ["Decision", "DecisionStatus", "MLOpinion", "MarketSnapshot", "PlannedOrder"]
 
@@ -60,7 +61,7 @@ class MarketSnapshot:
     """Inputs gathered *before* the write transaction (they may need the network)."""
 
     equity: float | None  # None: the broker could not say
-    price: float | None
+    price: ReferencePrice | None  # the price the gateway trusts, never the alert's claim
     candles: Any = None  # recent OHLCV DataFrame, when the candle store has one
 
 

@@ -31,19 +31,27 @@ from engine.exceptions import (
     OrderUncertainError,
     UnknownSymbolError,
 )
+from engine.market import ReferencePrice
 from engine.risk import DEFAULT_STOP_FRACTION, PortfolioState, RiskManager, TradeProposal
 from engine.technical import HYBRID_ENTRY_SCORE, ml_bonus, technical_score
 from storage import Storage
+from storage import marks as mark_store
 from storage import orders as order_store
 from storage import state as state_store
 from tvgw.config import Settings, StrategySettings
 
-__all__ = ["TradingEngine"]
+__all__ = ["NO_PRICE_HINT", "TradingEngine", "pure_exit"]
 
 log = logging.getLogger(__name__)
 
 #: Seconds a remote broker's equity reading is reused.
 EQUITY_TTL_S = 5.0
+
+#: How to give the gateway a market price, said wherever one is missing.
+NO_PRICE_HINT = (
+    "fill the candle store (`tvgw data fetch`), send bars in the alerts (time, open, high, low, "
+    "close, volume), or set TVGW_MARKET_DATA"
+)
 
 #: Position differences smaller than this (in base units) count as "already there".
 EPSILON = 1e-9
@@ -64,26 +72,26 @@ class TradingEngine:
         self.broker = broker
         self.risk = RiskManager(settings.risk)
         self._equity_cache: tuple[float, float | None] = (-EQUITY_TTL_S, None)
-        self._marks_cache: tuple[float, float, float, float] = (-EQUITY_TTL_S, 0.0, 0.0, 0.0)
-        self._noted_at = -EQUITY_TTL_S
 
     # --- step 0: inputs that may need the network (outside the transaction) ---------------
-    def snapshot(self, alert: Alert, strategy: StrategySettings, candles: object = None) -> MarketSnapshot:
+    def snapshot(
+        self,
+        alert: Alert,
+        strategy: StrategySettings,
+        candles: object = None,
+        reference: ReferencePrice | None = None,
+    ) -> MarketSnapshot:
         """Price and equity for the decision; annotate-only strategies need neither.
 
-        A remote broker's equity costs round trips (balance, tickers), so it is cached for
+        The price is ``reference``, the one the gateway trusts (see :mod:`engine.market`),
+        never the alert's own: the alert's price was only checked against it. A remote
+        broker's equity costs round trips (balance, tickers), so it is cached for
         EQUITY_TTL_S; when it cannot be read at all, equity is None and any decision that
         needs it is refused with the reason rather than guessed.
         """
-        price = alert.price or alert.close
         if strategy.mode == "annotate":
-            return MarketSnapshot(equity=0.0, price=price, candles=candles)
-        if price is None:
-            try:
-                price = self.broker.last_price(self.broker.resolve_symbol(alert.ticker, alert.exchange))
-            except BrokerError:
-                price = None
-        return MarketSnapshot(equity=self._equity(), price=price, candles=candles)
+            return MarketSnapshot(equity=0.0, price=None, candles=candles)
+        return MarketSnapshot(equity=self._equity(), price=reference, candles=candles)
 
     def _equity(self) -> float | None:
         if self.broker.settles_instantly:
@@ -128,12 +136,16 @@ class TradingEngine:
                 )
         if strategy.mode == "annotate":
             return outcome("annotated", "strategy mode is annotate: recorded only")
-        price = snapshot.price
-        if price is None or price <= 0:
-            return outcome("rejected", "no price: the alert has neither price nor close")
-        if snapshot.equity is None:
+        reference = snapshot.price
+        if reference is None:
+            return outcome("rejected", f"no market price for {symbol}: {NO_PRICE_HINT}")
+        price = reference.price
+        known["details"] = {"price": {"reference": price, "source": reference.source, "alert": alert.price}}
+        if snapshot.equity is None or not math.isfinite(snapshot.equity):
             return outcome(
-                "failed", f"cannot read the account equity from {self.broker.name}; not trading blind"
+                "failed",
+                f"cannot read a finite account equity from {self.broker.name} ({snapshot.equity}); "
+                "not trading blind",
             )
         positions = order_store.list_positions(self.storage, self.broker.name)
         held = next((p.amount for p in positions if p.symbol == symbol), 0.0)
@@ -156,6 +168,8 @@ class TradingEngine:
         codes: tuple[str, ...] = ()
         reasons: tuple[str, ...] = ()
         stop = ml.stop_for(side, price) if ml else None
+        if not reduces and not reference.trusted:
+            return outcome("rejected", f"no current market price for {symbol}: {NO_PRICE_HINT}")
         if not reduces:
             verdict = self.risk.check(
                 TradeProposal(symbol=symbol, side=side, amount=amount, price=price, stop_loss=stop),
@@ -170,10 +184,26 @@ class TradingEngine:
                     risk_reasons=reasons,
                 )
             amount = verdict.amount
+        amount, problem = self._fit(symbol, amount, price, reduces)
+        if problem is not None:
+            return outcome("rejected", problem, risk_codes=codes, risk_reasons=reasons)
         order = PlannedOrder(
             symbol=symbol, side=side, amount=amount, price=price, reduce_only=reduces, stop_loss=stop
         )
         return outcome("processing", plan.reason, order=order, risk_codes=codes, risk_reasons=reasons)
+
+    def _fit(self, symbol: str, amount: float, price: float, reduces: bool) -> tuple[float, str | None]:
+        """The amount rounded down to the market's step, or why the market would refuse it.
+        An exit smaller than the market minimum says so rather than leaving a silent remainder."""
+        try:
+            limits = self.broker.market_limits(symbol)
+        except BrokerError as exc:
+            return 0.0, f"cannot read the market limits of {symbol}: {exc}"
+        fitted, problem = limits.fit(amount, price)
+        if problem is not None:
+            kind = "exit" if reduces else "order"
+            return fitted, f"{kind} of {amount:.10g} {symbol} not sent: {problem}"
+        return fitted, None
 
     def _plan(
         self,
@@ -278,7 +308,7 @@ class TradingEngine:
         as risking DEFAULT_STOP_FRACTION of its notional (the risk manager's own assumption)."""
         notional, open_risk = {}, 0.0
         for p in positions:
-            mark = price if p.symbol == symbol else (p.avg_price or 0.0)
+            mark = price if p.symbol == symbol else self._mark(p)
             notional[p.symbol] = abs(p.amount) * mark
             if p.stop_loss is not None and p.avg_price:
                 open_risk += abs(p.avg_price - p.stop_loss) * abs(p.amount)
@@ -297,25 +327,27 @@ class TradingEngine:
             now=time.time(),
         )
 
+    def _mark(self, position: order_store.Position) -> float:
+        """Another symbol's value per unit: its shared mark, else its entry price."""
+        mark = mark_store.get_mark(self.storage, self.broker.name, position.symbol)
+        return mark.price if mark is not None else (position.avg_price or 0.0)
+
     def _equity_marks(self, current: float) -> tuple[float, float]:
-        """(peak, start of day) from the equity snapshots, read at most every EQUITY_TTL_S
-        (they move slowly; the current equity always counts in full)."""
-        now = time.monotonic()
-        cached_at, peak, day_start, day = self._marks_cache
-        today = time.time() // 86_400
-        if now - cached_at >= EQUITY_TTL_S or day != today:
-            peak, day_start = order_store.equity_marks(self.storage, self.broker.name, current)
-            self._marks_cache = (now, peak, day_start, today)
-        return max(peak, current), day_start
+        """(peak, start of day) from the equity snapshots, read from the file every time: two
+        index look-ups inside the decision's transaction, so every worker applies the drawdown
+        and daily-loss limits to the same numbers (a per-worker cache made them disagree)."""
+        return order_store.equity_marks(self.storage, self.broker.name, current)
 
     def note_equity(self, conn: sqlite3.Connection, equity: float | None) -> None:
         """Snapshot the account value for the drawdown and daily-loss limits, at most every
-        EQUITY_TTL_S per worker: a row per order would grow the table for nothing."""
-        now = time.monotonic()
-        if equity is None or now - self._noted_at < EQUITY_TTL_S:
+        EQUITY_TTL_S per broker (judged from the newest snapshot in the file, so all workers
+        share one rhythm): a row per order would grow the table for nothing."""
+        if equity is None or not math.isfinite(equity):
+            return
+        newest = order_store.newest_equity_at(conn, self.broker.name)
+        if newest is not None and time.time() - newest < EQUITY_TTL_S:
             return
         order_store.record_equity(conn, self.broker.name, equity)
-        self._noted_at = now
 
     # --- step 2: send and settle ------------------------------------------------------------
     def send(self, decision: Decision, client_order_id: str) -> Decision:
@@ -427,3 +459,11 @@ def _order_matters(alert: Alert, strategy: StrategySettings) -> bool:
     if strategy.target_position and alert.target_position is not None:
         return True
     return alert.action not in (Action.BUY, Action.SELL)
+
+
+def pure_exit(alert: Alert, strategy: StrategySettings) -> bool:
+    """Whether the alert can only reduce exposure, whatever the position: a close, or a flat
+    target. (A ``sell`` may reduce a long or open a short, so it is not one.)"""
+    if alert.action in (Action.CLOSE_LONG, Action.CLOSE_SHORT, Action.CLOSE_ALL):
+        return True
+    return strategy.target_position and alert.target_position == 0.0

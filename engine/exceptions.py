@@ -13,6 +13,7 @@ __all__ = [
     "InvalidOrderError",
     "OperationalError",
     "OrderUncertainError",
+    "PriceCheckError",
     "TemporaryError",
     "TvgwError",
     "UnknownSymbolError",
@@ -62,3 +63,16 @@ class OrderUncertainError(BrokerError):
     def __init__(self, message: str, *, client_order_id: str):
         super().__init__(message)
         self.client_order_id = client_order_id
+
+
+class PriceCheckError(TvgwError):
+    """The alert's price cannot be trusted: it strays from the market price the gateway knows
+    (``price_out_of_band``), or the gateway knows no market price to check it against
+    (``no_market_price``). Fix the alert, or give the gateway a price source (``tvgw data
+    fetch``, bars in alerts, ``TVGW_MARKET_DATA``)."""
+
+    def __init__(self, code: str, field: str | None, message: str):
+        super().__init__(message)
+        self.code = code
+        self.field = field
+        self.message = message

@@ -9,7 +9,13 @@ import pandas as pd
 
 from storage.database import Storage
 
-__all__ = ["latest_candle_ms", "load_candles", "upsert_candles", "upsert_candles_in"]
+__all__ = [
+    "latest_candle_ms",
+    "load_candles",
+    "newest_candle",
+    "upsert_candles",
+    "upsert_candles_in",
+]
 
 _COLUMNS = ["ts_ms", "open", "high", "low", "close", "volume"]
 
@@ -85,3 +91,14 @@ def latest_candle_ms(storage: Storage, symbol: str, timeframe: str) -> int | Non
         "SELECT MAX(ts_ms) FROM candles WHERE symbol = ? AND timeframe = ?", (symbol, timeframe)
     )
     return None if row is None or row[0] is None else int(row[0])
+
+
+def newest_candle(storage: Storage, symbol: str, timeframe: str) -> tuple[float, ...] | None:
+    """The newest stored row ``(ms, open, high, low, close, volume)``: one index seek. A window
+    cached in memory compares it with its own last row to see a bar replaced in place."""
+    row = storage.query_one(
+        f"SELECT {', '.join(_COLUMNS)} FROM candles WHERE symbol = ? AND timeframe = ?"
+        " ORDER BY ts_ms DESC LIMIT 1",
+        (symbol, timeframe),
+    )
+    return None if row is None else tuple(float(v) for v in row)

@@ -24,6 +24,7 @@ __all__ = [
     "get_order",
     "list_orders",
     "list_positions",
+    "newest_equity_at",
     "pending_exposure",
     "pending_orders",
     "record_equity",
@@ -208,6 +209,14 @@ def record_equity(conn: sqlite3.Connection, broker: str, equity: float, at: floa
         "INSERT INTO equity_snapshots (broker, at, equity) VALUES (?, ?, ?)",
         (broker, at or time.time(), equity),
     )
+
+
+def newest_equity_at(conn: sqlite3.Connection, broker: str) -> float | None:
+    """When the newest equity snapshot of ``broker`` was taken (an index look-up)."""
+    row = conn.execute(
+        "SELECT at FROM equity_snapshots WHERE broker = ? ORDER BY at DESC LIMIT 1", (broker,)
+    ).fetchone()
+    return None if row is None else float(row[0])
 
 
 def equity_marks(storage: Storage, broker: str, current: float) -> tuple[float, float]:

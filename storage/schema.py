@@ -162,10 +162,24 @@ CREATE TABLE strategy_state (
 )
 """
 
-MIGRATIONS: list[str] = [_V1]
+#: Version 2: the last trusted market price per (broker, symbol), shared by every worker, so
+#: that equity, ``/api/positions`` and the daily-loss limit are one truth across processes.
+_V2 = """
+CREATE TABLE marks (
+    broker TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    price REAL NOT NULL CHECK (price > 0),
+    source TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (broker, symbol)
+) WITHOUT ROWID
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2]
 
 #: Every table the current schema has (``/healthz`` checks the file against it).
 TABLES = (
     "alerts", "orders", "positions", "balances", "equity_snapshots", "candles", "ml_models",
     "ml_training_jobs", "ml_predictions", "sentiment_cache", "strategy_state",
+    "marks",
 )  # fmt: skip

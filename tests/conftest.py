@@ -42,6 +42,33 @@ def base_environ(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+#: The markets the tests trade in, at the prices their alerts carry: the gateway refuses an
+#: alert whose price it cannot check against a market price of its own.
+MARKET = {"BTC/USDT": 30000.0, "ETH/USDT": 1800.0, "SOL/USDT": 20.5}
+
+
+def seed_market(
+    database: str | Path,
+    prices: Mapping[str, float] = MARKET,
+    *,
+    timeframe: str = "1h",
+    at: float | None = None,
+) -> None:
+    """Give the candle store a current bar per symbol (open = high = low = close = price), as
+    `tvgw data fetch` or an alert's bar would: the gateway's reference price for the tests."""
+    from engine.timeframes import seconds
+    from storage import Storage
+    from storage.candles import upsert_candles
+
+    step = seconds(timeframe)
+    opened_ms = int((at if at is not None else time.time()) // step * step * 1000)
+    storage = Storage(database)
+    storage.migrate()
+    for symbol, price in prices.items():
+        upsert_candles(storage, symbol, timeframe, [[opened_ms, price, price, price, price, 1.0]], "test")
+    storage.close()
+
+
 def make_settings(tmp_path: Path, overrides: Mapping[str, Any] | None = None, **env: str) -> Settings:
     return load_settings(overrides, environ=base_environ(tmp_path, **env))
 
@@ -51,11 +78,17 @@ def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path)
 
 
-@pytest.fixture
-def app(settings: Settings) -> Any:
+def market_app(settings: Settings, prices: Mapping[str, float] = MARKET) -> Any:
+    """The Flask app on ``settings``, its candle store seeded with ``prices`` first."""
     from webhook import create_app
 
+    seed_market(settings.database, prices)
     return create_app(settings)
+
+
+@pytest.fixture
+def app(settings: Settings) -> Any:
+    return market_app(settings)
 
 
 @pytest.fixture
@@ -129,10 +162,20 @@ class LiveGateway:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def start_gateway(tmp_path: Path, *, workers: int = 2, port: int | None = None, **env: str) -> LiveGateway:
-    """Start gunicorn with the shipped config (bind overridden to a free loopback port)."""
+def start_gateway(
+    tmp_path: Path,
+    *,
+    workers: int = 2,
+    port: int | None = None,
+    prices: Mapping[str, float] | None = MARKET,
+    **env: str,
+) -> LiveGateway:
+    """Start gunicorn with the shipped config (bind overridden to a free loopback port), its
+    candle store seeded with ``prices`` (None: left as it is)."""
     port = port or free_port()
     full_env = {**os.environ, **base_environ(tmp_path, **{"TVGW_LOG_LEVEL": "INFO", **env})}
+    if prices is not None:
+        seed_market(full_env["TVGW_DATABASE"], prices)
     full_env.pop("GUNICORN_CMD_ARGS", None)
     log_path = tmp_path / f"gunicorn-{port}.log"
     cmd = gunicorn_argv(bind=f"127.0.0.1:{port}", workers=workers)

@@ -25,6 +25,7 @@ __all__ = [
     "B64TOKEN",
     "TRADINGVIEW_IPS",
     "ConfigError",
+    "PaperMarketLimits",
     "PaperSettings",
     "RiskSettings",
     "Settings",
@@ -81,13 +82,31 @@ class StrategySettings(_Frozen):
     timeframe: str = "1h"
 
 
+class PaperMarketLimits(_Frozen):
+    """Order limits of one paper market, the shape ccxt gives an exchange market. The default
+    resembles a spot market: the paper book refuses what an exchange would refuse."""
+
+    min_amount: float = Field(default=1e-8, gt=0)
+    max_amount: float = Field(default=1e9, gt=0)
+    amount_step: float = Field(default=1e-8, gt=0)
+    min_cost: float = Field(default=1.0, ge=0)
+    max_cost: float = Field(default=1e8, gt=0)
+    price_tick: float = Field(default=1e-8, gt=0)
+
+
 class PaperSettings(_Frozen):
-    """The paper book: where it starts and what a fill costs."""
+    """The paper book: where it starts, what a fill costs, and each market's order limits
+    (``[paper.limits]`` for every market, ``[paper.markets."BTC/USDT"]`` for one)."""
 
     starting_balance: float = Field(default=10_000.0, gt=0)
     quote_currency: str = "USDT"
     fee_rate: float = Field(default=0.001, ge=0, lt=0.1)
     slippage_bps: float = Field(default=5.0, ge=0, lt=1000)
+    limits: PaperMarketLimits = PaperMarketLimits()
+    markets: dict[str, PaperMarketLimits] = Field(default_factory=dict)
+
+    def limits_for(self, symbol: str) -> PaperMarketLimits:
+        return self.markets.get(symbol, self.limits)
 
 
 class RiskSettings(_Frozen):
@@ -117,6 +136,9 @@ class Settings(_Frozen):
     allowed_ips: tuple[str, ...] = (*TRADINGVIEW_IPS, *LOOPBACK)
     trusted_proxies: tuple[str, ...] = ()
     max_lag_seconds: float = Field(default=60.0, gt=0)
+    #: Largest relative distance between an alert's price and the market price the gateway
+    #: knows (candle store close or ticker); beyond it the alert is refused.
+    max_price_deviation: float = Field(default=0.03, gt=0, le=1)
     api_token: str | None = None
     max_body_bytes: int = Field(default=64 * 1024, ge=256)
     max_json_depth: int = Field(default=8, ge=2, le=64)
@@ -185,6 +207,7 @@ _ENV: dict[str, tuple[tuple[str, ...], str]] = {
     "TVGW_ALLOWED_IPS": (("allowed_ips",), "ips"),
     "TVGW_TRUSTED_PROXIES": (("trusted_proxies",), "ips"),
     "TVGW_MAX_LAG_SECONDS": (("max_lag_seconds",), "str"),
+    "TVGW_MAX_PRICE_DEVIATION": (("max_price_deviation",), "str"),
     "TVGW_API_TOKEN": (("api_token",), "str"),
     "TVGW_MAX_BODY_BYTES": (("max_body_bytes",), "str"),
     "TVGW_SQLITE_SYNCHRONOUS": (("sqlite_synchronous",), "upper"),

@@ -248,6 +248,20 @@ class Enricher:
             market.volatility = cached
         return cached[1], cached[2]
 
+    def store_bar(self, alert: Alert, strategy: StrategySettings) -> bool:
+        """Keep the alert's bar in the candle store even when the alert itself is refused for
+        want of a market price: the bars alerts carry are one way to give the gateway one."""
+        try:
+            symbol = self.resolve_symbol(alert.ticker, alert.exchange)
+        except BrokerError:
+            return False
+        timeframe = from_tradingview(alert.interval, strategy.timeframe)
+        bar = _alert_bar(alert, timeframe)
+        if bar is None:
+            return False
+        candle_store.upsert_candles(self.storage, symbol, timeframe, [bar], "alert")
+        return True
+
     def record(self, conn: sqlite3.Connection, alert_id: int, enrichment: Enrichment) -> None:
         """Inside the alert's transaction: the alert's bar into the candle store, and the
         prediction row (so every enriched alert has exactly one)."""
@@ -362,11 +376,7 @@ class Enricher:
             if frame is None or frame.empty:
                 frame = candle_store.load_candles(self.storage, symbol, timeframe, limit=WINDOW)
             else:
-                last_ms = int(frame.index[-1].timestamp() * 1000)
-                stored_ms = candle_store.latest_candle_ms(self.storage, symbol, timeframe)
-                if stored_ms is not None and stored_ms > last_ms:
-                    newer = candle_store.load_candles(self.storage, symbol, timeframe, since_ms=last_ms + 1)
-                    frame = pd.concat([frame, newer]).iloc[-WINDOW:]
+                frame = self._refreshed(frame, symbol, timeframe)
             if bar is not None:
                 stamp = pd.Timestamp(bar[0], unit="ms", tz="UTC")
                 row = pd.DataFrame(
@@ -379,6 +389,23 @@ class Enricher:
                     frame = pd.concat([frame.iloc[:-1], row])
             market.candles = frame
             return frame
+
+    def _refreshed(self, frame: pd.DataFrame, symbol: str, timeframe: str) -> pd.DataFrame:
+        """``frame`` brought level with the store. The store's newest row is compared with the
+        window's last one (one index seek per alert): a newer bar, a bar replaced in place by
+        another worker's alert, or a bar this window holds that the store does not (a refused
+        alert's) all reload the tail from the older of the two open times, so every worker's
+        window shows the stored values."""
+        stored = candle_store.newest_candle(self.storage, symbol, timeframe)
+        if stored is None:
+            return frame
+        last_ms = int(frame.index[-1].timestamp() * 1000)
+        if int(stored[0]) == last_ms and list(stored[1:]) == frame.iloc[-1].tolist():
+            return frame
+        cut = min(int(stored[0]), last_ms)
+        tail = candle_store.load_candles(self.storage, symbol, timeframe, since_ms=cut)
+        kept = frame[frame.index < pd.Timestamp(cut, unit="ms", tz="UTC")]
+        return pd.concat([kept, tail]).iloc[-WINDOW:] if not kept.empty else tail.iloc[-WINDOW:]
 
     def _top_up(self, market: _Market, symbol: str, timeframe: str) -> None:
         """Fetch the candles the store is missing, waiting at most the market-data budget.

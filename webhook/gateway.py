@@ -16,12 +16,16 @@ from pydantic import ValidationError
 from engine.alert import Alert
 from engine.brokers.base import Broker
 from engine.decision import Decision
-from engine.engine import TradingEngine
+from engine.engine import NO_PRICE_HINT, TradingEngine, pure_exit
+from engine.exceptions import BrokerError, PriceCheckError
+from engine.market import MarketPrices, ReferencePrice, check_alert_price
+from engine.timeframes import from_tradingview
 from storage import Storage
 from storage import alerts as alert_store
+from storage import marks as mark_store
 from storage import orders as order_store
 from storage import state as state_store
-from tvgw.config import Settings, secret_values
+from tvgw.config import Settings, StrategySettings, secret_values
 from webhook.auth import authenticate, client_ip, ip_allowed
 from webhook.enrichment import Enricher
 from webhook.errors import ApiError
@@ -53,6 +57,7 @@ class Gateway:
         self.storage = storage
         self.broker = broker
         self.engine = TradingEngine(settings, storage, broker)
+        self.prices = MarketPrices(storage, broker)
         self.enricher = enricher
         self.redactor = Redactor(secret_values(settings))
         install_log_redaction(self.redactor)
@@ -137,9 +142,13 @@ class Gateway:
     def _process(self, alert: Alert, strategy_id: str, ip: str, received_at: float) -> Reply:
         strategy = self.settings.strategies[strategy_id]
         alert = alert.model_copy(update={"strategy_id": strategy_id})
-        received = datetime.fromtimestamp(received_at, UTC)
+        # Keyed on the market the broker resolves, so every spelling of one ticker is one alert;
+        # an unresolvable ticker (rejected, no order) is keyed on its own spelling.
+        symbol = self._symbol(alert)
+        key = alert.idempotency_key(datetime.fromtimestamp(received_at, UTC), symbol or alert.ticker)
+        reference = self._reference(alert, strategy, key, symbol)
         enrichment = self.enricher.enrich(alert, strategy)
-        snapshot = self.engine.snapshot(alert, strategy, enrichment.candles)
+        snapshot = self.engine.snapshot(alert, strategy, enrichment.candles, reference)
         payload = self.redactor.record(alert)
         fields = _alert_fields(alert)
         instant = self.broker.settles_instantly
@@ -148,9 +157,11 @@ class Gateway:
             """The alert's write transaction (group-committed with other threads' alerts)."""
             decision = self.engine.decide(conn, alert, strategy, snapshot, enrichment.opinion)
             fields["symbol"] = decision.symbol
-            # Keyed on the market the broker resolved, so every spelling of one ticker is one
-            # alert; an unresolvable ticker (rejected, no order) is keyed on its own spelling.
-            key = alert.idempotency_key(received, decision.symbol or alert.ticker)
+            if decision.symbol and reference is not None and reference.trusted:
+                # The trusted price becomes the shared mark: every worker values the book at it.
+                mark_store.set_mark(
+                    conn, self.broker.name, decision.symbol, reference.price, reference.source
+                )
             outcome = None if decision.order is not None else self._outcome(decision, enrichment.analysis)
             alert_id = alert_store.claim_alert(
                 conn, idempotency_key=key, received_at=received_at, source_ip=ip, payload=payload,
@@ -193,6 +204,50 @@ class Gateway:
                 self.engine.settle(conn, decision)
                 self._finish(conn, alert_id, decision, enrichment.analysis)
         return Reply(_http_status(decision), alert_response(alert_id, decision, enrichment.analysis))
+
+    def _symbol(self, alert: Alert) -> str | None:
+        """The market the alert names, or None when the broker does not know it (the decision
+        then refuses it with the broker's reason)."""
+        try:
+            return self.broker.resolve_symbol(alert.ticker, alert.exchange)
+        except BrokerError:
+            return None
+
+    def _reference(
+        self, alert: Alert, strategy: StrategySettings, key: str, symbol: str | None
+    ) -> ReferencePrice | None:
+        """The market price this alert is decided and filled at, after checking the alert's own
+        prices against it. Raises a 422 :class:`ApiError` (recorded as a refusal) when the
+        alert's price or bar close strays outside TVGW_MAX_PRICE_DEVIATION, or when nothing
+        trustworthy is known and the alert could add exposure. A pure exit with no current
+        price is valued at the last mark (or entry price): it can close, never mint cash.
+
+        A repeat of an alert already on file is not checked: it acts nowhere and answers as a
+        duplicate with the first outcome (the claim in the transaction still decides that)."""
+        if symbol is None or strategy.mode == "annotate":
+            return None
+        if alert_store.original_for_key(self.storage.conn, key) is not None:
+            return None
+        timeframe = from_tradingview(alert.interval, strategy.timeframe)
+        reference = self.prices.reference(symbol, timeframe)
+        if reference is None:
+            if pure_exit(alert, strategy):
+                return self.prices.last_known(symbol)
+            self.enricher.store_bar(alert, strategy)  # a bar is how TradingView can give one
+            raise ApiError(
+                422,
+                "no_market_price",
+                f"the gateway knows no recent market price for {symbol} to check the alert's "
+                f"price against: {NO_PRICE_HINT}",
+                where="price",
+            )
+        try:
+            for field, claimed in (("price", alert.price), ("close", alert.close)):
+                if claimed is not None:
+                    check_alert_price(field, claimed, reference, self.settings.max_price_deviation)
+        except PriceCheckError as exc:
+            raise ApiError(422, exc.code, exc.message, where=exc.field) from None
+        return reference
 
     @staticmethod
     def _outcome(decision: Decision, ml_analysis: dict[str, Any] | None) -> dict[str, Any]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from decimal import ROUND_DOWN, Decimal
 from typing import Any, Literal
 
-__all__ = ["Broker", "OrderRequest", "OrderResult", "OrderStatus", "Side"]
+__all__ = ["Broker", "MarketLimits", "OrderRequest", "OrderResult", "OrderStatus", "Side"]
 
 Side = Literal["buy", "sell"]
 OrderStatus = Literal["filled", "partially_filled", "open", "canceled", "rejected", "unknown"]
@@ -37,6 +39,40 @@ class OrderResult:
     fee_currency: str | None = None
     exchange_order_id: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MarketLimits:
+    """A market's order limits; None means the market sets none."""
+
+    min_amount: float | None = None
+    max_amount: float | None = None
+    amount_step: float | None = None
+    min_cost: float | None = None
+    max_cost: float | None = None
+    price_tick: float | None = None
+
+    def fit(self, amount: float, price: float) -> tuple[float, str | None]:
+        """``amount`` rounded down to the step, and the reason it cannot be sent (or None).
+
+        Rounded *down*: an order never exceeds what sizing and risk allowed.
+        """
+        if not (math.isfinite(amount) and amount > 0 and math.isfinite(price) and price > 0):
+            return 0.0, f"amount {amount!r} at price {price!r} is not a positive finite order"
+        if self.amount_step:
+            steps = (Decimal(repr(amount)) / Decimal(repr(self.amount_step))).to_integral_value(ROUND_DOWN)
+            amount = float(steps * Decimal(repr(self.amount_step)))
+        cost = amount * price
+        floor = self.min_amount or self.amount_step or 0.0
+        if amount <= 0 or amount < floor:
+            return amount, f"amount {amount:.10g} is below the market minimum {floor:g}"
+        if self.max_amount is not None and amount > self.max_amount:
+            return amount, f"amount {amount:.10g} is above the market maximum {self.max_amount:g}"
+        if self.min_cost is not None and cost < self.min_cost:
+            return amount, f"order value {cost:.8g} is below the market minimum {self.min_cost:g}"
+        if self.max_cost is not None and cost > self.max_cost:
+            return amount, f"order value {cost:.8g} is above the market maximum {self.max_cost:g}"
+        return amount, None
 
 
 class Broker(ABC):
@@ -72,6 +108,10 @@ class Broker(ABC):
     def last_price(self, symbol: str) -> float | None:
         """The latest traded price, when the broker knows one."""
         return None
+
+    def market_limits(self, symbol: str) -> MarketLimits:
+        """The market's order limits (amount, step, cost); a broker without any says so."""
+        return MarketLimits()
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

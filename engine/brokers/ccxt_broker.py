@@ -30,7 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import ccxt
 
-from engine.brokers.base import Broker, OrderRequest, OrderResult, OrderStatus
+from engine.brokers.base import Broker, MarketLimits, OrderRequest, OrderResult, OrderStatus
 from engine.exceptions import (
     BrokerError,
     ExchangeUnavailableError,
@@ -214,6 +214,36 @@ class CcxtBroker(Broker):
         if symbol not in markets:
             raise UnknownSymbolError(f"{self.name} has no market {symbol!r}")
         return markets[symbol]
+
+    def market_limits(self, symbol: str) -> MarketLimits:
+        """ccxt's ``limits`` and ``precision`` of the market, in the engine's table shape. The
+        precision is a step (ccxt's TICK_SIZE mode) or a number of decimals (DECIMAL_PLACES)."""
+        market = self._market(symbol)
+        limits = market.get("limits") or {}
+        precision = market.get("precision") or {}
+
+        def limit(kind: str, bound: str) -> float | None:
+            value = (limits.get(kind) or {}).get(bound)
+            return float(value) if value else None
+
+        return MarketLimits(
+            min_amount=limit("amount", "min"),
+            max_amount=limit("amount", "max"),
+            amount_step=self._step(precision.get("amount")),
+            min_cost=limit("cost", "min"),
+            max_cost=limit("cost", "max"),
+            price_tick=self._step(precision.get("price")),
+        )
+
+    def _step(self, precision: Any) -> float | None:
+        if precision is None:
+            return None
+        mode = getattr(self._exchange, "precisionMode", ccxt.TICK_SIZE)
+        if mode == ccxt.TICK_SIZE:
+            return float(precision)
+        if mode == ccxt.DECIMAL_PLACES:
+            return 10.0 ** -int(precision)
+        return None  # significant digits: no fixed step
 
     # --- reads ----------------------------------------------------------------------------
 

@@ -1,16 +1,21 @@
-"""The paper book: fills at the alert's price with fee and slippage; state lives in SQLite.
+"""The paper book: fills at the gateway's reference price with fee and slippage; state lives
+in SQLite.
 
-It keeps no state of its own: cash and positions are the storage ledger (``storage.orders``),
-so the book survives restarts and every gunicorn worker sees the same account.
+It keeps no state of its own: cash and positions are the storage ledger (``storage.orders``)
+and positions are valued at the shared marks (``storage.marks``), so the book survives
+restarts and every gunicorn worker sees the same account and the same equity.
 """
 
 from __future__ import annotations
 
-from engine.brokers.base import Broker, OrderRequest, OrderResult
+import math
+
+from engine.brokers.base import Broker, MarketLimits, OrderRequest, OrderResult
 from engine.exceptions import InsufficientFundsError, InvalidOrderError
 from engine.symbols import to_ccxt_symbol
 from storage import Storage
-from storage.orders import get_cash, get_order, list_positions
+from storage.marks import marked_positions_value
+from storage.orders import get_cash, get_order
 from tvgw.config import PaperSettings
 
 __all__ = ["PaperBroker"]
@@ -27,7 +32,6 @@ class PaperBroker(Broker):
         self.storage = storage
         self.settings = settings
         self.max_leverage = max_leverage
-        self._marks: dict[str, float] = {}
         self._symbols: dict[tuple[str, str | None], str] = {}
 
     def resolve_symbol(self, ticker: str, exchange: str | None = None) -> str:
@@ -41,31 +45,30 @@ class PaperBroker(Broker):
         return get_cash(self.storage, self.name, self.settings.quote_currency, self.settings.starting_balance)
 
     def equity(self) -> float:
-        """Cash plus open positions marked at the last price seen (entry price if none)."""
-        total = self.cash()
-        for pos in list_positions(self.storage, self.name):
-            mark = self._marks.get(pos.symbol) or pos.avg_price or 0.0
-            total += pos.amount * mark
-        return total
+        """Cash plus open positions valued at the shared marks (entry price if none): the same
+        number in every worker."""
+        return self.cash() + marked_positions_value(self.storage, self.name)
 
-    def mark(self, symbol: str, price: float) -> None:
-        """Remember the latest price seen for ``symbol`` (alerts carry prices)."""
-        self._marks[symbol] = price
-
-    def last_price(self, symbol: str) -> float | None:
-        return self._marks.get(symbol)
+    def market_limits(self, symbol: str) -> MarketLimits:
+        limits = self.settings.limits_for(symbol)
+        return MarketLimits(**limits.model_dump())
 
     def execute(self, order: OrderRequest) -> OrderResult:
-        if order.price is None or order.price <= 0:
+        """Fill at ``order.price`` (the engine's reference price, never the alert's). Pure:
+        it changes nothing; the engine records the fill with the order, in one transaction."""
+        if order.price is None or not (math.isfinite(order.price) and order.price > 0):
             raise InvalidOrderError(
                 f"paper {order.side} {order.amount} {order.symbol}: no reference price to fill at"
             )
-        if order.amount <= 0:
-            raise InvalidOrderError(f"paper {order.side} {order.symbol}: amount must be positive")
+        _, problem = self.market_limits(order.symbol).fit(order.amount, order.price)
+        if problem is not None:
+            raise InvalidOrderError(f"paper {order.side} {order.amount:.10g} {order.symbol}: {problem}")
         slip = order.price * self.settings.slippage_bps / 10_000
         fill = order.price + slip if order.side == "buy" else order.price - slip
         notional = order.amount * fill
         fee = notional * self.settings.fee_rate
+        if not math.isfinite(notional + fee):
+            raise InvalidOrderError(f"paper {order.side} {order.symbol}: order value is not finite")
         if not order.reduce_only:
             available = max(self.equity(), 0.0) * self.max_leverage
             if notional + fee > available:
@@ -74,7 +77,6 @@ class PaperBroker(Broker):
                     f"{notional + fee:.2f} {self.settings.quote_currency}; "
                     f"{available:.2f} available at {self.max_leverage:g}x"
                 )
-        self.mark(order.symbol, order.price)
         return OrderResult(
             client_order_id=order.client_order_id,
             status="filled",

@@ -72,7 +72,7 @@ def ml_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway
     (tmp / "tvgw.toml").write_text(CONFIG)
     gateway = start_gateway(
         tmp, TVGW_ML_ENABLED="true", TVGW_MODEL_DIR=str(tmp / "models"), TVGW_CONFIG=str(tmp / "tvgw.toml"),
-        TVGW_RESOLVE_INTERVAL_S="0",
+        TVGW_RESOLVE_INTERVAL_S="0", prices={"ETH/USDT": 2000.0},
     )  # fmt: skip
     gateway.candles = candles  # type: ignore[attr-defined]
     yield gateway
@@ -80,7 +80,15 @@ def ml_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+def market_price(gateway: LiveGateway, ticker: str) -> float:
+    """The newest stored close: the market price the gateway checks an alert's price against."""
+    symbol = ticker.removesuffix("USDT") + "/USDT"
+    sql = f"SELECT close FROM candles WHERE symbol = '{symbol}' AND timeframe = '1h' ORDER BY ts_ms DESC"
+    return float(query(gateway, sql + " LIMIT 1")[0][0])
+
+
 def post(gateway: LiveGateway, **fields: Any) -> dict[str, Any]:
+    fields.setdefault("price", market_price(gateway, fields.get("ticker", "BTCUSDT")))
     response = gateway.post(sample_alert(**fields))
     assert response.status_code < 500, response.text
     return response.json()
@@ -184,7 +192,7 @@ def test_risk_refusal_is_recorded_with_its_reason(ml_gateway: LiveGateway) -> No
 def test_failing_ml_degrades_with_a_clear_error(ml_gateway: LiveGateway) -> None:
     no_model = post(ml_gateway, strategy_id="annot", ticker="ETHUSDT", price=2000.0, order_id="eth")
     assert "no trained model for ETH/USDT 1h" in no_model["ml_analysis"]["error"]
-    broken = post(ml_gateway, ticker="SOLUSDT", price=20.0, contracts=1, order_id="sol")
+    broken = post(ml_gateway, ticker="SOLUSDT", contracts=1, order_id="sol")
     assert "failed to load" in broken["ml_analysis"]["error"]
     assert "sha256" in broken["ml_analysis"]["error"] or "hash" in broken["ml_analysis"]["error"]
     # The execute strategy's rule still decides (here the one-position risk cap refuses it).

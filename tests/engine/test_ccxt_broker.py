@@ -365,3 +365,13 @@ def test_api_url_replaces_scheme_and_host_keeping_paths() -> None:
     }
     with pytest.raises(OperationalError, match="absolute URL"):
         _with_base_url(urls, "127.0.0.1:9")
+
+
+def test_market_limits_come_from_the_exchange_markets(broker: CcxtBroker) -> None:
+    limits = broker.market_limits("BTC/USDT")
+    assert limits.amount_step == pytest.approx(0.00001) and limits.min_amount == pytest.approx(0.00001)
+    assert limits.max_amount == pytest.approx(9000) and limits.min_cost == pytest.approx(5)
+    assert limits.price_tick == pytest.approx(0.01)
+    amount, problem = limits.fit(0.0123456, 30000.0)
+    assert amount == pytest.approx(0.01234) and problem is None
+    assert "below the market minimum 5" in (limits.fit(0.0001, 30000.0)[1] or "")

@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import make_settings, sample_alert
-from webhook import create_app
+from tests.conftest import make_settings, market_app, sample_alert
 
 
 def position(settings: Any, symbol: str = "BTC/USDT") -> float:
@@ -30,7 +29,7 @@ def stamp(seconds_ago: float) -> str:
 @pytest.fixture
 def book(tmp_path: Path) -> tuple[Any, Any]:
     settings = make_settings(tmp_path, {"risk": {"max_position_fraction": 5.0, "max_leverage": 5.0}})
-    return settings, create_app(settings).test_client()
+    return settings, market_app(settings).test_client()
 
 
 def send(client: Any, **fields: Any) -> dict[str, Any]:
@@ -109,7 +108,7 @@ def test_fixed_quote_sizing(tmp_path: Path) -> None:
             }
         },
     )
-    client = create_app(settings).test_client()
+    client = market_app(settings).test_client()
     body = send(client, action="buy", price=30000.0, contracts=5)
     assert body["decision"]["order"]["amount"] == pytest.approx(0.01)
 
@@ -121,12 +120,19 @@ def test_paper_fill_costs_fee_and_slippage(book: tuple[Any, Any]) -> None:
     assert fill["fee"] == pytest.approx(0.01 * fill["average"] * 0.001)
 
 
-def test_alert_without_price_is_rejected_not_guessed(book: tuple[Any, Any]) -> None:
+def test_alert_without_price_fills_at_the_market_price_not_a_guess(book: tuple[Any, Any]) -> None:
+    # Changed on purpose: the fill price was the alert's claim, now it is the gateway's own
+    # market price, so an alert need not carry one (and a market without one is refused).
     _, client = book
     alert = sample_alert(action="buy", contracts=0.01)
     del alert["price"]
     body = client.post("/webhook", data=json.dumps(alert)).json
-    assert body["status"] == "rejected" and "no price" in body["decision"]["reason"]
+    assert body["status"] == "executed"
+    assert body["decision"]["fill"]["average"] == pytest.approx(30000.0 * (1 + 5 / 10_000))
+    unknown = sample_alert(ticker="ADAUSDT", action="buy", contracts=10)
+    del unknown["price"]
+    refused = client.post("/webhook", data=json.dumps(unknown))
+    assert refused.status_code == 422 and refused.json["error"]["code"] == "no_market_price"
 
 
 def test_unknown_ticker_is_rejected_with_reason(book: tuple[Any, Any]) -> None:

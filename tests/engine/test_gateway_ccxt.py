@@ -11,9 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import make_settings, sample_alert
+from tests.conftest import make_settings, market_app, sample_alert
 from tests.fake_exchange import DEFAULT_API_KEY, DEFAULT_SECRET, FakeBinance
-from webhook import create_app
 from webhook.recovery import recover
 
 
@@ -27,7 +26,7 @@ def gateway(tmp_path: Path, fake: FakeBinance, **env: str) -> tuple[Any, Any]:
     settings = make_settings(
         tmp_path, TVGW_BROKER="binance", TVGW_EXCHANGE_API_URL=fake.url, TVGW_EXCHANGE_TIMEOUT_MS="600", **env
     )
-    return settings, create_app(settings).test_client()
+    return settings, market_app(settings).test_client()
 
 
 def post(client: Any, **fields: Any) -> Any:
@@ -131,7 +130,7 @@ def test_concurrent_alerts_share_one_exchange_client_safely(
         TVGW_EXCHANGE_API_URL=fake_exchange.url,
         TVGW_EXCHANGE_TIMEOUT_MS="2000",
     )
-    app = create_app(settings)
+    app = market_app(settings)
 
     def fire(n: int) -> str:
         side = "buy" if n % 2 else "sell"
@@ -148,3 +147,23 @@ def test_concurrent_alerts_share_one_exchange_client_safely(
     rows = orders(settings)
     assert len(rows) == 24 and all(r["status"] == "filled" for r in rows)
     assert fake_exchange.request_count("POST", "/api/v3/order") == 24
+
+
+def test_without_candles_the_exchange_ticker_is_the_reference(
+    tmp_path: Path, fake_exchange: FakeBinance, exchange_env: None
+) -> None:
+    settings = make_settings(
+        tmp_path,
+        TVGW_BROKER="binance",
+        TVGW_EXCHANGE_API_URL=fake_exchange.url,
+        TVGW_EXCHANGE_TIMEOUT_MS="600",
+    )
+    client = market_app(settings, prices={}).test_client()
+    fake_exchange.set_price("BTCUSDT", 40000)
+    far = post(client, contracts=0.01, price=30000.0)
+    assert far.status_code == 422 and far.json["error"]["code"] == "price_out_of_band"
+    assert "40000" in far.json["error"]["message"] and "ticker" in far.json["error"]["message"]
+    near = post(client, contracts=0.01, price=40100.0, order_id="near")
+    assert near.status_code == 200 and near.json["status"] == "executed"
+    assert near.json["decision"]["order"]["price"] == 40000.0  # the ticker, not the alert's claim
+    assert orders(settings)[0]["amount"] == 0.01

@@ -5,8 +5,10 @@ placeholder TradingView left unfilled gets a 400 that names the field."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,10 +16,18 @@ import pytest
 from pine.render import KINDS, indicator_conditions, render
 from storage.alerts import list_alerts
 from storage.database import Storage
-from tests.conftest import LiveGateway
+from tests.conftest import LiveGateway, start_gateway
 from tests.pine.tradingview import PLACEHOLDER, SERIES, parse_script, placeholder_values, substitute
 
 DECIDED = {"executed", "annotated", "rejected"}
+
+
+@pytest.fixture
+def live_gateway(tmp_path: Path) -> Iterator[LiveGateway]:
+    """The gateway, its market at the price the filled-in messages carry (placeholder_values)."""
+    gateway = start_gateway(tmp_path, prices={"BTC/USDT": 1800.8})
+    yield gateway
+    gateway.stop()
 
 
 def strategy_message(order_id: str, position_before: float, passphrase: str) -> str:

@@ -21,8 +21,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import PASSPHRASE, make_settings, start_gateway
-from webhook import create_app
+from tests.conftest import PASSPHRASE, make_settings, market_app, start_gateway
 
 SWING = "swing-secret"
 SCALP = "scalp-secret"
@@ -53,7 +52,7 @@ def multi(tmp_path: Path) -> tuple[Any, Any]:
             }
         },
     )
-    return create_app(settings).test_client(), settings
+    return market_app(settings).test_client(), settings
 
 
 def now_z() -> str:
@@ -227,7 +226,7 @@ SAME_ALERT: dict[str, Callable[[dict[str, Any], datetime], dict[str, Any]]] = {
 #: One field of the key changed: each is a new alert and acts.
 NEW_ALERT: dict[str, Callable[[dict[str, Any], datetime], dict[str, Any]]] = {
     "timenow": lambda a, t: {**a, "timenow": (t + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")},
-    "symbol": lambda a, t: {**a, "ticker": "ETHUSDT"},
+    "symbol": lambda a, t: {**a, "ticker": "ETHUSDT", "price": 1800.0},  # price is not in the key
     "interval": lambda a, t: {**a, "interval": "240"},
     "action": lambda a, t: {**a, "action": "sell"},
     "contracts": lambda a, t: {**a, "contracts": 2},

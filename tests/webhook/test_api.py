@@ -8,15 +8,14 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import make_settings, sample_alert
-from webhook import create_app
+from tests.conftest import make_settings, market_app, sample_alert
 
 TOKEN = "api-token-123"
 
 
 @pytest.fixture
 def api(tmp_path: Path) -> Any:
-    return create_app(make_settings(tmp_path, TVGW_API_TOKEN=TOKEN)).test_client()
+    return market_app(make_settings(tmp_path, TVGW_API_TOKEN=TOKEN)).test_client()
 
 
 def auth(token: str = TOKEN) -> dict[str, str]:

@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import PASSPHRASE, make_settings, sample_alert
-from webhook import create_app
+from tests.conftest import PASSPHRASE, make_settings, market_app, sample_alert
 
 
 def rows(settings: Any, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
@@ -36,7 +35,7 @@ def shapes() -> dict[str, dict[str, Any]]:
     return {
     "canonical": sample_alert(),
     "symbol_alias": {k if k != "ticker" else "symbol": v for k, v in sample_alert().items()},
-    "numbers_as_strings": sample_alert(contracts="0.0100", price="1800.8000000000002"),
+    "numbers_as_strings": sample_alert(contracts="0.0100", price="30000.800000000003"),
     "nested_strategy_and_bar": {
         "passphrase": PASSPHRASE,
         "ticker": "ETHUSDT",
@@ -137,7 +136,8 @@ def test_unfilled_placeholder_names_the_field(client: Any, settings: Any) -> Non
 
 
 def test_nan_volume_means_no_volume(client: Any) -> None:
-    raw = json.dumps(sample_alert(open=1.0, high=2.0, low=0.5, close=1.5)).replace("}", ', "volume": NaN}')
+    bar = sample_alert(open=29990.0, high=30020.0, low=29980.0, close=30005.0)
+    raw = json.dumps(bar).replace("}", ', "volume": NaN}')
     response = post(client, raw)
     assert response.status_code == 200, response.json
     bad = json.dumps(sample_alert()).replace('"contracts": 0.01', '"contracts": NaN')
@@ -176,7 +176,7 @@ def test_strategies_have_their_own_secrets(tmp_path: Path) -> None:
     settings = make_settings(
         tmp_path, {"strategies": {"swing": {"passphrase": "swing-secret", "mode": "annotate"}}}
     )
-    client = create_app(settings).test_client()
+    client = market_app(settings).test_client()
     ok = post(client, sample_alert(strategy_id="swing", passphrase="swing-secret"))
     assert ok.status_code == 200 and ok.json["status"] == "annotated"
     crossed = post(client, sample_alert(strategy_id="swing", passphrase=PASSPHRASE))
@@ -187,7 +187,7 @@ def test_strategies_have_their_own_secrets(tmp_path: Path) -> None:
 
 def test_disallowed_ip_and_spoofed_forwarded_for(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, TVGW_ALLOWED_IPS="tradingview", TVGW_TRUSTED_PROXIES="10.0.0.5")
-    client = create_app(settings).test_client()
+    client = market_app(settings).test_client()
     # A direct client cannot talk its way in by claiming to be TradingView.
     spoofed = post(
         client,
@@ -218,7 +218,7 @@ def test_disallowed_ip_and_spoofed_forwarded_for(tmp_path: Path) -> None:
 
 def test_proxy_not_declared_trusted_cannot_bypass_the_allowlist(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, TVGW_ALLOWED_IPS="tradingview,loopback")
-    client = create_app(settings).test_client()
+    client = market_app(settings).test_client()
     # nginx on the same host without TVGW_TRUSTED_PROXIES: every request would look local.
     body = assert_refused(
         settings,

@@ -13,8 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import make_settings, sample_alert
-from webhook import create_app
+from tests.conftest import make_settings, market_app, sample_alert
 
 SECRET = "s3cret-Pa55word"
 #: A second strategy's secret with characters JSON must escape: it must be found in both forms.
@@ -40,7 +39,7 @@ def world(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Iterator[dict[str
         TVGW_API_TOKEN=TOKEN,
         TVGW_LOG_LEVEL="DEBUG",
     )
-    app = create_app(config)
+    app = market_app(config)
     answers: list[bytes] = []
     yield {"client": app.test_client(), "settings": config, "answers": answers, "caplog": caplog}
 

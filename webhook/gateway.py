@@ -17,6 +17,7 @@ from engine.alert import Alert
 from engine.brokers.base import Broker
 from engine.decision import Decision
 from engine.engine import TradingEngine
+from engine.outcomes import DriftMonitor, DriftThresholds
 from storage import Storage
 from storage import alerts as alert_store
 from storage import orders as order_store
@@ -50,6 +51,8 @@ class Gateway:
         self.broker = broker
         self.engine = TradingEngine(settings, storage, broker)
         self.enricher = enricher
+        #: /healthz's drift report, recomputed at most once a minute per worker
+        self.drift = DriftMonitor(storage, DriftThresholds.from_settings(settings))
 
     # --- the webhook -------------------------------------------------------------------------
     def handle(self, raw: bytes, remote_addr: str | None, forwarded_for: str | None) -> Reply:

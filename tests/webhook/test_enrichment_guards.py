@@ -155,6 +155,6 @@ def test_models_are_loaded_when_the_worker_starts(
     gateway = get_gateway(create_app(settings))
     latest = (models / "BTC_USDT_1h" / "latest").read_text().strip()
     deadline = time.monotonic() + 30
-    while gateway.enricher.status()["models"].get("BTC/USDT 1h") != latest and time.monotonic() < deadline:
+    while gateway.enricher.status().worker_models().get("BTC/USDT 1h") != latest and time.monotonic() < deadline:
         time.sleep(0.05)  # a background thread loads every model at start-up, before any alert
-    assert gateway.enricher.status()["models"] == {"BTC/USDT 1h": latest}
+    assert gateway.enricher.status().worker_models() == {"BTC/USDT 1h": latest}

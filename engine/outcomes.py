@@ -252,6 +252,8 @@ class DriftMonitor:
                     self.storage, min_accuracy=t.min_accuracy, max_drawdown=t.max_drawdown,
                     min_sharpe=t.min_sharpe, days=t.days, min_samples=t.min_samples,
                 )  # fmt: skip
+                if report["needs_retraining"]:  # once per computation, not once per health check
+                    log.warning("model needs retraining: %s", "; ".join(report["reasons"]))
                 self._cached = (now, report)
             return dict(self._cached[1])
 

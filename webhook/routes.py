@@ -58,6 +58,4 @@ def healthz() -> Any:
     body["problems"] = problems
     body["model"] = models.to_dict()
     body["model"]["drift"] = gateway.drift.report()
-    if body["model"]["drift"]["needs_retraining"]:
-        log.warning("model needs retraining: %s", "; ".join(body["model"]["drift"]["reasons"]))
     return jsonify(body), 200 if body["status"] != "down" else 503

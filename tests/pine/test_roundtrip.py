@@ -19,6 +19,9 @@ from tests.pine.tradingview import PLACEHOLDER, SERIES, parse_script, placeholde
 
 DECIDED = {"executed", "annotated", "rejected"}
 
+#: The slow first parse happens in session setup (tests/pine/conftest.py), before any timestamp.
+pytestmark = pytest.mark.usefixtures("parsed_bundled_scripts")
+
 
 def strategy_message(order_id: str, position_before: float, passphrase: str) -> str:
     """The alert_message= the bundled strategy builds for ``order_id`` (passphrase as typed in)."""

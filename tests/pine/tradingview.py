@@ -240,6 +240,19 @@ def parse_script(source: str) -> PineScript:
 TREE_CACHE: Path | None = None
 
 
+def _cache_path(source: str) -> Path | None:
+    if TREE_CACHE is None:
+        return None
+    key = hashlib.sha256(f"{version('pynescript')}\0{source}".encode()).hexdigest()
+    return TREE_CACHE / f"{key}.pickle"
+
+
+def is_cached(source: str) -> bool:
+    """Whether :func:`parse_tree` will read ``source``'s tree from the cache (no parse)."""
+    path = _cache_path(source)
+    return path is not None and path.is_file()
+
+
 def parse_tree(source: str) -> Any:
     """pynescript's tree of ``source``, from :data:`TREE_CACHE` when this exact source was parsed
     by this pynescript version before, so a second run skips the ANTLR warm-up altogether.
@@ -247,10 +260,9 @@ def parse_tree(source: str) -> Any:
     The cache holds pickles this test suite wrote into the developer's own cache directory;
     an entry that does not unpickle is parsed again and rewritten.
     """
-    if TREE_CACHE is None:
+    path = _cache_path(source)
+    if path is None:
         return ast.parse(source)
-    key = hashlib.sha256(f"{version('pynescript')}\0{source}".encode()).hexdigest()
-    path = TREE_CACHE / f"{key}.pickle"
     try:
         return pickle.loads(path.read_bytes())
     except (OSError, pickle.UnpicklingError, EOFError, AttributeError):

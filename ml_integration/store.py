@@ -139,7 +139,8 @@ def stored_models(model_dir: str | Path) -> list[StoredModel]:
     root = Path(model_dir)
     if not root.exists():
         return []
-    return [_stored(pointer) for pointer in sorted(root.glob("*/latest"))]
+    folders = sorted(root.iterdir())  # raises when unreadable, where a glob would say "no models"
+    return [_stored(folder / "latest") for folder in folders if (folder / "latest").is_file()]
 
 
 def _stored(pointer: Path) -> StoredModel:

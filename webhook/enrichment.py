@@ -16,6 +16,7 @@ import os
 import sqlite3
 import threading
 import time
+import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -337,7 +338,8 @@ class Enricher:
             return
         try:
             strategy = load_latest_strategy(model_dir, symbol, timeframe)
-        except (MLError, OSError, ValueError, KeyError) as exc:
+        except (MLError, OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            # BadZipFile: an artifact replaced between its hash check and its read.
             market.load_error = f"model {symbol} {timeframe} {version} failed to load: {exc}"
             log.error("%s", market.load_error)
             return
@@ -352,8 +354,13 @@ class Enricher:
         the alert path reports them as ml_analysis.error and /healthz as ``degraded``."""
         from ml_integration.store import stored_models
 
+        try:
+            store = stored_models(self.settings.model_dir)
+        except OSError as exc:
+            log.error("cannot read the model store %s: %s", self.settings.model_dir, exc)
+            return []
         loaded = []
-        for entry in stored_models(self.settings.model_dir):
+        for entry in store:
             if entry.symbol is None or entry.timeframe is None:
                 log.warning("model store entry unreadable: %s", entry.error)
                 continue

@@ -8,17 +8,17 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 
 from engine.outcomes import evaluate_recent_performance, resolve_outcomes
-from ml_integration import load_latest_strategy, save_version, synthetic_candles
+from ml_integration import MLTradingStrategy, save_version, synthetic_candles
 from storage import Storage
 from storage.candles import upsert_candles
-from tests.conftest import LiveGateway, copy_model_store, sample_alert, start_gateway
+from tests.conftest import LiveGateway, sample_alert, start_gateway
+from tests.ml_integration.conftest import TINY
 
 pytestmark = pytest.mark.slow
 
@@ -51,19 +51,20 @@ def _rows(frame: pd.DataFrame) -> list[list[float]]:
 
 
 @pytest.fixture(scope="module")
-def ml_gateway(tmp_path_factory: pytest.TempPathFactory, model_store: Path) -> Iterator[LiveGateway]:
+def ml_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway]:
     tmp = tmp_path_factory.mktemp("mlgw")
-    models = copy_model_store(model_store, tmp / "models")  # the suite's one tiny model, as BTC/USDT 1h
+    now_hour = int(time.time() // 3600 * 3600)
+    start = pd.Timestamp(now_hour - 2499 * 3600, unit="s", tz="UTC")
+    candles = synthetic_candles(2500, seed=11, n_gaps=0, start=start.isoformat())
+    strategy = MLTradingStrategy(model_config=TINY)
+    strategy.train_strategy(candles, synthetic=True, symbol="BTC/USDT", timeframe="1h")
+    save_version(strategy, tmp / "models", "BTC/USDT", "1h")
     # A broken model for SOL: an artifact changed after sealing.
-    broken = save_version(load_latest_strategy(models, "BTC/USDT", "1h"), models, "SOL/USDT", "1h")
+    broken = save_version(strategy, tmp / "models", "SOL/USDT", "1h")
     victim = next(p for p in sorted(broken.iterdir()) if p.name != "metadata.json" and p.is_file())
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0xFF
     victim.write_bytes(bytes(data))
-    # Candles up to the current hour, taken after the slow setup above.
-    now_hour = int(time.time() // 3600 * 3600)
-    start = pd.Timestamp(now_hour - 2499 * 3600, unit="s", tz="UTC")
-    candles = synthetic_candles(2500, seed=11, n_gaps=0, start=start.isoformat())
     storage = Storage(tmp / "tvgw.sqlite")
     storage.migrate()
     upsert_candles(storage, "BTC/USDT", "1h", _rows(candles), "synthetic")

@@ -3,6 +3,7 @@ drift report that is computed at most once per TTL whatever the size of the pred
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,10 @@ def test_healthz_lists_the_store_and_is_ok_when_every_model_verifies(
 def test_a_tampered_model_makes_healthz_degraded_naming_it(tmp_path: Path, model_store: Path) -> None:
     models = copy_model_store(model_store, tmp_path / "models")
     client = client_for(tmp_path, models)
+    deadline = time.monotonic() + 60
+    while client.get("/healthz").json["model"]["worker"]["models"] != {"BTC/USDT 1h": "tiny"}:
+        assert time.monotonic() < deadline, "the worker never loaded the model"
+        time.sleep(0.05)  # the background preload, done before the file changes under it
     assert client.get("/healthz").json["status"] == "ok"
     tamper(models)
     response = client.get("/healthz")
@@ -89,3 +94,11 @@ def test_drift_report_is_computed_once_per_ttl_not_per_call(tmp_path: Path) -> N
             )
     again = client.get("/healthz").json["model"]["drift"]
     assert again == first  # the cached report: same samples, same computed_at
+
+
+def test_an_unreadable_store_is_degraded(tmp_path: Path) -> None:
+    not_a_directory = tmp_path / "models"
+    not_a_directory.write_text("a file where the model directory should be")
+    body = client_for(tmp_path, not_a_directory).get("/healthz").json
+    assert body["status"] == "degraded"
+    assert any("cannot read the model store" in p for p in body["problems"]), body

@@ -8,6 +8,9 @@ store. It is idempotent and safe with several workers: each UPDATE is guarded by
 
 ``evaluate_recent_performance`` reports accuracy next to its naive baselines (majority class,
 base-rate Brier) with a 95% Wilson interval, so a model with no edge is seen to have none.
+The metrics themselves live in :mod:`ml_integration.evaluation`, the project's one metrics
+module. ``drift_report`` reads a bounded window and :class:`DriftMonitor` caches it per worker,
+so a health check costs the same on day 300 as on day 1.
 """
 
 from __future__ import annotations
@@ -16,13 +19,25 @@ import logging
 import math
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
 
 from engine.timeframes import seconds
+from ml_integration.evaluation import brier_score, rank_auc, wilson_interval
 from storage import Storage
 from storage import predictions as prediction_store
 
-__all__ = ["drift_report", "evaluate_recent_performance", "resolve_outcomes", "start_outcome_resolver"]
+__all__ = [
+    "DriftMonitor",
+    "DriftThresholds",
+    "drift_report",
+    "evaluate_recent_performance",
+    "resolve_outcomes",
+    "start_outcome_resolver",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,30 +68,14 @@ def resolve_outcomes(storage: Storage, now: float | None = None) -> int:
     return done
 
 
-def _wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float] | None:
-    if n == 0:
-        return None
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (round(centre - half, 4), round(centre + half, 4))
-
-
-def _auc(probs: list[float], labels: list[int]) -> float | None:
-    """Rank AUC (Mann-Whitney); None when only one class occurred."""
-    pos = [p for p, y in zip(probs, labels, strict=True) if y == 1]
-    neg = [p for p, y in zip(probs, labels, strict=True) if y == 0]
-    if not pos or not neg:
-        return None
-    wins = sum((p > q) + 0.5 * (p == q) for p in pos for q in neg)
-    return wins / (len(pos) * len(neg))
-
-
 def evaluate_recent_performance(
     storage: Storage, symbol: str | None = None, days: float = 30, now: float | None = None
 ) -> dict[str, Any]:
-    """Accuracy of the resolved predictions of the last ``days`` days, with baselines."""
+    """Accuracy of the resolved predictions of the last ``days`` days, with baselines.
+
+    Every figure comes from :mod:`ml_integration.evaluation` (the one metrics module), so this
+    AUC is the training report's AUC; the rank AUC keeps it O(n log n) in the window size.
+    """
     clock = time.time() if now is None else now
     rows = prediction_store.resolved_since(storage, clock - days * 86_400, symbol)
     n = len(rows)
@@ -86,27 +85,65 @@ def evaluate_recent_performance(
                 "auc": None, "brier_score": None, "base_rate": None, "base_rate_brier": None,
                 "majority_accuracy": None, "accuracy_ci95": None,
                 "note": "no resolved predictions in the window yet"}  # fmt: skip
-    probs = [float(r["direction_prob"] if r["direction_prob"] is not None else 0.5) for r in rows]
-    labels = [int(r["actual_direction"]) for r in rows]
-    hits = sum(float(r["prediction_accuracy"]) for r in rows)
-    base = sum(labels) / n
+    probs = np.array([r["direction_prob"] if r["direction_prob"] is not None else 0.5 for r in rows], float)
+    labels = np.array([r["actual_direction"] for r in rows], float)
+    hits = float(sum(float(r["prediction_accuracy"]) for r in rows))
+    base = float(labels.mean())
     errors = [
         abs(r["magnitude_pred"] - r["actual_magnitude"]) for r in rows if r["magnitude_pred"] is not None
     ]
-    auc = _auc(probs, labels)
+    auc = rank_auc(labels, probs)
+    low, high = wilson_interval(hits, n)
     return {
         **out,
         "direction_accuracy": round(hits / n, 4),
-        "accuracy_ci95": _wilson(hits, n),
+        "accuracy_ci95": (round(low, 4), round(high, 4)),
         "majority_accuracy": round(max(base, 1 - base), 4),
         "avg_magnitude_error": round(sum(errors) / len(errors), 6) if errors else None,
         "avg_confidence": round(sum(float(r["confidence"] or 0) for r in rows) / n, 4),
         "auc": None if auc is None else round(auc, 4),
-        "brier_score": round(sum((p - y) ** 2 for p, y in zip(probs, labels, strict=True)) / n, 4),
+        "brier_score": round(brier_score(labels, probs), 4),
         "base_rate": round(base, 4),
         "base_rate_brier": round(base * (1 - base), 4),
         "synthetic_predictions": sum(int(r["synthetic"]) for r in rows),
     }
+
+
+#: The drift report reads at most this many of the newest resolved predictions: enough for a
+#: stable accuracy and Sharpe, and a fixed cost on day 300 as on day 1.
+DRIFT_MAX_SAMPLES = 2_000
+
+
+@dataclass(frozen=True)
+class DriftThresholds:
+    """When a model is flagged for retraining (``TVGW_DRIFT_*``)."""
+
+    min_accuracy: float
+    max_drawdown: float
+    min_sharpe: float
+    days: float = 7
+    min_samples: int = 20
+
+    @classmethod
+    def from_settings(cls, settings: _DriftSettings) -> DriftThresholds:
+        """The thresholds the operator configured (``TVGW_DRIFT_*``)."""
+        return cls(
+            min_accuracy=settings.drift_min_accuracy, max_drawdown=settings.drift_max_drawdown,
+            min_sharpe=settings.drift_min_sharpe, days=settings.drift_window_days,
+        )  # fmt: skip
+
+
+class _DriftSettings(Protocol):
+    """What the drift thresholds need from the composed settings (no import of ``tvgw``)."""
+
+    @property
+    def drift_min_accuracy(self) -> float: ...
+    @property
+    def drift_max_drawdown(self) -> float: ...
+    @property
+    def drift_min_sharpe(self) -> float: ...
+    @property
+    def drift_window_days(self) -> float: ...
 
 
 def drift_report(
@@ -118,46 +155,107 @@ def drift_report(
     days: float = 7,
     min_samples: int = 20,
     now: float | None = None,
+    max_samples: int = DRIFT_MAX_SAMPLES,
 ) -> dict[str, Any]:
-    """Does the model need retraining? Judged on the last ``days`` of resolved predictions.
+    """Does the model need retraining? Judged on the last ``days`` of resolved predictions,
+    at most the newest ``max_samples`` of them (read with a LIMIT, newest first, so the cost
+    does not grow with the table).
 
     The return series is what trading each prediction's side would have earned:
     ``r = sign(P(up) − 0.5) × actual_magnitude``. Drawdown is the worst fall of its cumulative
-    sum; Sharpe is ``mean / std × sqrt(n per year)``. Below ``min_samples`` nothing is flagged:
-    a handful of outcomes says nothing either way.
+    sum; Sharpe is ``mean / std × sqrt(n per year)``, the year counted over the span the
+    samples cover. Below ``min_samples`` nothing is flagged: a handful of outcomes says
+    nothing either way.
     """
     clock = time.time() if now is None else now
-    rows = prediction_store.resolved_since(storage, clock - days * 86_400)
-    perf = evaluate_recent_performance(storage, None, days, now=clock)
-    returns = [
-        (1 if (r["direction_prob"] or 0.5) > 0.5 else -1 if (r["direction_prob"] or 0.5) < 0.5 else 0)
-        * r["actual_magnitude"]
-        for r in rows
-    ]
-    equity, peak, drawdown = 0.0, 0.0, 0.0
-    for r in returns:
-        equity += r
-        peak = max(peak, equity)
-        drawdown = max(drawdown, peak - equity)
-    sharpe = None
-    if len(returns) > 1:
-        mean = sum(returns) / len(returns)
-        std = math.sqrt(sum((r - mean) ** 2 for r in returns) / (len(returns) - 1))
-        per_year = len(returns) * 365 / days
-        sharpe = mean / std * math.sqrt(per_year) if std > 0 else None
+    rows = prediction_store.recent_outcomes(storage, clock - days * 86_400, max_samples)
+    n = len(rows)
+    capped = n >= max_samples
+    span_days = (clock - rows[0]["timestamp"]) / 86_400 if capped and rows else days
+    accuracy = round(sum(float(r["prediction_accuracy"]) for r in rows) / n, 4) if n else None
+    returns = [_side(r["direction_prob"]) * r["actual_magnitude"] for r in rows]
+    drawdown = _max_drawdown(returns)
+    sharpe = _sharpe(returns, per_year=n * 365 / max(span_days, 1e-9))
     reasons = []
-    if len(returns) >= min_samples:
-        if perf["direction_accuracy"] is not None and perf["direction_accuracy"] < min_accuracy:
-            reasons.append(f"accuracy {perf['direction_accuracy']:.2f} < {min_accuracy:.2f}")
+    if n >= min_samples:
+        if accuracy is not None and accuracy < min_accuracy:
+            reasons.append(f"accuracy {accuracy:.2f} < {min_accuracy:.2f}")
         if drawdown > max_drawdown:
             reasons.append(f"drawdown {drawdown:.1%} > {max_drawdown:.0%}")
         if sharpe is not None and sharpe < min_sharpe:
             reasons.append(f"Sharpe {sharpe:.2f} < {min_sharpe:.2f}")
     return {
-        "needs_retraining": bool(reasons), "reasons": reasons, "samples": len(returns), "days": days,
-        "accuracy": perf["direction_accuracy"], "drawdown": round(drawdown, 6),
-        "sharpe": None if sharpe is None else round(sharpe, 3),
+        "needs_retraining": bool(reasons), "reasons": reasons, "samples": n, "days": days,
+        "capped": capped, "accuracy": accuracy, "drawdown": round(drawdown, 6),
+        "sharpe": None if sharpe is None else round(sharpe, 3), "computed_at": round(clock, 3),
     }  # fmt: skip
+
+
+def _side(direction_prob: float | None) -> int:
+    """+1 long, -1 short, 0 no view: the side a prediction of P(up) would have traded."""
+    p = 0.5 if direction_prob is None else direction_prob
+    return 1 if p > 0.5 else -1 if p < 0.5 else 0
+
+
+def _max_drawdown(returns: list[float]) -> float:
+    """The worst fall of the cumulative return from its running peak (0 when it never fell)."""
+    equity, peak, drawdown = 0.0, 0.0, 0.0
+    for r in returns:
+        equity += r
+        peak = max(peak, equity)
+        drawdown = max(drawdown, peak - equity)
+    return drawdown
+
+
+def _sharpe(returns: list[float], *, per_year: float) -> float | None:
+    """Annualised mean over standard deviation; None when undefined (n < 2 or no spread)."""
+    if len(returns) < 2:
+        return None
+    mean = sum(returns) / len(returns)
+    std = math.sqrt(sum((r - mean) ** 2 for r in returns) / (len(returns) - 1))
+    return mean / std * math.sqrt(per_year) if std > 0 else None
+
+
+class DriftMonitor:
+    """The drift report of one worker, recomputed at most once per ``ttl_s``.
+
+    ``/healthz`` is polled by load balancers and uptime checks, often every few seconds per
+    worker; the report changes only when outcomes resolve (every ``TVGW_RESOLVE_INTERVAL_S``,
+    60 s by default). Caching it per worker (rather than writing it to SQLite from the
+    resolver) keeps it correct when the resolver is off and adds no writes to the database
+    the alert path shares; each worker pays one bounded computation per ``ttl_s`` at most.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        thresholds: DriftThresholds,
+        *,
+        ttl_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.storage = storage
+        self.thresholds = thresholds
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._cached: tuple[float, dict[str, Any]] | None = None
+
+    def report(self) -> dict[str, Any]:
+        """The cached report, or a fresh one when it is older than ``ttl_s`` (one computation
+        at a time: concurrent health checks wait for it rather than repeat it)."""
+        with self._lock:
+            now = self.clock()
+            if self._cached is None or now - self._cached[0] >= self.ttl_s:
+                t = self.thresholds
+                report = drift_report(
+                    self.storage, min_accuracy=t.min_accuracy, max_drawdown=t.max_drawdown,
+                    min_sharpe=t.min_sharpe, days=t.days, min_samples=t.min_samples,
+                )  # fmt: skip
+                if report["needs_retraining"]:  # once per computation, not once per health check
+                    log.warning("model needs retraining: %s", "; ".join(report["reasons"]))
+                self._cached = (now, report)
+            return dict(self._cached[1])
 
 
 def start_outcome_resolver(storage: Storage, interval_s: float) -> threading.Thread:

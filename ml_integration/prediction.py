@@ -51,7 +51,7 @@ from ml_integration.candles import (
     infer_timeframe_seconds,
     validate_candles,
 )
-from ml_integration.evaluation import direction_report, magnitude_report
+from ml_integration.evaluation import brier_score, direction_report, magnitude_report
 from ml_integration.exceptions import CandleDataError, GapInWindowError, NotTrainedError
 from ml_integration.features import FEATURE_NAMES, LOOKBACK, compute_feature_matrix
 from ml_integration.labels import make_labels, purged_split
@@ -348,7 +348,7 @@ class MLPricePrediction:
             "direction": direction_report(
                 y_dir[te], calibrated, train_up, block=max(24, fitted.horizon)
             ).to_dict(),
-            "direction_uncalibrated_brier": float(np.mean((raw - y_dir[te]) ** 2)),
+            "direction_uncalibrated_brier": brier_score(y_dir[te], raw),
             "magnitude_gb": magnitude_report(y_mag[te], gb).to_dict(),
         }
         if fitted.lstm is not None:

@@ -9,16 +9,28 @@ against ``metadata.json`` and refuses on mismatch.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import threading
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ml_integration.exceptions import NotTrainedError
+from ml_integration.artifacts import verify
+from ml_integration.exceptions import ModelIntegrityError, NotTrainedError
 from ml_integration.strategy import MLTradingStrategy, SentimentSource
 
-__all__ = ["latest_version", "list_versions", "load_latest_strategy", "model_key", "save_version"]
+__all__ = [
+    "StoredModel",
+    "latest_version",
+    "list_versions",
+    "load_latest_strategy",
+    "model_key",
+    "save_version",
+    "stored_models",
+]
 
 _SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -93,3 +105,82 @@ def load_latest_strategy(
             f"`tvgw train --symbol {symbol} --timeframe {timeframe}`"
         )
     return MLTradingStrategy(sentiment=sentiment).load_strategy(_folder(model_dir, symbol, timeframe) / name)
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    """One ``latest`` pointer of the store: what every worker will serve for that market.
+
+    ``error`` says why it cannot be served (unreadable pointer or metadata, an artifact whose
+    sha256 no longer matches); such an entry has no ``symbol``/``timeframe`` when even its
+    ``strategy.json`` could not be read, only its directory ``key``.
+    """
+
+    key: str
+    version: str | None
+    symbol: str | None = None
+    timeframe: str | None = None
+    error: str | None = None
+
+    @property
+    def market(self) -> str:
+        """``"BTC/USDT 1h"``, or the directory name when the entry is unreadable."""
+        return f"{self.symbol} {self.timeframe}" if self.symbol and self.timeframe else self.key
+
+
+def stored_models(model_dir: str | Path) -> list[StoredModel]:
+    """Every ``latest`` pointer in ``model_dir``, sorted, each checked for integrity.
+
+    The answer depends only on the files, so every worker (and every host sharing the
+    directory) gives the same one. The sha256 check is remembered per version directory
+    until a file in it changes (size or mtime), so health checks that call this every few
+    seconds hash nothing new. Raises ``OSError`` when the directory itself cannot be read.
+    """
+    root = Path(model_dir)
+    if not root.exists():
+        return []
+    folders = sorted(root.iterdir())  # raises when unreadable, where a glob would say "no models"
+    return [_stored(folder / "latest") for folder in folders if (folder / "latest").is_file()]
+
+
+def _stored(pointer: Path) -> StoredModel:
+    key = pointer.parent.name
+    try:
+        name = pointer.read_text().strip()
+    except OSError as exc:
+        return StoredModel(key, None, error=f"{key}: cannot read its latest pointer: {exc}")
+    if not name or not _SAFE.match(name):
+        return StoredModel(key, None, error=f"{key}: latest names no valid version ({name!r})")
+    folder = pointer.parent / name
+    try:
+        meta = json.loads((folder / "strategy.json").read_text())
+        symbol, timeframe = str(meta["symbol"]), str(meta["timeframe"])
+    except (OSError, ValueError, KeyError) as exc:
+        return StoredModel(key, name, error=f"{key} {name}: strategy.json unreadable: {exc}")
+    return StoredModel(key, name, symbol, timeframe, error=_integrity_error(folder))
+
+
+#: version directory → (its files' (name, size, mtime_ns), the integrity error or None)
+_checked: dict[Path, tuple[tuple[tuple[str, int, int], ...], str | None]] = {}
+_checked_lock = threading.Lock()
+
+
+def _integrity_error(folder: Path) -> str | None:
+    """``verify(folder)``'s refusal as text, or None; re-hashed only when a file changed."""
+    try:
+        stats = [(e.name, e.stat()) for e in os.scandir(folder) if e.is_file()]
+        signature = tuple(sorted((name, st.st_size, st.st_mtime_ns) for name, st in stats))
+    except OSError as exc:
+        return f"{folder.name}: unreadable: {exc}"
+    with _checked_lock:
+        known = _checked.get(folder)
+    if known is not None and known[0] == signature:
+        return known[1]
+    try:
+        verify(folder)
+        error = None
+    except (ModelIntegrityError, OSError) as exc:
+        error = str(exc)
+    with _checked_lock:
+        _checked[folder] = (signature, error)
+    return error

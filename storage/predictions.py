@@ -8,7 +8,7 @@ from typing import Any
 
 from storage.database import Storage
 
-__all__ = ["insert_prediction", "resolve_prediction", "resolved_since", "unresolved_due"]
+__all__ = ["insert_prediction", "recent_outcomes", "resolve_prediction", "resolved_since", "unresolved_due"]
 
 
 def insert_prediction(conn: sqlite3.Connection, **row: Any) -> int:
@@ -59,3 +59,17 @@ def resolved_since(storage: Storage, since: float, symbol: str | None = None) ->
         sql += " AND symbol = ?"
         params.append(symbol)
     return [dict(r) for r in storage.query(sql + " ORDER BY timestamp", params)]
+
+
+def recent_outcomes(storage: Storage, since: float, limit: int) -> list[dict[str, Any]]:
+    """The newest ``limit`` resolved predictions made at or after ``since``, oldest first.
+
+    Only what the drift report needs, read backwards along the ``ml_predictions_resolved_time``
+    partial index and stopped by the LIMIT: its cost is fixed, however long the log grows.
+    """
+    rows = storage.query(
+        "SELECT timestamp, direction_prob, actual_magnitude, prediction_accuracy FROM ml_predictions"
+        " WHERE resolved_at IS NOT NULL AND timestamp >= ? ORDER BY timestamp DESC LIMIT ?",
+        (since, limit),
+    )
+    return [dict(r) for r in reversed(rows)]

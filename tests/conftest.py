@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -186,7 +187,7 @@ def start_gateway(
     gateway = LiveGateway(
         f"http://127.0.0.1:{port}", Path(full_env["TVGW_DATABASE"]), PASSPHRASE, process, full_env, log_path
     )
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120  # generous: workers import pandas and load models
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{gateway.log()}")
@@ -199,7 +200,45 @@ def start_gateway(
             return gateway
         time.sleep(0.1)
     gateway.stop()
-    raise RuntimeError(f"gunicorn did not become healthy in 60 s:\n{gateway.log()}")
+    raise RuntimeError(f"gunicorn did not become healthy in 120 s:\n{gateway.log()}")
+
+
+@pytest.fixture(scope="session")
+def candles() -> Any:
+    """2,500 hourly synthetic candles without gaps (tests that need gaps add them)."""
+    from ml_integration.synthetic import synthetic_candles
+
+    return synthetic_candles(2500, seed=7, n_gaps=0)
+
+
+@pytest.fixture(scope="session")
+def trained(candles: Any) -> Any:
+    """The suite's one trained model: a tiny strategy on synthetic candles, trained once per
+    session and shared by every test that needs *a* model (read-only; tests that change a model
+    save it into their own store first). Tests about training itself train their own."""
+    from ml_integration.strategy import MLTradingStrategy
+    from tests.ml_integration.conftest import TINY
+
+    strategy = MLTradingStrategy(model_config=TINY)
+    strategy.train_strategy(candles, synthetic=True, symbol="BTC/USDT", timeframe="1h")
+    return strategy
+
+
+@pytest.fixture(scope="session")
+def model_store(trained: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A sealed model store holding :func:`trained` as BTC/USDT 1h. Never write into it: copy
+    it with :func:`copy_model_store`."""
+    from ml_integration.store import save_version
+
+    folder = tmp_path_factory.mktemp("model-store") / "models"
+    save_version(trained, folder, "BTC/USDT", "1h", version="tiny")
+    return folder
+
+
+def copy_model_store(model_store: Path, destination: Path) -> Path:
+    """A private copy of the shared store (artifacts, hashes and ``latest`` pointers)."""
+    shutil.copytree(model_store, destination)
+    return destination
 
 
 @pytest.fixture

@@ -11,17 +11,18 @@ model all give ``ml_analysis = {"error": ...}`` and the strategy's fallback rule
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 import sqlite3
 import threading
 import time
+import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -35,7 +36,10 @@ from storage import candles as candle_store
 from storage import predictions as prediction_store
 from tvgw.config import Settings, StrategySettings
 
-__all__ = ["Enricher", "Enrichment"]
+if TYPE_CHECKING:  # ml_integration is imported lazily: a worker without ML never pays for it
+    from ml_integration.store import StoredModel
+
+__all__ = ["Enricher", "Enrichment", "ModelsStatus"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,44 @@ class Enrichment:
     candles: Any = None
     prediction: dict[str, Any] | None = None
     bar: tuple[str, str, list[float]] | None = None  # (symbol, timeframe, [ms, o, h, l, c, v])
+
+
+@dataclass(frozen=True)
+class ModelsStatus:
+    """The model part of /healthz: the store as it is on disk, and this worker's view of it."""
+
+    enabled: bool
+    store: list[StoredModel]
+    #: "SYMBOL TF" → (version this worker serves or None, its last load error or None)
+    worker: dict[str, tuple[str | None, str | None]]
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        """False when ML is on and a model in the store cannot be served (or the store is
+        unreadable): the gateway still trades, on the strategies' fallback rule."""
+        return not (self.enabled and self.problems)
+
+    def worker_models(self) -> dict[str, str | None]:
+        """Market ("SYMBOL TF") → the version this worker serves, or why it serves none."""
+        return {market: version or error for market, (version, error) in self.worker.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "enabled": self.enabled,
+            "ok": self.ok,
+            "models": [_stored_dict(m) for m in self.store],
+            "worker": {"pid": os.getpid(), "models": self.worker_models()},
+            "problems": self.problems,
+        }
+
+
+def _stored_dict(model: StoredModel) -> dict[str, Any]:
+    body: dict[str, Any] = {"symbol": model.symbol, "timeframe": model.timeframe, "version": model.version}
+    body["ok"] = model.error is None
+    if model.error:
+        body["error"] = model.error
+    return body
 
 
 @dataclass
@@ -310,7 +352,8 @@ class Enricher:
             return
         try:
             strategy = load_latest_strategy(model_dir, symbol, timeframe)
-        except (MLError, OSError, ValueError, KeyError) as exc:
+        except (MLError, OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            # BadZipFile: an artifact replaced between its hash check and its read.
             market.load_error = f"model {symbol} {timeframe} {version} failed to load: {exc}"
             log.error("%s", market.load_error)
             return
@@ -322,20 +365,23 @@ class Enricher:
     def preload(self) -> list[str]:
         """Load and warm every model in the store now, at worker start, so that no alert pays
         for loading one; returns "SYMBOL TF version" per model. Failures are logged, not fatal:
-        the alert path reports them as ml_analysis.error."""
+        the alert path reports them as ml_analysis.error and /healthz as ``degraded``."""
+        from ml_integration.store import stored_models
+
+        try:
+            store = stored_models(self.settings.model_dir)
+        except OSError as exc:
+            log.error("cannot read the model store %s: %s", self.settings.model_dir, exc)
+            return []
         loaded = []
-        for pointer in sorted(Path(self.settings.model_dir).glob("*/latest")):
-            version = pointer.read_text().strip()
-            try:
-                meta = json.loads((pointer.parent / version / "strategy.json").read_text())
-                symbol, timeframe = str(meta["symbol"]), str(meta["timeframe"])
-            except (OSError, ValueError, KeyError) as exc:
-                log.warning("model store entry %s unreadable: %s", pointer.parent, exc)
+        for entry in store:
+            if entry.symbol is None or entry.timeframe is None:
+                log.warning("model store entry unreadable: %s", entry.error)
                 continue
+            symbol, timeframe = entry.symbol, entry.timeframe
             model, error = self._model(self._market(symbol, timeframe), symbol, timeframe)
-            loaded.append(
-                f"{symbol} {timeframe} {version}" if model is not None else f"{symbol} {timeframe}: {error}"
-            )
+            line = f"{entry.market} {entry.version}" if model is not None else f"{entry.market}: {error}"
+            loaded.append(line)
         return loaded
 
     def _sentiment_for(self, symbol: str) -> Any:
@@ -362,11 +408,24 @@ class Enricher:
                     log.warning("sentiment %s: failed sources %s", symbol, result["failed_sources"])
             time.sleep(self.settings.sentiment_refresh_s)
 
-    def status(self) -> dict[str, Any]:
-        """For /healthz: which models this worker has loaded."""
+    def status(self) -> ModelsStatus:
+        """For /healthz: the store's models (the same on every worker) and this worker's load
+        state of each; ``problems`` names every model that cannot be served."""
+        from ml_integration.store import stored_models
+
         with self._markets_lock:
-            loaded = {f"{s} {tf}": (m.version or m.load_error) for (s, tf), m in self._markets.items()}
-        return {"enabled": self.settings.ml_enabled, "models": loaded}
+            worker = {f"{s} {tf}": (m.version, m.load_error) for (s, tf), m in sorted(self._markets.items())}
+        try:
+            store = stored_models(self.settings.model_dir)
+        except OSError as exc:
+            return ModelsStatus(self.settings.ml_enabled, [], worker, [f"cannot read the model store: {exc}"])
+        problems = [f"model {m.market} failed to load: {m.error}" for m in store if m.error]
+        problems += [
+            f"model {m.market} failed to load in worker {os.getpid()}: {worker[m.market][1]}"
+            for m in store
+            if not m.error and m.market in worker and worker[m.market][1]
+        ]
+        return ModelsStatus(self.settings.ml_enabled, store, worker, problems)
 
     # --- candles -------------------------------------------------------------------------------
     def _candles(self, market: _Market, symbol: str, timeframe: str, bar: list[float] | None) -> pd.DataFrame:

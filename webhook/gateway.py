@@ -19,6 +19,7 @@ from engine.decision import Decision
 from engine.engine import NO_PRICE_HINT, TradingEngine, pure_exit
 from engine.exceptions import BrokerError, PriceCheckError
 from engine.market import MarketPrices, ReferencePrice, check_alert_price
+from engine.outcomes import DriftMonitor, DriftThresholds
 from engine.timeframes import from_tradingview
 from storage import Storage
 from storage import alerts as alert_store
@@ -61,6 +62,8 @@ class Gateway:
         self.enricher = enricher
         self.redactor = Redactor(secret_values(settings))
         install_log_redaction(self.redactor)
+        #: /healthz's drift report, recomputed at most once a minute per worker
+        self.drift = DriftMonitor(storage, DriftThresholds.from_settings(settings))
 
     # --- the webhook -------------------------------------------------------------------------
     def handle(self, raw: bytes, remote_addr: str | None, forwarded_for: str | None) -> Reply:

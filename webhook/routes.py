@@ -8,7 +8,6 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from engine.outcomes import drift_report
 from storage import SCHEMA_VERSION
 from webhook import current_gateway
 from webhook.auth import client_ip
@@ -38,8 +37,13 @@ def webhook() -> Any:
 
 @bp.get("/healthz")
 def healthz() -> Any:
+    """Liveness and what needs a human: 200 ``ok``; 200 ``degraded`` (serving, but the schema or a
+    model is wrong, named in ``problems``); 503 ``down`` (no database). Its cost is fixed: the
+    model store is read from disk (hashes remembered until a file changes) and the drift report
+    is cached per worker, so polling it never grows with the prediction log."""
     gateway = current_gateway()
     body: dict[str, Any] = {"status": "ok", "broker": gateway.broker.name}
+    problems: list[str] = []
     try:
         gateway.storage.ping()
         version = gateway.storage.schema_version()
@@ -48,16 +52,16 @@ def healthz() -> Any:
         if missing:
             body["database"]["missing_tables"] = missing
         if version != SCHEMA_VERSION or missing:
-            body["status"] = "degraded"
+            problems.append(f"database schema {version} (expected {SCHEMA_VERSION}); missing: {missing}")
     except Exception as exc:
         body["status"] = "down"
         body["database"] = {"ok": False, "error": str(exc)}
-    body["model"] = gateway.enricher.status()
-    settings = gateway.settings
-    body["model"]["drift"] = drift_report(
-        gateway.storage, min_accuracy=settings.drift_min_accuracy, max_drawdown=settings.drift_max_drawdown,
-        min_sharpe=settings.drift_min_sharpe, days=settings.drift_window_days,
-    )  # fmt: skip
-    if body["model"]["drift"]["needs_retraining"]:
-        log.warning("model needs retraining: %s", "; ".join(body["model"]["drift"]["reasons"]))
+    models = gateway.enricher.status()
+    if not models.ok:
+        problems.extend(models.problems)
+    if problems and body["status"] == "ok":
+        body["status"] = "degraded"
+    body["problems"] = problems
+    body["model"] = models.to_dict()
+    body["model"]["drift"] = gateway.drift.report()
     return jsonify(body), 200 if body["status"] != "down" else 503

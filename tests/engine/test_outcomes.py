@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from engine.outcomes import drift_report, evaluate_recent_performance, resolve_outcomes
+from engine.outcomes import (
+    DriftMonitor,
+    DriftThresholds,
+    drift_report,
+    evaluate_recent_performance,
+    resolve_outcomes,
+)
 from storage import Storage
 from storage.candles import upsert_candles
 from storage.predictions import insert_prediction
@@ -98,3 +104,57 @@ def test_cli_resolve_and_accuracy(tmp_path: Path) -> None:
     body = json.loads(report.stdout)
     assert body["total_predictions"] == 2 and body["direction_accuracy"] == 1.0
     assert "drift" in body
+
+
+def test_accuracy_auc_is_the_pairwise_auc_with_ties(storage: Storage) -> None:
+    """The outcome AUC is the metrics module's rank AUC: ties between up and down count half."""
+    outcomes = [(0.6, 0.01), (0.6, -0.01), (0.6, 0.02), (0.4, -0.01), (0.4, 0.01), (0.9, 0.03)]
+    seed(storage, outcomes)
+    now = T0 + 20 * HOUR
+    resolve_outcomes(storage, now=now)
+    report = evaluate_recent_performance(storage, "BTC/USDT", days=30, now=now)
+    ups = [p for p, r in outcomes if r > 0]
+    downs = [p for p, r in outcomes if r <= 0]
+    pairs = [(u > d) + 0.5 * (u == d) for u in ups for d in downs]
+    assert report["auc"] == pytest.approx(sum(pairs) / len(pairs), abs=1e-4)
+
+
+def test_drift_reads_only_the_newest_window(storage: Storage) -> None:
+    """Old losing outcomes beyond ``max_samples`` do not count: the newest winning ones decide."""
+    seed(storage, [(0.8, -0.01)] * 30 + [(0.8, 0.01)] * 25)  # 30 old losers, then 25 winners
+    now = T0 + 80 * HOUR
+    assert resolve_outcomes(storage, now=now) == 55
+    thresholds = {"min_accuracy": 0.5, "max_drawdown": 0.15, "min_sharpe": 0.5, "days": 30}
+    everything = drift_report(storage, **thresholds, now=now)
+    assert everything["samples"] == 55 and not everything["capped"]
+    assert everything["accuracy"] == pytest.approx(25 / 55, abs=1e-4) and everything["needs_retraining"]
+    newest = drift_report(storage, **thresholds, now=now, max_samples=25)
+    assert newest["samples"] == 25 and newest["capped"]
+    assert newest["accuracy"] == 1.0 and not newest["needs_retraining"], newest
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand (a collaborator, as the engine's clock is)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_drift_monitor_computes_once_per_ttl(storage: Storage) -> None:
+    clock = FakeClock()
+    monitor = DriftMonitor(
+        storage, DriftThresholds(min_accuracy=0.5, max_drawdown=0.15, min_sharpe=0.5, days=10_000),
+        ttl_s=60, clock=clock,
+    )  # fmt: skip
+    first = monitor.report()
+    assert first["samples"] == 0
+    seed(storage, [(0.8, -0.01)] * 25)
+    resolve_outcomes(storage, now=T0 + 40 * HOUR)
+    clock.now += 59
+    assert monitor.report() == first  # within the TTL: the cached report, not a new query
+    clock.now += 1
+    fresh = monitor.report()
+    assert fresh["samples"] == 25 and fresh["needs_retraining"]

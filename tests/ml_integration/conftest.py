@@ -1,15 +1,11 @@
-"""Fixtures for the ML library tests: seeded synthetic candles and a tiny trained strategy.
-Real candles come through ``tests.conftest.shared_candle_file`` (skipped when absent)."""
+"""The ML library tests' model size. Their fixtures (seeded synthetic candles, the tiny trained
+strategy) live in tests/conftest.py, shared with the webhook and end-to-end tests that need a
+model; real candles come through ``tests.conftest.shared_candle_file`` (skipped when absent)."""
 
 from __future__ import annotations
 
-import pandas as pd
-import pytest
-
 from ml_integration.lstm import LSTMConfig
 from ml_integration.prediction import ModelConfig
-from ml_integration.strategy import MLTradingStrategy
-from ml_integration.synthetic import synthetic_candles
 
 #: Small enough to train in about a second (plus the one-off TensorFlow import).
 TINY = ModelConfig(
@@ -21,16 +17,4 @@ TINY = ModelConfig(
     n_jobs=1,
 )
 
-
-@pytest.fixture(scope="session")
-def candles() -> pd.DataFrame:
-    """2,500 hourly synthetic candles without gaps (tests that need gaps add them)."""
-    return synthetic_candles(2500, seed=7, n_gaps=0)
-
-
-@pytest.fixture(scope="session")
-def trained(candles: pd.DataFrame) -> MLTradingStrategy:
-    """One tiny strategy trained on synthetic candles, shared by the read-only tests."""
-    strategy = MLTradingStrategy(model_config=TINY)
-    strategy.train_strategy(candles, synthetic=True, symbol="BTC/USDT", timeframe="1h")
-    return strategy
+# ``candles`` and ``trained`` (the one tiny strategy the whole suite shares) are in tests/conftest.py.

@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from ml_integration.features import FeatureEngineering
 from ml_integration.labels import make_labels
@@ -18,6 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 TOLERANCE = 1e-5
 
 
+@pytest.mark.slow  # imports TensorFlow and trains an LSTM
 def test_numpy_forward_pass_matches_tensorflow(candles, tmp_path):
     features = FeatureEngineering().create_features(candles).to_numpy()
     labels = make_labels(candles, 5)

@@ -88,6 +88,7 @@ def test_serving_refuses_bad_candles(trained, candles):
         trained.predictor.predict(four_hourly)
 
 
+@pytest.mark.slow  # trains twice to compare
 def test_calibrator_and_models_never_see_test_rows(candles):
     """Changing every candle in the test slice (and its label window) leaves the fitted forest,
     the calibrator, the boosting model and the LSTM's scaler unchanged: they were fit on

@@ -13,7 +13,7 @@ from tests.conftest import shared_candle_file
 
 from .conftest import TINY
 
-pytestmark = pytest.mark.shared_data
+pytestmark = [pytest.mark.shared_data, pytest.mark.slow]  # trains on a year of real candles
 
 
 def test_train_predict_save_load_on_recent_btc(tmp_path):

@@ -175,11 +175,13 @@ def test_cache_hit_within_ttl_is_shared_through_sqlite(
 
 def test_cache_expires_after_ttl(storage: Storage, server: ReplayServer) -> None:
     server.serve_file("GET", "/rss", "coindesk_rss.xml")
-    analysis = _rss_only(storage, server, cache_ttl_s=0.2)
+    # A TTL far above the time between two back-to-back calls even on a busy machine (0.2 s was
+    # not: a slow first call made the second one miss the cache).
+    analysis = _rss_only(storage, server, cache_ttl_s=1.0)
     analysis.get_combined_sentiment("BTC/USDT")
     analysis.get_combined_sentiment("BTC/USDT")
     assert len(server.hits("/rss")) == 1
-    time.sleep(0.3)
+    time.sleep(1.1)  # let the TTL pass: the one thing the test waits for
     assert analysis.get_combined_sentiment("BTC/USDT")["cached"] is False
     assert len(server.hits("/rss")) == 2
 
@@ -188,12 +190,12 @@ def test_failed_fetch_is_retried_after_the_shorter_failure_ttl(
     storage: Storage, server: ReplayServer
 ) -> None:
     server.serve("GET", "/rss", "down", status=503, content_type="text/plain")
-    analysis = _rss_only(storage, server, failure_ttl_s=0.2)
+    analysis = _rss_only(storage, server, failure_ttl_s=1.0)  # see test_cache_expires_after_ttl
     assert analysis.get_combined_sentiment("BTC/USDT")["no_data"] is True
     assert analysis.get_combined_sentiment("BTC/USDT")["cached"] is True
     assert len(server.hits("/rss")) == 1
     server.serve_file("GET", "/rss", "coindesk_rss.xml")
-    time.sleep(0.3)
+    time.sleep(1.1)
     assert analysis.get_combined_sentiment("BTC/USDT")["no_data"] is False
     assert len(server.hits("/rss")) == 2
 

@@ -21,6 +21,9 @@ from tests.pine.tradingview import PLACEHOLDER, SERIES, parse_script, placeholde
 
 DECIDED = {"executed", "annotated", "rejected"}
 
+#: The slow first parse happens in session setup (tests/pine/conftest.py), before any timestamp.
+pytestmark = pytest.mark.usefixtures("parsed_bundled_scripts")
+
 
 @pytest.fixture
 def live_gateway(tmp_path: Path) -> Iterator[LiveGateway]:
@@ -61,9 +64,11 @@ def post(gateway: LiveGateway, text: str) -> tuple[int, dict[str, Any]]:
 
 @pytest.mark.slow
 def test_every_strategy_action_is_accepted_by_a_running_gateway(live_gateway: LiveGateway) -> None:
+    messages = [strategy_message(step[0], step[1], live_gateway.passphrase) for step in LIFECYCLE]
+    # timenow is taken after every slow step (the Pine parse), as TradingView fires just before it posts.
     start = datetime.now(UTC).replace(microsecond=0)
-    for step, (order_id, before, contracts, after, market, prev, action) in enumerate(LIFECYCLE):
-        message = strategy_message(order_id, before, live_gateway.passphrase)
+    for step, (order_id, _, contracts, after, market, prev, action) in enumerate(LIFECYCLE):
+        message = messages[step]
         values = placeholder_values(
             contracts=contracts,
             position_size=after,

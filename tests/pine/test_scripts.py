@@ -15,6 +15,9 @@ from tests.pine.tradingview import PLACEHOLDER, SERIES, parse_script, substitute
 
 ENTRY_ACTIONS = {"buy", "sell", "reverse"}
 
+#: The slow first parse happens in session setup (tests/pine/conftest.py), before any timestamp.
+pytestmark = pytest.mark.usefixtures("parsed_bundled_scripts")
+
 
 def bundled(kind: str) -> str:
     return (resources.files("pine") / KINDS[kind]).read_text(encoding="utf-8")
@@ -201,6 +204,7 @@ def test_url_warnings() -> None:
     assert any("ports 80 and 443" in w for w in warnings)
 
 
+@pytest.mark.slow  # a real parse of a new source: the ANTLR warm-up when nothing was parsed yet
 def test_the_parser_check_can_fail() -> None:
     """Guards the parse tests above: pynescript does reject a broken script."""
     source = render("strategy").source.replace("    message + '}'", "    message + '}", 1)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 
-from engine.outcomes import drift_report, evaluate_recent_performance
+from engine.outcomes import DriftThresholds, drift_report, evaluate_recent_performance
 from storage import Storage
 from tvgw.commands.data import cli_settings
 
@@ -22,9 +23,6 @@ def run(args: argparse.Namespace) -> int:
     storage = Storage(settings.database, synchronous=settings.sqlite_synchronous)
     storage.migrate()
     report = evaluate_recent_performance(storage, args.symbol, args.days)
-    report["drift"] = drift_report(
-        storage, min_accuracy=settings.drift_min_accuracy, max_drawdown=settings.drift_max_drawdown,
-        min_sharpe=settings.drift_min_sharpe, days=settings.drift_window_days,
-    )  # fmt: skip
+    report["drift"] = drift_report(storage, **asdict(DriftThresholds.from_settings(settings)))
     print(json.dumps(report, indent=2))
     return 0

@@ -22,7 +22,7 @@ from storage import alerts as alert_store
 from storage import orders as order_store
 from storage import state as state_store
 from tvgw.config import Settings
-from webhook.auth import authenticate, client_ip, ip_allowed
+from webhook.auth import authenticate, check_client_certificate, client_ip, ip_allowed
 from webhook.enrichment import Enricher
 from webhook.errors import ApiError
 from webhook.parsing import parse_alert_body, redact
@@ -52,11 +52,18 @@ class Gateway:
         self.enricher = enricher
 
     # --- the webhook -------------------------------------------------------------------------
-    def handle(self, raw: bytes, remote_addr: str | None, forwarded_for: str | None) -> Reply:
+    def handle(
+        self,
+        raw: bytes,
+        remote_addr: str | None,
+        forwarded_for: str | None,
+        client_verify: str | None = None,
+    ) -> Reply:
         started = time.perf_counter()
         received_at = time.time()
         ip = client_ip(remote_addr, forwarded_for, self.settings)
         try:
+            check_client_certificate(remote_addr, client_verify, self.settings)
             reply = self._handle(
                 raw, ip, received_at, proxied=_via_local_proxy(ip, remote_addr, forwarded_for)
             )

@@ -9,7 +9,7 @@ import pandas as pd
 
 from storage.database import Storage
 
-__all__ = ["latest_candle_ms", "load_candles", "upsert_candles", "upsert_candles_in"]
+__all__ = ["candle_sources", "latest_candle_ms", "load_candles", "upsert_candles", "upsert_candles_in"]
 
 _COLUMNS = ["ts_ms", "open", "high", "low", "close", "volume"]
 
@@ -85,3 +85,11 @@ def latest_candle_ms(storage: Storage, symbol: str, timeframe: str) -> int | Non
         "SELECT MAX(ts_ms) FROM candles WHERE symbol = ? AND timeframe = ?", (symbol, timeframe)
     )
     return None if row is None or row[0] is None else int(row[0])
+
+
+def candle_sources(storage: Storage, symbol: str, timeframe: str) -> set[str]:
+    """Where the stored candles of a market came from (``synthetic``, ``ccxt:binance``, ...)."""
+    rows = storage.query(
+        "SELECT DISTINCT source FROM candles WHERE symbol = ? AND timeframe = ?", (symbol, timeframe)
+    )
+    return {str(r[0]) for r in rows}

@@ -157,7 +157,7 @@ def _start_full_training(settings: Settings, *, synthetic: bool) -> None:
         child = subprocess.Popen(
             full_training_argv(synthetic=synthetic, lstm=lstm), stdout=log, stderr=subprocess.STDOUT, env=env
         )
-    what = "forest + boosting + LSTM" if lstm else "forest + boosting (no LSTM: TensorFlow is not installed)"
+    what = "forest + boosting + LSTM" if lstm else "forest + boosting; no LSTM, TensorFlow is not installed"
     print(
         f"quickstart: the full model ({what}) is training in the background (pid {child.pid}, "
         f"log {log_path}); the gateway swaps it in when it is saved, without a restart"

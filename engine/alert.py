@@ -94,10 +94,20 @@ def _f(placeholder: str | None, description: str, **kw: Any) -> Any:
     return Field(description=description, json_schema_extra=extra, **kw)
 
 
+def _published_schema(schema: dict[str, Any]) -> None:
+    """The JSON Schema users read says what the webhook does: unknown fields are accepted (and
+    kept in the record), so ``additionalProperties`` is true; ``extras`` is where they land, not
+    a field anyone sends. ``extra="forbid"`` below guards the model's own constructor only."""
+    schema["additionalProperties"] = True
+    schema.get("properties", {}).pop("extras", None)
+
+
 class Alert(BaseModel):
     """One TradingView alert, validated. Past the webhook parser nothing sees a raw dict."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, json_schema_extra=_published_schema
+    )
 
     strategy_id: str | None = _f(
         None, "Which configured strategy sent it (default strategy if absent)", default=None, max_length=64

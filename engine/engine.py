@@ -63,6 +63,13 @@ class _Plan:
     reason: str
 
 
+def _kelly_size(fraction: float, whose: str, equity: float | None, price: float) -> tuple[float | None, str]:
+    """``fraction`` of equity in base units; no order when the fraction sees no edge."""
+    if fraction <= 0:
+        return None, f"{whose} Kelly fraction is {fraction:g}: no edge, no order"
+    return fraction * (equity or 0.0) / price, f"{whose} Kelly fraction {fraction:.3f} of equity"
+
+
 class TradingEngine:
     """Decides and executes; knows nothing about HTTP and never which broker it has."""
 
@@ -247,18 +254,20 @@ class TradingEngine:
         ml: MLOpinion | None,
         price: float,
     ) -> tuple[float | None, str]:
-        """Order size in base units by the strategy's sizing rule, or None with the reason."""
+        """Order size in base units by the strategy's sizing rule, or None with the reason.
+
+        ``alert`` sizing takes the alert's contracts; an alert without them that carries a
+        ``kelly_fraction`` (the short "ML enhanced" message) is sized by that fraction of equity,
+        so the message trades out of the box, capped by the risk manager like any order."""
         if strategy.sizing == "kelly" and ml is not None:
-            if ml.kelly_fraction <= 0:
-                return None, "Kelly fraction is zero: the model sees no edge"
-            return ml.kelly_fraction * (
-                snapshot.equity or 0.0
-            ) / price, f"Kelly {ml.kelly_fraction:.3f} of equity"
+            return _kelly_size(ml.kelly_fraction, "the model's", snapshot.equity, price)
         if strategy.sizing == "fixed_quote":
             return strategy.quote_amount / price, f"{strategy.quote_amount:g} quote per trade"
-        if alert.contracts is None or alert.contracts <= 0:
-            return None, "the alert has no contracts to size the order with"
-        return alert.contracts, "sized by the alert's contracts"
+        if alert.contracts is not None and alert.contracts > 0:
+            return alert.contracts, "sized by the alert's contracts"
+        if alert.kelly_fraction is not None:
+            return _kelly_size(alert.kelly_fraction, "the alert's", snapshot.equity, price)
+        return None, "the alert has neither contracts nor kelly_fraction to size the order with"
 
     def _gate(
         self,

@@ -32,6 +32,7 @@ __all__ = [
     "epoch_seconds",
     "find_gaps",
     "frame_from_rows",
+    "frame_to_rows",
     "infer_timeframe_seconds",
     "missing_in_window",
     "read_candle_file",
@@ -82,6 +83,13 @@ def frame_from_rows(rows: list[list[float]] | np.ndarray) -> pd.DataFrame:
         )
     index = pd.DatetimeIndex(pd.to_datetime(data[:, 0].astype(np.int64), unit="ms", utc=True), name="time")
     return pd.DataFrame(data[:, 1:], index=index, columns=list(COLUMNS))
+
+
+def frame_to_rows(frame: pd.DataFrame) -> list[list[float]]:
+    """The inverse of :func:`frame_from_rows`: rows ``[ms, open, high, low, close, volume]``."""
+    stamps = frame.index.as_unit("ms").asi8
+    values = frame[list(COLUMNS)].to_numpy().tolist()
+    return [[int(ms), *row] for ms, row in zip(stamps, values, strict=True)]
 
 
 def read_candle_file(path: str | Path) -> pd.DataFrame:

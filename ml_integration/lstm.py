@@ -23,7 +23,21 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LSTMConfig", "NumpyLSTM", "build_sequences", "sequence_ready", "train_lstm"]
+__all__ = [
+    "TRAIN_EXTRA_HINT",
+    "LSTMConfig",
+    "NumpyLSTM",
+    "build_sequences",
+    "require_keras",
+    "sequence_ready",
+    "train_lstm",
+]
+
+#: What to do when TensorFlow is missing (one line: it is printed as is).
+TRAIN_EXTRA_HINT = (
+    "training the LSTM needs TensorFlow (the 'train' extra, about 1.3 GB, not in a serve-only install): "
+    "pip install 'tvgw[train]' (-e '.[train]' in a checkout), or train without the LSTM: --no-lstm"
+)
 
 
 @dataclass(frozen=True)
@@ -134,8 +148,7 @@ class NumpyLSTM:
 
 def build_keras_model(n_features: int, config: LSTMConfig) -> Any:
     """The Keras network (imports Keras: training and tests only)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off stderr
-    import keras
+    keras = require_keras()
 
     keras.utils.set_random_seed(config.seed)
     layers: list[Any] = [keras.Input(shape=(config.sequence_length, n_features))]
@@ -170,6 +183,21 @@ def export_keras_model(model: Any, x_mean: np.ndarray, x_scale: np.ndarray, y_sc
     )
 
 
+def require_keras() -> Any:
+    """Keras (with TensorFlow), or :class:`MissingTrainExtraError` saying how to get it.
+
+    Checked before a training run starts, so a serve-only install learns it in one line at
+    once rather than from a traceback after the other models have trained."""
+    from ml_integration.exceptions import MissingTrainExtraError
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off stderr
+    try:
+        import keras
+    except ImportError as exc:
+        raise MissingTrainExtraError(TRAIN_EXTRA_HINT) from exc
+    return keras
+
+
 def train_lstm(
     train_seq: np.ndarray,
     train_y: np.ndarray,
@@ -190,7 +218,7 @@ def train_lstm(
     x_scale = flat.std(axis=0)
     x_scale[x_scale == 0] = 1.0
     y_scale = float(np.std(train_y)) or 1.0
-    import keras
+    keras = require_keras()
 
     model = build_keras_model(n_features, config)
     scaled_train = ((train_seq - x_mean) / x_scale).astype(np.float32)

@@ -8,14 +8,25 @@ Every ccxt error becomes a :class:`MarketDataError` naming the exchange, symbol 
 
 from __future__ import annotations
 
+import errno
+import socket
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from ml_integration.candles import timeframe_seconds
 from ml_integration.exceptions import MLError
 
-__all__ = ["MarketDataError", "OhlcvSource", "create_exchange", "fetch_ohlcv_history", "fill_candle_store"]
+__all__ = [
+    "MarketDataError",
+    "OhlcvSource",
+    "create_exchange",
+    "fetch_ohlcv_history",
+    "fill_candle_store",
+    "format_ms",
+    "network_cause",
+]
 
 
 class MarketDataError(MLError):
@@ -62,6 +73,30 @@ def _path_of(url: Any) -> str:
     return urlparse(str(url)).path if isinstance(url, str) else ""
 
 
+def format_ms(ms: int) -> str:
+    """An exchange timestamp (epoch milliseconds) as a date people read: ``2024-05-01 12:00 UTC``."""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def network_cause(exc: BaseException) -> str | None:
+    """What went wrong on the network, in words, from the chain of causes under a ccxt error
+    (ccxt wraps requests, which wraps urllib3, which wraps the socket error that says it)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, socket.gaierror):
+            return f"DNS lookup failed ({current.strerror or current}): no network, or no DNS server"
+        if isinstance(current, ConnectionRefusedError):
+            return "connection refused: nothing listens at that address (or a firewall rejects it)"
+        if isinstance(current, TimeoutError):
+            return "timed out: the network or the exchange is slow or unreachable"
+        if isinstance(current, OSError) and current.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+            return "no network: the host is unreachable"
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def _step_ms(timeframe: str) -> int:
     return timeframe_seconds(timeframe) * 1000
 
@@ -90,8 +125,11 @@ def fetch_ohlcv_history(
         try:
             batch = exchange.fetch_ohlcv(symbol, timeframe, since=cursor, limit=limit)
         except ccxt.BaseError as exc:
+            cause = network_cause(exc)
+            detail = f"{cause} ({type(exc).__name__})" if cause else f"{type(exc).__name__}: {exc}"
             raise MarketDataError(
-                f"{exchange.id}: fetching {symbol} {timeframe} candles since {cursor} ms failed: {exc}"
+                f"{exchange.id}: fetching {symbol} {timeframe} candles since {format_ms(cursor)} "
+                f"failed: {detail}"
             ) from exc
         fresh = [r for r in batch if cursor <= int(r[0]) <= end]
         if not fresh:

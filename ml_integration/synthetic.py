@@ -16,7 +16,7 @@ import pandas as pd
 
 from ml_integration.candles import COLUMNS, timeframe_seconds
 
-__all__ = ["synthetic_candles"]
+__all__ = ["synthetic_candles", "synthetic_history"]
 
 #: (drift per bar, volatility per bar) of each regime.
 _REGIMES = np.array([[0.0, 0.004], [0.0012, 0.006], [-0.0012, 0.007], [0.0, 0.015]])
@@ -54,6 +54,16 @@ def synthetic_candles(
     index = pd.DatetimeIndex(pd.to_datetime(stamps[keep], unit="s", utc=True), name="time")
     values = np.column_stack([open_, high, low, close, volume])[keep]
     return pd.DataFrame(values, index=index, columns=list(COLUMNS))
+
+
+def synthetic_history(n_bars: int, *, seed: int, timeframe: str, now_s: float) -> pd.DataFrame:
+    """``n_bars`` gap-free synthetic candles of ``timeframe`` whose last bar is the one open at
+    ``now_s``: the candle store's history when there is no network, so that a model trained
+    with ``--synthetic`` on any timeframe can serve offline."""
+    step = timeframe_seconds(timeframe)
+    first = (int(now_s) // step - (n_bars - 1)) * step
+    start = pd.Timestamp(first, unit="s", tz="UTC").isoformat()
+    return synthetic_candles(n_bars, seed=seed, timeframe=timeframe, start=start, n_gaps=0)
 
 
 def _regime_path(rng: np.random.Generator, n: int) -> np.ndarray:

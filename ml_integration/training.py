@@ -126,6 +126,7 @@ class TrainingPipeline:
         """The training candles and where they came from (``file:…``, ``synthetic``, ``store``)."""
         bars = int(config.days * 86_400 / timeframe_seconds(config.timeframe))
         if config.synthetic:
+            self._store_synthetic_history(config, bars)
             return synthetic_candles(bars, seed=config.seed, timeframe=config.timeframe), "synthetic"
         if config.data_file:
             frame = read_candle_file(config.data_file)
@@ -152,6 +153,21 @@ class TrainingPipeline:
                 f"{config.days:g} days: run `tvgw data fetch` or `tvgw data import FILE` first"
             )
         return validate_candles(frame), "store"
+
+    def _store_synthetic_history(self, config: TrainingConfig, bars: int) -> None:
+        """Give the candle store a synthetic history up to now for this market, so the model
+        can serve with no network, whatever its timeframe. Never written over real candles:
+        only a store that is empty for the market, or holds synthetic candles alone, is filled."""
+        if self.storage is None:
+            return
+        from ml_integration.candles import frame_to_rows
+        from ml_integration.synthetic import synthetic_history
+        from storage.candles import candle_sources, upsert_candles
+
+        if candle_sources(self.storage, config.symbol, config.timeframe) - {"synthetic"}:
+            return
+        frame = synthetic_history(bars, seed=config.seed, timeframe=config.timeframe, now_s=time.time())
+        upsert_candles(self.storage, config.symbol, config.timeframe, frame_to_rows(frame), "synthetic")
 
     def run(self, config: TrainingConfig) -> TrainingResult:
         """Train one symbol; the job row is marked failed (with the error) if anything raises."""
@@ -183,6 +199,10 @@ class TrainingPipeline:
 
     def _run(self, config: TrainingConfig) -> TrainingResult:
         started = time.perf_counter()
+        if config.model.use_lstm:
+            from ml_integration.lstm import require_keras
+
+            require_keras()  # before minutes of other work: a serve-only install is told at once
         bar = _Progress(self.progress, f"train {config.symbol} {config.timeframe}")
         try:
             bar.stage("load candles")

@@ -10,6 +10,7 @@ import pandas as pd
 from storage.database import Storage
 
 __all__ = [
+    "candle_sources",
     "latest_candle_ms",
     "load_candles",
     "newest_candle",
@@ -102,3 +103,11 @@ def newest_candle(storage: Storage, symbol: str, timeframe: str) -> tuple[float,
         (symbol, timeframe),
     )
     return None if row is None else tuple(float(v) for v in row)
+
+
+def candle_sources(storage: Storage, symbol: str, timeframe: str) -> set[str]:
+    """Where the stored candles of a market came from (``synthetic``, ``ccxt:binance``, ...)."""
+    rows = storage.query(
+        "SELECT DISTINCT source FROM candles WHERE symbol = ? AND timeframe = ?", (symbol, timeframe)
+    )
+    return {str(r[0]) for r in rows}

@@ -22,6 +22,7 @@ __all__ = [
     "equity_marks",
     "get_cash",
     "get_order",
+    "ledger_start",
     "list_orders",
     "list_positions",
     "newest_equity_at",
@@ -168,6 +169,19 @@ def _cash(conn: sqlite3.Connection, broker: str, currency: str, default: float) 
 def get_cash(storage: Storage, broker: str, currency: str, default: float) -> float:
     """The ledger's cash in ``currency``; ``default`` before the first fill."""
     return _cash(storage.conn, broker, currency, default)
+
+
+def ledger_start(storage: Storage, broker: str, currency: str) -> float | None:
+    """The cash the book started with (its cash now minus every fill's cash change), or None
+    when the book has no ledger yet. Derived rather than stored, so existing files need no
+    migration: each fill moved cash by ``-signed * average - fee`` (fees are in ``currency``)."""
+    row = storage.query_one(
+        "SELECT b.total + COALESCE((SELECT SUM(CASE o.side WHEN 'buy' THEN o.filled ELSE -o.filled END"
+        " * o.average + o.fee) FROM orders o WHERE o.broker = b.broker AND o.filled > 0), 0) AS start"
+        " FROM balances b WHERE b.broker = ? AND b.currency = ?",
+        (broker, currency),
+    )
+    return None if row is None else float(row["start"])
 
 
 def list_positions(storage: Storage, broker: str, *, open_only: bool = True) -> list[Position]:

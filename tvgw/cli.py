@@ -1,5 +1,9 @@
 """The ``tvgw`` command. Each sub-command lives in ``tvgw/commands/<name>.py`` and exposes
-``register(subparsers)``; this module only wires them together."""
+``register(subparsers)``; this module only wires them together.
+
+Only the module of the command being run is imported: ``tvgw --help`` lists the commands from
+the table in :mod:`tvgw.commands` and answers without loading pandas, pydantic or ccxt.
+"""
 
 from __future__ import annotations
 
@@ -9,27 +13,30 @@ import sys
 from collections.abc import Sequence
 
 from tvgw import __version__
+from tvgw.commands import COMMANDS
 
-__all__ = ["main"]
-
-#: Sub-command modules, in the order ``tvgw --help`` lists them.
-COMMANDS = ("serve", "quickstart", "data", "train", "resolve", "accuracy", "pine", "schema")
+__all__ = ["build_parser", "main"]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for ``argv``: the chosen command fully registered, the others as one-line
+    entries (all of them registered fully when ``argv`` is None)."""
+    chosen = None if argv is None else next((a for a in argv if a in COMMANDS), "")
     parser = argparse.ArgumentParser(prog="tvgw", description="TradingView webhook signal gateway")
     parser.add_argument("--version", action="version", version=f"tvgw {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
-        module = importlib.import_module(f"tvgw.commands.{name}")
-        module.register(sub)
+    for name, help_text in COMMANDS.items():
+        if chosen is None or name == chosen:
+            importlib.import_module(f"tvgw.commands.{name}").register(sub)
+        else:
+            sub.add_parser(name, help=help_text)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(args_in).parse_args(args_in)
     from tvgw.config import ConfigError
 
     try:

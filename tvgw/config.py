@@ -135,6 +135,8 @@ class Settings(_Frozen):
     #: Client addresses or networks allowed to post alerts; empty means anyone.
     allowed_ips: tuple[str, ...] = (*TRADINGVIEW_IPS, *LOOPBACK)
     trusted_proxies: tuple[str, ...] = ()
+    #: Accept only alerts whose TLS client certificate a trusted proxy verified (X-Client-Verify).
+    require_client_cert: bool = False
     max_lag_seconds: float = Field(default=60.0, gt=0)
     #: Largest relative distance between an alert's price and the market price the gateway
     #: knows (candle store close or ticker); beyond it the alert is refused.
@@ -206,6 +208,7 @@ _ENV: dict[str, tuple[tuple[str, ...], str]] = {
     "TVGW_EXCHANGE_TIMEOUT_MS": (("exchange_timeout_ms",), "str"),
     "TVGW_ALLOWED_IPS": (("allowed_ips",), "ips"),
     "TVGW_TRUSTED_PROXIES": (("trusted_proxies",), "ips"),
+    "TVGW_REQUIRE_CLIENT_CERT": (("require_client_cert",), "bool"),
     "TVGW_MAX_LAG_SECONDS": (("max_lag_seconds",), "str"),
     "TVGW_MAX_PRICE_DEVIATION": (("max_price_deviation",), "str"),
     "TVGW_API_TOKEN": (("api_token",), "str"),
@@ -353,6 +356,11 @@ def load_settings(
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from exc
     if settings.market_data is None and settings.broker != "paper":
         settings = settings.model_copy(update={"market_data": settings.broker})
+    if settings.require_client_cert and not settings.trusted_proxies:
+        raise ConfigError(
+            "TVGW_REQUIRE_CLIENT_CERT is on but TVGW_TRUSTED_PROXIES is empty: the client certificate "
+            "is verified by the TLS proxy, so name that proxy's address"
+        )
     if not settings.strategies:
         raise ConfigError(
             "no strategy has a passphrase: set TVGW_PASSPHRASE (the default strategy's secret) "

@@ -12,7 +12,10 @@ from engine.alert import FieldConflict, credentials
 from tvgw.config import Settings, StrategySettings
 from webhook.errors import ApiError
 
-__all__ = ["authenticate", "client_ip", "ip_allowed"]
+__all__ = ["CLIENT_VERIFY_HEADER", "authenticate", "check_client_certificate", "client_ip", "ip_allowed"]
+
+#: Set by the reverse proxy to its TLS client-certificate verdict (nginx: ``$ssl_client_verify``).
+CLIENT_VERIFY_HEADER = "X-Client-Verify"
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -55,6 +58,33 @@ def client_ip(remote_addr: str | None, forwarded_for: str | None, settings: Sett
 
 def ip_allowed(ip: str, settings: Settings) -> bool:
     return not settings.allowed_ips or _in(ip, _networks(settings.allowed_ips))
+
+
+def check_client_certificate(remote_addr: str | None, verdict: str | None, settings: Settings) -> None:
+    """With ``TVGW_REQUIRE_CLIENT_CERT``, refuse (403 ``client_certificate``) unless a trusted
+    proxy says it verified the sender's TLS client certificate.
+
+    TLS ends at the proxy, so only the proxy can see the certificate; its verdict header is
+    believed only from a ``TVGW_TRUSTED_PROXIES`` peer, since anyone else can write that header.
+    """
+    if not settings.require_client_cert:
+        return
+    peer = remote_addr or ""
+    if not _in(peer, _networks(settings.trusted_proxies)):
+        raise ApiError(
+            403,
+            "client_certificate",
+            f"TVGW_REQUIRE_CLIENT_CERT is on but {peer or 'the peer'} is not a trusted proxy "
+            "(TVGW_TRUSTED_PROXIES): only the TLS proxy can vouch for a client certificate",
+        )
+    if (verdict or "").strip() != "SUCCESS":
+        shown = (verdict or "absent").strip()[:120]
+        raise ApiError(
+            403,
+            "client_certificate",
+            f"no verified TLS client certificate ({CLIENT_VERIFY_HEADER}: {shown}): the sender "
+            "did not present a certificate from the configured authority",
+        )
 
 
 def authenticate(data: dict[str, Any], settings: Settings) -> StrategySettings:

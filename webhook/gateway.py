@@ -27,7 +27,7 @@ from storage import marks as mark_store
 from storage import orders as order_store
 from storage import state as state_store
 from tvgw.config import Settings, StrategySettings, secret_values
-from webhook.auth import authenticate, client_ip, ip_allowed
+from webhook.auth import authenticate, check_client_certificate, client_ip, ip_allowed
 from webhook.enrichment import Enricher
 from webhook.errors import ApiError
 from webhook.parsing import parse_alert_body
@@ -66,12 +66,19 @@ class Gateway:
         self.drift = DriftMonitor(storage, DriftThresholds.from_settings(settings))
 
     # --- the webhook -------------------------------------------------------------------------
-    def handle(self, raw: bytes, remote_addr: str | None, forwarded_for: str | None) -> Reply:
+    def handle(
+        self,
+        raw: bytes,
+        remote_addr: str | None,
+        forwarded_for: str | None,
+        client_verify: str | None = None,
+    ) -> Reply:
         started = time.perf_counter()
         received_at = time.time()
         ip = client_ip(remote_addr, forwarded_for, self.settings)
         parsed: dict[str, Any] | None = None
         try:
+            check_client_certificate(remote_addr, client_verify, self.settings)
             self._check_sender(ip, remote_addr, forwarded_for)
             parsed = parse_alert_body(raw, max_depth=self.settings.max_json_depth)
             reply = self._accept(parsed, ip, received_at)

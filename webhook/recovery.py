@@ -8,11 +8,12 @@ id, never re-sent.
 from __future__ import annotations
 
 from engine.brokers.factory import create_broker
+from engine.brokers.paper import PaperBroker
 from engine.engine import TradingEngine
 from storage import Storage
 from storage import alerts as alert_store
 from storage import orders as order_store
-from tvgw.config import Settings, load_settings
+from tvgw.config import ConfigError, Settings, load_settings
 
 __all__ = ["recover"]
 
@@ -23,6 +24,12 @@ def recover(settings: Settings | None = None) -> list[str]:
     storage = Storage(settings.database, synchronous=settings.sqlite_synchronous)
     storage.migrate()
     broker = create_broker(settings, storage)
+    if isinstance(broker, PaperBroker):
+        try:
+            broker.check_starting_balance(settings.database)
+        except ConfigError:
+            storage.close()
+            raise
     lines = TradingEngine(settings, storage, broker).reconcile()
     for alert_id in alert_store.orphaned_alerts(storage):
         orders = order_store.list_orders(storage, alert_id=alert_id)

@@ -10,7 +10,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from storage import SCHEMA_VERSION
 from webhook import current_gateway
-from webhook.auth import client_ip
+from webhook.auth import CLIENT_VERIFY_HEADER, client_ip
 
 bp = Blueprint("webhook", __name__)
 log = logging.getLogger(__name__)
@@ -31,7 +31,12 @@ def webhook() -> Any:
         ip = client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"), gateway.settings)
         reply = gateway.record_oversized(request.content_length, ip)
         return jsonify(reply.body), reply.status
-    reply = gateway.handle(raw, request.remote_addr, request.headers.get("X-Forwarded-For"))
+    reply = gateway.handle(
+        raw,
+        request.remote_addr,
+        request.headers.get("X-Forwarded-For"),
+        request.headers.get(CLIENT_VERIFY_HEADER),
+    )
     return jsonify(reply.body), reply.status
 
 

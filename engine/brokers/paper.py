@@ -15,8 +15,8 @@ from engine.exceptions import InsufficientFundsError, InvalidOrderError
 from engine.symbols import to_ccxt_symbol
 from storage import Storage
 from storage.marks import marked_positions_value
-from storage.orders import get_cash, get_order
-from tvgw.config import PaperSettings
+from storage.orders import get_cash, get_order, ledger_start
+from tvgw.config import ConfigError, PaperSettings
 
 __all__ = ["PaperBroker"]
 
@@ -40,6 +40,21 @@ class PaperBroker(Broker):
         if symbol is None:
             symbol = self._symbols[key] = to_ccxt_symbol(ticker, None, exchange)
         return symbol
+
+    def check_starting_balance(self, database: object) -> None:
+        """Refuse a ``starting_balance`` that the existing book cannot honour.
+
+        The ledger's cash is the truth once a book has fills, so a changed setting would
+        otherwise be silently ignored; the trader must choose: a new book or the old figure."""
+        started = ledger_start(self.storage, self.name, self.settings.quote_currency)
+        wanted = self.settings.starting_balance
+        if started is None or abs(started - wanted) <= 1e-6 * max(1.0, abs(wanted)):
+            return
+        raise ConfigError(
+            f"[paper] starting_balance (TVGW_PAPER_BALANCE) is {wanted:g} but the paper book in "
+            f"{database} started with {started:.2f} {self.settings.quote_currency} and has trades: "
+            f"set it back to {started:.2f}, or point TVGW_DATABASE at a new file to start a new book"
+        )
 
     def cash(self) -> float:
         return get_cash(self.storage, self.name, self.settings.quote_currency, self.settings.starting_balance)

@@ -1,0 +1,30 @@
+"""The ``tvgw`` sub-commands: one module each, exposing ``register(subparsers)``.
+
+The one-line help of every command lives here, not in its module, so that ``tvgw --help`` lists
+them without importing any module (and with it pandas, pydantic or ccxt): a command's own
+imports are paid only when that command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["COMMANDS", "add_command"]
+
+#: Sub-command -> one-line help, in the order ``tvgw --help`` lists them.
+COMMANDS: dict[str, str] = {
+    "serve": "run the gateway (gunicorn wsgi:app with gunicorn.conf.py)",
+    "quickstart": "train a first model (real data, or synthetic offline) and serve",
+    "data": "fill the local candle store (ccxt fetch or file import)",
+    "train": "train the ML strategy for a symbol and save a model version",
+    "resolve": "fill outcomes of predictions whose horizon has passed",
+    "accuracy": "prediction accuracy with baselines and drift flags (JSON)",
+    "pine": "the bundled TradingView Pine scripts",
+    "schema": "print the alert schema (JSON Schema or a Markdown table)",
+}
+
+
+def add_command(sub: argparse._SubParsersAction, name: str) -> argparse.ArgumentParser:
+    """The sub-parser of command ``name``, with its help from :data:`COMMANDS`."""
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=COMMANDS[name], description=COMMANDS[name])
+    return parser

@@ -8,11 +8,12 @@ from dataclasses import asdict
 
 from engine.outcomes import DriftThresholds, drift_report, evaluate_recent_performance
 from storage import Storage
+from tvgw.commands import add_command
 from tvgw.commands.data import cli_settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("accuracy", help="prediction accuracy with baselines and drift flags (JSON)")
+    parser = add_command(sub, "accuracy")
     parser.add_argument("--symbol", help="e.g. BTC/USDT (default: all symbols)")
     parser.add_argument("--days", type=float, default=30)
     parser.set_defaults(func=run)

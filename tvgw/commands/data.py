@@ -16,11 +16,12 @@ import os
 import sys
 
 from storage.database import Storage
+from tvgw.commands import add_command
 from tvgw.config import Settings, load_settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("data", help="fill the local candle store (ccxt fetch or file import)")
+    parser = add_command(sub, "data")
     actions = parser.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     fetch = actions.add_parser("fetch", help="download OHLCV history through ccxt (public endpoints)")
     fetch.add_argument("--symbol", required=True, help="market symbol, e.g. BTC/USDT")
@@ -90,7 +91,7 @@ def run_fetch(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from ml_integration.candles import read_candle_file, timeframe_seconds
+    from ml_integration.candles import frame_to_rows, read_candle_file, timeframe_seconds
     from ml_integration.exceptions import CandleDataError
     from storage.candles import upsert_candles
 
@@ -101,10 +102,12 @@ def run_import(args: argparse.Namespace) -> int:
         print(f"tvgw data import: {exc}", file=sys.stderr)
         return 1
     storage = open_storage(cli_settings())
-    stamps = frame.index.as_unit("ms").asi8
-    rows = [[int(ms), *values] for ms, values in zip(stamps, frame.to_numpy().tolist(), strict=True)]
     written = upsert_candles(
-        storage, args.symbol, args.timeframe, rows, source=f"file:{os.path.basename(args.file)}"
+        storage,
+        args.symbol,
+        args.timeframe,
+        frame_to_rows(frame),
+        source=f"file:{os.path.basename(args.file)}",
     )
     print(f"imported {written} candles from {args.file}")
     _report_gaps(storage, args.symbol, args.timeframe)

@@ -11,10 +11,11 @@ import os
 import sys
 
 from pine.render import DEFAULT_STRATEGY_ID, KINDS, RenderedScript, RenderError, render
+from tvgw.commands import add_command
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("pine", help="the bundled TradingView Pine scripts")
+    parser = add_command(sub, "pine")
     actions = parser.add_subparsers(dest="pine_command", required=True, metavar="ACTION")
     rendered = actions.add_parser(
         "render",

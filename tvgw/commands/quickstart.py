@@ -1,11 +1,16 @@
 """`tvgw quickstart`: from a fresh clone to a gateway that enriches alerts, in one command.
 
-1. Make sure a model exists for the default market (BTC/USDT 1h) in TVGW_MODEL_DIR.
-2. If none: fetch a year of candles through ccxt and train on them; when the network is not
-   there, train on the seeded synthetic generator instead, fill the candle store with
-   synthetic history up to now, and say so (every ``ml_analysis`` it produces says
-   ``synthetic: true``; such a model is refused for a live exchange).
-3. Serve under gunicorn (paper broker, embedded SQLite).
+1. Make sure a model exists for the default market (BTC/USDT 1h) in TVGW_MODEL_DIR. If none,
+   train a *small* one first (forest and boosting at reduced size, no LSTM: seconds), so the
+   gateway serves within a minute of the install: on a year of candles fetched through ccxt,
+   or, when the network is not there, on the seeded synthetic generator (the candle store gets
+   a synthetic history up to now; every ``ml_analysis`` says ``synthetic: true``; such a model
+   is refused for a live exchange).
+2. Start the *full* model's training (LSTM included when TensorFlow is installed) as a child
+   process; it saves a new version and moves the store's ``latest`` pointer, which the workers
+   already hot-reload, so it replaces the small model when ready without a restart.
+3. Print the next steps (the first alert's curl, the API and dashboard, how to stop), then
+   serve under gunicorn (paper broker, embedded SQLite).
 """
 
 from __future__ import annotations
@@ -13,29 +18,32 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tvgw.commands import add_command
 from tvgw.commands.data import cli_settings, open_storage
 from tvgw.commands.serve import exec_gunicorn
 
 if TYPE_CHECKING:
     from ml_integration.training import TrainingConfig
+    from storage.database import Storage
     from tvgw.config import Settings
 
-SYMBOL, TIMEFRAME, DAYS, EXCHANGE = "BTC/USDT", "1h", 365, "binance"
+SYMBOL, TIMEFRAME, DAYS, EXCHANGE, SEED = "BTC/USDT", "1h", 365, "binance", 7
+DEFAULT_BIND = "127.0.0.1:8000"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
-        "quickstart", help="train a first model (real data, or synthetic offline) and serve"
-    )
+    parser = add_command(sub, "quickstart")
     parser.add_argument("--offline", action="store_true", help="do not try the network: synthetic data")
     parser.add_argument("--no-serve", action="store_true", help="prepare the model, do not start gunicorn")
-    parser.add_argument("--quick", action="store_true", help="small models (seconds, for trying it out)")
-    parser.add_argument("--bind", default=None, help="address:port for gunicorn")
+    parser.add_argument(
+        "--quick", action="store_true", help="the small model only (no full model trained in the background)"
+    )
+    parser.add_argument("--bind", default=None, help=f"address:port for gunicorn (default {DEFAULT_BIND})")
     parser.set_defaults(func=run)
 
 
@@ -43,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     from ml_integration import latest_version
 
     settings = cli_settings()
-    if settings.strategy(None) is None or settings.strategy(None).passphrase == "unused-by-cli":  # type: ignore[union-attr]
+    default = settings.strategy(None)
+    if default is None or default.passphrase == "unused-by-cli":
         print(
             "tvgw quickstart: set TVGW_PASSPHRASE (the secret your TradingView alerts will carry)",
             file=sys.stderr,
@@ -51,9 +60,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     storage = open_storage(settings)
     if latest_version(settings.model_dir, SYMBOL, TIMEFRAME) is None:
-        trained = (not args.offline) and _train_on_real_data(settings, storage, args.quick)
-        if not trained:
-            _train_on_synthetic_data(settings, storage, args.quick)
+        real = (not args.offline) and _train_small_on_real_data(settings, storage)
+        if not real:
+            _train_small_on_synthetic_data(settings, storage)
+        if not args.quick:
+            _start_full_training(settings, synthetic=not real)
     else:
         print(f"quickstart: using the existing {SYMBOL} {TIMEFRAME} model in {settings.model_dir}")
     if args.no_serve:
@@ -62,8 +73,9 @@ def run(args: argparse.Namespace) -> int:
         # A model of real Binance candles: keep its candle store current from the same source.
         os.environ["TVGW_MARKET_DATA"] = EXCHANGE
         print(f"quickstart: candles kept current from {EXCHANGE} (TVGW_MARKET_DATA)")
-    print(f"quickstart: serving on {args.bind or '127.0.0.1:8000'} (paper broker, {settings.database})")
-    return exec_gunicorn(args.bind)
+    bind = args.bind or DEFAULT_BIND
+    print(next_steps(bind, default.passphrase, settings), flush=True)
+    return exec_gunicorn(bind)
 
 
 def _latest_is_synthetic(settings: Settings) -> bool:
@@ -77,56 +89,112 @@ def _latest_is_synthetic(settings: Settings) -> bool:
     return bool(json.loads((folder / "strategy.json").read_text()).get("synthetic", True))
 
 
-def _config(quick: bool, **extra: object) -> TrainingConfig:
+def _small_config(**extra: object) -> TrainingConfig:
+    """The first model: reduced forest and boosting, no LSTM (seconds, and no TensorFlow)."""
     from ml_integration.training import create_training_config
-    from tvgw.commands.train import QUICK_MODEL
+    from tvgw.commands.train import model_options
 
-    return create_training_config(
-        SYMBOL, {"timeframe": TIMEFRAME, "days": DAYS, "model": QUICK_MODEL if quick else {}, **extra}
-    )
+    model = model_options(quick=True, lstm=False)
+    return create_training_config(SYMBOL, {"timeframe": TIMEFRAME, "days": DAYS, "model": model, **extra})
 
 
-def _train_on_real_data(settings: object, storage: object, quick: bool) -> bool:
+def _train_small_on_real_data(settings: Settings, storage: Storage) -> bool:
+    from ml_integration.exceptions import MLError
     from ml_integration.market_data import create_exchange
     from ml_integration.training import create_ml_training_pipeline
 
     print(f"quickstart: fetching a year of {SYMBOL} {TIMEFRAME} candles through ccxt ...")
     pipeline = create_ml_training_pipeline(
-        storage=storage, model_dir=settings.model_dir,  # type: ignore[attr-defined]
+        storage=storage, model_dir=settings.model_dir,
         exchange_factory=lambda ex: create_exchange(ex, timeout_ms=5000), progress=True,
     )  # fmt: skip
     try:
-        result = pipeline.run(_config(quick))
-    except Exception as exc:
-        print(f"quickstart: real data unavailable ({type(exc).__name__}: {str(exc)[:160]})")
+        result = pipeline.run(_small_config())
+    except (MLError, ValueError, OSError) as exc:
+        print(f"quickstart: real candles unavailable: {exc}")
         return False
-    print(f"quickstart: trained {result.version} on {result.n_candles} real candles")
+    print(f"quickstart: small model {result.version} trained on {result.n_candles} real candles")
     return True
 
 
-def _train_on_synthetic_data(settings: object, storage: object, quick: bool) -> None:
-    import pandas as pd
-
-    from ml_integration import synthetic_candles
+def _train_small_on_synthetic_data(settings: Settings, storage: Storage) -> None:
     from ml_integration.training import create_ml_training_pipeline
-    from storage.candles import upsert_candles
 
-    bars = DAYS * 24
-    start = pd.Timestamp(int(time.time() // 3600 * 3600 - (bars - 1) * 3600), unit="s", tz="UTC")
-    frame = synthetic_candles(bars, seed=7, timeframe=TIMEFRAME, start=start.isoformat(), n_gaps=0)
-    rows = [
-        [int(ts.timestamp() * 1000), *values]
-        for ts, values in zip(
-            frame.index,
-            frame[["open", "high", "low", "close", "volume"]].itertuples(index=False),
-            strict=True,
-        )
-    ]
-    upsert_candles(storage, SYMBOL, TIMEFRAME, rows, "synthetic")  # type: ignore[arg-type]
     print(
         "quickstart: OFFLINE - training on SYNTHETIC candles (seeded generator). Its predictions are not a "
         "market view and every ml_analysis says synthetic: true."
     )
-    pipeline = create_ml_training_pipeline(storage=storage, model_dir=settings.model_dir, progress=True)  # type: ignore[attr-defined]
-    result = pipeline.run(_config(quick, synthetic=True, seed=7))
-    print(f"quickstart: trained {result.version} (synthetic) in {result.wall_time_s:.0f} s")
+    pipeline = create_ml_training_pipeline(storage=storage, model_dir=settings.model_dir, progress=True)
+    result = pipeline.run(_small_config(synthetic=True, seed=SEED))
+    print(f"quickstart: small model {result.version} (synthetic) trained in {result.wall_time_s:.0f} s")
+
+
+def full_training_argv(*, synthetic: bool, lstm: bool) -> list[str]:
+    """``tvgw train`` for the full model on the same candles the small one used."""
+    argv = [sys.executable, "-m", "tvgw.cli", "train", "--symbol", SYMBOL, "--timeframe", TIMEFRAME]
+    argv += ["--days", str(DAYS), "--no-progress"]
+    argv += ["--synthetic", "--seed", str(SEED)] if synthetic else ["--offline"]
+    return argv if lstm else [*argv, "--no-lstm"]
+
+
+def _tensorflow_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorflow") is not None
+
+
+def _start_full_training(settings: Settings, *, synthetic: bool) -> None:
+    """Train the full model in a child process that outlives the exec into gunicorn; it stays
+    in this process group, so Ctrl-C stops it together with the gateway."""
+    lstm = _tensorflow_installed()
+    log_path = Path(settings.database).resolve().parent / "quickstart-full-model.log"
+    env = {
+        **os.environ,
+        "TVGW_DATABASE": str(Path(settings.database).resolve()),
+        "TVGW_MODEL_DIR": str(Path(settings.model_dir).resolve()),
+    }
+    with open(log_path, "ab") as log:
+        child = subprocess.Popen(
+            full_training_argv(synthetic=synthetic, lstm=lstm), stdout=log, stderr=subprocess.STDOUT, env=env
+        )
+    what = "forest + boosting + LSTM" if lstm else "forest + boosting; no LSTM, TensorFlow is not installed"
+    print(
+        f"quickstart: the full model ({what}) is training in the background (pid {child.pid}, "
+        f"log {log_path}); the gateway swaps it in when it is saved, without a restart"
+    )
+    if not lstm:
+        from ml_integration.lstm import TRAIN_EXTRA_HINT
+
+        print(f"quickstart: {TRAIN_EXTRA_HINT}")
+
+
+def next_steps(bind: str, passphrase: str, settings: Settings) -> str:
+    """What to do once the gateway runs: the first alert, the API (and that there is no
+    dashboard yet), how to stop. The curl carries the passphrase in use, ready to paste."""
+    url = f"http://{bind}"
+    alert = json.dumps(
+        {"passphrase": passphrase, "ticker": "BTCUSDT", "exchange": "BINANCE", "interval": "60",
+         "action": "buy", "contracts": 0.001},  # no price: filled at the gateway's market price
+        separators=(",", ":"),
+    )  # fmt: skip
+    api = (
+        f'curl -s -H "Authorization: Bearer $TVGW_API_TOKEN" {url}/api/alerts'
+        if settings.api_token
+        else "off: start with TVGW_API_TOKEN=<a long random token> to turn it on"
+    )
+    quoted = alert.replace("'", "'\\''")
+    return "\n".join(
+        [
+            f"quickstart: serving on {url} (paper broker, {settings.database})",
+            "",
+            "Next steps (from another shell):",
+            "  first alert:",
+            f"    curl -s {url}/webhook -H 'Content-Type: text/plain' -d '{quoted}'",
+            f"  health and loaded model:  curl -s {url}/healthz",
+            f"  API ({url}/api/alerts, /api/orders, /api/positions, /api/accuracy): {api}",
+            "  dashboard: none in this version; the JSON API above shows alerts, orders and positions",
+            "  stop: Ctrl-C here (stops the gateway and any background training)",
+            "  production: HTTPS on 443 behind deploy/nginx/tvgw.conf (README 'HTTPS on port 443')",
+            "",
+        ]
+    )

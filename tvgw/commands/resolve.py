@@ -6,11 +6,12 @@ import argparse
 
 from engine.outcomes import resolve_outcomes
 from storage import Storage
+from tvgw.commands import add_command
 from tvgw.commands.data import cli_settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("resolve", help="fill outcomes of predictions whose horizon has passed")
+    parser = add_command(sub, "resolve")
     parser.set_defaults(func=run)
 
 

@@ -6,10 +6,11 @@ import argparse
 import json
 
 from engine.alert import Alert, alert_field_table
+from tvgw.commands import add_command
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("schema", help="print the alert schema (JSON Schema or a Markdown table)")
+    parser = add_command(sub, "schema")
     parser.add_argument("--markdown", action="store_true", help="a Markdown table for the README")
     parser.set_defaults(func=run)
 

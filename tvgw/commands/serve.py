@@ -8,13 +8,14 @@ import sys
 from pathlib import Path
 
 import tvgw
+from tvgw.commands import add_command
 
 #: The project checkout (wsgi.py and gunicorn.conf.py live at its top).
 ROOT = Path(tvgw.__file__).resolve().parents[1]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("serve", help="run the gateway (gunicorn wsgi:app with gunicorn.conf.py)")
+    parser = add_command(sub, "serve")
     parser.add_argument(
         "--bind", default=None, help="address:port (default from gunicorn.conf.py, 127.0.0.1:8000)"
     )

@@ -13,6 +13,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from tvgw.commands import add_command
 from tvgw.commands.data import cli_settings, open_storage
 
 if TYPE_CHECKING:
@@ -23,8 +24,13 @@ if TYPE_CHECKING:
 QUICK_MODEL = {"n_estimators": 50, "gb_max_iter": 50, "lstm": {"units": (16, 8), "epochs": 3}}
 
 
+def model_options(*, quick: bool, lstm: bool) -> dict[str, object]:
+    """The ``model`` overrides of a training run: ``--quick`` sizes, with or without the LSTM."""
+    return {**(QUICK_MODEL if quick else {}), "use_lstm": lstm}
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("train", help="train the ML strategy for a symbol and save a model version")
+    parser = add_command(sub, "train")
     parser.add_argument("--symbol", required=True, help="market symbol, e.g. BTC/USDT")
     parser.add_argument("--timeframe", default="1h", help="bar size (default 1h)")
     parser.add_argument("--days", type=float, default=365.0, help="history to train on (default 365)")
@@ -39,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--horizon", type=int, default=5, help="bars ahead to predict (default 5)")
     parser.add_argument(
         "--quick", action="store_true", help="small models (a smoke run in seconds, not for trading)"
+    )
+    parser.add_argument(
+        "--no-lstm", action="store_true", help="forest and boosting only (no TensorFlow needed, faster)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -79,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
                 "synthetic": args.synthetic,
                 "seed": args.seed,
                 "strategy": {"use_sentiment": args.sentiment, "target_periods": args.horizon},
-                "model": QUICK_MODEL if args.quick else {},
+                "model": model_options(quick=args.quick, lstm=not args.no_lstm),
             },
         )
     except ValueError as exc:

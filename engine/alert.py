@@ -30,7 +30,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from engine.timeframes import canonical_interval
+from common.errors import TvgwError
+from common.timeframes import canonical_interval
 
 __all__ = [
     "PLACEHOLDER_RE",
@@ -359,7 +360,7 @@ def _known_fields() -> frozenset[str]:
     return frozenset(Alert.model_fields) - {"extras"}
 
 
-class FieldConflict(ValueError):
+class FieldConflict(TvgwError, ValueError):
     """Two spellings of one field in the same alert say different things.
 
     Refused rather than resolved: picking one silently could act for the wrong strategy or

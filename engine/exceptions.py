@@ -6,6 +6,8 @@ ccxt errors never leak past ``engine.brokers.ccxt_broker``: they are mapped here
 
 from __future__ import annotations
 
+from common.errors import TvgwError
+
 __all__ = [
     "BrokerError",
     "ExchangeUnavailableError",
@@ -18,10 +20,6 @@ __all__ = [
     "TvgwError",
     "UnknownSymbolError",
 ]
-
-
-class TvgwError(Exception):
-    """Base of every error tvgw raises on purpose."""
 
 
 class BrokerError(TvgwError):

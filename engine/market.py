@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from common.timeframes import seconds
 from engine.brokers.base import Broker, MarketLimits
 from engine.exceptions import BrokerError, PriceCheckError
-from engine.timeframes import seconds
 from storage import Storage
 from storage import candles as candle_store
 from storage import marks as mark_store

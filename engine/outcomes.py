@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from engine.timeframes import seconds
+from common.timeframes import seconds
 from ml_integration.evaluation import brier_score, rank_auc, wilson_interval
 from storage import Storage
 from storage import predictions as prediction_store

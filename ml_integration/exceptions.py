@@ -1,11 +1,13 @@
 """Errors raised by the ML library. Each docstring says what the caller should do.
 
-The library does not import ``engine`` (see DESIGN.md), so this is its own small tree; every
-class derives from :class:`MLError` so that the gateway can catch one base and fall back to
-its non-ML path.
+The library does not import ``engine`` (see DESIGN.md), so this is its own branch of the one
+exception root (:class:`common.errors.TvgwError`); every class derives from :class:`MLError` so
+that the gateway can catch one base and fall back to its non-ML path.
 """
 
 from __future__ import annotations
+
+from common.errors import TvgwError
 
 __all__ = [
     "CandleDataError",
@@ -17,7 +19,7 @@ __all__ = [
 ]
 
 
-class MLError(Exception):
+class MLError(TvgwError):
     """Base of every error the ML library raises on purpose."""
 
 

@@ -57,7 +57,7 @@ def seed_market(
 ) -> None:
     """Give the candle store a current bar per symbol (open = high = low = close = price), as
     `tvgw data fetch` or an alert's bar would: the gateway's reference price for the tests."""
-    from engine.timeframes import seconds
+    from common.timeframes import seconds
     from storage import Storage
     from storage.candles import upsert_candles
 

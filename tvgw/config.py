@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from common.errors import TvgwError
+
 __all__ = [
     "B64TOKEN",
     "TRADINGVIEW_IPS",
@@ -55,7 +57,7 @@ Mode = Literal["annotate", "execute", "ml_gate", "hybrid"]
 Sizing = Literal["alert", "fixed_quote", "kelly"]
 
 
-class ConfigError(ValueError):
+class ConfigError(TvgwError, ValueError):
     """Start-up configuration is invalid; the message names the variable to fix."""
 
 

@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from common.timeframes import from_tradingview, seconds
 from engine.alert import Alert
 from engine.decision import MLOpinion
 from engine.exceptions import BrokerError
 from engine.predictor import atr, predict_market, realized_volatility
-from engine.timeframes import from_tradingview, seconds
 from storage import Storage
 from storage import candles as candle_store
 from storage import predictions as prediction_store

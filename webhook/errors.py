@@ -7,10 +7,12 @@ from typing import Any
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
+from common.errors import TvgwError
+
 __all__ = ["ApiError", "register_error_handlers"]
 
 
-class ApiError(Exception):
+class ApiError(TvgwError):
     """A refusal with its HTTP status, a stable ``code``, a message, and where the problem is."""
 
     def __init__(

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from common.timeframes import from_tradingview
 from engine.alert import Alert
 from engine.brokers.base import Broker
 from engine.decision import Decision
@@ -20,7 +21,6 @@ from engine.engine import NO_PRICE_HINT, TradingEngine, pure_exit
 from engine.exceptions import BrokerError, PriceCheckError
 from engine.market import MarketPrices, ReferencePrice, check_alert_price
 from engine.outcomes import DriftMonitor, DriftThresholds
-from engine.timeframes import from_tradingview
 from storage import Storage
 from storage import alerts as alert_store
 from storage import marks as mark_store

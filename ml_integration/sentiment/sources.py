@@ -23,6 +23,7 @@ from urllib.parse import quote, urlsplit
 import feedparser
 import requests
 
+from ml_integration.exceptions import MLError
 from ml_integration.sentiment.scoring import asset_terms
 
 __all__ = [
@@ -58,7 +59,7 @@ HttpGet = Callable[..., requests.Response]
 HttpPost = Callable[..., requests.Response]
 
 
-class SourceError(RuntimeError):
+class SourceError(MLError, RuntimeError):
     """One source could not deliver texts this time; the message says why."""
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.timeframes import canonical_interval, from_tradingview, seconds
+from common.timeframes import canonical_interval, from_tradingview, seconds
 
 
 @pytest.mark.parametrize(

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.outcomes import DriftThresholds, drift_report
 from ml_integration.evaluation import rank_auc
+from ml_integration.tracking import DriftThresholds, drift_report
 from storage import Storage
 from tvgw.config import load_settings
 

@@ -13,7 +13,7 @@ beat and a 95% interval:
 * magnitude: MAE of the regression against predicting zero, and the correlation.
 
 This is the project's one metrics module: training reports, the benches, outcome tracking
-(``engine.outcomes``: ``tvgw accuracy``, ``/api/accuracy``, ``/healthz``) all call the functions
+(``ml_integration.tracking``: ``tvgw accuracy``, ``/api/accuracy``, ``/healthz``) all call the functions
 here, so an AUC or a Wilson interval means the same thing everywhere.
 """
 

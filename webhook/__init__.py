@@ -14,7 +14,7 @@ from flask import Flask, current_app
 from flask.json.provider import DefaultJSONProvider
 
 from engine.brokers.factory import create_broker
-from engine.outcomes import start_outcome_resolver
+from ml_integration.tracking import start_outcome_resolver
 from storage import Storage
 from tvgw.config import Settings, load_settings
 from webhook.enrichment import Enricher

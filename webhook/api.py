@@ -132,7 +132,7 @@ def positions() -> Any:
 @token_required
 def accuracy() -> Any:
     """``evaluate_recent_performance`` as JSON: ``?symbol=BTC/USDT&days=30``."""
-    from engine.outcomes import evaluate_recent_performance
+    from ml_integration.tracking import evaluate_recent_performance
 
     return jsonify(
         evaluate_recent_performance(current_gateway().storage, request.args.get("symbol"), _days())

@@ -20,7 +20,7 @@ from engine.decision import Decision
 from engine.engine import NO_PRICE_HINT, TradingEngine, pure_exit
 from engine.exceptions import BrokerError, PriceCheckError
 from engine.market import MarketPrices, ReferencePrice, check_alert_price
-from engine.outcomes import DriftMonitor, DriftThresholds
+from ml_integration.tracking import DriftMonitor, DriftThresholds
 from storage import Storage
 from storage import alerts as alert_store
 from storage import marks as mark_store

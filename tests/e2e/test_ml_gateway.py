@@ -13,8 +13,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from engine.outcomes import evaluate_recent_performance, resolve_outcomes
 from ml_integration import MLTradingStrategy, save_version, synthetic_candles
+from ml_integration.tracking import evaluate_recent_performance, resolve_outcomes
 from storage import Storage
 from storage.candles import upsert_candles
 from tests.conftest import LiveGateway, sample_alert, start_gateway

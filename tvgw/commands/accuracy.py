@@ -6,7 +6,7 @@ import argparse
 import json
 from dataclasses import asdict
 
-from engine.outcomes import DriftThresholds, drift_report, evaluate_recent_performance
+from ml_integration.tracking import DriftThresholds, drift_report, evaluate_recent_performance
 from storage import Storage
 from tvgw.commands import add_command
 from tvgw.commands.data import cli_settings

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from engine.outcomes import resolve_outcomes
+from ml_integration.tracking import resolve_outcomes
 from storage import Storage
 from tvgw.commands import add_command
 from tvgw.commands.data import cli_settings

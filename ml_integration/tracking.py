@@ -1,4 +1,6 @@
-"""What happened after each prediction, and how good the predictions have been.
+"""Outcome tracking (the design's ``MLPerformanceTracker``): what happened after each
+prediction, and how good the predictions have been. The prediction itself is logged in the
+alert's transaction by :mod:`ml_integration.serving`; here it is resolved and scored.
 
 The resolver fills ``actual_direction`` (1 up, 0 not up), ``actual_magnitude`` (close at the
 target bar over the close at prediction, minus one) and ``prediction_accuracy`` (1 when the

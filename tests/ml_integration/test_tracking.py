@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.outcomes import (
+from ml_integration.tracking import (
     DriftMonitor,
     DriftThresholds,
     drift_report,

@@ -6,8 +6,14 @@ docstrings what the operator must do."""
 
 from __future__ import annotations
 
-__all__ = ["TvgwError"]
+__all__ = ["ConfigError", "TvgwError"]
 
 
 class TvgwError(Exception):
     """Base of every error tvgw raises on purpose."""
+
+
+class ConfigError(TvgwError, ValueError):
+    """Start-up configuration is invalid; the message names the variable (or the record) to fix.
+    Raised by the one loader (:mod:`tvgw.config`) and by a layer that finds its stored state
+    disagrees with the configuration (the paper book's starting balance)."""

@@ -33,12 +33,12 @@ from engine.exceptions import (
 )
 from engine.market import ReferencePrice
 from engine.risk import DEFAULT_STOP_FRACTION, PortfolioState, RiskManager, TradeProposal
+from engine.settings import EngineSettings, StrategySettings
 from engine.technical import HYBRID_ENTRY_SCORE, ml_bonus, technical_score
 from storage import Storage
 from storage import marks as mark_store
 from storage import orders as order_store
 from storage import state as state_store
-from tvgw.config import Settings, StrategySettings
 
 __all__ = ["NO_PRICE_HINT", "TradingEngine", "pure_exit"]
 
@@ -73,7 +73,7 @@ def _kelly_size(fraction: float, whose: str, equity: float | None, price: float)
 class TradingEngine:
     """Decides and executes; knows nothing about HTTP and never which broker it has."""
 
-    def __init__(self, settings: Settings, storage: Storage, broker: Broker):
+    def __init__(self, settings: EngineSettings, storage: Storage, broker: Broker):
         self.settings = settings
         self.storage = storage
         self.broker = broker

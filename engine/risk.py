@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tvgw.config import RiskSettings
+from engine.settings import RiskSettings
 
 __all__ = [
     "DEFAULT_STOP_FRACTION",
@@ -155,7 +155,7 @@ def _pct(value: float) -> str:
 
 
 class RiskManager:
-    """Applies :class:`tvgw.config.RiskSettings` to proposed orders (rules in the module docstring)."""
+    """Applies :class:`engine.settings.RiskSettings` to proposed orders (rules in the module docstring)."""
 
     def __init__(self, limits: RiskSettings) -> None:
         self.limits = limits

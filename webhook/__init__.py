@@ -16,7 +16,7 @@ from flask.json.provider import DefaultJSONProvider
 from engine.brokers.factory import create_broker
 from ml_integration.tracking import start_outcome_resolver
 from storage import Storage
-from tvgw.config import Settings, load_settings
+from tvgw.config import Settings, exchange_credentials, load_settings
 from webhook.enrichment import Enricher
 from webhook.errors import register_error_handlers
 from webhook.gateway import Gateway
@@ -34,7 +34,7 @@ def create_app(settings: Settings | None = None, test_config: Mapping[str, Any] 
     app.json = FastJSONProvider(app)
     storage = Storage(settings.database, synchronous=settings.sqlite_synchronous)
     storage.migrate()
-    broker = create_broker(settings, storage)
+    broker = create_broker(settings, storage, exchange_credentials(settings.broker))
     market_data = None
     if settings.market_data:
         from ml_integration.market_data import create_exchange

@@ -13,7 +13,7 @@ from engine.engine import TradingEngine
 from storage import Storage
 from storage import alerts as alert_store
 from storage import orders as order_store
-from tvgw.config import ConfigError, Settings, load_settings
+from tvgw.config import ConfigError, Settings, exchange_credentials, load_settings
 
 __all__ = ["recover"]
 
@@ -23,7 +23,7 @@ def recover(settings: Settings | None = None) -> list[str]:
     settings = settings or load_settings()
     storage = Storage(settings.database, synchronous=settings.sqlite_synchronous)
     storage.migrate()
-    broker = create_broker(settings, storage)
+    broker = create_broker(settings, storage, exchange_credentials(settings.broker))
     if isinstance(broker, PaperBroker):
         try:
             broker.check_starting_balance(settings.database)

@@ -130,8 +130,8 @@ def _retried_read(method: Callable[P, R]) -> Callable[P, R]:
 class CcxtBroker(Broker):
     """Trades on ``exchange_id`` (any ccxt id) with one reused, rate-limited ccxt instance.
 
-    ``credentials`` come from the caller (the gateway reads ``TVGW_<EXCHANGE>_API_KEY`` etc. at
-    start-up via ``tvgw.config.exchange_credentials``), never from an alert. ``sandbox`` switches
+    ``credentials`` come from the caller (the command package reads ``TVGW_<EXCHANGE>_API_KEY``
+    etc. at start-up and hands them to ``create_broker``), never from an alert. ``sandbox`` switches
     to the exchange's test network unless ``api_url`` is given: ``api_url`` replaces the scheme and
     host of every REST URL ccxt knows for the exchange (a local fake exchange, or a proxy).
     ``quote_currency`` is the currency :meth:`equity` is counted in. ``storage`` is accepted so every

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 
+from common.errors import ConfigError
 from engine.brokers.base import Broker, MarketLimits, OrderRequest, OrderResult
 from engine.exceptions import InsufficientFundsError, InvalidOrderError
+from engine.settings import PaperSettings
 from engine.symbols import to_ccxt_symbol
 from storage import Storage
 from storage.marks import marked_positions_value
 from storage.orders import get_cash, get_order, ledger_start
-from tvgw.config import ConfigError, PaperSettings
 
 __all__ = ["PaperBroker"]
 

@@ -1,0 +1,113 @@
+"""The settings the engine and its brokers read, declared here as the engine's own types.
+
+The ``tvgw`` command composes them (with every other layer's) from defaults, the ``TVGW_*``
+environment and the config file, once, at start-up (:func:`tvgw.config.load_settings`); the
+engine never reads the environment and never imports the command package.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "EngineSettings",
+    "FrozenSettings",
+    "Mode",
+    "PaperMarketLimits",
+    "PaperSettings",
+    "RiskSettings",
+    "Sizing",
+    "StrategySettings",
+]
+
+Mode = Literal["annotate", "execute", "ml_gate", "hybrid"]
+Sizing = Literal["alert", "fixed_quote", "kelly"]
+
+
+class FrozenSettings(BaseModel):
+    """Settings are validated once and never change while the gateway runs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StrategySettings(FrozenSettings):
+    """Per-strategy settings: its secret, how its alerts are acted on, and how they are sized."""
+
+    id: str
+    #: At least 8 characters: a short secret is guessable, and an alert that carries the secret
+    #: anywhere but its passphrase field is refused, which a short one would trip by chance.
+    passphrase: str = Field(min_length=8)
+    mode: Mode = "execute"
+    #: ``alert``: trade the alert's contracts; ``fixed_quote``: spend ``quote_amount``;
+    #: ``kelly``: the ML Kelly fraction of equity (falls back to ``alert`` without ML).
+    sizing: Sizing = "alert"
+    quote_amount: float = Field(default=100.0, gt=0)
+    #: Use ``position_size``/``market_position`` as the target position when the alert has them.
+    target_position: bool = True
+    ml_threshold: float = Field(default=0.8, ge=0, le=1)
+    hybrid_entry_score: float = 6.0
+    timeframe: str = "1h"
+
+
+class PaperMarketLimits(FrozenSettings):
+    """Order limits of one paper market, the shape ccxt gives an exchange market. The default
+    resembles a spot market: the paper book refuses what an exchange would refuse."""
+
+    min_amount: float = Field(default=1e-8, gt=0)
+    max_amount: float = Field(default=1e9, gt=0)
+    amount_step: float = Field(default=1e-8, gt=0)
+    min_cost: float = Field(default=1.0, ge=0)
+    max_cost: float = Field(default=1e8, gt=0)
+    price_tick: float = Field(default=1e-8, gt=0)
+
+
+class PaperSettings(FrozenSettings):
+    """The paper book: where it starts, what a fill costs, and each market's order limits
+    (``[paper.limits]`` for every market, ``[paper.markets."BTC/USDT"]`` for one)."""
+
+    starting_balance: float = Field(default=10_000.0, gt=0)
+    quote_currency: str = "USDT"
+    fee_rate: float = Field(default=0.001, ge=0, lt=0.1)
+    slippage_bps: float = Field(default=5.0, ge=0, lt=1000)
+    limits: PaperMarketLimits = PaperMarketLimits()
+    markets: dict[str, PaperMarketLimits] = Field(default_factory=dict)
+
+    def limits_for(self, symbol: str) -> PaperMarketLimits:
+        return self.markets.get(symbol, self.limits)
+
+
+class RiskSettings(FrozenSettings):
+    """Limits the risk manager enforces before any order is sent."""
+
+    risk_per_trade: float = Field(default=0.02, gt=0, le=1)
+    max_portfolio_risk: float = Field(default=0.10, gt=0, le=1)
+    max_drawdown: float = Field(default=0.20, gt=0, le=1)
+    max_position_fraction: float = Field(default=0.25, gt=0, le=10)
+    max_open_positions: int = Field(default=5, ge=1)
+    daily_loss_limit: float = Field(default=0.05, gt=0, le=1)
+    cooldown_seconds: float = Field(default=0.0, ge=0)
+    max_leverage: float = Field(default=3.0, ge=1, le=10)
+
+
+
+class EngineSettings(Protocol):
+    """What the engine and building its broker read (:class:`engine.engine.TradingEngine`,
+    :func:`engine.brokers.factory.create_broker`); :class:`tvgw.config.Settings` provides it."""
+
+    @property
+    def broker(self) -> str: ...
+    @property
+    def sandbox(self) -> bool: ...
+    @property
+    def exchange_api_url(self) -> str | None: ...
+    @property
+    def exchange_timeout_ms(self) -> int: ...
+    @property
+    def paper(self) -> PaperSettings: ...
+    @property
+    def risk(self) -> RiskSettings: ...
+    @property
+    def database(self) -> Path: ...

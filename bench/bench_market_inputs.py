@@ -2,7 +2,8 @@
 
 Prints, for a Binance 1h file beside the repo (``../shared/data``):
 
-* percentiles of the annualised 24-bar realised volatility (``engine.predictor.realized_volatility``),
+* percentiles of the annualised 24-bar realised volatility
+  (``ml_integration.market_call.realized_volatility``),
   which ground ``HIGH_VOLATILITY`` (leverage back to 1x);
 * the leverage ``leverage_for`` gives at those percentiles for a few confidences;
 * how often each technical-score component fires and the score distribution per side.
@@ -19,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from engine.predictor import HIGH_VOLATILITY, leverage_for, realized_volatility
-from engine.technical import COMPONENTS, technical_components
+from ml_integration.market_call import HIGH_VOLATILITY, leverage_for, realized_volatility
+from ml_integration.technical import COMPONENTS, technical_components
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ohlcv" / "binance"
 

@@ -34,7 +34,7 @@ from engine.exceptions import (
 from engine.market import ReferencePrice
 from engine.risk import DEFAULT_STOP_FRACTION, PortfolioState, RiskManager, TradeProposal
 from engine.settings import EngineSettings, StrategySettings
-from engine.technical import HYBRID_ENTRY_SCORE, ml_bonus, technical_score
+from ml_integration.technical import HYBRID_ENTRY_SCORE, ml_bonus, technical_score
 from storage import Storage
 from storage import marks as mark_store
 from storage import orders as order_store

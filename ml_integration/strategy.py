@@ -46,6 +46,13 @@ import pandas as pd
 
 from ml_integration.artifacts import seal, verify
 from ml_integration.exceptions import GapInWindowError, NotTrainedError
+from ml_integration.market_call import (
+    LEVERAGE_CEILING,
+    MarketCall,
+    SignalType,
+    predict_market,
+    realized_volatility,
+)
 from ml_integration.prediction import MLPricePrediction, ModelConfig, Prediction
 
 __all__ = [
@@ -67,6 +74,18 @@ QUALITY_WEIGHTS: dict[str, float] = {
 }
 _GRADES = ((80.0, "A"), (65.0, "B"), (50.0, "C"), (35.0, "D"))
 
+#: Combined P(side) from which a tradeable signal is a STRONG_BUY / STRONG_SELL.
+STRONG_SIGNAL = 0.70
+
+
+def _volatility(df: pd.DataFrame) -> float:
+    """Annualised realised volatility of the last day of bars; 0 (no leverage discount) when
+    the frame is too short or irregular to say."""
+    try:
+        return realized_volatility(df)
+    except ValueError:
+        return 0.0
+
 
 class SentimentSource(Protocol):
     """What the strategy needs from ``ml_integration.sentiment.SentimentAnalysis``."""
@@ -87,6 +106,8 @@ class StrategyConfig:
     take_profit_atr: float = 2.0
     min_edge: float = 0.02
     target_periods: int = 5
+    #: The most leverage a signal asks for (the engine's risk limits still cap what it gets).
+    max_leverage: float = 3.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -100,6 +121,7 @@ class StrategyConfig:
             (self.stop_atr > 0 and self.take_profit_atr > 0, "stop_atr and take_profit_atr must be > 0"),
             (0 <= self.min_edge < 0.5, "min_edge must be in [0, 0.5)"),
             (self.target_periods >= 1, "target_periods must be >= 1"),
+            (1 <= self.max_leverage <= LEVERAGE_CEILING, f"max_leverage must be in [1, {LEVERAGE_CEILING}]"),
         ]
         for ok, message in checks:
             if not ok:
@@ -150,6 +172,11 @@ class TradingSignal:
     quality_grade: str
     quality_components: dict[str, float]
     reason: str
+    #: The market call of this same signal: STRONG_BUY .. STRONG_SELL, the leverage it asks for,
+    #: and the risk/reward of ``stop_loss``/``take_profit`` (one ATR, one set of stops).
+    signal_type: str = SignalType.HOLD.value
+    leverage: float = 1.0
+    risk_reward: float | None = None
     ml_prediction: dict[str, Any] | None = None
     sentiment_data: dict[str, Any] | None = None
     feature_analysis: dict[str, Any] = field(default_factory=dict)
@@ -180,8 +207,16 @@ class TradingSignal:
             "quality_grade": self.quality_grade,
             "quality_score": self.quality_score,
             "quality_components": self.quality_components,
+            "signal_type": self.signal_type,
+            "leverage": self.leverage,
+            "risk_reward": self.risk_reward,
             "reason": self.reason,
         }
+
+    @property
+    def direction_probability(self) -> float | None:
+        """Calibrated P(up) of the models (None when the window could not be scored)."""
+        return self.ml_probability
 
 
 class MLTradingStrategy:
@@ -291,13 +326,10 @@ class MLTradingStrategy:
         b = cfg.take_profit_atr / cfg.stop_atr
         full_kelly = kelly_fraction(p_side, b)
         tradeable = full_kelly > 0 and abs(combined - 0.5) >= cfg.min_edge
-        action = ("buy" if side > 0 else "sell") if tradeable else "hold"
         kelly = min(cfg.max_kelly, full_kelly * cfg.kelly_multiplier) if tradeable else 0.0
         entry = prediction.close
-        stop = take = None
-        if tradeable:
-            stop = entry - side * cfg.stop_atr * prediction.atr
-            take = entry + side * cfg.take_profit_atr * prediction.atr
+        call = self._market_call(df, combined, prediction, tradeable)
+        action = {"long": "buy", "short": "sell"}.get(call.direction, "hold")
         components = self._components(prediction, combined, sentiment, sentiment_data, side, clock)
         score = round(100.0 * sum(QUALITY_WEIGHTS[k] * v for k, v in components.items()), 1)
         reason = (
@@ -310,8 +342,8 @@ class MLTradingStrategy:
             action=action,
             symbol=symbol,
             entry_price=entry,
-            stop_loss=stop,
-            take_profit=take,
+            stop_loss=call.stop_loss,
+            take_profit=call.take_profit,
             confidence=prediction.confidence,
             kelly_fraction=kelly,
             ml_probability=prediction.direction_probability,
@@ -327,6 +359,9 @@ class MLTradingStrategy:
             quality_grade=grade_for_score(score),
             quality_components=components,
             reason=reason,
+            signal_type=call.signal_type.value,
+            leverage=call.leverage,
+            risk_reward=call.risk_reward,
             ml_prediction=prediction.to_dict(),
             sentiment_data=sentiment_data,
             feature_analysis={
@@ -334,6 +369,26 @@ class MLTradingStrategy:
                 "values": prediction.feature_values,
             },
         )
+
+    def _market_call(
+        self, df: pd.DataFrame, combined: float, prediction: Prediction, tradeable: bool
+    ) -> MarketCall:
+        """The one market call of this signal: signal type, leverage, stop, target and
+        risk/reward from the strategy's ATR multiples and the feature pipeline's ATR. A signal
+        with no tradeable edge is a HOLD (no stops, 1x), whatever the thresholds say."""
+        cfg = self.config
+        edge = 0.5 + max(cfg.min_edge, 1e-9)
+        if not tradeable or prediction.atr <= 0:
+            return MarketCall(SignalType.HOLD, "flat", 1.0, None, None, None, "no tradeable edge")
+        try:
+            return predict_market(
+                direction_probability=combined, confidence=prediction.confidence, price=prediction.close,
+                atr=prediction.atr, volatility=_volatility(df), max_leverage=cfg.max_leverage,
+                stop_atr=cfg.stop_atr, take_profit_atr=cfg.take_profit_atr, threshold=edge,
+                strong_threshold=max(edge, STRONG_SIGNAL),
+            )  # fmt: skip
+        except ValueError as exc:  # a stop that would sit at or below zero: no trade
+            return MarketCall(SignalType.HOLD, "flat", 1.0, None, None, None, str(exc))
 
     def generate_signal(
         self, df: pd.DataFrame, symbol: str, *, now: float | None = None, allow_fetch: bool = False

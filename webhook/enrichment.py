@@ -30,7 +30,7 @@ from common.timeframes import from_tradingview, seconds
 from engine.alert import Alert
 from engine.decision import MLOpinion
 from engine.exceptions import BrokerError
-from engine.predictor import atr, predict_market, realized_volatility
+from ml_integration.market_call import atr, predict_market, realized_volatility
 from storage import Storage
 from storage import candles as candle_store
 from storage import predictions as prediction_store

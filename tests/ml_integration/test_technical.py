@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.indicators import rsi
-from engine.technical import (
+from ml_integration.indicators import rsi
+from ml_integration.technical import (
     COMPONENTS,
     HYBRID_ENTRY_SCORE,
     MAX_SCORE,

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.predictor import (
+from ml_integration.market_call import (
     HIGH_VOLATILITY,
     LEVERAGE_CEILING,
     SignalType,

@@ -37,7 +37,7 @@ Support is the low of the bars *before* the last one because the last bar's own 
 level: a hammer's wick always sits below its close, and would hide the support it tested. A
 close below that support has broken it and scores nothing.
 
-No look-ahead: every value at bar t uses bars up to t only (see ``engine.indicators``), so
+No look-ahead: every value at bar t uses bars up to t only (see ``ml_integration.indicators``), so
 :func:`technical_components` over a long frame agrees row by row with :func:`technical_score`
 over the frame cut at each row. EMAs start at the frame's first close, so pass the same
 history length live and in a backtest (at least a few hundred bars makes the start irrelevant).
@@ -52,7 +52,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from engine.indicators import bollinger_bands, macd_histogram, require_ohlcv, rsi, stochastic_k
+from ml_integration.indicators import bollinger_bands, macd_histogram, require_ohlcv, rsi, stochastic_k
 
 __all__ = [
     "COMPONENTS",

@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from engine.indicators import require_ohlcv, true_range, wilder_average
+from ml_integration.indicators import require_ohlcv, true_range, wilder_average
 
 __all__ = [
     "HIGH_VOLATILITY",

@@ -7,7 +7,14 @@ its non-ML path.
 
 from __future__ import annotations
 
-__all__ = ["CandleDataError", "GapInWindowError", "MLError", "ModelIntegrityError", "NotTrainedError"]
+__all__ = [
+    "CandleDataError",
+    "GapInWindowError",
+    "MLError",
+    "ModelIntegrityError",
+    "NotTrainedError",
+    "TrainingCancelled",
+]
 
 
 class MLError(Exception):
@@ -46,3 +53,7 @@ class ModelIntegrityError(MLError):
     """A saved model's files do not match the sha256 recorded when it was saved, or a file is
     missing. The model is refused (an artifact could have been tampered with); retrain or
     restore the version from a trusted copy."""
+
+
+class TrainingCancelled(MLError):
+    """An operator cancelled this training job; nothing was saved. Start a new job to retrain."""

@@ -162,7 +162,15 @@ CREATE TABLE strategy_state (
 )
 """
 
-MIGRATIONS: list[str] = [_V1]
+#: The operator surface: a model version can be retired (kept on disk, never served again), and
+#: a training job started from the API reports its stage and progress, and can be cancelled.
+_V2 = """
+ALTER TABLE ml_models ADD COLUMN retired_at REAL;
+ALTER TABLE ml_training_jobs ADD COLUMN stage TEXT;
+ALTER TABLE ml_training_jobs ADD COLUMN progress REAL NOT NULL DEFAULT 0
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2]
 
 #: Every table the current schema has (``/healthz`` checks the file against it).
 TABLES = (

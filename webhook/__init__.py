@@ -57,10 +57,12 @@ def create_app(settings: Settings | None = None, test_config: Mapping[str, Any] 
     if settings.resolve_interval_s > 0:
         start_outcome_resolver(storage, settings.resolve_interval_s)
 
-    from webhook import api, routes
+    from webhook import api, ml_api, openapi, routes
 
     app.register_blueprint(routes.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(ml_api.bp)
+    app.register_blueprint(openapi.bp)
     register_error_handlers(app)
     logging.getLogger("tvgw").info(
         "gateway ready (pid %d): broker %s, database %s, ML %s", os.getpid(), broker.name, settings.database,

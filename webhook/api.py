@@ -8,11 +8,12 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, request
 
 from storage import alerts as alert_store
 from storage import orders as order_store
 from webhook import current_gateway
+from webhook.api_json import api_response
 from webhook.errors import ApiError
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -64,7 +65,7 @@ def _days() -> float:
 @bp.get("/alerts")
 @token_required
 def alerts() -> Any:
-    return jsonify(
+    return api_response(
         alert_store.list_alerts(current_gateway().storage, limit=_limit(), status=request.args.get("status"))
     )
 
@@ -76,13 +77,13 @@ def alert(alert_id: int) -> Any:
     row = alert_store.get_alert_row(gateway.storage, alert_id)
     if row is None:
         raise ApiError(404, "not_found", f"no alert {alert_id}")
-    return jsonify({**row, "orders": order_store.list_orders(gateway.storage, alert_id=alert_id)})
+    return api_response({**row, "orders": order_store.list_orders(gateway.storage, alert_id=alert_id)})
 
 
 @bp.get("/orders")
 @token_required
 def orders() -> Any:
-    return jsonify(order_store.list_orders(current_gateway().storage, limit=_limit()))
+    return api_response(order_store.list_orders(current_gateway().storage, limit=_limit()))
 
 
 @bp.get("/positions")
@@ -90,7 +91,7 @@ def orders() -> Any:
 def positions() -> Any:
     gateway = current_gateway()
     rows = order_store.list_positions(gateway.storage, gateway.broker.name)
-    return jsonify(
+    return api_response(
         {
             "broker": gateway.broker.name,
             "equity": gateway.broker.equity(),
@@ -105,6 +106,6 @@ def accuracy() -> Any:
     """``evaluate_recent_performance`` as JSON: ``?symbol=BTC/USDT&days=30``."""
     from engine.outcomes import evaluate_recent_performance
 
-    return jsonify(
+    return api_response(
         evaluate_recent_performance(current_gateway().storage, request.args.get("symbol"), _days())
     )

@@ -95,9 +95,12 @@ def calibration_bins(
     rows = storage.query(sql + " GROUP BY bin ORDER BY bin", params)
     return [
         {
-            "low": round(r["bin"] / bins, 4), "high": round((r["bin"] + 1) / bins, 4), "n": int(r["n"]),
-            "predicted": round(float(r["predicted"]), 4), "observed": round(float(r["observed"]), 4),
-        }  # fmt: skip
+            "low": round(r["bin"] / bins, 4),
+            "high": round((r["bin"] + 1) / bins, 4),
+            "n": int(r["n"]),
+            "predicted": round(float(r["predicted"]), 4),
+            "observed": round(float(r["observed"]), 4),
+        }
         for r in rows
     ]
 
@@ -107,17 +110,19 @@ def model_live_stats(storage: Storage) -> dict[tuple[str, str, str], dict[str, A
     score of the resolved ones, measured on what the market did after going live."""
     rows = storage.query(
         "SELECT symbol, timeframe, COALESCE(model_version, '') AS version, COUNT(*) AS made,"
-        " COUNT(resolved_at) AS resolved, AVG(CASE WHEN resolved_at IS NOT NULL THEN prediction_accuracy END)"
-        " AS accuracy, AVG(CASE WHEN resolved_at IS NOT NULL THEN"
-        " (COALESCE(direction_prob, 0.5) - actual_direction) * (COALESCE(direction_prob, 0.5) - actual_direction)"
-        " END) AS brier FROM ml_predictions GROUP BY symbol, timeframe, version"
+        " COUNT(resolved_at) AS resolved,"
+        " AVG(CASE WHEN resolved_at IS NOT NULL THEN prediction_accuracy END) AS accuracy,"
+        " AVG(CASE WHEN resolved_at IS NOT NULL THEN (COALESCE(direction_prob, 0.5) - actual_direction)"
+        " * (COALESCE(direction_prob, 0.5) - actual_direction) END) AS brier"
+        " FROM ml_predictions GROUP BY symbol, timeframe, version"
     )
     return {
         (r["symbol"], r["timeframe"], r["version"]): {
-            "predictions": int(r["made"]), "resolved": int(r["resolved"]),
+            "predictions": int(r["made"]),
+            "resolved": int(r["resolved"]),
             "accuracy": None if r["accuracy"] is None else round(float(r["accuracy"]), 4),
             "brier": None if r["brier"] is None else round(float(r["brier"]), 4),
-        }  # fmt: skip
+        }
         for r in rows
     }
 

@@ -60,7 +60,7 @@ def list_models(
     storage: Storage, *, symbol: str | None = None, timeframe: str | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:
     """Registered versions, newest first (metrics decoded)."""
-    sql, params = "SELECT * FROM ml_models WHERE 1 = 1", []
+    sql, params = "SELECT * FROM ml_models WHERE 1 = 1", list[Any]()
     for column, value in (("symbol", symbol), ("timeframe", timeframe)):
         if value:
             sql += f" AND {column} = ?"
@@ -189,7 +189,7 @@ def get_training_job(storage: Storage, job_id: int) -> dict[str, Any] | None:
 def list_training_jobs(
     storage: Storage, *, status: str | None = None, limit: int = 50
 ) -> list[dict[str, Any]]:
-    sql, params = "SELECT * FROM ml_training_jobs", []
+    sql, params = "SELECT * FROM ml_training_jobs", list[Any]()
     if status:
         sql += " WHERE status = ?"
         params.append(status)

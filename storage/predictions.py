@@ -82,7 +82,7 @@ def list_predictions(
 ) -> list[dict[str, Any]]:
     """The prediction log, newest first, filtered (``after_id``: only rows newer than that id,
     for a live feed that asks "what is new since the last row I saw")."""
-    sql, params = "SELECT * FROM ml_predictions WHERE 1 = 1", []
+    sql, params = "SELECT * FROM ml_predictions WHERE 1 = 1", list[Any]()
     for column, value in (("symbol", symbol), ("timeframe", timeframe), ("model_version", model_version)):
         if value:
             sql += f" AND {column} = ?"

@@ -98,7 +98,10 @@ def query_float(name: str, default: float | None, *, low: float, high: float) ->
         value = math.nan
     if not low <= value <= high:  # also false for NaN
         raise ApiError(
-            400, f"invalid_{name}", f"{name} must be a number from {low:g} to {high:g}, got {raw!r}", where=name
+            400,
+            f"invalid_{name}",
+            f"{name} must be a number from {low:g} to {high:g}, got {raw!r}",
+            where=name,
         )
     return value
 
@@ -135,7 +138,9 @@ def query_choice(name: str, choices: tuple[str, ...]) -> str | None:
     if raw is None or raw == "":
         return None
     if raw not in choices:
-        raise ApiError(400, f"invalid_{name}", f"{name} must be one of {list(choices)}, got {raw!r}", where=name)
+        raise ApiError(
+            400, f"invalid_{name}", f"{name} must be one of {list(choices)}, got {raw!r}", where=name
+        )
     return raw
 
 

@@ -24,8 +24,8 @@ from ml_integration.exceptions import ModelIntegrityError
 from ml_integration.store import activate_version, latest_version, list_versions, model_key, version_metadata
 from storage import analytics
 from storage import models as model_store
-from storage.models import ACTIVE_JOB_STATES
 from storage import predictions as prediction_store
+from storage.models import ACTIVE_JOB_STATES
 from tvgw.config import Settings
 from webhook import current_gateway
 from webhook.api import MAX_ROW_ID, token_required
@@ -148,7 +148,9 @@ def models() -> Any:
         row["has_lstm"] = _has_lstm(gateway.settings, row)
         active = _latest(gateway.settings, row["symbol"], row["timeframe"])
         view = _model_view(row, active, live.get((row["symbol"], row["timeframe"], row["version"])))
-        if (model_type is None or view["type"] == model_type) and (active_only is None or view["active"] == active_only):
+        if (model_type is None or view["type"] == model_type) and (
+            active_only is None or view["active"] == active_only
+        ):
             out.append(view)
     return api_response(out)
 
@@ -185,8 +187,9 @@ def register_model() -> Any:
     strategy = metadata.get("strategy") or {}
     path = Path(gateway.settings.model_dir) / model_key(body.symbol, body.timeframe) / body.version
     model_store.record_model(
-        gateway.storage, symbol=body.symbol, timeframe=body.timeframe, version=body.version, path=str(path),
-        synthetic=bool(strategy.get("synthetic", True)), metrics=(metadata.get("model") or {}).get("holdout", {}),
+        gateway.storage, symbol=body.symbol, timeframe=body.timeframe, version=body.version,
+        path=str(path), synthetic=bool(strategy.get("synthetic", True)),
+        metrics=(metadata.get("model") or {}).get("holdout", {}),
     )  # fmt: skip
     return _one_model(gateway.settings, body, 201)
 
@@ -257,7 +260,9 @@ def predict() -> Any:
         error = (enrichment.analysis or {}).get("error", "no prediction")
         raise ApiError(409, "no_prediction", f"no prediction for {body.symbol} {body.timeframe}: {error}")
     with gateway.storage.transaction() as conn:
-        prediction_id = prediction_store.insert_prediction(conn, timestamp=time.time(), **enrichment.prediction)
+        prediction_id = prediction_store.insert_prediction(
+            conn, timestamp=time.time(), **enrichment.prediction
+        )
     row = prediction_store.get_prediction(gateway.storage, prediction_id)
     return api_response({"prediction": row, "ml_analysis": enrichment.analysis}, 201)
 
@@ -269,7 +274,10 @@ def record_outcome() -> Any:
     gateway = current_gateway()
     body = _parse(Outcome)
     if not prediction_store.set_outcome(
-        gateway.storage, body.id, actual_direction=body.actual_direction, actual_magnitude=body.actual_magnitude
+        gateway.storage,
+        body.id,
+        actual_direction=body.actual_direction,
+        actual_magnitude=body.actual_magnitude,
     ):
         raise ApiError(404, "not_found", f"no prediction {body.id}", where="id")
     return api_response(prediction_store.get_prediction(gateway.storage, body.id))
@@ -292,7 +300,11 @@ def start_training() -> Any:
     """Queue a job and start its runner process; the answer (202) does not wait for training."""
     gateway = current_gateway()
     body = _parse(TrainingRequest)
-    busy = [j for j in model_store.list_training_jobs(gateway.storage, limit=20) if j["status"] in ACTIVE_JOB_STATES]
+    busy = [
+        j
+        for j in model_store.list_training_jobs(gateway.storage, limit=20)
+        if j["status"] in ACTIVE_JOB_STATES
+    ]
     if busy:
         # One at a time: a fit already uses every core, two would only both be slow.
         raise ApiError(
@@ -340,10 +352,11 @@ def change_training() -> Any:
     """``cancel``: a queued job stops at once, a running one at its next stage."""
     gateway = current_gateway()
     body = _parse(JobChange)
-    status = model_store.request_cancel(gateway.storage, body.id)
-    if status is None:
+    job = model_store.get_training_job(gateway.storage, body.id)
+    if job is None:
         raise ApiError(404, "not_found", f"no training job {body.id}", where="id")
-    if status not in ("cancelled", "cancelling"):
+    status = model_store.request_cancel(gateway.storage, body.id)
+    if job["status"] not in ACTIVE_JOB_STATES or status not in ("cancelled", "cancelling"):
         raise ApiError(409, "job_finished", f"training job {body.id} is already {status}", where="id")
     return api_response(model_store.get_training_job(gateway.storage, body.id))
 
@@ -360,8 +373,10 @@ def _strategy_view(strategy_id: str) -> dict[str, Any]:
     resolved, hits = analytics.strategy_hits(storage, strategy_id)
     return {
         "strategy_id": strategy_id, **counts, "pnl": pnl, "broker": gateway.broker.name,
-        "accuracy": {"resolved": resolved, "direction_accuracy": round(hits / resolved, 4) if resolved else None,
-                     "ci95": list(wilson_interval(hits, resolved)) if resolved else None},
+        "accuracy": {
+            "resolved": resolved, "direction_accuracy": round(hits / resolved, 4) if resolved else None,
+            "ci95": list(wilson_interval(hits, resolved)) if resolved else None,
+        },
         "calibration": analytics.calibration_bins(storage, strategy_id=strategy_id),
     }  # fmt: skip
 

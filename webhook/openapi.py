@@ -21,7 +21,13 @@ _ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
 
 
 def _param(name: str, schema: dict[str, Any], description: str, where: str = "query") -> dict[str, Any]:
-    return {"name": name, "in": where, "required": where == "path", "schema": schema, "description": description}
+    return {
+        "name": name,
+        "in": where,
+        "required": where == "path",
+        "schema": schema,
+        "description": description,
+    }
 
 
 def _text(name: str, description: str) -> dict[str, Any]:
@@ -81,7 +87,8 @@ def _paths() -> dict[str, Any]:
                 _param("days", {"type": "number", "exclusiveMinimum": 0, "maximum": 3650},
                        "window in days (default 30)")])},
         "/api/ml/models": {
-            "get": _op("Model versions (filter by type, active only)", {**_ok("models", _LIST), **_errors(400)},
+            "get": _op("Model versions (filter by type, active only)",
+                       {**_ok("models", _LIST), **_errors(400)},
                        parameters=[_text("symbol", "market"), _text("timeframe", "bar size"), _LIMIT,
                                    _param("type", {"type": "string", "enum": ["trees", "trees_lstm"]},
                                           "model family"),
@@ -95,7 +102,8 @@ def _paths() -> dict[str, Any]:
             "get": _op("The prediction log", {**_ok("predictions", _LIST), **_errors(400)}, parameters=[
                 _text("symbol", "market"), _text("timeframe", "bar size"), _text("model_version", "version"),
                 _param("resolved", {"type": "boolean"}, "only resolved (true) or open (false) predictions"),
-                _param("days", {"type": "number", "minimum": 0.0001, "maximum": 3650}, "made in the last days"),
+                _param("days", {"type": "number", "minimum": 0.0001, "maximum": 3650},
+                       "made in the last days"),
                 _param("after_id", {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
                        "only rows newer than this id (live feeds)"), _LIMIT]),
             "post": _op("A prediction on demand for a market (logged; no order)", {
@@ -109,7 +117,8 @@ def _paths() -> dict[str, Any]:
                 _param("status", {"type": "string", "enum": ["queued", "running", "cancelling", "done",
                        "failed", "cancelled", "interrupted"]}, "only jobs in this state"), _LIMIT]),
             "post": _op("Start a training job (runs in its own process; answered at once)", {
-                **_ok("the queued job", _OBJ, 202), **_errors(400, 409)}, requestBody=_body("TrainingRequest")),
+                **_ok("the queued job", _OBJ, 202), **_errors(400, 409)},
+                requestBody=_body("TrainingRequest")),
             "put": _op("Cancel a job", {**_ok("the job", _OBJ), **_errors(400, 409)},
                        requestBody=_body("JobChange")),
         },

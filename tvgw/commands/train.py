@@ -125,7 +125,8 @@ def run_job(job_id: int) -> int:
         print(f"tvgw train: job {job_id} is not queued (already taken, cancelled or absent)", file=sys.stderr)
         return 1
     params = dict(job["params"])
-    model = {**(QUICK_MODEL if params.pop("quick", False) else {}), "use_lstm": bool(params.pop("lstm", True))}
+    quick, lstm = bool(params.pop("quick", False)), bool(params.pop("lstm", True))
+    model = {**(QUICK_MODEL if quick else {}), "use_lstm": lstm}
 
     def on_stage(stage: str, done: float) -> None:
         if training_progress(storage, job_id, stage=stage, progress=done) == "cancelling":

@@ -57,8 +57,10 @@ def create_app(settings: Settings | None = None, test_config: Mapping[str, Any] 
     if settings.resolve_interval_s > 0:
         start_outcome_resolver(storage, settings.resolve_interval_s)
 
-    from webhook import api, ml_api, openapi, routes
+    from webhook import api, dashboard, ml_api, openapi, routes
 
+    dashboard.configure_sessions(app, settings.api_token, secure_cookie=settings.dashboard_secure_cookie)
+    app.register_blueprint(dashboard.bp)
     app.register_blueprint(routes.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(ml_api.bp)

@@ -136,23 +136,35 @@ def _has_lstm(settings: Settings, row: dict[str, Any]) -> bool:
 @token_required
 def models() -> Any:
     """Registered versions; ``?symbol=&timeframe=&type=trees|trees_lstm&active=true``."""
-    gateway = current_gateway()
     model_type, active_only = query_choice("type", MODEL_TYPES), query_bool("active")
-    rows = model_store.list_models(
-        gateway.storage, symbol=query_text("symbol"), timeframe=query_text("timeframe"),
+    views = model_views(
+        symbol=query_text("symbol"), timeframe=query_text("timeframe"),
         limit=query_int("limit", 100, low=1, high=1000) or 100,
     )  # fmt: skip
+    return api_response(
+        [
+            v
+            for v in views
+            if (model_type is None or v["type"] == model_type)
+            and (active_only is None or v["active"] == active_only)
+        ]
+    )
+
+
+def model_views(
+    *, symbol: str | None = None, timeframe: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    """Registered versions as the API and the dashboard show them: active or not, retired or
+    not, hold-out metrics from training and live accuracy/Brier from the prediction log."""
+    gateway = current_gateway()
+    rows = model_store.list_models(gateway.storage, symbol=symbol, timeframe=timeframe, limit=limit)
     live = analytics.model_live_stats(gateway.storage)
-    out = []
+    views = []
     for row in rows:
         row["has_lstm"] = _has_lstm(gateway.settings, row)
         active = _latest(gateway.settings, row["symbol"], row["timeframe"])
-        view = _model_view(row, active, live.get((row["symbol"], row["timeframe"], row["version"])))
-        if (model_type is None or view["type"] == model_type) and (
-            active_only is None or view["active"] == active_only
-        ):
-            out.append(view)
-    return api_response(out)
+        views.append(_model_view(row, active, live.get((row["symbol"], row["timeframe"], row["version"]))))
+    return views
 
 
 def _latest(settings: Settings, symbol: str, timeframe: str) -> str | None:

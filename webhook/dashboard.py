@@ -28,7 +28,6 @@ from flask import (
     url_for,
 )
 
-from engine.outcomes import drift_report
 from storage import alerts as alert_store
 from storage import analytics
 from storage import orders as order_store
@@ -37,6 +36,7 @@ from webhook import current_gateway
 from webhook.api import MAX_ROW_ID
 from webhook.api_json import api_response, query_int
 from webhook.errors import ApiError
+from webhook.events import drift_now
 from webhook.ml_api import model_views
 
 __all__ = ["bp", "configure_sessions"]
@@ -136,11 +136,7 @@ def data() -> Any:
     """Everything the page shows, in one read: alerts, models, accuracy, equity, positions."""
     _session_required()
     gateway = current_gateway()
-    settings = gateway.settings
-    drift = drift_report(
-        gateway.storage, min_accuracy=settings.drift_min_accuracy, max_drawdown=settings.drift_max_drawdown,
-        min_sharpe=settings.drift_min_sharpe, days=settings.drift_window_days,
-    )  # fmt: skip
+    drift = drift_now(gateway.storage, gateway.settings)
     equity = analytics.equity_curve(gateway.storage, gateway.broker.name)
     positions = order_store.list_positions(gateway.storage, gateway.broker.name)
     return api_response({

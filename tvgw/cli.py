@@ -13,7 +13,7 @@ from tvgw import __version__
 __all__ = ["main"]
 
 #: Sub-command modules, in the order ``tvgw --help`` lists them.
-COMMANDS = ("serve", "quickstart", "data", "train", "resolve", "accuracy", "pine", "schema")
+COMMANDS = ("serve", "quickstart", "data", "train", "resolve", "accuracy", "records", "pine", "schema")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tvgw.commands.data import cli_settings, open_storage
-from tvgw.commands.serve import exec_gunicorn
+from tvgw.commands.serve import dashboard_hint, exec_gunicorn
 
 if TYPE_CHECKING:
     from ml_integration.training import TrainingConfig
@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         os.environ["TVGW_MARKET_DATA"] = EXCHANGE
         print(f"quickstart: candles kept current from {EXCHANGE} (TVGW_MARKET_DATA)")
     print(f"quickstart: serving on {args.bind or '127.0.0.1:8000'} (paper broker, {settings.database})")
+    print(f"quickstart: {dashboard_hint(settings, args.bind)}", flush=True)
     return exec_gunicorn(args.bind)
 
 

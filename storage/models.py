@@ -97,22 +97,24 @@ def unretire_model(storage: Storage, symbol: str, timeframe: str, version: str) 
 
 
 def start_training_job(storage: Storage, *, symbol: str, timeframe: str, params: dict[str, Any]) -> int:
-    with storage.transaction() as conn:
-        cur = conn.execute(
-            "INSERT INTO ml_training_jobs (symbol, timeframe, status, params, started_at)"
-            " VALUES (?, ?, 'running', ?, ?)",
-            (symbol, timeframe, json.dumps(params, default=str), time.time()),
-        )
-    return int(cur.lastrowid or 0)
+    """A run started by ``tvgw train`` itself: ``running`` at once, no stage (see
+    :func:`mark_interrupted_jobs`)."""
+    return _insert_job(storage, symbol, timeframe, params, status="running", stage=None)
 
 
 def queue_training_job(storage: Storage, *, symbol: str, timeframe: str, params: dict[str, Any]) -> int:
     """A job asked for through the API: ``queued`` until its runner process claims it."""
+    return _insert_job(storage, symbol, timeframe, params, status="queued", stage="queued")
+
+
+def _insert_job(
+    storage: Storage, symbol: str, timeframe: str, params: dict[str, Any], *, status: str, stage: str | None
+) -> int:
     with storage.transaction() as conn:
         cur = conn.execute(
             "INSERT INTO ml_training_jobs (symbol, timeframe, status, params, started_at, stage)"
-            " VALUES (?, ?, 'queued', ?, ?, 'queued')",
-            (symbol, timeframe, json.dumps(params, default=str), time.time()),
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (symbol, timeframe, status, json.dumps(params, default=str), time.time(), stage),
         )
     return int(cur.lastrowid or 0)
 

@@ -13,7 +13,7 @@ from flask import Blueprint, request
 from storage import alerts as alert_store
 from storage import orders as order_store
 from webhook import current_gateway
-from webhook.api_json import api_response
+from webhook.api_json import api_response, query_int
 from webhook.errors import ApiError
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -40,13 +40,7 @@ MAX_ROW_ID = 2**63 - 1
 
 
 def _limit() -> int:
-    raw = request.args.get("limit", "50")
-    # ASCII digits only: str.isdigit() also accepts "²", which int() then refuses.
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 4) or not 1 <= int(raw) <= 1000:
-        raise ApiError(
-            400, "invalid_limit", f"limit must be a whole number from 1 to 1000, got {raw!r}", where="limit"
-        )
-    return int(raw)
+    return query_int("limit", 50, low=1, high=1000) or 50
 
 
 def _days() -> float:

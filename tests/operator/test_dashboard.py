@@ -83,6 +83,29 @@ def test_dashboard_data_shows_alerts_with_their_decision_grade_and_reason(api: A
     assert "needs_retraining" in data["drift"]
 
 
+def test_prediction_feed_returns_only_what_is_new(api: Any, tmp_path: Path) -> None:
+    assert api.get("/dashboard/predictions").status_code == 401
+    _login(api)
+    storage = Storage(tmp_path / "tvgw.sqlite")
+    with storage.transaction() as conn:
+        ids = [
+            insert_prediction(
+                conn,
+                timestamp=time.time(),
+                symbol="BTC/USDT",
+                timeframe="1h",
+                direction_prob=0.6,
+                horizon=5,
+                target_time=time.time(),
+            )  # fmt: skip
+            for _ in range(3)
+        ]
+    assert [p["id"] for p in api.get("/dashboard/predictions").json] == ids[::-1]
+    newer = api.get(f"/dashboard/predictions?after_id={ids[1]}").json
+    assert [p["id"] for p in newer] == [ids[2]] and re.match(r"^\d{4}-.*Z$", newer[0]["timestamp"])
+    assert api.get("/dashboard/predictions?after_id=-1").status_code == 400
+
+
 def test_plotly_is_served_from_the_installed_package(api: Any) -> None:
     response = api.get("/dashboard/plotly.min.js")
     assert response.status_code == 200 and response.mimetype == "text/javascript"

@@ -92,3 +92,10 @@ def test_every_gunicorn_worker_is_counted(two_workers: LiveGateway) -> None:
         # The same sum whichever worker answers the scrape (without multiprocess mode each
         # worker reports only its own share, about half).
         assert counted == total
+
+
+def test_enrichment_latency_is_observed_when_the_model_ran(ml_api: Any) -> None:
+    before = value(ml_api.get("/metrics").text, "tvgw_enrichment_seconds_count")
+    answer = ml_api.post("/webhook", data=json.dumps(sample_alert()))
+    assert answer.json["ml_analysis"].get("latency_ms") is not None, answer.json["ml_analysis"]
+    assert value(ml_api.get("/metrics").text, "tvgw_enrichment_seconds_count") == before + 1

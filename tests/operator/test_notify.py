@@ -19,7 +19,7 @@ from tests.fake_exchange import DEFAULT_API_KEY, DEFAULT_SECRET, FakeBinance
 from tests.operator.conftest import TOKEN
 from tests.operator.fake_chat import FakeChat, fake_chat
 from webhook import create_app
-from webhook.metrics import NOTIFICATIONS
+from webhook.metrics import EXCHANGE_ERRORS, NOTIFICATIONS
 from webhook.notify import Notifier
 
 __all__ = ["fake_chat"]
@@ -93,8 +93,10 @@ def test_an_exchange_failure_is_told(
     )  # fmt: skip
     client = create_app(settings).test_client()
     fake_exchange.fail_next("POST /api/v3/order", "500", times=5)
+    errors_before = EXCHANGE_ERRORS._value.get()
     answer = client.post("/webhook", data=json.dumps(sample_alert()))
     assert answer.json["status"] == "failed", answer.json
+    assert EXCHANGE_ERRORS._value.get() == errors_before + 1  # and /metrics counts it
     generic = by_path(fake_chat.wait_for(3))["/generic"][0]
     assert generic["event"] == "exchange_failure" and generic["alert_id"] == answer.json["alert_id"]
     assert "exchange FAILED" in generic["text"]

@@ -97,7 +97,7 @@ def test_prediction_feed_returns_only_what_is_new(api: Any, tmp_path: Path) -> N
                 direction_prob=0.6,
                 horizon=5,
                 target_time=time.time(),
-            )  # fmt: skip
+            )
             for _ in range(3)
         ]
     assert [p["id"] for p in api.get("/dashboard/predictions").json] == ids[::-1]

@@ -88,18 +88,20 @@ def _paths() -> dict[str, Any]:
                        "window in days (default 30)")])},
         "/api/ml/models": {
             "get": _op("Model versions (filter by type, active only)",
-                       {**_ok("models", _LIST), **_errors(400)},
+                       {**_ok("models", _list_of("Model")), **_errors(400)},
                        parameters=[_text("symbol", "market"), _text("timeframe", "bar size"), _LIMIT,
                                    _param("type", {"type": "string", "enum": ["trees", "trees_lstm"]},
                                           "model family"),
                                    _param("active", {"type": "boolean"}, "only the active version(s)")]),
             "post": _op("Register a version saved in the model store (hashes checked)", {
-                **_ok("registered", _OBJ, 201), **_errors(400, 409)}, requestBody=_body("ModelVersion")),
+                **_ok("registered", _ref("Model"), 201), **_errors(400, 409)},
+                requestBody=_body("ModelVersion")),
             "put": _op("Activate (becomes the store's latest, every worker reloads it) or retire a version", {
-                **_ok("changed", _OBJ), **_errors(400, 409)}, requestBody=_body("ModelChange")),
+                **_ok("changed", _ref("Model")), **_errors(400, 409)}, requestBody=_body("ModelChange")),
         },
         "/api/ml/predictions": {
-            "get": _op("The prediction log", {**_ok("predictions", _LIST), **_errors(400)}, parameters=[
+            "get": _op("The prediction log", {**_ok("predictions", _list_of("Prediction")), **_errors(400)},
+                       parameters=[
                 _text("symbol", "market"), _text("timeframe", "bar size"), _text("model_version", "version"),
                 _param("resolved", {"type": "boolean"}, "only resolved (true) or open (false) predictions"),
                 _param("days", {"type": "number", "minimum": 0.0001, "maximum": 3650},
@@ -109,22 +111,24 @@ def _paths() -> dict[str, Any]:
             "post": _op("A prediction on demand for a market (logged; no order)", {
                 **_ok("the prediction and its analysis", _OBJ, 201), **_errors(400, 409)},
                 requestBody=_body("Market")),
-            "put": _op("Record or correct a prediction's outcome", {**_ok("the prediction", _OBJ),
-                **_errors(400)}, requestBody=_body("Outcome")),
+            "put": _op("Record or correct a prediction's outcome", {
+                **_ok("the prediction", _ref("Prediction")), **_errors(400)}, requestBody=_body("Outcome")),
         },
         "/api/ml/training": {
-            "get": _op("Training jobs, newest first", {**_ok("jobs", _LIST), **_errors(400)}, parameters=[
+            "get": _op("Training jobs, newest first",
+                       {**_ok("jobs", _list_of("TrainingJob")), **_errors(400)},
+                       parameters=[
                 _param("status", {"type": "string", "enum": ["queued", "running", "cancelling", "done",
                        "failed", "cancelled", "interrupted"]}, "only jobs in this state"), _LIMIT]),
             "post": _op("Start a training job (runs in its own process; answered at once)", {
-                **_ok("the queued job", _OBJ, 202), **_errors(400, 409)},
+                **_ok("the queued job", _ref("TrainingJob"), 202), **_errors(400, 409)},
                 requestBody=_body("TrainingRequest")),
-            "put": _op("Cancel a job", {**_ok("the job", _OBJ), **_errors(400, 409)},
+            "put": _op("Cancel a job", {**_ok("the job", _ref("TrainingJob")), **_errors(400, 409)},
                        requestBody=_body("JobChange")),
         },
         "/api/ml/strategies": {
             "get": _op("Per-strategy analytics: alerts, decisions, orders, paper P&L, accuracy, calibration",
-                       {**_ok("strategies", _LIST), **_errors(400)},
+                       {**_ok("strategies", _list_of("Strategy")), **_errors(400)},
                        parameters=[_text("strategy_id", "only this strategy")]),
             "post": _op("Strategy actions. `backtest` is not built yet: always 501, nothing is started",
                         _errors(400, 501), requestBody=_body("StrategyAction")),
@@ -154,10 +158,68 @@ def _schemas() -> dict[str, Any]:
             },
         }
     }
+    schemas.update(_record_schemas())
     for model in (ml_api.Market, ml_api.ModelVersion, ml_api.ModelChange, ml_api.Outcome,
                   ml_api.TrainingRequest, ml_api.JobChange, ml_api.StrategyAction):  # fmt: skip
         schemas[model.__name__] = _closed(model.model_json_schema())
     return schemas
+
+
+def _nullable(kind: str) -> dict[str, Any]:
+    return {"type": [kind, "null"]}
+
+
+_TIME = {"type": ["string", "null"], "format": "date-time"}
+
+
+def _object(properties: dict[str, Any], *required: str) -> dict[str, Any]:
+    return {"type": "object", "required": list(required), "properties": properties}
+
+
+_STR, _INT, _NUM, _BOOL = ({"type": t} for t in ("string", "integer", "number", "boolean"))
+_MAP = {"type": "object"}
+JOB_STATES = ["queued", "running", "cancelling", "done", "failed", "cancelled", "interrupted"]
+
+
+def _record_schemas() -> dict[str, Any]:
+    """The rows the ML routes answer with: required keys and their types, so the fuzzing checks
+    the answers too, not only the status codes."""
+    model = {
+        "symbol": _STR, "timeframe": _STR, "version": _STR, "type": {"enum": ["trees", "trees_lstm"]},
+        "active": _BOOL, "retired": _BOOL, "retired_at": _TIME, "created_at": _TIME, "synthetic": _BOOL,
+        "holdout": _MAP, "live": _MAP,
+    }  # fmt: skip
+    prediction = {
+        "id": _INT, "timestamp": _TIME, "symbol": _STR, "timeframe": _STR, "alert_id": _nullable("integer"),
+        "model_version": _nullable("string"), "direction_prob": _nullable("number"), "horizon": _INT,
+        "target_time": _TIME, "actual_direction": _nullable("integer"), "resolved_at": _TIME,
+        "prediction_accuracy": _nullable("number"),
+    }  # fmt: skip
+    job = {
+        "id": _INT, "symbol": _STR, "timeframe": _STR, "status": {"enum": JOB_STATES}, "params": _MAP,
+        "started_at": _TIME, "finished_at": _TIME, "stage": _nullable("string"), "progress": _NUM,
+        "model_version": _nullable("string"), "error": _nullable("string"),
+    }  # fmt: skip
+    strategy = {
+        "strategy_id": _STR, "alerts": _MAP, "decisions": _MAP, "orders": _MAP, "pnl": _NUM,
+        "accuracy": _MAP, "calibration": {"type": "array", "items": _MAP},
+    }  # fmt: skip
+    return {
+        "Model": _object(model, *model),
+        "Prediction": _object(prediction, "id", "timestamp", "symbol", "timeframe", "horizon", "target_time"),
+        "TrainingJob": _object(
+            job, "id", "symbol", "timeframe", "status", "params", "started_at", "progress"
+        ),
+        "Strategy": _object(strategy, *strategy),
+    }
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _list_of(name: str) -> dict[str, Any]:
+    return {"type": "array", "items": _ref(name)}
 
 
 def _closed(schema: dict[str, Any]) -> dict[str, Any]:

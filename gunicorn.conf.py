@@ -34,3 +34,29 @@ def on_starting(server):
         raise SystemExit(2) from None
     for line in lines:
         server.log.info("recovery: %s", line)
+
+
+# --- operator surface: Prometheus multiprocess mode (webhook/metrics.py) ---
+def _prometheus_multiproc_dir():
+    """Each worker writes its counters to files in one directory that /metrics adds up. It must
+    be set here, in the master, before any worker imports prometheus_client; a fresh directory
+    per start, so counts from a previous run are never added in, removed when the master exits."""
+    import atexit
+    import os
+    import shutil
+    import tempfile
+
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        path = tempfile.mkdtemp(prefix="tvgw-prometheus-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+        atexit.register(shutil.rmtree, path, True)
+
+
+_prometheus_multiproc_dir()
+
+
+def child_exit(server, worker):
+    """A dead worker's live gauges are dropped (its counters stay counted)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

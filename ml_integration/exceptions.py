@@ -16,6 +16,7 @@ __all__ = [
     "MissingTrainExtraError",
     "ModelIntegrityError",
     "NotTrainedError",
+    "TrainingCancelled",
 ]
 
 
@@ -60,3 +61,7 @@ class ModelIntegrityError(MLError):
 class MissingTrainExtraError(MLError):
     """Training the LSTM needs TensorFlow, which the serve-only install leaves out. Install the
     ``train`` extra (``pip install 'tvgw[train]'``) or train without the LSTM (``--no-lstm``)."""
+
+
+class TrainingCancelled(MLError):
+    """An operator cancelled this training job; nothing was saved. Start a new job to retrain."""

@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from ml_integration.artifacts import verify
 from ml_integration.exceptions import ModelIntegrityError, NotTrainedError
@@ -24,12 +25,14 @@ from ml_integration.strategy import MLTradingStrategy, SentimentSource
 
 __all__ = [
     "StoredModel",
+    "activate_version",
     "latest_version",
     "list_versions",
     "load_latest_strategy",
     "model_key",
     "save_version",
     "stored_models",
+    "version_metadata",
 ]
 
 _SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -88,10 +91,36 @@ def save_version(
     strategy.save_strategy(staging, version=name)
     final = folder / name
     os.rename(staging, final)
-    pointer_tmp = folder / ".latest.tmp"
+    _point_latest(folder, name)
+    return final
+
+
+def _point_latest(folder: Path, name: str) -> None:
+    """Replace ``latest`` atomically: a reader sees the old name or the new one, never half."""
+    pointer_tmp = folder / f".latest.{os.getpid()}.tmp"
     pointer_tmp.write_text(name + "\n")
     os.replace(pointer_tmp, folder / "latest")
-    return final
+
+
+def version_metadata(model_dir: str | Path, symbol: str, timeframe: str, version: str) -> dict[str, Any]:
+    """The sealed metadata of a saved version, after checking every artifact's sha256.
+
+    Raises ``FileNotFoundError`` when the version does not exist and
+    :class:`~ml_integration.exceptions.ModelIntegrityError` when it was altered."""
+    if not _SAFE.match(version) or version.startswith(".") or version == "latest":
+        raise FileNotFoundError(f"version {version!r} must be letters, digits, '.', '_' or '-'")
+    path = _folder(model_dir, symbol, timeframe) / version
+    if not path.is_dir():
+        raise FileNotFoundError(f"no saved version {version!r} of {symbol} {timeframe} in {model_dir}")
+    return verify(path)
+
+
+def activate_version(model_dir: str | Path, symbol: str, timeframe: str, version: str) -> dict[str, Any]:
+    """Point ``latest`` at an existing, intact version; every worker hot-reloads it (the
+    model cache re-reads ``latest`` every few seconds). Returns the version's metadata."""
+    metadata = version_metadata(model_dir, symbol, timeframe, version)
+    _point_latest(_folder(model_dir, symbol, timeframe), version)
+    return metadata
 
 
 def load_latest_strategy(

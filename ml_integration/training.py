@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from ml_integration.candles import read_candle_file, timeframe_seconds, validate_candles
-from ml_integration.exceptions import CandleDataError
+from ml_integration.exceptions import CandleDataError, TrainingCancelled
 from ml_integration.lstm import LSTMConfig
 from ml_integration.prediction import ModelConfig
 from ml_integration.store import save_version
@@ -169,17 +169,31 @@ class TrainingPipeline:
         frame = synthetic_history(bars, seed=config.seed, timeframe=config.timeframe, now_s=time.time())
         upsert_candles(self.storage, config.symbol, config.timeframe, frame_to_rows(frame), "synthetic")
 
-    def run(self, config: TrainingConfig) -> TrainingResult:
-        """Train one symbol; the job row is marked failed (with the error) if anything raises."""
+    def run(
+        self,
+        config: TrainingConfig,
+        *,
+        job_id: int | None = None,
+        on_stage: Callable[[str, float], None] | None = None,
+    ) -> TrainingResult:
+        """Train one symbol; the job row is marked failed (with the error) if anything raises.
+
+        ``job_id`` names a row queued beforehand (the operator API's jobs) instead of a new
+        one; ``on_stage(stage, fraction done)`` hears each stage and may raise
+        :class:`TrainingCancelled`, which ends the run with the job marked cancelled."""
         from storage.models import finish_training_job, record_model, start_training_job
 
-        job = None
-        if self.storage is not None:
+        job = job_id
+        if self.storage is not None and job is None:
             job = start_training_job(
                 self.storage, symbol=config.symbol, timeframe=config.timeframe, params=config.to_dict()
             )
         try:
-            result = self._run(config)
+            result = self._run(config, on_stage)
+        except TrainingCancelled:
+            if self.storage is not None and job is not None:
+                finish_training_job(self.storage, job, status="cancelled", error="cancelled by the operator")
+            raise
         except BaseException as exc:
             if self.storage is not None and job is not None:
                 finish_training_job(self.storage, job, error=f"{type(exc).__name__}: {exc}")
@@ -197,13 +211,15 @@ class TrainingPipeline:
             finish_training_job(self.storage, job, model_version=result.version)
         return result
 
-    def _run(self, config: TrainingConfig) -> TrainingResult:
+    def _run(
+        self, config: TrainingConfig, on_stage: Callable[[str, float], None] | None = None
+    ) -> TrainingResult:
         started = time.perf_counter()
         if config.model.use_lstm:
             from ml_integration.lstm import require_keras
 
             require_keras()  # before minutes of other work: a serve-only install is told at once
-        bar = _Progress(self.progress, f"train {config.symbol} {config.timeframe}")
+        bar = _Progress(self.progress, f"train {config.symbol} {config.timeframe}", on_stage)
         try:
             bar.stage("load candles")
             frame, source = self.load_candles(config)
@@ -247,14 +263,18 @@ class _Progress:
         "done",
     )
 
-    def __init__(self, enabled: bool, label: str):
+    def __init__(self, enabled: bool, label: str, listener: Callable[[str, float], None] | None = None):
         self._bar = None
+        self._listener = listener
         if enabled:
             from tqdm import tqdm
 
             self._bar = tqdm(total=len(self.STAGES) - 1, desc=label, unit="stage")
 
     def stage(self, name: str) -> None:
+        if self._listener is not None:
+            done = self.STAGES.index(name) / (len(self.STAGES) - 1) if name in self.STAGES else 0.0
+            self._listener(name, done)
         if self._bar is None:
             return
         target = self.STAGES.index(name) if name in self.STAGES else self._bar.n

@@ -8,7 +8,16 @@ from typing import Any
 
 from storage.database import Storage
 
-__all__ = ["insert_prediction", "recent_outcomes", "resolve_prediction", "resolved_since", "unresolved_due"]
+__all__ = [
+    "get_prediction",
+    "insert_prediction",
+    "list_predictions",
+    "recent_outcomes",
+    "resolve_prediction",
+    "resolved_since",
+    "set_outcome",
+    "unresolved_due",
+]
 
 
 def insert_prediction(conn: sqlite3.Connection, **row: Any) -> int:
@@ -73,3 +82,52 @@ def recent_outcomes(storage: Storage, since: float, limit: int) -> list[dict[str
         (since, limit),
     )
     return [dict(r) for r in reversed(rows)]
+def list_predictions(
+    storage: Storage,
+    *,
+    symbol: str | None = None,
+    timeframe: str | None = None,
+    model_version: str | None = None,
+    resolved: bool | None = None,
+    since: float | None = None,
+    after_id: int | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """The prediction log, newest first, filtered (``after_id``: only rows newer than that id,
+    for a live feed that asks "what is new since the last row I saw")."""
+    sql, params = "SELECT * FROM ml_predictions WHERE 1 = 1", list[Any]()
+    for column, value in (("symbol", symbol), ("timeframe", timeframe), ("model_version", model_version)):
+        if value:
+            sql += f" AND {column} = ?"
+            params.append(value)
+    if resolved is not None:
+        sql += " AND resolved_at IS NOT NULL" if resolved else " AND resolved_at IS NULL"
+    if since is not None:
+        sql += " AND timestamp >= ?"
+        params.append(since)
+    if after_id is not None:
+        sql += " AND id > ?"
+        params.append(after_id)
+    return [dict(r) for r in storage.query(sql + " ORDER BY id DESC LIMIT ?", [*params, limit])]
+
+
+def get_prediction(storage: Storage, prediction_id: int) -> dict[str, Any] | None:
+    row = storage.query_one("SELECT * FROM ml_predictions WHERE id = ?", (prediction_id,))
+    return None if row is None else dict(row)
+
+
+def set_outcome(
+    storage: Storage, prediction_id: int, *, actual_direction: int, actual_magnitude: float
+) -> bool:
+    """Record or correct an outcome by hand (the operator knows better than a missing candle).
+
+    Unlike :func:`resolve_prediction` this overwrites: a correction is the point. The hit is
+    recomputed the way the resolver computes it (P(up) ≥ 0.5 predicted up)."""
+    with storage.transaction() as conn:
+        cur = conn.execute(
+            "UPDATE ml_predictions SET actual_direction = ?, actual_magnitude = ?, resolved_at = ?,"
+            " prediction_accuracy = CASE WHEN (COALESCE(direction_prob, 0.5) >= 0.5) = (? = 1)"
+            " THEN 1.0 ELSE 0.0 END WHERE id = ?",
+            (actual_direction, actual_magnitude, time.time(), actual_direction, prediction_id),
+        )
+    return cur.rowcount == 1

@@ -181,11 +181,26 @@ _V3 = """
 CREATE INDEX ml_predictions_resolved_time ON ml_predictions(timestamp) WHERE resolved_at IS NOT NULL
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3]
+
+#: The operator surface: a model version can be retired (kept on disk, never served again), and
+#: a training job started from the API reports its stage and progress, and can be cancelled;
+#: a once-only notification (drift) is claimed by key, so several workers send it once.
+_V4 = """
+ALTER TABLE ml_models ADD COLUMN retired_at REAL;
+ALTER TABLE ml_training_jobs ADD COLUMN stage TEXT;
+ALTER TABLE ml_training_jobs ADD COLUMN progress REAL NOT NULL DEFAULT 0;
+
+CREATE TABLE notifications_sent (
+    key TEXT PRIMARY KEY,
+    sent_at REAL NOT NULL
+)
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4]
 
 #: Every table the current schema has (``/healthz`` checks the file against it).
 TABLES = (
     "alerts", "orders", "positions", "balances", "equity_snapshots", "candles", "ml_models",
-    "ml_training_jobs", "ml_predictions", "sentiment_cache", "strategy_state",
+    "ml_training_jobs", "ml_predictions", "sentiment_cache", "strategy_state", "notifications_sent",
     "marks",
 )  # fmt: skip

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 
-__all__ = ["last_alert_time", "set_last_alert_time"]
+from storage.database import Storage
+
+__all__ = ["claim_notification", "last_alert_time", "set_last_alert_time"]
 
 
 def last_alert_time(conn: sqlite3.Connection, strategy_id: str, symbol: str) -> float | None:
@@ -22,3 +25,12 @@ def set_last_alert_time(conn: sqlite3.Connection, strategy_id: str, symbol: str,
         " last_alert_time = MAX(COALESCE(last_alert_time, 0), excluded.last_alert_time)",
         (strategy_id, symbol, at),
     )
+
+
+def claim_notification(storage: Storage, key: str) -> bool:
+    """True for the first caller of ``key`` across every worker (a UNIQUE key, not a dict)."""
+    with storage.transaction() as conn:
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO notifications_sent (key, sent_at) VALUES (?, ?)", (key, time.time())
+        )
+    return cur.rowcount == 1

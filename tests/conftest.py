@@ -193,8 +193,8 @@ def start_gateway(
             raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{gateway.log()}")
         try:
             healthy = requests.get(gateway.url + "/healthz", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            healthy = False
+        except (requests.ConnectionError, requests.Timeout):
+            healthy = False  # not up yet, or a loaded machine answered slowly: ask again
         # Every worker, not just the first, must be up: tests rely on N workers sharing the load.
         if healthy and gateway.log().count("gateway ready (pid") >= workers:
             return gateway

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from tvgw import __version__
-from tvgw.commands import COMMANDS
+from tvgw.commands import COMMANDS, SHARED_MODULES
 
 __all__ = ["build_parser", "main"]
 
@@ -27,7 +27,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in COMMANDS.items():
         if chosen is None or name == chosen:
-            importlib.import_module(f"tvgw.commands.{name}").register(sub)
+            shared = SHARED_MODULES.get(name)
+            if shared is None:
+                importlib.import_module(f"tvgw.commands.{name}").register(sub)
+            else:
+                importlib.import_module(f"tvgw.commands.{shared}").register(sub, name)
         else:
             sub.add_parser(name, help=help_text)
     return parser

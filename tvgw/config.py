@@ -60,6 +60,24 @@ SENTIMENT_VARIABLES = (
     "TVGW_RSS_FEEDS",
 )  # fmt: skip
 
+class NotifySettings(FrozenSettings):
+    """Where trade, refusal, exchange-failure and drift messages go (all off when unset).
+
+    The bot token and the webhook URLs are secrets (a Discord webhook URL embeds its token):
+    they are scrubbed like the passphrases and never appear in a message, a row or a log."""
+
+    telegram_bot_token: str | None = Field(default=None, repr=False)
+    telegram_chat_id: str | None = None
+    #: Telegram's Bot API base URL (a local fake in tests, or a self-hosted Bot API server).
+    telegram_api_url: str = "https://api.telegram.org"
+    discord_webhook_url: str | None = Field(default=None, repr=False)
+    #: Any HTTPS endpoint that takes a JSON POST (Slack-compatible relays, n8n, your own).
+    webhook_url: str | None = Field(default=None, repr=False)
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
+    #: Messages waiting to be sent; beyond this they are dropped (and counted), not queued forever.
+    queue_size: int = Field(default=100, ge=1, le=10_000)
+
+
 class Settings(FrozenSettings):
     """Everything the gateway needs to know at start-up."""
 
@@ -108,6 +126,9 @@ class Settings(FrozenSettings):
     #: TVGW_REDDIT_CLIENT_SECRET, TVGW_X_BEARER_TOKEN, TVGW_RSS_FEEDS), as read at start-up.
     sentiment_env: dict[str, str] = Field(default_factory=dict, repr=False)
     log_level: str = "INFO"
+    #: Send the dashboard's session cookie over HTTPS only: set it when a TLS proxy is in front.
+    dashboard_secure_cookie: bool = False
+    notify: NotifySettings = NotifySettings()
 
     @field_validator("allowed_ips", "trusted_proxies")
     @classmethod
@@ -163,6 +184,14 @@ _ENV: dict[str, tuple[tuple[str, ...], str]] = {
     "TVGW_PAPER_FEE_RATE": (("paper", "fee_rate"), "str"),
     "TVGW_PAPER_SLIPPAGE_BPS": (("paper", "slippage_bps"), "str"),
     "TVGW_LOG_LEVEL": (("log_level",), "upper"),
+    "TVGW_DASHBOARD_SECURE_COOKIE": (("dashboard_secure_cookie",), "bool"),
+    "TVGW_TELEGRAM_BOT_TOKEN": (("notify", "telegram_bot_token"), "str"),
+    "TVGW_TELEGRAM_CHAT_ID": (("notify", "telegram_chat_id"), "str"),
+    "TVGW_TELEGRAM_API_URL": (("notify", "telegram_api_url"), "str"),
+    "TVGW_DISCORD_WEBHOOK_URL": (("notify", "discord_webhook_url"), "str"),
+    "TVGW_NOTIFY_WEBHOOK_URL": (("notify", "webhook_url"), "str"),
+    "TVGW_NOTIFY_TIMEOUT_S": (("notify", "timeout_s"), "str"),
+    "TVGW_NOTIFY_QUEUE_SIZE": (("notify", "queue_size"), "str"),
 }
 
 
@@ -316,10 +345,12 @@ def secret_values(settings: Settings, environ: Mapping[str, str] | None = None) 
     if settings.broker != "paper":
         values += exchange_credentials(settings.broker, environ).values()
     values += [v for k, v in settings.sentiment_env.items() if _SECRET_SETTING.search(k)]
+    notify = settings.notify
+    values += [notify.telegram_bot_token or "", notify.discord_webhook_url or "", notify.webhook_url or ""]
     return tuple(v for v in values if v)
 
 
-_SECRET_SETTING = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSPHRASE", re.IGNORECASE)
+_SECRET_SETTING = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSPHRASE|WEBHOOK_URL", re.IGNORECASE)
 
 
 def exchange_credentials(exchange_id: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:

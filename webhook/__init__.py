@@ -57,10 +57,19 @@ def create_app(settings: Settings | None = None, test_config: Mapping[str, Any] 
     if settings.resolve_interval_s > 0:
         start_outcome_resolver(storage, settings.resolve_interval_s)
 
-    from webhook import api, routes
+    from webhook import api, dashboard, metrics, ml_api, notify, openapi, routes
+    from webhook.events import watch_webhook
 
+    dashboard.configure_sessions(app, settings.api_token, secure_cookie=settings.dashboard_secure_cookie)
+    app.register_blueprint(dashboard.bp)
     app.register_blueprint(routes.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(ml_api.bp)
+    app.register_blueprint(openapi.bp)
+    app.register_blueprint(metrics.bp)
+    notifier = notify.Notifier.from_settings(settings, storage)
+    app.extensions["tvgw_notifier"] = notifier
+    watch_webhook(app, metrics.observe_alert, notifier.alert)
     register_error_handlers(app)
     logging.getLogger("tvgw").info(
         "gateway ready (pid %d): broker %s, database %s, ML %s", os.getpid(), broker.name, settings.database,

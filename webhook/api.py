@@ -9,12 +9,13 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, request
 
 from storage import alerts as alert_store
 from storage import orders as order_store
 from tvgw.config import B64TOKEN
 from webhook import current_gateway
+from webhook.api_json import api_response, query_int
 from webhook.errors import ApiError
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -68,13 +69,7 @@ MAX_ROW_ID = 2**63 - 1
 
 
 def _limit() -> int:
-    raw = request.args.get("limit", "50")
-    # ASCII digits only: str.isdigit() also accepts "²", which int() then refuses.
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 4) or not 1 <= int(raw) <= 1000:
-        raise ApiError(
-            400, "invalid_limit", f"limit must be a whole number from 1 to 1000, got {raw!r}", where="limit"
-        )
-    return int(raw)
+    return query_int("limit", 50, low=1, high=1000) or 50
 
 
 def _days() -> float:
@@ -93,7 +88,7 @@ def _days() -> float:
 @bp.get("/alerts")
 @token_required
 def alerts() -> Any:
-    return jsonify(
+    return api_response(
         alert_store.list_alerts(current_gateway().storage, limit=_limit(), status=request.args.get("status"))
     )
 
@@ -105,13 +100,13 @@ def alert(alert_id: int) -> Any:
     row = alert_store.get_alert_row(gateway.storage, alert_id)
     if row is None:
         raise ApiError(404, "not_found", f"no alert {alert_id}")
-    return jsonify({**row, "orders": order_store.list_orders(gateway.storage, alert_id=alert_id)})
+    return api_response({**row, "orders": order_store.list_orders(gateway.storage, alert_id=alert_id)})
 
 
 @bp.get("/orders")
 @token_required
 def orders() -> Any:
-    return jsonify(order_store.list_orders(current_gateway().storage, limit=_limit()))
+    return api_response(order_store.list_orders(current_gateway().storage, limit=_limit()))
 
 
 @bp.get("/positions")
@@ -119,7 +114,7 @@ def orders() -> Any:
 def positions() -> Any:
     gateway = current_gateway()
     rows = order_store.list_positions(gateway.storage, gateway.broker.name)
-    return jsonify(
+    return api_response(
         {
             "broker": gateway.broker.name,
             "equity": gateway.broker.equity(),
@@ -134,6 +129,6 @@ def accuracy() -> Any:
     """``evaluate_recent_performance`` as JSON: ``?symbol=BTC/USDT&days=30``."""
     from ml_integration.tracking import evaluate_recent_performance
 
-    return jsonify(
+    return api_response(
         evaluate_recent_performance(current_gateway().storage, request.args.get("symbol"), _days())
     )

@@ -161,6 +161,11 @@ class Enricher:
                 {"error": "ML is disabled (TVGW_ML_ENABLED=false)"},
                 bar=(symbol, timeframe, bar) if bar else None,
             )
+        return self.predict(symbol, timeframe, bar)
+
+    def predict(self, symbol: str, timeframe: str, bar: list[float] | None = None) -> Enrichment:
+        """The model's call on ``symbol``/``timeframe`` now: an alert's enrichment, and the
+        operator API's on-demand prediction (same model cache, candle window and time budget)."""
         market = self._market(symbol, timeframe)
         self._top_up(market, symbol, timeframe)
         candles = self._candles(market, symbol, timeframe, bar)
@@ -304,7 +309,7 @@ class Enricher:
         candle_store.upsert_candles(self.storage, symbol, timeframe, [bar], "alert")
         return True
 
-    def record(self, conn: sqlite3.Connection, alert_id: int, enrichment: Enrichment) -> None:
+    def record(self, conn: sqlite3.Connection, alert_id: int | None, enrichment: Enrichment) -> None:
         """Inside the alert's transaction: the alert's bar into the candle store, and the
         prediction row (so every enriched alert has exactly one)."""
         if enrichment.bar is not None:

@@ -13,6 +13,7 @@ from engine.engine import TradingEngine
 from storage import Storage
 from storage import alerts as alert_store
 from storage import orders as order_store
+from storage.models import mark_interrupted_jobs
 from tvgw.config import ConfigError, Settings, exchange_credentials, load_settings
 
 __all__ = ["recover"]
@@ -51,6 +52,7 @@ def recover(settings: Settings | None = None) -> list[str]:
                 ml_analysis=None,
             )
         lines.append(f"alert {alert_id}: {status} ({reason})")
+    lines += [f"training job {job_id}: interrupted" for job_id in mark_interrupted_jobs(storage)]
     broker.close()
     storage.close()
     return lines

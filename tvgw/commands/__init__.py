@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["COMMANDS", "add_command"]
+__all__ = ["COMMANDS", "SHARED_MODULES", "add_command"]
 
 #: Sub-command -> one-line help, in the order ``tvgw --help`` lists them.
 COMMANDS: dict[str, str] = {
@@ -19,9 +19,16 @@ COMMANDS: dict[str, str] = {
     "train": "train the ML strategy for a symbol and save a model version",
     "resolve": "fill outcomes of predictions whose horizon has passed",
     "accuracy": "prediction accuracy with baselines and drift flags (JSON)",
+    "alerts": "recent alerts with their decision and reason (a table; --json for the API's JSON)",
+    "orders": "recent orders (a table; --json for the API's JSON)",
+    "positions": "open positions and equity (a table; --json for the API's JSON)",
     "pine": "the bundled TradingView Pine scripts",
     "schema": "print the alert schema (JSON Schema or a Markdown table)",
 }
+
+
+#: Commands registered by a module that serves several (``register(sub, name)``).
+SHARED_MODULES: dict[str, str] = {"alerts": "records", "orders": "records", "positions": "records"}
 
 
 def add_command(sub: argparse._SubParsersAction, name: str) -> argparse.ArgumentParser:

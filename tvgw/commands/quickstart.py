@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from tvgw.commands import add_command
 from tvgw.commands.data import cli_settings, open_storage
-from tvgw.commands.serve import exec_gunicorn
+from tvgw.commands.serve import dashboard_hint, exec_gunicorn
 
 if TYPE_CHECKING:
     from ml_integration.training import TrainingConfig
@@ -169,8 +169,8 @@ def _start_full_training(settings: Settings, *, synthetic: bool) -> None:
 
 
 def next_steps(bind: str, passphrase: str, settings: Settings) -> str:
-    """What to do once the gateway runs: the first alert, the API (and that there is no
-    dashboard yet), how to stop. The curl carries the passphrase in use, ready to paste."""
+    """What to do once the gateway runs: the first alert, the API and the dashboard, how to
+    stop. The curl carries the passphrase in use, ready to paste."""
     url = f"http://{bind}"
     alert = json.dumps(
         {"passphrase": passphrase, "ticker": "BTCUSDT", "exchange": "BINANCE", "interval": "60",
@@ -192,7 +192,7 @@ def next_steps(bind: str, passphrase: str, settings: Settings) -> str:
             f"    curl -s {url}/webhook -H 'Content-Type: text/plain' -d '{quoted}'",
             f"  health and loaded model:  curl -s {url}/healthz",
             f"  API ({url}/api/alerts, /api/orders, /api/positions, /api/accuracy): {api}",
-            "  dashboard: none in this version; the JSON API above shows alerts, orders and positions",
+            f"  {dashboard_hint(settings, bind)}",
             "  stop: Ctrl-C here (stops the gateway and any background training)",
             "  production: HTTPS on 443 behind deploy/nginx/tvgw.conf (README 'HTTPS on port 443')",
             "",

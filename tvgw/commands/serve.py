@@ -6,9 +6,13 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import tvgw
 from tvgw.commands import add_command
+
+if TYPE_CHECKING:
+    from tvgw.config import Settings
 
 #: The project checkout (wsgi.py and gunicorn.conf.py live at its top).
 ROOT = Path(tvgw.__file__).resolve().parents[1]
@@ -40,8 +44,23 @@ def exec_gunicorn(bind: str | None) -> int:
     return 1  # pragma: no cover
 
 
+def dashboard_hint(settings: Settings, bind: str | None) -> str:
+    """Where the dashboard is and how to log in (printed by ``serve`` and ``quickstart``)."""
+    address = bind or "127.0.0.1:8000"
+    if not settings.api_token:
+        return (
+            f"dashboard: off. Set TVGW_API_TOKEN (a long random string) and restart; then open "
+            f"http://{address}/ and log in with that token"
+        )
+    return (
+        f"dashboard: http://{address}/ (log in with the value of TVGW_API_TOKEN); "
+        f"API: http://{address}/api/openapi.json; metrics: http://{address}/metrics"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from tvgw.config import load_settings
 
-    load_settings()  # fail here, with the variable named, rather than in every worker
+    settings = load_settings()  # fail here, with the variable named, rather than in every worker
+    print(dashboard_hint(settings, args.bind), flush=True)
     return exec_gunicorn(args.bind)

@@ -31,7 +31,7 @@ def model_options(*, quick: bool, lstm: bool) -> dict[str, object]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = add_command(sub, "train")
-    parser.add_argument("--symbol", required=True, help="market symbol, e.g. BTC/USDT")
+    parser.add_argument("--symbol", help="market symbol, e.g. BTC/USDT (required unless --job)")
     parser.add_argument("--timeframe", default="1h", help="bar size (default 1h)")
     parser.add_argument("--days", type=float, default=365.0, help="history to train on (default 365)")
     parser.add_argument("--data", metavar="FILE", help="train on this freqtrade JSON or CSV file")
@@ -50,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--no-lstm", action="store_true", help="forest and boosting only (no TensorFlow needed, faster)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--job", type=int, metavar="ID", help="run the queued training job ID (started by the operator API)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -71,6 +74,11 @@ def _print_report(result: TrainingResult) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.job is not None:
+        return run_job(args.job)
+    if not args.symbol:
+        print("tvgw train: --symbol is required (or --job ID)", file=sys.stderr)
+        return 2
     from ml_integration.exceptions import MLError
     from ml_integration.market_data import create_exchange
     from ml_integration.training import create_ml_training_pipeline, create_training_config
@@ -107,6 +115,44 @@ def run(args: argparse.Namespace) -> int:
         result = pipeline.run(config)
     except (MLError, ValueError, FileNotFoundError) as exc:
         print(f"tvgw train: {exc}", file=sys.stderr)
+        return 1
+    _print_report(result)
+    return 0
+
+
+def run_job(job_id: int) -> int:
+    """Run a job the operator API queued: its options come from its row, its stage and
+    progress go back to it, and a cancel request stops it at the next stage."""
+    from ml_integration.exceptions import MLError, TrainingCancelled
+    from ml_integration.training import create_ml_training_pipeline, create_training_config
+    from storage.models import claim_training_job, finish_training_job, get_training_job, training_progress
+
+    settings = cli_settings()
+    storage = open_storage(settings)
+    job = get_training_job(storage, job_id)
+    if job is None or not claim_training_job(storage, job_id):
+        print(f"tvgw train: job {job_id} is not queued (already taken, cancelled or absent)", file=sys.stderr)
+        return 1
+    params = dict(job["params"])
+    quick, lstm = bool(params.pop("quick", False)), bool(params.pop("lstm", True))
+    model = {**(QUICK_MODEL if quick else {}), "use_lstm": lstm}
+
+    def on_stage(stage: str, done: float) -> None:
+        if training_progress(storage, job_id, stage=stage, progress=done) == "cancelling":
+            raise TrainingCancelled(f"job {job_id} cancelled by the operator")
+
+    try:
+        config = create_training_config(
+            job["symbol"], {**params, "timeframe": job["timeframe"], "model": model}
+        )
+        pipeline = create_ml_training_pipeline(storage=storage, model_dir=settings.model_dir)
+        result = pipeline.run(config, job_id=job_id, on_stage=on_stage)
+    except TrainingCancelled:
+        print(f"tvgw train: job {job_id} cancelled", file=sys.stderr)
+        return 1
+    except (MLError, ValueError, FileNotFoundError) as exc:
+        finish_training_job(storage, job_id, error=str(exc))  # a bad option fails before the pipeline
+        print(f"tvgw train: job {job_id} failed: {exc}", file=sys.stderr)
         return 1
     _print_report(result)
     return 0

@@ -1,0 +1,166 @@
+"""Notifications against local fake Telegram and Discord servers (and a generic webhook):
+trades, risk refusals, exchange failures and drift are told; the webhook never waits for them;
+a failing or hanging chat service is logged and counted, never retried; no secret is sent."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from storage import Storage
+from storage.predictions import insert_prediction, resolve_prediction
+from tests.conftest import PASSPHRASE, make_settings, market_app, sample_alert
+from tests.fake_exchange import DEFAULT_API_KEY, DEFAULT_SECRET, FakeBinance
+from tests.operator.conftest import TOKEN
+from tests.operator.fake_chat import FakeChat, fake_chat
+from webhook.metrics import EXCHANGE_ERRORS, NOTIFICATIONS
+from webhook.notify import Notifier
+
+__all__ = ["fake_chat"]
+
+BOT_TOKEN = "123456:telegram-bot-secret"
+DISCORD_PATH = "/api/webhooks/42/discord-webhook-secret"
+
+
+def chat_env(chat: FakeChat, **extra: str) -> dict[str, str]:
+    return {
+        "TVGW_API_TOKEN": TOKEN, "TVGW_TELEGRAM_BOT_TOKEN": BOT_TOKEN, "TVGW_TELEGRAM_CHAT_ID": "-1001",
+        "TVGW_TELEGRAM_API_URL": chat.url, "TVGW_DISCORD_WEBHOOK_URL": chat.url + DISCORD_PATH,
+        "TVGW_NOTIFY_WEBHOOK_URL": chat.url + "/generic", **extra,
+    }  # fmt: skip
+
+
+def notifier_of(client: Any) -> Notifier:
+    notifier = client.application.extensions["tvgw_notifier"]
+    assert isinstance(notifier, Notifier)
+    return notifier
+
+
+def by_path(received: list[tuple[str, dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for path, body in received:
+        out.setdefault(path, []).append(body)
+    return out
+
+
+def assert_no_secret(received: list[tuple[str, dict[str, Any]]]) -> None:
+    text = json.dumps([body for _, body in received])
+    for secret in (BOT_TOKEN, "discord-webhook-secret", PASSPHRASE, TOKEN):
+        assert secret not in text
+
+
+def test_a_trade_is_told_on_every_channel(tmp_path: Path, fake_chat: FakeChat) -> None:
+    client = market_app(make_settings(tmp_path, **chat_env(fake_chat))).test_client()
+    alert_id = client.post("/webhook", data=json.dumps(sample_alert())).json["alert_id"]
+    received = by_path(fake_chat.wait_for(3))
+    (telegram,) = received[f"/bot{BOT_TOKEN}/sendMessage"]
+    assert telegram["chat_id"] == "-1001"
+    assert telegram["text"].startswith("tvgw: BUY 0.01 BTC/USDT") and f"alert {alert_id}" in telegram["text"]
+    (discord,) = received[DISCORD_PATH]
+    assert discord["content"] == telegram["text"] and discord["allowed_mentions"] == {"parse": []}
+    (generic,) = received["/generic"]
+    assert generic["event"] == "trade" and generic["alert_id"] == alert_id and generic["symbol"] == "BTC/USDT"
+    assert_no_secret(fake_chat.received)
+
+
+def test_risk_refusals_are_told_and_quiet_outcomes_are_not(tmp_path: Path, fake_chat: FakeChat) -> None:
+    settings = make_settings(tmp_path, {"risk": {"cooldown_seconds": 3600}}, **chat_env(fake_chat))
+    client = market_app(settings).test_client()
+    client.post("/webhook", data="not json")  # refused at the gate: counted, not messaged
+    client.post("/webhook", data=json.dumps(sample_alert(order_id="first")))
+    refused = client.post("/webhook", data=json.dumps(sample_alert(order_id="second", price=30100.0))).json
+    assert refused["status"] == "rejected" and refused["decision"]["risk"]["codes"], refused
+    assert notifier_of(client).wait_idle()
+    texts = [b.get("text") for p, b in fake_chat.received if p.endswith("/sendMessage")]
+    assert len(texts) == 2 and texts[0].startswith("tvgw: BUY")
+    assert texts[1].startswith(f"tvgw: risk refused BTC/USDT (alert {refused['alert_id']})")
+
+
+def test_an_exchange_failure_is_told(
+    tmp_path: Path, fake_chat: FakeChat, fake_exchange: FakeBinance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TVGW_BINANCE_API_KEY", DEFAULT_API_KEY)
+    monkeypatch.setenv("TVGW_BINANCE_SECRET", DEFAULT_SECRET)
+    settings = make_settings(
+        tmp_path, TVGW_BROKER="binance", TVGW_EXCHANGE_API_URL=fake_exchange.url,
+        TVGW_EXCHANGE_TIMEOUT_MS="600", **chat_env(fake_chat),
+    )  # fmt: skip
+    client = market_app(settings).test_client()
+    fake_exchange.fail_next("POST /api/v3/order", "500", times=5)
+    errors_before = EXCHANGE_ERRORS._value.get()
+    answer = client.post("/webhook", data=json.dumps(sample_alert()))
+    assert answer.json["status"] == "failed", answer.json
+    assert EXCHANGE_ERRORS._value.get() == errors_before + 1  # and /metrics counts it
+    generic = by_path(fake_chat.wait_for(3))["/generic"][0]
+    assert generic["event"] == "exchange_failure" and generic["alert_id"] == answer.json["alert_id"]
+    assert "exchange FAILED" in generic["text"]
+    assert_no_secret(fake_chat.received)
+    assert DEFAULT_SECRET not in json.dumps(fake_chat.received) and DEFAULT_API_KEY not in json.dumps(
+        fake_chat.received
+    )
+
+
+def _count(channel: str, outcome: str) -> float:
+    return NOTIFICATIONS.labels(channel=channel, outcome=outcome)._value.get()
+
+
+def test_a_failing_chat_is_logged_and_counted_once_never_retried(
+    tmp_path: Path, fake_chat: FakeChat, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_chat.mode = "fail"
+    client = market_app(make_settings(tmp_path, **chat_env(fake_chat))).test_client()
+    failed_before = _count("telegram", "failed")
+    with caplog.at_level(logging.WARNING, logger="webhook.notify"):
+        client.post("/webhook", data=json.dumps(sample_alert()))
+        assert notifier_of(client).wait_idle()
+    time.sleep(0.3)  # a retry, if there were one, would arrive now
+    assert len(fake_chat.received) == 3  # one attempt per channel
+    assert _count("telegram", "failed") == failed_before + 1
+    assert "telegram notification (trade) failed: HTTP 500; not retried" in caplog.text
+    assert BOT_TOKEN not in caplog.text and "discord-webhook-secret" not in caplog.text
+
+
+def test_a_hanging_chat_never_delays_the_webhook(tmp_path: Path, fake_chat: FakeChat) -> None:
+    fake_chat.mode, fake_chat.hang_s = "hang", 2.0
+    env = chat_env(fake_chat, TVGW_NOTIFY_TIMEOUT_S="0.5", TVGW_NOTIFY_QUEUE_SIZE="2")
+    client = market_app(make_settings(tmp_path, **env)).test_client()
+    notifier = notifier_of(client)
+    dropped_before = _count("telegram", "dropped")
+    started = time.monotonic()
+    answers = [client.post("/webhook", data=json.dumps(sample_alert(order_id=f"o{i}"))) for i in range(6)]
+    elapsed = time.monotonic() - started
+    assert all(a.status_code == 200 for a in answers)
+    # Six answers while every send hangs for its 0.5 s timeout: waiting on them would take 9 s.
+    assert elapsed < 3, elapsed
+    assert notifier.wait_idle(timeout=30)
+    assert notifier.dropped >= 1 and _count("telegram", "dropped") >= dropped_before + 1
+
+
+def test_drift_is_told_once_across_workers(tmp_path: Path, fake_chat: FakeChat) -> None:
+    settings = make_settings(tmp_path, **chat_env(fake_chat))
+    storage = Storage(settings.database)
+    storage.migrate()
+    now = time.time()
+    with storage.transaction() as conn:
+        for i in range(30):  # confident and wrong every time: accuracy 0, a steady drawdown
+            pid = insert_prediction(conn, timestamp=now - 3600 + i, symbol="BTC/USDT", timeframe="1h",
+                                    direction_prob=0.8, horizon=5, target_time=now)  # fmt: skip
+            resolve_prediction(conn, pid, actual_direction=0, actual_magnitude=-0.01, prediction_accuracy=0.0)
+    workers = [Notifier(settings, storage, drift_check_s=3600) for _ in range(2)]
+    assert workers[0].check_drift() is True
+    assert workers[1].check_drift() is False  # the other worker already told it today
+    assert workers[0].wait_idle()
+    texts = [b["text"] for p, b in fake_chat.wait_for(3) if p == "/generic"]
+    assert len(texts) == 1 and texts[0].startswith("tvgw: model drift") and "accuracy 0.00" in texts[0]
+
+
+def test_no_channel_configured_means_no_thread_and_no_message(tmp_path: Path) -> None:
+    client = market_app(make_settings(tmp_path)).test_client()
+    notifier = notifier_of(client)
+    client.post("/webhook", data=json.dumps(sample_alert()))
+    assert notifier.channels == [] and notifier.queue.empty() and notifier._thread is None

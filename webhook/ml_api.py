@@ -1,0 +1,420 @@
+"""The operator's ML API: model versions, predictions, training jobs and per-strategy analytics.
+
+Every route is token-protected (``token_required``, the same check as the rest of ``/api``),
+answers JSON through :func:`webhook.api_json.api_response` (ISO times, rounded amounts), and
+refuses bad input with a 400 that names the field. Request bodies are pydantic models.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from flask import Blueprint
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from common.timeframes import seconds
+from ml_integration.evaluation import wilson_interval
+from ml_integration.exceptions import ModelIntegrityError
+from ml_integration.store import activate_version, latest_version, list_versions, model_key, version_metadata
+from storage import analytics
+from storage import models as model_store
+from storage import predictions as prediction_store
+from storage.models import ACTIVE_JOB_STATES
+from tvgw.config import Settings
+from webhook import current_gateway
+from webhook.api import MAX_ROW_ID, token_required
+from webhook.api_json import (
+    api_response,
+    json_body,
+    query_bool,
+    query_choice,
+    query_float,
+    query_int,
+    query_text,
+)
+from webhook.errors import ApiError
+from webhook.gateway import _validation_error
+
+__all__ = ["bp"]
+
+bp = Blueprint("ml_api", __name__, url_prefix="/api/ml")
+log = logging.getLogger(__name__)
+
+#: The project checkout: the training runner is ``python -m tvgw.cli train --job ID`` from here.
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_TYPES = ("trees", "trees_lstm")
+JOB_STATES = ("queued", "running", "cancelling", "done", "failed", "cancelled", "interrupted")
+
+
+# --- request bodies ----------------------------------------------------------------------------------
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Market(_Body):
+    """A market the model store knows: ``BTC/USDT`` and a timeframe such as ``1h``."""
+
+    symbol: str = Field(pattern=r"^[A-Za-z0-9]{1,20}/[A-Za-z0-9]{1,20}(:[A-Za-z0-9]{1,20})?$")
+    timeframe: str = Field(default="1h", pattern=r"^[0-9]{1,4}[mhdwM]$")
+
+    @field_validator("timeframe")
+    @classmethod
+    def _known_timeframe(cls, value: str) -> str:
+        seconds(value)  # raises ValueError naming the timeframe
+        return value
+
+
+class ModelVersion(Market):
+    version: str = Field(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")
+
+
+class ModelChange(ModelVersion):
+    action: Literal["activate", "retire"]
+
+
+class Outcome(_Body):
+    id: int = Field(ge=1, le=MAX_ROW_ID)
+    actual_direction: Literal[0, 1]
+    actual_magnitude: float = Field(ge=-10, le=10, allow_inf_nan=False)
+
+
+class TrainingRequest(Market):
+    days: float = Field(default=365.0, gt=0, le=3650, allow_inf_nan=False)
+    synthetic: bool = False
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    horizon: int = Field(default=5, ge=1, le=100)
+    quick: bool = False
+    #: False trains the tree models only (type ``trees``): minutes faster, no TensorFlow needed.
+    lstm: bool = True
+
+
+class JobChange(_Body):
+    id: int = Field(ge=1, le=MAX_ROW_ID)
+    action: Literal["cancel"]
+
+
+class StrategyAction(_Body):
+    strategy_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    action: Literal["backtest"]
+
+
+B = TypeVar("B", bound=BaseModel)
+
+
+def _parse(model: type[B]) -> B:
+    try:
+        return model.model_validate(json_body())
+    except ValidationError as exc:
+        raise _validation_error(exc) from None
+
+
+# --- models ------------------------------------------------------------------------------------------
+def _model_view(row: dict[str, Any], active: str | None, live: dict[str, Any] | None) -> dict[str, Any]:
+    model_type = "trees_lstm" if row.get("has_lstm") else "trees"
+    return {
+        "symbol": row["symbol"], "timeframe": row["timeframe"], "version": row["version"],
+        "type": model_type, "active": row["version"] == active, "retired": row["retired_at"] is not None,
+        "retired_at": row["retired_at"], "created_at": row["created_at"], "synthetic": row["synthetic"],
+        "holdout": row["metrics"], "live": live or {"predictions": 0, "resolved": 0, "accuracy": None,
+                                                    "brier": None},
+    }  # fmt: skip
+
+
+def _has_lstm(settings: Settings, row: dict[str, Any]) -> bool:
+    return (Path(row["path"]) / "lstm.npz").is_file() or (
+        Path(settings.model_dir) / model_key(row["symbol"], row["timeframe"]) / row["version"] / "lstm.npz"
+    ).is_file()
+
+
+@bp.get("/models")
+@token_required
+def models() -> Any:
+    """Registered versions; ``?symbol=&timeframe=&type=trees|trees_lstm&active=true``."""
+    model_type, active_only = query_choice("type", MODEL_TYPES), query_bool("active")
+    views = model_views(
+        symbol=query_text("symbol"), timeframe=query_text("timeframe"),
+        limit=query_int("limit", 100, low=1, high=1000) or 100,
+    )  # fmt: skip
+    return api_response(
+        [
+            v
+            for v in views
+            if (model_type is None or v["type"] == model_type)
+            and (active_only is None or v["active"] == active_only)
+        ]
+    )
+
+
+def model_views(
+    *, symbol: str | None = None, timeframe: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    """Registered versions as the API and the dashboard show them: active or not, retired or
+    not, hold-out metrics from training and live accuracy/Brier from the prediction log."""
+    gateway = current_gateway()
+    rows = model_store.list_models(gateway.storage, symbol=symbol, timeframe=timeframe, limit=limit)
+    live = analytics.model_live_stats(gateway.storage)
+    views = []
+    for row in rows:
+        row["has_lstm"] = _has_lstm(gateway.settings, row)
+        active = _latest(gateway.settings, row["symbol"], row["timeframe"])
+        views.append(_model_view(row, active, live.get((row["symbol"], row["timeframe"], row["version"]))))
+    return views
+
+
+def _latest(settings: Settings, symbol: str, timeframe: str) -> str | None:
+    try:
+        return latest_version(settings.model_dir, symbol, timeframe)
+    except ValueError:
+        return None
+
+
+def _sealed(settings: Settings, body: ModelVersion) -> dict[str, Any]:
+    """The version's verified metadata, or a 404/409 that says what is wrong with it."""
+    try:
+        return version_metadata(settings.model_dir, body.symbol, body.timeframe, body.version)
+    except FileNotFoundError:
+        known = list_versions(settings.model_dir, body.symbol, body.timeframe)
+        raise ApiError(
+            404, "no_such_version",
+            f"no saved version {body.version!r} of {body.symbol} {body.timeframe} in the model store; "
+            f"saved versions: {known[-10:] or 'none (train one first)'}", where="version",
+        ) from None  # fmt: skip
+    except ModelIntegrityError as exc:
+        raise ApiError(409, "model_altered", f"refused: {exc}", where="version") from None
+
+
+@bp.post("/models")
+@token_required
+def register_model() -> Any:
+    """Register a version already saved in the model store (its hashes are checked first)."""
+    gateway = current_gateway()
+    body = _parse(ModelVersion)
+    metadata = _sealed(gateway.settings, body)
+    strategy = metadata.get("strategy") or {}
+    path = Path(gateway.settings.model_dir) / model_key(body.symbol, body.timeframe) / body.version
+    model_store.record_model(
+        gateway.storage, symbol=body.symbol, timeframe=body.timeframe, version=body.version,
+        path=str(path), synthetic=bool(strategy.get("synthetic", True)),
+        metrics=(metadata.get("model") or {}).get("holdout", {}),
+    )  # fmt: skip
+    return _one_model(gateway.settings, body, 201)
+
+
+def _one_model(settings: Settings, body: ModelVersion, status: int = 200) -> Any:
+    gateway = current_gateway()
+    row = model_store.get_model(gateway.storage, body.symbol, body.timeframe, body.version)
+    assert row is not None
+    row["has_lstm"] = _has_lstm(settings, row)
+    live = analytics.model_live_stats(gateway.storage).get((body.symbol, body.timeframe, body.version))
+    return api_response(_model_view(row, _latest(settings, body.symbol, body.timeframe), live), status)
+
+
+@bp.put("/models")
+@token_required
+def change_model() -> Any:
+    """``activate`` points the store's ``latest`` at the version (every worker reloads it within
+    seconds); ``retire`` marks a version that is not active as retired."""
+    gateway = current_gateway()
+    body = _parse(ModelChange)
+    if model_store.get_model(gateway.storage, body.symbol, body.timeframe, body.version) is None:
+        raise ApiError(
+            404, "not_registered",
+            f"version {body.version!r} of {body.symbol} {body.timeframe} is not registered: POST it to "
+            "/api/ml/models first", where="version",
+        )  # fmt: skip
+    if body.action == "activate":
+        _sealed(gateway.settings, body)
+        activate_version(gateway.settings.model_dir, body.symbol, body.timeframe, body.version)
+        model_store.unretire_model(gateway.storage, body.symbol, body.timeframe, body.version)
+    else:
+        if _latest(gateway.settings, body.symbol, body.timeframe) == body.version:
+            raise ApiError(
+                409, "model_active",
+                f"version {body.version!r} is the active model of {body.symbol} {body.timeframe}: "
+                "activate another version first, then retire this one", where="version",
+            )  # fmt: skip
+        model_store.retire_model(gateway.storage, body.symbol, body.timeframe, body.version)
+    return _one_model(gateway.settings, body)
+
+
+# --- predictions -------------------------------------------------------------------------------------
+@bp.get("/predictions")
+@token_required
+def predictions() -> Any:
+    """The prediction log; ``?symbol=&timeframe=&model_version=&resolved=&days=&after_id=&limit=``."""
+    days = query_float("days", None, low=0.0001, high=3650)
+    rows = prediction_store.list_predictions(
+        current_gateway().storage, symbol=query_text("symbol"), timeframe=query_text("timeframe"),
+        model_version=query_text("model_version"), resolved=query_bool("resolved"),
+        since=None if days is None else time.time() - days * 86_400,
+        after_id=query_int("after_id", None, low=0, high=MAX_ROW_ID),
+        limit=query_int("limit", 50, low=1, high=1000) or 50,
+    )  # fmt: skip
+    return api_response(rows)
+
+
+@bp.post("/predictions")
+@token_required
+def predict() -> Any:
+    """A prediction on demand for a symbol and timeframe, logged like an alert's (no order)."""
+    gateway = current_gateway()
+    body = _parse(Market)
+    if not gateway.settings.ml_enabled:
+        raise ApiError(409, "ml_disabled", "ML is disabled on this gateway: set TVGW_ML_ENABLED=true")
+    enrichment = gateway.enricher.predict(body.symbol, body.timeframe)
+    if enrichment.prediction is None:
+        error = (enrichment.analysis or {}).get("error", "no prediction")
+        raise ApiError(409, "no_prediction", f"no prediction for {body.symbol} {body.timeframe}: {error}")
+    with gateway.storage.transaction() as conn:
+        prediction_id = prediction_store.insert_prediction(
+            conn, timestamp=time.time(), **enrichment.prediction
+        )
+    row = prediction_store.get_prediction(gateway.storage, prediction_id)
+    return api_response({"prediction": row, "ml_analysis": enrichment.analysis}, 201)
+
+
+@bp.put("/predictions")
+@token_required
+def record_outcome() -> Any:
+    """Record or correct what happened after a prediction (``actual_direction`` 1 = up)."""
+    gateway = current_gateway()
+    body = _parse(Outcome)
+    if not prediction_store.set_outcome(
+        gateway.storage,
+        body.id,
+        actual_direction=body.actual_direction,
+        actual_magnitude=body.actual_magnitude,
+    ):
+        raise ApiError(404, "not_found", f"no prediction {body.id}", where="id")
+    return api_response(prediction_store.get_prediction(gateway.storage, body.id))
+
+
+# --- training jobs -----------------------------------------------------------------------------------
+@bp.get("/training")
+@token_required
+def training_jobs() -> Any:
+    rows = model_store.list_training_jobs(
+        current_gateway().storage, status=query_choice("status", JOB_STATES),
+        limit=query_int("limit", 50, low=1, high=1000) or 50,
+    )  # fmt: skip
+    return api_response(rows)
+
+
+@bp.post("/training")
+@token_required
+def start_training() -> Any:
+    """Queue a job and start its runner process; the answer (202) does not wait for training."""
+    gateway = current_gateway()
+    body = _parse(TrainingRequest)
+    busy = [
+        j
+        for j in model_store.list_training_jobs(gateway.storage, limit=20)
+        if j["status"] in ACTIVE_JOB_STATES
+    ]
+    if busy:
+        # One at a time: a fit already uses every core, two would only both be slow.
+        raise ApiError(
+            409, "training_busy",
+            f"training job {busy[0]['id']} is still {busy[0]['status']}: wait for it or cancel it "
+            "(PUT /api/ml/training {\"id\": ..., \"action\": \"cancel\"})",
+        )  # fmt: skip
+    params = {
+        "days": body.days, "synthetic": body.synthetic, "seed": body.seed, "quick": body.quick,
+        "lstm": body.lstm,
+        "strategy": {"target_periods": body.horizon},
+    }  # fmt: skip
+    job_id = model_store.queue_training_job(
+        gateway.storage, symbol=body.symbol, timeframe=body.timeframe, params=params
+    )
+    _launch_runner(gateway.settings, job_id)
+    return api_response(model_store.get_training_job(gateway.storage, job_id), 202)
+
+
+def _launch_runner(settings: Settings, job_id: int) -> None:
+    """``tvgw train --job ID`` in its own process (training holds the GIL and both cores for
+    minutes; a gunicorn worker must keep answering). A thread reaps it so no zombie is left."""
+    import os
+
+    env = {
+        **os.environ, "TVGW_DATABASE": str(settings.database), "TVGW_MODEL_DIR": str(settings.model_dir),
+        "TVGW_LOG_LEVEL": settings.log_level,
+    }  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tvgw.cli", "train", "--job", str(job_id)],
+        cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+    def reap() -> None:
+        _, err = process.communicate()
+        if process.returncode:
+            log.warning("training job %d exited with %d: %s", job_id, process.returncode, err.decode()[-500:])
+
+    threading.Thread(target=reap, name=f"tvgw-train-{job_id}", daemon=True).start()
+
+
+@bp.put("/training")
+@token_required
+def change_training() -> Any:
+    """``cancel``: a queued job stops at once, a running one at its next stage."""
+    gateway = current_gateway()
+    body = _parse(JobChange)
+    job = model_store.get_training_job(gateway.storage, body.id)
+    if job is None:
+        raise ApiError(404, "not_found", f"no training job {body.id}", where="id")
+    status = model_store.request_cancel(gateway.storage, body.id)
+    if job["status"] not in ACTIVE_JOB_STATES or status not in ("cancelled", "cancelling"):
+        raise ApiError(409, "job_finished", f"training job {body.id} is already {status}", where="id")
+    return api_response(model_store.get_training_job(gateway.storage, body.id))
+
+
+# --- strategies --------------------------------------------------------------------------------------
+def _strategy_view(strategy_id: str) -> dict[str, Any]:
+    gateway = current_gateway()
+    storage = gateway.storage
+    counts = analytics.strategy_counts(storage, strategy_id)
+    pnl = 0.0
+    for fill in analytics.strategy_fills(storage, strategy_id, gateway.broker.name):
+        mark = fill["close"] if fill["close"] is not None else fill["last_fill"]
+        pnl += fill["cash"] + fill["amount"] * (mark or 0.0)
+    resolved, hits = analytics.strategy_hits(storage, strategy_id)
+    return {
+        "strategy_id": strategy_id, **counts, "pnl": pnl, "broker": gateway.broker.name,
+        "accuracy": {
+            "resolved": resolved, "direction_accuracy": round(hits / resolved, 4) if resolved else None,
+            "ci95": list(wilson_interval(hits, resolved)) if resolved else None,
+        },
+        "calibration": analytics.calibration_bins(storage, strategy_id=strategy_id),
+    }  # fmt: skip
+
+
+@bp.get("/strategies")
+@token_required
+def strategies() -> Any:
+    """Per strategy: alerts by status, decisions by action, orders by status, paper P&L (fills
+    marked at the newest candle close), prediction accuracy with its 95% interval, calibration."""
+    gateway = current_gateway()
+    wanted = query_text("strategy_id")
+    ids = sorted(set(gateway.settings.strategies) | set(analytics.strategy_ids(gateway.storage)))
+    if wanted is not None:
+        if wanted not in ids:
+            raise ApiError(404, "not_found", f"no strategy {wanted!r}; known: {ids}", where="strategy_id")
+        ids = [wanted]
+    return api_response([_strategy_view(i) for i in ids])
+
+
+@bp.post("/strategies")
+@token_required
+def strategy_action() -> Any:
+    """``backtest``: not built yet (its own issue); answered 501, never with invented results."""
+    body = _parse(StrategyAction)
+    raise ApiError(
+        501, "not_implemented",
+        f"the backtest of strategy {body.strategy_id!r} cannot run: the walk-forward backtest is not "
+        "built yet in this version of tvgw. Nothing was started.",
+    )  # fmt: skip

@@ -1,0 +1,203 @@
+"""Telegram, Discord and generic-webhook messages when a trade executes, risk refuses an
+order, the exchange fails, or the model drifts.
+
+Sent from one background thread per worker, never from the request: the webhook only puts a
+message on a bounded queue (a full queue drops it and counts the drop). Each send has a timeout
+and is tried once: a failed notification is logged and counted, never retried, so an outage of
+Telegram cannot become a storm. Messages are built from the gateway's answer (already free of
+secrets) and passed through the redactor again; Discord mentions are switched off, so an alert
+field cannot ping @everyone. Drift is checked every ``DRIFT_CHECK_S`` and told once per day per
+set of reasons across all workers (a UNIQUE key in SQLite).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+
+from storage import Storage
+from storage.state import claim_notification
+from tvgw.config import Settings, secret_values
+from webhook.events import AlertEvent, drift_now
+from webhook.redaction import Redactor
+
+__all__ = ["Message", "Notifier"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds between drift checks on the notifier's thread.
+DRIFT_CHECK_S = 300.0
+_DROP_LOG_EVERY = 100
+
+
+@dataclass(frozen=True)
+class Message:
+    """One notification: what kind of event, a one-line text, and facts for the generic webhook."""
+
+    kind: str
+    text: str
+    facts: dict[str, Any]
+
+
+def alert_message(event: AlertEvent) -> Message | None:
+    """The message for an alert worth telling about (see :attr:`AlertEvent.kind`), else None."""
+    kind = event.kind
+    if kind is None:
+        return None
+    where = f"{event.symbol or '?'} (alert {event.alert_id})"
+    if kind == "trade":
+        text = (
+            f"tvgw: {str(event.side).upper()} {event.amount:g} {where} {event.fill_status} at {event.price:g}"
+        )
+    elif kind == "risk_refusal":
+        text = f"tvgw: risk refused {where}: {event.reason}"
+    else:
+        text = f"tvgw: exchange FAILED {where}: {event.reason}"
+    facts = {
+        "alert_id": event.alert_id, "status": event.status, "symbol": event.symbol, "side": event.side,
+        "amount": event.amount, "price": event.price, "reason": event.reason,
+        "risk_codes": list(event.risk_codes),
+    }  # fmt: skip
+    return Message(kind, text, facts)
+
+
+class Notifier:
+    """The outgoing channels of one worker and the thread that feeds them."""
+
+    def __init__(self, settings: Settings, storage: Storage, *, drift_check_s: float = DRIFT_CHECK_S):
+        self.settings = settings
+        self.storage = storage
+        self.config = settings.notify
+        self.redactor = Redactor(secret_values(settings))
+        self.channels = self._channels()
+        self.queue: queue.Queue[Message] = queue.Queue(maxsize=self.config.queue_size)
+        self.dropped = 0
+        self.drift_check_s = drift_check_s
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        if self.channels:
+            self._start()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, storage: Storage) -> Notifier:
+        return cls(settings, storage)
+
+    def _channels(self) -> list[str]:
+        c = self.config
+        return [
+            name
+            for name, on in (
+                ("telegram", bool(c.telegram_bot_token and c.telegram_chat_id)),
+                ("discord", bool(c.discord_webhook_url)),
+                ("webhook", bool(c.webhook_url)),
+            )
+            if on
+        ]
+
+    # --- producers (request path: never block) ---------------------------------------------------------
+    def alert(self, event: AlertEvent) -> None:
+        """Listener of :func:`webhook.events.watch_webhook`."""
+        if self.channels:
+            message = alert_message(event)
+            if message is not None:
+                self.put(message)
+
+    def put(self, message: Message) -> bool:
+        """Queue ``message`` without waiting; False (counted, logged now and then) when full."""
+        from webhook.metrics import NOTIFICATIONS
+
+        try:
+            self.queue.put_nowait(message)
+        except queue.Full:
+            with self._lock:
+                self.dropped += 1
+                dropped = self.dropped
+            for channel in self.channels:
+                NOTIFICATIONS.labels(channel=channel, outcome="dropped").inc()
+            if dropped == 1 or dropped % _DROP_LOG_EVERY == 0:
+                log.warning(
+                    "notification queue full (%d): %d messages dropped so far", self.queue.maxsize, dropped
+                )
+            return False
+        return True
+
+    def check_drift(self) -> bool:
+        """Queue a drift message if the model needs retraining and no worker told it today."""
+        drift = drift_now(self.storage, self.settings)
+        if not drift["needs_retraining"]:
+            return False
+        reasons = "; ".join(drift["reasons"])
+        day = datetime.now(UTC).strftime("%Y-%m-%d")
+        key = f"drift:{day}:{hashlib.sha256(reasons.encode()).hexdigest()[:16]}"
+        if not claim_notification(self.storage, key):
+            return False
+        text = f"tvgw: model drift, retraining advised ({reasons}; {drift['samples']} resolved predictions)"
+        return self.put(Message("drift", text, {"reasons": drift["reasons"], "samples": drift["samples"]}))
+
+    # --- the sender thread -----------------------------------------------------------------------------
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="tvgw-notify", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        session = requests.Session()
+        next_drift = time.monotonic() + self.drift_check_s
+        while True:
+            try:
+                message = self.queue.get(timeout=max(0.1, next_drift - time.monotonic()))
+            except queue.Empty:
+                next_drift = time.monotonic() + self.drift_check_s
+                self._drift_safely()
+                continue
+            for channel in self.channels:
+                self.send(session, channel, message)
+            self.queue.task_done()
+
+    def _drift_safely(self) -> None:
+        try:
+            self.check_drift()
+        except Exception:
+            log.exception("drift check for notifications failed; next try in %.0f s", self.drift_check_s)
+
+    def send(self, session: requests.Session, channel: str, message: Message) -> bool:
+        """One attempt, with the timeout; the outcome is counted, a failure logged (without the
+        URL: Telegram's and Discord's carry their token)."""
+        from webhook.metrics import NOTIFICATIONS
+
+        text = self.redactor.text(message.text)
+        url, body = self._request(channel, text, message)
+        try:
+            response = session.post(url, json=body, timeout=self.config.timeout_s, allow_redirects=False)
+            ok = 200 <= response.status_code < 300
+            problem = f"HTTP {response.status_code}"
+        except requests.RequestException as exc:
+            ok, problem = False, type(exc).__name__
+        NOTIFICATIONS.labels(channel=channel, outcome="sent" if ok else "failed").inc()
+        if not ok:
+            log.warning("%s notification (%s) failed: %s; not retried", channel, message.kind, problem)
+        return ok
+
+    def _request(self, channel: str, text: str, message: Message) -> tuple[str, dict[str, Any]]:
+        c = self.config
+        if channel == "telegram":
+            url = f"{c.telegram_api_url.rstrip('/')}/bot{c.telegram_bot_token}/sendMessage"
+            return url, {"chat_id": c.telegram_chat_id, "text": text, "disable_web_page_preview": True}
+        if channel == "discord":
+            return str(c.discord_webhook_url), {"content": text[:2000], "allowed_mentions": {"parse": []}}
+        facts = self.redactor.value(message.facts)
+        return str(c.webhook_url), {"event": message.kind, "text": text, **facts}
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """For tests and shutdown: True once every queued message has been handled."""
+        deadline = time.monotonic() + timeout
+        while self.queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return not self.queue.unfinished_tasks

@@ -1,0 +1,121 @@
+// tvgw dashboard: reads /dashboard/data (every 10 s) and the live prediction feed (every 3 s).
+// Every value from the record is written with textContent, never as HTML: alert fields come
+// from whoever posted to the webhook.
+"use strict";
+
+const DATA_EVERY_MS = 10000;
+const FEED_EVERY_MS = 3000;
+const LAYOUT = {
+  margin: { l: 48, r: 12, t: 8, b: 36 }, paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
+  font: { color: "#e6e6e6", size: 11 }, xaxis: { gridcolor: "#263140" }, yaxis: { gridcolor: "#263140" },
+  showlegend: false,
+};
+const CONFIG = { displayModeBar: false, responsive: true };
+let lastPrediction = 0;
+
+async function getJson(url) {
+  const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+  if (response.status === 401) { window.location.assign("/"); return null; }
+  if (!response.ok) throw new Error(url + " answered " + response.status);
+  return response.json();
+}
+
+function cell(row, text, className) {
+  const td = document.createElement("td");
+  td.textContent = text === null || text === undefined ? "" : String(text);
+  if (className) td.className = className;
+  row.appendChild(td);
+  return td;
+}
+
+function fill(tableId, items, render) {
+  const body = document.querySelector("#" + tableId + " tbody");
+  body.replaceChildren(...items.map((item) => { const tr = document.createElement("tr"); render(tr, item); return tr; }));
+}
+
+function time(iso) { return iso ? iso.replace("T", " ").slice(0, 19) : ""; }
+function pct(x) { return x === null || x === undefined ? "" : (100 * x).toFixed(1) + "%"; }
+
+function renderAlerts(alerts) {
+  fill("alerts", alerts, (tr, a) => {
+    tr.dataset.alertId = a.id;
+    cell(tr, a.id); cell(tr, time(a.received_at)); cell(tr, a.strategy_id); cell(tr, a.symbol);
+    cell(tr, a.action); cell(tr, a.status, "status-" + a.status); cell(tr, a.decision);
+    cell(tr, a.grade || (a.ml_error ? "n/a" : "")); cell(tr, a.reason || a.ml_error, "reason");
+  });
+}
+
+function renderPositions(positions) {
+  fill("positions", positions, (tr, p) => {
+    cell(tr, p.symbol); cell(tr, p.amount); cell(tr, p.avg_price); cell(tr, p.stop_loss); cell(tr, p.realized_pnl);
+  });
+}
+
+function renderModels(models, health, drift) {
+  const loaded = (health && health.models) || {};
+  fill("models", models, (tr, m) => {
+    const state = m.retired ? "retired" : m.active ? (loaded[m.symbol + " " + m.timeframe] === m.version ? "serving" : "active") : "standby";
+    cell(tr, m.symbol + " " + m.timeframe); cell(tr, m.version); cell(tr, m.type); cell(tr, state);
+    cell(tr, pct(m.holdout && m.holdout.direction ? m.holdout.direction.accuracy : null));
+    cell(tr, pct(m.live.accuracy)); cell(tr, m.live.brier);
+  });
+  const driftLine = document.getElementById("drift");
+  driftLine.textContent = drift.needs_retraining
+    ? "Drift: retraining advised (" + drift.reasons.join("; ") + ")"
+    : "Drift: none flagged (" + drift.samples + " resolved predictions in " + drift.days + " days)";
+  driftLine.className = drift.needs_retraining ? "warn" : "";
+}
+
+function renderCharts(data) {
+  Plotly.react("equity-chart", [{
+    x: data.equity.map((p) => p.at), y: data.equity.map((p) => p.equity), type: "scatter", mode: "lines",
+    line: { color: "#3fb950" },
+  }], { ...LAYOUT, yaxis: { ...LAYOUT.yaxis, title: "equity" } }, CONFIG);
+  Plotly.react("accuracy-chart", [{
+    x: data.accuracy.map((d) => d.day), y: data.accuracy.map((d) => d.accuracy), type: "bar",
+    text: data.accuracy.map((d) => "n=" + d.n), marker: { color: "#1f6feb" },
+  }], { ...LAYOUT, yaxis: { ...LAYOUT.yaxis, range: [0, 1], title: "hit rate" } }, CONFIG);
+  Plotly.react("calibration-chart", [
+    { x: [0, 1], y: [0, 1], type: "scatter", mode: "lines", line: { dash: "dot", color: "#8a949e" } },
+    { x: data.calibration.map((b) => b.predicted), y: data.calibration.map((b) => b.observed),
+      text: data.calibration.map((b) => "n=" + b.n), type: "scatter", mode: "lines+markers",
+      marker: { color: "#d29922" } },
+  ], { ...LAYOUT, xaxis: { ...LAYOUT.xaxis, range: [0, 1], title: "predicted P(up)" },
+       yaxis: { ...LAYOUT.yaxis, range: [0, 1], title: "observed" } }, CONFIG);
+}
+
+async function refresh() {
+  try {
+    const data = await getJson("/dashboard/data");
+    if (!data) return;
+    renderAlerts(data.alerts); renderPositions(data.positions);
+    renderModels(data.models, data.model_health, data.drift); renderCharts(data);
+    document.getElementById("updated").textContent = "updated " + new Date().toISOString().slice(11, 19) + " UTC";
+  } catch (err) {
+    document.getElementById("updated").textContent = "update failed: " + err.message;
+  }
+}
+
+async function pollPredictions() {
+  try {
+    const rows = await getJson("/dashboard/predictions?after_id=" + lastPrediction);
+    if (!rows) return;
+    const feed = document.getElementById("predictions");
+    for (const p of rows.slice().reverse()) {
+      lastPrediction = Math.max(lastPrediction, p.id);
+      const li = document.createElement("li");
+      li.dataset.predictionId = p.id;
+      li.textContent = time(p.timestamp) + "  " + p.symbol + " " + p.timeframe + "  P(up) " +
+        pct(p.direction_prob) + "  model " + (p.model_version || "?");
+      feed.prepend(li);
+    }
+    while (feed.children.length > 100) feed.lastChild.remove();
+  } catch (err) {
+    document.getElementById("updated").textContent = "feed failed: " + err.message;
+  }
+}
+
+refresh();
+pollPredictions();
+setInterval(refresh, DATA_EVERY_MS);
+setInterval(pollPredictions, FEED_EVERY_MS);

@@ -236,6 +236,15 @@ class Alert(BaseModel):
             return None
         return {**values, "volume": self.volume or 0.0}  # type: ignore[dict-item]
 
+    def bar_row(self) -> list[float] | None:
+        """The alert's bar as a candle-store row ``[open time ms, o, h, l, c, v]``, when the alert
+        carries a complete bar and its time."""
+        bar = self.bar
+        if bar is None or self.time is None:
+            return None
+        ms = int(self.time.timestamp() * 1000)
+        return [ms, bar["open"], bar["high"], bar["low"], bar["close"], bar["volume"]]
+
     @property
     def target_position(self) -> float | None:
         """Signed position the strategy holds after this order, when the alert says."""

@@ -1,59 +1,120 @@
-"""What the engine decided for one alert, and the ML opinion it was given.
+"""What the engine decided for one alert, and the port through which it reads the ML signal.
 
-``MLOpinion`` is the engine's view of an ML signal: the few numbers a decision needs. The
-webhook builds it from ``ml_integration``'s richer signal, so the engine never imports the ML
-library (and works unchanged without one).
+:class:`SignalPort` names the few fields of the ML layer's one signal a decision reads; the
+ML layer's object has them, so the engine never imports the ML library (and works unchanged
+without one), and what the answer's ``ml_analysis`` shows is the object the engine used.
 """
 
 from __future__ import annotations
 
+import sqlite3
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from engine.brokers.base import OrderRequest, OrderResult
 from engine.market import ReferencePrice
 
-__all__ = ["Decision", "DecisionStatus", "MLOpinion", "MarketSnapshot", "PlannedOrder"]
+__all__ = [
+    "Clock",
+    "Decision",
+    "DecisionStatus",
+    "MarketSnapshot",
+    "PlannedOrder",
+    "Receipt",
+    "SignalPort",
+    "SystemClock",
+    "agrees_with",
+    "has_opinion",
+    "probability_for",
+    "stop_for",
+]
 
 DecisionStatus = Literal["executed", "annotated", "rejected", "failed", "processing"]
 
 
+class Clock(Protocol):
+    """Wall-clock time in epoch seconds: the real one live, a simulated one in a backtest."""
+
+    def now(self) -> float: ...
+
+
+class SystemClock:
+    """The machine's clock."""
+
+    def now(self) -> float:
+        return time.time()
+
+
 @dataclass(frozen=True, kw_only=True)
-class MLOpinion:
-    """The ML strategy's view of this market, as far as decisions are concerned."""
+class Receipt:
+    """What the intake knows of an alert besides its content, and what it keeps with it.
 
-    direction_probability: float  # calibrated P(price up over the horizon)
-    confidence: float  # 0..1, the strategy's combined confidence
-    combined_probability: float  # ML and sentiment blended, P(up)
-    kelly_fraction: float  # fraction of equity; 0 when there is no edge
-    action: str  # the strategy's own call: buy, sell or hold
-    magnitude: float | None = None
-    sentiment_score: float | None = None
-    quality_grade: str | None = None
-    stop_loss: float | None = None
-    take_profit: float | None = None
-    entry_price: float | None = None  # the close the model saw; stops are relative to it
-    model_version: str | None = None
-    synthetic: bool = False
+    ``payload`` is the JSON to store (secrets already scrubbed); ``ml_analysis`` is the answer's
+    view of the signal; ``record`` writes the ML layer's rows (the prediction, the alert's bar)
+    inside the alert's own transaction, so an alert and its prediction commit together."""
 
-    def agrees_with(self, side: str) -> bool:
-        return self.direction_probability > 0.5 if side == "buy" else self.direction_probability < 0.5
+    received_at: float
+    source_ip: str | None = None
+    payload: str = "{}"
+    ml_analysis: dict[str, Any] | None = None
+    record: Callable[[sqlite3.Connection, int, float], None] | None = None
 
-    def stop_for(self, side: str, price: float) -> float | None:
-        """The model's stop, moved to ``price``, when the model agrees with ``side``.
 
-        The model measured its stop from its own last close; the order fills near the alert's
-        price, so the same *distance* is applied there. A model that disagrees has no stop for
-        this side (the risk manager then uses its default).
-        """
-        if self.stop_loss is None or not self.entry_price or not self.agrees_with(side):
-            return None
-        distance = abs(self.entry_price - self.stop_loss) / self.entry_price
-        return price * (1 - distance) if side == "buy" else price * (1 + distance)
+class SignalPort(Protocol):
+    """The few fields of the ML layer's one signal that a decision reads. The ML layer's own
+    object (``ml_integration.serving.ServedSignal``) has them; the engine never imports it, and
+    a backtest or a test may hand in anything of this shape. ``direction_probability`` is None
+    when the ML layer has no opinion (no model, an error): the strategy's fallback rule decides."""
 
-    def probability_for(self, side: str) -> float:
-        """Combined probability that a trade on ``side`` goes the right way."""
-        return self.combined_probability if side == "buy" else 1.0 - self.combined_probability
+    @property
+    def direction_probability(self) -> float | None: ...  # calibrated P(price up over the horizon)
+    @property
+    def combined_probability(self) -> float | None: ...  # ML and sentiment blended, P(up)
+    @property
+    def confidence(self) -> float: ...  # 0..1
+    @property
+    def kelly_fraction(self) -> float: ...  # fraction of equity; 0 when there is no edge
+    @property
+    def stop_loss(self) -> float | None: ...
+    @property
+    def take_profit(self) -> float | None: ...
+    @property
+    def entry_price(self) -> float | None: ...  # the close the model saw; stops are relative to it
+    @property
+    def leverage(self) -> float: ...  # what the signal asks for; the risk limits cap it
+
+    def technical_score(self, side: str) -> float | None: ...  # hybrid mode, on the same candles
+
+
+def has_opinion(signal: SignalPort | None) -> bool:
+    """Whether the ML layer gave a direction (else the strategy's fallback rule decides)."""
+    return signal is not None and signal.direction_probability is not None
+
+
+def agrees_with(signal: SignalPort, side: str) -> bool:
+    p = signal.direction_probability
+    return p is not None and (p > 0.5 if side == "buy" else p < 0.5)
+
+
+def stop_for(signal: SignalPort, side: str, price: float) -> float | None:
+    """The signal's stop, moved to ``price``, when the signal agrees with ``side``.
+
+    The model measured its stop from its own last close; the order fills near the market
+    price, so the same *distance* is applied there. A signal that disagrees has no stop for
+    this side (the risk manager then uses its default).
+    """
+    if signal.stop_loss is None or not signal.entry_price or not agrees_with(signal, side):
+        return None
+    distance = abs(signal.entry_price - signal.stop_loss) / signal.entry_price
+    return price * (1 - distance) if side == "buy" else price * (1 + distance)
+
+
+def probability_for(signal: SignalPort, side: str) -> float:
+    """Combined probability that a trade on ``side`` goes the right way."""
+    p = signal.combined_probability if signal.combined_probability is not None else 0.5
+    return p if side == "buy" else 1.0 - p
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,7 +123,6 @@ class MarketSnapshot:
 
     equity: float | None  # None: the broker could not say
     price: ReferencePrice | None  # the price the gateway trusts, never the alert's claim
-    candles: Any = None  # recent OHLCV DataFrame, when the candle store has one
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,9 +161,19 @@ class Decision:
     risk_codes: tuple[str, ...] = ()
     risk_reasons: tuple[str, ...] = ()
     details: dict[str, Any] = field(default_factory=dict)
+    #: The alert's row (set once the alert is on file; for a duplicate, the duplicate's own row).
+    alert_id: int | None = None
+    #: For a repeat of an alert already on file: the first one's row. Nothing was decided.
+    duplicate_of: int | None = None
 
     def with_result(self, **changes: Any) -> Decision:
         return replace(self, **changes)
+
+    @property
+    def http_status(self) -> int:
+        """The status code the alert is answered with (and kept with its row): a broker's
+        failure is the gateway's upstream failing (502); every other decision is 200."""
+        return 502 if self.status == "failed" else 200
 
     def as_json(self) -> dict[str, Any]:
         """:meth:`to_dict`, computed once per decision (stored with the alert and returned)."""

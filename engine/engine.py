@@ -1,16 +1,22 @@
-"""The trading engine: from a validated alert (and an optional ML opinion) to a decision, and
-from a decision to an order on the broker.
+"""The trading engine: one door, :meth:`TradingEngine.process_signal`, from a validated alert
+and the ML layer's signal to a recorded :class:`~engine.decision.Decision`.
 
-Two steps, because of where the write lock sits:
+The act, in order (the webhook, the backtest and the API's on-demand actions all call it):
 
-1. :meth:`TradingEngine.decide` runs inside the caller's ``BEGIN IMMEDIATE`` transaction, so
-   two workers never decide on the same position at once. It reads only local state (the
-   ledger and the orders still pending) and does no network I/O; whatever needs the network
-   (equity, price) was gathered before into a :class:`MarketSnapshot`.
-2. :meth:`TradingEngine.execute` sends the order once, outside any transaction, then records
-   the fill, the position and the alert's outcome in one transaction.
+1. Outside any transaction: the idempotency key (from the canonical alert and the market the
+   broker resolves), the market price the engine trusts and the check of the alert's own price
+   against it (a :class:`~engine.exceptions.PriceCheckError` refuses the alert before anything
+   is decided), and the account equity. These may need the network.
+2. One write transaction (``BEGIN IMMEDIATE``, group-committed with other threads' alerts):
+   decide under the risk limits (reading only local state), claim the idempotency key (a
+   UNIQUE key: a duplicate acts once across every worker), record the alert, the ML layer's
+   rows and the order intent. A broker that settles instantly (the paper book) fills inside
+   this same transaction, so order, fill and alert commit together.
+3. For a remote broker: send once, outside any transaction, then record the fill and the
+   alert's outcome in one more transaction. A timeout is reconciled by client order id.
 
-Backtests and live trading share this path; only the broker and the clock differ.
+The clock and the market prices are collaborators: the real clock and the candle store or
+broker ticker live, a simulated clock and replayed candles in a backtest.
 """
 
 from __future__ import annotations
@@ -18,29 +24,45 @@ from __future__ import annotations
 import logging
 import math
 import sqlite3
-import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
+from common.timeframes import from_tradingview
 from engine.alert import Action, Alert
 from engine.brokers.base import Broker, OrderResult, Side
-from engine.decision import Decision, DecisionStatus, MarketSnapshot, MLOpinion, PlannedOrder
+from engine.decision import (
+    Clock,
+    Decision,
+    DecisionStatus,
+    MarketSnapshot,
+    PlannedOrder,
+    Receipt,
+    SignalPort,
+    SystemClock,
+    agrees_with,
+    has_opinion,
+    probability_for,
+    stop_for,
+)
 from engine.exceptions import (
     BrokerError,
     InvalidOrderError,
     OrderUncertainError,
+    PriceCheckError,
     UnknownSymbolError,
 )
-from engine.market import ReferencePrice
+from engine.hybrid import HYBRID_ENTRY_SCORE, ml_bonus
+from engine.market import MarketPrices, ReferencePrice, check_alert_price
 from engine.risk import DEFAULT_STOP_FRACTION, PortfolioState, RiskManager, TradeProposal
 from engine.settings import EngineSettings, StrategySettings
-from ml_integration.technical import HYBRID_ENTRY_SCORE, ml_bonus, technical_score
 from storage import Storage
+from storage import alerts as alert_store
 from storage import marks as mark_store
 from storage import orders as order_store
 from storage import state as state_store
 
-__all__ = ["NO_PRICE_HINT", "TradingEngine", "pure_exit"]
+__all__ = ["NO_PRICE_HINT", "TradingEngine", "alert_fields", "pure_exit"]
 
 log = logging.getLogger(__name__)
 
@@ -73,57 +95,192 @@ def _kelly_size(fraction: float, whose: str, equity: float | None, price: float)
 class TradingEngine:
     """Decides and executes; knows nothing about HTTP and never which broker it has."""
 
-    def __init__(self, settings: EngineSettings, storage: Storage, broker: Broker):
+    def __init__(
+        self,
+        settings: EngineSettings,
+        storage: Storage,
+        broker: Broker,
+        *,
+        clock: Clock | None = None,
+        prices: MarketPrices | None = None,
+    ):
         self.settings = settings
         self.storage = storage
         self.broker = broker
+        self.clock: Clock = clock or SystemClock()
+        self.prices = prices or MarketPrices(storage, broker, clock=self.clock.now)
         self.risk = RiskManager(settings.risk)
         self._equity_cache: tuple[float, float | None] = (-EQUITY_TTL_S, None)
 
-    # --- step 0: inputs that may need the network (outside the transaction) ---------------
-    def snapshot(
+    # --- the one door ---------------------------------------------------------------------------
+    def process_signal(self, alert: Alert, signal: SignalPort | None, *, receipt: Receipt) -> Decision:
+        """The whole act for one validated alert (steps in the module docstring), and the
+        recorded decision. ``alert.strategy_id`` names the strategy it acts for (the webhook set
+        it to the one whose passphrase it carried). ``signal`` is the ML layer's signal, or None
+        without one. Raises :class:`PriceCheckError` when the alert's price cannot be trusted;
+        the caller records that refusal."""
+        strategy = self.settings.strategies[alert.strategy_id or self.settings.default_strategy]
+        symbol = self._resolve(alert)
+        # Keyed on the market the broker resolves, so every spelling of one ticker is one alert;
+        # an unresolvable ticker (rejected, no order) is keyed on its own spelling.
+        received = datetime.fromtimestamp(receipt.received_at, UTC)
+        key = alert.idempotency_key(received, symbol or alert.ticker)
+        reference = self._reference(alert, strategy, key, symbol)
+        snapshot = self._snapshot(strategy, reference)
+        fields = alert_fields(alert)
+        instant = self.broker.settles_instantly
+
+        def act(conn: sqlite3.Connection) -> Decision:
+            decision = self._decide(conn, alert, strategy, snapshot, signal)
+            fields["symbol"] = decision.symbol
+            if decision.symbol and reference is not None and reference.trusted:
+                # The trusted price becomes the shared mark: every worker values the book at it.
+                mark_store.set_mark(
+                    conn, self.broker.name, decision.symbol, reference.price, reference.source
+                )
+            return self._record(conn, alert, key, fields, decision, receipt, snapshot, instant)
+
+        decision = self.storage.write_batched(act)
+        if decision.duplicate_of is None and decision.order is not None and not instant:
+            assert decision.client_order_id is not None
+            decision = self._send(decision, decision.client_order_id)
+            with self.storage.transaction() as conn:
+                self._settle(conn, decision)
+                self._finish(conn, decision, receipt)
+        return decision
+
+    def _resolve(self, alert: Alert) -> str | None:
+        try:
+            return self.broker.resolve_symbol(alert.ticker, alert.exchange)
+        except BrokerError:
+            return None  # the decision refuses the unknown symbol with the broker's reason
+
+    def _reference(
+        self, alert: Alert, strategy: StrategySettings, key: str, symbol: str | None
+    ) -> ReferencePrice | None:
+        """The market price this alert is decided and filled at, after checking the alert's own
+        prices against it. Raises :class:`PriceCheckError` when the alert's price or bar close
+        strays outside ``max_price_deviation``, or when nothing trustworthy is known and the
+        alert could add exposure. A pure exit with no current price is valued at the last mark
+        (or entry price): it can close, never mint cash.
+
+        A repeat of an alert already on file is not checked: it acts nowhere and answers as a
+        duplicate with the first outcome (the claim in the transaction still decides that)."""
+        if symbol is None or strategy.mode == "annotate":
+            return None
+        if alert_store.original_for_key(self.storage.conn, key) is not None:
+            return None
+        timeframe = from_tradingview(alert.interval, strategy.timeframe)
+        reference = self.prices.reference(symbol, timeframe)
+        if reference is None:
+            if pure_exit(alert, strategy):
+                return self.prices.last_known(symbol)
+            raise PriceCheckError(
+                "no_market_price", "price",
+                f"the gateway knows no recent market price for {symbol} to check the alert's "
+                f"price against: {NO_PRICE_HINT}",
+            )  # fmt: skip
+        for name, claimed in (("price", alert.price), ("close", alert.close)):
+            if claimed is not None:
+                check_alert_price(name, claimed, reference, self.settings.max_price_deviation)
+        return reference
+
+    def _record(
         self,
+        conn: sqlite3.Connection,
         alert: Alert,
-        strategy: StrategySettings,
-        candles: object = None,
-        reference: ReferencePrice | None = None,
-    ) -> MarketSnapshot:
+        key: str,
+        fields: dict[str, Any],
+        decision: Decision,
+        receipt: Receipt,
+        snapshot: MarketSnapshot,
+        instant: bool,
+    ) -> Decision:
+        """Inside the decision's transaction: claim the key, record the alert (or its duplicate),
+        the ML layer's rows, the order intent, and for an instant broker the fill."""
+        outcome = None if decision.order is not None else _outcome(decision, receipt.ml_analysis)
+        alert_id = alert_store.claim_alert(
+            conn, idempotency_key=key, received_at=receipt.received_at, source_ip=receipt.source_ip,
+            payload=receipt.payload, fields=fields, status=decision.status, outcome=outcome,
+        )  # fmt: skip
+        if alert_id is None:
+            original = alert_store.original_for_key(conn, key)
+            assert original is not None
+            dup_id = alert_store.insert_duplicate(
+                conn, original_id=original, received_at=receipt.received_at, source_ip=receipt.source_ip,
+                payload=receipt.payload, fields=fields,
+            )  # fmt: skip
+            return decision.with_result(alert_id=dup_id, duplicate_of=original, order=None)
+        decision = decision.with_result(alert_id=alert_id)
+        if receipt.record is not None:
+            receipt.record(conn, alert_id, self.clock.now())
+        stamp = alert.timenow or alert.time
+        if decision.symbol and stamp is not None and alert.strategy_id:
+            state_store.set_last_alert_time(conn, alert.strategy_id, decision.symbol, stamp.timestamp())
+        if decision.order is None:
+            return decision
+        client_order_id = f"tvgw-{alert_id}-{int(receipt.received_at) % 100000}"
+        order_store.create_pending_order(
+            conn, alert_id=alert_id, client_order_id=client_order_id,
+            broker=self.broker.name, symbol=decision.order.symbol, side=decision.order.side,
+            order_type="market", amount=decision.order.amount, price=decision.order.price,
+        )  # fmt: skip
+        self._note_equity(conn, snapshot.equity)
+        decision = decision.with_result(client_order_id=client_order_id)
+        if instant:
+            decision = self._send(decision, client_order_id)
+            self._settle(conn, decision)
+            self._finish(conn, decision, receipt)
+        return decision
+
+    def _finish(self, conn: sqlite3.Connection, decision: Decision, receipt: Receipt) -> None:
+        assert decision.alert_id is not None
+        alert_store.finish_alert(
+            conn, decision.alert_id, status=decision.status, http_status=decision.http_status,
+            reason=decision.reason, decision=decision.as_json(), ml_analysis=receipt.ml_analysis,
+            symbol=decision.symbol,
+        )  # fmt: skip
+
+    # --- inputs that may need the network (outside the transaction) -----------------------
+    def _snapshot(self, strategy: StrategySettings, reference: ReferencePrice | None) -> MarketSnapshot:
         """Price and equity for the decision; annotate-only strategies need neither.
 
-        The price is ``reference``, the one the gateway trusts (see :mod:`engine.market`),
-        never the alert's own: the alert's price was only checked against it. A remote
-        broker's equity costs round trips (balance, tickers), so it is cached for
-        EQUITY_TTL_S; when it cannot be read at all, equity is None and any decision that
-        needs it is refused with the reason rather than guessed.
+        The price is ``reference``, the one the engine trusts (see :mod:`engine.market`), never
+        the alert's own: the alert's price was only checked against it. A remote broker's
+        equity costs round trips (balance, tickers), so it is cached for EQUITY_TTL_S; when it
+        cannot be read at all, equity is None and any decision that needs it is refused with
+        the reason rather than guessed.
         """
         if strategy.mode == "annotate":
-            return MarketSnapshot(equity=0.0, price=None, candles=candles)
-        return MarketSnapshot(equity=self._equity(), price=reference, candles=candles)
+            return MarketSnapshot(equity=0.0, price=None)
+        return MarketSnapshot(equity=self._equity(), price=reference)
 
     def _equity(self) -> float | None:
         if self.broker.settles_instantly:
             return self.broker.equity()
         cached_at, value = self._equity_cache
-        if time.monotonic() - cached_at < EQUITY_TTL_S:
+        now = self.clock.now()
+        if 0 <= now - cached_at < EQUITY_TTL_S:
             return value
         try:
             value = self.broker.equity()
         except BrokerError as exc:
             log.warning("cannot read %s equity: %s", self.broker.name, exc)
             return None
-        self._equity_cache = (time.monotonic(), value)
+        self._equity_cache = (now, value)
         return value
 
-    # --- step 1: decide (inside the caller's write transaction) ----------------------------
-    def decide(
+    # --- decide (inside the write transaction) ---------------------------------------------
+    def _decide(
         self,
         conn: sqlite3.Connection,
         alert: Alert,
         strategy: StrategySettings,
         snapshot: MarketSnapshot,
-        ml: MLOpinion | None = None,
+        signal: SignalPort | None,
     ) -> Decision:
         """What to do with ``alert``. Reads the ledger through ``conn``; writes nothing."""
+        ml = signal if has_opinion(signal) else None
         known: dict[str, Any] = {"mode": strategy.mode, "action": alert.action.value}
 
         def outcome(status: DecisionStatus, reason: str, **extra: Any) -> Decision:
@@ -165,7 +322,7 @@ class TradingEngine:
         if abs(delta) <= EPSILON:
             return outcome("annotated", f"already at target position ({current:g})")
         side: Side = "buy" if delta > 0 else "sell"
-        gate = self._gate(alert, strategy, snapshot, ml, side, current, plan.target)
+        gate = self._gate(alert, strategy, signal, ml, side, current, plan.target)
         if gate is not None:
             return outcome("annotated" if gate[0] else "rejected", gate[1])
         reduces = abs(plan.target) <= abs(current) and (
@@ -174,12 +331,15 @@ class TradingEngine:
         amount = abs(delta)
         codes: tuple[str, ...] = ()
         reasons: tuple[str, ...] = ()
-        stop = ml.stop_for(side, price) if ml else None
+        stop = stop_for(ml, side, price) if ml else None
         if not reduces and not reference.trusted:
             return outcome("rejected", f"no current market price for {symbol}: {NO_PRICE_HINT}")
         if not reduces:
             verdict = self.risk.check(
-                TradeProposal(symbol=symbol, side=side, amount=amount, price=price, stop_loss=stop),
+                TradeProposal(
+                    symbol=symbol, side=side, amount=amount, price=price, stop_loss=stop,
+                    leverage=ml.leverage if ml is not None else 1.0,
+                ),
                 self._portfolio(snapshot, positions, symbol, price),
             )
             codes, reasons = verdict.codes, verdict.reasons
@@ -217,7 +377,7 @@ class TradingEngine:
         alert: Alert,
         strategy: StrategySettings,
         snapshot: MarketSnapshot,
-        ml: MLOpinion | None,
+        ml: SignalPort | None,
         current: float,
         price: float,
     ) -> _Plan:
@@ -251,7 +411,7 @@ class TradingEngine:
         alert: Alert,
         strategy: StrategySettings,
         snapshot: MarketSnapshot,
-        ml: MLOpinion | None,
+        ml: SignalPort | None,
         price: float,
     ) -> tuple[float | None, str]:
         """Order size in base units by the strategy's sizing rule, or None with the reason.
@@ -273,37 +433,35 @@ class TradingEngine:
         self,
         alert: Alert,
         strategy: StrategySettings,
-        snapshot: MarketSnapshot,
-        ml: MLOpinion | None,
+        signal: SignalPort | None,
+        ml: SignalPort | None,
         side: Side,
         current: float,
         target: float,
     ) -> tuple[bool, str] | None:
         """ml_gate and hybrid entry rules. Returns (annotate?, reason) to stop, None to go on.
-        Exits are never gated: reducing exposure must not wait for a model's permission."""
+        Exits are never gated: reducing exposure must not wait for a model's permission.
+        ``ml`` is the signal when it carries an ML opinion, else None."""
         opening = abs(target) > abs(current) or (target != 0 and (target > 0) != (current > 0))
         if not opening or strategy.mode == "execute":
             return None
         if strategy.mode == "ml_gate":
             if ml is None:
                 return True, "ml_gate: no ML opinion available, fallback rule is to annotate only"
-            if not ml.agrees_with(side):
+            if not agrees_with(ml, side):
                 return True, (f"ml_gate: model disagrees (P(up)={ml.direction_probability:.2f} for a {side})")
             if ml.confidence < strategy.ml_threshold:
                 return True, (
                     f"ml_gate: confidence {ml.confidence:.2f} below threshold {strategy.ml_threshold:.2f}"
                 )
             return None
-        # hybrid: technical score from the alert, else from the candles; plus the ML bonus
+        # hybrid: technical score from the alert, else from the signal's candles; plus the ML bonus
         tech = alert.technical_score
-        if tech is None and snapshot.candles is not None:
-            try:
-                tech = technical_score(snapshot.candles, side).score
-            except ValueError as exc:
-                return True, f"hybrid: no technical score ({exc})"
+        if tech is None and signal is not None:
+            tech = signal.technical_score(side)
         if tech is None:
-            return True, "hybrid: no technical score in the alert and no candles to compute one"
-        bonus = ml_bonus(ml.probability_for(side)) if ml is not None else 0.0
+            return True, "hybrid: no technical score in the alert and too few candles to compute one"
+        bonus = ml_bonus(probability_for(ml, side)) if ml is not None else 0.0
         total = tech + bonus
         needed = strategy.hybrid_entry_score or HYBRID_ENTRY_SCORE
         if total < needed:
@@ -333,7 +491,7 @@ class TradingEngine:
             position_notional=notional,
             open_risk=open_risk,
             last_trade_at={p.symbol: p.updated_at for p in positions if p.updated_at is not None},
-            now=time.time(),
+            now=self.clock.now(),
         )
 
     def _mark(self, position: order_store.Position) -> float:
@@ -347,19 +505,19 @@ class TradingEngine:
         and daily-loss limits to the same numbers (a per-worker cache made them disagree)."""
         return order_store.equity_marks(self.storage, self.broker.name, current)
 
-    def note_equity(self, conn: sqlite3.Connection, equity: float | None) -> None:
+    def _note_equity(self, conn: sqlite3.Connection, equity: float | None) -> None:
         """Snapshot the account value for the drawdown and daily-loss limits, at most every
         EQUITY_TTL_S per broker (judged from the newest snapshot in the file, so all workers
         share one rhythm): a row per order would grow the table for nothing."""
         if equity is None or not math.isfinite(equity):
             return
         newest = order_store.newest_equity_at(conn, self.broker.name)
-        if newest is not None and time.time() - newest < EQUITY_TTL_S:
+        if newest is not None and self.clock.now() - newest < EQUITY_TTL_S:
             return
         order_store.record_equity(conn, self.broker.name, equity)
 
-    # --- step 2: send and settle ------------------------------------------------------------
-    def send(self, decision: Decision, client_order_id: str) -> Decision:
+    # --- send and settle ------------------------------------------------------------------------
+    def _send(self, decision: Decision, client_order_id: str) -> Decision:
         """Send the planned order once (no storage here) and return the decision with its fate.
 
         For a remote broker this runs outside any transaction (it waits on the network); a
@@ -385,8 +543,8 @@ class TradingEngine:
             client_order_id=client_order_id,
         )
 
-    def settle(self, conn: sqlite3.Connection, decision: Decision) -> None:
-        """Record what :meth:`send` found: the order row and, for a fill, the ledger."""
+    def _settle(self, conn: sqlite3.Connection, decision: Decision) -> None:
+        """Record what :meth:`_send` found: the order row and, for a fill, the ledger."""
         assert decision.order is not None and decision.client_order_id is not None
         if decision.result is not None:
             self.record_result(
@@ -428,7 +586,7 @@ class TradingEngine:
         return result.fee * (result.average or 0.0)  # fee charged in base: convert at the fill price
 
     def _starting_cash(self) -> float:
-        return self.settings.paper.starting_balance if self.broker.name == "paper" else 0.0
+        return self.broker.starting_cash()
 
     @staticmethod
     def _failed(
@@ -476,3 +634,24 @@ def pure_exit(alert: Alert, strategy: StrategySettings) -> bool:
     if alert.action in (Action.CLOSE_LONG, Action.CLOSE_SHORT, Action.CLOSE_ALL):
         return True
     return strategy.target_position and alert.target_position == 0.0
+
+
+def alert_fields(alert: Alert) -> dict[str, Any]:
+    """The alert's columns in the ``alerts`` table."""
+    return {
+        "strategy_id": alert.strategy_id, "ticker": alert.ticker, "exchange": alert.exchange,
+        "interval": alert.interval, "action": alert.action.value, "contracts": alert.contracts,
+        "price": alert.price, "position_size": alert.position_size,
+        "market_position": alert.market_position.value if alert.market_position else None,
+        "order_id": alert.order_id, "alert_time": alert.time.timestamp() if alert.time else None,
+        "timenow": alert.timenow.timestamp() if alert.timenow else None,
+    }  # fmt: skip
+
+
+def _outcome(decision: Decision, ml_analysis: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "http_status": decision.http_status,
+        "reason": decision.reason,
+        "decision": decision.as_json(),
+        "ml_analysis": ml_analysis,
+    }

@@ -45,7 +45,6 @@ history length live and in a backtest (at least a few hundred bars makes the sta
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -56,11 +55,9 @@ from ml_integration.indicators import bollinger_bands, macd_histogram, require_o
 
 __all__ = [
     "COMPONENTS",
-    "HYBRID_ENTRY_SCORE",
     "MAX_SCORE",
     "TECHNICAL_MIN_ROWS",
     "TechnicalScore",
-    "ml_bonus",
     "technical_components",
     "technical_score",
 ]
@@ -68,7 +65,6 @@ __all__ = [
 Side = Literal["buy", "sell"]
 
 #: Enter a hybrid trade at this total (technical score + ML bonus) or above.
-HYBRID_ENTRY_SCORE = 6.0
 MAX_SCORE = 9.0
 #: The longest window: the 50-bar support/resistance level before the last bar.
 TECHNICAL_MIN_ROWS = 51
@@ -167,26 +163,3 @@ def technical_score(df: pd.DataFrame, side: Side) -> TechnicalScore:
     return TechnicalScore(
         score=float(last["score"]), components={name: float(last[name]) for name in COMPONENTS}
     )
-
-
-def ml_bonus(p: float) -> float:
-    """Points the ML direction probability adds to the technical score in hybrid mode.
-
-    +2 at p >= 0.70, +1 at >= 0.60, +0.5 at >= 0.50, 0 in [0.45, 0.50), -1 below 0.45. The
-    probability is that of the alert's own direction (p(up) for a buy, 1 - p(up) for a sell).
-    """
-    try:
-        valid = math.isfinite(p) and 0.0 <= p <= 1.0
-    except TypeError:
-        valid = False
-    if not valid:
-        raise ValueError(f"ml_bonus needs a probability in [0, 1], got {p!r}")
-    if p >= 0.70:
-        return 2.0
-    if p >= 0.60:
-        return 1.0
-    if p >= 0.50:
-        return 0.5
-    if p >= 0.45:
-        return 0.0
-    return -1.0

@@ -14,10 +14,10 @@ from flask import Flask, current_app
 from flask.json.provider import DefaultJSONProvider
 
 from engine.brokers.factory import create_broker
+from ml_integration.serving import SignalService
 from ml_integration.tracking import start_outcome_resolver
 from storage import Storage
 from tvgw.config import Settings, exchange_credentials, load_settings
-from webhook.enrichment import Enricher
 from webhook.errors import register_error_handlers
 from webhook.gateway import Gateway
 
@@ -42,18 +42,12 @@ def create_app(settings: Settings | None = None, test_config: Mapping[str, Any] 
         market_data = create_exchange(
             settings.market_data, timeout_ms=settings.exchange_timeout_ms, api_url=settings.exchange_api_url
         )
-    enricher = Enricher(
-        settings,
-        storage,
-        broker.resolve_symbol,
-        live_exchange=settings.broker != "paper",
-        market_data=market_data,
-    )
+    signals = SignalService(settings, storage, live_exchange=broker.live, market_data=market_data)
     if settings.ml_enabled:
         # In the background: a worker that loads many models must not miss gunicorn's
         # heartbeat; an alert that arrives first simply waits for its market's model.
-        threading.Thread(target=_preload, args=(enricher,), name="tvgw-preload", daemon=True).start()
-    app.extensions["tvgw"] = Gateway(settings, storage, broker, enricher)
+        threading.Thread(target=_preload, args=(signals,), name="tvgw-preload", daemon=True).start()
+    app.extensions["tvgw"] = Gateway(settings, storage, broker, signals)
     if settings.resolve_interval_s > 0:
         start_outcome_resolver(storage, settings.resolve_interval_s)
 
@@ -95,8 +89,8 @@ class FastJSONProvider(DefaultJSONProvider):
         return orjson.loads(s)
 
 
-def _preload(enricher: Enricher) -> None:
-    for line in enricher.preload():
+def _preload(signals: SignalService) -> None:
+    for line in signals.preload():
         logging.getLogger("tvgw").info("model %s", line)
 
 

@@ -141,7 +141,7 @@ def data() -> Any:
     positions = order_store.list_positions(gateway.storage, gateway.broker.name)
     return api_response({
         "alerts": [_alert_view(a) for a in alert_store.list_alerts(gateway.storage, limit=50)],
-        "models": model_views(limit=50), "model_health": gateway.enricher.status(), "drift": drift,
+        "models": model_views(limit=50), "model_health": gateway.signals.status(), "drift": drift,
         "calibration": analytics.calibration_bins(gateway.storage),
         "accuracy": analytics.accuracy_by_day(gateway.storage, days=30),
         "equity": equity, "broker": gateway.broker.name,

@@ -1,5 +1,7 @@
-"""The one path an alert walks: parse → validate → authenticate → deduplicate → record →
-enrich → decide → execute → answer. Every branch records the alert before answering."""
+"""The webhook's side of an alert's path: parse → limits → allowlist → authenticate → validate
+(HTTP concerns only), then the ML layer's signal (:mod:`ml_integration.serving`) and the engine's
+one door (:meth:`engine.engine.TradingEngine.process_signal`), and the answer. Every branch
+records the alert before answering."""
 
 from __future__ import annotations
 
@@ -8,7 +10,6 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -16,19 +17,15 @@ from pydantic import ValidationError
 from common.timeframes import from_tradingview
 from engine.alert import Alert
 from engine.brokers.base import Broker
-from engine.decision import Decision
-from engine.engine import NO_PRICE_HINT, TradingEngine, pure_exit
+from engine.decision import Receipt
+from engine.engine import TradingEngine
 from engine.exceptions import BrokerError, PriceCheckError
-from engine.market import MarketPrices, ReferencePrice, check_alert_price
+from ml_integration.serving import ServedSignal, SignalService
 from ml_integration.tracking import DriftMonitor, DriftThresholds
 from storage import Storage
 from storage import alerts as alert_store
-from storage import marks as mark_store
-from storage import orders as order_store
-from storage import state as state_store
 from tvgw.config import Settings, StrategySettings, secret_values
 from webhook.auth import authenticate, check_client_certificate, client_ip, ip_allowed
-from webhook.enrichment import Enricher
 from webhook.errors import ApiError
 from webhook.parsing import parse_alert_body
 from webhook.redaction import Redactor, install_log_redaction
@@ -53,13 +50,12 @@ class Reply:
 class Gateway:
     """Everything one worker needs to handle alerts; built once by the app factory."""
 
-    def __init__(self, settings: Settings, storage: Storage, broker: Broker, enricher: Enricher):
+    def __init__(self, settings: Settings, storage: Storage, broker: Broker, signals: SignalService):
         self.settings = settings
         self.storage = storage
         self.broker = broker
         self.engine = TradingEngine(settings, storage, broker)
-        self.prices = MarketPrices(storage, broker)
-        self.enricher = enricher
+        self.signals = signals
         self.redactor = Redactor(secret_values(settings))
         install_log_redaction(self.redactor)
         #: /healthz's drift report, recomputed at most once a minute per worker
@@ -150,132 +146,35 @@ class Gateway:
             )
 
     def _process(self, alert: Alert, strategy_id: str, ip: str, received_at: float) -> Reply:
+        """Glue: the ML layer's signal for the alert's market, then the engine's one door."""
         strategy = self.settings.strategies[strategy_id]
         alert = alert.model_copy(update={"strategy_id": strategy_id})
-        # Keyed on the market the broker resolves, so every spelling of one ticker is one alert;
-        # an unresolvable ticker (rejected, no order) is keyed on its own spelling.
-        symbol = self._symbol(alert)
-        key = alert.idempotency_key(datetime.fromtimestamp(received_at, UTC), symbol or alert.ticker)
-        reference = self._reference(alert, strategy, key, symbol)
-        enrichment = self.enricher.enrich(alert, strategy)
-        snapshot = self.engine.snapshot(alert, strategy, enrichment.candles, reference)
-        payload = self.redactor.record(alert)
-        fields = _alert_fields(alert)
-        instant = self.broker.settles_instantly
-
-        def decide_and_record(conn: Any) -> tuple[Decision, int, str | None, Reply | None]:
-            """The alert's write transaction (group-committed with other threads' alerts)."""
-            decision = self.engine.decide(conn, alert, strategy, snapshot, enrichment.opinion)
-            fields["symbol"] = decision.symbol
-            if decision.symbol and reference is not None and reference.trusted:
-                # The trusted price becomes the shared mark: every worker values the book at it.
-                mark_store.set_mark(
-                    conn, self.broker.name, decision.symbol, reference.price, reference.source
-                )
-            outcome = None if decision.order is not None else self._outcome(decision, enrichment.analysis)
-            alert_id = alert_store.claim_alert(
-                conn, idempotency_key=key, received_at=received_at, source_ip=ip, payload=payload,
-                fields=fields, status=decision.status, outcome=outcome,
-            )  # fmt: skip
-            if alert_id is None:
-                original = alert_store.original_for_key(conn, key)
-                assert original is not None
-                dup_id = alert_store.insert_duplicate(
-                    conn, original_id=original, received_at=received_at, source_ip=ip,
-                    payload=payload, fields=fields,
-                )  # fmt: skip
-                return decision, dup_id, None, self._duplicate_reply(original, dup_id)
-            self.enricher.record(conn, alert_id, enrichment)
-            stamp = alert.timenow or alert.time
-            if decision.symbol and stamp is not None:
-                state_store.set_last_alert_time(conn, strategy_id, decision.symbol, stamp.timestamp())
-            client_order_id = None
-            if decision.order is not None:
-                client_order_id = f"tvgw-{alert_id}-{int(received_at) % 100000}"
-                order_store.create_pending_order(
-                    conn, alert_id=alert_id, client_order_id=client_order_id,
-                    broker=self.broker.name, symbol=decision.order.symbol, side=decision.order.side,
-                    order_type="market", amount=decision.order.amount, price=decision.order.price,
-                )  # fmt: skip
-                self.engine.note_equity(conn, snapshot.equity)
-                if instant:
-                    decision = self.engine.send(decision, client_order_id)
-                    self.engine.settle(conn, decision)
-                    self._finish(conn, alert_id, decision, enrichment.analysis)
-            return decision, alert_id, client_order_id, None
-
-        decision, alert_id, client_order_id, duplicate = self.storage.write_batched(decide_and_record)
-        if duplicate is not None:
-            return duplicate
-        if decision.order is not None and not instant:
-            assert client_order_id is not None
-            decision = self.engine.send(decision, client_order_id)
-            with self.storage.transaction() as conn:
-                self.engine.settle(conn, decision)
-                self._finish(conn, alert_id, decision, enrichment.analysis)
-        return Reply(_http_status(decision), alert_response(alert_id, decision, enrichment.analysis))
-
-    def _symbol(self, alert: Alert) -> str | None:
-        """The market the alert names, or None when the broker does not know it (the decision
-        then refuses it with the broker's reason)."""
-        try:
-            return self.broker.resolve_symbol(alert.ticker, alert.exchange)
-        except BrokerError:
-            return None
-
-    def _reference(
-        self, alert: Alert, strategy: StrategySettings, key: str, symbol: str | None
-    ) -> ReferencePrice | None:
-        """The market price this alert is decided and filled at, after checking the alert's own
-        prices against it. Raises a 422 :class:`ApiError` (recorded as a refusal) when the
-        alert's price or bar close strays outside TVGW_MAX_PRICE_DEVIATION, or when nothing
-        trustworthy is known and the alert could add exposure. A pure exit with no current
-        price is valued at the last mark (or entry price): it can close, never mint cash.
-
-        A repeat of an alert already on file is not checked: it acts nowhere and answers as a
-        duplicate with the first outcome (the claim in the transaction still decides that)."""
-        if symbol is None or strategy.mode == "annotate":
-            return None
-        if alert_store.original_for_key(self.storage.conn, key) is not None:
-            return None
-        timeframe = from_tradingview(alert.interval, strategy.timeframe)
-        reference = self.prices.reference(symbol, timeframe)
-        if reference is None:
-            if pure_exit(alert, strategy):
-                return self.prices.last_known(symbol)
-            self.enricher.store_bar(alert, strategy)  # a bar is how TradingView can give one
-            raise ApiError(
-                422,
-                "no_market_price",
-                f"the gateway knows no recent market price for {symbol} to check the alert's "
-                f"price against: {NO_PRICE_HINT}",
-                where="price",
-            )
-        try:
-            for field, claimed in (("price", alert.price), ("close", alert.close)):
-                if claimed is not None:
-                    check_alert_price(field, claimed, reference, self.settings.max_price_deviation)
-        except PriceCheckError as exc:
-            raise ApiError(422, exc.code, exc.message, where=exc.field) from None
-        return reference
-
-    @staticmethod
-    def _outcome(decision: Decision, ml_analysis: dict[str, Any] | None) -> dict[str, Any]:
-        return {
-            "http_status": _http_status(decision),
-            "reason": decision.reason,
-            "decision": decision.as_json(),
-            "ml_analysis": ml_analysis,
-        }
-
-    def _finish(
-        self, conn: Any, alert_id: int, decision: Decision, ml_analysis: dict[str, Any] | None
-    ) -> None:
-        alert_store.finish_alert(
-            conn, alert_id, status=decision.status, http_status=_http_status(decision),
-            reason=decision.reason, decision=decision.as_json(), ml_analysis=ml_analysis,
-            symbol=decision.symbol,
+        served = self._serve(alert, strategy)
+        receipt = Receipt(
+            received_at=received_at, source_ip=ip, payload=self.redactor.record(alert),
+            ml_analysis=served.analysis(), record=served.record,
         )  # fmt: skip
+        try:
+            decision = self.engine.process_signal(alert, served, receipt=receipt)
+        except PriceCheckError as exc:
+            if exc.code == "no_market_price" and served.bar is not None and served.symbol is not None:
+                # A refused alert's bar still goes into the candle store: the bars alerts carry
+                # are one way to give the gateway a market price.
+                self.signals.store_bar(served.symbol, served.timeframe or strategy.timeframe, served.bar)
+            raise ApiError(422, exc.code, exc.message, where=exc.field) from None
+        assert decision.alert_id is not None
+        if decision.duplicate_of is not None:
+            return self._duplicate_reply(decision.duplicate_of, decision.alert_id)
+        return Reply(decision.http_status, alert_response(decision.alert_id, decision, receipt.ml_analysis))
+
+    def _serve(self, alert: Alert, strategy: StrategySettings) -> ServedSignal:
+        """The ML layer's one signal for the market the alert names (never raises)."""
+        try:
+            symbol = self.broker.resolve_symbol(alert.ticker, alert.exchange)
+        except BrokerError as exc:
+            return ServedSignal(error=f"no ML: {exc}")
+        timeframe = from_tradingview(alert.interval, strategy.timeframe)
+        return self.signals.serve(symbol, timeframe, alert.bar_row())
 
     def _duplicate_reply(self, original_id: int, dup_id: int) -> Reply:
         record = alert_store.get_alert(self.storage, original_id)
@@ -330,20 +229,8 @@ def _via_local_proxy(ip: str, remote_addr: str | None, forwarded_for: str | None
     return peer.is_loopback or peer.is_private
 
 
-def _http_status(decision: Decision) -> int:
-    """Broker trouble is the gateway's upstream failing (502); every decision else is 200."""
-    return 502 if decision.status == "failed" else 200
 
 
-def _alert_fields(alert: Alert) -> dict[str, Any]:
-    return {
-        "strategy_id": alert.strategy_id, "ticker": alert.ticker, "exchange": alert.exchange,
-        "interval": alert.interval, "action": alert.action.value, "contracts": alert.contracts,
-        "price": alert.price, "position_size": alert.position_size,
-        "market_position": alert.market_position.value if alert.market_position else None,
-        "order_id": alert.order_id, "alert_time": alert.time.timestamp() if alert.time else None,
-        "timenow": alert.timenow.timestamp() if alert.timenow else None,
-    }  # fmt: skip
 
 
 _FIELD_IN_MESSAGE = re.compile(r"^field '([^']+)'")

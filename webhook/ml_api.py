@@ -267,16 +267,15 @@ def predict() -> Any:
     body = _parse(Market)
     if not gateway.settings.ml_enabled:
         raise ApiError(409, "ml_disabled", "ML is disabled on this gateway: set TVGW_ML_ENABLED=true")
-    enrichment = gateway.enricher.predict(body.symbol, body.timeframe)
-    if enrichment.prediction is None:
-        error = (enrichment.analysis or {}).get("error", "no prediction")
+    served = gateway.signals.serve(body.symbol, body.timeframe)
+    prediction = served.prediction_row()
+    if prediction is None:
+        error = served.error or "no prediction"
         raise ApiError(409, "no_prediction", f"no prediction for {body.symbol} {body.timeframe}: {error}")
     with gateway.storage.transaction() as conn:
-        prediction_id = prediction_store.insert_prediction(
-            conn, timestamp=time.time(), **enrichment.prediction
-        )
+        prediction_id = prediction_store.insert_prediction(conn, timestamp=time.time(), **prediction)
     row = prediction_store.get_prediction(gateway.storage, prediction_id)
-    return api_response({"prediction": row, "ml_analysis": enrichment.analysis}, 201)
+    return api_response({"prediction": row, "ml_analysis": served.analysis()}, 201)
 
 
 @bp.put("/predictions")

@@ -61,7 +61,7 @@ def healthz() -> Any:
     except Exception as exc:
         body["status"] = "down"
         body["database"] = {"ok": False, "error": str(exc)}
-    models = gateway.enricher.status()
+    models = gateway.signals.status()
     if not models.ok:
         problems.extend(models.problems)
     if problems and body["status"] == "ok":

@@ -88,6 +88,9 @@ class Broker(ABC):
     #: True when ``execute`` is local and instant (no network): the engine may then run it
     #: inside the decision's transaction, so order, fill and alert commit atomically.
     settles_instantly: bool = False
+    #: True when orders reach a real market (an exchange, sandbox or live); False for the paper
+    #: book. What may act on it asks this, never the broker's name.
+    live: bool = True
 
     @abstractmethod
     def resolve_symbol(self, ticker: str, exchange: str | None = None) -> str:
@@ -104,6 +107,11 @@ class Broker(ABC):
     @abstractmethod
     def equity(self) -> float:
         """Account value in the quote currency (cash plus marked positions)."""
+
+    def starting_cash(self) -> float:
+        """The cash a ledger of this broker starts from: the paper book's starting balance; an
+        exchange account's ledger starts at zero (its fills are recorded, its cash is its own)."""
+        return 0.0
 
     def last_price(self, symbol: str) -> float | None:
         """The latest traded price, when the broker knows one."""

@@ -28,6 +28,7 @@ class PaperBroker(Broker):
 
     name = "paper"
     settles_instantly = True
+    live = False
 
     def __init__(self, storage: Storage, settings: PaperSettings, *, max_leverage: float = 1.0):
         self.storage = storage
@@ -56,6 +57,9 @@ class PaperBroker(Broker):
             f"{database} started with {started:.2f} {self.settings.quote_currency} and has trades: "
             f"set it back to {started:.2f}, or point TVGW_DATABASE at a new file to start a new book"
         )
+
+    def starting_cash(self) -> float:
+        return self.settings.starting_balance
 
     def cash(self) -> float:
         return get_cash(self.storage, self.name, self.settings.quote_currency, self.settings.starting_balance)

@@ -299,8 +299,8 @@ def test_workers_read_the_same_peak_and_day_start_equity(tmp_path: Path) -> None
     (_, first), (storage_b, second) = workers
     assert first._equity_marks(10_000.0) == (10_000.0, 10_000.0)
     with storage_b.transaction() as conn:
-        second.note_equity(conn, 12_000.0)
+        second._note_equity(conn, 12_000.0)
     assert first._equity_marks(10_000.0) == (12_000.0, 12_000.0)
     with storage_b.transaction() as conn:
-        first.note_equity(conn, 9_000.0)  # within EQUITY_TTL_S of the other worker's snapshot
+        first._note_equity(conn, 9_000.0)  # within EQUITY_TTL_S of the other worker's snapshot
     assert rows(settings, "SELECT COUNT(*) FROM equity_snapshots")[0][0] == 1

@@ -10,13 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from engine.hybrid import HYBRID_ENTRY_SCORE, ml_bonus
 from ml_integration.indicators import rsi
 from ml_integration.technical import (
     COMPONENTS,
-    HYBRID_ENTRY_SCORE,
     MAX_SCORE,
     TECHNICAL_MIN_ROWS,
-    ml_bonus,
     technical_components,
     technical_score,
 )

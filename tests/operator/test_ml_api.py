@@ -101,9 +101,9 @@ def test_models_refuse_what_is_not_in_the_store(ml_api: Any, store: dict[str, An
 def test_predictions_on_demand_follow_the_active_model(
     ml_api: Any, store: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import webhook.enrichment
+    import ml_integration.serving
 
-    monkeypatch.setattr(webhook.enrichment, "RELOAD_CHECK_S", 0.0)  # see an activation at once
+    monkeypatch.setattr(ml_integration.serving, "RELOAD_CHECK_S", 0.0)  # see an activation at once
     made = ml_api.post("/api/ml/predictions", headers=AUTH, json={"symbol": "BTC/USDT", "timeframe": "1h"})
     assert made.status_code == 201, made.json
     prediction = made.json["prediction"]

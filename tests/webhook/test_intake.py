@@ -332,7 +332,7 @@ def test_a_gateway_fault_is_answered_in_json_and_kept_on_file(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(TradingEngine, "decide", broken)
+    monkeypatch.setattr(TradingEngine, "_decide", broken)
     response = post(client, sample_alert())
     assert response.status_code == 500
     assert response.json["status"] == "error" and "ZeroDivisionError" in response.json["error"]["message"]

@@ -1,7 +1,7 @@
 """Every worker's candle window shows what the store holds: a newest bar replaced in place (same
 open time, new values) by another worker's alert is seen on the next alert, not kept stale.
 
-Two Enrichers on one SQLite file stand for two gunicorn workers (each has its own window)."""
+Two SignalServices on one SQLite file stand for two gunicorn workers (each has its own window)."""
 
 from __future__ import annotations
 
@@ -12,21 +12,21 @@ from typing import Any
 import pandas as pd
 
 from engine.alert import Alert
+from ml_integration.serving import SignalService
 from storage import Storage
 from storage.candles import upsert_candles
 from tests.conftest import make_settings, sample_alert
-from webhook.enrichment import Enricher
 
 HOUR_MS = 3_600_000
 
 
-def worker(settings: Any) -> Enricher:
-    return Enricher(settings, Storage(settings.database), lambda t, e: "BTC/USDT")
+def worker(settings: Any) -> SignalService:
+    return SignalService(settings, Storage(settings.database))
 
 
-def window(subject: Enricher, settings: Any, **fields: Any) -> pd.DataFrame:
+def window(subject: SignalService, settings: Any, **fields: Any) -> pd.DataFrame:
     alert = Alert.model_validate(sample_alert(**fields))
-    result = subject.enrich(alert, settings.strategy(None))
+    result = subject.serve("BTC/USDT", "1h", alert.bar_row())
     assert result.candles is not None
     return result.candles
 

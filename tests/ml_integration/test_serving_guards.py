@@ -1,8 +1,9 @@
-"""Enrichment refuses what it must not use: a synthetic-data model on a live exchange, a stale
+"""Serving refuses what it must not use: a synthetic-data model on a live exchange, a stale
 candle store, a model slower than its budget. Each gives ml_analysis.error, never an exception."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -14,11 +15,11 @@ import pytest
 
 from engine.alert import Alert
 from ml_integration import save_version, synthetic_candles
+from ml_integration.serving import SignalService
 from storage import Storage
 from storage.candles import upsert_candles
 from tests.conftest import copy_model_store, make_settings
 from webhook import create_app, get_gateway
-from webhook.enrichment import Enricher
 
 
 def _rows(frame: pd.DataFrame) -> list[list[float]]:
@@ -41,9 +42,7 @@ def model_dir(
     yield models, candles
 
 
-def enricher(
-    tmp_path: Path, models: Path, candles: pd.DataFrame, **kwargs: object
-) -> tuple[Enricher, object]:
+def service(tmp_path: Path, models: Path, candles: pd.DataFrame, **kwargs: object) -> SignalService:
     settings = make_settings(
         tmp_path,
         TVGW_ML_ENABLED="true",
@@ -54,7 +53,7 @@ def enricher(
     storage.migrate()
     upsert_candles(storage, "BTC/USDT", "1h", _rows(candles), "test")
     live = bool(kwargs.get("live_exchange", False))
-    return Enricher(settings, storage, lambda t, e: "BTC/USDT", live_exchange=live), settings.strategy(None)
+    return SignalService(settings, storage, live_exchange=live)
 
 
 ALERT = Alert.model_validate(
@@ -70,34 +69,51 @@ ALERT = Alert.model_validate(
 
 def test_the_model_runs_when_all_is_well(tmp_path: Path, model_dir: tuple[Path, pd.DataFrame]) -> None:
     models, candles = model_dir
-    subject, strategy = enricher(tmp_path, models, candles)
-    result = subject.enrich(ALERT, strategy)  # type: ignore[arg-type]
-    assert result.opinion is not None and "error" not in result.analysis  # type: ignore[operator]
+    subject = service(tmp_path, models, candles)
+    result = subject.serve("BTC/USDT", "1h", ALERT.bar_row())
+    assert result.signal is not None and "error" not in result.analysis()
 
 
 def test_synthetic_model_never_drives_a_live_exchange(
     tmp_path: Path, model_dir: tuple[Path, pd.DataFrame]
 ) -> None:
     models, candles = model_dir
-    subject, strategy = enricher(tmp_path, models, candles, live_exchange=True)
-    result = subject.enrich(ALERT, strategy)  # type: ignore[arg-type]
-    assert result.opinion is None and "synthetic" in result.analysis["error"]  # type: ignore[index]
+    subject = service(tmp_path, models, candles, live_exchange=True)
+    result = subject.serve("BTC/USDT", "1h", ALERT.bar_row())
+    assert result.signal is None and "synthetic" in result.analysis()["error"]
 
 
 def test_stale_candle_store_is_refused(tmp_path: Path, model_dir: tuple[Path, pd.DataFrame]) -> None:
     models, candles = model_dir
-    subject, strategy = enricher(tmp_path, models, candles.iloc[:-10])  # newest candle 10 h old
-    result = subject.enrich(ALERT, strategy)  # type: ignore[arg-type]
-    assert result.opinion is None and "stale candle store" in result.analysis["error"]  # type: ignore[index]
+    subject = service(tmp_path, models, candles.iloc[:-10])  # newest candle 10 h old
+    result = subject.serve("BTC/USDT", "1h", ALERT.bar_row())
+    assert result.signal is None and "stale candle store" in result.analysis()["error"]
 
 
 def test_a_model_slower_than_its_budget_falls_back(
     tmp_path: Path, model_dir: tuple[Path, pd.DataFrame]
 ) -> None:
+    """A model that does not answer within TVGW_ML_BUDGET_MS: the alert goes on without it. The
+    model is made to wait on an event the test holds, so the outcome never depends on how fast
+    this machine is."""
     models, candles = model_dir
-    subject, strategy = enricher(tmp_path, models, candles, TVGW_ML_BUDGET_MS="0.01")
-    result = subject.enrich(ALERT, strategy)  # type: ignore[arg-type]
-    assert result.opinion is None and "budget" in result.analysis["error"]  # type: ignore[index]
+    subject = service(tmp_path, models, candles, TVGW_ML_BUDGET_MS="50")
+    subject.serve("BTC/USDT", "1h", ALERT.bar_row())  # loads the model (whatever it answers)
+    market = subject._markets[("BTC/USDT", "1h")]
+    release = threading.Event()
+    model = market.strategy
+
+    def stuck(*args: Any, **kwargs: Any) -> Any:
+        release.wait(timeout=60)
+        raise RuntimeError("released")
+
+    market.signal = None
+    model.build_signal = stuck
+    try:
+        result = subject.serve("BTC/USDT", "1h", ALERT.bar_row())
+    finally:
+        release.set()
+    assert result.signal is None and "budget" in result.analysis()["error"]
 
 
 def test_a_new_model_version_is_picked_up_without_a_restart(
@@ -105,21 +121,19 @@ def test_a_new_model_version_is_picked_up_without_a_restart(
 ) -> None:
     import shutil
 
-    from ml_integration import load_latest_strategy
-    from webhook import enrichment
+    from ml_integration import load_latest_strategy, serving
 
     models, candles = model_dir
     own = tmp_path / "models"
     shutil.copytree(models, own)
-    subject, strategy = enricher(tmp_path, own, candles)
-    first = subject.enrich(ALERT, strategy)  # type: ignore[arg-type]
-    assert first.analysis is not None
-    monkeypatch.setattr(enrichment, "RELOAD_CHECK_S", 0.0)
+    subject = service(tmp_path, own, candles)
+    first = subject.serve("BTC/USDT", "1h", ALERT.bar_row())
+    monkeypatch.setattr(serving, "RELOAD_CHECK_S", 0.0)
     newer = save_version(load_latest_strategy(own, "BTC/USDT", "1h"), own, "BTC/USDT", "1h", version="v-next")
     assert newer.name == "v-next"
-    second = subject.enrich(ALERT, strategy)  # type: ignore[arg-type]
-    assert second.analysis is not None and second.analysis["model_version"] == "v-next"
-    assert first.analysis["model_version"] != "v-next"
+    second = subject.serve("BTC/USDT", "1h", ALERT.bar_row())
+    assert second.analysis()["model_version"] == "v-next"
+    assert first.analysis()["model_version"] != "v-next"
 
 
 def test_missing_candles_are_fetched_from_the_exchange_within_the_budget(
@@ -136,13 +150,13 @@ def test_missing_candles_are_fetched_from_the_exchange_within_the_budget(
     )
     app = create_app(settings)
     gateway = get_gateway(app)
-    result = gateway.enricher.enrich(ALERT, settings.strategy(None))  # type: ignore[arg-type]
-    assert result.opinion is not None, result.analysis  # the empty store was filled from the exchange
+    result = gateway.signals.serve("BTC/USDT", "1h", ALERT.bar_row())
+    assert result.signal is not None, result.analysis()  # the empty store was filled from the exchange
     assert fake_exchange.request_count("GET", "/api/v3/klines") >= 1
     stored = Storage(settings.database).query_one("SELECT COUNT(*), MIN(source) FROM candles")
     assert stored[0] >= 300 and stored[1] == "ccxt:binance"
     before = fake_exchange.request_count("GET", "/api/v3/klines")
-    gateway.enricher.enrich(ALERT, settings.strategy(None))  # type: ignore[arg-type]
+    gateway.signals.serve("BTC/USDT", "1h", ALERT.bar_row())
     assert fake_exchange.request_count("GET", "/api/v3/klines") == before  # current: no new fetch
 
 
@@ -156,7 +170,7 @@ def test_models_are_loaded_when_the_worker_starts(
     deadline = time.monotonic() + 60  # generous: loading is slow on a busy machine
 
     def loaded() -> dict[str, str | None]:
-        return gateway.enricher.status().worker_models()
+        return gateway.signals.status().worker_models()
 
     while loaded().get("BTC/USDT 1h") != latest and time.monotonic() < deadline:
         time.sleep(0.05)  # a background thread loads every model at start-up, before any alert

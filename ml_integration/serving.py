@@ -1,4 +1,6 @@
-"""The ML seam of the webhook path: what the ML strategy thinks of this alert's market.
+"""ML serving: the one signal the ML strategy gives for a market now, as the webhook (and the
+operator API) asks for it. No Flask and no engine here: the caller resolves the symbol and
+timeframe; the engine reads the :class:`ServedSignal` through its own small port.
 
 Per worker, for each (symbol, timeframe): the newest trained strategy (reloaded when the
 model store's ``latest`` pointer changes, checked at most every few seconds) and a window of
@@ -17,29 +19,24 @@ import sqlite3
 import threading
 import time
 import zipfile
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
-from common.timeframes import from_tradingview, seconds
-from engine.alert import Alert
-from engine.decision import MLOpinion
-from engine.exceptions import BrokerError
-from ml_integration.market_call import atr, predict_market, realized_volatility
+from common.timeframes import seconds
+from ml_integration.technical import TECHNICAL_MIN_ROWS, technical_score
 from storage import Storage
 from storage import candles as candle_store
 from storage import predictions as prediction_store
-from tvgw.config import Settings, StrategySettings
 
 if TYPE_CHECKING:  # ml_integration is imported lazily: a worker without ML never pays for it
     from ml_integration.store import StoredModel
 
-__all__ = ["Enricher", "Enrichment", "ModelsStatus"]
+__all__ = ["ModelsStatus", "ServedSignal", "ServingSettings", "SignalService"]
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +51,139 @@ FETCH_INTERVAL_S = 30.0
 RELOAD_CHECK_S = 5.0
 
 
-@dataclass(frozen=True)
-class Enrichment:
-    """What enrichment produced for one alert."""
+class ServingSettings(Protocol):
+    """What serving reads of the gateway's settings (composed by ``tvgw.config``)."""
 
-    opinion: MLOpinion | None
-    analysis: dict[str, Any] | None
-    candles: Any = None
-    prediction: dict[str, Any] | None = None
-    bar: tuple[str, str, list[float]] | None = None  # (symbol, timeframe, [ms, o, h, l, c, v])
+    @property
+    def ml_enabled(self) -> bool: ...
+    @property
+    def ml_budget_ms(self) -> float: ...
+    @property
+    def model_dir(self) -> Path: ...
+    @property
+    def market_data_budget_ms(self) -> float: ...
+    @property
+    def sentiment_refresh_s(self) -> float: ...
+    @property
+    def sentiment_env(self) -> dict[str, str]: ...
+
+
+@dataclass(frozen=True)
+class ServedSignal:
+    """The ML layer's one signal for an alert's market: what the answer's ``ml_analysis``
+    shows and what the engine reads (its port names the fields it uses), one object for both.
+
+    ``signal`` is the strategy's :class:`~ml_integration.strategy.TradingSignal`, or None when ML
+    could not help (``error`` says why; the strategy's fallback rule decides). The candles it
+    saw also give the hybrid mode's technical score, with or without a model.
+    """
+
+    signal: Any = None
+    error: str | None = None
+    candles: pd.DataFrame | None = None
+    symbol: str | None = None
+    timeframe: str | None = None
+    bar: list[float] | None = None  # the alert's own bar [ms, o, h, l, c, v], stored with it
+    latency_ms: float = 0.0
+    reused: bool = False
+
+    # --- the engine's port --------------------------------------------------------------------
+    @property
+    def direction_probability(self) -> float | None:
+        """Calibrated P(up); None when there is no ML opinion (error, or a gap in the window)."""
+        return None if self.signal is None else self.signal.ml_probability
+
+    @property
+    def combined_probability(self) -> float | None:
+        return None if self.signal is None else self.signal.combined_probability
+
+    @property
+    def confidence(self) -> float:
+        return 0.0 if self.signal is None else float(self.signal.confidence)
+
+    @property
+    def kelly_fraction(self) -> float:
+        return 0.0 if self.signal is None else float(self.signal.kelly_fraction)
+
+    @property
+    def stop_loss(self) -> float | None:
+        return None if self.signal is None else self.signal.stop_loss
+
+    @property
+    def take_profit(self) -> float | None:
+        return None if self.signal is None else self.signal.take_profit
+
+    @property
+    def entry_price(self) -> float | None:
+        return None if self.signal is None else self.signal.entry_price
+
+    @property
+    def leverage(self) -> float:
+        return 1.0 if self.signal is None else float(self.signal.leverage)
+
+    def technical_score(self, side: str) -> float | None:
+        """The hybrid mode's technical score of a ``side`` entry on these candles (None with
+        too few of them)."""
+        if self.candles is None or len(self.candles) < TECHNICAL_MIN_ROWS:
+            return None
+        return technical_score(self.candles, side).score  # type: ignore[arg-type]
+
+    # --- the answer and the record -------------------------------------------------------------
+    def analysis(self) -> dict[str, Any]:
+        """``ml_analysis`` as the answer and the alert row show it."""
+        signal = self.signal
+        if signal is None:
+            return {"error": self.error or "no ML opinion"}
+        probability = signal.ml_probability if signal.ml_probability is not None else 0.5
+        body: dict[str, Any] = {
+            "direction_probability": round(probability, 4),
+            "sentiment_score": signal.sentiment_score,
+            "quality_grade": signal.quality_grade,
+            "quality_score": signal.quality_score,
+            "recommended_position": signal.kelly_fraction,
+            "action": signal.action,
+            "confidence": round(signal.confidence, 4),
+            "combined_probability": signal.combined_probability,
+            "magnitude": signal.magnitude,
+            "horizon_bars": signal.horizon,
+            "stop_loss": signal.stop_loss,
+            "take_profit": signal.take_profit,
+            "market_call": {"signal": signal.signal_type, "leverage": signal.leverage,
+                            "risk_reward": signal.risk_reward},
+            "model_version": signal.model_version,
+            "candle_time": signal.candle_time,
+            "synthetic": signal.synthetic,
+            "latency_ms": round(self.latency_ms, 2),
+            "reused": self.reused,
+            "reason": signal.reason,
+        }  # fmt: skip
+        if signal.synthetic:
+            body["warning"] = "model trained on SYNTHETIC candles (quickstart offline): not a market view"
+        return body
+
+    def prediction_row(self) -> dict[str, Any] | None:
+        """The ``ml_predictions`` row this signal is logged as (outcome tracking scores it)."""
+        signal = self.signal
+        if signal is None or self.symbol is None or self.timeframe is None:
+            return None
+        candle_ts = pd.Timestamp(signal.candle_time).timestamp()
+        return {
+            "symbol": self.symbol, "timeframe": self.timeframe, "model_version": signal.model_version,
+            "direction_prob": signal.ml_probability if signal.ml_probability is not None else 0.5,
+            "magnitude_pred": signal.magnitude, "confidence": signal.confidence,
+            "horizon": signal.horizon, "candle_time": candle_ts,
+            "target_time": candle_ts + signal.horizon * seconds(self.timeframe),
+            "price_at_prediction": signal.entry_price, "synthetic": int(signal.synthetic),
+        }  # fmt: skip
+
+    def record(self, conn: sqlite3.Connection, alert_id: int | None, now: float) -> None:
+        """Inside the alert's transaction: the alert's bar into the candle store, and the
+        prediction row (so every enriched alert has exactly one)."""
+        if self.bar is not None and self.symbol is not None and self.timeframe is not None:
+            candle_store.upsert_candles_in(conn, self.symbol, self.timeframe, [self.bar], "alert")
+        row = self.prediction_row()
+        if row is not None:
+            prediction_store.insert_prediction(conn, timestamp=now, alert_id=alert_id, **row)
 
 
 @dataclass(frozen=True)
@@ -115,26 +236,23 @@ class _Market:
     fetch: Any = None  # the fetch still running in the background, if any
     #: (inputs key, when, signal): the model's answer for the current newest candle.
     signal: tuple[tuple[Any, ...], float, Any] | None = None
-    #: (last candle time, ATR, realised volatility): recomputed only when a new candle arrives.
-    volatility: tuple[pd.Timestamp, float, float] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class Enricher:
-    """Runs the ML strategy for alerts, within a time budget, and logs every prediction."""
+class SignalService:
+    """Serves the ML strategy's signal per market, within a time budget, from a per-worker model
+    cache and candle window."""
 
     def __init__(
         self,
-        settings: Settings,
+        settings: ServingSettings,
         storage: Storage,
-        resolve_symbol: Callable[[str, str | None], str],
         *,
         live_exchange: bool = False,
         market_data: Any = None,
     ):
         self.settings = settings
         self.storage = storage
-        self.resolve_symbol = resolve_symbol
         self.live_exchange = live_exchange
         self.market_data = market_data  # a ccxt exchange for public candles, or None
         self._market_data_lock = threading.Lock()  # ccxt's sync client is not thread-safe
@@ -148,135 +266,47 @@ class Enricher:
         self._fetch_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tvgw-candles")
 
     # --- the per-alert call --------------------------------------------------------------------
-    def enrich(self, alert: Alert, strategy: StrategySettings) -> Enrichment:
-        try:
-            symbol = self.resolve_symbol(alert.ticker, alert.exchange)
-        except BrokerError as exc:
-            return Enrichment(None, {"error": f"no ML: {exc}"})
-        timeframe = from_tradingview(alert.interval, strategy.timeframe)
-        bar = _alert_bar(alert, timeframe)
+    def serve(self, symbol: str, timeframe: str, bar: list[float] | None = None) -> ServedSignal:
+        """The model's call on ``symbol``/``timeframe`` now, with the alert's own ``bar`` (kept
+        with the alert): an alert's signal, and the operator API's on-demand prediction (same
+        model cache, candle window and time budget). Never raises for an ML failure."""
+        served = ServedSignal(symbol=symbol, timeframe=timeframe, bar=bar)
         if not self.settings.ml_enabled:
-            return Enrichment(
-                None,
-                {"error": "ML is disabled (TVGW_ML_ENABLED=false)"},
-                bar=(symbol, timeframe, bar) if bar else None,
-            )
-        return self.predict(symbol, timeframe, bar)
-
-    def predict(self, symbol: str, timeframe: str, bar: list[float] | None = None) -> Enrichment:
-        """The model's call on ``symbol``/``timeframe`` now: an alert's enrichment, and the
-        operator API's on-demand prediction (same model cache, candle window and time budget)."""
+            return replace(served, error="ML is disabled (TVGW_ML_ENABLED=false)")
         market = self._market(symbol, timeframe)
         self._top_up(market, symbol, timeframe)
-        candles = self._candles(market, symbol, timeframe, bar)
-        bar_key = (symbol, timeframe, bar) if bar else None
+        served = replace(served, candles=self._candles(market, symbol, timeframe, bar))
         model, error = self._model(market, symbol, timeframe)
         if model is None:
-            return Enrichment(None, {"error": error}, candles=candles, bar=bar_key)
+            return replace(served, error=error)
         if model.synthetic and self.live_exchange:
-            return Enrichment(None, {"error": "the loaded model was trained on synthetic candles; it never "
-                                     "drives a live exchange. Train on real data: tvgw train"},
-                              candles=candles, bar=bar_key)  # fmt: skip
+            return replace(served, error="the loaded model was trained on synthetic candles; it never "
+                           "drives a live exchange. Train on real data: tvgw train")  # fmt: skip
+        candles = served.candles
+        assert candles is not None
         stale = self._staleness(candles, timeframe)
         if stale:
-            return Enrichment(None, {"error": stale}, candles=candles, bar=bar_key)
+            return replace(served, error=stale)
         started = time.perf_counter()
-        key = (
-            market.version,
-            candles.index[-1],
-            *candles.iloc[-1].tolist(),
-            *self._sentiment_key(model, symbol),
-        )
+        last = candles.iloc[-1].tolist()
+        key = (market.version, candles.index[-1], *last, *self._sentiment_key(model, symbol))
         cached = market.signal
         if cached is not None and cached[0] == key and time.monotonic() - cached[1] < SIGNAL_REUSE_S:
             elapsed_ms = (time.perf_counter() - started) * 1000
-            return self._result(cached[2], symbol, timeframe, candles, elapsed_ms, bar_key, reused=True)
+            return replace(served, signal=cached[2], latency_ms=elapsed_ms, reused=True)
         budget = self.settings.ml_budget_ms / 1000
         future = self._pool.submit(model.build_signal, candles, symbol)
         try:
             signal = future.result(timeout=budget)
         except FutureTimeout:
-            return Enrichment(None, {"error": f"ML took longer than its {budget * 1000:.0f} ms budget "
-                                     "(TVGW_ML_BUDGET_MS); the strategy's fallback rule decided"},
-                              candles=candles, bar=bar_key)  # fmt: skip
+            return replace(served, error=f"ML took longer than its {budget * 1000:.0f} ms budget "
+                           "(TVGW_ML_BUDGET_MS); the strategy's fallback rule decided")  # fmt: skip
         except Exception as exc:
             log.exception("ML failed for %s %s", symbol, timeframe)
-            return Enrichment(
-                None, {"error": f"ML failed: {type(exc).__name__}: {exc}"}, candles=candles, bar=bar_key
-            )
+            return replace(served, error=f"ML failed: {type(exc).__name__}: {exc}")
         elapsed_ms = (time.perf_counter() - started) * 1000
         market.signal = (key, time.monotonic(), signal)
-        return self._result(signal, symbol, timeframe, candles, elapsed_ms, bar_key)
-
-    def _result(
-        self,
-        signal: Any,
-        symbol: str,
-        timeframe: str,
-        candles: pd.DataFrame,
-        elapsed_ms: float,
-        bar: tuple[str, str, list[float]] | None,
-        *,
-        reused: bool = False,
-    ) -> Enrichment:
-        probability = signal.ml_probability if signal.ml_probability is not None else 0.5
-        opinion = MLOpinion(
-            direction_probability=probability,
-            confidence=signal.confidence,
-            combined_probability=signal.combined_probability
-            if signal.combined_probability is not None
-            else 0.5,
-            kelly_fraction=signal.kelly_fraction,
-            action=signal.action,
-            magnitude=signal.magnitude,
-            sentiment_score=signal.sentiment_score,
-            quality_grade=signal.quality_grade,
-            stop_loss=signal.stop_loss,
-            take_profit=signal.take_profit,
-            entry_price=signal.entry_price,
-            model_version=signal.model_version,
-            synthetic=signal.synthetic,
-        )
-        bar_atr, volatility = self._volatility(self._market(symbol, timeframe), candles)
-        call = predict_market(
-            direction_probability=probability, confidence=signal.confidence, price=signal.entry_price,
-            atr=bar_atr, volatility=volatility, max_leverage=self.settings.risk.max_leverage,
-        )  # fmt: skip
-        analysis: dict[str, Any] = {
-            "direction_probability": round(probability, 4),
-            "sentiment_score": signal.sentiment_score,
-            "quality_grade": signal.quality_grade,
-            "quality_score": signal.quality_score,
-            "recommended_position": signal.kelly_fraction,
-            "action": signal.action,
-            "confidence": round(signal.confidence, 4),
-            "combined_probability": signal.combined_probability,
-            "magnitude": signal.magnitude,
-            "horizon_bars": signal.horizon,
-            "stop_loss": signal.stop_loss,
-            "take_profit": signal.take_profit,
-            "market_call": {"signal": call.signal_type.value, "leverage": call.leverage,
-                            "risk_reward": call.risk_reward},
-            "model_version": signal.model_version,
-            "candle_time": signal.candle_time,
-            "synthetic": signal.synthetic,
-            "latency_ms": round(elapsed_ms, 2),
-            "reused": reused,
-            "reason": signal.reason,
-        }  # fmt: skip
-        if signal.synthetic:
-            analysis["warning"] = "model trained on SYNTHETIC candles (quickstart offline): not a market view"
-        candle_ts = pd.Timestamp(signal.candle_time).timestamp()
-        step = seconds(timeframe)
-        prediction = {
-            "symbol": symbol, "timeframe": timeframe, "model_version": signal.model_version,
-            "direction_prob": probability, "magnitude_pred": signal.magnitude,
-            "confidence": signal.confidence,
-            "horizon": signal.horizon, "candle_time": candle_ts,
-            "target_time": candle_ts + signal.horizon * step, "price_at_prediction": signal.entry_price,
-            "synthetic": int(signal.synthetic),
-        }  # fmt: skip
-        return Enrichment(opinion, analysis, candles=candles, prediction=prediction, bar=bar)
+        return replace(served, signal=signal, latency_ms=elapsed_ms)
 
     @staticmethod
     def _sentiment_key(model: Any, symbol: str) -> tuple[Any, ...]:
@@ -286,39 +316,10 @@ class Enricher:
         cached = model.sentiment.get_combined_sentiment(symbol, allow_fetch=False)
         return (cached.get("combined_sentiment"), cached.get("fetched_at"))
 
-    @staticmethod
-    def _volatility(market: _Market, candles: pd.DataFrame) -> tuple[float, float]:
-        last = candles.index[-1]
-        cached = market.volatility
-        if cached is None or cached[0] != last:
-            cached = (last, atr(candles), realized_volatility(candles))
-            market.volatility = cached
-        return cached[1], cached[2]
-
-    def store_bar(self, alert: Alert, strategy: StrategySettings) -> bool:
-        """Keep the alert's bar in the candle store even when the alert itself is refused for
+    def store_bar(self, symbol: str, timeframe: str, bar: list[float]) -> None:
+        """Keep an alert's bar in the candle store even when the alert itself is refused for
         want of a market price: the bars alerts carry are one way to give the gateway one."""
-        try:
-            symbol = self.resolve_symbol(alert.ticker, alert.exchange)
-        except BrokerError:
-            return False
-        timeframe = from_tradingview(alert.interval, strategy.timeframe)
-        bar = _alert_bar(alert, timeframe)
-        if bar is None:
-            return False
         candle_store.upsert_candles(self.storage, symbol, timeframe, [bar], "alert")
-        return True
-
-    def record(self, conn: sqlite3.Connection, alert_id: int | None, enrichment: Enrichment) -> None:
-        """Inside the alert's transaction: the alert's bar into the candle store, and the
-        prediction row (so every enriched alert has exactly one)."""
-        if enrichment.bar is not None:
-            symbol, timeframe, row = enrichment.bar
-            candle_store.upsert_candles_in(conn, symbol, timeframe, [row], "alert")
-        if enrichment.prediction is not None:
-            prediction_store.insert_prediction(
-                conn, timestamp=time.time(), alert_id=alert_id, **enrichment.prediction
-            )
 
     # --- models --------------------------------------------------------------------------------
     def _market(self, symbol: str, timeframe: str) -> _Market:
@@ -521,17 +522,3 @@ class Enricher:
             )
         return None
 
-
-def _alert_bar(alert: Alert, timeframe: str) -> list[float] | None:
-    """``[open time ms, o, h, l, c, v]`` when the alert carries a complete bar and its time."""
-    bar = alert.bar
-    if bar is None or alert.time is None:
-        return None
-    return [
-        int(alert.time.timestamp() * 1000),
-        bar["open"],
-        bar["high"],
-        bar["low"],
-        bar["close"],
-        bar["volume"],
-    ]

@@ -53,7 +53,7 @@ from engine.exceptions import (
     UnknownSymbolError,
 )
 from engine.hybrid import HYBRID_ENTRY_SCORE, ml_bonus
-from engine.market import MarketPrices, ReferencePrice, check_alert_price
+from engine.market import MarketPrices, PriceSource, ReferencePrice, check_alert_price
 from engine.risk import DEFAULT_STOP_FRACTION, PortfolioState, RiskManager, TradeProposal
 from engine.settings import EngineSettings, StrategySettings
 from storage import Storage
@@ -102,13 +102,13 @@ class TradingEngine:
         broker: Broker,
         *,
         clock: Clock | None = None,
-        prices: MarketPrices | None = None,
+        prices: PriceSource | None = None,
     ):
         self.settings = settings
         self.storage = storage
         self.broker = broker
         self.clock: Clock = clock or SystemClock()
-        self.prices = prices or MarketPrices(storage, broker, clock=self.clock.now)
+        self.prices: PriceSource = prices or MarketPrices(storage, broker, clock=self.clock.now)
         self.risk = RiskManager(settings.risk)
         self._equity_cache: tuple[float, float | None] = (-EQUITY_TTL_S, None)
 

@@ -17,6 +17,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from common.timeframes import seconds
 from engine.brokers.base import Broker, MarketLimits
@@ -26,7 +27,7 @@ from storage import candles as candle_store
 from storage import marks as mark_store
 from storage import orders as order_store
 
-__all__ = ["MarketLimits", "MarketPrices", "ReferencePrice", "check_alert_price"]
+__all__ = ["MarketLimits", "MarketPrices", "PriceSource", "ReferencePrice", "check_alert_price"]
 
 #: Timeframes looked at, after the alert's own, for a recent close (shortest first: freshest).
 _FALLBACK_TIMEFRAMES = ("1m", "5m", "15m", "1h", "4h", "1d")
@@ -43,6 +44,15 @@ class ReferencePrice:
     price: float
     source: str
     trusted: bool = True
+
+
+class PriceSource(Protocol):
+    """What the engine asks of market prices: the live :class:`MarketPrices` (candle store, then
+    ticker), or a replay's prices on simulated time."""
+
+    def reference(self, symbol: str, timeframe: str) -> ReferencePrice | None: ...
+
+    def last_known(self, symbol: str) -> ReferencePrice | None: ...
 
 
 class MarketPrices:

@@ -5,7 +5,7 @@ Usage: python -m bench.bench_enrichment [--calls 2000] [--full]
 Trains a strategy on seeded synthetic candles ending now (``--full``: the default model sizes,
 else the small ``tvgw train --quick`` sizes), saves it, fills a temporary candle store, then
 calls ``Enricher.enrich`` for an alert and prints p50/p99 wall time, next to
-``MLTradingStrategy.build_signal`` alone (the model without the gateway's plumbing).
+``MLTradingStrategy.generate_signal`` alone (the model without the gateway's plumbing).
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from webhook.enrichment import Enricher
+
 from bench.ml_fixture import candles_until_now, seed_candles, train_model
 from engine.alert import Alert
 from storage import Storage
 from tvgw.config import load_settings
-from webhook.enrichment import Enricher
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -62,7 +63,7 @@ def main() -> None:
         t0 = time.perf_counter()
         enricher.enrich(alert, strategy_settings)
         t1 = time.perf_counter()
-        model.build_signal(frame, "BTC/USDT")
+        model.generate_signal(frame, "BTC/USDT")
         t2 = time.perf_counter()
         enrich_ms.append((t1 - t0) * 1000)
         model_ms.append((t2 - t1) * 1000)
@@ -70,7 +71,7 @@ def main() -> None:
     print(f"{args.calls} calls, warm model ({sizes}), 2-core machine")
     for name, values in (
         ("Enricher.enrich (gateway ML path)", enrich_ms),
-        ("build_signal (model alone)", model_ms),
+        ("generate_signal (model alone)", model_ms),
     ):
         print(f"{name:36} p50 {statistics.median(values):6.2f} ms   p99 {percentile(values, 0.99):6.2f} ms")
 

@@ -43,7 +43,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ml_integration.artifacts import seal, verify
 from ml_integration.candles import (
     COLUMNS,
     check_candle_values,
@@ -134,8 +133,6 @@ class Prediction:
     signal_strength: float
     top_features: list[tuple[str, float]]
     feature_values: dict[str, float]
-    action: str
-    reason: str
     candle_time: pd.Timestamp
     close: float
     atr: float
@@ -149,7 +146,6 @@ class Prediction:
             "confidence": self.confidence,
             "signal_strength": self.signal_strength,
             "top_features": [{"name": n, "weight": w} for n, w in self.top_features],
-            "recommendation": {"action": self.action, "confidence": self.confidence, "reason": self.reason},
         }
 
 
@@ -406,8 +402,9 @@ class MLPricePrediction:
             )
         return matrix, values, tail.index
 
-    def predict_typed(self, df: pd.DataFrame) -> Prediction:
-        """The typed prediction for the bar after the last candle of ``df``."""
+    def predict(self, df: pd.DataFrame) -> Prediction:
+        """The prediction for the bar after the last candle of ``df`` (what to do about it is
+        the strategy's one signal, :meth:`MLTradingStrategy.generate_signal`)."""
         fitted = self._require()
         matrix, values, times = self.feature_tail(df)
         close = float(values[-1, 3])
@@ -423,7 +420,6 @@ class MLPricePrediction:
         agreement = float(np.mean([np.sign(v) == side for v in votes]))
         confidence = 0.5 * abs(2 * p - 1) + 0.5 * agreement
         strength = 0.5 * ((2 * p - 1) * fitted.typical_move + ensemble)
-        action, reason = self._recommend(p, strength)
         return Prediction(
             direction_probability=p,
             raw_probability=raw,
@@ -435,25 +431,10 @@ class MLPricePrediction:
             signal_strength=strength,
             top_features=fitted.importances[:5],
             feature_values={n: float(last[0, FEATURE_NAMES.index(n)]) for n, _ in fitted.importances[:5]},
-            action=action,
-            reason=reason,
             candle_time=times[-1],
             close=close,
             atr=float(matrix[-1, _ATR] * close),
         )
-
-    def _recommend(self, p: float, strength: float) -> tuple[str, str]:
-        edge = self.config.min_edge
-        if p >= 0.5 + edge and strength > 0:
-            return "buy", f"P(up) {p:.2f} ≥ {0.5 + edge:.2f} and expected move {strength:+.4f}"
-        if p <= 0.5 - edge and strength < 0:
-            return "sell", f"P(up) {p:.2f} ≤ {0.5 - edge:.2f} and expected move {strength:+.4f}"
-        return "hold", f"P(up) {p:.2f} within {edge:.2f} of 0.5 or models disagree (move {strength:+.4f})"
-
-    def predict(self, df: pd.DataFrame) -> dict[str, Any]:
-        """The public dict: direction_probability, magnitude_prediction, lstm_prediction,
-        ensemble_magnitude, confidence, signal_strength, top_features, recommendation."""
-        return self.predict_typed(df).to_dict()
 
     # --- persistence --------------------------------------------------------------------------
     def write_artifacts(self, directory: str | Path) -> dict[str, Any]:
@@ -504,16 +485,6 @@ class MLPricePrediction:
             info=dict(metadata.get("model", {})),
         )
         return self
-
-    def save_models(self, path: str | Path) -> Path:
-        """Save into directory ``path`` with a sealed ``metadata.json`` (sha256 per file)."""
-        meta = self.write_artifacts(path)
-        seal(path, meta)
-        return Path(path)
-
-    def load_models(self, path: str | Path) -> MLPricePrediction:
-        """Load a directory written by :meth:`save_models`, refusing it if any hash differs."""
-        return self.read_artifacts(path, verify(path))
 
     def warm_up(self) -> None:
         """Run the numpy paths once so the first real call does not pay first-use costs."""

@@ -295,7 +295,7 @@ class SignalService:
             elapsed_ms = (time.perf_counter() - started) * 1000
             return replace(served, signal=cached[2], latency_ms=elapsed_ms, reused=True)
         budget = self.settings.ml_budget_ms / 1000
-        future = self._pool.submit(model.build_signal, candles, symbol)
+        future = self._pool.submit(model.generate_signal, candles, symbol)
         try:
             signal = future.result(timeout=budget)
         except FutureTimeout:

@@ -297,7 +297,7 @@ class MLTradingStrategy:
             return 0.0, data
         return max(-1.0, min(1.0, float(data.get("combined_sentiment", 0.0)))), data
 
-    def build_signal(
+    def generate_signal(
         self, df: pd.DataFrame, symbol: str, *, now: float | None = None, allow_fetch: bool = False
     ) -> TradingSignal:
         """The typed signal for the bar after the last candle of ``df``.
@@ -313,7 +313,7 @@ class MLTradingStrategy:
             )
         clock = time.time() if now is None else now
         try:
-            prediction = self.predictor.predict_typed(df)
+            prediction = self.predictor.predict(df)
         except GapInWindowError as gap:
             return self._gap_hold(df, symbol, str(gap))
         sentiment, sentiment_data = self._sentiment(symbol, allow_fetch)
@@ -389,12 +389,6 @@ class MLTradingStrategy:
             )  # fmt: skip
         except ValueError as exc:  # a stop that would sit at or below zero: no trade
             return MarketCall(SignalType.HOLD, "flat", 1.0, None, None, None, str(exc))
-
-    def generate_signal(
-        self, df: pd.DataFrame, symbol: str, *, now: float | None = None, allow_fetch: bool = False
-    ) -> dict[str, Any]:
-        """The public dict of :meth:`build_signal`."""
-        return self.build_signal(df, symbol, now=now, allow_fetch=allow_fetch).to_dict()
 
     def _components(
         self,

@@ -53,7 +53,7 @@ def test_serving_a_saved_strategy_does_not_import_tensorflow(trained, candles, t
         from ml_integration import MLTradingStrategy
         strategy = MLTradingStrategy().load_strategy({str(folder)!r})
         signal = strategy.generate_signal(pd.read_pickle({str(tmp_path / "candles.pkl")!r}), "BTC/USDT")
-        assert signal["action"] in ("buy", "sell", "hold"), signal
+        assert signal.action in ("buy", "sell", "hold"), signal
         print("tensorflow" in sys.modules, "keras" in sys.modules, "sklearn" in sys.modules)
         """
     )

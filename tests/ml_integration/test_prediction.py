@@ -8,12 +8,13 @@ import pytest
 
 from ml_integration.exceptions import CandleDataError, ModelIntegrityError, NotTrainedError
 from ml_integration.prediction import MLPricePrediction
+from ml_integration.strategy import MLTradingStrategy
 
 from .conftest import TINY
 
 
 def test_predict_returns_the_public_fields(trained, candles):
-    out = trained.predictor.predict(candles)
+    out = trained.predictor.predict(candles).to_dict()
     assert set(out) == {
         "direction_probability",
         "magnitude_prediction",
@@ -22,13 +23,11 @@ def test_predict_returns_the_public_fields(trained, candles):
         "confidence",
         "signal_strength",
         "top_features",
-        "recommendation",
     }
     assert 0 < out["direction_probability"] < 1 and 0 <= out["confidence"] <= 1
     w = TINY.gb_weight
     expected = w * out["magnitude_prediction"] + (1 - w) * out["lstm_prediction"]
     assert out["ensemble_magnitude"] == pytest.approx(expected)
-    assert out["recommendation"]["action"] in {"buy", "sell", "hold"}
     assert out["top_features"][0]["weight"] >= out["top_features"][-1]["weight"]
 
 
@@ -45,30 +44,30 @@ def test_holdout_report_has_baselines_and_intervals(trained):
 
 
 def test_save_and_load_give_identical_predictions(trained, candles, tmp_path):
-    trained.predictor.save_models(tmp_path / "m")
-    loaded = MLPricePrediction().load_models(tmp_path / "m")
-    assert loaded.predict(candles) == trained.predictor.predict(candles)
+    trained.save_strategy(tmp_path / "m")
+    loaded = MLTradingStrategy().load_strategy(tmp_path / "m")
+    assert loaded.predictor.predict(candles) == trained.predictor.predict(candles)
 
 
 def test_a_tampered_artifact_is_refused(trained, tmp_path):
-    folder = trained.predictor.save_models(tmp_path / "m")
+    folder = trained.save_strategy(tmp_path / "m")
     target = folder / "forest.npz"
     data = bytearray(target.read_bytes())
     data[len(data) // 2] ^= 0x01
     target.write_bytes(bytes(data))
     with pytest.raises(ModelIntegrityError, match=r"forest\.npz: sha256"):
-        MLPricePrediction().load_models(folder)
+        MLTradingStrategy().load_strategy(folder)
 
 
 def test_missing_or_extra_files_are_refused(trained, tmp_path):
-    folder = trained.predictor.save_models(tmp_path / "m")
+    folder = trained.save_strategy(tmp_path / "m")
     (folder / "evil.pkl").write_bytes(b"not recorded")
     with pytest.raises(ModelIntegrityError, match="unexpected files"):
-        MLPricePrediction().load_models(folder)
+        MLTradingStrategy().load_strategy(folder)
     (folder / "evil.pkl").unlink()
     (folder / "boosting.npz").unlink()
     with pytest.raises(ModelIntegrityError, match=r"boosting\.npz is missing"):
-        MLPricePrediction().load_models(folder)
+        MLTradingStrategy().load_strategy(folder)
 
 
 def test_untrained_model_says_so(candles):

@@ -25,9 +25,10 @@ def test_train_predict_save_load_on_recent_btc(tmp_path):
     save_version(strategy, tmp_path, "BTC/USDT", "1h", version="real")
     loaded = load_latest_strategy(tmp_path, "BTC/USDT", "1h")
     now = recent.index[-1].timestamp() + 3600
-    signal = loaded.generate_signal(recent, "BTC/USDT", now=now)
+    signal = loaded.generate_signal(recent, "BTC/USDT", now=now).to_dict()
     assert signal["synthetic"] is False and signal["model_version"] == "real"
-    assert signal == {**strategy.generate_signal(recent, "BTC/USDT", now=now), "model_version": "real"}
+    direct = strategy.generate_signal(recent, "BTC/USDT", now=now).to_dict()
+    assert signal == {**direct, "model_version": "real"}
     assert signal["entry_price"] == recent["close"].iloc[-1]
 
 

@@ -108,7 +108,7 @@ def test_a_model_slower_than_its_budget_falls_back(
         raise RuntimeError("released")
 
     market.signal = None
-    model.build_signal = stuck
+    model.generate_signal = stuck
     try:
         result = subject.serve("BTC/USDT", "1h", ALERT.bar_row())
     finally:

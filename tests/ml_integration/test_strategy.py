@@ -51,7 +51,7 @@ def test_kelly_formula():
 
 
 def test_signal_has_every_public_field(trained, candles):
-    signal = trained.generate_signal(candles, "BTC/USDT", now=_now(candles))
+    signal = trained.generate_signal(candles, "BTC/USDT", now=_now(candles)).to_dict()
     for key in (
         "action",
         "symbol",
@@ -87,11 +87,11 @@ def test_signal_has_every_public_field(trained, candles):
 def test_combined_probability_follows_the_formula(trained, candles):
     source = FixedSentiment(0.5)
     strategy = _copy(trained, source, use_sentiment=True, ml_weight=0.7, sentiment_weight=0.3)
-    signal = strategy.build_signal(candles, "BTC/USDT", now=_now(candles))
+    signal = strategy.generate_signal(candles, "BTC/USDT", now=_now(candles))
     assert signal.combined_probability == pytest.approx(0.7 * signal.ml_probability + 0.3 * (0.5 + 1) / 2)
     assert source.calls == [("BTC/USDT", False)]  # the hot path never fetches
     no_data = _copy(trained, FixedSentiment(0.9, no_data=True), use_sentiment=True)
-    quiet = no_data.build_signal(candles, "BTC/USDT", now=_now(candles))
+    quiet = no_data.generate_signal(candles, "BTC/USDT", now=_now(candles))
     assert quiet.sentiment_score == 0.0
     assert quiet.combined_probability == pytest.approx(0.6 * quiet.ml_probability + 0.4 * 0.5)
 
@@ -101,7 +101,7 @@ def test_kelly_size_stops_and_hold(trained, candles, score):
     strategy = _copy(
         trained, FixedSentiment(score), use_sentiment=True, ml_weight=0.5, sentiment_weight=0.5, min_edge=0.0
     )
-    signal = strategy.build_signal(candles, "BTC/USDT", now=_now(candles))
+    signal = strategy.generate_signal(candles, "BTC/USDT", now=_now(candles))
     p_side = signal.combined_probability if signal.action == "buy" else 1 - signal.combined_probability
     expected = min(0.10, 0.25 * kelly_fraction(p_side, 1.0))
     assert signal.action == ("buy" if score > 0 else "sell")
@@ -114,14 +114,14 @@ def test_kelly_size_stops_and_hold(trained, candles, score):
 
 def test_no_edge_means_hold_with_zero_size(trained, candles):
     strategy = _copy(trained, min_edge=0.49)
-    signal = strategy.build_signal(candles, "BTC/USDT", now=_now(candles))
+    signal = strategy.generate_signal(candles, "BTC/USDT", now=_now(candles))
     assert signal.action == "hold" and signal.kelly_fraction == 0.0
     assert signal.stop_loss is None and "hold" in signal.reason
 
 
 def test_quality_grade_is_recomputable_and_stale_data_costs(trained, candles):
-    fresh = trained.build_signal(candles, "BTC/USDT", now=_now(candles))
-    stale = trained.build_signal(candles, "BTC/USDT", now=_now(candles) + 10 * 3600)
+    fresh = trained.generate_signal(candles, "BTC/USDT", now=_now(candles))
+    stale = trained.generate_signal(candles, "BTC/USDT", now=_now(candles) + 10 * 3600)
     assert fresh.quality_components["data_freshness"] == 1.0
     assert stale.quality_components["data_freshness"] == 0.0
     assert stale.quality_score == pytest.approx(fresh.quality_score - 10.0)
@@ -136,7 +136,7 @@ def test_quality_grade_is_recomputable_and_stale_data_costs(trained, candles):
 
 def test_recent_gap_gives_a_hold_naming_it(trained, candles):
     holed = candles.drop(candles.index[-30:-27])
-    signal = trained.build_signal(holed, "BTC/USDT", now=_now(holed))
+    signal = trained.generate_signal(holed, "BTC/USDT", now=_now(holed))
     assert isinstance(signal, TradingSignal)
     assert signal.action == "hold" and signal.kelly_fraction == 0 and signal.quality_grade == "F"
     assert "gap of 3 missing bar(s)" in signal.reason
@@ -163,8 +163,8 @@ def test_store_versions_latest_and_reload(trained, candles, tmp_path):
     loaded = load_latest_strategy(tmp_path, "BTC/USDT", "1h")
     now = _now(candles)
     assert loaded.model_version == "v1-2" and loaded.synthetic is True
-    mine = trained.generate_signal(candles, "BTC/USDT", now=now)
-    theirs = loaded.generate_signal(candles, "BTC/USDT", now=now)
+    mine = trained.generate_signal(candles, "BTC/USDT", now=now).to_dict()
+    theirs = loaded.generate_signal(candles, "BTC/USDT", now=now).to_dict()
     assert {k: v for k, v in theirs.items() if k != "model_version"} == {
         k: v for k, v in mine.items() if k != "model_version"
     }

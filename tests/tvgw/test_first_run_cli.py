@@ -97,7 +97,7 @@ def test_a_serve_only_install_trains_without_the_lstm_and_serves(tmp_path: Path)
         from ml_integration.store import load_latest_strategy
         from ml_integration.synthetic import synthetic_candles
         strategy = load_latest_strategy({str(tmp_path / "models")!r}, "BTC/USDT", "1h")
-        signal = strategy.build_signal(synthetic_candles(300, seed=2, n_gaps=0), "BTC/USDT")
+        signal = strategy.generate_signal(synthetic_candles(300, seed=2, n_gaps=0), "BTC/USDT")
         print(signal.model_version)
         """
     )

@@ -18,6 +18,7 @@ loop rather than in a blocking drain.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import selectors
 import socket
@@ -96,7 +97,7 @@ def _parse_head(data: bytes | bytearray, limit: int) -> _Head | RequestState:
             chunked = True  # chunked or not, an invalid mix is the parser's to refuse
         elif name == b"expect":
             expect_continue = value.lower() == b"100-continue"
-    if chunked and lengths or len(lengths) > 1:
+    if (chunked and lengths) or len(lengths) > 1:
         return RequestState.HAND_OVER
     length = lengths.pop() if lengths else None
     if length is not None and not length.isdigit():
@@ -161,7 +162,7 @@ class _Reading:
     drained: int = 0
 
 
-class BufferingWorker(ThreadWorker):  # type: ignore[misc]
+class BufferingWorker(ThreadWorker):
     """gthread with request buffering in the event loop (see the module docstring)."""
 
     #: Seconds a client has, from its connection (or its kept-alive connection waking), to
@@ -277,10 +278,8 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
 
     def _close(self, conn: TConn, table: dict[TConn, _Reading], reply: bytes = b"") -> None:
         """Drop a connection we still watch (unregister, optional last words, close)."""
-        try:
+        with contextlib.suppress(KeyError, ValueError):  # not registered: caught before its first read
             self.poller.unregister(conn.sock)
-        except (KeyError, ValueError):
-            pass  # not registered yet: caught before its first read
         if reply:
             _send_quietly(conn.sock, reply)
         self._forget(conn, table)
@@ -334,10 +333,8 @@ def _recv(sock: socket.socket) -> bytes | None:
 
 def _send_quietly(sock: socket.socket, data: bytes) -> None:
     """Best effort, never blocking: the client may already be gone."""
-    try:
+    with contextlib.suppress(OSError):
         sock.send(data)
-    except OSError:
-        pass
 
 
 def _peer(conn: TConn) -> str:

@@ -4,6 +4,7 @@ closed after the request deadline, and must not exceed worker_connections."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import select
 import socket
@@ -53,10 +54,8 @@ class Trickler(threading.Thread):
     def run(self) -> None:
         for offset in range(len(TRICKLED)):
             for sock in self.socks:
-                try:
+                with contextlib.suppress(OSError):  # the server closed it, as it should in the end
                     sock.send(TRICKLED[offset : offset + 1])
-                except OSError:
-                    pass  # the server closed it: what it should do in the end
             self.first_round.set()
             if self.stop.wait(0.5):
                 return

@@ -11,9 +11,9 @@ has not sent a whole request by the deadline is closed. The connections a worker
 bounded by ``worker_connections``; when they are all taken, the oldest idle or incomplete one
 is closed to make room, so slow clients never stop the worker accepting.
 
-What a thread may still read or write (a request over the cap, a reply to a client that does
-not read it) is bounded by the same deadline, and closing a connection lingers in the event
-loop rather than in a blocking drain.
+A thread reads only those buffered bytes, never the socket; its writes (a reply to a client
+that does not read it) are bounded by the same deadline; and closing a connection lingers in
+the event loop rather than in a blocking drain.
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ __all__ = ["BufferingWorker", "RequestState", "buffering_worker", "request_state
 LINGER_SECONDS = 2.0
 LINGER_MAX_BYTES = 64 * 1024
 _RECV_BYTES = 64 * 1024
+#: Request line and headers on top of a body (gunicorn's own limits allow about 400 KiB, but no
+#: client of ours sends more than a few hundred bytes of head).
+HEAD_ROOM = 16 * 1024
 _TIMEOUT_REPLY = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 _CONTINUE_REPLY = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -127,27 +130,13 @@ def _chunked_state(data: bytes | bytearray, pos: int, limit: int) -> RequestStat
     return RequestState.HAND_OVER if len(data) >= limit else RequestState.INCOMPLETE
 
 
-class _DeadlineUnreader(SocketUnreader):
-    """gunicorn's socket reader for a thread, bounded by the request's deadline: past it a read
-    returns end-of-data, which the parser treats as the client going away. A thread never
-    waits on a slow client longer than the deadline, whatever made it read."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        super().__init__(sock)
-        self.deadline = 0.0
+class _BufferOnlyUnreader(SocketUnreader):
+    """gunicorn's socket reader for a thread that reads only what the event loop buffered:
+    past it, end of data, which the parser treats as the client going away. So a thread never
+    waits on a client, whatever made it read (a body the app reads past the cap, a drain)."""
 
     def chunk(self, size_hint: int | None = None) -> bytes:
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            return b""
-        prior = self.sock.gettimeout()
-        self.sock.settimeout(remaining if prior is None else min(prior, remaining))
-        try:
-            return bytes(super().chunk(size_hint))
-        except TimeoutError:
-            return b""
-        finally:
-            self.sock.settimeout(prior)
+        return b""
 
 
 @dataclass(eq=False)
@@ -169,6 +158,7 @@ class BufferingWorker(ThreadWorker):
     #: send a whole request. TradingView sends one in milliseconds.
     request_timeout = 5.0
     #: Largest request buffered in the loop; a larger one goes to a thread, which refuses it.
+    #: Raised at start-up to cover the app's own body limit (see ``load_wsgi``).
     max_request_bytes = 128 * 1024
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -183,6 +173,15 @@ class BufferingWorker(ThreadWorker):
             raise ConfigError(f"{cls.__name__} serves plain HTTP/1.1: terminate TLS and HTTP/2 in the proxy")
         super().check_config(cfg, log)
 
+    def load_wsgi(self) -> None:
+        """A body the app accepts must fit in the buffer, since a thread reads nothing more:
+        raise the cap to the app's ``MAX_CONTENT_LENGTH`` plus room for the head."""
+        super().load_wsgi()
+        body_limit = getattr(self.wsgi, "config", {}).get("MAX_CONTENT_LENGTH") or 0
+        if body_limit + HEAD_ROOM > self.max_request_bytes:
+            self.max_request_bytes = body_limit + HEAD_ROOM
+            self.log.info("max_request_bytes raised to %d for the app's body limit", self.max_request_bytes)
+
     # -- reading a request in the event loop -------------------------------------------------
 
     def enqueue_req(self, conn: TConn) -> None:
@@ -194,20 +193,22 @@ class BufferingWorker(ThreadWorker):
         conn.sock.setblocking(False)
         self.reading[conn] = reading
         self._make_room()
-        if self._advance(reading):
+        # Usually the request is already here (a kept-alive connection woke because it is):
+        # reading at once saves a round through the poller.
+        if self._read(reading):
             self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, reading))
 
     def _on_readable(self, reading: _Reading, _sock: socket.socket) -> None:
+        self._read(reading)
+
+    def _read(self, reading: _Reading) -> bool:
+        """Take what has arrived; True while the request is still incomplete."""
         data = _recv(reading.conn.sock)
-        if data is None:
-            return
-        if not data:  # the client left before finishing its request
-            self.poller.unregister(reading.conn.sock)
-            self._forget(reading.conn, self.reading)
-            return
-        reading.buf += data
-        if not self._advance(reading):
-            self.poller.unregister(reading.conn.sock)
+        if data == b"":  # the client left before finishing its request
+            self._close(reading.conn, self.reading)
+            return False
+        reading.buf += data or b""
+        return self._advance(reading)
 
     def _advance(self, reading: _Reading) -> bool:
         """Hand the request to a thread once it is whole; True while it is still arriving."""
@@ -216,6 +217,7 @@ class BufferingWorker(ThreadWorker):
             self._maybe_continue(reading)
             return True
         del self.reading[reading.conn]
+        self._unwatch(reading.conn)
         self._hand_over(reading)
         return False
 
@@ -232,8 +234,7 @@ class BufferingWorker(ThreadWorker):
         conn = reading.conn
         if conn.parser is None:
             conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
-            conn.parser.unreader = _DeadlineUnreader(conn.sock)
-        conn.parser.unreader.deadline = reading.deadline
+            conn.parser.unreader = _BufferOnlyUnreader(conn.sock)
         conn.parser.unreader.unread(bytes(reading.buf))
         conn.data_ready = True  # gthread's thread then skips its own wait for data
         super().enqueue_req(conn)
@@ -268,21 +269,20 @@ class BufferingWorker(ThreadWorker):
             return
         lingering.drained += len(data)
         if not data or lingering.drained > LINGER_MAX_BYTES:
-            self.poller.unregister(lingering.conn.sock)
-            self._forget(lingering.conn, self.lingering)
+            self._close(lingering.conn, self.lingering)
 
-    def _forget(self, conn: TConn, table: dict[TConn, _Reading]) -> None:
+    def _close(self, conn: TConn, table: dict[TConn, _Reading], reply: bytes = b"") -> None:
+        """Drop a connection we still watch (unregister, optional last words, close)."""
+        self._unwatch(conn)
+        if reply:
+            _send_quietly(conn.sock, reply)
         del table[conn]
         self.nr_conns -= 1
         conn.close()
 
-    def _close(self, conn: TConn, table: dict[TConn, _Reading], reply: bytes = b"") -> None:
-        """Drop a connection we still watch (unregister, optional last words, close)."""
-        with contextlib.suppress(KeyError, ValueError):  # not registered: caught before its first read
+    def _unwatch(self, conn: TConn) -> None:
+        with contextlib.suppress(KeyError, ValueError):  # not registered: done before its first wait
             self.poller.unregister(conn.sock)
-        if reply:
-            _send_quietly(conn.sock, reply)
-        self._forget(conn, table)
 
     # -- deadlines and the connection bound --------------------------------------------------
 

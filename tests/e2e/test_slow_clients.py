@@ -8,6 +8,7 @@ import contextlib
 import json
 import select
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -178,3 +179,50 @@ def test_a_graceful_stop_logs_no_logging_error(gateway: LiveGateway) -> None:
     assert log.count("Worker exiting (pid:") == 2, log[-2000:]
     assert "alert id=1 status=executed" in log
     assert "Logging error" not in log, log[log.find("Logging error") - 200 :][:3000]
+
+
+def exchange(port: int, request: bytes, *, wait_for_continue: bool = False) -> bytes:
+    """Send a raw request (after the server's 100 Continue when asked) and read to the close."""
+    head, _, body = request.partition(b"\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", port), timeout=CLOSE_WAIT_S) as sock:
+        if wait_for_continue:
+            sock.sendall(head + b"\r\n\r\n")
+            assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue"), "no go-ahead for the body"
+            sock.sendall(body)
+        else:
+            sock.sendall(request)
+        received = read_until_closed(sock, time.monotonic() + CLOSE_WAIT_S)
+    assert received is not None, "the server kept the connection open"
+    return received
+
+
+def test_every_framing_reaches_the_app_or_gets_its_error(gateway: LiveGateway) -> None:
+    """Chunked and 100-continue alerts are served; a body over the limit is refused (413) from its
+    header without waiting for the body; a malformed length gets gunicorn's 400 at once."""
+    port = port_of(gateway)
+    alert = json.dumps(sample_alert(order_id="chunked")).encode()
+    chunked = (
+        b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (alert[:10], alert[10:])) + b"0\r\n\r\n"
+    )
+    close = b"Host: x\r\nConnection: close\r\n"
+    answer = exchange(
+        port, b"POST /webhook HTTP/1.1\r\n" + close + b"Transfer-Encoding: chunked\r\n\r\n" + chunked
+    )
+    assert answer.startswith(b"HTTP/1.1 200") and b'"executed"' in answer, answer[-300:]
+
+    alert = json.dumps(sample_alert(order_id="continue")).encode()
+    expect = b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(alert)
+    answer = exchange(port, b"POST /webhook HTTP/1.1\r\n" + close + expect + alert, wait_for_continue=True)
+    assert answer.split(b"\r\n\r\n", 1)[1].startswith(b"HTTP/1.1 200") and b'"executed"' in answer
+
+    started = time.monotonic()
+    oversized = b"POST /webhook HTTP/1.1\r\n" + close + b"Content-Length: 10000000\r\n\r\n{"
+    answer = exchange(port, oversized)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert time.monotonic() - started < CLOSE_WAIT_S / 3, "the refusal waited for the body"
+
+    answer = exchange(port, b"POST /webhook HTTP/1.1\r\n" + close + b"Content-Length: 1x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    with sqlite3.connect(gateway.database) as db:
+        statuses = sorted(row[0] for row in db.execute("SELECT status FROM alerts"))
+    assert statuses == ["executed", "executed", "refused"], statuses  # the 413 is on file too

@@ -185,41 +185,55 @@ class BufferingWorker(ThreadWorker):
     # -- reading a request in the event loop -------------------------------------------------
 
     def enqueue_req(self, conn: TConn) -> None:
-        """Every path by which gthread would hand a connection to a thread (accept, a kept-alive
-        connection waking, pipelined bytes) starts reading its request in the loop instead."""
+        """Every path by which gthread hands a connection to a thread (accept, a kept-alive
+        connection waking, pipelined bytes) comes here. A thread takes what has arrived without
+        waiting: a whole request (the usual case) it serves at once, as gthread would; an
+        unfinished one goes back to the event loop, which gathers the rest."""
         reading = _Reading(conn, time.monotonic() + self.request_timeout)
         if conn.parser is not None:
             reading.buf += conn.parser.unreader.take_buffered()
         conn.sock.setblocking(False)
-        self.reading[conn] = reading
         self._make_room()
-        # Usually the request is already here (a kept-alive connection woke because it is):
-        # reading at once saves a round through the poller.
-        if self._read(reading):
-            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, reading))
+        self._submit(conn, reading)
+
+    def _submit(self, conn: TConn, reading: _Reading | None) -> None:
+        """gthread's hand-over to the pool, with the request read so far (None: all of it is in
+        the parser's buffer)."""
+        fs = self.tpool.submit(self._serve, conn, reading)
+        fs.add_done_callback(lambda fut: self.method_queue.defer(self.finish_request, conn, fut))
+
+    def _serve(self, conn: TConn, reading: _Reading | None) -> bool | _Reading:
+        """In a thread: complete the request from what has arrived, never waiting, and serve it;
+        or give it back to the loop unfinished."""
+        if reading is not None:
+            data = _recv(conn.sock)
+            if data == b"":
+                return False  # the client left: close
+            reading.buf += data or b""
+            if request_state(reading.buf, self.max_request_bytes) is RequestState.INCOMPLETE:
+                return reading
+            self._load_parser(reading)
+        return bool(self.handle(conn))
+
+    def _watch(self, reading: _Reading) -> None:
+        """In the loop: gather the rest of an unfinished request as it arrives."""
+        self.reading[reading.conn] = reading
+        self._maybe_continue(reading)
+        self.poller.register(reading.conn.sock, selectors.EVENT_READ, partial(self._on_readable, reading))
 
     def _on_readable(self, reading: _Reading, _sock: socket.socket) -> None:
-        self._read(reading)
-
-    def _read(self, reading: _Reading) -> bool:
-        """Take what has arrived; True while the request is still incomplete."""
         data = _recv(reading.conn.sock)
         if data == b"":  # the client left before finishing its request
             self._close(reading.conn, self.reading)
-            return False
+            return
         reading.buf += data or b""
-        return self._advance(reading)
-
-    def _advance(self, reading: _Reading) -> bool:
-        """Hand the request to a thread once it is whole; True while it is still arriving."""
-        state = request_state(reading.buf, self.max_request_bytes)
-        if state is RequestState.INCOMPLETE:
+        if request_state(reading.buf, self.max_request_bytes) is RequestState.INCOMPLETE:
             self._maybe_continue(reading)
-            return True
+            return
         del self.reading[reading.conn]
         self._unwatch(reading.conn)
-        self._hand_over(reading)
-        return False
+        self._load_parser(reading)
+        self._submit(reading.conn, None)
 
     def _maybe_continue(self, reading: _Reading) -> None:
         """A client that sent ``Expect: 100-continue`` waits for the go-ahead before its body."""
@@ -230,14 +244,14 @@ class BufferingWorker(ThreadWorker):
             reading.continue_sent = True
             _send_quietly(reading.conn.sock, _CONTINUE_REPLY)
 
-    def _hand_over(self, reading: _Reading) -> None:
+    def _load_parser(self, reading: _Reading) -> None:
+        """Put the whole request where gthread's thread will parse it from."""
         conn = reading.conn
         if conn.parser is None:
             conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
             conn.parser.unreader = _BufferOnlyUnreader(conn.sock)
         conn.parser.unreader.unread(bytes(reading.buf))
         conn.data_ready = True  # gthread's thread then skips its own wait for data
-        super().enqueue_req(conn)
 
     def handle_request(self, req: Any, conn: TConn) -> bool:
         """Replies too are bounded: a client that stops reading cannot hold the thread."""
@@ -248,8 +262,13 @@ class BufferingWorker(ThreadWorker):
 
     def finish_request(self, conn: TConn, fs: Future[Any]) -> None:
         """Kept-alive connections go back to gthread's poller; closing ones linger in the loop
-        (gthread's graceful close drained them for up to 2 s in the event loop, blocking it)."""
-        if not fs.cancelled() and fs.exception() is None and fs.result() is True:
+        (gthread's graceful close drained them for up to 2 s in the event loop, blocking it);
+        unfinished requests are watched until they are whole."""
+        result = fs.result() if not fs.cancelled() and fs.exception() is None else False
+        if isinstance(result, _Reading) and self.alive:
+            self._watch(result)
+            return
+        if result is True:
             super().finish_request(conn, fs)
             return
         try:
@@ -293,7 +312,7 @@ class BufferingWorker(ThreadWorker):
         for table in (self.reading, self.lingering):
             for conn, entry in list(table.items()):
                 if entry.deadline > now:
-                    break  # insertion order is deadline order (one timeout per table)
+                    continue
                 if table is self.reading:
                     self.log.info("closed %s: no whole request within %.1f s (%d bytes received)",
                                   _peer(conn), self.request_timeout, len(entry.buf))  # fmt: skip
@@ -311,8 +330,8 @@ class BufferingWorker(ThreadWorker):
                 self.poller.unregister(conn.sock)
                 self.nr_conns -= 1
                 conn.close()
-            elif len(self.reading) > 1:  # never the connection just accepted
-                conn = next(iter(self.reading))
+            elif self.reading:  # the newest connection is not here yet: it is being read
+                conn = min(self.reading, key=lambda c: self.reading[c].deadline)
                 self.log.info("closed %s: worker_connections reached, oldest incomplete request", _peer(conn))
                 self._close(conn, self.reading, _TIMEOUT_REPLY)
             else:

@@ -12,7 +12,7 @@ bounded by ``worker_connections``; when they are all taken, the oldest idle or i
 is closed to make room, so slow clients never stop the worker accepting.
 
 A thread reads only those buffered bytes, never the socket; its writes (a reply to a client
-that does not read it) are bounded by the same deadline; and closing a connection lingers in
+that does not read it) wait at most the same time per send; and closing a connection lingers in
 the event loop rather than in a blocking drain.
 """
 
@@ -22,6 +22,7 @@ import contextlib
 import errno
 import selectors
 import socket
+import struct
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -250,13 +251,13 @@ class BufferingWorker(ThreadWorker):
         if conn.parser is None:
             conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
             conn.parser.unreader = _BufferOnlyUnreader(conn.sock)
+            # Replies are bounded too: a client that stops reading cannot hold the thread. In
+            # the kernel, not by Python's settimeout, which cut throughput by a third.
+            seconds, fraction = divmod(self.request_timeout, 1)
+            timeval = struct.pack("ll", int(seconds), int(fraction * 1_000_000))
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
         conn.parser.unreader.unread(bytes(reading.buf))
         conn.data_ready = True  # gthread's thread then skips its own wait for data
-
-    def handle_request(self, req: Any, conn: TConn) -> bool:
-        """Replies too are bounded: a client that stops reading cannot hold the thread."""
-        conn.sock.settimeout(self.request_timeout)
-        return bool(super().handle_request(req, conn))
 
     # -- closing ---------------------------------------------------------------------------
 

@@ -1,19 +1,21 @@
-"""The gunicorn worker the gateway ships with: gthread, except that a thread only ever sees a
-request that has fully arrived.
+"""The gunicorn worker the gateway ships with: gthread, except that a thread never waits for a
+request to arrive.
 
 Why: gunicorn's gthread worker hands a connection to a thread as soon as its socket is readable,
 and the thread then blocks reading the rest of the request. Eight clients that send half a
 request and stop (slowloris) therefore held all 2 × 4 threads, and every genuine alert waited
-behind them until TradingView gave up. Here the event loop reads each request (head and body,
-``Content-Length`` or chunked) without blocking, like nginx's request buffering, under a
-per-request deadline and a size cap; only a complete request reaches a thread. A client that
-has not sent a whole request by the deadline is closed. The connections a worker holds are
-bounded by ``worker_connections``; when they are all taken, the oldest idle or incomplete one
-is closed to make room, so slow clients never stop the worker accepting.
+behind them until TradingView gave up. Here a thread takes only what has already arrived: a
+whole request (the usual case) it serves at once, as gthread did; an unfinished one goes back to
+the event loop, which gathers the rest (head and body, ``Content-Length`` or chunked) without
+blocking, like nginx's request buffering, under a per-request deadline and a size cap, and hands
+it to a thread once it is whole. A client that has not sent a whole request by the deadline is
+closed (408). The connections a worker holds are bounded by ``worker_connections``; when they
+are all taken, the oldest idle or unfinished one is closed to make room, so slow clients never
+stop the worker accepting.
 
-A thread reads only those buffered bytes, never the socket; its writes (a reply to a client
-that does not read it) wait at most the same time per send; and closing a connection lingers in
-the event loop rather than in a blocking drain.
+A thread reads only those buffered bytes, never waiting on the socket; its writes (a reply to a
+client that does not read it) wait at most the same time per send; and closing a connection
+lingers in the event loop rather than in a blocking drain.
 """
 
 from __future__ import annotations

@@ -223,6 +223,9 @@ class BufferingWorker(ThreadWorker):
         self.reading[reading.conn] = reading
         self._maybe_continue(reading)
         self.poller.register(reading.conn.sock, selectors.EVENT_READ, partial(self._on_readable, reading))
+        # Connections accepted while the threads had them were not yet evictable: if they
+        # filled worker_connections, gthread stopped accepting; make room, so it starts again.
+        self._make_room()
 
     def _on_readable(self, reading: _Reading, _sock: socket.socket) -> None:
         data = _recv(reading.conn.sock)

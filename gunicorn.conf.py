@@ -1,17 +1,28 @@
 """gunicorn defaults for the gateway: ``gunicorn wsgi:app`` picks this file up by itself.
 
-Threaded workers (gthread): a worker parks idle keep-alive connections in its event loop and
-hands a request to one of its threads only once it arrives, so one slow or stalled client ties
-up at most one thread for at most ``timeout`` seconds, never the whole worker. Put a reverse proxy
-(nginx, Caddy) in front for TLS on 443; it also buffers slow uploads.
+Threaded workers that buffer requests (``webhook.worker``): each worker's event loop reads a
+request, head and body, without blocking, and hands it to one of its threads only once it is
+whole. A client that sends half a request and stalls (or trickles it a byte at a time) holds a
+socket, not a thread, and is closed (408) when it has not finished ``request_timeout`` seconds
+after connecting. Connections per worker are bounded by ``worker_connections``; at the bound the
+oldest idle or unfinished one is closed, so held connections never stop a worker accepting.
+gunicorn's stock gthread worker instead gave a thread to every half-sent request: eight of them
+stalled all alerts. Put a reverse proxy (nginx, Caddy) in front for TLS on 443 (this worker
+speaks plain HTTP/1.1 only).
 Override anything on the command line (``gunicorn -b 0.0.0.0:8000 wsgi:app``) or with
 ``GUNICORN_CMD_ARGS``.
 """
 
+from webhook.worker import buffering_worker
+
 bind = "127.0.0.1:8000"
 workers = 2  # one per core on the reference 2-core machine; SQLite serialises writes anyway
-worker_class = "gthread"
 threads = 4
+# A whole request must arrive within request_timeout seconds (TradingView sends one in
+# milliseconds); one larger than max_request_bytes goes to a thread, which refuses it (413).
+worker_class = buffering_worker(request_timeout=5.0, max_request_bytes=128 * 1024)
+# Sockets per worker (idle, unfinished and being served): well under the usual 1024-file limit.
+worker_connections = 512
 timeout = 10  # a request stuck longer than this is far past TradingView's 3 s limit
 graceful_timeout = 10
 keepalive = 5

@@ -1,12 +1,14 @@
 """Gateway throughput and latency against a bare Flask app, under the same gunicorn settings.
 
-Usage: python -m bench.bench_gateway [--seconds 10] [--connections 8]
+Usage: python -m bench.bench_gateway [--seconds 10] [--connections 8] [--worker gthread]
 
 Starts, one at a time, on loopback: the bare app (bench/bare_app.py: parse JSON, answer), the
 gateway in annotate mode (durable SQLite write, no ML), the gateway executing on the paper book,
 and (when a model is in TVGW_MODEL_DIR or --ml) the gateway with ML enrichment. Each is driven by
 wrk with unique alerts. Prints requests/s, p50 and p99 for each and the ratio to the bare app
 measured in the same run (this machine is shared and noisy: absolute numbers mean little).
+``--worker CLASS`` repeats every case with that gunicorn worker class (``-k CLASS``) in the same
+rounds, to compare worker classes under the same load.
 Needs wrk (Debian package ``wrk``).
 """
 
@@ -119,6 +121,9 @@ def main() -> int:
     )
     parser.add_argument("--synchronous", default=None, help="TVGW_SQLITE_SYNCHRONOUS for the gateway runs")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of all cases; medians are printed")
+    parser.add_argument(
+        "--worker", action="append", default=[], help="also run every case with this worker class"
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: apt-get install wrk")
@@ -131,6 +136,11 @@ def main() -> int:
     ]
     if args.ml:
         cases.append(("gateway paper + ML", "wsgi:app", ml_env(tmp, sync)))
+    cases += [
+        (f"{name} [{worker}]", app, {**env, "GUNICORN_CMD_ARGS": f"-k {worker}"})
+        for worker in args.worker
+        for name, app, env in list(cases)
+    ]
     rounds: list[list[dict[str, float]]] = []
     for round_no in range(args.rounds):  # interleaved rounds: a slow spell hits every case alike
         row = []
@@ -150,14 +160,14 @@ def main() -> int:
                 stop(proc)
         rounds.append(row)
     print(
-        f"{'case':28} {'req/s':>9} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>7}   (medians of "
+        f"{'case':38} {'req/s':>9} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>7}   (medians of "
         f"{args.rounds} rounds; ratio = median of per-round ratios to the bare app)"
     )
     for i, (name, _app, _env) in enumerate(cases):
         runs = [row[i] for row in rounds]
         ratio = statistics.median(row[i]["rps"] / row[0]["rps"] for row in rounds)
         print(
-            f"{name:28} {statistics.median(r['rps'] for r in runs):9.0f} {ratio:6.2f} "
+            f"{name:38} {statistics.median(r['rps'] for r in runs):9.0f} {ratio:6.2f} "
             f"{statistics.median(r['p50_us'] for r in runs) / 1000:7.2f} "
             f"{statistics.median(r['p99_us'] for r in runs) / 1000:7.2f} {sum(r['non2xx'] for r in runs):7d}"
         )

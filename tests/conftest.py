@@ -10,7 +10,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -169,10 +169,12 @@ def start_gateway(
     workers: int = 2,
     port: int | None = None,
     prices: Mapping[str, float] | None = MARKET,
+    gunicorn_args: Sequence[str] = (),
     **env: str,
 ) -> LiveGateway:
-    """Start gunicorn with the shipped config (bind overridden to a free loopback port), its
-    candle store seeded with ``prices`` (None: left as it is)."""
+    """Start gunicorn with the shipped config (bind overridden to a free loopback port, and
+    ``gunicorn_args`` added to its command line), its candle store seeded with ``prices`` (None:
+    left as it is)."""
     port = port or free_port()
     full_env = {**os.environ, **base_environ(tmp_path, **{"TVGW_LOG_LEVEL": "INFO", **env})}
     if prices is not None:
@@ -180,6 +182,7 @@ def start_gateway(
     full_env.pop("GUNICORN_CMD_ARGS", None)
     log_path = tmp_path / f"gunicorn-{port}.log"
     cmd = gunicorn_argv(bind=f"127.0.0.1:{port}", workers=workers)
+    cmd[-1:-1] = gunicorn_args  # options before the app
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

@@ -21,113 +21,34 @@ invalid for the same reason (no full window).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from numpy.lib.stride_tricks import sliding_window_view
 
 from ml_integration.candles import epoch_seconds, infer_timeframe_seconds, missing_in_window, validate_candles
 from ml_integration.exceptions import CandleDataError
+from ml_integration.indicators import MAX_WINDOW, atr, bollinger_bands, macd, rsi, stochastic_k
+from ml_integration.indicators import ema as _ema
+from ml_integration.indicators import pad as _pad
+from ml_integration.indicators import rolling_corr as _corr
+from ml_integration.indicators import rolling_max as _max
+from ml_integration.indicators import rolling_mean as _mean
+from ml_integration.indicators import rolling_min as _min
+from ml_integration.indicators import rolling_moments as _moments
+from ml_integration.indicators import rolling_std as _std
+from ml_integration.indicators import rolling_sum as _sum
+from ml_integration.indicators import safe_div as _div
+from ml_integration.indicators import shift as _shift
+from ml_integration.indicators import windows as _win
 
 __all__ = ["FEATURE_FAMILIES", "FEATURE_NAMES", "LOOKBACK", "FeatureEngineering", "compute_feature_matrix"]
 
 #: Bars each feature row needs (the longest window: the 200-bar SMA).
-LOOKBACK = 200
+LOOKBACK = MAX_WINDOW
 
 _LN2 = float(np.log(2.0))
-
-
-# --- numpy rolling toolkit (outputs have the input's length, NaN where no full window) ----------
-def _pad(values: np.ndarray, n: int) -> np.ndarray:
-    out = np.full(n, np.nan)
-    if len(values):
-        out[n - len(values) :] = values
-    return out
-
-
-def _win(x: np.ndarray, w: int) -> np.ndarray:
-    """Read-only (n - w + 1, w) view of trailing windows. Built with the ndarray constructor
-    rather than ``sliding_window_view`` because serving calls this ~80 times per signal and the
-    generic helper's overhead dominated the latency."""
-    if len(x) < w:
-        return np.empty((0, w))
-    if not x.flags.c_contiguous or x.dtype != np.float64:
-        return sliding_window_view(x, w)
-    view = np.ndarray((len(x) - w + 1, w), dtype=np.float64, buffer=x, strides=(8, 8))
-    view.flags.writeable = False
-    return view
-
-
-def _mean(x: np.ndarray, w: int) -> np.ndarray:
-    # sum / w rather than .mean(): the ufunc reduce skips numpy's Python-level wrapper
-    return _pad(_win(x, w).sum(axis=1) / w, len(x))
-
-
-def _sum(x: np.ndarray, w: int) -> np.ndarray:
-    return _pad(_win(x, w).sum(axis=1), len(x))
-
-
-def _std(x: np.ndarray, w: int) -> np.ndarray:
-    """Population standard deviation (ddof 0) of each trailing window."""
-    win = _win(x, w)
-    dev = win - (win.sum(axis=1) / w)[:, None]
-    return _pad(np.sqrt((dev * dev).sum(axis=1) / w), len(x))
-
-
-def _max(x: np.ndarray, w: int) -> np.ndarray:
-    return _pad(_win(x, w).max(axis=1), len(x))
-
-
-def _min(x: np.ndarray, w: int) -> np.ndarray:
-    return _pad(_win(x, w).min(axis=1), len(x))
-
-
-def _shift(x: np.ndarray, k: int) -> np.ndarray:
-    out = np.full(len(x), np.nan)
-    if k < len(x):
-        out[k:] = x[: len(x) - k]
-    return out
-
-
-def _div(a: np.ndarray, b: np.ndarray, fill: float = 0.0) -> np.ndarray:
-    """a / b, with ``fill`` where b is 0 (a flat window); NaN where b is NaN. The division is
-    skipped where b is 0, so no warning is raised and no inf is produced."""
-    return np.divide(a, b, out=np.full(len(a), fill), where=b != 0)
-
-
-@functools.lru_cache(maxsize=64)
-def _ema_weights(alpha: float, window: int) -> np.ndarray:
-    weights = alpha * (1.0 - alpha) ** np.arange(window)[::-1]  # oldest first
-    return weights / weights.sum()
-
-
-def _ema(x: np.ndarray, span: float | None = None, *, alpha: float | None = None) -> np.ndarray:
-    """Finite-window EMA (see the module docstring): ``span`` gives α = 2/(span+1)."""
-    a = alpha if alpha is not None else 2.0 / (float(span or 1) + 1.0)
-    window = int(min(LOOKBACK, max(2, round(4.0 / a))))
-    return _pad(_win(x, window) @ _ema_weights(a, window), len(x))
-
-
-def _moments(x: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rolling skewness and excess kurtosis (population moments; 0 for a flat window)."""
-    win = _win(x, w)
-    dev = win - (win.sum(axis=1) / w)[:, None]
-    sq = dev * dev
-    m2 = sq.sum(axis=1) / w
-    skew = _div((sq * dev).sum(axis=1) / w, m2 * np.sqrt(m2))
-    kurt = _div((sq * sq).sum(axis=1) / w, m2 * m2, fill=3.0) - 3.0
-    return _pad(skew, len(x)), _pad(kurt, len(x))
-
-
-def _corr(x: np.ndarray, y: np.ndarray, w: int) -> np.ndarray:
-    wx, wy = _win(x, w), _win(y, w)
-    dx = wx - (wx.sum(axis=1) / w)[:, None]
-    dy = wy - (wy.sum(axis=1) / w)[:, None]
-    denom = np.sqrt((dx**2).sum(axis=1) * (dy**2).sum(axis=1))
-    return _pad(_div((dx * dy).sum(axis=1), denom), len(x))
 
 
 # --- feature families -----------------------------------------------------------------------------
@@ -142,26 +63,18 @@ def _returns(o: np.ndarray, h: np.ndarray, low: np.ndarray, c: np.ndarray, v: np
 
 def _oscillators(o: np.ndarray, h: np.ndarray, low: np.ndarray, c: np.ndarray, v: np.ndarray) -> Arrays:
     out: Arrays = {}
-    change = c - _shift(c, 1)
-    gain, loss = np.where(change > 0, change, 0.0), np.where(change < 0, -change, 0.0)
-    gain[0] = loss[0] = np.nan
     for n in (7, 14, 21):
-        g, lo = _ema(gain, alpha=1.0 / n), _ema(loss, alpha=1.0 / n)
-        out[f"rsi_{n}"] = 100.0 * _div(g, g + lo, fill=0.5)
-    macd = _ema(c, 12) - _ema(c, 26)
-    signal = _ema(macd, 9)
-    out["macd"] = macd / c
+        out[f"rsi_{n}"] = rsi(c, n)
+    line, signal = macd(c, 12, 26, 9)
+    out["macd"] = line / c
     out["macd_signal"] = signal / c
-    out["macd_hist"] = (macd - signal) / c
+    out["macd_hist"] = (line - signal) / c
     for n in (20, 50):
-        mid, sd = _mean(c, n), _std(c, n)
-        out[f"bb_pctb_{n}"] = _div(c - (mid - 2 * sd), 4 * sd, fill=0.5)
+        lower, upper = bollinger_bands(c, n, 2.0)
+        out[f"bb_pctb_{n}"] = _div(c - lower, upper - lower, fill=0.5)
     out["bb_width_20"] = 4 * _std(c, 20) / _mean(c, 20)
-    prev_c = _shift(c, 1)
-    true_range = np.fmax(h - low, np.fmax(np.abs(h - prev_c), np.abs(low - prev_c)))
-    true_range[0] = np.nan
     for n in (14, 28):
-        out[f"atr_{n}"] = _ema(true_range, alpha=1.0 / n) / c
+        out[f"atr_{n}"] = atr(h, low, c, n) / c
     for n in (14, 28):
         hh, ll = _max(h, n), _min(low, n)
         out[f"williams_r_{n}"] = -100.0 * _div(hh - c, hh - ll, fill=0.5)
@@ -169,8 +82,7 @@ def _oscillators(o: np.ndarray, h: np.ndarray, low: np.ndarray, c: np.ndarray, v
     tp_win = _win(tp, 20)
     mad = _pad(np.abs(tp_win - (tp_win.sum(axis=1) / 20)[:, None]).sum(axis=1) / 20, len(c))
     out["cci_20"] = _div(tp - _mean(tp, 20), 0.015 * mad)
-    hh, ll = _max(h, 14), _min(low, 14)
-    stoch_k = 100.0 * _div(c - ll, hh - ll, fill=0.5)
+    stoch_k = stochastic_k(h, low, c, 14)
     out["stoch_k_14"] = stoch_k
     out["stoch_d_3"] = _mean(stoch_k, 3)
     return out

@@ -1,28 +1,51 @@
-"""Causal indicator series over an OHLCV frame, shared by the predictor and the technical score.
+"""The one implementation of every indicator: the ML features (:mod:`ml_integration.features`)
+and the hybrid mode's technical score (:mod:`ml_integration.technical`) both compute RSI, ATR,
+Bollinger bands, MACD and the stochastic here, so the two never disagree about what an RSI is.
 
-Every series here is *causal*: its value at bar t is computed from bars up to and including t,
-never later ones, so that a backtest over a long frame and a live call over a short one agree
-(``tests/engine/test_technical.py`` checks this). There is no back-filling and no centred window.
+Every series is *causal*: its value at bar t is computed from bars up to and including t, never
+later ones (no back-filling, no centred window). Exponential averages are *finite-window*: the
+usual exponential weights truncated after ``min(4 / alpha, MAX_WINDOW)`` bars and renormalised,
+so a value does not depend on where the data starts: a backtest over five years and a live call
+over the last few hundred bars agree. (Wilder's RSI and ATR are such averages with alpha =
+1/period; truncating 14-bar Wilder smoothing at 56 bars leaves out 1.6% of its weight.)
 
-The frame is the project's candle shape (see ``storage.candles.load_candles``): columns
-``open, high, low, close, volume`` as floats, indexed by ascending UTC open time.
+Inputs and outputs are float arrays of one length; values without a full window are NaN.
 """
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
 
 __all__ = [
+    "MAX_WINDOW",
     "OHLCV_COLUMNS",
+    "atr",
     "bollinger_bands",
-    "macd_histogram",
+    "ema",
+    "macd",
+    "pad",
     "require_ohlcv",
+    "rolling_corr",
+    "rolling_max",
+    "rolling_mean",
+    "rolling_min",
+    "rolling_moments",
+    "rolling_std",
+    "rolling_sum",
     "rsi",
+    "safe_div",
+    "shift",
     "stochastic_k",
     "true_range",
-    "wilder_average",
+    "windows",
 ]
+
+#: The longest window any indicator reads (the features' 200-bar SMA); EMAs are cut here too.
+MAX_WINDOW = 200
 
 OHLCV_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 
@@ -52,72 +75,137 @@ def require_ohlcv(df: pd.DataFrame, *, min_rows: int, purpose: str) -> None:
         )
 
 
-def wilder_average(values: pd.Series, period: int) -> pd.Series:
-    """Wilder's smoothing (RMA): the first value is the simple mean of the first ``period``
-    values, then ``avg_t = (avg_{t-1} * (period - 1) + x_t) / period``.
-
-    This is the exact recursion of Wilder's RSI and ATR, expressed as an exponential mean with
-    ``alpha = 1/period`` started from the seed, so it runs vectorised. Values before the seed
-    are NaN.
-    """
-    if period < 1:
-        raise ValueError(f"period must be at least 1, got {period}")
-    out = pd.Series(np.nan, index=values.index, dtype=float)
-    if len(values) < period:
-        return out
-    seeded = values.iloc[period - 1 :].astype(float).copy()
-    seeded.iloc[0] = float(values.iloc[:period].mean())
-    out.iloc[period - 1 :] = seeded.ewm(alpha=1.0 / period, adjust=False).mean().to_numpy()
+def pad(values: np.ndarray, n: int) -> np.ndarray:
+    """``values`` placed at the end of an ``n``-long array of NaN (the rows without a full window)."""
+    out = np.full(n, np.nan)
+    if len(values):
+        out[n - len(values) :] = values
     return out
 
 
-def true_range(df: pd.DataFrame) -> pd.Series:
-    """High minus low, widened to the previous close when the bar gapped away from it.
-
-    The first bar has no previous close, so its true range is its high minus its low.
-    """
-    prev_close = df["close"].shift(1)
-    ranges = pd.concat(
-        [df["high"] - df["low"], (df["high"] - prev_close).abs(), (df["low"] - prev_close).abs()],
-        axis=1,
-    )
-    return ranges.max(axis=1, skipna=True)
-
-
-def rsi(close: pd.Series, period: int = 14) -> pd.Series:
-    """Wilder's relative strength index, 0..100 (100 when there were no losses in the window)."""
-    change = close.diff().iloc[1:]
-    gain = wilder_average(change.clip(lower=0.0), period)
-    loss = wilder_average((-change).clip(lower=0.0), period)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        value = 100.0 - 100.0 / (1.0 + gain / loss)
-    # No losses at all: RSI is 100 by definition (and 50 if nothing moved either way).
-    value = value.where(loss != 0.0, np.where(gain > 0.0, 100.0, 50.0))
-    value = value.where(gain.notna())
-    return value.reindex(close.index)
+def windows(x: np.ndarray, w: int) -> np.ndarray:
+    """Read-only (n - w + 1, w) view of trailing windows. Built with the ndarray constructor
+    rather than ``sliding_window_view`` because serving calls this ~80 times per signal and the
+    generic helper's overhead dominated the latency."""
+    if len(x) < w:
+        return np.empty((0, w))
+    if not x.flags.c_contiguous or x.dtype != np.float64:
+        return sliding_window_view(x, w)
+    view = np.ndarray((len(x) - w + 1, w), dtype=np.float64, buffer=x, strides=(8, 8))
+    view.flags.writeable = False
+    return view
 
 
-def bollinger_bands(close: pd.Series, period: int = 20, width: float = 2.0) -> tuple[pd.Series, pd.Series]:
-    """(lower, upper) bands: the ``period``-bar mean -/+ ``width`` population standard deviations,
-    as Bollinger defined them (ddof=0)."""
-    mean = close.rolling(period).mean()
-    std = close.rolling(period).std(ddof=0)
-    return mean - width * std, mean + width * std
+def rolling_mean(x: np.ndarray, w: int) -> np.ndarray:
+    # sum / w rather than .mean(): the ufunc reduce skips numpy's Python-level wrapper
+    return pad(windows(x, w).sum(axis=1) / w, len(x))
 
 
-def macd_histogram(close: pd.Series, fast: int = 12, slow: int = 26, signal: int = 9) -> pd.Series:
-    """MACD line minus its signal line; EMAs start at the frame's first close (adjust=False)."""
-    macd = close.ewm(span=fast, adjust=False).mean() - close.ewm(span=slow, adjust=False).mean()
-    return macd - macd.ewm(span=signal, adjust=False).mean()
+def rolling_sum(x: np.ndarray, w: int) -> np.ndarray:
+    return pad(windows(x, w).sum(axis=1), len(x))
 
 
-def stochastic_k(df: pd.DataFrame, period: int = 14, smooth: int = 3) -> pd.Series:
-    """Slow stochastic %K, 0..100: where the close sits in the ``period``-bar high-low range,
-    averaged over ``smooth`` bars. A bar whose range is zero reads 50 (neither end)."""
-    lowest = df["low"].rolling(period).min()
-    highest = df["high"].rolling(period).max()
-    span = highest - lowest
-    with np.errstate(divide="ignore", invalid="ignore"):
-        raw = 100.0 * (df["close"] - lowest) / span
-    raw = raw.where(span != 0.0, 50.0).where(span.notna())
-    return raw.rolling(smooth).mean()
+def rolling_std(x: np.ndarray, w: int) -> np.ndarray:
+    """Population standard deviation (ddof 0) of each trailing window."""
+    win = windows(x, w)
+    dev = win - (win.sum(axis=1) / w)[:, None]
+    return pad(np.sqrt((dev * dev).sum(axis=1) / w), len(x))
+
+
+def rolling_max(x: np.ndarray, w: int) -> np.ndarray:
+    return pad(windows(x, w).max(axis=1), len(x))
+
+
+def rolling_min(x: np.ndarray, w: int) -> np.ndarray:
+    return pad(windows(x, w).min(axis=1), len(x))
+
+
+def shift(x: np.ndarray, k: int) -> np.ndarray:
+    out = np.full(len(x), np.nan)
+    if k < len(x):
+        out[k:] = x[: len(x) - k]
+    return out
+
+
+def safe_div(a: np.ndarray, b: np.ndarray, fill: float = 0.0) -> np.ndarray:
+    """a / b, with ``fill`` where b is 0 (a flat window); NaN where b is NaN. The division is
+    skipped where b is 0, so no warning is raised and no inf is produced."""
+    return np.divide(a, b, out=np.full(len(a), fill), where=b != 0)
+
+
+@functools.lru_cache(maxsize=64)
+def _ema_weights(alpha: float, window: int) -> np.ndarray:
+    weights = alpha * (1.0 - alpha) ** np.arange(window)[::-1]  # oldest first
+    return weights / weights.sum()
+
+
+def ema(x: np.ndarray, span: float | None = None, *, alpha: float | None = None) -> np.ndarray:
+    """Finite-window EMA (see the module docstring): ``span`` gives α = 2/(span+1)."""
+    a = alpha if alpha is not None else 2.0 / (float(span or 1) + 1.0)
+    window = int(min(MAX_WINDOW, max(2, round(4.0 / a))))
+    return pad(windows(x, window) @ _ema_weights(a, window), len(x))
+
+
+def rolling_moments(x: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rolling skewness and excess kurtosis (population moments; 0 for a flat window)."""
+    win = windows(x, w)
+    dev = win - (win.sum(axis=1) / w)[:, None]
+    sq = dev * dev
+    m2 = sq.sum(axis=1) / w
+    skew = safe_div((sq * dev).sum(axis=1) / w, m2 * np.sqrt(m2))
+    kurt = safe_div((sq * sq).sum(axis=1) / w, m2 * m2, fill=3.0) - 3.0
+    return pad(skew, len(x)), pad(kurt, len(x))
+
+
+def rolling_corr(x: np.ndarray, y: np.ndarray, w: int) -> np.ndarray:
+    wx, wy = windows(x, w), windows(y, w)
+    dx = wx - (wx.sum(axis=1) / w)[:, None]
+    dy = wy - (wy.sum(axis=1) / w)[:, None]
+    denom = np.sqrt((dx**2).sum(axis=1) * (dy**2).sum(axis=1))
+    return pad(safe_div((dx * dy).sum(axis=1), denom), len(x))
+
+
+
+
+# --- indicators -----------------------------------------------------------------------------
+def true_range(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> np.ndarray:
+    """High minus low, widened to the previous close when the bar gapped away from it (NaN on
+    the first bar, which has no previous close)."""
+    prev = shift(close, 1)
+    out = np.fmax(high - low, np.fmax(np.abs(high - prev), np.abs(low - prev)))
+    out[:1] = np.nan
+    return out
+
+
+def atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int = 14) -> np.ndarray:
+    """Wilder's average true range (finite-window, alpha = 1/period), in price units."""
+    return ema(true_range(high, low, close), alpha=1.0 / period)
+
+
+def rsi(close: np.ndarray, period: int = 14) -> np.ndarray:
+    """Wilder's relative strength index, 0..100 (50 when nothing moved in the window)."""
+    change = close - shift(close, 1)
+    gain, loss = np.where(change > 0, change, 0.0), np.where(change < 0, -change, 0.0)
+    gain[:1] = loss[:1] = np.nan
+    g, lo = ema(gain, alpha=1.0 / period), ema(loss, alpha=1.0 / period)
+    return 100.0 * safe_div(g, g + lo, fill=0.5)
+
+
+def bollinger_bands(close: np.ndarray, period: int = 20, width: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """(lower, upper): the ``period``-bar mean -/+ ``width`` population standard deviations, as
+    Bollinger defined them (ddof 0)."""
+    mid, sd = rolling_mean(close, period), rolling_std(close, period)
+    return mid - width * sd, mid + width * sd
+
+
+def macd(close: np.ndarray, fast: int = 12, slow: int = 26, signal: int = 9) -> tuple[np.ndarray, np.ndarray]:
+    """(MACD line, signal line); the histogram is their difference."""
+    line = ema(close, fast) - ema(close, slow)
+    return line, ema(line, signal)
+
+
+def stochastic_k(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int = 14) -> np.ndarray:
+    """Fast stochastic %K, 0..100: where the close sits in the ``period``-bar high-low range
+    (50 when the range is zero). The slow %K is its 3-bar mean."""
+    hh, ll = rolling_max(high, period), rolling_min(low, period)
+    return 100.0 * safe_div(close - ll, hh - ll, fill=0.5)

@@ -6,7 +6,8 @@ leverage that confidence earns in the current volatility, where the stop loss an
 profit go, and what the trade's risk/reward is. It is pure arithmetic over numbers the
 caller supplies, so the engine, backtests and tests all get the same answer.
 
-``atr`` and ``realized_volatility`` compute the two market inputs from a candle frame.
+``realized_volatility`` computes the market's volatility from a candle frame; the ATR is the
+feature pipeline's (:func:`ml_integration.indicators.atr`), the one the signal's stops use.
 """
 
 from __future__ import annotations
@@ -19,14 +20,13 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from ml_integration.indicators import require_ohlcv, true_range, wilder_average
+from ml_integration.indicators import require_ohlcv
 
 __all__ = [
     "HIGH_VOLATILITY",
     "LEVERAGE_CEILING",
     "MarketCall",
     "SignalType",
-    "atr",
     "leverage_for",
     "predict_market",
     "realized_volatility",
@@ -222,17 +222,6 @@ def predict_market(
         f"SL {stop_loss:.8g} ({stop_atr} ATR), {target}"
     )
     return MarketCall(signal, direction, leverage, stop_loss, take_profit, risk_reward, reason)
-
-
-def atr(df: pd.DataFrame, period: int = 14) -> float:
-    """Wilder's average true range at the frame's last bar, in price units.
-
-    Needs ``period`` bars to seed the average (the first bar's true range is its high - low).
-    """
-    if period < 1:
-        raise ValueError(f"period must be at least 1, got {period}")
-    require_ohlcv(df, min_rows=period, purpose=f"ATR({period})")
-    return float(wilder_average(true_range(df), period).iloc[-1])
 
 
 def realized_volatility(df: pd.DataFrame, window: int = 24) -> float:

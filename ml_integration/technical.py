@@ -37,10 +37,10 @@ Support is the low of the bars *before* the last one because the last bar's own 
 level: a hammer's wick always sits below its close, and would hide the support it tested. A
 close below that support has broken it and scores nothing.
 
-No look-ahead: every value at bar t uses bars up to t only (see ``ml_integration.indicators``), so
-:func:`technical_components` over a long frame agrees row by row with :func:`technical_score`
-over the frame cut at each row. EMAs start at the frame's first close, so pass the same
-history length live and in a backtest (at least a few hundred bars makes the start irrelevant).
+No look-ahead: every value at bar t uses bars up to t only, so :func:`technical_components` over
+a long frame agrees row by row with :func:`technical_score` over the frame cut at each row. The
+indicators are the ML features' own (:mod:`ml_integration.indicators`: finite-window EMAs, so a
+value does not depend on where the history starts).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from ml_integration.indicators import bollinger_bands, macd_histogram, require_ohlcv, rsi, stochastic_k
+from ml_integration.indicators import bollinger_bands, macd, require_ohlcv, rolling_mean, rsi, stochastic_k
 
 __all__ = [
     "COMPONENTS",
@@ -66,8 +66,9 @@ Side = Literal["buy", "sell"]
 
 #: Enter a hybrid trade at this total (technical score + ML bonus) or above.
 MAX_SCORE = 9.0
-#: The longest window: the 50-bar support/resistance level before the last bar.
-TECHNICAL_MIN_ROWS = 51
+#: Rows before every component has a value: the MACD histogram's finite-window EMAs (26-bar EMA
+#: over 54 bars, then its 9-bar signal over 20 more) and the bar before it (the rise is compared).
+TECHNICAL_MIN_ROWS = 75
 COMPONENTS: tuple[str, ...] = (
     "rsi",
     "bollinger",
@@ -120,10 +121,12 @@ def technical_components(df: pd.DataFrame, side: Side) -> pd.DataFrame:
     _check_side(side)
     require_ohlcv(df, min_rows=TECHNICAL_MIN_ROWS, purpose="the technical score")
     close, volume = df["close"].astype(float), df["volume"].astype(float)
-    rsi_v = rsi(close, 14)
-    lower, upper = bollinger_bands(close, 20, 2.0)
-    hist = macd_histogram(close, 12, 26, 9)
-    k = stochastic_k(df, 14, 3)
+    c, h, low = close.to_numpy(), df["high"].to_numpy(dtype=float), df["low"].to_numpy(dtype=float)
+    rsi_v = pd.Series(rsi(c, 14), index=df.index)
+    lower, upper = (pd.Series(band, index=df.index) for band in bollinger_bands(c, 20, 2.0))
+    line, signal = macd(c, 12, 26, 9)
+    hist = pd.Series(line - signal, index=df.index)
+    k = pd.Series(rolling_mean(stochastic_k(h, low, c, 14), 3), index=df.index)  # slow %K(14, 3)
     baseline = volume.shift(1).rolling(20).mean()
     if side == "buy":
         rsi_points = np.where(rsi_v <= 30, 2.0, np.where(rsi_v <= 40, 1.0, 0.0))

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ml_integration.indicators import atr
 from ml_integration.market_call import (
     HIGH_VOLATILITY,
     LEVERAGE_CEILING,
     SignalType,
-    atr,
     leverage_for,
     predict_market,
     realized_volatility,
@@ -186,39 +186,6 @@ def _seeded_candles(n: int, seed: int = 7, freq: str = "1h") -> pd.DataFrame:
     )
 
 
-def _wilder_atr_loop(df: pd.DataFrame, period: int) -> float:
-    """The textbook recursion, one bar at a time, to check the vectorised version against."""
-    trs = []
-    for i in range(len(df)):
-        h, low = df["high"].iloc[i], df["low"].iloc[i]
-        if i == 0:
-            trs.append(h - low)
-        else:
-            pc = df["close"].iloc[i - 1]
-            trs.append(max(h - low, abs(h - pc), abs(low - pc)))
-    value = sum(trs[:period]) / period
-    for tr in trs[period:]:
-        value = (value * (period - 1) + tr) / period
-    return value
-
-
-def test_atr_matches_the_wilder_recursion() -> None:
-    df = _seeded_candles(120)
-    for period in (1, 5, 14):
-        assert atr(df, period) == pytest.approx(_wilder_atr_loop(df, period), rel=1e-12)
-    assert atr(df.iloc[:14], 14) == pytest.approx(_wilder_atr_loop(df.iloc[:14], 14), rel=1e-12)
-
-
-def test_atr_sees_gaps_through_the_previous_close() -> None:
-    index = pd.date_range("2024-01-01", periods=3, freq="1h", tz="UTC")
-    df = pd.DataFrame(
-        {"open": [10, 10, 20], "high": [11, 11, 21], "low": [9, 9, 19], "close": [10, 10, 20], "volume": 1.0},
-        index=index,
-    )
-    # True ranges 2, 2, 11 (the gap up from 10 to a high of 21): seed (2 + 2) / 2 = 2, then (2 + 11) / 2.
-    assert atr(df, 2) == pytest.approx(6.5)
-
-
 def test_realized_volatility_is_annualised_per_bar_length() -> None:
     hourly = _seeded_candles(200)
     returns = np.diff(np.log(hourly["close"].to_numpy()[-25:]))
@@ -238,18 +205,16 @@ def test_realized_volatility_ignores_a_gap_in_the_bar_length() -> None:
 
 def test_helpers_refuse_short_or_broken_frames() -> None:
     df = _seeded_candles(30)
-    with pytest.raises(ValueError, match=r"ATR\(14\) needs at least 14 candles, got 10"):
-        atr(df.iloc[:10])
     with pytest.raises(ValueError, match="needs at least 25 candles, got 20"):
         realized_volatility(df.iloc[:20], 24)
     with pytest.raises(ValueError, match="missing volume"):
-        atr(df.drop(columns="volume"))
+        realized_volatility(df.drop(columns="volume"), 24)
     with pytest.raises(ValueError, match="ascending time order"):
-        atr(df.iloc[::-1])
+        realized_volatility(df.iloc[::-1], 24)
     broken = df.copy()
     broken.iloc[-1, 0] = np.nan
     with pytest.raises(ValueError, match="1 row\\(s\\) are not"):
-        atr(broken)
+        realized_volatility(broken, 24)
     with pytest.raises(ValueError, match="DatetimeIndex"):
         realized_volatility(df.reset_index(drop=True), 24)
 
@@ -260,7 +225,8 @@ def test_on_real_btc_candles_the_call_is_sane() -> None:
     rows = json.loads(path.read_text())[-2000:]
     df = pd.DataFrame(rows, columns=["ts", "open", "high", "low", "close", "volume"])
     df.index = pd.to_datetime(df.pop("ts"), unit="ms", utc=True)
-    a, v = atr(df), realized_volatility(df)
+    a = float(atr(*(df[c].to_numpy() for c in ("high", "low", "close")), 14)[-1])
+    v = realized_volatility(df)
     price = float(df["close"].iloc[-1])
     assert 0 < a < 0.1 * price
     assert 0.01 < v < 5.0

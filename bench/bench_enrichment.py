@@ -1,10 +1,10 @@
-"""Enrichment latency on a warm model: the ML part of the webhook path, in-process.
+"""Serving latency on a warm model: the ML part of the webhook path, in-process.
 
 Usage: python -m bench.bench_enrichment [--calls 2000] [--full]
 
 Trains a strategy on seeded synthetic candles ending now (``--full``: the default model sizes,
 else the small ``tvgw train --quick`` sizes), saves it, fills a temporary candle store, then
-calls ``Enricher.enrich`` for an alert and prints p50/p99 wall time, next to
+calls ``SignalService.serve`` for an alert's market and prints p50/p99 wall time, next to
 ``MLTradingStrategy.generate_signal`` alone (the model without the gateway's plumbing).
 """
 
@@ -14,13 +14,10 @@ import argparse
 import statistics
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
-from webhook.enrichment import Enricher
-
 from bench.ml_fixture import candles_until_now, seed_candles, train_model
-from engine.alert import Alert
+from ml_integration.serving import SignalService
 from storage import Storage
 from tvgw.config import load_settings
 
@@ -45,23 +42,17 @@ def main() -> None:
                  "TVGW_PASSPHRASE": "x", "TVGW_RESOLVE_INTERVAL_S": "0"}
     )  # fmt: skip
     seed_candles(settings.database, candles)
-    enricher = Enricher(settings, Storage(settings.database), lambda ticker, exchange: "BTC/USDT")
-    strategy_settings = settings.strategy(None)
-    assert strategy_settings is not None
-    alert = Alert.model_validate(
-        {"ticker": "BTCUSDT", "action": "buy", "interval": "60", "price": 30000,
-         "timenow": datetime.now(UTC).isoformat()}
-    )  # fmt: skip
+    service = SignalService(settings, Storage(settings.database))
     for _ in range(50):
-        enricher.enrich(alert, strategy_settings)  # warm-up (loads the model once)
-    first = enricher.enrich(alert, strategy_settings)
-    assert first.opinion is not None, first.analysis
-    model = enricher._markets[("BTC/USDT", "1h")].strategy
+        service.serve("BTC/USDT", "1h")  # warm-up (loads the model once)
+    first = service.serve("BTC/USDT", "1h")
+    assert first.signal is not None, first.analysis()
+    model = service._markets[("BTC/USDT", "1h")].strategy
     frame = candles.iloc[-320:]
     enrich_ms, model_ms = [], []
     for _ in range(args.calls):
         t0 = time.perf_counter()
-        enricher.enrich(alert, strategy_settings)
+        service.serve("BTC/USDT", "1h")
         t1 = time.perf_counter()
         model.generate_signal(frame, "BTC/USDT")
         t2 = time.perf_counter()
@@ -70,7 +61,7 @@ def main() -> None:
     sizes = "default sizes" if args.full else "--quick sizes"
     print(f"{args.calls} calls, warm model ({sizes}), 2-core machine")
     for name, values in (
-        ("Enricher.enrich (gateway ML path)", enrich_ms),
+        ("SignalService.serve (gateway ML path)", enrich_ms),
         ("generate_signal (model alone)", model_ms),
     ):
         print(f"{name:36} p50 {statistics.median(values):6.2f} ms   p99 {percentile(values, 0.99):6.2f} ms")

@@ -34,7 +34,7 @@ def _wait(condition: Callable[[], object], timeout: float, what: str, log: Path)
 
 def _served_model(url: str) -> str | None:
     try:
-        models = requests.get(url + "/healthz", timeout=2).json()["model"]["models"]
+        models = requests.get(url + "/healthz", timeout=2).json()["model"]["worker"]["models"]
     except (requests.RequestException, ValueError, KeyError):
         return None
     version = models.get("BTC/USDT 1h")

@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from common.checks import require_finite
 from engine.settings import RiskSettings
 
 __all__ = [
@@ -51,15 +52,6 @@ __all__ = [
 #: a deliberately wide guess: more than the predictor's 2.5-ATR stop on hourly crypto candles
 #: in ordinary markets, so an order without a stop is sized no larger than one with a stop.
 DEFAULT_STOP_FRACTION = 0.05
-
-
-def _require_finite(owner: str, name: str, value: float) -> None:
-    try:
-        finite = math.isfinite(value)
-    except TypeError:
-        finite = False
-    if not finite:
-        raise ValueError(f"{owner}.{name} must be a finite number, got {value!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,12 +78,12 @@ class PortfolioState:
 
     def __post_init__(self) -> None:
         for name in ("equity", "peak_equity", "day_start_equity", "open_risk", "now"):
-            _require_finite("PortfolioState", name, getattr(self, name))
+            require_finite(f"PortfolioState.{name}", getattr(self, name))
         if self.open_risk < 0:
             raise ValueError(f"PortfolioState.open_risk cannot be negative, got {self.open_risk}")
         for mapping_name in ("positions", "position_notional", "last_trade_at"):
             for symbol, value in getattr(self, mapping_name).items():
-                _require_finite("PortfolioState", f"{mapping_name}[{symbol!r}]", value)
+                require_finite(f"PortfolioState.{mapping_name}[{symbol!r}]", value)
 
     @property
     def open_symbols(self) -> frozenset[str]:
@@ -119,13 +111,13 @@ class TradeProposal:
         if self.side not in ("buy", "sell"):
             raise ValueError(f"TradeProposal.side must be 'buy' or 'sell', got {self.side!r}")
         for name in ("price", "leverage"):
-            _require_finite("TradeProposal", name, getattr(self, name))
+            require_finite(f"TradeProposal.{name}", getattr(self, name))
         if self.price <= 0:
             raise ValueError(f"TradeProposal.price must be positive, got {self.price}")
         if self.leverage <= 0:
             raise ValueError(f"TradeProposal.leverage must be positive, got {self.leverage}")
         if self.stop_loss is not None:
-            _require_finite("TradeProposal", "stop_loss", self.stop_loss)
+            require_finite("TradeProposal.stop_loss", self.stop_loss)
 
 
 @dataclass(frozen=True)
@@ -196,7 +188,7 @@ class RiskManager:
         trade, portfolio risk) depend on the stop and the portfolio, so :meth:`check` applies them.
         """
         for name, value in (("kelly_fraction", kelly_fraction), ("equity", equity), ("price", price)):
-            _require_finite("kelly_size", name, value)
+            require_finite(f"kelly_size.{name}", value)
         if price <= 0:
             raise ValueError(f"kelly_size.price must be positive, got {price}")
         if kelly_fraction <= 0 or equity <= 0:

@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from common.checks import require_finite
 from ml_integration.indicators import require_ohlcv
 
 __all__ = [
@@ -80,19 +81,6 @@ class MarketCall:
     reason: str
 
 
-def _check_finite(name: str, value: float, *, low: float | None = None, high: float | None = None) -> None:
-    try:
-        finite = math.isfinite(value)
-    except TypeError:
-        finite = False
-    if not finite:
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if low is not None and value < low:
-        raise ValueError(f"{name} must be at least {low}, got {value}")
-    if high is not None and value > high:
-        raise ValueError(f"{name} must be at most {high}, got {value}")
-
-
 def leverage_for(
     *,
     confidence: float,
@@ -111,11 +99,11 @@ def leverage_for(
     liquidation price is no stop at all, ``L`` is cut to ``0.5 / stop_fraction`` (a stop-out
     costs at most half the margin), never below 1x.
     """
-    _check_finite("confidence", confidence, low=0.0, high=1.0)
-    _check_finite("volatility", volatility, low=0.0)
-    _check_finite("max_leverage", max_leverage, low=1.0)
-    _check_finite("stop_fraction", stop_fraction, low=0.0)
-    _check_finite("high_volatility", high_volatility)
+    require_finite("confidence", confidence, low=0.0, high=1.0)
+    require_finite("volatility", volatility, low=0.0)
+    require_finite("max_leverage", max_leverage, low=1.0)
+    require_finite("stop_fraction", stop_fraction, low=0.0)
+    require_finite("high_volatility", high_volatility)
     if high_volatility <= 0:
         raise ValueError(f"high_volatility must be positive, got {high_volatility}")
     cap = min(max_leverage, LEVERAGE_CEILING)
@@ -165,12 +153,12 @@ def predict_market(
     ``take_profit_atr / stop_atr`` (1.4 with the defaults). A short whose target would be at or
     below zero gets no take profit (and no risk/reward) rather than an impossible price.
     """
-    _check_finite("direction_probability", direction_probability, low=0.0, high=1.0)
-    _check_finite("confidence", confidence, low=0.0, high=1.0)
-    _check_finite("price", price)
-    _check_finite("atr", atr)
-    _check_finite("stop_atr", stop_atr)
-    _check_finite("take_profit_atr", take_profit_atr)
+    require_finite("direction_probability", direction_probability, low=0.0, high=1.0)
+    require_finite("confidence", confidence, low=0.0, high=1.0)
+    require_finite("price", price)
+    require_finite("atr", atr)
+    require_finite("stop_atr", stop_atr)
+    require_finite("take_profit_atr", take_profit_atr)
     if price <= 0:
         raise ValueError(f"price must be positive, got {price}")
     if atr <= 0:

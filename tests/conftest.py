@@ -29,6 +29,20 @@ SHARED_DATA = ROOT.parent / "shared" / "data" / "ohlcv" / "binance"
 PASSPHRASE = "test-secret"
 
 
+def property_settings(max_examples: int) -> Any:
+    """Hypothesis settings for the suite: no example database (it would write a .hypothesis
+    folder into the working tree), no per-example deadline (this machine is shared and busy), and
+    function-scoped fixtures allowed (an app or a database is reused across examples on purpose)."""
+    from hypothesis import HealthCheck, settings
+
+    return settings(
+        max_examples=max_examples,
+        database=None,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+
+
 def base_environ(tmp_path: Path, **extra: str) -> dict[str, str]:
     """A clean TVGW_* environment for one test (nothing leaks in from the developer's shell)."""
     env = {

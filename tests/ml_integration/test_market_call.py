@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from ml_integration.indicators import atr
@@ -20,10 +20,9 @@ from ml_integration.market_call import (
     predict_market,
     realized_volatility,
 )
-from tests.conftest import shared_candle_file
+from tests.conftest import property_settings, shared_candle_file
 
-# No example database: it would write a .hypothesis folder into the working tree.
-PROPERTY = settings(max_examples=200, database=None, deadline=None)
+PROPERTY = property_settings(200)
 
 unit = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
 vol = st.floats(min_value=0.0, max_value=5.0, allow_nan=False)

@@ -14,19 +14,21 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.conftest import LiveGateway, make_settings, market_app, sample_alert, start_gateway
+from tests.conftest import (
+    LiveGateway,
+    make_settings,
+    market_app,
+    property_settings,
+    sample_alert,
+    start_gateway,
+)
 
 TOKEN = "api-token-hostile"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-PROPERTY = settings(
-    max_examples=150,
-    database=None,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+PROPERTY = property_settings(150)
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.conftest import make_settings, market_app, sample_alert
+from tests.conftest import make_settings, market_app, property_settings, sample_alert
 
 SECRET = "s3cret-Pa55word"
 #: A second strategy's secret with characters JSON must escape: it must be found in both forms.
@@ -21,12 +21,7 @@ QUOTED_SECRET = 'sw"ing\\key/42'
 TOKEN = "api-TOKEN-9f8e7d"
 SECRETS = (SECRET, QUOTED_SECRET, TOKEN)
 
-PROPERTY = settings(
-    max_examples=150,
-    database=None,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+PROPERTY = property_settings(150)
 
 
 @pytest.fixture

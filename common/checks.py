@@ -1,0 +1,22 @@
+"""Argument checks every layer shares (a twin in two packages would drift)."""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["require_finite"]
+
+
+def require_finite(name: str, value: float, *, low: float | None = None, high: float | None = None) -> None:
+    """Refuse (ValueError naming ``name``) a value that is not a finite number, or outside
+    ``[low, high]``: a NaN or an infinity slips through every comparison otherwise."""
+    try:
+        finite = math.isfinite(value)
+    except TypeError:
+        finite = False
+    if not finite:
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if low is not None and value < low:
+        raise ValueError(f"{name} must be at least {low}, got {value}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be at most {high}, got {value}")

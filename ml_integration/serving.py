@@ -180,7 +180,7 @@ class ServedSignal:
         """Inside the alert's transaction: the alert's bar into the candle store, and the
         prediction row (so every enriched alert has exactly one)."""
         if self.bar is not None and self.symbol is not None and self.timeframe is not None:
-            candle_store.upsert_candles_in(conn, self.symbol, self.timeframe, [self.bar], "alert")
+            candle_store.upsert_candles(conn, self.symbol, self.timeframe, [self.bar], "alert")
         row = self.prediction_row()
         if row is not None:
             prediction_store.insert_prediction(conn, timestamp=now, alert_id=alert_id, **row)

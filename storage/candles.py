@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
-from storage.database import Storage
+from storage.database import Db, Storage, writing
 
 __all__ = [
     "candle_sources",
@@ -15,24 +14,14 @@ __all__ = [
     "load_candles",
     "newest_candle",
     "upsert_candles",
-    "upsert_candles_in",
 ]
 
 _COLUMNS = ["ts_ms", "open", "high", "low", "close", "volume"]
 
 
-def upsert_candles(
-    storage: Storage, symbol: str, timeframe: str, rows: Iterable[Sequence[float]], source: str
-) -> int:
-    """Insert or replace ``[ms, open, high, low, close, volume]`` rows; returns how many."""
-    with storage.transaction() as conn:
-        return upsert_candles_in(conn, symbol, timeframe, rows, source)
-
-
-def upsert_candles_in(
-    conn: sqlite3.Connection, symbol: str, timeframe: str, rows: Iterable[Sequence[float]], source: str
-) -> int:
-    """:func:`upsert_candles` inside the caller's transaction (an alert's bar, with the alert)."""
+def upsert_candles(db: Db, symbol: str, timeframe: str, rows: Iterable[Sequence[float]], source: str) -> int:
+    """Insert or replace ``[ms, open, high, low, close, volume]`` rows; returns how many. With a
+    connection, inside the caller's transaction (an alert's bar commits with the alert)."""
     data = [
         (
             symbol,
@@ -47,11 +36,12 @@ def upsert_candles_in(
         )
         for r in rows
     ]
-    conn.executemany(
-        "INSERT OR REPLACE INTO candles (symbol, timeframe, ts_ms, open, high, low, close,"
-        " volume, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        data,
-    )
+    with writing(db) as conn:
+        conn.executemany(
+            "INSERT OR REPLACE INTO candles (symbol, timeframe, ts_ms, open, high, low, close,"
+            " volume, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            data,
+        )
     return len(data)
 
 

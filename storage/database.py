@@ -16,7 +16,7 @@ import sqlite_utils
 
 from storage.schema import MIGRATIONS, TABLES
 
-__all__ = ["SCHEMA_VERSION", "Storage"]
+__all__ = ["SCHEMA_VERSION", "Db", "Storage", "reading", "writing"]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -221,3 +221,24 @@ class Storage:
 def _statements(script: str) -> list[str]:
     """Split a migration script (no semicolons inside statements in our migrations)."""
     return [s.strip() for s in script.split(";") if s.strip()]
+
+
+#: What every storage function takes: the :class:`Storage` (a read, or a write in a transaction
+#: of its own) or the connection of the caller's open transaction (a write that must commit with
+#: the rest of it, such as an alert's bar with the alert). One convention, no twin functions.
+Db = Storage | sqlite3.Connection
+
+
+def reading(db: Db) -> sqlite3.Connection:
+    """The connection to read through."""
+    return db.conn if isinstance(db, Storage) else db
+
+
+@contextmanager
+def writing(db: Db) -> Iterator[sqlite3.Connection]:
+    """A transaction of its own for a :class:`Storage`; the caller's for a connection."""
+    if isinstance(db, Storage):
+        with db.transaction() as conn:
+            yield conn
+    else:
+        yield db

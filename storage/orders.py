@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from storage.database import Storage
+from storage.database import Db, Storage, reading
 
 __all__ = [
     "Position",
@@ -159,16 +159,12 @@ def apply_fill(
     return Position(symbol, new, avg, realized, opened_at, stop, now)
 
 
-def _cash(conn: sqlite3.Connection, broker: str, currency: str, default: float) -> float:
-    row = conn.execute(
+def get_cash(db: Db, broker: str, currency: str, default: float) -> float:
+    """The ledger's cash in ``currency``; ``default`` before the first fill."""
+    row = reading(db).execute(
         "SELECT total FROM balances WHERE broker = ? AND currency = ?", (broker, currency)
     ).fetchone()
     return default if row is None else float(row[0])
-
-
-def get_cash(storage: Storage, broker: str, currency: str, default: float) -> float:
-    """The ledger's cash in ``currency``; ``default`` before the first fill."""
-    return _cash(storage.conn, broker, currency, default)
 
 
 def ledger_start(storage: Storage, broker: str, currency: str) -> float | None:

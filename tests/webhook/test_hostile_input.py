@@ -173,11 +173,11 @@ json_scalars = (
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=30)
 )
-json_values = st.recursive(
-    json_scalars,
-    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=10), c, max_size=4),
-    max_leaves=12,
-)
+def json_containers(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+
+
+json_values = st.recursive(json_scalars, json_containers, max_leaves=12)
 alert_keys = st.sampled_from(
     ["passphrase", "ticker", "symbol", "action", "contracts", "price", "position_size", "market_position",
      "timenow", "time", "interval", "strategy", "strategy_id", "id", "close", "volume", "comment", "bar",

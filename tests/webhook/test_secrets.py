@@ -194,6 +194,10 @@ def test_hostile_bodies_built_around_a_secret_leak_nothing(world: dict[str, Any]
     assert_no_secret_anywhere(world)
 
 
+def short_lists(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(children, max_size=3)
+
+
 @PROPERTY
 @given(
     alert=st.fixed_dictionaries(
@@ -203,7 +207,7 @@ def test_hostile_bodies_built_around_a_secret_leak_nothing(world: dict[str, Any]
             "action": st.sampled_from(["buy", "sell", QUOTED_SECRET, 3]),
             "strategy": st.sampled_from(["swing", "default", SECRET]),
             "comment": st.text(max_size=20).map(lambda t: t + SECRET),
-            "extra": st.recursive(st.sampled_from([SECRET, 1, None]), lambda c: st.lists(c, max_size=3)),
+            "extra": st.recursive(st.sampled_from([SECRET, 1, None]), short_lists),
         },
     )
 )

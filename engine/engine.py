@@ -503,7 +503,7 @@ class TradingEngine:
         """(peak, start of day) from the equity snapshots, read from the file every time: two
         index look-ups inside the decision's transaction, so every worker applies the drawdown
         and daily-loss limits to the same numbers (a per-worker cache made them disagree)."""
-        return order_store.equity_marks(self.storage, self.broker.name, current)
+        return order_store.equity_marks(self.storage, self.broker.name, current, now=self.clock.now())
 
     def _note_equity(self, conn: sqlite3.Connection, equity: float | None) -> None:
         """Snapshot the account value for the drawdown and daily-loss limits, at most every
@@ -514,7 +514,7 @@ class TradingEngine:
         newest = order_store.newest_equity_at(conn, self.broker.name)
         if newest is not None and self.clock.now() - newest < EQUITY_TTL_S:
             return
-        order_store.record_equity(conn, self.broker.name, equity)
+        order_store.record_equity(conn, self.broker.name, equity, at=self.clock.now())
 
     # --- send and settle ------------------------------------------------------------------------
     def _send(self, decision: Decision, client_order_id: str) -> Decision:
@@ -577,7 +577,7 @@ class TradingEngine:
                 conn, broker=self.broker.name, symbol=symbol, side=side, filled=result.filled,
                 price=result.average, fee=self._fee_in_quote(result),
                 quote_currency=self.settings.paper.quote_currency, starting_cash=self._starting_cash(),
-                stop_loss=stop_loss,
+                stop_loss=stop_loss, at=self.clock.now(),
             )  # fmt: skip
 
     def _fee_in_quote(self, result: OrderResult) -> float:

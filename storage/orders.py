@@ -115,13 +115,15 @@ def apply_fill(
     quote_currency: str,
     starting_cash: float,
     stop_loss: float | None = None,
+    at: float | None = None,
 ) -> Position:
     """Move the position and the cash ledger by one fill (inside the caller's transaction).
 
     ``stop_loss`` is the protective stop of exposure this fill adds; the portfolio-risk limit
     counts ``|avg price - stop| * size`` of every open position. Reducing fills keep the stop.
+    ``at`` is the fill's time (the engine's clock; a replay's is simulated).
     """
-    now = time.time()
+    now = time.time() if at is None else at
     signed = filled if side == "buy" else -filled
     row = _position_row(conn, broker, symbol)
     old = row["amount"] if row else 0.0
@@ -229,13 +231,15 @@ def newest_equity_at(conn: sqlite3.Connection, broker: str) -> float | None:
     return None if row is None else float(row[0])
 
 
-def equity_marks(storage: Storage, broker: str, current: float) -> tuple[float, float]:
-    """(peak equity ever, equity at the start of today UTC), counting ``current`` in both.
+def equity_marks(
+    storage: Storage, broker: str, current: float, *, now: float | None = None
+) -> tuple[float, float]:
+    """(peak equity ever, equity at the start of ``now``'s UTC day), counting ``current`` in both.
 
     Both are index look-ups (``ORDER BY ... LIMIT 1``), not scans: the table grows by a row per
     order, and this runs for every order.
     """
-    day_start = time.time() // 86_400 * 86_400
+    day_start = (time.time() if now is None else now) // 86_400 * 86_400
     peak = storage.query_one(
         "SELECT equity FROM equity_snapshots WHERE broker = ? ORDER BY equity DESC LIMIT 1", (broker,)
     )

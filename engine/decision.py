@@ -8,14 +8,33 @@ library (and works unchanged without one).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from engine.brokers.base import OrderRequest, OrderResult
 from engine.market import ReferencePrice
 
-__all__ = ["Decision", "DecisionStatus", "MLOpinion", "MarketSnapshot", "PlannedOrder"]
+__all__ = ["Decision", "DecisionStatus", "MLOpinion", "MarketSnapshot", "PlannedOrder", "SignalFields"]
 
 DecisionStatus = Literal["executed", "annotated", "rejected", "failed", "processing"]
+
+
+class SignalFields(Protocol):
+    """What :meth:`MLOpinion.from_signal` reads from ``ml_integration``'s ``TradingSignal``,
+    declared here so that the engine never imports the ML library."""
+
+    ml_probability: float | None
+    confidence: float
+    combined_probability: float | None
+    kelly_fraction: float
+    action: str
+    magnitude: float | None
+    sentiment_score: float
+    quality_grade: str
+    stop_loss: float | None
+    take_profit: float | None
+    entry_price: float
+    model_version: str | None
+    synthetic: bool
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,6 +54,29 @@ class MLOpinion:
     entry_price: float | None = None  # the close the model saw; stops are relative to it
     model_version: str | None = None
     synthetic: bool = False
+
+    @classmethod
+    def from_signal(cls, signal: SignalFields) -> MLOpinion:
+        """The opinion a strategy signal gives: the one conversion, used by the webhook and the
+        backtest alike, so both hand the engine the same numbers. A signal without a
+        probability (a hold over a gap) reads as 0.5: no view either way."""
+        probability = signal.ml_probability if signal.ml_probability is not None else 0.5
+        combined = signal.combined_probability
+        return cls(
+            direction_probability=probability,
+            confidence=signal.confidence,
+            combined_probability=combined if combined is not None else 0.5,
+            kelly_fraction=signal.kelly_fraction,
+            action=signal.action,
+            magnitude=signal.magnitude,
+            sentiment_score=signal.sentiment_score,
+            quality_grade=signal.quality_grade,
+            stop_loss=signal.stop_loss,
+            take_profit=signal.take_profit,
+            entry_price=signal.entry_price,
+            model_version=signal.model_version,
+            synthetic=signal.synthetic,
+        )
 
     def agrees_with(self, side: str) -> bool:
         return self.direction_probability > 0.5 if side == "buy" else self.direction_probability < 0.5

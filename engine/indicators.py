@@ -15,7 +15,9 @@ import pandas as pd
 
 __all__ = [
     "OHLCV_COLUMNS",
+    "average_true_range",
     "bollinger_bands",
+    "ema",
     "macd_histogram",
     "require_ohlcv",
     "rsi",
@@ -84,6 +86,17 @@ def true_range(df: pd.DataFrame) -> pd.Series:
     return ranges.max(axis=1, skipna=True)
 
 
+def average_true_range(df: pd.DataFrame, period: int = 14) -> pd.Series:
+    """Wilder's ATR for every bar (Pine's ``ta.atr``): the Wilder average of :func:`true_range`."""
+    return wilder_average(true_range(df), period)
+
+
+def ema(values: pd.Series, span: int) -> pd.Series:
+    """Exponential moving average started at the first value (``adjust=False``), as Pine's
+    ``ta.ema`` and the MACD here compute it: alpha = 2 / (span + 1)."""
+    return values.ewm(span=span, adjust=False).mean()
+
+
 def rsi(close: pd.Series, period: int = 14) -> pd.Series:
     """Wilder's relative strength index, 0..100 (100 when there were no losses in the window)."""
     change = close.diff().iloc[1:]
@@ -107,8 +120,8 @@ def bollinger_bands(close: pd.Series, period: int = 20, width: float = 2.0) -> t
 
 def macd_histogram(close: pd.Series, fast: int = 12, slow: int = 26, signal: int = 9) -> pd.Series:
     """MACD line minus its signal line; EMAs start at the frame's first close (adjust=False)."""
-    macd = close.ewm(span=fast, adjust=False).mean() - close.ewm(span=slow, adjust=False).mean()
-    return macd - macd.ewm(span=signal, adjust=False).mean()
+    macd = ema(close, fast) - ema(close, slow)
+    return macd - ema(macd, signal)
 
 
 def stochastic_k(df: pd.DataFrame, period: int = 14, smooth: int = 3) -> pd.Series:

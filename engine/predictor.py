@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from engine.indicators import require_ohlcv, true_range, wilder_average
+from engine.indicators import average_true_range, require_ohlcv
 
 __all__ = [
     "HIGH_VOLATILITY",
@@ -232,7 +232,7 @@ def atr(df: pd.DataFrame, period: int = 14) -> float:
     if period < 1:
         raise ValueError(f"period must be at least 1, got {period}")
     require_ohlcv(df, min_rows=period, purpose=f"ATR({period})")
-    return float(wilder_average(true_range(df), period).iloc[-1])
+    return float(average_true_range(df, period).iloc[-1])
 
 
 def realized_volatility(df: pd.DataFrame, window: int = 24) -> float:

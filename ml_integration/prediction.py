@@ -442,6 +442,25 @@ class MLPricePrediction:
             atr=float(matrix[-1, _ATR] * close),
         )
 
+    def direction_probabilities(self, df: pd.DataFrame) -> np.ndarray:
+        """Calibrated P(up) for every row of ``df`` at once (NaN where the row has no full,
+        gap-free window), for scoring a model over a whole test period.
+
+        The same numbers :meth:`predict_typed` gives one row at a time: features are causal
+        and finite-window (``features``), so a row's value does not depend on how much history
+        precedes it, and the forest and calibrator are the ones serving uses."""
+        fitted = self._require()
+        frame = validate_candles(df)
+        matrix = compute_feature_matrix(
+            frame.to_numpy(), epoch_seconds(frame.index), fitted.timeframe_sec,
+            max_missing_bars=self.config.max_missing_bars,
+        )  # fmt: skip
+        out = np.full(len(frame), np.nan)
+        ok = np.isfinite(matrix).all(axis=1)
+        if ok.any():
+            out[ok] = fitted.calibrator(fitted.forest.predict(matrix[ok]))
+        return out
+
     def _recommend(self, p: float, strength: float) -> tuple[str, str]:
         edge = self.config.min_edge
         if p >= 0.5 + edge and strength > 0:

@@ -214,24 +214,8 @@ class Enricher:
         *,
         reused: bool = False,
     ) -> Enrichment:
-        probability = signal.ml_probability if signal.ml_probability is not None else 0.5
-        opinion = MLOpinion(
-            direction_probability=probability,
-            confidence=signal.confidence,
-            combined_probability=signal.combined_probability
-            if signal.combined_probability is not None
-            else 0.5,
-            kelly_fraction=signal.kelly_fraction,
-            action=signal.action,
-            magnitude=signal.magnitude,
-            sentiment_score=signal.sentiment_score,
-            quality_grade=signal.quality_grade,
-            stop_loss=signal.stop_loss,
-            take_profit=signal.take_profit,
-            entry_price=signal.entry_price,
-            model_version=signal.model_version,
-            synthetic=signal.synthetic,
-        )
+        opinion = MLOpinion.from_signal(signal)
+        probability = opinion.direction_probability
         bar_atr, volatility = self._volatility(self._market(symbol, timeframe), candles)
         call = predict_market(
             direction_probability=probability, confidence=signal.confidence, price=signal.entry_price,

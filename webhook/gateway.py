@@ -160,7 +160,7 @@ class Gateway:
         enrichment = self.enricher.enrich(alert, strategy)
         snapshot = self.engine.snapshot(alert, strategy, enrichment.candles, reference)
         payload = self.redactor.record(alert)
-        fields = _alert_fields(alert)
+        fields = alert.record_fields()
         instant = self.broker.settles_instantly
 
         def decide_and_record(conn: Any) -> tuple[Decision, int, str | None, Reply | None]:
@@ -333,17 +333,6 @@ def _via_local_proxy(ip: str, remote_addr: str | None, forwarded_for: str | None
 def _http_status(decision: Decision) -> int:
     """Broker trouble is the gateway's upstream failing (502); every decision else is 200."""
     return 502 if decision.status == "failed" else 200
-
-
-def _alert_fields(alert: Alert) -> dict[str, Any]:
-    return {
-        "strategy_id": alert.strategy_id, "ticker": alert.ticker, "exchange": alert.exchange,
-        "interval": alert.interval, "action": alert.action.value, "contracts": alert.contracts,
-        "price": alert.price, "position_size": alert.position_size,
-        "market_position": alert.market_position.value if alert.market_position else None,
-        "order_id": alert.order_id, "alert_time": alert.time.timestamp() if alert.time else None,
-        "timenow": alert.timenow.timestamp() if alert.timenow else None,
-    }  # fmt: skip
 
 
 _FIELD_IN_MESSAGE = re.compile(r"^field '([^']+)'")

@@ -122,7 +122,9 @@ class EngineReplay:
                 self.storage, received_at=at, source_ip=None, http_status=422, error_code=exc.code,
                 reason=exc.message, payload=_payload(alert), fields=fields,
             )  # fmt: skip
-            return Decision(status="rejected", mode=strategy.mode, action=alert.action.value, reason=exc.message)
+            return Decision(
+                status="rejected", mode=strategy.mode, action=alert.action.value, reason=exc.message
+            )
         snapshot = self.engine.snapshot(alert, strategy, candles, reference)
         with self.storage.transaction() as conn:
             if snapshot.equity is not None:

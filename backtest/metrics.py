@@ -74,7 +74,9 @@ def trade_returns(fills: list[Fill], start_equity: float) -> tuple[np.ndarray, n
         after = fill.cash_after + fill.position_after * fill.price
         if opened_at is None and abs(fill.position_after) > 1e-12:
             opened_at = before
-        elif opened_at is not None and (abs(fill.position_after) <= 1e-12 or fill.position_after * position < 0):
+        elif opened_at is not None and (
+            abs(fill.position_after) <= 1e-12 or fill.position_after * position < 0
+        ):
             profits.append(after - opened_at)
             returns.append((after - opened_at) / opened_at)
             opened_at = after if abs(fill.position_after) > 1e-12 else None
@@ -104,12 +106,19 @@ def trading_metrics(
         total_return=total, annualised_return=annual, sharpe=sharpe, sortino=sortino,
         max_drawdown=drawdown, calmar=annual / drawdown if drawdown > 0 else 0.0,
         win_rate=float(len(wins) / len(profits)) if len(profits) else 0.0,
-        profit_factor=float(wins.sum() / -losses.sum()) if losses.sum() < 0 else float("inf") if len(wins) else 0.0,
+        profit_factor=_profit_factor(wins, losses),
         average_win=float(wins.mean()) if len(wins) else 0.0,
         average_loss=float(losses.mean()) if len(losses) else 0.0,
         trades=len(profits), exposure=float(np.mean(np.abs(position) > 1e-12)) if len(position) else 0.0,
         fees=float(fees), final_equity=float(curve[-1]),
     )  # fmt: skip
+
+
+def _profit_factor(wins: np.ndarray, losses: np.ndarray) -> float:
+    """Gross profit over gross loss; infinite with wins and no loss, 0 with neither."""
+    if losses.sum() < 0:
+        return float(wins.sum() / -losses.sum())
+    return float("inf") if len(wins) else 0.0
 
 
 @dataclass(frozen=True)
@@ -168,8 +177,8 @@ def _verdict(report: dict[str, Any]) -> dict[str, Any]:
     """Plain words: can the 95% intervals tell this model from a coin (AUC 0.5, the base-rate
     Brier, the majority class's accuracy)?"""
     auc_low, auc_high = report["auc_ci"]
-    brier_low, brier_high = report["brier_ci"]
-    acc_low, acc_high = report["accuracy_block_ci"]
+    brier_low = report["brier_ci"][0]
+    acc_low = report["accuracy_block_ci"][0]
     auc_coin = bool(auc_low <= 0.5 <= auc_high) if not math.isnan(auc_low) else True
     brier_coin = bool(brier_low <= report["base_rate_brier"]) if not math.isnan(brier_low) else True
     acc_coin = bool(acc_low <= report["majority_accuracy"])

@@ -121,7 +121,9 @@ def run_arm(
             while row < order.bar:
                 cash[row - first], position[row - first] = state.cash, state.position
                 row += 1
-            alert = build_alert(order, symbol=symbol, timeframe=timeframe, strategy_id=settings.default_strategy)
+            alert = build_alert(
+                order, symbol=symbol, timeframe=timeframe, strategy_id=settings.default_strategy
+            )
             opinion, analysis = arm.opinion(order) if arm.opinion is not None else (None, None)
             candles = frame.iloc[max(0, order.signal_bar + 1 - CANDLE_TAIL) : order.signal_bar + 1]
             decision = book.submit(
@@ -129,7 +131,9 @@ def run_arm(
                 analysis=analysis,
             )  # fmt: skip
             state = book.account(symbol)
-            result.decisions.append({"at": order.at.isoformat(), "action": order.action, **decision.as_json()})
+            result.decisions.append(
+                {"at": order.at.isoformat(), "action": order.action, **decision.as_json()}
+            )
             if decision.result is not None and decision.result.filled > 0 and decision.order is not None:
                 result.fills.append(
                     Fill(order.bar, order.at, decision.order.side, decision.result.filled,

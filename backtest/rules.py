@@ -81,7 +81,7 @@ def pine_signals(df: pd.DataFrame, inputs: PineInputs = PineInputs()) -> pd.Data
     prev_r = r.shift(1)
 
     def count(*checks: pd.Series) -> pd.Series:
-        return sum((c.fillna(False).astype(bool)).astype(int) for c in checks)  # type: ignore[return-value]
+        return sum((c.fillna(False).astype(bool)).astype(int) for c in checks)
 
     long_checks = count(fast > slow, close > slow, r < 50, r < 35, r > prev_r, position < 0.5,
                         position < 0.2, close > open_, close > close.shift(1))  # fmt: skip
@@ -152,12 +152,18 @@ def replay_orders(
             qty = equity * float(signals["fraction_long"].iat[j]) / c[j]
             if qty > 0:
                 pending = (1, j, qty)
-                book.stop, book.target = c[j] - inputs.stop_atr * atr[j], c[j] + inputs.take_profit_atr * atr[j]
+                book.stop, book.target = (
+                    c[j] - inputs.stop_atr * atr[j],
+                    c[j] + inputs.take_profit_atr * atr[j],
+                )
         elif short_sig[j] and book.position >= 0:
             qty = equity * float(signals["fraction_short"].iat[j]) / c[j]
             if qty > 0:
                 pending = (-1, j, qty)
-                book.stop, book.target = c[j] + inputs.stop_atr * atr[j], c[j] - inputs.take_profit_atr * atr[j]
+                book.stop, book.target = (
+                    c[j] + inputs.stop_atr * atr[j],
+                    c[j] - inputs.take_profit_atr * atr[j],
+                )
     return orders
 
 
@@ -170,12 +176,13 @@ def _entry(
     reverses = prev * side < 0
     book.fill(side * qty - prev, price, inputs.commission)
     name = "long" if side > 0 else "short"
+    p_long = float(signals["p_long"].iat[signal_bar])
     action: PineAction = "reverse" if reverses else ("buy" if side > 0 else "sell")
     return PineOrder(
         bar=j, at=df.index[j], action=action, side="buy" if side > 0 else "sell",
         qty=abs(side * qty - prev), price=price, position_size=book.position, prev_position=prev,
         order_id="Long" if side > 0 else "Short", signal_bar=signal_bar,
-        confidence=float(signals["p_long"].iat[signal_bar] if side > 0 else 1 - signals["p_long"].iat[signal_bar]),
+        confidence=float(p_long if side > 0 else 1 - p_long),
         kelly=float(signals[f"kelly_{name}"].iat[signal_bar]),
         technical_score=float(signals[f"{name}_checks"].iat[signal_bar]),
     )  # fmt: skip

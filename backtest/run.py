@@ -40,6 +40,8 @@ from tvgw.config import Settings
 __all__ = ["BacktestConfig", "BacktestResult", "run_backtest"]
 
 MODES = ("execute", "ml_gate", "hybrid")
+_DAYS_180 = pd.Timedelta(days=180)
+_DAYS_30 = pd.Timedelta(days=30)
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,8 @@ class BacktestConfig:
     data_file: Path | None = None
     start: pd.Timestamp | None = None
     end: pd.Timestamp | None = None
-    train_window: pd.Timedelta = pd.Timedelta(days=180)
-    test_window: pd.Timedelta = pd.Timedelta(days=30)
+    train_window: pd.Timedelta = _DAYS_180
+    test_window: pd.Timedelta = _DAYS_30
     fees: float = 0.001
     slippage_bps: float = 5.0
     mode: str = "hybrid"
@@ -76,7 +78,9 @@ class BacktestConfig:
                 "labels would overlap the traded bars; use at least the horizon"
             )
         if not 0 <= self.fees < 0.1 or not 0 <= self.slippage_bps < 1000:
-            raise BacktestInputError(f"--fees {self.fees} must be in [0, 0.1) and --slippage-bps in [0, 1000)")
+            raise BacktestInputError(
+                f"--fees {self.fees} must be in [0, 0.1) and --slippage-bps in [0, 1000)"
+            )
         if self.jobs < 1:
             raise BacktestInputError(f"--jobs must be at least 1, got {self.jobs}")
 
@@ -110,7 +114,9 @@ def run_backtest(
     frame, extras = _candles(config, settings, candles)
     step = timeframe_seconds(config.timeframe)
     model_config = config.models()
-    warmup = LOOKBACK + (model_config.lstm.sequence_length - 1 if model_config and model_config.use_lstm else 0)
+    warmup = LOOKBACK + (
+        model_config.lstm.sequence_length - 1 if model_config and model_config.use_lstm else 0
+    )
     windows = plan_windows(
         frame.index, step_s=step, train=config.train_window, test=config.test_window,
         embargo_bars=config.embargo, warmup_bars=warmup, min_train_bars=_min_train_bars(config, warmup),
@@ -133,7 +139,9 @@ def run_backtest(
     orders = replay_orders(frame, first, last, inputs, step)
     predictions = _Predictions(frame, extras, windows, models, config.horizon, step)
     arms = [Arm("pine", "Pine rules alone", "execute")]
-    arms.append(Arm("baseline", f"Rules + baseline forest ({config.mode})", config.mode, predictions.baseline_opinion))
+    arms.append(
+        Arm("baseline", f"Rules + baseline forest ({config.mode})", config.mode, predictions.baseline_opinion)
+    )
     if model_config is not None:
         arms.append(Arm("ml", f"Rules + full ML strategy ({config.mode})", config.mode,
                         lambda order: predictions.ml_opinion(order, config.symbol)))  # fmt: skip
@@ -156,7 +164,11 @@ def run_backtest(
     curves.update({name: r.equity for name, r in results.items()})
     summary = _summary(config, settings, frame, windows, models, orders, results, curves, predictions,
                        first=first, last=last, step=step)  # fmt: skip
-    summary["timings_s"] = {"training": training_s, "replay": replay_s, "total": time.perf_counter() - started}
+    summary["timings_s"] = {
+        "training": training_s,
+        "replay": replay_s,
+        "total": time.perf_counter() - started,
+    }
     return BacktestResult(summary=summary, times=times, curves=curves, arms=results)
 
 
@@ -226,7 +238,11 @@ class _Predictions:
     def baseline_opinion(self, order: PineOrder) -> tuple[MLOpinion | None, dict[str, Any] | None]:
         k, model = self._model(order)
         s = order.signal_bar
-        p = self.p_baseline[s] if self.window_of[s] == k else float(model.baseline.predict_up(self.matrix[s : s + 1])[0])
+        p = (
+            self.p_baseline[s]
+            if self.window_of[s] == k
+            else float(model.baseline.predict_up(self.matrix[s : s + 1])[0])
+        )
         if not np.isfinite(p):
             return None, {"error": "baseline: features not ready at this bar"}
         close = float(self.frame["close"].iat[s])
@@ -291,9 +307,9 @@ def _summary(
     for k, (window, model) in enumerate(zip(windows, models, strict=True)):
         lo = int(frame.index.searchsorted(window.test_start)) - first
         hi = int(frame.index.searchsorted(window.test_end)) - first
+        alerts = sum(1 for o in orders if window.test_start <= o.at < window.test_end)
         row: dict[str, Any] = {**window.to_dict(), "train_rows": model.train_rows,
-                               "train_seconds": round(model.seconds, 2),
-                               "alerts": sum(1 for o in orders if window.test_start <= o.at < window.test_end)}  # fmt: skip
+                               "train_seconds": round(model.seconds, 2), "alerts": alerts}  # fmt: skip
         for name, curve in curves.items():
             before = curve[lo - 1] if lo > 0 else start_equity
             row[f"return_{name}"] = float(curve[hi - 1] / before - 1) if hi > lo else 0.0

@@ -54,7 +54,9 @@ def parse_duration(text: str, what: str) -> pd.Timedelta:
     units = {"d": "D", "w": "W", "h": "h"}
     raw = text.strip().lower()
     if len(raw) < 2 or raw[-1] not in units or not raw[:-1].isdigit() or int(raw[:-1]) <= 0:
-        raise BacktestInputError(f"{what} {text!r}: give a positive whole number of days, weeks or hours, like 180d")
+        raise BacktestInputError(
+            f"{what} {text!r}: give a positive whole number of days, weeks or hours, like 180d"
+        )
     return pd.Timedelta(int(raw[:-1]), unit=units[raw[-1]])
 
 
@@ -90,16 +92,16 @@ def plan_windows(
     if start < earliest:
         raise BacktestInputError(
             f"trading from {start} needs candles from {start - embargo - train - warmup} (warm-up "
-            f"{warmup_bars} bars + --train-window {_days(train)} + embargo {embargo_bars} bars), but the data "
-            f"starts at {first}: move --start to {earliest} or later, shorten --train-window, or give "
-            "more history"
+            f"{warmup_bars} bars + --train-window {_days(train)} + embargo {embargo_bars} bars), "
+            f"but the data starts at {first}: move --start to {earliest} or later, shorten "
+            "--train-window, or give more history"
         )
     if end - start < test:
         raise BacktestInputError(
             f"the traded period {start} .. {end} ({_days(end - start)}) is shorter than one --test-window "
             f"({_days(test)}): move --start earlier or --end later, shorten --test-window, or give more data"
         )
-    windows = []
+    windows: list[Window] = []
     test_start = start
     while test_start < end:
         train_end = test_start - embargo

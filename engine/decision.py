@@ -22,19 +22,32 @@ class SignalFields(Protocol):
     """What :meth:`MLOpinion.from_signal` reads from ``ml_integration``'s ``TradingSignal``,
     declared here so that the engine never imports the ML library."""
 
-    ml_probability: float | None
-    confidence: float
-    combined_probability: float | None
-    kelly_fraction: float
-    action: str
-    magnitude: float | None
-    sentiment_score: float
-    quality_grade: str
-    stop_loss: float | None
-    take_profit: float | None
-    entry_price: float
-    model_version: str | None
-    synthetic: bool
+    @property
+    def ml_probability(self) -> float | None: ...
+    @property
+    def confidence(self) -> float: ...
+    @property
+    def combined_probability(self) -> float | None: ...
+    @property
+    def kelly_fraction(self) -> float: ...
+    @property
+    def action(self) -> str: ...
+    @property
+    def magnitude(self) -> float | None: ...
+    @property
+    def sentiment_score(self) -> float: ...
+    @property
+    def quality_grade(self) -> str: ...
+    @property
+    def stop_loss(self) -> float | None: ...
+    @property
+    def take_profit(self) -> float | None: ...
+    @property
+    def entry_price(self) -> float: ...
+    @property
+    def model_version(self) -> str | None: ...
+    @property
+    def synthetic(self) -> bool: ...
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -156,12 +156,16 @@ def calibration_by_decile(labels: ArrayLike, probs: ArrayLike, bins: int = 10) -
         if len(part) == 0:
             continue
         hits = float(y[part].sum())
+        chosen = p[part]
         out.append(
             CalibrationBin(
-                low=float(p[part].min()), high=float(p[part].max()), n=len(part),
-                mean_predicted=float(p[part].mean()), observed=hits / len(part),
+                low=float(chosen.min()),
+                high=float(chosen.max()),
+                n=len(part),
+                mean_predicted=float(chosen.mean()),
+                observed=hits / len(part),
                 observed_ci=wilson_interval(hits, len(part)),
-            )  # fmt: skip
+            )
         )
     return out
 
@@ -193,7 +197,7 @@ class DirectionReport:
 def direction_report(
     y_test: np.ndarray,
     p_test: np.ndarray,
-    train_up_rate: float,
+    train_up_rate: float | ArrayLike,
     *,
     block: int = 24,
     n_boot: int = 200,

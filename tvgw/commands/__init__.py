@@ -19,6 +19,8 @@ COMMANDS: dict[str, str] = {
     "train": "train the ML strategy for a symbol and save a model version",
     "resolve": "fill outcomes of predictions whose horizon has passed",
     "accuracy": "prediction accuracy with baselines and drift flags (JSON)",
+    "backtest": "walk-forward backtest of the Pine strategy with and without ML (HTML + JSON)",
+    "evaluate": "prediction metrics of a saved model on new candles (JSON)",
     "pine": "the bundled TradingView Pine scripts",
     "schema": "print the alert schema (JSON Schema or a Markdown table)",
 }

@@ -87,6 +87,13 @@ def plan_windows(
         raise BacktestInputError(f"--test-window {_days(test)} is shorter than one bar")
     first, last_end = index[0], index[-1] + bar
     earliest = first + warmup + train + embargo
+    if earliest + test > last_end:
+        raise BacktestInputError(
+            f"too few rows: {len(index)} candles ({first} .. {index[-1]}) but warm-up ({warmup_bars} bars), "
+            f"--train-window {_days(train)}, the embargo ({embargo_bars} bars) and one --test-window "
+            f"{_days(test)} need {_days(warmup + train + embargo + test)}: give more history, or shorten "
+            "--train-window or --test-window"
+        )
     start = earliest if start is None else start
     end = last_end if end is None else min(end, last_end)
     if start < earliest:

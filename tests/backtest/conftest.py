@@ -19,9 +19,14 @@ TINY_NO_LSTM = replace(TINY, use_lstm=False)
 def small_config(**changes: object) -> BacktestConfig:
     """Two-week test windows after 40-day training windows, tiny models, no progress bar."""
     values: dict[str, object] = {
-        "symbol": "BTC/USDT", "train_window": pd.Timedelta(days=40), "test_window": pd.Timedelta(days=14),
-        "use_lstm": False, "model_config": TINY_NO_LSTM, "progress": False, "monte_carlo_runs": 200,
-    }  # fmt: skip
+        "symbol": "BTC/USDT",
+        "train_window": pd.Timedelta(days=40),
+        "test_window": pd.Timedelta(days=14),
+        "use_lstm": False,
+        "model_config": TINY_NO_LSTM,
+        "progress": False,
+        "monte_carlo_runs": 200,
+    }
     values.update(changes)
     return BacktestConfig(**values)  # type: ignore[arg-type]
 
@@ -43,7 +48,9 @@ def candles_from_returns(returns: np.ndarray, rng: np.random.Generator, *, start
     low = np.minimum(open_, close) * (1 - wick[1])
     volume = 50.0 * np.exp(rng.normal(0, 0.3, n))
     index = pd.date_range(start, periods=n, freq="1h", tz="UTC", name="time")
-    return pd.DataFrame({"open": open_, "high": high, "low": low, "close": close, "volume": volume}, index=index)
+    return pd.DataFrame(
+        {"open": open_, "high": high, "low": low, "close": close, "volume": volume}, index=index
+    )
 
 
 @pytest.fixture(scope="session")

@@ -30,8 +30,24 @@ def _write_json(path, frame):
 
 
 def _backtest(path, report, *extra):
-    return main(["backtest", "--symbol", "BTC/USDT", "--data", str(path), "--train-window", "40d",
-                 "--test-window", "14d", "--no-lstm", "--quick", "--report", str(report), *extra])  # fmt: skip
+    return main(
+        [
+            "backtest",
+            "--symbol",
+            "BTC/USDT",
+            "--data",
+            str(path),
+            "--train-window",
+            "40d",
+            "--test-window",
+            "14d",
+            "--no-lstm",
+            "--quick",
+            "--report",
+            str(report),
+            *extra,
+        ]
+    )
 
 
 def _refused(capsys, report) -> str:
@@ -77,8 +93,22 @@ def test_a_test_window_longer_than_the_traded_period_is_refused(env, capsys):
 
 def test_a_training_window_too_short_for_the_models_is_refused(env, capsys):
     path = _write_json(env / "c.json", synthetic_candles(2000, seed=3, n_gaps=0))
-    code = main(["backtest", "--symbol", "BTC/USDT", "--data", str(path), "--train-window", "5d",
-                 "--test-window", "14d", "--no-lstm", "--report", str(env / "out.html")])  # fmt: skip
+    code = main(
+        [
+            "backtest",
+            "--symbol",
+            "BTC/USDT",
+            "--data",
+            str(path),
+            "--train-window",
+            "5d",
+            "--test-window",
+            "14d",
+            "--no-lstm",
+            "--report",
+            str(env / "out.html"),
+        ]
+    )
     assert code == 2
     assert "lengthen --train-window" in _refused(capsys, env / "out.html")
 
@@ -120,7 +150,11 @@ def test_an_empty_candle_store_says_how_to_fill_it(tmp_path):
 
 @pytest.mark.parametrize(
     ("option", "value", "message"),
-    [("--train-window", "six months", "like 180d"), ("--mode", None, None), ("--embargo", "2", "shorter than")],
+    [
+        ("--train-window", "six months", "like 180d"),
+        ("--mode", None, None),
+        ("--embargo", "2", "shorter than"),
+    ],
 )
 def test_bad_options_are_refused(env, capsys, option, value, message):
     path = _write_json(env / "c.json", synthetic_candles(300, seed=1, n_gaps=0))

@@ -66,5 +66,7 @@ def test_the_full_strategy_never_sees_the_planted_column(tmp_path, lead):
     frame = _planted(lead=lead)
     config = small_config(horizon=1, mode="execute", model_config=TINY_NO_LSTM)
     with_column = run_backtest(config, make_settings(tmp_path / "a"), candles=frame).summary
-    without = run_backtest(config, make_settings(tmp_path / "b"), candles=frame.drop(columns="planted")).summary
+    without = run_backtest(
+        config, make_settings(tmp_path / "b"), candles=frame.drop(columns="planted")
+    ).summary
     assert with_column["prediction"]["ml"]["auc"] == without["prediction"]["ml"]["auc"]

@@ -3,6 +3,9 @@ trained on candles that end before the embargo."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from itertools import pairwise
+
 import pandas as pd
 import pytest
 
@@ -23,11 +26,16 @@ def index() -> pd.DatetimeIndex:
 @pytest.mark.parametrize(("embargo", "test_days"), [(5, 30), (24, 7), (48, 45)])
 def test_windows_roll_without_overlap_and_keep_the_embargo(index, embargo, test_days):
     windows = plan_windows(
-        index, step_s=3600, train=pd.Timedelta(days=180), test=pd.Timedelta(days=test_days),
-        embargo_bars=embargo, warmup_bars=200, min_train_bars=400,
-    )  # fmt: skip
+        index,
+        step_s=3600,
+        train=pd.Timedelta(days=180),
+        test=pd.Timedelta(days=test_days),
+        embargo_bars=embargo,
+        warmup_bars=200,
+        min_train_bars=400,
+    )
     assert windows[0].data_start >= index[0]
-    for before, after in zip(windows, windows[1:], strict=False):
+    for before, after in pairwise(windows):
         assert after.test_start == before.test_end  # contiguous, no bar traded twice
     for w in windows:
         assert w.train_end + embargo * HOUR == w.test_start
@@ -41,9 +49,14 @@ def test_a_window_is_trained_on_candles_ending_before_its_embargo():
     (the test window) and the trained forest is the same."""
     frame = synthetic_candles(1900, seed=5, n_gaps=0)
     window = plan_windows(
-        frame.index, step_s=3600, train=pd.Timedelta(days=40), test=pd.Timedelta(days=14), embargo_bars=5,
-        warmup_bars=200, min_train_bars=400,
-    )[0]  # fmt: skip
+        frame.index,
+        step_s=3600,
+        train=pd.Timedelta(days=40),
+        test=pd.Timedelta(days=14),
+        embargo_bars=5,
+        warmup_bars=200,
+        min_train_bars=400,
+    )[0]
     changed = frame.copy()
     later = changed.index >= window.train_end
     changed.loc[later, ["open", "high", "low", "close"]] *= 3.0  # a strong, different future
@@ -53,8 +66,13 @@ def test_a_window_is_trained_on_candles_ending_before_its_embargo():
     assert (one.baseline.predict_up(x) == two.baseline.predict_up(x)).all()
     assert one.train_up_rate == two.train_up_rate
     # and the perturbation matters: it moves a model trained on the later bars
-    late = window.__class__(2, window.data_start + 24 * 14 * HOUR, window.train_start + 24 * 14 * HOUR,
-                            window.train_end + 24 * 14 * HOUR, window.test_start, window.test_end)  # fmt: skip
+    shift = 24 * 14 * HOUR
+    late = replace(
+        window,
+        data_start=window.data_start + shift,
+        train_start=window.train_start + shift,
+        train_end=window.train_end + shift,
+    )
     three = train_window(frame, None, late, horizon=5, model_config=None, step_s=3600)
     four = train_window(changed, None, late, horizon=5, model_config=None, step_s=3600)
     assert (three.baseline.predict_up(x) != four.baseline.predict_up(x)).any()
@@ -63,9 +81,15 @@ def test_a_window_is_trained_on_candles_ending_before_its_embargo():
 def test_trading_before_enough_history_names_the_start_that_works(index):
     with pytest.raises(BacktestInputError, match=r"needs candles from .* move --start to 2023-07-08"):
         plan_windows(
-            index, step_s=3600, train=pd.Timedelta(days=180), test=pd.Timedelta(days=30), embargo_bars=5,
-            warmup_bars=200, min_train_bars=400, start=pd.Timestamp("2023-03-01", tz="UTC"),
-        )  # fmt: skip
+            index,
+            step_s=3600,
+            train=pd.Timedelta(days=180),
+            test=pd.Timedelta(days=30),
+            embargo_bars=5,
+            warmup_bars=200,
+            min_train_bars=400,
+            start=pd.Timestamp("2023-03-01", tz="UTC"),
+        )
 
 
 @pytest.mark.parametrize("text", ["180", "d", "-3d", "1.5d", "3y"])

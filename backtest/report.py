@@ -128,6 +128,13 @@ def _verdict(s: dict[str, Any]) -> str:
         report = s["prediction"].get(name)
         if report is not None:
             lines.append(f"{html.escape(s['arms'][name])}: {html.escape(report['verdict']['text'])}.")
+    for name, counts in s["decisions"].items():
+        risk = {k.removeprefix("risk:"): v for k, v in counts.items() if k.startswith("risk:")}
+        if risk:
+            rules = ", ".join(f"{code} ×{n}" for code, n in sorted(risk.items(), key=lambda t: -t[1]))
+            lines.append(
+                f"{html.escape(s['arms'][name])}: the risk manager refused alerts ({html.escape(rules)})."
+            )
     if "ml" in trading:
         diff = trading["ml"]["total_return"] - trading["baseline"]["total_return"]
         lines.append(f"The full ML strategy returned {_fmt(diff, 'pct')} more than the plain baseline "

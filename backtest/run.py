@@ -339,9 +339,14 @@ def _summary(
 
 
 def _count(result: ArmResult) -> dict[str, int]:
+    """Decisions by status, and refusals by the risk rule that made them (``risk:drawdown``)."""
     counts: dict[str, int] = {}
     for decision in result.decisions:
-        counts[decision["status"]] = counts.get(decision["status"], 0) + 1
+        keys = [decision["status"]]
+        if decision["status"] == "rejected":
+            keys += [f"risk:{code}" for code in decision.get("risk", {}).get("codes", [])]
+        for key in keys:
+            counts[key] = counts.get(key, 0) + 1
     return counts
 
 

@@ -54,6 +54,7 @@ class BaselineModel:
     max_depth: int = 6
     min_samples_leaf: int = 50
     random_state: int = 0
+    n_jobs: int = 2  # both cores of the reference machine: the forest was a third of a window's time
 
     def fit(self, x: np.ndarray, y: np.ndarray, names: tuple[str, ...] = BASELINE_FEATURES) -> BaselineModel:
         from sklearn.ensemble import RandomForestClassifier
@@ -62,7 +63,7 @@ class BaselineModel:
             raise ValueError("the baseline's training window has only one direction class")
         self.forest_ = RandomForestClassifier(
             n_estimators=self.n_estimators, max_depth=self.max_depth, min_samples_leaf=self.min_samples_leaf,
-            max_features="sqrt", n_jobs=1, random_state=self.random_state,
+            max_features="sqrt", n_jobs=self.n_jobs, random_state=self.random_state,
         ).fit(x, y)  # fmt: skip
         self.train_up_rate_ = float(np.mean(y))
         self.names_ = names

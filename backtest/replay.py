@@ -108,8 +108,9 @@ def run_arm(
     timeframe: str,
 ) -> ArmResult:
     """Decide every order's alert on a fresh book and mark the account at each bar's close of
-    rows ``first`` .. ``last - 1``."""
-    Path(settings.database).unlink(missing_ok=True)
+    rows ``first`` .. ``last - 1``. The book must be new: ``settings.database`` may not exist."""
+    if Path(settings.database).exists():
+        raise FileExistsError(f"{settings.database} exists: an arm starts on a fresh paper book of its own")
     book = EngineReplay(settings)
     result = ArmResult(arm)
     cash = np.full(last - first, np.nan)

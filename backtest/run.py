@@ -35,6 +35,7 @@ from ml_integration.evaluation import rank_auc
 from ml_integration.features import LOOKBACK
 from ml_integration.labels import make_labels
 from ml_integration.prediction import ModelConfig
+from ml_integration.strategy import StrategyConfig
 from tvgw.config import Settings
 
 __all__ = ["BacktestConfig", "BacktestResult", "run_backtest"]
@@ -42,6 +43,8 @@ __all__ = ["BacktestConfig", "BacktestResult", "run_backtest"]
 MODES = ("execute", "ml_gate", "hybrid")
 _DAYS_180 = pd.Timedelta(days=180)
 _DAYS_30 = pd.Timedelta(days=30)
+#: The full strategy's default blend of ML and (neutral) sentiment, applied to the baseline too.
+_BLEND = StrategyConfig()
 
 
 @dataclass(frozen=True)
@@ -211,7 +214,8 @@ class _Predictions:
         self, frame: pd.DataFrame, extras: pd.DataFrame | None, windows: list[Window],
         models: list[WindowModels], horizon: int, step: int,
     ) -> None:  # fmt: skip
-        self.frame, self.windows, self.models = frame, windows, models
+        self.frame, self.windows, self.models, self.step = frame, windows, models, step
+        self._signals: dict[tuple[int, int], tuple[MLOpinion | None, dict[str, Any] | None]] = {}
         self.matrix = baseline_matrix(frame, extras)
         self.starts = pd.DatetimeIndex([w.test_start for w in windows])
         labels = make_labels(frame, horizon, timeframe_sec=step)
@@ -246,18 +250,30 @@ class _Predictions:
         if not np.isfinite(p):
             return None, {"error": "baseline: features not ready at this bar"}
         close = float(self.frame["close"].iat[s])
+        # The same p -> decision mapping as the full strategy's: its blend with neutral sentiment
+        # (what hybrid mode scores), so the two arms differ by their models alone.
+        combined = _BLEND.ml_weight * float(p) + _BLEND.sentiment_weight * 0.5
         opinion = MLOpinion(
-            direction_probability=float(p), confidence=abs(2 * p - 1), combined_probability=float(p),
+            direction_probability=float(p), confidence=abs(2 * p - 1), combined_probability=combined,
             kelly_fraction=0.0, action="buy" if p > 0.5 else "sell", entry_price=close,
             model_version=f"baseline-window-{model.window.number}",
         )  # fmt: skip
         return opinion, {"direction_probability": float(p), "model_version": opinion.model_version}
 
     def ml_opinion(self, order: PineOrder, symbol: str) -> tuple[MLOpinion | None, dict[str, Any] | None]:
-        _, model = self._model(order)
+        """The full strategy's signal on the bars closed before the order; one model run per
+        (window, bar): an exit and the entry that follows it on one bar read the same bars."""
+        k, model = self._model(order)
+        key = (k, order.signal_bar)
+        if key not in self._signals:
+            self._signals[key] = self._ml_opinion(model, order.signal_bar, symbol)
+        return self._signals[key]
+
+    def _ml_opinion(
+        self, model: WindowModels, s: int, symbol: str
+    ) -> tuple[MLOpinion | None, dict[str, Any] | None]:
         assert model.strategy is not None
-        s = order.signal_bar
-        closed_at = (self.frame.index[s] + (self.frame.index[s] - self.frame.index[s - 1])).timestamp()
+        closed_at = self.frame.index[s].timestamp() + self.step
         signal = model.strategy.build_signal(self.frame.iloc[: s + 1], symbol, now=closed_at)
         version = f"ml-window-{model.window.number}"
         opinion = replace(MLOpinion.from_signal(signal), model_version=version)

@@ -30,9 +30,9 @@ from backtest.replay import Arm, ArmResult, run_arm
 from backtest.rules import PineInputs, PineOrder, replay_orders
 from backtest.windows import Window, plan_windows
 from engine.decision import MLOpinion
-from ml_integration.candles import COLUMNS, timeframe_seconds
+from ml_integration.candles import COLUMNS, epoch_seconds, timeframe_seconds
 from ml_integration.evaluation import rank_auc
-from ml_integration.features import LOOKBACK
+from ml_integration.features import LOOKBACK, compute_feature_matrix
 from ml_integration.labels import make_labels
 from ml_integration.prediction import ModelConfig
 from ml_integration.strategy import StrategyConfig
@@ -216,6 +216,13 @@ class _Predictions:
     ) -> None:  # fmt: skip
         self.frame, self.windows, self.models, self.step = frame, windows, models, step
         self._signals: dict[tuple[int, int], tuple[MLOpinion | None, dict[str, Any] | None]] = {}
+        self.features: np.ndarray | None = None
+        strategy = next((m.strategy for m in models if m.strategy is not None), None)
+        if strategy is not None:  # the full strategy's features, once for the whole frame
+            self.features = compute_feature_matrix(
+                frame.to_numpy(), epoch_seconds(frame.index), step,
+                max_missing_bars=strategy.predictor.config.max_missing_bars,
+            )  # fmt: skip
         self.matrix = baseline_matrix(frame, extras)
         self.starts = pd.DatetimeIndex([w.test_start for w in windows])
         labels = make_labels(frame, horizon, timeframe_sec=step)
@@ -274,7 +281,10 @@ class _Predictions:
     ) -> tuple[MLOpinion | None, dict[str, Any] | None]:
         assert model.strategy is not None
         closed_at = self.frame.index[s].timestamp() + self.step
-        signal = model.strategy.build_signal(self.frame.iloc[: s + 1], symbol, now=closed_at)
+        assert self.features is not None
+        signal = model.strategy.build_signal(
+            self.frame.iloc[: s + 1], symbol, now=closed_at, features=self.features[: s + 1]
+        )
         version = f"ml-window-{model.window.number}"
         opinion = replace(MLOpinion.from_signal(signal), model_version=version)
         return opinion, {"direction_probability": opinion.direction_probability, "model_version": version,

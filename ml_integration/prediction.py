@@ -368,10 +368,17 @@ class MLPricePrediction:
     def horizon(self) -> int:
         return self._require().horizon
 
-    def feature_tail(self, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, pd.DatetimeIndex]:
+    def feature_tail(
+        self, df: pd.DataFrame, features: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, pd.DatetimeIndex]:
         """The feature rows the models read (last ``sequence_length`` rows), and the validated
         candle values and times they came from. Raises :class:`GapInWindowError` when the
-        window has a hole."""
+        window has a hole.
+
+        ``features``: :func:`compute_feature_matrix` rows already computed over a longer
+        history ending at the last candle of ``df`` (a replay computes them once for the whole
+        period). They are the same numbers the tail would give, because every feature is
+        finite-window (``features``); only their last ``sequence_length`` rows are read."""
         fitted = self._require()
         need = self.rows_needed
         if not isinstance(df, pd.DataFrame) or len(df) < need:
@@ -393,9 +400,13 @@ class MLPricePrediction:
             raise CandleDataError(
                 f"candles are spaced {step} s apart; the model was trained on {fitted.timeframe_sec} s bars"
             )
-        matrix = compute_feature_matrix(
-            values, stamps, fitted.timeframe_sec, max_missing_bars=self.config.max_missing_bars
-        )[-self.sequence_length :]
+        if features is None:
+            features = compute_feature_matrix(
+                values, stamps, fitted.timeframe_sec, max_missing_bars=self.config.max_missing_bars
+            )
+        elif len(features) < self.sequence_length or features.shape[1] != len(FEATURE_NAMES):
+            raise ValueError(f"features: need at least {self.sequence_length} rows of {len(FEATURE_NAMES)}")
+        matrix = features[-self.sequence_length :]
         if not np.isfinite(matrix).all():
             missing = int((stamps[-1] - stamps[0]) // fitted.timeframe_sec + 1 - len(stamps))
             raise GapInWindowError(
@@ -406,10 +417,11 @@ class MLPricePrediction:
             )
         return matrix, values, tail.index
 
-    def predict_typed(self, df: pd.DataFrame) -> Prediction:
-        """The typed prediction for the bar after the last candle of ``df``."""
+    def predict_typed(self, df: pd.DataFrame, *, features: np.ndarray | None = None) -> Prediction:
+        """The typed prediction for the bar after the last candle of ``df`` (``features``: see
+        :meth:`feature_tail`)."""
         fitted = self._require()
-        matrix, values, times = self.feature_tail(df)
+        matrix, values, times = self.feature_tail(df, features)
         close = float(values[-1, 3])
         last = matrix[-1:]
         raw = float(fitted.forest.predict(last)[0])

@@ -137,8 +137,8 @@ def _verdict(s: dict[str, Any]) -> str:
             )
     if "ml" in trading:
         diff = trading["ml"]["total_return"] - trading["baseline"]["total_return"]
-        lines.append(f"The full ML strategy returned {_fmt(diff, 'pct')} more than the plain baseline "
-                     "on the same alerts, windows and costs.")  # fmt: skip
+        lines.append(f"The full ML strategy's total return differs from the plain baseline's by "
+                     f"{100 * diff:+.2f} percentage points (same alerts, windows and costs).")  # fmt: skip
     return "".join(f"<p>{line}</p>" for line in lines)
 
 

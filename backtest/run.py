@@ -122,7 +122,7 @@ def run_backtest(
     )
     windows = plan_windows(
         frame.index, step_s=step, train=config.train_window, test=config.test_window,
-        embargo_bars=config.embargo, warmup_bars=warmup, min_train_bars=_min_train_bars(config, warmup),
+        embargo_bars=config.embargo, warmup_bars=warmup, min_train_bars=_min_train_bars(config),
         start=config.start, end=config.end,
     )  # fmt: skip
     check_gaps(frame, config.timeframe, config.horizon, windows[0].data_start)
@@ -192,7 +192,7 @@ def _candles(
     return frame, candles[extra_columns].astype(float) if extra_columns else None
 
 
-def _min_train_bars(config: BacktestConfig, warmup: int) -> int:
+def _min_train_bars(config: BacktestConfig) -> int:
     """Bars a training window needs: enough labelled rows for the models' own train /
     calibration / test split (the full strategy refuses fewer than 200 usable rows)."""
     return 400 if config.full_ml else 200

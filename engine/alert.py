@@ -259,6 +259,18 @@ class Alert(BaseModel):
             return size
         return self.position_size
 
+    def record_fields(self) -> dict[str, Any]:
+        """The alert's columns in the ``alerts`` table (``storage.alerts.claim_alert``): the one
+        mapping, used by the webhook and the backtest's replay alike."""
+        return {
+            "strategy_id": self.strategy_id, "ticker": self.ticker, "exchange": self.exchange,
+            "interval": self.interval, "action": self.action.value, "contracts": self.contracts,
+            "price": self.price, "position_size": self.position_size,
+            "market_position": self.market_position.value if self.market_position else None,
+            "order_id": self.order_id, "alert_time": self.time.timestamp() if self.time else None,
+            "timenow": self.timenow.timestamp() if self.timenow else None,
+        }  # fmt: skip
+
     def idempotency_key(self, received_at: datetime, symbol: str) -> str:
         """The explicit ``id`` if sent, else a hash of what this alert means, not how it is spelled.
 

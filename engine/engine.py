@@ -62,7 +62,7 @@ from storage import marks as mark_store
 from storage import orders as order_store
 from storage import state as state_store
 
-__all__ = ["NO_PRICE_HINT", "TradingEngine", "alert_fields", "pure_exit"]
+__all__ = ["NO_PRICE_HINT", "TradingEngine", "pure_exit"]
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class TradingEngine:
         key = alert.idempotency_key(received, symbol or alert.ticker)
         reference = self._reference(alert, strategy, key, symbol)
         snapshot = self._snapshot(strategy, reference)
-        fields = alert_fields(alert)
+        fields = alert.record_fields()
         instant = self.broker.settles_instantly
 
         def act(conn: sqlite3.Connection) -> Decision:
@@ -634,18 +634,6 @@ def pure_exit(alert: Alert, strategy: StrategySettings) -> bool:
     if alert.action in (Action.CLOSE_LONG, Action.CLOSE_SHORT, Action.CLOSE_ALL):
         return True
     return strategy.target_position and alert.target_position == 0.0
-
-
-def alert_fields(alert: Alert) -> dict[str, Any]:
-    """The alert's columns in the ``alerts`` table."""
-    return {
-        "strategy_id": alert.strategy_id, "ticker": alert.ticker, "exchange": alert.exchange,
-        "interval": alert.interval, "action": alert.action.value, "contracts": alert.contracts,
-        "price": alert.price, "position_size": alert.position_size,
-        "market_position": alert.market_position.value if alert.market_position else None,
-        "order_id": alert.order_id, "alert_time": alert.time.timestamp() if alert.time else None,
-        "timenow": alert.timenow.timestamp() if alert.timenow else None,
-    }  # fmt: skip
 
 
 def _outcome(decision: Decision, ml_analysis: dict[str, Any] | None) -> dict[str, Any]:

@@ -26,9 +26,12 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 __all__ = [
+    "CalibrationBin",
     "DirectionReport",
     "MagnitudeReport",
+    "block_bootstrap_ci",
     "brier_score",
+    "calibration_by_decile",
     "direction_report",
     "magnitude_report",
     "rank_auc",
@@ -100,6 +103,8 @@ def _block_bootstrap(
         yb, pb = y[idx], p[idx]
         if metric == "auc":
             value = _auc(yb, pb)
+        elif metric == "accuracy":
+            value = float(np.mean((pb >= 0.5) == (yb == 1)))
         elif metric == "brier":
             value = brier_score(yb, pb)
         else:
@@ -110,6 +115,59 @@ def _block_bootstrap(
         return (float("nan"), float("nan"))
     low, high = np.percentile(values, [2.5, 97.5])
     return (float(low), float(high))
+
+
+def block_bootstrap_ci(
+    labels: ArrayLike, probs: ArrayLike, metric: str, *, block: int = 24, n_boot: int = 200, seed: int = 0
+) -> tuple[float, float]:
+    """95% moving-block bootstrap interval of ``metric`` (``accuracy``, ``auc``, ``brier`` or
+    ``log_loss``): neighbouring rows of a time series are not independent, so whole blocks of
+    ``block`` rows are resampled."""
+    if metric not in ("accuracy", "auc", "brier", "log_loss"):
+        raise ValueError(f"unknown metric {metric!r}")
+    y = np.asarray(labels, dtype=float)
+    p = np.asarray(probs, dtype=float)
+    return _block_bootstrap(y, p, metric, block=block, n_boot=n_boot, seed=seed)
+
+
+@dataclass(frozen=True)
+class CalibrationBin:
+    """One decile of predicted probability: its mean prediction, the observed up-rate and that
+    rate's Wilson interval."""
+
+    low: float
+    high: float
+    n: int
+    mean_predicted: float
+    observed: float
+    observed_ci: tuple[float, float]
+
+
+def calibration_by_decile(labels: ArrayLike, probs: ArrayLike, bins: int = 10) -> list[CalibrationBin]:
+    """Rows sorted by predicted probability and cut into ``bins`` equal-count groups (deciles by
+    default): a calibrated model's observed up-rate matches its mean prediction in each."""
+    y = np.asarray(labels, dtype=float)
+    p = np.asarray(probs, dtype=float)
+    if len(y) != len(p):
+        raise ValueError(f"need as many labels as probabilities (got {len(y)} and {len(p)})")
+    order = np.argsort(p, kind="stable")
+    out = []
+    for part in np.array_split(order, min(bins, len(order))):
+        if len(part) == 0:
+            continue
+        hits = float(y[part].sum())
+        chosen = p[part]
+        out.append(
+            CalibrationBin(
+                low=float(chosen.min()),
+                high=float(chosen.max()),
+                n=len(part),
+                mean_predicted=float(chosen.mean()),
+                observed=hits / len(part),
+                observed_ci=wilson_interval(hits, len(part)),
+            )
+        )
+    return out
 
 
 @dataclass(frozen=True)
@@ -139,22 +197,24 @@ class DirectionReport:
 def direction_report(
     y_test: np.ndarray,
     p_test: np.ndarray,
-    train_up_rate: float,
+    train_up_rate: float | ArrayLike,
     *,
     block: int = 24,
     n_boot: int = 200,
     seed: int = 0,
 ) -> DirectionReport:
-    """Metrics of calibrated probabilities ``p_test`` for labels ``y_test`` (0/1)."""
+    """Metrics of calibrated probabilities ``p_test`` for labels ``y_test`` (0/1).
+
+    ``train_up_rate`` may be one rate or one per row: pooled walk-forward predictions compare
+    each row with the base rate (and majority class) of the window its model was trained on."""
     y = np.asarray(y_test, dtype=float)
     p = np.asarray(p_test, dtype=float)
     if len(y) == 0 or len(y) != len(p):
         raise ValueError(f"need equal, non-empty label and probability arrays (got {len(y)}, {len(p)})")
     n = len(y)
     hits = int(((p >= 0.5) == (y == 1)).sum())
-    majority_class = 1.0 if train_up_rate >= 0.5 else 0.0
-    majority_hits = int((y == majority_class).sum())
-    base = np.full(n, train_up_rate)
+    base = np.broadcast_to(np.asarray(train_up_rate, dtype=float), (n,))
+    majority_hits = int((y == (base >= 0.5)).sum())
     return DirectionReport(
         n=n,
         accuracy=hits / n,
@@ -169,7 +229,7 @@ def direction_report(
         log_loss=_log_loss(y, p),
         log_loss_ci=_block_bootstrap(y, p, "log_loss", block=block, n_boot=n_boot, seed=seed),
         base_rate_log_loss=_log_loss(y, base),
-        train_up_rate=float(train_up_rate),
+        train_up_rate=float(base.mean()),
         test_up_rate=float(y.mean()),
     )
 

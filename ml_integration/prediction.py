@@ -364,10 +364,17 @@ class MLPricePrediction:
     def horizon(self) -> int:
         return self._require().horizon
 
-    def feature_tail(self, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, pd.DatetimeIndex]:
+    def feature_tail(
+        self, df: pd.DataFrame, features: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, pd.DatetimeIndex]:
         """The feature rows the models read (last ``sequence_length`` rows), and the validated
         candle values and times they came from. Raises :class:`GapInWindowError` when the
-        window has a hole."""
+        window has a hole.
+
+        ``features``: :func:`compute_feature_matrix` rows already computed over a longer
+        history ending at the last candle of ``df`` (a replay computes them once for the whole
+        period). They are the same numbers the tail would give, because every feature is
+        finite-window (``features``); only their last ``sequence_length`` rows are read."""
         fitted = self._require()
         need = self.rows_needed
         if not isinstance(df, pd.DataFrame) or len(df) < need:
@@ -389,9 +396,13 @@ class MLPricePrediction:
             raise CandleDataError(
                 f"candles are spaced {step} s apart; the model was trained on {fitted.timeframe_sec} s bars"
             )
-        matrix = compute_feature_matrix(
-            values, stamps, fitted.timeframe_sec, max_missing_bars=self.config.max_missing_bars
-        )[-self.sequence_length :]
+        if features is None:
+            features = compute_feature_matrix(
+                values, stamps, fitted.timeframe_sec, max_missing_bars=self.config.max_missing_bars
+            )
+        elif len(features) < self.sequence_length or features.shape[1] != len(FEATURE_NAMES):
+            raise ValueError(f"features: need at least {self.sequence_length} rows of {len(FEATURE_NAMES)}")
+        matrix = features[-self.sequence_length :]
         if not np.isfinite(matrix).all():
             missing = int((stamps[-1] - stamps[0]) // fitted.timeframe_sec + 1 - len(stamps))
             raise GapInWindowError(
@@ -402,11 +413,12 @@ class MLPricePrediction:
             )
         return matrix, values, tail.index
 
-    def predict(self, df: pd.DataFrame) -> Prediction:
+    def predict(self, df: pd.DataFrame, *, features: np.ndarray | None = None) -> Prediction:
         """The prediction for the bar after the last candle of ``df`` (what to do about it is
-        the strategy's one signal, :meth:`MLTradingStrategy.generate_signal`)."""
+        the strategy's one signal, :meth:`MLTradingStrategy.generate_signal`; ``features``: see
+        :meth:`feature_tail`)."""
         fitted = self._require()
-        matrix, values, times = self.feature_tail(df)
+        matrix, values, times = self.feature_tail(df, features)
         close = float(values[-1, 3])
         last = matrix[-1:]
         raw = float(fitted.forest.predict(last)[0])
@@ -435,6 +447,25 @@ class MLPricePrediction:
             close=close,
             atr=float(matrix[-1, _ATR] * close),
         )
+
+    def direction_probabilities(self, df: pd.DataFrame) -> np.ndarray:
+        """Calibrated P(up) for every row of ``df`` at once (NaN where the row has no full,
+        gap-free window), for scoring a model over a whole test period.
+
+        The same numbers :meth:`predict` gives one row at a time: features are causal
+        and finite-window (``features``), so a row's value does not depend on how much history
+        precedes it, and the forest and calibrator are the ones serving uses."""
+        fitted = self._require()
+        frame = validate_candles(df)
+        matrix = compute_feature_matrix(
+            frame.to_numpy(), epoch_seconds(frame.index), fitted.timeframe_sec,
+            max_missing_bars=self.config.max_missing_bars,
+        )  # fmt: skip
+        out = np.full(len(frame), np.nan)
+        ok = np.isfinite(matrix).all(axis=1)
+        if ok.any():
+            out[ok] = fitted.calibrator(fitted.forest.predict(matrix[ok]))
+        return out
 
     # --- persistence --------------------------------------------------------------------------
     def write_artifacts(self, directory: str | Path) -> dict[str, Any]:

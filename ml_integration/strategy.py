@@ -298,14 +298,22 @@ class MLTradingStrategy:
         return max(-1.0, min(1.0, float(data.get("combined_sentiment", 0.0)))), data
 
     def generate_signal(
-        self, df: pd.DataFrame, symbol: str, *, now: float | None = None, allow_fetch: bool = False
+        self,
+        df: pd.DataFrame,
+        symbol: str,
+        *,
+        now: float | None = None,
+        allow_fetch: bool = False,
+        features: Any = None,
     ) -> TradingSignal:
         """The typed signal for the bar after the last candle of ``df``.
 
         Raises :class:`CandleDataError` for bad or too few candles; a window that straddles a gap
         gives a hold (grade F) naming the gap. ``allow_fetch`` lets sentiment use the network
         (off by default: the webhook path must not wait on it). ``now`` (epoch seconds) is
-        the clock for data freshness.
+        the clock for data freshness. ``features``: feature rows computed once over a longer
+        history ending at ``df``'s last candle (a replay's shortcut; see
+        ``MLPricePrediction.feature_tail``), the same numbers serving computes.
         """
         if self.predictor.fitted_ is None:
             raise NotTrainedError(
@@ -313,7 +321,7 @@ class MLTradingStrategy:
             )
         clock = time.time() if now is None else now
         try:
-            prediction = self.predictor.predict(df)
+            prediction = self.predictor.predict(df, features=features)
         except GapInWindowError as gap:
             return self._gap_hold(df, symbol, str(gap))
         sentiment, sentiment_data = self._sentiment(symbol, allow_fetch)

@@ -22,6 +22,8 @@ COMMANDS: dict[str, str] = {
     "alerts": "recent alerts with their decision and reason (a table; --json for the API's JSON)",
     "orders": "recent orders (a table; --json for the API's JSON)",
     "positions": "open positions and equity (a table; --json for the API's JSON)",
+    "backtest": "walk-forward backtest of the Pine strategy with and without ML (HTML + JSON)",
+    "evaluate": "prediction metrics of a saved model on new candles (JSON)",
     "pine": "the bundled TradingView Pine scripts",
     "schema": "print the alert schema (JSON Schema or a Markdown table)",
 }

@@ -39,12 +39,21 @@ def json_path(report: Path) -> Path:
 
 
 def write_report(result: BacktestResult, path: Path) -> tuple[Path, Path]:
-    """Write the HTML report to ``path`` and the JSON summary beside it; return both paths."""
+    """Write the HTML report to ``path`` and the JSON summary beside it; return both paths.
+
+    Each file appears whole (written aside, then renamed), the summary last: whoever sees the
+    summary (the operator API's list of backtests) finds the report complete."""
     path.parent.mkdir(parents=True, exist_ok=True)
     summary_path = json_path(path)
-    summary_path.write_text(json.dumps(clean_json(result.summary), indent=2, allow_nan=False))
-    path.write_text(_html(result), encoding="utf-8")
+    _write_whole(path, _html(result))
+    _write_whole(summary_path, json.dumps(clean_json(result.summary), indent=2, allow_nan=False))
     return path, summary_path
+
+
+def _write_whole(path: Path, text: str) -> None:
+    staging = path.with_name(f".{path.name}.partial")
+    staging.write_text(text, encoding="utf-8")
+    staging.replace(path)
 
 
 def clean_json(value: Any) -> Any:

@@ -7,6 +7,7 @@ refuses bad input with a 400 that names the field. Request bodies are pydantic m
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
@@ -99,9 +100,18 @@ class JobChange(_Body):
     action: Literal["cancel"]
 
 
-class StrategyAction(_Body):
+class StrategyAction(Market):
+    """``backtest``: a walk-forward backtest of the strategy's mode on the candle store's history
+    of ``symbol``/``timeframe`` (``tvgw backtest``), run in its own process."""
+
     strategy_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     action: Literal["backtest"]
+    train_days: int = Field(default=180, ge=7, le=3650)
+    test_days: int = Field(default=30, ge=1, le=365)
+    fees: float = Field(default=0.001, ge=0, lt=0.1, allow_inf_nan=False)
+    slippage_bps: float = Field(default=5.0, ge=0, lt=1000, allow_inf_nan=False)
+    #: Small models (a smoke run in seconds, not for decisions).
+    quick: bool = False
 
 
 B = TypeVar("B", bound=BaseModel)
@@ -410,10 +420,88 @@ def strategies() -> Any:
 @bp.post("/strategies")
 @token_required
 def strategy_action() -> Any:
-    """``backtest``: not built yet (its own issue); answered 501, never with invented results."""
+    """``backtest``: start a walk-forward backtest of the strategy (202 at once; one at a time).
+    Its HTML report and JSON summary appear under ``GET /api/ml/strategies/backtests``."""
+    gateway = current_gateway()
     body = _parse(StrategyAction)
-    raise ApiError(
-        501, "not_implemented",
-        f"the backtest of strategy {body.strategy_id!r} cannot run: the walk-forward backtest is not "
-        "built yet in this version of tvgw. Nothing was started.",
-    )  # fmt: skip
+    strategy = gateway.settings.strategies.get(body.strategy_id)
+    if strategy is None:
+        known = sorted(gateway.settings.strategies)
+        raise ApiError(
+            404, "not_found", f"no strategy {body.strategy_id!r}; known: {known}", where="strategy_id"
+        )
+    running = [b for b in backtest_runs(gateway.settings) if b["status"] == "running"]
+    if running:
+        raise ApiError(409, "backtest_busy", f"backtest {running[0]['id']} is still running: wait for it")
+    run = start_backtest(
+        gateway.settings, body, mode=strategy.mode if strategy.mode != "annotate" else "hybrid"
+    )
+    return api_response(run, 202)
+
+
+@bp.get("/strategies/backtests")
+@token_required
+def backtests() -> Any:
+    """Backtests started from the API, newest first: running, done (with the summary's trading
+    figures per arm) or failed (with the reason the command gave)."""
+    return api_response(backtest_runs(current_gateway().settings))
+
+
+def _backtest_dir(settings: Settings) -> Path:
+    return Path(settings.database).parent / "backtests"
+
+
+def start_backtest(settings: Settings, body: StrategyAction, *, mode: str) -> dict[str, Any]:
+    """``tvgw backtest`` on the candle store, in its own process (it trains a model per window:
+    minutes of both cores), writing ``<id>.html``/``<id>.json`` and its log beside them."""
+    import os
+
+    folder = _backtest_dir(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    run_id = f"{body.strategy_id}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    argv = [
+        sys.executable, "-m", "tvgw.cli", "backtest", "--symbol", body.symbol, "--timeframe", body.timeframe,
+        "--train-window", f"{body.train_days}d", "--test-window", f"{body.test_days}d",
+        "--fees", str(body.fees), "--slippage-bps", str(body.slippage_bps), "--mode", mode, "--no-lstm",
+        "--no-progress", "--report", str(folder / f"{run_id}.html"), *(["--quick"] if body.quick else []),
+    ]  # fmt: skip
+    env = {**os.environ, "TVGW_DATABASE": str(settings.database), "TVGW_MODEL_DIR": str(settings.model_dir)}
+    with open(folder / f"{run_id}.log", "wb") as out:
+        process = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+        )
+    (folder / f"{run_id}.pid").write_text(str(process.pid))
+    threading.Thread(target=process.wait, name=f"tvgw-backtest-{run_id}", daemon=True).start()
+    return {"id": run_id, "status": "running", "strategy_id": body.strategy_id, "mode": mode,
+            "symbol": body.symbol, "timeframe": body.timeframe}  # fmt: skip
+
+
+def backtest_runs(settings: Settings) -> list[dict[str, Any]]:
+    """What the backtest folder holds, read from the files (every worker sees the same)."""
+    folder = _backtest_dir(settings)
+    runs = []
+    for log_file in sorted(folder.glob("*.log"), reverse=True) if folder.is_dir() else []:
+        run_id = log_file.stem
+        summary_file = folder / f"{run_id}.json"
+        run: dict[str, Any] = {"id": run_id, "started_at": log_file.stat().st_mtime}
+        if summary_file.exists():
+            summary = json.loads(summary_file.read_text())
+            run.update(status="done", report=str(folder / f"{run_id}.html"), arms=summary.get("arms"),
+                       trading=summary.get("trading"))  # fmt: skip
+        elif _alive(folder / f"{run_id}.pid"):
+            run["status"] = "running"
+        else:
+            tail = log_file.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            run.update(status="failed", error=tail[0][-500:])
+        runs.append(run)
+    return runs
+
+
+def _alive(pid_file: Path) -> bool:
+    """Whether the process that ``pid_file`` names still runs (and is not a zombie)."""
+    try:
+        pid = int(pid_file.read_text())
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[-1][:1] not in ("Z", "X")
+    except (OSError, ValueError):
+        return False

@@ -130,8 +130,15 @@ def _paths() -> dict[str, Any]:
             "get": _op("Per-strategy analytics: alerts, decisions, orders, paper P&L, accuracy, calibration",
                        {**_ok("strategies", _list_of("Strategy")), **_errors(400)},
                        parameters=[_text("strategy_id", "only this strategy")]),
-            "post": _op("Strategy actions. `backtest` is not built yet: always 501, nothing is started",
-                        _errors(400, 501), requestBody=_body("StrategyAction")),
+            "post": _op("Strategy actions: `backtest` starts a walk-forward backtest (202 at once)",
+                        {"202": {"description": "the backtest started", "content": {"application/json": {
+                            "schema": {"type": "object"}}}}, **_errors(400, 404, 409)},
+                        requestBody=_body("StrategyAction")),
+        },
+        "/api/ml/strategies/backtests": {
+            "get": _op("Backtests started from the API: running, done (trading figures per arm) or failed",
+                       {"200": {"description": "backtests, newest first", "content": {"application/json": {
+                           "schema": {"type": "array", "items": {"type": "object"}}}}}}),
         },
     }  # fmt: skip
 

@@ -254,11 +254,51 @@ def test_strategies_analytics_and_backtest(api: Any) -> None:
     assert default["accuracy"] == {"resolved": 0, "direction_accuracy": None, "ci95": None}
     assert api.get("/api/ml/strategies?strategy_id=default", headers=AUTH).json == [default]
     assert api.get("/api/ml/strategies?strategy_id=nope", headers=AUTH).status_code == 404
-    backtest = api.post(
-        "/api/ml/strategies", headers=AUTH, json={"strategy_id": "default", "action": "backtest"}
-    )
-    assert backtest.status_code == 501 and "not built yet" in backtest.json["error"]["message"]
+    unknown = {"strategy_id": "nope", "action": "backtest", "symbol": "BTC/USDT"}
+    assert api.post("/api/ml/strategies", headers=AUTH, json=unknown).status_code == 404
     assert api.post("/api/ml/strategies", headers=AUTH, json={"strategy_id": "default"}).status_code == 400
+
+
+def _backtests_settled(api: Any) -> list[dict[str, Any]] | None:
+    runs = api.get("/api/ml/strategies/backtests", headers=AUTH).json
+    return runs if runs and all(r["status"] != "running" for r in runs) else None
+
+
+def _wait_for(condition: Any, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"not settled within {timeout:.0f} s")
+
+
+@pytest.mark.slow
+def test_a_backtest_runs_outside_the_request_and_reports_every_arm(tmp_path: Path) -> None:
+    """The strategies' backtest action: 202 at once, one at a time, then the walk-forward's
+    trading figures per arm (small models on a synthetic candle store: a smoke run)."""
+    from ml_integration.candles import frame_to_rows
+    from ml_integration.synthetic import synthetic_history
+    from storage.candles import upsert_candles
+
+    settings = make_settings(tmp_path, TVGW_API_TOKEN=TOKEN)
+    storage = Storage(settings.database)
+    storage.migrate()
+    history = synthetic_history(24 * 75, seed=3, timeframe="1h", now_s=time.time())
+    upsert_candles(storage, "BTC/USDT", "1h", frame_to_rows(history), "synthetic")
+    api = market_app(settings).test_client()
+    body = {"strategy_id": "default", "action": "backtest", "symbol": "BTC/USDT", "timeframe": "1h",
+            "train_days": 30, "test_days": 10, "quick": True}  # fmt: skip
+    started = api.post("/api/ml/strategies", headers=AUTH, json=body)
+    assert started.status_code == 202, started.json
+    assert started.json["status"] == "running" and started.json["mode"] == "execute"
+    again = api.post("/api/ml/strategies", headers=AUTH, json=body)
+    assert again.status_code == 409 and again.json["error"]["code"] == "backtest_busy"
+    (run,) = _wait_for(lambda: _backtests_settled(api), 600)
+    assert run["status"] == "done", run
+    assert set(run["trading"]) == {"buy_and_hold", "pine", "baseline", "ml"}
+    assert Path(run["report"]).is_file()
 
 
 def test_strategy_accuracy_and_calibration_come_from_resolved_predictions(tmp_path: Path) -> None:

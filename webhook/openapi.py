@@ -43,7 +43,6 @@ def _errors(*codes: int) -> dict[str, Any]:
         401: "missing or wrong bearer token",
         404: "no such row, or the API is disabled (TVGW_API_TOKEN unset)",
         409: "the request conflicts with the current state (the message says which)",
-        501: "not built yet in this version",
     }
     return {
         str(c): {"description": text[c], "content": {"application/json": {"schema": _ERROR}}}

@@ -39,7 +39,7 @@ def main() -> None:
     train_model(tmp / "models", candles, full=args.full)
     settings = load_settings(
         environ={"TVGW_DATABASE": str(tmp / "db.sqlite"), "TVGW_MODEL_DIR": str(tmp / "models"),
-                 "TVGW_PASSPHRASE": "x", "TVGW_RESOLVE_INTERVAL_S": "0"}
+                 "TVGW_PASSPHRASE": "bench-secret", "TVGW_RESOLVE_INTERVAL_S": "0"}
     )  # fmt: skip
     seed_candles(settings.database, candles)
     service = SignalService(settings, Storage(settings.database))

@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -27,6 +28,16 @@ pytest_plugins = ["tests.fake_exchange"]
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data" / "ohlcv" / "binance"
 PASSPHRASE = "test-secret"
+
+
+def db_rows(database: str | Path, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+    """Rows of the gateway's SQLite file, read through a connection of the test's own."""
+    conn = sqlite3.connect(database)
+    conn.row_factory = sqlite3.Row
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
 
 
 def property_settings(max_examples: int) -> Any:

@@ -16,7 +16,7 @@ from engine.brokers.base import OrderRequest
 from engine.brokers.paper import PaperBroker
 from engine.exceptions import InvalidOrderError
 from storage import Storage
-from tests.conftest import make_settings, market_app, sample_alert, seed_market
+from tests.conftest import db_rows, make_settings, market_app, sample_alert, seed_market
 
 TOKEN = "price-token"
 REFERENCE = 30000.0
@@ -24,12 +24,7 @@ SLIP = 5 / 10_000
 
 
 def rows(settings: Any, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-    conn = sqlite3.connect(settings.database)
-    conn.row_factory = sqlite3.Row
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
+    return db_rows(settings.database, sql, params)
 
 
 def cash(settings: Any) -> float:

@@ -10,7 +10,6 @@ spellings acts once, and alerts that differ in any of those fields each act.
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,18 +21,10 @@ import pytest
 import requests
 
 from tests.conftest import PASSPHRASE, make_settings, market_app, start_gateway
+from tests.conftest import db_rows as rows
 
 SWING = "swing-secret"
 SCALP = "scalp-secret"
-
-
-def rows(database: Path, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-    conn = sqlite3.connect(database)
-    conn.row_factory = sqlite3.Row
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
 
 
 def post(client: Any, body: Any) -> Any:

@@ -9,16 +9,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import PASSPHRASE, make_settings, market_app, sample_alert
+from tests.conftest import PASSPHRASE, db_rows, make_settings, market_app, sample_alert
 
 
 def rows(settings: Any, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-    conn = sqlite3.connect(settings.database)
-    conn.row_factory = sqlite3.Row
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
+    return db_rows(settings.database, sql, params)
 
 
 def post(client: Any, body: Any, **kwargs: Any) -> Any:

@@ -63,8 +63,8 @@ def bench_size(n: int, calls: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         environ = {"TVGW_DATABASE": str(folder / "tvgw.sqlite"), "TVGW_MODEL_DIR": str(folder / "models"),
-                   "TVGW_PASSPHRASE": "bench-secret", "TVGW_ML_ENABLED": "false", "TVGW_RESOLVE_INTERVAL_S": "0",
-                   "TVGW_LOG_LEVEL": "ERROR"}  # fmt: skip
+                   "TVGW_PASSPHRASE": "bench-secret", "TVGW_ML_ENABLED": "false",
+                   "TVGW_RESOLVE_INTERVAL_S": "0", "TVGW_LOG_LEVEL": "ERROR"}  # fmt: skip
         settings = load_settings(environ=environ)
         storage = Storage(settings.database)
         storage.migrate()

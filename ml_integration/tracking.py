@@ -30,6 +30,7 @@ import numpy as np
 from common.timeframes import seconds
 from ml_integration.evaluation import brier_score, rank_auc, wilson_interval
 from storage import Storage
+from storage import candles as candle_store
 from storage import predictions as prediction_store
 
 __all__ = [
@@ -52,14 +53,13 @@ def resolve_outcomes(storage: Storage, now: float | None = None) -> int:
         step = seconds(row["timeframe"])
         if row["target_time"] + step > clock:
             continue  # the target candle is still open
-        target = storage.query_one(
-            "SELECT close FROM candles WHERE symbol = ? AND timeframe = ? AND ts_ms = ?",
-            (row["symbol"], row["timeframe"], int(row["target_time"] * 1000)),
+        target = candle_store.close_at(
+            storage, row["symbol"], row["timeframe"], int(row["target_time"] * 1000)
         )
         price = row["price_at_prediction"]
         if target is None or not price:
             continue  # the store lacks that candle (yet): try again next run
-        magnitude = target["close"] / price - 1.0
+        magnitude = target / price - 1.0
         direction = 1 if magnitude > 0 else 0
         predicted_up = (row["direction_prob"] or 0.5) >= 0.5
         with storage.transaction() as conn:

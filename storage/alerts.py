@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from storage.database import Storage
+from storage.database import Db, query, query_one, reading, writing
 
 __all__ = [
     "AlertRecord",
@@ -52,7 +52,7 @@ def _loads(value: str | None) -> Any:
 
 
 def insert_refused(
-    storage: Storage,
+    db: Db,
     *,
     received_at: float,
     source_ip: str | None,
@@ -66,7 +66,7 @@ def insert_refused(
     """Record an alert refused at the gate (bad JSON, bad passphrase, stale, ...), or one the
     gateway itself failed on (``status="error"``)."""
     columns = {k: v for k, v in (fields or {}).items() if k in _ALERT_FIELDS}
-    with storage.transaction() as conn:
+    with writing(db) as conn:
         cur = conn.execute(
             _insert_sql(columns, ["status", "http_status", "error_code", "reason"]),
             (
@@ -96,7 +96,7 @@ def _insert_sql(columns: dict[str, Any], tail: list[str]) -> str:
 
 
 def claim_alert(
-    conn: sqlite3.Connection,
+    db: Db,
     *,
     idempotency_key: str,
     received_at: float,
@@ -113,32 +113,34 @@ def claim_alert(
     outcome is already known (no order to place), ``outcome`` (http_status, reason, decision,
     ml_analysis) is written with it, in one statement.
     """
-    columns = {k: v for k, v in fields.items() if k in _ALERT_FIELDS}
-    tail: dict[str, Any] = {"idempotency_key": idempotency_key, "status": status}
-    if outcome is not None:
-        tail.update(
-            http_status=outcome["http_status"], reason=outcome["reason"],
-            decision=_dumps(outcome["decision"]), ml_analysis=_dumps(outcome["ml_analysis"]),
-        )  # fmt: skip
-    try:
-        cur = conn.execute(
-            _insert_sql(columns, list(tail)),
-            (received_at, received_at, source_ip, _dumps(payload), *columns.values(), *tail.values()),
-        )
-    except sqlite3.IntegrityError as exc:
-        if "idempotency_key" not in str(exc):
-            raise
-        return None
-    return int(cur.lastrowid or 0)
+    with writing(db) as conn:
+        columns = {k: v for k, v in fields.items() if k in _ALERT_FIELDS}
+        tail: dict[str, Any] = {"idempotency_key": idempotency_key, "status": status}
+        if outcome is not None:
+            tail.update(
+                http_status=outcome["http_status"], reason=outcome["reason"],
+                decision=_dumps(outcome["decision"]), ml_analysis=_dumps(outcome["ml_analysis"]),
+            )  # fmt: skip
+        try:
+            cur = conn.execute(
+                _insert_sql(columns, list(tail)),
+                (received_at, received_at, source_ip, _dumps(payload), *columns.values(), *tail.values()),
+            )
+        except sqlite3.IntegrityError as exc:
+            if "idempotency_key" not in str(exc):
+                raise
+            return None
+        return int(cur.lastrowid or 0)
 
 
-def original_for_key(conn: sqlite3.Connection, idempotency_key: str) -> int | None:
+def original_for_key(db: Db, idempotency_key: str) -> int | None:
+    conn = reading(db)
     row = conn.execute("SELECT id FROM alerts WHERE idempotency_key = ?", (idempotency_key,)).fetchone()
     return None if row is None else int(row[0])
 
 
 def insert_duplicate(
-    conn: sqlite3.Connection,
+    db: Db,
     *,
     original_id: int,
     received_at: float,
@@ -147,26 +149,27 @@ def insert_duplicate(
     fields: dict[str, Any],
 ) -> int:
     """Record a repeat of ``original_id``; it never acts, but it is on file."""
-    columns = {k: v for k, v in fields.items() if k in _ALERT_FIELDS}
-    cur = conn.execute(
-        _insert_sql(columns, ["duplicate_of", "status", "http_status", "reason"]),
-        (
-            received_at,
-            received_at,
-            source_ip,
-            _dumps(payload),
-            *columns.values(),
-            original_id,
-            "duplicate",
-            200,
-            f"duplicate of alert {original_id}",
-        ),
-    )
-    return int(cur.lastrowid or 0)
+    with writing(db) as conn:
+        columns = {k: v for k, v in fields.items() if k in _ALERT_FIELDS}
+        cur = conn.execute(
+            _insert_sql(columns, ["duplicate_of", "status", "http_status", "reason"]),
+            (
+                received_at,
+                received_at,
+                source_ip,
+                _dumps(payload),
+                *columns.values(),
+                original_id,
+                "duplicate",
+                200,
+                f"duplicate of alert {original_id}",
+            ),
+        )
+        return int(cur.lastrowid or 0)
 
 
 def finish_alert(
-    conn: sqlite3.Connection,
+    db: Db,
     alert_id: int,
     *,
     status: str,
@@ -177,11 +180,21 @@ def finish_alert(
     symbol: str | None = None,
 ) -> None:
     """Write an alert's outcome inside the caller's transaction."""
-    conn.execute(
-        "UPDATE alerts SET status = ?, http_status = ?, reason = ?, decision = ?, ml_analysis = ?,"
-        " symbol = COALESCE(?, symbol), updated_at = ? WHERE id = ?",
-        (status, http_status, reason, _dumps(decision), _dumps(ml_analysis), symbol, time.time(), alert_id),
-    )
+    with writing(db) as conn:
+        conn.execute(
+            "UPDATE alerts SET status = ?, http_status = ?, reason = ?, decision = ?, ml_analysis = ?,"
+            " symbol = COALESCE(?, symbol), updated_at = ? WHERE id = ?",
+            (
+                status,
+                http_status,
+                reason,
+                _dumps(decision),
+                _dumps(ml_analysis),
+                symbol,
+                time.time(),
+                alert_id,
+            ),
+        )
 
 
 def _record(row: sqlite3.Row) -> AlertRecord:
@@ -192,14 +205,14 @@ def _record(row: sqlite3.Row) -> AlertRecord:
     )  # fmt: skip
 
 
-def get_alert(storage: Storage, alert_id: int) -> AlertRecord | None:
-    row = storage.query_one("SELECT * FROM alerts WHERE id = ?", (alert_id,))
+def get_alert(db: Db, alert_id: int) -> AlertRecord | None:
+    row = query_one(db, "SELECT * FROM alerts WHERE id = ?", (alert_id,))
     return None if row is None else _record(row)
 
 
-def get_alert_row(storage: Storage, alert_id: int) -> dict[str, Any] | None:
+def get_alert_row(db: Db, alert_id: int) -> dict[str, Any] | None:
     """One alert as a plain row for the API (payload and decision decoded)."""
-    row = storage.query_one("SELECT * FROM alerts WHERE id = ?", (alert_id,))
+    row = query_one(db, "SELECT * FROM alerts WHERE id = ?", (alert_id,))
     return None if row is None else _decoded(row)
 
 
@@ -210,7 +223,7 @@ def _decoded(row: sqlite3.Row) -> dict[str, Any]:
     return item
 
 
-def list_alerts(storage: Storage, *, limit: int = 50, status: str | None = None) -> list[dict[str, Any]]:
+def list_alerts(db: Db, *, limit: int = 50, status: str | None = None) -> list[dict[str, Any]]:
     """Newest first, as plain rows for the API (payload and decision decoded)."""
     sql = "SELECT * FROM alerts"
     params: list[Any] = []
@@ -219,9 +232,9 @@ def list_alerts(storage: Storage, *, limit: int = 50, status: str | None = None)
         params.append(status)
     sql += " ORDER BY id DESC LIMIT ?"
     params.append(limit)
-    return [_decoded(row) for row in storage.query(sql, params)]
+    return [_decoded(row) for row in query(db, sql, params)]
 
 
-def orphaned_alerts(storage: Storage) -> list[int]:
+def orphaned_alerts(db: Db) -> list[int]:
     """Alerts left ``processing`` by a worker that died mid-way (checked at start-up)."""
-    return [int(r[0]) for r in storage.query("SELECT id FROM alerts WHERE status = 'processing'")]
+    return [int(r[0]) for r in query(db, "SELECT id FROM alerts WHERE status = 'processing'")]

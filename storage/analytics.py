@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from storage.database import Storage
+from storage.database import Db, query, query_one
 
 __all__ = [
     "accuracy_by_day",
@@ -22,23 +22,25 @@ __all__ = [
 ]
 
 
-def strategy_ids(storage: Storage) -> list[str]:
+def strategy_ids(db: Db) -> list[str]:
     """Every strategy id that has at least one alert on file."""
-    rows = storage.query("SELECT DISTINCT strategy_id FROM alerts WHERE strategy_id IS NOT NULL ORDER BY 1")
+    rows = query(db, "SELECT DISTINCT strategy_id FROM alerts WHERE strategy_id IS NOT NULL ORDER BY 1")
     return [str(r[0]) for r in rows]
 
 
-def strategy_counts(storage: Storage, strategy_id: str) -> dict[str, dict[str, int]]:
+def strategy_counts(db: Db, strategy_id: str) -> dict[str, dict[str, int]]:
     """Alerts by status, decisions by action, and orders by status, for one strategy."""
-    alerts = storage.query(
-        "SELECT status, COUNT(*) FROM alerts WHERE strategy_id = ? GROUP BY status", (strategy_id,)
+    alerts = query(
+        db, "SELECT status, COUNT(*) FROM alerts WHERE strategy_id = ? GROUP BY status", (strategy_id,)
     )
-    decisions = storage.query(
+    decisions = query(
+        db,
         "SELECT COALESCE(json_extract(decision, '$.action'), 'none'), COUNT(*) FROM alerts"
         " WHERE strategy_id = ? AND decision IS NOT NULL GROUP BY 1",
         (strategy_id,),
     )
-    orders = storage.query(
+    orders = query(
+        db,
         "SELECT o.status, COUNT(*) FROM orders o JOIN alerts a ON a.id = o.alert_id"
         " WHERE a.strategy_id = ? GROUP BY o.status",
         (strategy_id,),
@@ -50,10 +52,11 @@ def strategy_counts(storage: Storage, strategy_id: str) -> dict[str, dict[str, i
     }
 
 
-def strategy_fills(storage: Storage, strategy_id: str, broker: str) -> list[dict[str, Any]]:
+def strategy_fills(db: Db, strategy_id: str, broker: str) -> list[dict[str, Any]]:
     """Per symbol: net filled amount, cash moved by the fills (fees included), and the price to
     mark the remainder at (the newest candle close, else the newest fill price)."""
-    rows = storage.query(
+    rows = query(
+        db,
         "SELECT o.symbol AS symbol,"
         " SUM(CASE o.side WHEN 'buy' THEN o.filled ELSE -o.filled END) AS amount,"
         " SUM(CASE o.side WHEN 'buy' THEN -o.filled ELSE o.filled END * o.average) - SUM(o.fee) AS cash,"
@@ -68,9 +71,10 @@ def strategy_fills(storage: Storage, strategy_id: str, broker: str) -> list[dict
     return [dict(r) for r in rows]
 
 
-def strategy_hits(storage: Storage, strategy_id: str) -> tuple[int, int]:
+def strategy_hits(db: Db, strategy_id: str) -> tuple[int, int]:
     """(resolved predictions, of which right) for the alerts of one strategy."""
-    row = storage.query_one(
+    row = query_one(
+        db,
         "SELECT COUNT(*), COALESCE(SUM(p.prediction_accuracy), 0) FROM ml_predictions p"
         " JOIN alerts a ON a.id = p.alert_id WHERE a.strategy_id = ? AND p.resolved_at IS NOT NULL",
         (strategy_id,),
@@ -78,9 +82,7 @@ def strategy_hits(storage: Storage, strategy_id: str) -> tuple[int, int]:
     return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
-def calibration_bins(
-    storage: Storage, *, strategy_id: str | None = None, bins: int = 10
-) -> list[dict[str, Any]]:
+def calibration_bins(db: Db, *, strategy_id: str | None = None, bins: int = 10) -> list[dict[str, Any]]:
     """Reliability table: resolved predictions grouped by predicted P(up) into ``bins`` equal
     bins; each with its count, mean prediction and how often the price really went up."""
     sql = (
@@ -92,7 +94,7 @@ def calibration_bins(
     if strategy_id is not None:
         sql += " AND a.strategy_id = ?"
         params.append(strategy_id)
-    rows = storage.query(sql + " GROUP BY bin ORDER BY bin", params)
+    rows = query(db, sql + " GROUP BY bin ORDER BY bin", params)
     return [
         {
             "low": round(r["bin"] / bins, 4),
@@ -105,16 +107,17 @@ def calibration_bins(
     ]
 
 
-def model_live_stats(storage: Storage) -> dict[tuple[str, str, str], dict[str, Any]]:
+def model_live_stats(db: Db) -> dict[tuple[str, str, str], dict[str, Any]]:
     """Per (symbol, timeframe, model version): predictions made, resolved, accuracy and Brier
     score of the resolved ones, measured on what the market did after going live."""
-    rows = storage.query(
+    rows = query(
+        db,
         "SELECT symbol, timeframe, COALESCE(model_version, '') AS version, COUNT(*) AS made,"
         " COUNT(resolved_at) AS resolved,"
         " AVG(CASE WHEN resolved_at IS NOT NULL THEN prediction_accuracy END) AS accuracy,"
         " AVG(CASE WHEN resolved_at IS NOT NULL THEN (COALESCE(direction_prob, 0.5) - actual_direction)"
         " * (COALESCE(direction_prob, 0.5) - actual_direction) END) AS brier"
-        " FROM ml_predictions GROUP BY symbol, timeframe, version"
+        " FROM ml_predictions GROUP BY symbol, timeframe, version",
     )
     return {
         (r["symbol"], r["timeframe"], r["version"]): {
@@ -127,9 +130,10 @@ def model_live_stats(storage: Storage) -> dict[tuple[str, str, str], dict[str, A
     }
 
 
-def accuracy_by_day(storage: Storage, days: int = 30) -> list[dict[str, Any]]:
+def accuracy_by_day(db: Db, days: int = 30) -> list[dict[str, Any]]:
     """Resolved predictions per UTC day (by when they were made): count and hit rate."""
-    rows = storage.query(
+    rows = query(
+        db,
         "SELECT date(timestamp, 'unixepoch') AS day, COUNT(*) AS n, AVG(prediction_accuracy) AS accuracy"
         " FROM ml_predictions WHERE resolved_at IS NOT NULL AND timestamp >= strftime('%s', 'now') - ?"
         " GROUP BY day ORDER BY day",
@@ -138,9 +142,10 @@ def accuracy_by_day(storage: Storage, days: int = 30) -> list[dict[str, Any]]:
     return [{"day": r["day"], "n": int(r["n"]), "accuracy": round(float(r["accuracy"]), 4)} for r in rows]
 
 
-def equity_curve(storage: Storage, broker: str, limit: int = 2000) -> list[dict[str, Any]]:
+def equity_curve(db: Db, broker: str, limit: int = 2000) -> list[dict[str, Any]]:
     """The account value after each order, oldest first (the newest ``limit`` points)."""
-    rows = storage.query(
+    rows = query(
+        db,
         "SELECT at, equity FROM (SELECT at, equity FROM equity_snapshots WHERE broker = ?"
         " ORDER BY at DESC LIMIT ?) ORDER BY at",
         (broker, limit),

@@ -6,10 +6,11 @@ from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
-from storage.database import Db, Storage, writing
+from storage.database import Db, query, query_one, writing
 
 __all__ = [
     "candle_sources",
+    "close_at",
     "latest_candle_ms",
     "load_candles",
     "newest_candle",
@@ -46,7 +47,7 @@ def upsert_candles(db: Db, symbol: str, timeframe: str, rows: Iterable[Sequence[
 
 
 def load_candles(
-    storage: Storage,
+    db: Db,
     symbol: str,
     timeframe: str,
     *,
@@ -70,24 +71,25 @@ def load_candles(
     if limit is not None:
         sql += " LIMIT ?"
         params.append(int(limit))
-    rows = storage.query(sql, params)
+    rows = query(db, sql, params)
     frame = pd.DataFrame([tuple(r) for r in reversed(rows)], columns=_COLUMNS)
     frame.index = pd.to_datetime(frame.pop("ts_ms"), unit="ms", utc=True)
     frame.index.name = "time"
     return frame.astype(float)
 
 
-def latest_candle_ms(storage: Storage, symbol: str, timeframe: str) -> int | None:
-    row = storage.query_one(
-        "SELECT MAX(ts_ms) FROM candles WHERE symbol = ? AND timeframe = ?", (symbol, timeframe)
+def latest_candle_ms(db: Db, symbol: str, timeframe: str) -> int | None:
+    row = query_one(
+        db, "SELECT MAX(ts_ms) FROM candles WHERE symbol = ? AND timeframe = ?", (symbol, timeframe)
     )
     return None if row is None or row[0] is None else int(row[0])
 
 
-def newest_candle(storage: Storage, symbol: str, timeframe: str) -> tuple[float, ...] | None:
+def newest_candle(db: Db, symbol: str, timeframe: str) -> tuple[float, ...] | None:
     """The newest stored row ``(ms, open, high, low, close, volume)``: one index seek. A window
     cached in memory compares it with its own last row to see a bar replaced in place."""
-    row = storage.query_one(
+    row = query_one(
+        db,
         f"SELECT {', '.join(_COLUMNS)} FROM candles WHERE symbol = ? AND timeframe = ?"
         " ORDER BY ts_ms DESC LIMIT 1",
         (symbol, timeframe),
@@ -95,9 +97,19 @@ def newest_candle(storage: Storage, symbol: str, timeframe: str) -> tuple[float,
     return None if row is None else tuple(float(v) for v in row)
 
 
-def candle_sources(storage: Storage, symbol: str, timeframe: str) -> set[str]:
+def candle_sources(db: Db, symbol: str, timeframe: str) -> set[str]:
     """Where the stored candles of a market came from (``synthetic``, ``ccxt:binance``, ...)."""
-    rows = storage.query(
-        "SELECT DISTINCT source FROM candles WHERE symbol = ? AND timeframe = ?", (symbol, timeframe)
+    rows = query(
+        db, "SELECT DISTINCT source FROM candles WHERE symbol = ? AND timeframe = ?", (symbol, timeframe)
     )
     return {str(r[0]) for r in rows}
+
+
+def close_at(db: Db, symbol: str, timeframe: str, opened_ms: int) -> float | None:
+    """The close of the candle that opened at ``opened_ms``, or None when the store lacks it."""
+    row = query_one(
+        db,
+        "SELECT close FROM candles WHERE symbol = ? AND timeframe = ? AND ts_ms = ?",
+        (symbol, timeframe, opened_ms),
+    )
+    return None if row is None else float(row[0])

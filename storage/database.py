@@ -16,7 +16,7 @@ import sqlite_utils
 
 from storage.schema import MIGRATIONS, TABLES
 
-__all__ = ["SCHEMA_VERSION", "Db", "Storage", "reading", "writing"]
+__all__ = ["SCHEMA_VERSION", "Db", "Storage", "query", "query_one", "reading", "writing"]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -184,12 +184,6 @@ class Storage:
             for job in batch:
                 job.finished = True
 
-    def query(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
-        return self.conn.execute(sql, params).fetchall()
-
-    def query_one(self, sql: str, params: Any = ()) -> sqlite3.Row | None:
-        return self.conn.execute(sql, params).fetchone()
-
     # --- schema ----------------------------------------------------------------------------
     def schema_version(self) -> int:
         return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
@@ -242,3 +236,13 @@ def writing(db: Db) -> Iterator[sqlite3.Connection]:
             yield conn
     else:
         yield db
+
+
+def query(db: Db, sql: str, params: Any = ()) -> list[sqlite3.Row]:
+    """Every row ``sql`` selects."""
+    return reading(db).execute(sql, params).fetchall()
+
+
+def query_one(db: Db, sql: str, params: Any = ()) -> sqlite3.Row | None:
+    """The first row ``sql`` selects, or None."""
+    return reading(db).execute(sql, params).fetchone()

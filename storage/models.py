@@ -7,7 +7,7 @@ import sqlite3
 import time
 from typing import Any
 
-from storage.database import Storage
+from storage.database import Db, query, query_one, writing
 
 __all__ = [
     "ACTIVE_JOB_STATES",
@@ -32,7 +32,7 @@ ACTIVE_JOB_STATES = ("queued", "running", "cancelling")
 
 
 def record_model(
-    storage: Storage,
+    db: Db,
     *,
     symbol: str,
     timeframe: str,
@@ -41,7 +41,7 @@ def record_model(
     synthetic: bool,
     metrics: dict[str, Any],
 ) -> None:
-    with storage.transaction() as conn:
+    with writing(db) as conn:
         conn.execute(
             "INSERT OR REPLACE INTO ml_models (symbol, timeframe, version, path, created_at,"
             " synthetic, metrics) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -57,7 +57,7 @@ def _model_row(row: sqlite3.Row) -> dict[str, Any]:
 
 
 def list_models(
-    storage: Storage, *, symbol: str | None = None, timeframe: str | None = None, limit: int = 100
+    db: Db, *, symbol: str | None = None, timeframe: str | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:
     """Registered versions, newest first (metrics decoded)."""
     sql, params = "SELECT * FROM ml_models WHERE 1 = 1", list[Any]()
@@ -65,21 +65,22 @@ def list_models(
         if value:
             sql += f" AND {column} = ?"
             params.append(value)
-    rows = storage.query(sql + " ORDER BY created_at DESC, id DESC LIMIT ?", [*params, limit])
+    rows = query(db, sql + " ORDER BY created_at DESC, id DESC LIMIT ?", [*params, limit])
     return [_model_row(r) for r in rows]
 
 
-def get_model(storage: Storage, symbol: str, timeframe: str, version: str) -> dict[str, Any] | None:
-    row = storage.query_one(
+def get_model(db: Db, symbol: str, timeframe: str, version: str) -> dict[str, Any] | None:
+    row = query_one(
+        db,
         "SELECT * FROM ml_models WHERE symbol = ? AND timeframe = ? AND version = ?",
         (symbol, timeframe, version),
     )
     return None if row is None else _model_row(row)
 
 
-def retire_model(storage: Storage, symbol: str, timeframe: str, version: str) -> None:
+def retire_model(db: Db, symbol: str, timeframe: str, version: str) -> None:
     """Mark a version retired: kept on disk for the record, never activated again by accident."""
-    with storage.transaction() as conn:
+    with writing(db) as conn:
         conn.execute(
             "UPDATE ml_models SET retired_at = COALESCE(retired_at, ?)"
             " WHERE symbol = ? AND timeframe = ? AND version = ?",
@@ -87,30 +88,30 @@ def retire_model(storage: Storage, symbol: str, timeframe: str, version: str) ->
         )
 
 
-def unretire_model(storage: Storage, symbol: str, timeframe: str, version: str) -> None:
+def unretire_model(db: Db, symbol: str, timeframe: str, version: str) -> None:
     """Activating a version on purpose brings it back from retirement."""
-    with storage.transaction() as conn:
+    with writing(db) as conn:
         conn.execute(
             "UPDATE ml_models SET retired_at = NULL WHERE symbol = ? AND timeframe = ? AND version = ?",
             (symbol, timeframe, version),
         )
 
 
-def start_training_job(storage: Storage, *, symbol: str, timeframe: str, params: dict[str, Any]) -> int:
+def start_training_job(db: Db, *, symbol: str, timeframe: str, params: dict[str, Any]) -> int:
     """A run started by ``tvgw train`` itself: ``running`` at once, no stage (see
     :func:`mark_interrupted_jobs`)."""
-    return _insert_job(storage, symbol, timeframe, params, status="running", stage=None)
+    return _insert_job(db, symbol, timeframe, params, status="running", stage=None)
 
 
-def queue_training_job(storage: Storage, *, symbol: str, timeframe: str, params: dict[str, Any]) -> int:
+def queue_training_job(db: Db, *, symbol: str, timeframe: str, params: dict[str, Any]) -> int:
     """A job asked for through the API: ``queued`` until its runner process claims it."""
-    return _insert_job(storage, symbol, timeframe, params, status="queued", stage="queued")
+    return _insert_job(db, symbol, timeframe, params, status="queued", stage="queued")
 
 
 def _insert_job(
-    storage: Storage, symbol: str, timeframe: str, params: dict[str, Any], *, status: str, stage: str | None
+    db: Db, symbol: str, timeframe: str, params: dict[str, Any], *, status: str, stage: str | None
 ) -> int:
-    with storage.transaction() as conn:
+    with writing(db) as conn:
         cur = conn.execute(
             "INSERT INTO ml_training_jobs (symbol, timeframe, status, params, started_at, stage)"
             " VALUES (?, ?, ?, ?, ?, ?)",
@@ -119,9 +120,9 @@ def _insert_job(
     return int(cur.lastrowid or 0)
 
 
-def claim_training_job(storage: Storage, job_id: int) -> bool:
+def claim_training_job(db: Db, job_id: int) -> bool:
     """The runner takes a queued job (False when it was cancelled or interrupted meanwhile)."""
-    with storage.transaction() as conn:
+    with writing(db) as conn:
         cur = conn.execute(
             "UPDATE ml_training_jobs SET status = 'running', stage = 'starting' WHERE id = ?"
             " AND status = 'queued'",
@@ -130,9 +131,9 @@ def claim_training_job(storage: Storage, job_id: int) -> bool:
     return cur.rowcount == 1
 
 
-def training_progress(storage: Storage, job_id: int, *, stage: str, progress: float) -> str | None:
+def training_progress(db: Db, job_id: int, *, stage: str, progress: float) -> str | None:
     """Note a job's stage; returns the job's status, so the runner sees a cancel request."""
-    with storage.transaction() as conn:
+    with writing(db) as conn:
         conn.execute(
             "UPDATE ml_training_jobs SET stage = ?, progress = ? WHERE id = ? AND status = 'running'",
             (stage, progress, job_id),
@@ -142,7 +143,7 @@ def training_progress(storage: Storage, job_id: int, *, stage: str, progress: fl
 
 
 def finish_training_job(
-    storage: Storage,
+    db: Db,
     job_id: int,
     *,
     model_version: str | None = None,
@@ -151,7 +152,7 @@ def finish_training_job(
 ) -> None:
     """Settle a job once: a job already final (interrupted by a restart, say) keeps its state."""
     final = status or ("failed" if error else "done")
-    with storage.transaction() as conn:
+    with writing(db) as conn:
         conn.execute(
             "UPDATE ml_training_jobs SET status = ?, finished_at = ?, model_version = ?, error = ?,"
             " stage = ?, progress = CASE WHEN ? = 'done' THEN 1 ELSE progress END"
@@ -160,10 +161,10 @@ def finish_training_job(
         )
 
 
-def request_cancel(storage: Storage, job_id: int) -> str | None:
+def request_cancel(db: Db, job_id: int) -> str | None:
     """Ask a job to stop: a queued one is cancelled at once, a running one at its next stage.
     Returns the job's status afterwards (None when there is no such job)."""
-    with storage.transaction() as conn:
+    with writing(db) as conn:
         conn.execute(
             "UPDATE ml_training_jobs SET status = 'cancelled', stage = 'cancelled', finished_at = ?"
             " WHERE id = ? AND status = 'queued'",
@@ -183,26 +184,24 @@ def _job_row(row: sqlite3.Row) -> dict[str, Any]:
     return item
 
 
-def get_training_job(storage: Storage, job_id: int) -> dict[str, Any] | None:
-    row = storage.query_one("SELECT * FROM ml_training_jobs WHERE id = ?", (job_id,))
+def get_training_job(db: Db, job_id: int) -> dict[str, Any] | None:
+    row = query_one(db, "SELECT * FROM ml_training_jobs WHERE id = ?", (job_id,))
     return None if row is None else _job_row(row)
 
 
-def list_training_jobs(
-    storage: Storage, *, status: str | None = None, limit: int = 50
-) -> list[dict[str, Any]]:
+def list_training_jobs(db: Db, *, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
     sql, params = "SELECT * FROM ml_training_jobs", list[Any]()
     if status:
         sql += " WHERE status = ?"
         params.append(status)
-    rows = storage.query(sql + " ORDER BY id DESC LIMIT ?", [*params, limit])
+    rows = query(db, sql + " ORDER BY id DESC LIMIT ?", [*params, limit])
     return [_job_row(r) for r in rows]
 
 
-def mark_interrupted_jobs(storage: Storage) -> list[int]:
+def mark_interrupted_jobs(db: Db) -> list[int]:
     """At start-up: API jobs (they have a ``stage``) still queued or running belonged to runner
     processes a restart ended. A ``tvgw train`` run from a shell has no stage and is left alone."""
-    with storage.transaction() as conn:
+    with writing(db) as conn:
         ids = [
             int(r[0])
             for r in conn.execute(

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from storage.database import Db, Storage, reading
+from storage.database import Db, query, query_one, reading, writing
 
 __all__ = [
     "Position",
@@ -57,7 +57,7 @@ def _position(r: sqlite3.Row) -> Position:
 
 
 def create_pending_order(
-    conn: sqlite3.Connection,
+    db: Db,
     *,
     alert_id: int,
     client_order_id: str,
@@ -69,17 +69,18 @@ def create_pending_order(
     price: float | None,
 ) -> int:
     """Record the intent to place an order *before* it is sent (inside the caller's transaction)."""
-    now = time.time()
-    cur = conn.execute(
-        "INSERT INTO orders (alert_id, client_order_id, broker, symbol, side, order_type, amount,"
-        " price, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
-        (alert_id, client_order_id, broker, symbol, side, order_type, amount, price, now, now),
-    )
-    return int(cur.lastrowid or 0)
+    with writing(db) as conn:
+        now = time.time()
+        cur = conn.execute(
+            "INSERT INTO orders (alert_id, client_order_id, broker, symbol, side, order_type, amount,"
+            " price, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+            (alert_id, client_order_id, broker, symbol, side, order_type, amount, price, now, now),
+        )
+        return int(cur.lastrowid or 0)
 
 
 def update_order(
-    conn: sqlite3.Connection,
+    db: Db,
     client_order_id: str,
     *,
     status: str,
@@ -90,21 +91,33 @@ def update_order(
     exchange_order_id: str | None = None,
     error: str | None = None,
 ) -> None:
-    conn.execute(
-        "UPDATE orders SET status = ?, filled = ?, average = ?, fee = ?, fee_currency = ?,"
-        " exchange_order_id = ?, error = ?, updated_at = ? WHERE client_order_id = ?",
-        (status, filled, average, fee, fee_currency, exchange_order_id, error, time.time(), client_order_id),
-    )
+    with writing(db) as conn:
+        conn.execute(
+            "UPDATE orders SET status = ?, filled = ?, average = ?, fee = ?, fee_currency = ?,"
+            " exchange_order_id = ?, error = ?, updated_at = ? WHERE client_order_id = ?",
+            (
+                status,
+                filled,
+                average,
+                fee,
+                fee_currency,
+                exchange_order_id,
+                error,
+                time.time(),
+                client_order_id,
+            ),
+        )
 
 
-def _position_row(conn: sqlite3.Connection, broker: str, symbol: str) -> sqlite3.Row | None:
+def _position_row(db: Db, broker: str, symbol: str) -> sqlite3.Row | None:
+    conn = reading(db)
     return conn.execute(
         "SELECT * FROM positions WHERE broker = ? AND symbol = ?", (broker, symbol)
     ).fetchone()
 
 
 def apply_fill(
-    conn: sqlite3.Connection,
+    db: Db,
     *,
     broker: str,
     symbol: str,
@@ -123,57 +136,63 @@ def apply_fill(
     counts ``|avg price - stop| * size`` of every open position. Reducing fills keep the stop.
     ``at`` is the fill's time (the engine's clock; a replay's is simulated).
     """
-    now = time.time() if at is None else at
-    signed = filled if side == "buy" else -filled
-    row = _position_row(conn, broker, symbol)
-    old = row["amount"] if row else 0.0
-    avg = row["avg_price"] if row else None
-    realized = row["realized_pnl"] if row else 0.0
-    opened_at = row["opened_at"] if row else None
-    stop = row["stop_loss"] if row else None
-    new = old + signed
-    if old == 0 or (old > 0) == (signed > 0):
-        avg = (abs(old) * (avg or 0.0) + abs(signed) * price) / abs(new) if new else None
-        opened_at = opened_at or now
-        stop = stop_loss if stop_loss is not None else stop
-    else:
-        closed = min(abs(old), abs(signed))
-        realized += (price - (avg or price)) * closed * (1 if old > 0 else -1)
-        if abs(new) < 1e-12:
-            new, avg, opened_at, stop = 0.0, None, None, None
-        elif (new > 0) != (old > 0):
-            # Crossed through flat: the remainder opens at this price, with this fill's stop.
-            avg, opened_at, stop = price, now, stop_loss
-    realized -= fee
-    conn.execute(
-        "INSERT INTO positions (broker, symbol, amount, avg_price, realized_pnl, stop_loss, opened_at,"
-        " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (broker, symbol) DO UPDATE SET"
-        " amount = excluded.amount, avg_price = excluded.avg_price, realized_pnl = excluded.realized_pnl,"
-        " stop_loss = excluded.stop_loss, opened_at = excluded.opened_at, updated_at = excluded.updated_at",
-        (broker, symbol, new, avg, realized, stop, opened_at, now),
-    )
-    cash_change = -signed * price - fee
-    conn.execute(
-        "INSERT INTO balances (broker, currency, total, updated_at) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT (broker, currency) DO UPDATE SET total = total + ?, updated_at = excluded.updated_at",
-        (broker, quote_currency, starting_cash + cash_change, now, cash_change),
-    )
-    return Position(symbol, new, avg, realized, opened_at, stop, now)
+    with writing(db) as conn:
+        now = time.time() if at is None else at
+        signed = filled if side == "buy" else -filled
+        row = _position_row(conn, broker, symbol)
+        old = row["amount"] if row else 0.0
+        avg = row["avg_price"] if row else None
+        realized = row["realized_pnl"] if row else 0.0
+        opened_at = row["opened_at"] if row else None
+        stop = row["stop_loss"] if row else None
+        new = old + signed
+        if old == 0 or (old > 0) == (signed > 0):
+            avg = (abs(old) * (avg or 0.0) + abs(signed) * price) / abs(new) if new else None
+            opened_at = opened_at or now
+            stop = stop_loss if stop_loss is not None else stop
+        else:
+            closed = min(abs(old), abs(signed))
+            realized += (price - (avg or price)) * closed * (1 if old > 0 else -1)
+            if abs(new) < 1e-12:
+                new, avg, opened_at, stop = 0.0, None, None, None
+            elif (new > 0) != (old > 0):
+                # Crossed through flat: the remainder opens at this price, with this fill's stop.
+                avg, opened_at, stop = price, now, stop_loss
+        realized -= fee
+        conn.execute(
+            "INSERT INTO positions (broker, symbol, amount, avg_price, realized_pnl, stop_loss, opened_at,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (broker, symbol) DO UPDATE SET"
+            " amount = excluded.amount, avg_price = excluded.avg_price,"
+            " realized_pnl = excluded.realized_pnl, stop_loss = excluded.stop_loss,"
+            " opened_at = excluded.opened_at, updated_at = excluded.updated_at",
+            (broker, symbol, new, avg, realized, stop, opened_at, now),
+        )
+        cash_change = -signed * price - fee
+        conn.execute(
+            "INSERT INTO balances (broker, currency, total, updated_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (broker, currency) DO UPDATE SET total = total + ?,"
+            " updated_at = excluded.updated_at",
+            (broker, quote_currency, starting_cash + cash_change, now, cash_change),
+        )
+        return Position(symbol, new, avg, realized, opened_at, stop, now)
 
 
 def get_cash(db: Db, broker: str, currency: str, default: float) -> float:
     """The ledger's cash in ``currency``; ``default`` before the first fill."""
-    row = reading(db).execute(
-        "SELECT total FROM balances WHERE broker = ? AND currency = ?", (broker, currency)
-    ).fetchone()
+    row = (
+        reading(db)
+        .execute("SELECT total FROM balances WHERE broker = ? AND currency = ?", (broker, currency))
+        .fetchone()
+    )
     return default if row is None else float(row[0])
 
 
-def ledger_start(storage: Storage, broker: str, currency: str) -> float | None:
+def ledger_start(db: Db, broker: str, currency: str) -> float | None:
     """The cash the book started with (its cash now minus every fill's cash change), or None
     when the book has no ledger yet. Derived rather than stored, so existing files need no
     migration: each fill moved cash by ``-signed * average - fee`` (fees are in ``currency``)."""
-    row = storage.query_one(
+    row = query_one(
+        db,
         "SELECT b.total + COALESCE((SELECT SUM(CASE o.side WHEN 'buy' THEN o.filled ELSE -o.filled END"
         " * o.average + o.fee) FROM orders o WHERE o.broker = b.broker AND o.filled > 0), 0) AS start"
         " FROM balances b WHERE b.broker = ? AND b.currency = ?",
@@ -182,26 +201,27 @@ def ledger_start(storage: Storage, broker: str, currency: str) -> float | None:
     return None if row is None else float(row["start"])
 
 
-def list_positions(storage: Storage, broker: str, *, open_only: bool = True) -> list[Position]:
+def list_positions(db: Db, broker: str, *, open_only: bool = True) -> list[Position]:
     sql = "SELECT * FROM positions WHERE broker = ?" + (" AND amount != 0" if open_only else "")
-    return [_position(r) for r in storage.query(sql + " ORDER BY symbol", (broker,))]
+    return [_position(r) for r in query(db, sql + " ORDER BY symbol", (broker,))]
 
 
-def list_orders(storage: Storage, *, limit: int = 50, alert_id: int | None = None) -> list[dict[str, Any]]:
+def list_orders(db: Db, *, limit: int = 50, alert_id: int | None = None) -> list[dict[str, Any]]:
     if alert_id is not None:
-        rows = storage.query("SELECT * FROM orders WHERE alert_id = ? ORDER BY id", (alert_id,))
+        rows = query(db, "SELECT * FROM orders WHERE alert_id = ? ORDER BY id", (alert_id,))
     else:
-        rows = storage.query("SELECT * FROM orders ORDER BY id DESC LIMIT ?", (limit,))
+        rows = query(db, "SELECT * FROM orders ORDER BY id DESC LIMIT ?", (limit,))
     return [dict(r) for r in rows]
 
 
-def get_order(storage: Storage, client_order_id: str) -> dict[str, Any] | None:
-    row = storage.query_one("SELECT * FROM orders WHERE client_order_id = ?", (client_order_id,))
+def get_order(db: Db, client_order_id: str) -> dict[str, Any] | None:
+    row = query_one(db, "SELECT * FROM orders WHERE client_order_id = ?", (client_order_id,))
     return None if row is None else dict(row)
 
 
-def pending_exposure(conn: sqlite3.Connection, broker: str, symbol: str) -> float:
+def pending_exposure(db: Db, broker: str, symbol: str) -> float:
     """Signed amount of orders sent (or about to be) whose fills are not yet recorded."""
+    conn = reading(db)
     row = conn.execute(
         "SELECT COALESCE(SUM(CASE side WHEN 'buy' THEN amount ELSE -amount END), 0) FROM orders"
         " WHERE broker = ? AND symbol = ? AND status IN ('pending', 'open', 'unknown')",
@@ -210,40 +230,41 @@ def pending_exposure(conn: sqlite3.Connection, broker: str, symbol: str) -> floa
     return float(row[0])
 
 
-def pending_orders(storage: Storage) -> list[dict[str, Any]]:
+def pending_orders(db: Db) -> list[dict[str, Any]]:
     """Orders whose fate was never recorded (the worker died between send and answer)."""
-    return [dict(r) for r in storage.query("SELECT * FROM orders WHERE status = 'pending' ORDER BY id")]
+    return [dict(r) for r in query(db, "SELECT * FROM orders WHERE status = 'pending' ORDER BY id")]
 
 
-def record_equity(conn: sqlite3.Connection, broker: str, equity: float, at: float | None = None) -> None:
+def record_equity(db: Db, broker: str, equity: float, at: float | None = None) -> None:
     """Note the account value (inside the caller's transaction); drawdown limits read these."""
-    conn.execute(
-        "INSERT INTO equity_snapshots (broker, at, equity) VALUES (?, ?, ?)",
-        (broker, at or time.time(), equity),
-    )
+    with writing(db) as conn:
+        conn.execute(
+            "INSERT INTO equity_snapshots (broker, at, equity) VALUES (?, ?, ?)",
+            (broker, at or time.time(), equity),
+        )
 
 
-def newest_equity_at(conn: sqlite3.Connection, broker: str) -> float | None:
+def newest_equity_at(db: Db, broker: str) -> float | None:
     """When the newest equity snapshot of ``broker`` was taken (an index look-up)."""
+    conn = reading(db)
     row = conn.execute(
         "SELECT at FROM equity_snapshots WHERE broker = ? ORDER BY at DESC LIMIT 1", (broker,)
     ).fetchone()
     return None if row is None else float(row[0])
 
 
-def equity_marks(
-    storage: Storage, broker: str, current: float, *, now: float | None = None
-) -> tuple[float, float]:
+def equity_marks(db: Db, broker: str, current: float, *, now: float | None = None) -> tuple[float, float]:
     """(peak equity ever, equity at the start of ``now``'s UTC day), counting ``current`` in both.
 
     Both are index look-ups (``ORDER BY ... LIMIT 1``), not scans: the table grows by a row per
     order, and this runs for every order.
     """
     day_start = (time.time() if now is None else now) // 86_400 * 86_400
-    peak = storage.query_one(
-        "SELECT equity FROM equity_snapshots WHERE broker = ? ORDER BY equity DESC LIMIT 1", (broker,)
+    peak = query_one(
+        db, "SELECT equity FROM equity_snapshots WHERE broker = ? ORDER BY equity DESC LIMIT 1", (broker,)
     )
-    first = storage.query_one(
+    first = query_one(
+        db,
         "SELECT equity FROM equity_snapshots WHERE broker = ? AND at >= ? ORDER BY at LIMIT 1",
         (broker, day_start),
     )

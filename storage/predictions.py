@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from typing import Any
 
-from storage.database import Storage
+from storage.database import Db, query, query_one, writing
 
 __all__ = [
     "get_prediction",
@@ -20,18 +19,20 @@ __all__ = [
 ]
 
 
-def insert_prediction(conn: sqlite3.Connection, **row: Any) -> int:
+def insert_prediction(db: Db, **row: Any) -> int:
     """Insert inside the caller's transaction (the alert's), so no alert lacks its prediction."""
-    names = ", ".join(row)
-    cur = conn.execute(
-        f"INSERT INTO ml_predictions ({names}) VALUES ({', '.join('?' * len(row))})", tuple(row.values())
-    )
-    return int(cur.lastrowid or 0)
+    with writing(db) as conn:
+        names = ", ".join(row)
+        cur = conn.execute(
+            f"INSERT INTO ml_predictions ({names}) VALUES ({', '.join('?' * len(row))})", tuple(row.values())
+        )
+        return int(cur.lastrowid or 0)
 
 
-def unresolved_due(storage: Storage, now: float, limit: int = 500) -> list[dict[str, Any]]:
+def unresolved_due(db: Db, now: float, limit: int = 500) -> list[dict[str, Any]]:
     """Predictions whose target time has passed and whose outcome is not yet known."""
-    rows = storage.query(
+    rows = query(
+        db,
         "SELECT id, symbol, timeframe, direction_prob, price_at_prediction, target_time FROM ml_predictions"
         " WHERE resolved_at IS NULL AND target_time <= ? ORDER BY target_time LIMIT ?",
         (now, limit),
@@ -40,7 +41,7 @@ def unresolved_due(storage: Storage, now: float, limit: int = 500) -> list[dict[
 
 
 def resolve_prediction(
-    conn: sqlite3.Connection,
+    db: Db,
     prediction_id: int,
     *,
     actual_direction: int,
@@ -48,15 +49,16 @@ def resolve_prediction(
     prediction_accuracy: float,
 ) -> bool:
     """Fill an outcome once: the ``resolved_at IS NULL`` guard makes concurrent resolvers safe."""
-    cur = conn.execute(
-        "UPDATE ml_predictions SET actual_direction = ?, actual_magnitude = ?, prediction_accuracy = ?,"
-        " resolved_at = ? WHERE id = ? AND resolved_at IS NULL",
-        (actual_direction, actual_magnitude, prediction_accuracy, time.time(), prediction_id),
-    )
-    return cur.rowcount == 1
+    with writing(db) as conn:
+        cur = conn.execute(
+            "UPDATE ml_predictions SET actual_direction = ?, actual_magnitude = ?, prediction_accuracy = ?,"
+            " resolved_at = ? WHERE id = ? AND resolved_at IS NULL",
+            (actual_direction, actual_magnitude, prediction_accuracy, time.time(), prediction_id),
+        )
+        return cur.rowcount == 1
 
 
-def resolved_since(storage: Storage, since: float, symbol: str | None = None) -> list[dict[str, Any]]:
+def resolved_since(db: Db, since: float, symbol: str | None = None) -> list[dict[str, Any]]:
     """Resolved predictions made at or after ``since`` (epoch seconds), oldest first."""
     sql = (
         "SELECT timestamp, symbol, model_version, direction_prob, magnitude_pred, confidence,"
@@ -67,23 +69,26 @@ def resolved_since(storage: Storage, since: float, symbol: str | None = None) ->
     if symbol:
         sql += " AND symbol = ?"
         params.append(symbol)
-    return [dict(r) for r in storage.query(sql + " ORDER BY timestamp", params)]
+    return [dict(r) for r in query(db, sql + " ORDER BY timestamp", params)]
 
 
-def recent_outcomes(storage: Storage, since: float, limit: int) -> list[dict[str, Any]]:
+def recent_outcomes(db: Db, since: float, limit: int) -> list[dict[str, Any]]:
     """The newest ``limit`` resolved predictions made at or after ``since``, oldest first.
 
     Only what the drift report needs, read backwards along the ``ml_predictions_resolved_time``
     partial index and stopped by the LIMIT: its cost is fixed, however long the log grows.
     """
-    rows = storage.query(
+    rows = query(
+        db,
         "SELECT timestamp, direction_prob, actual_magnitude, prediction_accuracy FROM ml_predictions"
         " WHERE resolved_at IS NOT NULL AND timestamp >= ? ORDER BY timestamp DESC LIMIT ?",
         (since, limit),
     )
     return [dict(r) for r in reversed(rows)]
+
+
 def list_predictions(
-    storage: Storage,
+    db: Db,
     *,
     symbol: str | None = None,
     timeframe: str | None = None,
@@ -108,22 +113,20 @@ def list_predictions(
     if after_id is not None:
         sql += " AND id > ?"
         params.append(after_id)
-    return [dict(r) for r in storage.query(sql + " ORDER BY id DESC LIMIT ?", [*params, limit])]
+    return [dict(r) for r in query(db, sql + " ORDER BY id DESC LIMIT ?", [*params, limit])]
 
 
-def get_prediction(storage: Storage, prediction_id: int) -> dict[str, Any] | None:
-    row = storage.query_one("SELECT * FROM ml_predictions WHERE id = ?", (prediction_id,))
+def get_prediction(db: Db, prediction_id: int) -> dict[str, Any] | None:
+    row = query_one(db, "SELECT * FROM ml_predictions WHERE id = ?", (prediction_id,))
     return None if row is None else dict(row)
 
 
-def set_outcome(
-    storage: Storage, prediction_id: int, *, actual_direction: int, actual_magnitude: float
-) -> bool:
+def set_outcome(db: Db, prediction_id: int, *, actual_direction: int, actual_magnitude: float) -> bool:
     """Record or correct an outcome by hand (the operator knows better than a missing candle).
 
     Unlike :func:`resolve_prediction` this overwrites: a correction is the point. The hit is
     recomputed the way the resolver computes it (P(up) ≥ 0.5 predicted up)."""
-    with storage.transaction() as conn:
+    with writing(db) as conn:
         cur = conn.execute(
             "UPDATE ml_predictions SET actual_direction = ?, actual_magnitude = ?, resolved_at = ?,"
             " prediction_accuracy = CASE WHEN (COALESCE(direction_prob, 0.5) >= 0.5) = (? = 1)"

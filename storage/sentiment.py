@@ -6,21 +6,21 @@ import json
 import time
 from typing import Any
 
-from storage.database import Storage
+from storage.database import Db, query, query_one, writing
 
 __all__ = ["get_cached", "history", "put_cached"]
 
 
-def get_cached(storage: Storage, key: str, max_age_s: float) -> dict[str, Any] | None:
+def get_cached(db: Db, key: str, max_age_s: float) -> dict[str, Any] | None:
     """The payload cached under ``key`` if younger than ``max_age_s``, else None."""
-    row = storage.query_one("SELECT fetched_at, payload FROM sentiment_cache WHERE key = ?", (key,))
+    row = query_one(db, "SELECT fetched_at, payload FROM sentiment_cache WHERE key = ?", (key,))
     if row is None or time.time() - row["fetched_at"] > max_age_s:
         return None
     return json.loads(row["payload"])
 
 
-def put_cached(storage: Storage, key: str, payload: dict[str, Any]) -> None:
-    with storage.transaction() as conn:
+def put_cached(db: Db, key: str, payload: dict[str, Any]) -> None:
+    with writing(db) as conn:
         conn.execute(
             "INSERT OR REPLACE INTO sentiment_cache (key, fetched_at, payload) VALUES (?, ?, ?)",
             (key, time.time(), json.dumps(payload)),
@@ -32,9 +32,10 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def history(storage: Storage, key_prefix: str) -> list[tuple[float, dict[str, Any]]]:
+def history(db: Db, key_prefix: str) -> list[tuple[float, dict[str, Any]]]:
     """All cached payloads whose key starts with ``key_prefix``, oldest first (for trends)."""
-    rows = storage.query(
+    rows = query(
+        db,
         "SELECT fetched_at, payload FROM sentiment_cache WHERE key LIKE ? ESCAPE '\\' ORDER BY fetched_at",
         (_like_escape(key_prefix) + "%",),
     )

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
-from storage.database import Storage
+from storage.database import Db, reading, writing
 
 __all__ = ["claim_notification", "last_alert_time", "set_last_alert_time"]
 
 
-def last_alert_time(conn: sqlite3.Connection, strategy_id: str, symbol: str) -> float | None:
+def last_alert_time(db: Db, strategy_id: str, symbol: str) -> float | None:
+    conn = reading(db)
     row = conn.execute(
         "SELECT last_alert_time FROM strategy_state WHERE strategy_id = ? AND symbol = ?",
         (strategy_id, symbol),
@@ -18,18 +18,19 @@ def last_alert_time(conn: sqlite3.Connection, strategy_id: str, symbol: str) -> 
     return None if row is None or row[0] is None else float(row[0])
 
 
-def set_last_alert_time(conn: sqlite3.Connection, strategy_id: str, symbol: str, at: float) -> None:
-    conn.execute(
-        "INSERT INTO strategy_state (strategy_id, symbol, last_alert_time) VALUES (?, ?, ?)"
-        " ON CONFLICT (strategy_id, symbol) DO UPDATE SET"
-        " last_alert_time = MAX(COALESCE(last_alert_time, 0), excluded.last_alert_time)",
-        (strategy_id, symbol, at),
-    )
+def set_last_alert_time(db: Db, strategy_id: str, symbol: str, at: float) -> None:
+    with writing(db) as conn:
+        conn.execute(
+            "INSERT INTO strategy_state (strategy_id, symbol, last_alert_time) VALUES (?, ?, ?)"
+            " ON CONFLICT (strategy_id, symbol) DO UPDATE SET"
+            " last_alert_time = MAX(COALESCE(last_alert_time, 0), excluded.last_alert_time)",
+            (strategy_id, symbol, at),
+        )
 
 
-def claim_notification(storage: Storage, key: str) -> bool:
+def claim_notification(db: Db, key: str) -> bool:
     """True for the first caller of ``key`` across every worker (a UNIQUE key, not a dict)."""
-    with storage.transaction() as conn:
+    with writing(db) as conn:
         cur = conn.execute(
             "INSERT OR IGNORE INTO notifications_sent (key, sent_at) VALUES (?, ?)", (key, time.time())
         )

@@ -9,7 +9,7 @@ import pytest
 from ml_integration.store import latest_version, load_latest_strategy
 from ml_integration.synthetic import synthetic_candles
 from storage.candles import load_candles
-from storage.database import Storage
+from storage.database import Storage, query_one
 from tvgw.cli import main
 
 
@@ -57,8 +57,8 @@ def test_train_synthetic_records_job_and_model(env, capsys):
     strategy = load_latest_strategy(env / "models", "BTC/USDT", "1h")
     assert strategy.synthetic is True and strategy.model_version == version
     storage = Storage(env / "tvgw.sqlite")
-    model = storage.query_one("SELECT version, synthetic, metrics FROM ml_models")
-    job = storage.query_one("SELECT status, model_version, error FROM ml_training_jobs")
+    model = query_one(storage, "SELECT version, synthetic, metrics FROM ml_models")
+    job = query_one(storage, "SELECT status, model_version, error FROM ml_training_jobs")
     assert tuple(model)[:2] == (version, 1) and "accuracy" in model["metrics"]
     assert tuple(job) == ("done", version, None)
 
@@ -67,5 +67,5 @@ def test_failed_training_is_recorded(env, capsys):
     (env / "short.json").write_text(json.dumps(_rows(synthetic_candles(100, seed=1, n_gaps=0))))
     assert main(["train", "--symbol", "BTC/USDT", "--data", str(env / "short.json"), "--no-progress"]) == 1
     assert "too few rows" in capsys.readouterr().err
-    job = Storage(env / "tvgw.sqlite").query_one("SELECT status, error FROM ml_training_jobs")
+    job = query_one(Storage(env / "tvgw.sqlite"), "SELECT status, error FROM ml_training_jobs")
     assert job["status"] == "failed" and "too few rows" in job["error"]

@@ -18,6 +18,7 @@ from ml_integration import save_version, synthetic_candles
 from ml_integration.serving import SignalService
 from storage import Storage
 from storage.candles import upsert_candles
+from storage.database import query_one
 from tests.conftest import copy_model_store, make_settings
 from webhook import create_app, get_gateway
 
@@ -153,7 +154,7 @@ def test_missing_candles_are_fetched_from_the_exchange_within_the_budget(
     result = gateway.signals.serve("BTC/USDT", "1h", ALERT.bar_row())
     assert result.signal is not None, result.analysis()  # the empty store was filled from the exchange
     assert fake_exchange.request_count("GET", "/api/v3/klines") >= 1
-    stored = Storage(settings.database).query_one("SELECT COUNT(*), MIN(source) FROM candles")
+    stored = query_one(Storage(settings.database), "SELECT COUNT(*), MIN(source) FROM candles")
     assert stored[0] >= 300 and stored[1] == "ccxt:binance"
     before = fake_exchange.request_count("GET", "/api/v3/klines")
     gateway.signals.serve("BTC/USDT", "1h", ALERT.bar_row())

@@ -18,6 +18,7 @@ from ml_integration.tracking import (
 )
 from storage import Storage
 from storage.candles import upsert_candles
+from storage.database import query_one
 from storage.predictions import insert_prediction
 from tests.conftest import ROOT, base_environ
 
@@ -52,7 +53,7 @@ def test_resolution_waits_for_the_target_candle_to_close(storage: Storage) -> No
     target = T0 + 5 * HOUR
     assert resolve_outcomes(storage, now=target + HOUR - 1) == 0  # the target candle is still open
     assert resolve_outcomes(storage, now=target + HOUR) == 1
-    row = storage.query_one("SELECT * FROM ml_predictions")
+    row = query_one(storage, "SELECT * FROM ml_predictions")
     assert (row["actual_direction"], row["prediction_accuracy"]) == (1, 1.0)
     assert row["actual_magnitude"] == pytest.approx(0.01)
 

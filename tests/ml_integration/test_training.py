@@ -6,7 +6,7 @@ import pytest
 
 from ml_integration import create_ml_training_pipeline, create_training_config, run_batch_training
 from ml_integration.store import latest_version
-from storage.database import Storage
+from storage.database import Storage, query
 
 from .conftest import TINY
 
@@ -38,5 +38,5 @@ def test_batch_training_saves_one_version_per_symbol(tmp_path):
     for result in results:
         assert result.synthetic and result.data_source == "synthetic"
         assert latest_version(tmp_path / "models", result.symbol, "1h") == result.version
-    jobs = storage.query("SELECT symbol, status FROM ml_training_jobs ORDER BY id")
+    jobs = query(storage, "SELECT symbol, status FROM ml_training_jobs ORDER BY id")
     assert [tuple(j) for j in jobs] == [("BTC/USDT", "done"), ("ETH/USDT", "done")]

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from storage import SCHEMA_VERSION, Storage
+from storage.database import query, query_one
 from storage.sentiment import history, put_cached
 
 
@@ -16,7 +17,7 @@ def test_migrate_is_idempotent_and_refuses_a_newer_schema(tmp_path: Path) -> Non
     storage = Storage(tmp_path / "db.sqlite")
     assert storage.migrate() == SCHEMA_VERSION
     assert storage.migrate() == SCHEMA_VERSION
-    assert storage.query_one("PRAGMA journal_mode")[0] == "wal"
+    assert query_one(storage, "PRAGMA journal_mode")[0] == "wal"
     storage.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(RuntimeError, match="newer than this tvgw"):
         storage.migrate()
@@ -56,7 +57,7 @@ def test_group_commit_isolates_a_failing_job(tmp_path: Path) -> None:
         t.start()
     for t in threads:
         t.join()
-    keys = {r[0] for r in Storage(tmp_path / "db.sqlite").query("SELECT key FROM sentiment_cache")}
+    keys = {r[0] for r in query(Storage(tmp_path / "db.sqlite"), "SELECT key FROM sentiment_cache")}
     assert keys == {f"k{n}" for n in range(8) if n != 3}  # only the failing job was undone
     assert [str(e) for e in errors] == ["job 3 fails"]
 

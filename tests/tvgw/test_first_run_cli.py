@@ -20,7 +20,7 @@ from ml_integration.exceptions import MLError
 from ml_integration.market_data import MarketDataError, create_exchange, fetch_ohlcv_history, network_cause
 from ml_integration.synthetic import synthetic_candles
 from storage.candles import candle_sources, latest_candle_ms, load_candles, upsert_candles
-from storage.database import Storage
+from storage.database import Storage, query_one
 from tests.conftest import PASSPHRASE, ROOT, base_environ, free_port, make_settings, market_app
 from tvgw.cli import main
 from tvgw.commands.quickstart import next_steps
@@ -80,7 +80,7 @@ def test_training_the_lstm_without_tensorflow_says_so_in_one_line(tmp_path: Path
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert "TensorFlow" in lines[0] and "pip install 'tvgw[train]'" in lines[0] and "--no-lstm" in lines[0]
-    job = Storage(tmp_path / "tvgw.sqlite").query_one("SELECT status, error FROM ml_training_jobs")
+    job = query_one(Storage(tmp_path / "tvgw.sqlite"), "SELECT status, error FROM ml_training_jobs")
     assert job["status"] == "failed" and "MissingTrainExtraError" in job["error"]
 
 

@@ -28,10 +28,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from common.errors import TvgwError
 from common.timeframes import canonical_interval
+from engine.exits import parse_level, parse_targets
 
 __all__ = [
     "PLACEHOLDER_RE",
@@ -173,6 +174,21 @@ class Alert(BaseModel):
         None, "Sentiment the chart script was given, -1..1", default=None, ge=-1, le=1
     )
     technical_score: float | None = _f(None, "Technical score 0..9 for hybrid mode", default=None, ge=0, le=9)
+    stop_loss: str | None = _f(
+        None,
+        'Protective stop: a price (29500), a percent of the entry ("2%") or an ATR multiple ("1.5atr")',
+        default=None,
+        max_length=32,
+    )
+    take_profit: str | None = _f(
+        None,
+        'Take-profit levels with their share of the position, e.g. "1%@50, 2%@50" (even split without @)',
+        default=None,
+        max_length=128,
+    )
+    trailing_stop: str | None = _f(
+        None, 'Trailing stop distance: a price gap (150), "1%" or "2atr"', default=None, max_length=32
+    )
     extras: dict[str, Any] = Field(default_factory=dict, description="Unknown fields, kept verbatim")
 
     @model_validator(mode="before")
@@ -193,6 +209,23 @@ class Alert(BaseModel):
                 f"unknown action {value!r}; expected one of {', '.join(a.value for a in Action)}"
             )
         return value
+
+    @field_validator("stop_loss", "trailing_stop", mode="before")
+    @classmethod
+    def _exit_level(cls, value: Any, info: ValidationInfo) -> Any:
+        """Checked here, so a misspelt level is the sender's clear 400, never a silent no-stop.
+        ``NaN`` (an undefined Pine series) or an empty value means "not given"."""
+        if _no_level(value):
+            return None
+        return str(parse_level(str(info.field_name), value))
+
+    @field_validator("take_profit", mode="before")
+    @classmethod
+    def _exit_targets(cls, value: Any) -> Any:
+        if _no_level(value):
+            return None
+        targets = parse_targets("take_profit", value)
+        return ", ".join(f"{t.level}@{t.share * 100:g}" for t in targets)
 
     @field_validator("market_position", "prev_market_position", mode="before")
     @classmethod
@@ -548,6 +581,13 @@ _ABSENT_WHEN_NAN = {"volume", "open", "high", "low", "close"}
 #: Text that stands for "no value" in a number field (TradingView prints ``NaN`` for an
 #: undefined series; people write null in many ways).
 _EMPTY = {"", "NA", "N/A", "NONE", "NULL"}
+
+
+def _no_level(value: Any) -> bool:
+    """Whether an exit field says "no exit": absent, empty, ``NaN`` or a null spelling."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return True
+    return isinstance(value, str) and value.strip().upper() in _EMPTY | {"NAN"}
 
 
 def _number(key: str, value: str | float) -> float | None:

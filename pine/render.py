@@ -106,6 +106,9 @@ SCRIPT_VALUES: dict[str, ScriptValue] = {
 NOT_SENT: dict[str, str] = {
     "id": "the gateway derives the idempotency key from strategy, ticker, action, timenow and order id",
     "extras": "not a field of the message: the gateway keeps unknown keys there",
+    "stop_loss": "optional exit: the strategy's [strategies.<id>] stop_loss gives it, or add it by hand",
+    "take_profit": "optional exits: the strategy's take_profit gives them, or add them by hand",
+    "trailing_stop": "optional exit: the strategy's trailing_stop gives it, or add it by hand",
 }
 
 #: Indicator stand-ins for strategy-only placeholders (``{{strategy.*}}`` is empty in indicators).

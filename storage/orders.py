@@ -28,6 +28,7 @@ __all__ = [
     "newest_equity_at",
     "pending_exposure",
     "pending_orders",
+    "position_amount",
     "record_equity",
     "update_order",
 ]
@@ -67,13 +68,16 @@ def create_pending_order(
     order_type: str,
     amount: float,
     price: float | None,
+    reason: str | None = None,
 ) -> int:
-    """Record the intent to place an order *before* it is sent (inside the caller's transaction)."""
+    """Record the intent to place an order *before* it is sent (inside the caller's transaction).
+    ``reason`` names what placed it when not the alert itself (an exit: ``stop``, ...)."""
     now = time.time()
     cur = conn.execute(
         "INSERT INTO orders (alert_id, client_order_id, broker, symbol, side, order_type, amount,"
-        " price, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
-        (alert_id, client_order_id, broker, symbol, side, order_type, amount, price, now, now),
+        " price, status, reason, created_at, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+        (alert_id, client_order_id, broker, symbol, side, order_type, amount, price, reason, now, now),
     )
     return int(cur.lastrowid or 0)
 
@@ -161,11 +165,19 @@ def apply_fill(
     return Position(symbol, new, avg, realized, opened_at, stop, now)
 
 
+def position_amount(conn: sqlite3.Connection, broker: str, symbol: str) -> float:
+    """The signed position of ``symbol`` as the caller's transaction sees it (0 when none)."""
+    row = _position_row(conn, broker, symbol)
+    return 0.0 if row is None else float(row["amount"])
+
+
 def get_cash(db: Db, broker: str, currency: str, default: float) -> float:
     """The ledger's cash in ``currency``; ``default`` before the first fill."""
-    row = reading(db).execute(
-        "SELECT total FROM balances WHERE broker = ? AND currency = ?", (broker, currency)
-    ).fetchone()
+    row = (
+        reading(db)
+        .execute("SELECT total FROM balances WHERE broker = ? AND currency = ?", (broker, currency))
+        .fetchone()
+    )
     return default if row is None else float(row[0])
 
 

@@ -141,7 +141,8 @@ def move_trigger(conn: sqlite3.Connection, exit_id: int, trigger: float) -> None
 def set_checked(conn: sqlite3.Connection, exit_id: int, ms: int, high: float, low: float) -> None:
     """Note the bar ``ms`` as checked up to ``high``/``low`` (widened when the bar grew)."""
     conn.execute(
-        "UPDATE exits SET seen_high = CASE WHEN checked_ms = ? THEN MAX(COALESCE(seen_high, ?), ?) ELSE ? END,"
+        "UPDATE exits SET"
+        " seen_high = CASE WHEN checked_ms = ? THEN MAX(COALESCE(seen_high, ?), ?) ELSE ? END,"
         " seen_low = CASE WHEN checked_ms = ? THEN MIN(COALESCE(seen_low, ?), ?) ELSE ? END,"
         " checked_ms = ? WHERE id = ? AND status = 'open' AND checked_ms <= ?",
         (ms, high, high, high, ms, low, low, low, ms, exit_id, ms),

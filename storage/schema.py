@@ -197,13 +197,14 @@ CREATE TABLE notifications_sent (
 """
 
 #: Protective exits of the paper book: an entry's stop, take-profit levels and trailing stop,
-#: armed with the entry's fill and watched against later bars. ``checked_ms`` is the newest bar checked and
-#: ``seen_high``/``seen_low`` the range of it already judged: a bar that grows is checked again
-#: on its new extremes only (a stop moved after its old low must not fire on that low). An exit is claimed (``status``
-#: from ``open`` to ``filled`` in the write transaction) before its order is recorded, and its
-#: order's client id is derived from the exit's id (UNIQUE in ``orders``): several workers
-#: watching the same bar fill it once. ``orders.reason`` says why an order was placed
-#: (``stop``, ``take_profit_1``, ``trailing``; NULL for an alert's own order).
+#: armed with the entry's fill and watched against later bars. ``checked_ms`` is the newest bar
+#: checked and ``seen_high``/``seen_low`` the part of its range already judged: a bar that grows
+#: is checked again on its new extremes only (a stop moved after its old low must not fire on
+#: that low). An exit is claimed (``status`` from ``open`` to ``filled`` in the write
+#: transaction) before its order is recorded, and its order's client id is derived from the
+#: exit's id (UNIQUE in ``orders``): several workers watching the same bar fill it once.
+#: ``orders.reason`` says why an order was placed (``stop``, ``take_profit_1``, ``trailing``;
+#: NULL for an alert's own order).
 _V5 = """
 ALTER TABLE orders ADD COLUMN reason TEXT;
 

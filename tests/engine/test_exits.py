@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from storage import Storage
 from storage.candles import upsert_candles
-from tests.conftest import db_rows, make_settings, sample_alert, seed_market
+from tests.conftest import db_rows, make_settings, sample_alert, seed_market, start_gateway
 from webhook import create_app, get_gateway
 
 HOUR_MS = 3_600_000
@@ -34,7 +35,8 @@ def gateway(tmp_path: Path, **strategy: Any) -> tuple[Any, Any]:
     overrides: dict[str, Any] = {"risk": {"max_position_fraction": 5.0, "max_leverage": 5.0}}
     if strategy:
         overrides["strategies"] = {"default": {"passphrase": "test-secret", **strategy}}
-    settings = make_settings(tmp_path, overrides)
+    # The watcher thread is off: these tests run the check themselves, at the moments they choose.
+    settings = make_settings(tmp_path, overrides, TVGW_EXIT_WATCH_INTERVAL_S="0")
     seed_market(settings.database, at=time.time() - 3600)
     app = create_app(settings)
     return settings, app
@@ -213,7 +215,7 @@ def test_a_partial_close_by_alert_keeps_the_exits_on_what_is_left(book: tuple[An
 
 
 def test_strategy_settings_give_exits_the_alert_did_not(tmp_path: Path) -> None:
-    settings, app = gateway(tmp_path, stop_loss="3%", take_profit="4%", trailing_stop="1%")
+    _, app = gateway(tmp_path, stop_loss="3%", take_profit="4%", trailing_stop="1%")
     body = send(app, contracts=0.01, stop_loss="1%")
     planned = body["decision"]["details"]["exits"]
     assert planned["source"] == {"stop_loss": "alert", "take_profit": "strategy", "trailing_stop": "strategy"}
@@ -243,9 +245,7 @@ def test_an_exit_on_the_wrong_side_is_refused_with_the_reason(
     ("field", "value"),
     [("stop_loss", "2 pct"), ("take_profit", "1%@70, 2%@70"), ("trailing_stop", "-1%"), ("stop_loss", True)],
 )
-def test_a_misspelt_exit_is_a_clear_400_and_recorded(
-    book: tuple[Any, Any], field: str, value: Any
-) -> None:
+def test_a_misspelt_exit_is_a_clear_400_and_recorded(book: tuple[Any, Any], field: str, value: Any) -> None:
     settings, app = book
     response = app.test_client().post("/webhook", data=json.dumps(sample_alert(**{field: value})))
     assert response.status_code == 400
@@ -255,7 +255,11 @@ def test_a_misspelt_exit_is_a_clear_400_and_recorded(
 
 
 def test_an_atr_stop_is_measured_on_the_stored_bars(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, {"risk": {"max_position_fraction": 5.0, "max_leverage": 5.0}})
+    settings = make_settings(
+        tmp_path,
+        {"risk": {"max_position_fraction": 5.0, "max_leverage": 5.0}},
+        TVGW_EXIT_WATCH_INTERVAL_S="0",
+    )
     storage = Storage(settings.database)
     storage.migrate()
     start = current_hour_ms() - 20 * HOUR_MS
@@ -265,3 +269,31 @@ def test_an_atr_stop_is_measured_on_the_stored_bars(tmp_path: Path) -> None:
     app = create_app(settings)
     body = send(app, contracts=0.01, stop_loss="1.5atr")
     assert body["decision"]["details"]["exits"]["stop_loss"] == pytest.approx(30_000.0 - 1.5 * 200.0)
+
+
+@pytest.mark.slow
+def test_two_workers_fill_each_exit_once(tmp_path: Path) -> None:
+    """A real 2-worker gunicorn whose exit watchers both run every 50 ms on the same bars."""
+    database = tmp_path / "tvgw.sqlite"
+    seed_market(database, at=time.time() - 3600)
+    gateway_ = start_gateway(tmp_path, prices=None, TVGW_EXIT_WATCH_INTERVAL_S="0.05")
+    try:
+        entry = gateway_.post(sample_alert(contracts=0.02, stop_loss="2%", take_profit="1%@50, 2%@50"))
+        assert entry.status_code == 200 and entry.json()["status"] == "executed", entry.text
+        settings = SimpleNamespace(database=database)
+        bar(settings, high=30_350.0, low=30_100.0)
+        wait_for(lambda: position(settings) == pytest.approx(0.01))
+        bar(settings, high=30_350.0, low=29_000.0)
+        wait_for(lambda: position(settings) == 0.0)
+        time.sleep(0.5)  # many more watcher rounds on the same bar: still nothing twice
+        assert [o[0] for o in exit_orders(settings)] == ["take_profit_1", "stop"]
+        assert position(settings) == 0.0
+    finally:
+        gateway_.stop()
+
+
+def wait_for(condition: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)

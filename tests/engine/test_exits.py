@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from engine.alert import Alert
+from engine.brokers.paper import PaperBroker
+from engine.decision import Receipt
+from engine.engine import TradingEngine
 from storage import Storage
 from storage.candles import upsert_candles
 from tests.conftest import db_rows, make_settings, sample_alert, seed_market, start_gateway
@@ -297,3 +302,61 @@ def wait_for(condition: Any, timeout: float = 30.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.05)
+
+
+@dataclass(frozen=True)
+class ModelSignal:
+    """A signal of the shape the ML layer hands the engine (``engine.decision.SignalPort``), as
+    a backtest would: the model saw a close of 30 000 and set its ATR stop and target there."""
+
+    direction_probability: float | None = 0.7
+    combined_probability: float | None = 0.7
+    confidence: float = 0.9
+    kelly_fraction: float = 0.1
+    stop_loss: float | None = 29_100.0  # 3% below its close
+    take_profit: float | None = 31_500.0  # 5% above
+    entry_price: float | None = 30_000.0
+    leverage: float = 1.0
+
+    def technical_score(self, side: str) -> float | None:
+        return None
+
+
+def decide(tmp_path: Path, signal: ModelSignal | None, **fields: Any) -> dict[str, Any]:
+    """One alert through the engine's door with ``signal``; the answer's exits."""
+    settings = make_settings(
+        tmp_path,
+        {
+            "risk": {"max_position_fraction": 5.0, "max_leverage": 5.0},
+            "strategies": {"default": {"passphrase": "test-secret", "stop_loss": "4%", "take_profit": "8%"}},
+        },
+        TVGW_EXIT_WATCH_INTERVAL_S="0",
+    )
+    storage = Storage(settings.database)
+    storage.migrate()
+    upsert_candles(storage, "BTC/USDT", "1h", [[current_hour_ms(), 30_000, 30_000, 30_000, 30_000, 1]], "t")
+    engine = TradingEngine(settings, storage, PaperBroker(storage, settings.paper))
+    alert = Alert.model_validate({**sample_alert(contracts=0.01, **fields), "strategy_id": "default"})
+    decision = engine.process_signal(alert, signal, receipt=Receipt(received_at=time.time()))
+    storage.close()
+    assert decision.status == "executed", decision.reason
+    return dict(decision.details["exits"])
+
+
+def test_the_ml_signal_gives_exits_before_the_strategy(tmp_path: Path) -> None:
+    planned = decide(tmp_path, ModelSignal())
+    assert planned["source"] == {"stop_loss": "ml", "take_profit": "ml"}
+    assert planned["stop_loss"] == pytest.approx(29_100.0)
+    assert planned["take_profit"] == [{"price": pytest.approx(31_500.0), "share": 1.0}]
+
+
+def test_the_alert_gives_exits_before_the_ml_signal(tmp_path: Path) -> None:
+    planned = decide(tmp_path, ModelSignal(), stop_loss="1%")
+    assert planned["source"] == {"stop_loss": "alert", "take_profit": "ml"}
+    assert planned["stop_loss"] == pytest.approx(29_700.0)
+
+
+def test_a_signal_that_disagrees_gives_no_exits_and_the_strategy_does(tmp_path: Path) -> None:
+    planned = decide(tmp_path, ModelSignal(direction_probability=0.3, combined_probability=0.3))
+    assert planned["source"] == {"stop_loss": "strategy", "take_profit": "strategy"}
+    assert planned["stop_loss"] == pytest.approx(28_800.0)

@@ -61,6 +61,9 @@ class Action(StrEnum):
     REVERSE = "reverse"
 
 
+#: Actions that only close: the ones a percent may be given with.
+_CLOSES = frozenset({Action.CLOSE_LONG, Action.CLOSE_SHORT, Action.CLOSE_ALL})
+
 _ACTION_ALIASES = {
     "buy": Action.BUY,
     "long": Action.BUY,
@@ -174,6 +177,14 @@ class Alert(BaseModel):
         None, "Sentiment the chart script was given, -1..1", default=None, ge=-1, le=1
     )
     technical_score: float | None = _f(None, "Technical score 0..9 for hybrid mode", default=None, ge=0, le=9)
+    close_percent: float | None = _f(
+        None,
+        'Share of the position a close acts on, in percent (also written "contracts": "50%" '
+        'or action "close 50%"); the whole position without it',
+        default=None,
+        gt=0,
+        le=100,
+    )
     stop_loss: str | None = _f(
         None,
         'Protective stop: a price (29500), a percent of the entry ("2%") or an ATR multiple ("1.5atr")',
@@ -209,6 +220,15 @@ class Alert(BaseModel):
                 f"unknown action {value!r}; expected one of {', '.join(a.value for a in Action)}"
             )
         return value
+
+    @model_validator(mode="after")
+    def _percent_closes(self) -> Alert:
+        if self.close_percent is not None and self.action not in _CLOSES:
+            raise ValueError(
+                "close_percent applies to a close (close_long, close_short, close_all), "
+                f"not {self.action.value!r}"
+            )
+        return self
 
     @field_validator("stop_loss", "trailing_stop", mode="before")
     @classmethod
@@ -333,6 +353,8 @@ class Alert(BaseModel):
             self.order_id or "",
             _num(self.contracts),
         ]
+        if self.close_percent is not None:  # only then: every other alert keeps its old key
+            parts.append(f"{_num(self.close_percent)}%")
         return "h:" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
     def record(self) -> str:
@@ -546,6 +568,7 @@ def _same(canonical: str, a: Any, b: Any) -> bool:
 
 def _checked(out: dict[str, Any], extras: dict[str, Any]) -> dict[str, Any]:
     """Unfilled placeholders, numbers sent as strings, and NaN, field by field."""
+    _percent_spellings(out)
     for key, value in list(out.items()):
         if not isinstance(value, str | float):
             continue
@@ -560,7 +583,35 @@ def _checked(out: dict[str, Any], extras: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_PERCENT_RE = re.compile(r"^\s*(?P<num>[0-9]*\.?[0-9]+)\s*%\s*$")
+_ACTION_PERCENT_RE = re.compile(r"^\s*(?P<action>[a-z_ -]+?)\s+(?P<num>[0-9]*\.?[0-9]+)\s*%\s*$", re.I)
+
+
+def _percent_spellings(out: dict[str, Any]) -> None:
+    """``"contracts": "50%"`` and ``"action": "close 50%"`` as ``close_percent`` (refused when
+    they disagree with each other or with an explicit ``close_percent``)."""
+    found: list[tuple[str, float]] = []
+    contracts, action = out.get("contracts"), out.get("action")
+    if isinstance(contracts, str) and (m := _PERCENT_RE.match(contracts)):
+        found.append(("contracts", float(m["num"])))
+        del out["contracts"]
+    if isinstance(action, str) and (m := _ACTION_PERCENT_RE.match(action)):
+        found.append(("action", float(m["num"])))
+        out["action"] = m["action"]
+    if out.get("close_percent") not in (None, ""):
+        try:
+            found.append(("close_percent", float(out["close_percent"])))
+        except (TypeError, ValueError):
+            return  # the field's own validation says what is wrong
+    if len({value for _, value in found}) > 1:
+        names = " and ".join(f"{name!r} ({value:g}%)" for name, value in found)
+        raise ValueError(f"{names} give different close percents: send one")
+    if found:
+        out["close_percent"] = found[0][1]
+
+
 _NUMERIC = {
+    "close_percent",
     "contracts",
     "price",
     "position_size",

@@ -355,6 +355,16 @@ class TradingEngine:
         stop = stop_for(ml, side, price) if ml else None
         if not reduces and not reference.trusted:
             return outcome("rejected", f"no current market price for {symbol}: {NO_PRICE_HINT}")
+        adds = abs(current) > EPSILON and (plan.target > 0) == (current > 0) and not reduces
+        held_position = next((p for p in positions if p.symbol == symbol), None)
+        if adds and strategy.pyramiding is not None and held_position is not None:
+            entries = max(held_position.entries, 1)
+            if entries >= strategy.pyramiding:
+                return outcome(
+                    "rejected",
+                    f"pyramiding limit: the position already has {entries} entr"
+                    f"{'y' if entries == 1 else 'ies'} (strategies.pyramiding = {strategy.pyramiding})",
+                )
         exits: ExitPlan | None = None
         if not reduces:
             timeframe = from_tradingview(alert.interval, strategy.timeframe)
@@ -419,6 +429,8 @@ class TradingEngine:
     ) -> _Plan:
         """The position the alert asks for, sized by the strategy's rule."""
         action = alert.action
+        if alert.close_percent is not None:
+            return _partial_close(action, current, alert.close_percent / 100)
         target_from_alert = alert.target_position if strategy.target_position else None
         if action in (Action.CLOSE_ALL,) or target_from_alert == 0.0:
             return _Plan(0.0, "close the position")
@@ -936,3 +948,14 @@ def _check_sides(
         if target <= 0 or (target <= price if long else target >= price):
             where = "above" if long else "below"
             raise ValueError(f"take_profit {target:.10g} must be {where} the {side} entry at {price:.10g}")
+
+
+def _partial_close(action: Action, current: float, fraction: float) -> _Plan:
+    """A close of ``fraction`` of the side the action names (the whole side at 100%)."""
+    side_held = (
+        current > 0 if action == Action.CLOSE_LONG else current < 0 if action == Action.CLOSE_SHORT else True
+    )
+    if not side_held or abs(current) <= EPSILON:
+        return _Plan(current, "nothing to close on that side")
+    kept = 0.0 if fraction >= 1 else current * (1 - fraction)
+    return _Plan(kept, f"close {fraction * 100:g}% of the position")

@@ -59,6 +59,9 @@ class StrategySettings(FrozenSettings):
     trailing_stop: str | None = None
     #: Move the stop to the entry price once the first take-profit level has filled.
     break_even: bool = False
+    #: Entries one position may stack (TradingView's ``pyramiding``): 1 refuses any add to an
+    #: open position in the same direction; None (the default) sets no limit.
+    pyramiding: int | None = Field(default=None, ge=1)
 
     @field_validator("stop_loss", "trailing_stop")
     @classmethod

@@ -106,6 +106,7 @@ SCRIPT_VALUES: dict[str, ScriptValue] = {
 NOT_SENT: dict[str, str] = {
     "id": "the gateway derives the idempotency key from strategy, ticker, action, timenow and order id",
     "extras": "not a field of the message: the gateway keeps unknown keys there",
+    "close_percent": "a close of part of the position: the strategy alerts send contracts instead",
     "stop_loss": "optional exit: the strategy's [strategies.<id>] stop_loss gives it, or add it by hand",
     "take_profit": "optional exits: the strategy's take_profit gives them, or add them by hand",
     "trailing_stop": "optional exit: the strategy's trailing_stop gives it, or add it by hand",

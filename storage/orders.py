@@ -43,6 +43,7 @@ class Position:
     opened_at: float | None
     stop_loss: float | None = None
     updated_at: float | None = None
+    entries: int = 0  # fills that opened or added to it (the pyramiding limit counts them)
 
 
 def _position(r: sqlite3.Row) -> Position:
@@ -54,6 +55,7 @@ def _position(r: sqlite3.Row) -> Position:
         r["opened_at"],
         r["stop_loss"],
         r["updated_at"],
+        r["entries"],
     )
 
 
@@ -135,26 +137,29 @@ def apply_fill(
     realized = row["realized_pnl"] if row else 0.0
     opened_at = row["opened_at"] if row else None
     stop = row["stop_loss"] if row else None
+    entries = row["entries"] if row and old != 0 else 0
     new = old + signed
     if old == 0 or (old > 0) == (signed > 0):
         avg = (abs(old) * (avg or 0.0) + abs(signed) * price) / abs(new) if new else None
         opened_at = opened_at or now
         stop = stop_loss if stop_loss is not None else stop
+        entries += 1
     else:
         closed = min(abs(old), abs(signed))
         realized += (price - (avg or price)) * closed * (1 if old > 0 else -1)
         if abs(new) < 1e-12:
-            new, avg, opened_at, stop = 0.0, None, None, None
+            new, avg, opened_at, stop, entries = 0.0, None, None, None, 0
         elif (new > 0) != (old > 0):
             # Crossed through flat: the remainder opens at this price, with this fill's stop.
-            avg, opened_at, stop = price, now, stop_loss
+            avg, opened_at, stop, entries = price, now, stop_loss, 1
     realized -= fee
     conn.execute(
         "INSERT INTO positions (broker, symbol, amount, avg_price, realized_pnl, stop_loss, opened_at,"
-        " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (broker, symbol) DO UPDATE SET"
+        " updated_at, entries) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (broker, symbol) DO UPDATE SET"
         " amount = excluded.amount, avg_price = excluded.avg_price, realized_pnl = excluded.realized_pnl,"
-        " stop_loss = excluded.stop_loss, opened_at = excluded.opened_at, updated_at = excluded.updated_at",
-        (broker, symbol, new, avg, realized, stop, opened_at, now),
+        " stop_loss = excluded.stop_loss, opened_at = excluded.opened_at, updated_at = excluded.updated_at,"
+        " entries = excluded.entries",
+        (broker, symbol, new, avg, realized, stop, opened_at, now, entries),
     )
     cash_change = -signed * price - fee
     conn.execute(
@@ -162,7 +167,7 @@ def apply_fill(
         " ON CONFLICT (broker, currency) DO UPDATE SET total = total + ?, updated_at = excluded.updated_at",
         (broker, quote_currency, starting_cash + cash_change, now, cash_change),
     )
-    return Position(symbol, new, avg, realized, opened_at, stop, now)
+    return Position(symbol, new, avg, realized, opened_at, stop, now, entries)
 
 
 def position_amount(conn: sqlite3.Connection, broker: str, symbol: str) -> float:

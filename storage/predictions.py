@@ -82,6 +82,8 @@ def recent_outcomes(storage: Storage, since: float, limit: int) -> list[dict[str
         (since, limit),
     )
     return [dict(r) for r in reversed(rows)]
+
+
 def list_predictions(
     storage: Storage,
     *,

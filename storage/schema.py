@@ -204,9 +204,12 @@ CREATE TABLE notifications_sent (
 #: transaction) before its order is recorded, and its order's client id is derived from the
 #: exit's id (UNIQUE in ``orders``): several workers watching the same bar fill it once.
 #: ``orders.reason`` says why an order was placed (``stop``, ``take_profit_1``, ``trailing``;
-#: NULL for an alert's own order).
+#: NULL for an alert's own order). ``positions.entries`` counts the fills that opened or added to
+#: the position (the strategy's pyramiding limit); a position open before version 5 counts as 1.
 _V5 = """
 ALTER TABLE orders ADD COLUMN reason TEXT;
+ALTER TABLE positions ADD COLUMN entries INTEGER NOT NULL DEFAULT 0;
+UPDATE positions SET entries = 1 WHERE amount != 0;
 
 CREATE TABLE exits (
     id INTEGER PRIMARY KEY,

@@ -360,3 +360,59 @@ def test_a_signal_that_disagrees_gives_no_exits_and_the_strategy_does(tmp_path: 
     planned = decide(tmp_path, ModelSignal(direction_probability=0.3, combined_probability=0.3))
     assert planned["source"] == {"stop_loss": "strategy", "take_profit": "strategy"}
     assert planned["stop_loss"] == pytest.approx(28_800.0)
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        {"action": "close 50%"},
+        {"action": "close_all", "contracts": "50%"},
+        {"action": "close", "close_percent": 50},
+    ],
+)
+def test_a_partial_close_by_percent(book: tuple[Any, Any], spelling: dict[str, Any]) -> None:
+    settings, app = book
+    send(app, contracts=0.02, stop_loss="2%", order_id="1")
+    body = send(app, order_id="2", **spelling)
+    assert body["status"] == "executed"
+    assert body["decision"]["order"]["amount"] == pytest.approx(0.01)
+    assert position(settings) == pytest.approx(0.01)
+    assert exits(settings)["stop"][0] == "open"  # still guarding what is left
+    assert send(app, action="close 100%", order_id="3")["status"] == "executed"
+    assert position(settings) == 0.0 and exits(settings)["stop"][0] == "canceled"
+
+
+def test_a_close_percent_on_the_side_not_held_changes_nothing(book: tuple[Any, Any]) -> None:
+    settings, app = book
+    send(app, contracts=0.02, order_id="1")
+    assert send(app, action="close_short 50%", order_id="2")["status"] == "annotated"
+    assert position(settings) == pytest.approx(0.02)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"action": "buy", "close_percent": 50},
+        {"action": "close 50%", "contracts": "40%"},
+        {"action": "close", "close_percent": 150},
+    ],
+)
+def test_a_wrong_close_percent_is_a_clear_400(book: tuple[Any, Any], fields: dict[str, Any]) -> None:
+    settings, app = book
+    response = app.test_client().post("/webhook", data=json.dumps(sample_alert(**fields)))
+    assert response.status_code == 400, response.json
+    assert "percent" in json.dumps(response.json)
+    assert db_rows(settings.database, "SELECT status FROM alerts")[-1]["status"] != "executed"
+
+
+def test_the_pyramiding_limit_refuses_the_extra_entry(tmp_path: Path) -> None:
+    settings, app = gateway(tmp_path, pyramiding=2)
+    assert send(app, contracts=0.01, order_id="1")["status"] == "executed"
+    assert send(app, contracts=0.01, order_id="2")["status"] == "executed"
+    third = send(app, contracts=0.01, order_id="3")
+    assert third["status"] == "rejected" and "pyramiding limit" in third["decision"]["reason"]
+    assert position(settings) == pytest.approx(0.02)
+    send(app, action="sell", contracts=0.01, order_id="4")  # a reduce is no entry
+    assert send(app, contracts=0.01, order_id="5")["status"] == "rejected"
+    send(app, action="close_all", order_id="6")
+    assert send(app, contracts=0.01, order_id="7")["status"] == "executed"  # a new position

@@ -355,19 +355,12 @@ class TradingEngine:
         stop = stop_for(ml, side, price) if ml else None
         if not reduces and not reference.trusted:
             return outcome("rejected", f"no current market price for {symbol}: {NO_PRICE_HINT}")
-        adds = abs(current) > EPSILON and (plan.target > 0) == (current > 0) and not reduces
         held_position = next((p for p in positions if p.symbol == symbol), None)
-        if adds and strategy.pyramiding is not None and held_position is not None:
-            entries = max(held_position.entries, 1)
-            if entries >= strategy.pyramiding:
-                return outcome(
-                    "rejected",
-                    f"pyramiding limit: the position already has {entries} entr"
-                    f"{'y' if entries == 1 else 'ies'} (strategies.pyramiding = {strategy.pyramiding})",
-                )
+        if not reduces and (refusal := _pyramiding_refusal(strategy, held_position, plan.target)):
+            return outcome("rejected", refusal)
         exits: ExitPlan | None = None
+        timeframe = from_tradingview(alert.interval, strategy.timeframe)
         if not reduces:
-            timeframe = from_tradingview(alert.interval, strategy.timeframe)
             try:
                 exits = self._exit_plan(conn, alert, strategy, ml, side, price, symbol, timeframe)
             except ValueError as exc:
@@ -401,7 +394,7 @@ class TradingEngine:
             return outcome("rejected", problem, risk_codes=codes, risk_reasons=reasons)
         order = PlannedOrder(
             symbol=symbol, side=side, amount=amount, price=price, reduce_only=reduces, stop_loss=stop,
-            exits=exits, timeframe=from_tradingview(alert.interval, strategy.timeframe),
+            exits=exits, timeframe=timeframe,
         )  # fmt: skip
         return outcome("processing", plan.reason, order=order, risk_codes=codes, risk_reasons=reasons)
 
@@ -959,3 +952,21 @@ def _partial_close(action: Action, current: float, fraction: float) -> _Plan:
         return _Plan(current, "nothing to close on that side")
     kept = 0.0 if fraction >= 1 else current * (1 - fraction)
     return _Plan(kept, f"close {fraction * 100:g}% of the position")
+
+
+def _pyramiding_refusal(
+    strategy: StrategySettings, held: order_store.Position | None, target: float
+) -> str | None:
+    """Why an order that adds to an open position in its direction would pass the strategy's
+    ``pyramiding`` limit of entries, or None when it may (a fill reversing through flat starts
+    a new position, so it is no add)."""
+    if strategy.pyramiding is None or held is None or abs(held.amount) <= EPSILON:
+        return None
+    if (target > 0) != (held.amount > 0):
+        return None
+    entries = max(held.entries, 1)
+    if entries < strategy.pyramiding:
+        return None
+    noun = "entry" if entries == 1 else "entries"
+    limit = strategy.pyramiding
+    return f"pyramiding limit: the position already has {entries} {noun} (strategies.pyramiding = {limit})"

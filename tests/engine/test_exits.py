@@ -147,6 +147,9 @@ def test_a_trailing_stop_follows_the_price_then_fires(book: tuple[Any, Any]) -> 
     bar(settings, high=31_000.0, low=30_100.0)
     assert watch(app) == 0
     assert exits(settings)["trailing"] == ("open", pytest.approx(30_700.0))
+    # The same bar again: its low (30 100) came before the high that moved the stop, so it
+    # must not fire the moved stop.
+    assert watch(app) == 0
     bar(settings, high=31_000.0, low=30_050.0)  # the bar's new low: back down through it
     assert watch(app) == 1
     assert position(settings) == pytest.approx(0.0)

@@ -234,7 +234,7 @@ class Alert(BaseModel):
     @classmethod
     def _exit_level(cls, value: Any, info: ValidationInfo) -> Any:
         """Checked here, so a misspelt level is the sender's clear 400, never a silent no-stop.
-        ``NaN`` (an undefined Pine series) or an empty value means "not given"."""
+        ``NaN`` (an undefined Pine series, also as ``NaN%``) or an empty value means "not given"."""
         if _no_level(value):
             return None
         return str(parse_level(str(info.field_name), value))
@@ -638,7 +638,10 @@ def _no_level(value: Any) -> bool:
     """Whether an exit field says "no exit": absent, empty, ``NaN`` or a null spelling."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return True
-    return isinstance(value, str) and value.strip().upper() in _EMPTY | {"NAN"}
+    if not isinstance(value, str):
+        return False
+    text = value.strip().upper().removesuffix("%").removesuffix("ATR").strip()
+    return text in _EMPTY | {"NAN"}
 
 
 def _number(key: str, value: str | float) -> float | None:

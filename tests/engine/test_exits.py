@@ -419,3 +419,12 @@ def test_the_pyramiding_limit_refuses_the_extra_entry(tmp_path: Path) -> None:
     assert send(app, contracts=0.01, order_id="5")["status"] == "rejected"
     send(app, action="close_all", order_id="6")
     assert send(app, contracts=0.01, order_id="7")["status"] == "executed"  # a new position
+
+
+@pytest.mark.parametrize("undefined", ["NaN%", "NaN", "nan atr", "", None])
+def test_an_undefined_pine_series_is_no_exit(book: tuple[Any, Any], undefined: Any) -> None:
+    """The bundled strategy sends its ATR stop as a percent; before its ATR exists it prints NaN."""
+    settings, app = book
+    body = send(app, contracts=0.01, stop_loss=undefined, take_profit=undefined)
+    assert body["status"] == "executed" and "exits" not in body["decision"].get("details", {})
+    assert exits(settings) == {}

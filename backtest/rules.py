@@ -3,7 +3,7 @@
 Two parts, both as the script behaves on TradingView:
 
 * :func:`pine_signals`: its indicators and checks on every bar (RSI, Bollinger position, ATR,
-  EMA 20/50 from ``ml_integration.indicators``, the one implementation: its finite-window Wilder
+  EMA 20/50 from ``common.indicators``, the one implementation: its finite-window Wilder
   and EMA averages leave out under 2% of the weight Pine's ``ta.*`` carry from the start of the
   chart, so a rule at its threshold can flip on a rare bar), the nine long and nine short
   checks, the proxy probability and Kelly fraction, and ``longSignal`` / ``shortSignal``;
@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from ml_integration import indicators
+from common import indicators
 
 __all__ = ["PineInputs", "PineOrder", "pine_signals", "replay_orders"]
 

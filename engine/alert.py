@@ -28,10 +28,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from common.errors import TvgwError
 from common.timeframes import canonical_interval
+from engine.exits import parse_level, parse_targets
 
 __all__ = [
     "PLACEHOLDER_RE",
@@ -59,6 +60,9 @@ class Action(StrEnum):
     CLOSE_ALL = "close_all"
     REVERSE = "reverse"
 
+
+#: Actions that only close: the ones a percent may be given with.
+_CLOSES = frozenset({Action.CLOSE_LONG, Action.CLOSE_SHORT, Action.CLOSE_ALL})
 
 _ACTION_ALIASES = {
     "buy": Action.BUY,
@@ -173,6 +177,29 @@ class Alert(BaseModel):
         None, "Sentiment the chart script was given, -1..1", default=None, ge=-1, le=1
     )
     technical_score: float | None = _f(None, "Technical score 0..9 for hybrid mode", default=None, ge=0, le=9)
+    close_percent: float | None = _f(
+        None,
+        'Share of the position a close acts on, in percent (also written "contracts": "50%" '
+        'or action "close 50%"); the whole position without it',
+        default=None,
+        gt=0,
+        le=100,
+    )
+    stop_loss: str | None = _f(
+        None,
+        'Protective stop: a price (29500), a percent of the entry ("2%") or an ATR multiple ("1.5atr")',
+        default=None,
+        max_length=32,
+    )
+    take_profit: str | None = _f(
+        None,
+        'Take-profit levels with their share of the position, e.g. "1%@50, 2%@50" (even split without @)',
+        default=None,
+        max_length=128,
+    )
+    trailing_stop: str | None = _f(
+        None, 'Trailing stop distance: a price gap (150), "1%" or "2atr"', default=None, max_length=32
+    )
     extras: dict[str, Any] = Field(default_factory=dict, description="Unknown fields, kept verbatim")
 
     @model_validator(mode="before")
@@ -193,6 +220,32 @@ class Alert(BaseModel):
                 f"unknown action {value!r}; expected one of {', '.join(a.value for a in Action)}"
             )
         return value
+
+    @model_validator(mode="after")
+    def _percent_closes(self) -> Alert:
+        if self.close_percent is not None and self.action not in _CLOSES:
+            raise ValueError(
+                "close_percent applies to a close (close_long, close_short, close_all), "
+                f"not {self.action.value!r}"
+            )
+        return self
+
+    @field_validator("stop_loss", "trailing_stop", mode="before")
+    @classmethod
+    def _exit_level(cls, value: Any, info: ValidationInfo) -> Any:
+        """Checked here, so a misspelt level is the sender's clear 400, never a silent no-stop.
+        ``NaN`` (an undefined Pine series, also as ``NaN%``) or an empty value means "not given"."""
+        if _no_level(value):
+            return None
+        return str(parse_level(str(info.field_name), value))
+
+    @field_validator("take_profit", mode="before")
+    @classmethod
+    def _exit_targets(cls, value: Any) -> Any:
+        if _no_level(value):
+            return None
+        targets = parse_targets("take_profit", value)
+        return ", ".join(f"{t.level}@{t.share * 100:g}" for t in targets)
 
     @field_validator("market_position", "prev_market_position", mode="before")
     @classmethod
@@ -300,6 +353,8 @@ class Alert(BaseModel):
             self.order_id or "",
             _num(self.contracts),
         ]
+        if self.close_percent is not None:  # only then: every other alert keeps its old key
+            parts.append(f"{_num(self.close_percent)}%")
         return "h:" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
     def record(self) -> str:
@@ -513,6 +568,7 @@ def _same(canonical: str, a: Any, b: Any) -> bool:
 
 def _checked(out: dict[str, Any], extras: dict[str, Any]) -> dict[str, Any]:
     """Unfilled placeholders, numbers sent as strings, and NaN, field by field."""
+    _percent_spellings(out)
     for key, value in list(out.items()):
         if not isinstance(value, str | float):
             continue
@@ -527,7 +583,35 @@ def _checked(out: dict[str, Any], extras: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_PERCENT_RE = re.compile(r"^\s*(?P<num>[0-9]*\.?[0-9]+)\s*%\s*$")
+_ACTION_PERCENT_RE = re.compile(r"^\s*(?P<action>[a-z_ -]+?)\s+(?P<num>[0-9]*\.?[0-9]+)\s*%\s*$", re.I)
+
+
+def _percent_spellings(out: dict[str, Any]) -> None:
+    """``"contracts": "50%"`` and ``"action": "close 50%"`` as ``close_percent`` (refused when
+    they disagree with each other or with an explicit ``close_percent``)."""
+    found: list[tuple[str, float]] = []
+    contracts, action = out.get("contracts"), out.get("action")
+    if isinstance(contracts, str) and (m := _PERCENT_RE.match(contracts)):
+        found.append(("contracts", float(m["num"])))
+        del out["contracts"]
+    if isinstance(action, str) and (m := _ACTION_PERCENT_RE.match(action)):
+        found.append(("action", float(m["num"])))
+        out["action"] = m["action"]
+    if out.get("close_percent") not in (None, ""):
+        try:
+            found.append(("close_percent", float(out["close_percent"])))
+        except (TypeError, ValueError):
+            return  # the field's own validation says what is wrong
+    if len({value for _, value in found}) > 1:
+        names = " and ".join(f"{name!r} ({value:g}%)" for name, value in found)
+        raise ValueError(f"{names} give different close percents: send one")
+    if found:
+        out["close_percent"] = found[0][1]
+
+
 _NUMERIC = {
+    "close_percent",
     "contracts",
     "price",
     "position_size",
@@ -548,6 +632,16 @@ _ABSENT_WHEN_NAN = {"volume", "open", "high", "low", "close"}
 #: Text that stands for "no value" in a number field (TradingView prints ``NaN`` for an
 #: undefined series; people write null in many ways).
 _EMPTY = {"", "NA", "N/A", "NONE", "NULL"}
+
+
+def _no_level(value: Any) -> bool:
+    """Whether an exit field says "no exit": absent, empty, ``NaN`` or a null spelling."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return True
+    if not isinstance(value, str):
+        return False
+    text = value.strip().upper().removesuffix("%").removesuffix("ATR").strip()
+    return text in _EMPTY | {"NAN"}
 
 
 def _number(key: str, value: str | float) -> float | None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 from engine.brokers.base import OrderRequest, OrderResult
+from engine.exits import ExitPlan
 from engine.market import ReferencePrice
 
 __all__ = [
@@ -135,6 +136,8 @@ class PlannedOrder:
     price: float | None
     reduce_only: bool
     stop_loss: float | None = None  # protective stop of the exposure it adds (risk accounting)
+    exits: ExitPlan | None = None  # armed with the fill (the paper book watches them)
+    timeframe: str = "1h"  # the bars its exits are watched on
 
     def request(self, client_order_id: str) -> OrderRequest:
         return OrderRequest(

@@ -21,6 +21,7 @@ broker ticker live, a simulated clock and replayed candles in a backtest.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import sqlite3
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from common.timeframes import from_tradingview
+from common.timeframes import from_tradingview, seconds
 from engine.alert import Action, Alert
 from engine.brokers.base import Broker, OrderResult, Side
 from engine.decision import (
@@ -52,12 +53,24 @@ from engine.exceptions import (
     PriceCheckError,
     UnknownSymbolError,
 )
+from engine.exits import (
+    ATR_BARS,
+    Bar,
+    ExitPlan,
+    Level,
+    Target,
+    atr,
+    check_level,
+    parse_level,
+    parse_targets,
+)
 from engine.hybrid import HYBRID_ENTRY_SCORE, ml_bonus
 from engine.market import MarketPrices, PriceSource, ReferencePrice, check_alert_price
 from engine.risk import DEFAULT_STOP_FRACTION, PortfolioState, RiskManager, TradeProposal
 from engine.settings import EngineSettings, StrategySettings
 from storage import Storage
 from storage import alerts as alert_store
+from storage import exits as exit_store
 from storage import marks as mark_store
 from storage import orders as order_store
 from storage import state as state_store
@@ -129,9 +142,15 @@ class TradingEngine:
         snapshot = self._snapshot(strategy, reference)
         fields = alert.record_fields()
         instant = self.broker.settles_instantly
+        seen = _alert_bar(alert)
 
         def act(conn: sqlite3.Connection) -> Decision:
+            # Exits first: a bar that crossed a stop closes the position before this alert is
+            # decided on it (the alert's own bar counts; it is stored later in this transaction).
+            exit_fills = self._watch(conn, symbol=symbol, seen=seen) if symbol else []
             decision = self._decide(conn, alert, strategy, snapshot, signal)
+            if exit_fills:
+                decision = decision.with_result(details={**decision.details, "exit_fills": exit_fills})
             fields["symbol"] = decision.symbol
             if decision.symbol and reference is not None and reference.trusted:
                 # The trusted price becomes the shared mark: every worker values the book at it.
@@ -229,7 +248,9 @@ class TradingEngine:
         decision = decision.with_result(client_order_id=client_order_id)
         if instant:
             decision = self._send(decision, client_order_id)
-            self._settle(conn, decision)
+            position = self._settle(conn, decision)
+            if position is not None:
+                self._rearm(conn, decision, alert_id, position)
             self._finish(conn, decision, receipt)
         return decision
 
@@ -334,10 +355,27 @@ class TradingEngine:
         stop = stop_for(ml, side, price) if ml else None
         if not reduces and not reference.trusted:
             return outcome("rejected", f"no current market price for {symbol}: {NO_PRICE_HINT}")
+        held_position = next((p for p in positions if p.symbol == symbol), None)
+        if not reduces and (refusal := _pyramiding_refusal(strategy, held_position, plan.target)):
+            return outcome("rejected", refusal)
+        exits: ExitPlan | None = None
+        timeframe = from_tradingview(alert.interval, strategy.timeframe)
+        if not reduces:
+            try:
+                exits = self._exit_plan(conn, alert, strategy, ml, side, price, symbol, timeframe)
+            except ValueError as exc:
+                return outcome("rejected", f"exits: {exc}")
+            stop = exits.stop if exits.stop is not None else stop
+            if not exits.empty:
+                known["details"]["exits"] = {**exits.to_dict(), "watched": self.broker.settles_instantly}
         if not reduces:
             verdict = self.risk.check(
                 TradeProposal(
-                    symbol=symbol, side=side, amount=amount, price=price, stop_loss=stop,
+                    symbol=symbol,
+                    side=side,
+                    amount=amount,
+                    price=price,
+                    stop_loss=stop,
                     leverage=ml.leverage if ml is not None else 1.0,
                 ),
                 self._portfolio(snapshot, positions, symbol, price),
@@ -355,8 +393,9 @@ class TradingEngine:
         if problem is not None:
             return outcome("rejected", problem, risk_codes=codes, risk_reasons=reasons)
         order = PlannedOrder(
-            symbol=symbol, side=side, amount=amount, price=price, reduce_only=reduces, stop_loss=stop
-        )
+            symbol=symbol, side=side, amount=amount, price=price, reduce_only=reduces, stop_loss=stop,
+            exits=exits, timeframe=timeframe,
+        )  # fmt: skip
         return outcome("processing", plan.reason, order=order, risk_codes=codes, risk_reasons=reasons)
 
     def _fit(self, symbol: str, amount: float, price: float, reduces: bool) -> tuple[float, str | None]:
@@ -383,6 +422,8 @@ class TradingEngine:
     ) -> _Plan:
         """The position the alert asks for, sized by the strategy's rule."""
         action = alert.action
+        if alert.close_percent is not None:
+            return _partial_close(action, current, alert.close_percent / 100)
         target_from_alert = alert.target_position if strategy.target_position else None
         if action in (Action.CLOSE_ALL,) or target_from_alert == 0.0:
             return _Plan(0.0, "close the position")
@@ -543,20 +584,21 @@ class TradingEngine:
             client_order_id=client_order_id,
         )
 
-    def _settle(self, conn: sqlite3.Connection, decision: Decision) -> None:
-        """Record what :meth:`_send` found: the order row and, for a fill, the ledger."""
+    def _settle(self, conn: sqlite3.Connection, decision: Decision) -> order_store.Position | None:
+        """Record what :meth:`_send` found: the order row and, for a fill, the ledger. Returns
+        the position after a fill (None without one)."""
         assert decision.order is not None and decision.client_order_id is not None
         if decision.result is not None:
-            self.record_result(
+            return self.record_result(
                 conn, decision.order.symbol, decision.order.side, decision.result, decision.order.stop_loss
             )
-        else:
-            order_store.update_order(
-                conn,
-                decision.client_order_id,
-                status=decision.order_status or "failed",
-                error=decision.reason,
-            )
+        order_store.update_order(
+            conn,
+            decision.client_order_id,
+            status=decision.order_status or "failed",
+            error=decision.reason,
+        )
+        return None
 
     def record_result(
         self,
@@ -565,20 +607,22 @@ class TradingEngine:
         side: str,
         result: OrderResult,
         stop_loss: float | None = None,
-    ) -> None:
-        """Apply a broker result to the order row and, for a fill, to the ledger."""
+    ) -> order_store.Position | None:
+        """Apply a broker result to the order row and, for a fill, to the ledger (the position
+        after it is returned; None when nothing filled)."""
         order_store.update_order(
             conn, result.client_order_id, status=result.status, filled=result.filled,
             average=result.average, fee=result.fee, fee_currency=result.fee_currency,
             exchange_order_id=result.exchange_order_id,
         )  # fmt: skip
         if result.filled > 0 and result.average:
-            order_store.apply_fill(
+            return order_store.apply_fill(
                 conn, broker=self.broker.name, symbol=symbol, side=side, filled=result.filled,
                 price=result.average, fee=self._fee_in_quote(result),
                 quote_currency=self.settings.paper.quote_currency, starting_cash=self._starting_cash(),
                 stop_loss=stop_loss, at=self.clock.now(),
             )  # fmt: skip
+        return None
 
     def _fee_in_quote(self, result: OrderResult) -> float:
         if result.fee_currency in (None, self.settings.paper.quote_currency):
@@ -619,6 +663,221 @@ class TradingEngine:
                     lines.append(f"order {cid}: {result.status}, filled {result.filled}")
         return lines
 
+    # --- protective exits (the paper book acts on them) -----------------------------------------
+    def _exit_plan(
+        self,
+        conn: sqlite3.Connection,
+        alert: Alert,
+        strategy: StrategySettings,
+        ml: SignalPort | None,
+        side: Side,
+        price: float,
+        symbol: str,
+        timeframe: str,
+    ) -> ExitPlan:
+        """The entry's stop, targets and trailing stop, each from the first source that gives
+        it: the alert, the ML signal (its stop and target, moved to this price), the strategy.
+        Raises ValueError (the alert is refused with it) for a level on the wrong side of the
+        entry or an ATR level without the bars to measure it."""
+        sources: dict[str, str] = {}
+        stop_level: Level | None = None
+        trail_level: Level | None = None
+        targets: tuple[Target, ...] = ()
+        if alert.stop_loss:
+            stop_level, sources["stop_loss"] = parse_level("stop_loss", alert.stop_loss), "alert"
+        elif ml is not None and (ml_stop := stop_for(ml, side, price)) is not None:
+            stop_level, sources["stop_loss"] = Level(ml_stop, "price"), "ml"
+        elif strategy.stop_loss:
+            stop_level, sources["stop_loss"] = parse_level("stop_loss", strategy.stop_loss), "strategy"
+        if alert.take_profit:
+            targets, sources["take_profit"] = parse_targets("take_profit", alert.take_profit), "alert"
+        elif ml is not None and (ml_target := _target_for(ml, side, price)) is not None:
+            targets, sources["take_profit"] = (Target(Level(ml_target, "price"), 1.0),), "ml"
+        elif strategy.take_profit:
+            targets, sources["take_profit"] = parse_targets("take_profit", strategy.take_profit), "strategy"
+        if alert.trailing_stop:
+            trail_level, sources["trailing_stop"] = parse_level("trailing_stop", alert.trailing_stop), "alert"
+        elif strategy.trailing_stop:
+            trail_level = parse_level("trailing_stop", strategy.trailing_stop)
+            sources["trailing_stop"] = "strategy"
+        levels = [lv for lv in (stop_level, trail_level, *(t.level for t in targets)) if lv is not None]
+        atr_value = None
+        if any(lv.unit == "atr" for lv in levels):
+            atr_value = atr(exit_store.recent_bars(conn, symbol, timeframe, ATR_BARS))
+        stop = stop_level.price(price, side, profit=False, atr_value=atr_value) if stop_level else None
+        prices = tuple(
+            (t.level.price(price, side, profit=True, atr_value=atr_value), t.share) for t in targets
+        )
+        _check_sides(side, price, stop, prices)
+        trail = None if trail_level is None else trail_level.distance(price, atr_value)
+        if trail is not None and not 0 < trail < price:
+            raise ValueError(f"trailing_stop {trail_level} is no distance below the entry at {price:g}")
+        ordered = tuple(sorted(prices, key=lambda p: p[0], reverse=side == "sell"))
+        return ExitPlan(
+            side=side, entry=price, stop=stop, targets=ordered, trail=trail, sources=sources,
+            break_even=strategy.break_even,
+        )  # fmt: skip
+
+    def _rearm(
+        self, conn: sqlite3.Connection, decision: Decision, alert_id: int, position: order_store.Position
+    ) -> None:
+        """After an alert's own fill: an entry with exits replaces the symbol's open exits with
+        its own, sized on the whole position; a fill that closed or reversed the position
+        cancels them (a partial close keeps them: they act on what is left)."""
+        order = decision.order
+        assert order is not None
+        before = decision.current_position or 0.0
+        closed = abs(position.amount) <= EPSILON
+        flipped = not closed and abs(before) > EPSILON and (before > 0) != (position.amount > 0)
+        plan = order.exits
+        if closed or flipped or (plan is not None and not plan.empty):
+            why = "closed" if closed else "reversed" if flipped else "replaced by a new entry"
+            exit_store.cancel_exits(conn, self.broker.name, order.symbol, f"{why} (alert {alert_id})")
+        if closed or plan is None or plan.empty or not position.avg_price:
+            return
+        armed_ms = _bar_open_ms(conn, order.symbol, order.timeframe, self.clock.now())
+        entry = position.avg_price
+        common = dict(
+            broker=self.broker.name, symbol=order.symbol, timeframe=order.timeframe, alert_id=alert_id,
+            entry_side="buy" if position.amount > 0 else "sell", entry_price=entry,
+            entry_amount=abs(position.amount), armed_ms=armed_ms,
+        )  # fmt: skip
+        if plan.stop is not None:
+            exit_store.arm_exit(conn, kind="stop", trigger=plan.stop, **common)  # type: ignore[arg-type]
+        if plan.trail is not None:
+            first = entry - plan.trail if position.amount > 0 else entry + plan.trail
+            exit_store.arm_exit(conn, kind="trailing", trigger=first, trail=plan.trail, **common)  # type: ignore[arg-type]
+        for i, (price, share) in enumerate(plan.targets, start=1):
+            exit_store.arm_exit(
+                conn, kind=f"take_profit_{i}", trigger=price, share=share,
+                break_even=plan.break_even, **common,  # type: ignore[arg-type]
+            )  # fmt: skip
+
+    def watch_exits(self) -> int:
+        """Check every symbol's open exits against the bars stored since the last check (the
+        periodic watcher of each worker calls this; alerts check their own symbol on the way
+        in). Each symbol in its own write transaction; returns how many exits filled."""
+        if not self.broker.settles_instantly:
+            return 0
+        filled = 0
+        for symbol in exit_store.open_exit_symbols(self.storage, self.broker.name):
+            check = functools.partial(self._watch, symbol=symbol, seen=None)
+            filled += len(self.storage.write_batched(check))
+        return filled
+
+    def _watch(self, conn: sqlite3.Connection, *, symbol: str, seen: Bar | None) -> list[dict[str, Any]]:
+        """Inside a write transaction: fill the exits of ``symbol`` that the bars since their
+        last check crossed, in time order; within a bar the stops before the targets (the
+        cautious reading of a bar whose path is unknown), and a trailing stop follows the bar's
+        best price only after its worst was checked. ``seen`` is a bar not yet stored (the
+        alert's)."""
+        exits = exit_store.open_exits(conn, self.broker.name, symbol) if self.broker.settles_instantly else []
+        if not exits:
+            return []
+        first = exits[0]
+        since = min(e.checked_ms for e in exits)
+        bars = {ms: Bar(ms, o, h, lo) for ms, o, h, lo in exit_store.bars_since(
+            conn, symbol, first.timeframe, since, after_ms=first.armed_ms)}  # fmt: skip
+        if seen is not None and seen.ms > first.armed_ms and seen.ms >= since:
+            stored = bars.get(seen.ms)
+            bars[seen.ms] = seen if stored is None else Bar(
+                seen.ms, stored.open, max(stored.high, seen.high), min(stored.low, seen.low)
+            )  # fmt: skip
+        fills: list[dict[str, Any]] = []
+        for ms in sorted(bars):
+            live = exit_store.open_exits(conn, self.broker.name, symbol)
+            if not live:
+                break
+            news = bars[ms]
+            if ms == live[0].checked_ms:
+                news = news.beyond(live[0].seen_high, live[0].seen_low)
+            fills += self._bar_exits(conn, live, news)
+            for e in exit_store.open_exits(conn, self.broker.name, symbol):
+                exit_store.set_checked(conn, e.id, ms, bars[ms].high, bars[ms].low)
+        return fills
+
+    def _bar_exits(
+        self, conn: sqlite3.Connection, live: list[exit_store.ArmedExit], bar: Bar
+    ) -> list[dict[str, Any]]:
+        """One bar against the open exits of one position (see :meth:`_watch`)."""
+        symbol = live[0].symbol
+        held = self._held(conn, symbol)
+        if abs(held) <= EPSILON:
+            exit_store.cancel_exits(conn, self.broker.name, symbol, "no position left")
+            return []
+        for e in (x for x in live if x.kind in ("stop", "trailing")):
+            price = check_level(e.entry_side, e.trigger, bar, profit=False)
+            if price is not None:
+                fill = self._fill_exit(conn, e, abs(held), price)
+                exit_store.cancel_exits(conn, self.broker.name, symbol, f"position closed by {e.kind}")
+                return [fill] if fill else []
+        for e in (x for x in live if x.kind == "trailing" and x.trail):
+            best = bar.high - e.trail if e.entry_side == "buy" else bar.low + e.trail  # type: ignore[operator]
+            if (best > e.trigger) if e.entry_side == "buy" else (best < e.trigger):
+                exit_store.move_trigger(conn, e.id, best)
+        fills = []
+        for e in (x for x in live if x.kind.startswith("take_profit")):
+            price = check_level(e.entry_side, e.trigger, bar, profit=True)
+            if price is None:
+                continue
+            held = self._held(conn, symbol)
+            amount = min((e.share or 1.0) * e.entry_amount, abs(held))
+            if abs(held) - amount <= EPSILON * max(1.0, abs(held)) * 1e3:
+                amount = abs(held)
+            fill = self._fill_exit(conn, e, amount, price)
+            if fill:
+                fills.append(fill)
+            if e.break_even:
+                self._to_break_even(conn, live, e)
+        if abs(self._held(conn, symbol)) <= EPSILON:
+            exit_store.cancel_exits(conn, self.broker.name, symbol, "position closed by its targets")
+        return fills
+
+    def _to_break_even(
+        self, conn: sqlite3.Connection, live: list[exit_store.ArmedExit], target: exit_store.ArmedExit
+    ) -> None:
+        """After a target filled: the stop moves to the entry price, never backwards."""
+        for e in live:
+            if e.kind != "stop":
+                continue
+            entry = target.entry_price
+            if entry > e.trigger if e.entry_side == "buy" else entry < e.trigger:
+                exit_store.move_trigger(conn, e.id, target.entry_price)
+
+    def _held(self, conn: sqlite3.Connection, symbol: str) -> float:
+        return order_store.position_amount(conn, self.broker.name, symbol)
+
+    def _fill_exit(
+        self, conn: sqlite3.Connection, e: exit_store.ArmedExit, amount: float, price: float
+    ) -> dict[str, Any] | None:
+        """Fill one exit once: claim it (a second worker's claim finds it filled), record its
+        order with its reason, fill it on the paper book at ``price`` with the same fee and
+        slippage model as any order, and book the fill. None when another pass claimed it."""
+        cid = f"tvgw-exit-{e.id}"
+        if not exit_store.claim_exit(conn, e.id, cid, e.kind):
+            return None
+        side: Side = "sell" if e.entry_side == "buy" else "buy"
+        fitted, problem = self._fit(e.symbol, amount, price, True)
+        order_store.create_pending_order(
+            conn, alert_id=e.alert_id, client_order_id=cid, broker=self.broker.name, symbol=e.symbol,
+            side=side, order_type="market", amount=fitted or amount, price=price, reason=e.kind,
+        )  # fmt: skip
+        out: dict[str, Any] = {"exit": e.kind, "trigger": e.trigger, "client_order_id": cid}
+        if problem is not None:
+            order_store.update_order(conn, cid, status="rejected", error=problem)
+            return {**out, "status": "rejected", "reason": problem}
+        request = PlannedOrder(symbol=e.symbol, side=side, amount=fitted, price=price, reduce_only=True)
+        try:
+            result = self.broker.execute(request.request(cid))
+        except BrokerError as exc:
+            order_store.update_order(conn, cid, status="failed", error=str(exc))
+            log.warning("exit %s of %s failed: %s", e.kind, e.symbol, exc)
+            return {**out, "status": "failed", "reason": str(exc)}
+        self.record_result(conn, e.symbol, side, result)
+        log.info("exit %s: %s %.10g %s at %.10g", e.kind, side, result.filled, e.symbol, result.average or 0)
+        filled = {"side": side, "filled": result.filled, "average": result.average}
+        return {**out, "status": result.status, **filled}
+
 
 def _order_matters(alert: Alert, strategy: StrategySettings) -> bool:
     """Whether a late alert must not act: a target position or an absolute action (close,
@@ -643,3 +902,71 @@ def _outcome(decision: Decision, ml_analysis: dict[str, Any] | None) -> dict[str
         "decision": decision.as_json(),
         "ml_analysis": ml_analysis,
     }
+
+
+def _alert_bar(alert: Alert) -> Bar | None:
+    """The alert's own bar, when it carries a complete one with its time."""
+    row = alert.bar_row()
+    return None if row is None else Bar(int(row[0]), row[1], row[2], row[3])
+
+
+def _bar_open_ms(conn: sqlite3.Connection, symbol: str, timeframe: str, now: float) -> int:
+    """The bar an entry filled in: the newest stored one, else the clock's current bar. Exits
+    watch only the bars after it (its range may hold prices from before the entry)."""
+    newest = exit_store.recent_bars(conn, symbol, timeframe, 1)
+    if newest:
+        return int(newest[0][0])
+    step = seconds(timeframe)
+    return int(now // step * step * 1000)
+
+
+def _target_for(signal: SignalPort, side: str, price: float) -> float | None:
+    """The signal's take-profit moved to ``price`` (its distance kept), as :func:`stop_for`."""
+    if signal.take_profit is None or not signal.entry_price or not agrees_with(signal, side):
+        return None
+    distance = abs(signal.take_profit - signal.entry_price) / signal.entry_price
+    return price * (1 + distance) if side == "buy" else price * (1 - distance)
+
+
+def _check_sides(
+    side: str, price: float, stop: float | None, targets: tuple[tuple[float, float], ...]
+) -> None:
+    """A stop on the losing side of the entry and targets on the winning side, else ValueError:
+    a stop above a long's entry would close it at once (usually a long/short mix-up)."""
+    long = side == "buy"
+    if stop is not None and (stop >= price if long else stop <= price):
+        where = "below" if long else "above"
+        raise ValueError(f"stop_loss {stop:.10g} must be {where} the {side} entry at {price:.10g}")
+    for target, _ in targets:
+        if target <= 0 or (target <= price if long else target >= price):
+            where = "above" if long else "below"
+            raise ValueError(f"take_profit {target:.10g} must be {where} the {side} entry at {price:.10g}")
+
+
+def _partial_close(action: Action, current: float, fraction: float) -> _Plan:
+    """A close of ``fraction`` of the side the action names (the whole side at 100%)."""
+    side_held = (
+        current > 0 if action == Action.CLOSE_LONG else current < 0 if action == Action.CLOSE_SHORT else True
+    )
+    if not side_held or abs(current) <= EPSILON:
+        return _Plan(current, "nothing to close on that side")
+    kept = 0.0 if fraction >= 1 else current * (1 - fraction)
+    return _Plan(kept, f"close {fraction * 100:g}% of the position")
+
+
+def _pyramiding_refusal(
+    strategy: StrategySettings, held: order_store.Position | None, target: float
+) -> str | None:
+    """Why an order that adds to an open position in its direction would pass the strategy's
+    ``pyramiding`` limit of entries, or None when it may (a fill reversing through flat starts
+    a new position, so it is no add)."""
+    if strategy.pyramiding is None or held is None or abs(held.amount) <= EPSILON:
+        return None
+    if (target > 0) != (held.amount > 0):
+        return None
+    entries = max(held.entries, 1)
+    if entries < strategy.pyramiding:
+        return None
+    noun = "entry" if entries == 1 else "entries"
+    limit = strategy.pyramiding
+    return f"pyramiding limit: the position already has {entries} {noun} (strategies.pyramiding = {limit})"

@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from engine.exits import parse_level, parse_targets
 
 __all__ = [
     "EngineSettings",
@@ -50,6 +52,28 @@ class StrategySettings(FrozenSettings):
     ml_threshold: float = Field(default=0.8, ge=0, le=1)
     hybrid_entry_score: float = 6.0
     timeframe: str = "1h"
+    #: Exits an entry gets when neither the alert nor the ML signal gives them (the spellings of
+    #: the alert's fields: a price, "2%", "1.5atr"; targets "1%@50, 2%@50").
+    stop_loss: str | None = None
+    take_profit: str | None = None
+    trailing_stop: str | None = None
+    #: Move the stop to the entry price once the first take-profit level has filled.
+    break_even: bool = False
+    #: Entries one position may stack (TradingView's ``pyramiding``): 1 refuses any add to an
+    #: open position in the same direction; None (the default) sets no limit.
+    pyramiding: int | None = Field(default=None, ge=1)
+
+    @field_validator("stop_loss", "trailing_stop")
+    @classmethod
+    def _level(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else str(parse_level(f"strategies.{info.field_name}", value))
+
+    @field_validator("take_profit")
+    @classmethod
+    def _targets(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_targets("strategies.take_profit", value)
+        return value
 
 
 class PaperMarketLimits(FrozenSettings):
@@ -90,7 +114,6 @@ class RiskSettings(FrozenSettings):
     daily_loss_limit: float = Field(default=0.05, gt=0, le=1)
     cooldown_seconds: float = Field(default=0.0, ge=0)
     max_leverage: float = Field(default=3.0, ge=1, le=10)
-
 
 
 class EngineSettings(Protocol):

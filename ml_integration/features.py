@@ -27,21 +27,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from common.indicators import MAX_WINDOW, atr, bollinger_bands, macd, rsi, stochastic_k
+from common.indicators import ema as _ema
+from common.indicators import pad as _pad
+from common.indicators import rolling_corr as _corr
+from common.indicators import rolling_max as _max
+from common.indicators import rolling_mean as _mean
+from common.indicators import rolling_min as _min
+from common.indicators import rolling_moments as _moments
+from common.indicators import rolling_std as _std
+from common.indicators import rolling_sum as _sum
+from common.indicators import safe_div as _div
+from common.indicators import shift as _shift
+from common.indicators import windows as _win
 from ml_integration.candles import epoch_seconds, infer_timeframe_seconds, missing_in_window, validate_candles
 from ml_integration.exceptions import CandleDataError
-from ml_integration.indicators import MAX_WINDOW, atr, bollinger_bands, macd, rsi, stochastic_k
-from ml_integration.indicators import ema as _ema
-from ml_integration.indicators import pad as _pad
-from ml_integration.indicators import rolling_corr as _corr
-from ml_integration.indicators import rolling_max as _max
-from ml_integration.indicators import rolling_mean as _mean
-from ml_integration.indicators import rolling_min as _min
-from ml_integration.indicators import rolling_moments as _moments
-from ml_integration.indicators import rolling_std as _std
-from ml_integration.indicators import rolling_sum as _sum
-from ml_integration.indicators import safe_div as _div
-from ml_integration.indicators import shift as _shift
-from ml_integration.indicators import windows as _win
 
 __all__ = ["FEATURE_FAMILIES", "FEATURE_NAMES", "LOOKBACK", "FeatureEngineering", "compute_feature_matrix"]
 

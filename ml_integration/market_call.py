@@ -7,7 +7,7 @@ profit go, and what the trade's risk/reward is. It is pure arithmetic over numbe
 caller supplies, so the engine, backtests and tests all get the same answer.
 
 ``realized_volatility`` computes the market's volatility from a candle frame; the ATR is the
-feature pipeline's (:func:`ml_integration.indicators.atr`), the one the signal's stops use.
+feature pipeline's (:func:`common.indicators.atr`), the one the signal's stops use.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from common.checks import require_finite
-from ml_integration.indicators import require_ohlcv
+from common.indicators import require_ohlcv
 
 __all__ = [
     "HIGH_VOLATILITY",

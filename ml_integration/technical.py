@@ -39,7 +39,7 @@ close below that support has broken it and scores nothing.
 
 No look-ahead: every value at bar t uses bars up to t only, so :func:`technical_components` over
 a long frame agrees row by row with :func:`technical_score` over the frame cut at each row. The
-indicators are the ML features' own (:mod:`ml_integration.indicators`: finite-window EMAs, so a
+indicators are the ML features' own (:mod:`common.indicators`: finite-window EMAs, so a
 value does not depend on where the history starts).
 """
 
@@ -51,7 +51,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from ml_integration.indicators import bollinger_bands, macd, require_ohlcv, rolling_mean, rsi, stochastic_k
+from common.indicators import bollinger_bands, macd, require_ohlcv, rolling_mean, rsi, stochastic_k
 
 __all__ = [
     "COMPONENTS",

@@ -106,6 +106,16 @@ SCRIPT_VALUES: dict[str, ScriptValue] = {
 NOT_SENT: dict[str, str] = {
     "id": "the gateway derives the idempotency key from strategy, ticker, action, timenow and order id",
     "extras": "not a field of the message: the gateway keeps unknown keys there",
+    "close_percent": "a close of part of the position: the strategy alerts send contracts instead",
+    "trailing_stop": "optional exit: the strategy's trailing_stop gives it, or add it by hand",
+}
+
+#: Exits the strategy script sends with every order: its own ATR stop and target as a percent of
+#: the close, so the gateway arms the exits the chart draws without needing candles of its own
+#: (an undefined ATR prints ``NaN%``, which the gateway reads as "not given").
+STRATEGY_EXITS: dict[str, str] = {
+    "stop_loss": "str.tostring(100 * stopAtrMult * atr / close, '#.####') + '%'",
+    "take_profit": "str.tostring(100 * takeProfitAtrMult * atr / close, '#.####') + '%'",
 }
 
 #: Indicator stand-ins for strategy-only placeholders (``{{strategy.*}}`` is empty in indicators).
@@ -215,6 +225,10 @@ def message_fields(kind: str) -> list[MessageField]:
             fields.append(MessageField(name, "placeholder", placeholder, quoted))
         elif name in SCRIPT_VALUES:
             fields.append(MessageField(name, "script", SCRIPT_VALUES[name].expression, quoted))
+        elif name in STRATEGY_EXITS:
+            # The indicator's constant messages leave exits to the gateway's strategy settings.
+            if kind == "strategy":
+                fields.append(MessageField(name, "script", STRATEGY_EXITS[name], True))
         elif name not in NOT_SENT:
             raise RenderError(
                 f"engine.alert.Alert field {name!r} has no TradingView placeholder and pine/render.py "

@@ -28,6 +28,7 @@ __all__ = [
     "newest_equity_at",
     "pending_exposure",
     "pending_orders",
+    "position_amount",
     "record_equity",
     "update_order",
 ]
@@ -42,6 +43,7 @@ class Position:
     opened_at: float | None
     stop_loss: float | None = None
     updated_at: float | None = None
+    entries: int = 0  # fills that opened or added to it (the pyramiding limit counts them)
 
 
 def _position(r: sqlite3.Row) -> Position:
@@ -53,6 +55,7 @@ def _position(r: sqlite3.Row) -> Position:
         r["opened_at"],
         r["stop_loss"],
         r["updated_at"],
+        r["entries"],
     )
 
 
@@ -67,14 +70,17 @@ def create_pending_order(
     order_type: str,
     amount: float,
     price: float | None,
+    reason: str | None = None,
 ) -> int:
-    """Record the intent to place an order *before* it is sent (inside the caller's transaction)."""
+    """Record the intent to place an order *before* it is sent (inside the caller's transaction).
+    ``reason`` names what placed it when not the alert itself (an exit: ``stop``, ...)."""
     with writing(db) as conn:
         now = time.time()
         cur = conn.execute(
             "INSERT INTO orders (alert_id, client_order_id, broker, symbol, side, order_type, amount,"
-            " price, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
-            (alert_id, client_order_id, broker, symbol, side, order_type, amount, price, now, now),
+            " price, status, reason, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+            (alert_id, client_order_id, broker, symbol, side, order_type, amount, price, reason, now, now),
         )
         return int(cur.lastrowid or 0)
 
@@ -145,27 +151,29 @@ def apply_fill(
         realized = row["realized_pnl"] if row else 0.0
         opened_at = row["opened_at"] if row else None
         stop = row["stop_loss"] if row else None
+        entries = row["entries"] if row and old != 0 else 0
         new = old + signed
         if old == 0 or (old > 0) == (signed > 0):
             avg = (abs(old) * (avg or 0.0) + abs(signed) * price) / abs(new) if new else None
             opened_at = opened_at or now
             stop = stop_loss if stop_loss is not None else stop
+            entries += 1
         else:
             closed = min(abs(old), abs(signed))
             realized += (price - (avg or price)) * closed * (1 if old > 0 else -1)
             if abs(new) < 1e-12:
-                new, avg, opened_at, stop = 0.0, None, None, None
+                new, avg, opened_at, stop, entries = 0.0, None, None, None, 0
             elif (new > 0) != (old > 0):
                 # Crossed through flat: the remainder opens at this price, with this fill's stop.
-                avg, opened_at, stop = price, now, stop_loss
+                avg, opened_at, stop, entries = price, now, stop_loss, 1
         realized -= fee
         conn.execute(
             "INSERT INTO positions (broker, symbol, amount, avg_price, realized_pnl, stop_loss, opened_at,"
-            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (broker, symbol) DO UPDATE SET"
-            " amount = excluded.amount, avg_price = excluded.avg_price,"
+            " updated_at, entries) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (broker, symbol) DO UPDATE"
+            " SET amount = excluded.amount, avg_price = excluded.avg_price,"
             " realized_pnl = excluded.realized_pnl, stop_loss = excluded.stop_loss,"
-            " opened_at = excluded.opened_at, updated_at = excluded.updated_at",
-            (broker, symbol, new, avg, realized, stop, opened_at, now),
+            " opened_at = excluded.opened_at, updated_at = excluded.updated_at, entries = excluded.entries",
+            (broker, symbol, new, avg, realized, stop, opened_at, now, entries),
         )
         cash_change = -signed * price - fee
         conn.execute(
@@ -174,7 +182,13 @@ def apply_fill(
             " updated_at = excluded.updated_at",
             (broker, quote_currency, starting_cash + cash_change, now, cash_change),
         )
-        return Position(symbol, new, avg, realized, opened_at, stop, now)
+        return Position(symbol, new, avg, realized, opened_at, stop, now, entries)
+
+
+def position_amount(db: Db, broker: str, symbol: str) -> float:
+    """The signed position of ``symbol`` as the caller's transaction sees it (0 when none)."""
+    row = _position_row(db, broker, symbol)
+    return 0.0 if row is None else float(row["amount"])
 
 
 def get_cash(db: Db, broker: str, currency: str, default: float) -> float:

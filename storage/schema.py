@@ -196,11 +196,53 @@ CREATE TABLE notifications_sent (
 )
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4]
+#: Protective exits of the paper book: an entry's stop, take-profit levels and trailing stop,
+#: armed with the entry's fill and watched against later bars. ``checked_ms`` is the newest bar
+#: checked and ``seen_high``/``seen_low`` the part of its range already judged: a bar that grows
+#: is checked again on its new extremes only (a stop moved after its old low must not fire on
+#: that low). An exit is claimed (``status`` from ``open`` to ``filled`` in the write
+#: transaction) before its order is recorded, and its order's client id is derived from the
+#: exit's id (UNIQUE in ``orders``): several workers watching the same bar fill it once.
+#: ``orders.reason`` says why an order was placed (``stop``, ``take_profit_1``, ``trailing``;
+#: NULL for an alert's own order). ``positions.entries`` counts the fills that opened or added to
+#: the position (the strategy's pyramiding limit); a position open before version 5 counts as 1.
+_V5 = """
+ALTER TABLE orders ADD COLUMN reason TEXT;
+ALTER TABLE positions ADD COLUMN entries INTEGER NOT NULL DEFAULT 0;
+UPDATE positions SET entries = 1 WHERE amount != 0;
+
+CREATE TABLE exits (
+    id INTEGER PRIMARY KEY,
+    broker TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    timeframe TEXT NOT NULL,
+    alert_id INTEGER NOT NULL REFERENCES alerts(id),
+    entry_side TEXT NOT NULL CHECK (entry_side IN ('buy', 'sell')),
+    entry_price REAL NOT NULL,
+    entry_amount REAL NOT NULL CHECK (entry_amount > 0),
+    kind TEXT NOT NULL,
+    trigger REAL NOT NULL CHECK (trigger > 0),
+    share REAL,
+    trail REAL,
+    break_even INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'filled', 'canceled')),
+    armed_ms INTEGER NOT NULL,
+    checked_ms INTEGER NOT NULL,
+    seen_high REAL,
+    seen_low REAL,
+    client_order_id TEXT UNIQUE,
+    reason TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX exits_open ON exits(broker, symbol) WHERE status = 'open'
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5]
 
 #: Every table the current schema has (``/healthz`` checks the file against it).
 TABLES = (
     "alerts", "orders", "positions", "balances", "equity_snapshots", "candles", "ml_models",
     "ml_training_jobs", "ml_predictions", "sentiment_cache", "strategy_state", "notifications_sent",
-    "marks",
+    "marks", "exits",
 )  # fmt: skip

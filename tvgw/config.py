@@ -60,6 +60,7 @@ SENTIMENT_VARIABLES = (
     "TVGW_RSS_FEEDS",
 )  # fmt: skip
 
+
 class NotifySettings(FrozenSettings):
     """Where trade, refusal, exchange-failure and drift messages go (all off when unset).
 
@@ -116,6 +117,9 @@ class Settings(FrozenSettings):
     market_data_budget_ms: float = Field(default=400.0, gt=0)
     #: Seconds between outcome-resolver runs in each worker (0 turns the schedule off).
     resolve_interval_s: float = Field(default=60.0, ge=0)
+    #: Seconds between checks of the paper book's open exits against the stored bars, in each
+    #: worker (0 turns it off: exits then act only when an alert for their market arrives).
+    exit_watch_interval_s: float = Field(default=5.0, ge=0)
     drift_min_accuracy: float = Field(default=0.5, ge=0, le=1)
     drift_max_drawdown: float = Field(default=0.15, gt=0, le=1)
     drift_min_sharpe: float = 0.5
@@ -179,6 +183,7 @@ _ENV: dict[str, tuple[tuple[str, ...], str]] = {
     "TVGW_MARKET_DATA": (("market_data",), "str"),
     "TVGW_MARKET_DATA_BUDGET_MS": (("market_data_budget_ms",), "str"),
     "TVGW_RESOLVE_INTERVAL_S": (("resolve_interval_s",), "str"),
+    "TVGW_EXIT_WATCH_INTERVAL_S": (("exit_watch_interval_s",), "str"),
     "TVGW_SENTIMENT_REFRESH_S": (("sentiment_refresh_s",), "str"),
     "TVGW_PAPER_BALANCE": (("paper", "starting_balance"), "str"),
     "TVGW_PAPER_FEE_RATE": (("paper", "fee_rate"), "str"),

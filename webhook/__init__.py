@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,6 +15,7 @@ from flask import Flask, current_app
 from flask.json.provider import DefaultJSONProvider
 
 from engine.brokers.factory import create_broker
+from engine.engine import TradingEngine
 from ml_integration.serving import SignalService
 from ml_integration.tracking import start_outcome_resolver
 from storage import Storage
@@ -47,9 +49,11 @@ def create_app(settings: Settings | None = None, test_config: Mapping[str, Any] 
         # In the background: a worker that loads many models must not miss gunicorn's
         # heartbeat; an alert that arrives first simply waits for its market's model.
         threading.Thread(target=_preload, args=(signals,), name="tvgw-preload", daemon=True).start()
-    app.extensions["tvgw"] = Gateway(settings, storage, broker, signals)
+    gateway = app.extensions["tvgw"] = Gateway(settings, storage, broker, signals)
     if settings.resolve_interval_s > 0:
         start_outcome_resolver(storage, settings.resolve_interval_s)
+    if settings.exit_watch_interval_s > 0 and broker.settles_instantly:
+        start_exit_watcher(gateway.engine, settings.exit_watch_interval_s)
 
     from webhook import api, dashboard, metrics, ml_api, notify, openapi, routes
     from webhook.events import watch_webhook
@@ -87,6 +91,25 @@ class FastJSONProvider(DefaultJSONProvider):
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         return orjson.loads(s)
+
+
+def start_exit_watcher(engine: TradingEngine, interval_s: float) -> threading.Thread:
+    """A daemon thread per worker that fills the paper book's crossed exits every ``interval_s``
+    seconds, for markets that get no alerts. Every worker runs one; the claim in the write
+    transaction makes each exit fill once."""
+    log = logging.getLogger("tvgw.exits")
+
+    def loop() -> None:
+        while True:
+            time.sleep(interval_s)
+            try:
+                engine.watch_exits()
+            except Exception:
+                log.exception("exit watcher failed; retrying in %.1f s", interval_s)
+
+    thread = threading.Thread(target=loop, name="tvgw-exits", daemon=True)
+    thread.start()
+    return thread
 
 
 def _preload(signals: SignalService) -> None:

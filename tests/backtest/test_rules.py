@@ -1,4 +1,4 @@
-"""The Pine script's rules replayed: indicators from ml_integration.indicators, entries at the next
+"""The Pine script's rules replayed: indicators from common.indicators, entries at the next
 bar's open, stops and targets on later bars, and nothing read from the future."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from backtest.rules import PineInputs, pine_signals, replay_orders
-from ml_integration.indicators import atr, rsi
+from common.indicators import atr, rsi
 
 
 def test_signals_use_the_one_indicator_module(walk_candles):

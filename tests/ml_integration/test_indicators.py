@@ -1,4 +1,4 @@
-"""The one indicator implementation (``ml_integration.indicators``), shared by the ML features
+"""The one indicator implementation (``common.indicators``), shared by the ML features
 and the hybrid technical score: Wilder's smoothing cut to a finite window, causal, and the same
 whatever the history's length."""
 
@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from ml_integration.indicators import MAX_WINDOW, atr, ema, rsi, true_range
+from common.indicators import MAX_WINDOW, atr, ema, rsi, true_range
 
 rng = np.random.default_rng(7)
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ml_integration.indicators import atr
+from common.indicators import atr
 from ml_integration.market_call import (
     HIGH_VOLATILITY,
     LEVERAGE_CEILING,

@@ -100,8 +100,9 @@ def test_every_alert_field_is_sent_or_deliberately_left_out() -> None:
         if kind == "strategy":
             assert missing == set(), f"strategy alert JSON lacks {missing}"
         else:
-            # Indicators have no strategy.* placeholders; these have no indicator equivalent.
-            assert missing == {"position_size", "order_id", "comment"}
+            # Indicators have no strategy.* placeholders; these have no indicator equivalent. Its
+            # constant messages leave exits to the gateway's strategy settings.
+            assert missing == {"position_size", "order_id", "comment", "stop_loss", "take_profit"}
 
 
 def test_strategy_messages_carry_every_placeholder_field_and_no_unknown_key() -> None:

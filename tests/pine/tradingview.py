@@ -283,4 +283,8 @@ SERIES = {
     "kellyMultiplier": 0.5,
     "rewardRisk": 3.5 / 2.5,
     "maxPositionPct": 10.0,
+    "stopAtrMult": 2.5,
+    "takeProfitAtrMult": 3.5,
+    "atr": 300.0,
+    "close": 30_000.0,
 }

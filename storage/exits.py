@@ -1,0 +1,185 @@
+"""Armed protective exits (table ``exits``, schema version 5).
+
+An exit belongs to the entry order that armed it (its alert) and closes that position when a
+later bar crosses its trigger. Every write runs inside the caller's write transaction, so the
+claim in :func:`claim_exit` and the exit's order commit together: one fill across workers.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+
+from storage.database import Db, reading, writing
+
+__all__ = [
+    "ArmedExit",
+    "arm_exit",
+    "bars_since",
+    "cancel_exits",
+    "claim_exit",
+    "move_trigger",
+    "open_exit_symbols",
+    "open_exits",
+    "recent_bars",
+    "set_checked",
+]
+
+
+@dataclass(frozen=True)
+class ArmedExit:
+    id: int
+    broker: str
+    symbol: str
+    timeframe: str
+    alert_id: int
+    entry_side: str
+    entry_price: float
+    entry_amount: float
+    kind: str  # stop | trailing | take_profit_N
+    trigger: float
+    share: float | None
+    trail: float | None
+    armed_ms: int
+    checked_ms: int
+    break_even: bool = False
+    seen_high: float | None = None
+    seen_low: float | None = None
+
+
+def _exit(r: sqlite3.Row) -> ArmedExit:
+    return ArmedExit(
+        r["id"], r["broker"], r["symbol"], r["timeframe"], r["alert_id"], r["entry_side"],
+        r["entry_price"], r["entry_amount"], r["kind"], r["trigger"], r["share"], r["trail"],
+        r["armed_ms"], r["checked_ms"], bool(r["break_even"]), r["seen_high"], r["seen_low"],
+    )  # fmt: skip
+
+
+def arm_exit(
+    db: Db,
+    *,
+    broker: str,
+    symbol: str,
+    timeframe: str,
+    alert_id: int,
+    entry_side: str,
+    entry_price: float,
+    entry_amount: float,
+    kind: str,
+    trigger: float,
+    armed_ms: int,
+    share: float | None = None,
+    trail: float | None = None,
+    break_even: bool = False,
+) -> int:
+    with writing(db) as conn:
+        now = time.time()
+        cur = conn.execute(
+            "INSERT INTO exits (broker, symbol, timeframe, alert_id, entry_side, entry_price, entry_amount,"
+            " kind, trigger, share, trail, break_even, armed_ms, checked_ms, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (broker, symbol, timeframe, alert_id, entry_side, entry_price, entry_amount, kind, trigger,
+             share, trail, int(break_even), armed_ms, armed_ms, now, now),
+        )  # fmt: skip
+        return int(cur.lastrowid or 0)
+
+
+def open_exits(db: Db, broker: str, symbol: str) -> list[ArmedExit]:
+    """The symbol's open exits, stops before targets, nearest target first."""
+    rows = (
+        reading(db)
+        .execute(
+            "SELECT * FROM exits WHERE broker = ? AND symbol = ? AND status = 'open' ORDER BY id",
+            (broker, symbol),
+        )
+        .fetchall()
+    )
+    return [_exit(r) for r in rows]
+
+
+def open_exit_symbols(db: Db, broker: str) -> list[str]:
+    """Symbols with at least one open exit (what the periodic watcher visits)."""
+    rows = (
+        reading(db)
+        .execute(
+            "SELECT DISTINCT symbol FROM exits WHERE broker = ? AND status = 'open' ORDER BY symbol",
+            (broker,),
+        )
+        .fetchall()
+    )
+    return [str(r[0]) for r in rows]
+
+
+def claim_exit(db: Db, exit_id: int, client_order_id: str, reason: str) -> bool:
+    """Mark the exit filled, once: False when another worker (or an earlier pass) did."""
+    with writing(db) as conn:
+        cur = conn.execute(
+            "UPDATE exits SET status = 'filled', client_order_id = ?, reason = ?, updated_at = ?"
+            " WHERE id = ? AND status = 'open'",
+            (client_order_id, reason, time.time(), exit_id),
+        )
+        return cur.rowcount == 1
+
+
+def cancel_exits(db: Db, broker: str, symbol: str, reason: str) -> int:
+    """Cancel every open exit of the symbol (its position closed or reversed); how many."""
+    with writing(db) as conn:
+        cur = conn.execute(
+            "UPDATE exits SET status = 'canceled', reason = ?, updated_at = ?"
+            " WHERE broker = ? AND symbol = ? AND status = 'open'",
+            (reason, time.time(), broker, symbol),
+        )
+        return cur.rowcount
+
+
+def move_trigger(db: Db, exit_id: int, trigger: float) -> None:
+    """A trailing stop that followed the price, or a stop moved to break-even."""
+    with writing(db) as conn:
+        conn.execute(
+            "UPDATE exits SET trigger = ?, updated_at = ? WHERE id = ? AND status = 'open'",
+            (trigger, time.time(), exit_id),
+        )
+
+
+def set_checked(db: Db, exit_id: int, ms: int, high: float, low: float) -> None:
+    """Note the bar ``ms`` as checked up to ``high``/``low`` (widened when the bar grew)."""
+    with writing(db) as conn:
+        conn.execute(
+            "UPDATE exits SET"
+            " seen_high = CASE WHEN checked_ms = ? THEN MAX(COALESCE(seen_high, ?), ?) ELSE ? END,"
+            " seen_low = CASE WHEN checked_ms = ? THEN MIN(COALESCE(seen_low, ?), ?) ELSE ? END,"
+            " checked_ms = ? WHERE id = ? AND status = 'open' AND checked_ms <= ?",
+            (ms, high, high, high, ms, low, low, low, ms, exit_id, ms),
+        )
+
+
+def recent_bars(db: Db, symbol: str, timeframe: str, limit: int) -> list[tuple[float, ...]]:
+    """The newest ``limit`` stored bars ``(ms, open, high, low, close)``, ascending (for an ATR)."""
+    rows = (
+        reading(db)
+        .execute(
+            "SELECT ts_ms, open, high, low, close FROM candles WHERE symbol = ? AND timeframe = ?"
+            " ORDER BY ts_ms DESC LIMIT ?",
+            (symbol, timeframe, limit),
+        )
+        .fetchall()
+    )
+    return [tuple(float(v) for v in r) for r in reversed(rows)]
+
+
+def bars_since(
+    db: Db, symbol: str, timeframe: str, since_ms: int, *, after_ms: int
+) -> list[tuple[int, float, float, float]]:
+    """Stored bars ``(ms, open, high, low)`` opening at or after ``since_ms`` (the last checked
+    bar is read again: it may have grown) and strictly after ``after_ms`` (the entry's bar)."""
+    rows = (
+        reading(db)
+        .execute(
+            "SELECT ts_ms, open, high, low FROM candles WHERE symbol = ? AND timeframe = ?"
+            " AND ts_ms >= ? AND ts_ms > ? ORDER BY ts_ms",
+            (symbol, timeframe, since_ms, after_ms),
+        )
+        .fetchall()
+    )
+    return [(int(r[0]), float(r[1]), float(r[2]), float(r[3])) for r in rows]

@@ -89,9 +89,10 @@ def test_serving_refuses_bad_candles(trained, candles):
 
 @pytest.mark.slow  # trains twice to compare
 def test_calibrator_and_models_never_see_test_rows(candles):
-    """Changing every candle in the test slice (and its label window) leaves the fitted forest,
-    the calibrator, the boosting model and the LSTM's scaler unchanged: they were fit on
-    earlier rows only."""
+    """Changing every candle in the test slice (and its label window) leaves the models the
+    report describes (forest, Platt, confidence map, boosting) and the LSTM's scaler unchanged:
+    they were fit on earlier rows only. The served forest and calibrators do change: after
+    validation they are refit up to the last bar (on purpose; ``final_fit``)."""
     config = TINY
     first = MLPricePrediction(config)
     report = first.train_models(candles, 5)
@@ -103,10 +104,13 @@ def test_calibrator_and_models_never_see_test_rows(candles):
     changed.iloc[test_start:, :4] = tail.iloc[:, :4].to_numpy() * factor
     second = MLPricePrediction(config)
     second.train_models(changed, 5)
-    assert first.fitted_.calibrator == second.fitted_.calibrator
-    np.testing.assert_array_equal(first.fitted_.forest.threshold, second.fitted_.forest.threshold)
-    np.testing.assert_array_equal(first.fitted_.boosting.value, second.fitted_.boosting.value)
+    a, b = first.validation_, second.validation_
+    assert a.calibrator == b.calibrator and a.confidence == b.confidence
+    np.testing.assert_array_equal(a.forest.threshold, b.forest.threshold)
+    np.testing.assert_array_equal(a.boosting.value, b.boosting.value)
     np.testing.assert_array_equal(first.fitted_.lstm.x_mean, second.fitted_.lstm.x_mean)
     np.testing.assert_array_equal(first.fitted_.lstm.x_scale, second.fitted_.lstm.x_scale)
     assert first.fitted_.lstm.y_scale == second.fitted_.lstm.y_scale
     assert first.fitted_.info["holdout"] != second.fitted_.info["holdout"]  # the test slice did change
+    assert first.fitted_.calibrator != second.fitted_.calibrator  # served: refit on the latest rows
+    assert not np.array_equal(first.fitted_.forest.threshold, second.fitted_.forest.threshold)

@@ -60,7 +60,13 @@ from ml_integration.candles import (
 )
 from ml_integration.evaluation import brier_score, calibration_by_decile, direction_report, magnitude_report
 from ml_integration.exceptions import CandleDataError, GapInWindowError, NotTrainedError
-from ml_integration.features import FEATURE_NAMES, LOOKBACK, compute_feature_matrix
+from ml_integration.features import (
+    FEATURE_NAMES,
+    LOOKBACK,
+    MODEL_COLUMNS,
+    MODEL_FEATURES,
+    compute_feature_matrix,
+)
 from ml_integration.labels import make_labels, purged_split
 from ml_integration.lstm import LSTMConfig, NumpyLSTM, build_sequences, sequence_ready
 from ml_integration.trees import CompiledTrees, compile_forest_classifier, compile_hist_gradient_boosting
@@ -68,7 +74,7 @@ from ml_integration.trees import CompiledTrees, compile_forest_classifier, compi
 __all__ = ["ConfidenceCalibrator", "MLPricePrediction", "ModelConfig", "PlattCalibrator", "Prediction"]
 
 _FORMAT_VERSION = 2
-_ATR = FEATURE_NAMES.index("atr_14")
+_ATR = MODEL_FEATURES.index("atr_14")
 
 
 @dataclass(frozen=True)
@@ -245,7 +251,7 @@ class MLPricePrediction:
         cfg = self.config
         matrix = compute_feature_matrix(
             df.to_numpy(), epoch_seconds(df.index), tf, max_missing_bars=cfg.max_missing_bars
-        )
+        )[:, MODEL_COLUMNS]
         labels = make_labels(df, horizon, timeframe_sec=tf, max_missing_bars=cfg.max_missing_bars)
         ready = sequence_ready(np.isfinite(matrix).all(axis=1), self.sequence_length)
         rows = np.flatnonzero(ready & labels.valid)
@@ -322,7 +328,7 @@ class MLPricePrediction:
             n_jobs=cfg.n_jobs,
             random_state=cfg.random_state,
         ).fit(x, y)
-        ranked = sorted(zip(FEATURE_NAMES, forest.feature_importances_, strict=True), key=lambda t: -t[1])
+        ranked = sorted(zip(MODEL_FEATURES, forest.feature_importances_, strict=True), key=lambda t: -t[1])
         self._importances = [(name, float(weight)) for name, weight in ranked[:15]]
         return compile_forest_classifier(forest), time.perf_counter() - t0
 
@@ -470,7 +476,7 @@ class MLPricePrediction:
             )
         elif len(features) < self.sequence_length or features.shape[1] != len(FEATURE_NAMES):
             raise ValueError(f"features: need at least {self.sequence_length} rows of {len(FEATURE_NAMES)}")
-        matrix = features[-self.sequence_length :]
+        matrix = features[-self.sequence_length :, MODEL_COLUMNS]
         if not np.isfinite(matrix).all():
             missing = int((stamps[-1] - stamps[0]) // fitted.timeframe_sec + 1 - len(stamps))
             raise GapInWindowError(
@@ -510,7 +516,7 @@ class MLPricePrediction:
             agreement=agreement,
             signal_strength=strength,
             top_features=fitted.importances[:5],
-            feature_values={n: float(last[0, FEATURE_NAMES.index(n)]) for n, _ in fitted.importances[:5]},
+            feature_values={n: float(last[0, MODEL_FEATURES.index(n)]) for n, _ in fitted.importances[:5]},
             candle_time=times[-1],
             close=close,
             atr=float(matrix[-1, _ATR] * close),
@@ -528,7 +534,7 @@ class MLPricePrediction:
         matrix = compute_feature_matrix(
             frame.to_numpy(), epoch_seconds(frame.index), fitted.timeframe_sec,
             max_missing_bars=self.config.max_missing_bars,
-        )  # fmt: skip
+        )[:, MODEL_COLUMNS]  # fmt: skip
         out = np.full(len(frame), np.nan)
         ok = np.isfinite(matrix).all(axis=1)
         if ok.any():
@@ -548,7 +554,7 @@ class MLPricePrediction:
         model = {
             "format_version": _FORMAT_VERSION,
             "config": self.config.to_dict(),
-            "features": FEATURE_NAMES,
+            "features": MODEL_FEATURES,
             "horizon": fitted.horizon,
             "timeframe_sec": fitted.timeframe_sec,
             "calibrator": asdict(fitted.calibrator),
@@ -569,7 +575,7 @@ class MLPricePrediction:
                 f"{folder}: model format {model.get('format_version')} is not supported (this version reads "
                 f"format {_FORMAT_VERSION}); retrain it with `tvgw train`"
             )
-        if model["features"] != FEATURE_NAMES:
+        if model["features"] != MODEL_FEATURES:
             raise NotTrainedError(
                 f"{folder}: trained with a different feature set; retrain with this version"
             )
@@ -599,11 +605,11 @@ class MLPricePrediction:
         compute_feature_matrix(
             candles, np.arange(n, dtype=np.int64) * fitted.timeframe_sec, fitted.timeframe_sec
         )
-        x = np.zeros((1, len(FEATURE_NAMES)))
+        x = np.zeros((1, len(MODEL_FEATURES)))
         fitted.forest.predict(x)
         fitted.boosting.predict(x)
         if fitted.lstm is not None:
-            fitted.lstm.predict(np.zeros((1, self.sequence_length, len(FEATURE_NAMES))))
+            fitted.lstm.predict(np.zeros((1, self.sequence_length, len(MODEL_FEATURES))))
 
 
 def tensorflow_loaded() -> bool:

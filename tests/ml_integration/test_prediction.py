@@ -43,6 +43,25 @@ def test_holdout_report_has_baselines_and_intervals(trained):
     assert report["training_window"][1] < report["calibration_window"][0] < report["test_window"][0]
 
 
+def test_report_checks_the_lean_and_calibration_and_the_served_model_is_recent(trained, candles):
+    """Platt's lean check (mean predicted p next to the up-rate that followed), calibration by
+    decile of the probability and of the confidence on the test slice, and a served model fit
+    up to the last usable bar (not the first 70%)."""
+    report = trained.training_report
+    holdout = report["holdout"]
+    lean = holdout["lean"]
+    assert lean["realised_up_rate"] == pytest.approx(holdout["direction"]["test_up_rate"])
+    assert 0 < lean["mean_predicted_p"] < 1 and 0 <= lean["calibration_up_rate"] <= 1
+    for key in ("probability_calibration", "confidence_calibration"):
+        bins = holdout[key]
+        assert sum(b["n"] for b in bins) == holdout["direction"]["n"]
+        assert [b["mean_predicted"] for b in bins] == sorted(b["mean_predicted"] for b in bins)
+    assert report["served_model_window"][0] <= report["training_window"][0]
+    assert report["served_model_window"][1] > report["test_window"][0]
+    last_label = candles.index[-1 - report["horizon"]]
+    assert pd.Timestamp(report["served_model_window"][1]) >= last_label - pd.Timedelta(hours=1)
+
+
 def test_save_and_load_give_identical_predictions(trained, candles, tmp_path):
     trained.save_strategy(tmp_path / "m")
     loaded = MLTradingStrategy().load_strategy(tmp_path / "m")

@@ -43,7 +43,16 @@ from common.indicators import windows as _win
 from ml_integration.candles import epoch_seconds, infer_timeframe_seconds, missing_in_window, validate_candles
 from ml_integration.exceptions import CandleDataError
 
-__all__ = ["FEATURE_FAMILIES", "FEATURE_NAMES", "LOOKBACK", "FeatureEngineering", "compute_feature_matrix"]
+__all__ = [
+    "DUPLICATE_FEATURES",
+    "FEATURE_FAMILIES",
+    "FEATURE_NAMES",
+    "LOOKBACK",
+    "MODEL_COLUMNS",
+    "MODEL_FEATURES",
+    "FeatureEngineering",
+    "compute_feature_matrix",
+]
 
 #: Bars each feature row needs (the longest window: the 200-bar SMA).
 LOOKBACK = MAX_WINDOW
@@ -243,6 +252,16 @@ def _names() -> tuple[list[str], dict[str, str]]:
 
 
 FEATURE_NAMES, FEATURE_FAMILIES = _names()
+
+#: Features that are exact affine copies of another (to float rounding): ``williams_r_14`` =
+#: ``stoch_k_14`` − 100 and ``bb_pctb_n`` = ``close_z_n`` / 4 + 0.5. They stay in the set (the
+#: families are the seed's), but the models do not read them: a twin splits a forest's splits and
+#: importances between two names and adds nothing.
+DUPLICATE_FEATURES = ("williams_r_14", "bb_pctb_20", "bb_pctb_50")
+#: What the models read, in :data:`FEATURE_NAMES` order.
+MODEL_FEATURES = [name for name in FEATURE_NAMES if name not in DUPLICATE_FEATURES]
+#: Their columns in a :func:`compute_feature_matrix` row.
+MODEL_COLUMNS = np.array([FEATURE_NAMES.index(name) for name in MODEL_FEATURES])
 
 
 class FeatureEngineering:

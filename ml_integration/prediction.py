@@ -5,12 +5,17 @@ full 24-bar sequence, a label):
 
     train ──purge── calibration ──purge── test        (purge = horizon rows)
 
-* RandomForestClassifier (direction) and HistGradientBoostingRegressor (forward log return)
-  are fit on *train*; the LSTM on *train* with early stopping on *calibration*.
-* Platt scaling maps the forest's probability to a calibrated one; it is fit on the
-  *calibration* slice, which the forest never saw, so "0.7" means about 70% there.
-* Every reported metric is measured on *test*, after the purge gap, next to its baseline
-  (``evaluation``). The saved model is the one those figures describe (no refit on all data).
+* Validation: a RandomForestClassifier (direction) and a HistGradientBoostingRegressor (forward
+  log return) are fit on *train*; the LSTM on *train* with early stopping on *calibration*.
+  Platt scaling (the forest's probability → a calibrated P(up)) and the confidence calibrator
+  (``calibration``: P(predicted side right | |2p − 1|)) are fit on *calibration*, which the
+  forest never saw. Every reported metric is measured on *test*, after the purge gap, next to
+  its baseline (``evaluation``): the report describes models that never saw the test rows.
+* Final fit (``ModelConfig.final_fit``, on by default): the forest and the boosting model are
+  then refit on every usable row up to the last bar, so the served model knows the most recent
+  market; its calibrators are refit on the *calibration* and *test* predictions of the
+  validation forest (out of fold, time-ordered: each was predicted by a forest trained on
+  earlier rows only). The LSTM keeps its validation fit (it does not touch the probability).
 
 Serving (``predict``) touches only the last ``LOOKBACK + 23`` candles, computes features in
 numpy, walks the compiled trees (``trees``) and runs the LSTM in numpy (``lstm``): no
@@ -21,9 +26,11 @@ Combination (the outer dict's fields):
 * ``direction_probability`` p: the calibrated forest probability that the close in
   ``horizon`` bars is above the current close;
 * ``ensemble_magnitude``: ``gb_weight × GB + (1 − gb_weight) × LSTM`` forward log return;
-* ``confidence`` = 0.5 × |2p − 1| + 0.5 × agreement, where agreement is the share of the two
-  regression models whose sign matches the classifier's side: it grows with the distance
-  from 0.5 and with the models' agreement;
+* ``confidence``: the out-of-sample probability that the side p favours is right, given
+  |2p − 1| (``calibration.ConfidenceCalibrator``); about 0.5 where the model has no edge, so
+  ``ml_gate``'s threshold means what it says;
+* ``agreement``: the share of the two regression models whose sign matches the classifier's
+  side (a quality-grade component only; it no longer moves confidence);
 * ``signal_strength``: the signed expected move, the mean of the classifier-implied move
   (2p − 1) × (mean absolute move in training) and the ensemble magnitude.
 """
@@ -43,6 +50,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ml_integration.calibration import ConfidenceCalibrator
 from ml_integration.candles import (
     COLUMNS,
     check_candle_values,
@@ -50,17 +58,23 @@ from ml_integration.candles import (
     infer_timeframe_seconds,
     validate_candles,
 )
-from ml_integration.evaluation import brier_score, direction_report, magnitude_report
+from ml_integration.evaluation import brier_score, calibration_by_decile, direction_report, magnitude_report
 from ml_integration.exceptions import CandleDataError, GapInWindowError, NotTrainedError
-from ml_integration.features import FEATURE_NAMES, LOOKBACK, compute_feature_matrix
+from ml_integration.features import (
+    FEATURE_NAMES,
+    LOOKBACK,
+    MODEL_COLUMNS,
+    MODEL_FEATURES,
+    compute_feature_matrix,
+)
 from ml_integration.labels import make_labels, purged_split
 from ml_integration.lstm import LSTMConfig, NumpyLSTM, build_sequences, sequence_ready
 from ml_integration.trees import CompiledTrees, compile_forest_classifier, compile_hist_gradient_boosting
 
-__all__ = ["MLPricePrediction", "ModelConfig", "PlattCalibrator", "Prediction"]
+__all__ = ["ConfidenceCalibrator", "MLPricePrediction", "ModelConfig", "PlattCalibrator", "Prediction"]
 
-_FORMAT_VERSION = 1
-_ATR = FEATURE_NAMES.index("atr_14")
+_FORMAT_VERSION = 2
+_ATR = MODEL_FEATURES.index("atr_14")
 
 
 @dataclass(frozen=True)
@@ -82,6 +96,9 @@ class ModelConfig:
     min_edge: float = 0.03
     n_jobs: int = 2
     random_state: int = 0
+    #: Refit the forest and boosting model on every usable row after validation (the report
+    #: keeps the validation figures); False serves the validation models themselves.
+    final_fit: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -155,12 +172,29 @@ class _Fitted:
     boosting: CompiledTrees
     lstm: NumpyLSTM | None
     calibrator: PlattCalibrator
+    confidence: ConfidenceCalibrator
     horizon: int
     timeframe_sec: int
     typical_move: float
     atr_percentiles: list[float]
     importances: list[tuple[str, float]]
     info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Validation:
+    """The models the hold-out report describes (fit on *train*, calibrated on *calibration*)."""
+
+    forest: CompiledTrees
+    boosting: CompiledTrees
+    calibrator: PlattCalibrator
+    confidence: ConfidenceCalibrator
+
+
+def _fit_calibrators(raw: np.ndarray, went_up: np.ndarray) -> tuple[PlattCalibrator, ConfidenceCalibrator]:
+    """Platt scaling and the confidence map, both from out-of-sample forest probabilities."""
+    platt = PlattCalibrator.fit(raw, went_up)
+    return platt, ConfidenceCalibrator.fit(platt(raw), went_up)
 
 
 def _library_versions() -> dict[str, str]:
@@ -185,6 +219,7 @@ class MLPricePrediction:
         if not 0 <= self.config.gb_weight <= 1:
             raise ValueError(f"gb_weight must be in [0, 1], got {self.config.gb_weight}")
         self.fitted_: _Fitted | None = None
+        self.validation_: _Validation | None = None
 
     # --- training ----------------------------------------------------------------------------
     @property
@@ -216,7 +251,7 @@ class MLPricePrediction:
         cfg = self.config
         matrix = compute_feature_matrix(
             df.to_numpy(), epoch_seconds(df.index), tf, max_missing_bars=cfg.max_missing_bars
-        )
+        )[:, MODEL_COLUMNS]
         labels = make_labels(df, horizon, timeframe_sec=tf, max_missing_bars=cfg.max_missing_bars)
         ready = sequence_ready(np.isfinite(matrix).all(axis=1), self.sequence_length)
         rows = np.flatnonzero(ready & labels.valid)
@@ -237,29 +272,33 @@ class MLPricePrediction:
 
         stage("random forest")
         forest, timings["random_forest_s"] = self._fit_forest(x[tr], y_dir[tr])
-        calibrator = PlattCalibrator.fit(forest.predict(x[cal]), y_dir[cal])
+        raw = np.full(len(rows), np.nan)
+        raw[cal], raw[te] = forest.predict(x[cal]), forest.predict(x[te])
+        calibrator, confidence = _fit_calibrators(raw[cal], y_dir[cal])
         stage("gradient boosting")
         boosting, timings["gradient_boosting_s"] = self._fit_boosting(x[tr], y_mag[tr])
         lstm_model = None
         if cfg.use_lstm:
             stage("lstm")
             lstm_model, timings["lstm_s"] = self._fit_lstm(matrix, rows, tr, cal, y_mag)
-
-        atr = matrix[rows[tr], FEATURE_NAMES.index("atr_14")]
-        self.fitted_ = _Fitted(
-            forest=forest,
-            boosting=boosting,
-            lstm=lstm_model,
-            calibrator=calibrator,
-            horizon=horizon,
-            timeframe_sec=tf,
-            typical_move=float(np.mean(np.abs(y_mag[tr]))),
-            atr_percentiles=[float(v) for v in np.percentile(atr, [5, 20, 50, 80, 95])],
-            importances=self._importances,
-        )
+        self.validation_ = _Validation(forest, boosting, calibrator, confidence)
+        self.fitted_ = self._fitted(forest, boosting, lstm_model, calibrator, confidence, horizon, tf,
+                                    matrix[rows[tr], _ATR], y_mag[tr])  # fmt: skip
         stage("evaluation")
-        report = self._holdout(matrix, rows, split, x, y_dir, y_mag, calibrator)
+        report = self._holdout(matrix, rows, split, x, y_dir, y_mag)
+        if cfg.final_fit:
+            stage("final fit")
+            t0 = time.perf_counter()
+            oof = np.concatenate([cal, te])  # predicted by the train-only forest: out of fold
+            calibrator, confidence = _fit_calibrators(raw[oof], y_dir[oof])
+            everything = np.arange(len(rows))
+            forest, _ = self._fit_forest(x, y_dir)
+            boosting, _ = self._fit_boosting(x, y_mag)
+            self.fitted_ = self._fitted(forest, boosting, lstm_model, calibrator, confidence, horizon, tf,
+                                        matrix[rows, _ATR], y_mag[everything])  # fmt: skip
+            timings["final_fit_s"] = time.perf_counter() - t0
         times = df.index[rows]
+        served = np.arange(len(rows)) if cfg.final_fit else tr
         self.fitted_.info = {
             "horizon": horizon,
             "timeframe_sec": tf,
@@ -269,6 +308,7 @@ class MLPricePrediction:
             "training_window": [str(times[tr[0]]), str(times[tr[-1]])],
             "calibration_window": [str(times[cal[0]]), str(times[cal[-1]])],
             "test_window": [str(times[te[0]]), str(times[te[-1]])],
+            "served_model_window": [str(times[served[0]]), str(times[served[-1]])],
             "holdout": report,
             "timings_s": {**timings, "total_s": time.perf_counter() - started},
             "library_versions": _library_versions(),
@@ -288,7 +328,7 @@ class MLPricePrediction:
             n_jobs=cfg.n_jobs,
             random_state=cfg.random_state,
         ).fit(x, y)
-        ranked = sorted(zip(FEATURE_NAMES, forest.feature_importances_, strict=True), key=lambda t: -t[1])
+        ranked = sorted(zip(MODEL_FEATURES, forest.feature_importances_, strict=True), key=lambda t: -t[1])
         self._importances = [(name, float(weight)) for name, weight in ranked[:15]]
         return compile_forest_classifier(forest), time.perf_counter() - t0
 
@@ -324,6 +364,25 @@ class MLPricePrediction:
         )
         return model, time.perf_counter() - t0
 
+    def _fitted(
+        self, forest: CompiledTrees, boosting: CompiledTrees, lstm: NumpyLSTM | None,
+        calibrator: PlattCalibrator, confidence: ConfidenceCalibrator, horizon: int, tf: int,
+        atr: np.ndarray, moves: np.ndarray,
+    ) -> _Fitted:  # fmt: skip
+        """The served state; ``atr`` and ``moves`` are the rows the served forest was fit on."""
+        return _Fitted(
+            forest=forest,
+            boosting=boosting,
+            lstm=lstm,
+            calibrator=calibrator,
+            confidence=confidence,
+            horizon=horizon,
+            timeframe_sec=tf,
+            typical_move=float(np.mean(np.abs(moves))),
+            atr_percentiles=[float(v) for v in np.percentile(atr, [5, 20, 50, 80, 95])],
+            importances=self._importances,
+        )
+
     def _holdout(
         self,
         matrix: np.ndarray,
@@ -332,19 +391,34 @@ class MLPricePrediction:
         x: np.ndarray,
         y_dir: np.ndarray,
         y_mag: np.ndarray,
-        calibrator: PlattCalibrator,
     ) -> dict[str, Any]:
-        fitted = self._require()
+        """Test-slice figures of the validation models (fit on train, calibrated on
+        calibration), whatever is served afterwards."""
+        fitted, valid = self._require(), self.validation_
+        assert valid is not None
         te = split.test
-        raw = fitted.forest.predict(x[te])
-        calibrated = calibrator(raw)
+        raw = valid.forest.predict(x[te])
+        calibrated = valid.calibrator(raw)
+        confidence = valid.confidence(calibrated)
+        right = ((calibrated >= 0.5) == (y_dir[te] == 1)).astype(float)
         train_up = float(y_dir[split.train].mean())
-        gb = fitted.boosting.predict(x[te])
+        gb = valid.boosting.predict(x[te])
         report: dict[str, Any] = {
             "direction": direction_report(
                 y_dir[te], calibrated, train_up, block=max(24, fitted.horizon)
             ).to_dict(),
             "direction_uncalibrated_brier": brier_score(y_dir[te], raw),
+            # Platt's lean check: a standing directional lean shows as a mean p far from the
+            # up-rate that followed.
+            "lean": {
+                "mean_predicted_p": float(np.mean(calibrated)),
+                "realised_up_rate": float(np.mean(y_dir[te])),
+                "calibration_up_rate": float(np.mean(y_dir[split.calibration])),
+                "train_up_rate": train_up,
+            },
+            "probability_calibration": [asdict(b) for b in calibration_by_decile(y_dir[te], calibrated)],
+            "confidence_calibration": [asdict(b) for b in calibration_by_decile(right, confidence)],
+            "confidence_brier": brier_score(right, confidence),
             "magnitude_gb": magnitude_report(y_mag[te], gb).to_dict(),
         }
         if fitted.lstm is not None:
@@ -402,7 +476,7 @@ class MLPricePrediction:
             )
         elif len(features) < self.sequence_length or features.shape[1] != len(FEATURE_NAMES):
             raise ValueError(f"features: need at least {self.sequence_length} rows of {len(FEATURE_NAMES)}")
-        matrix = features[-self.sequence_length :]
+        matrix = features[-self.sequence_length :, MODEL_COLUMNS]
         if not np.isfinite(matrix).all():
             missing = int((stamps[-1] - stamps[0]) // fitted.timeframe_sec + 1 - len(stamps))
             raise GapInWindowError(
@@ -430,7 +504,7 @@ class MLPricePrediction:
         side = 1.0 if p >= 0.5 else -1.0
         votes = [gb] + ([lstm] if lstm is not None else [])
         agreement = float(np.mean([np.sign(v) == side for v in votes]))
-        confidence = 0.5 * abs(2 * p - 1) + 0.5 * agreement
+        confidence = float(fitted.confidence(p))
         strength = 0.5 * ((2 * p - 1) * fitted.typical_move + ensemble)
         return Prediction(
             direction_probability=p,
@@ -442,7 +516,7 @@ class MLPricePrediction:
             agreement=agreement,
             signal_strength=strength,
             top_features=fitted.importances[:5],
-            feature_values={n: float(last[0, FEATURE_NAMES.index(n)]) for n, _ in fitted.importances[:5]},
+            feature_values={n: float(last[0, MODEL_FEATURES.index(n)]) for n, _ in fitted.importances[:5]},
             candle_time=times[-1],
             close=close,
             atr=float(matrix[-1, _ATR] * close),
@@ -460,7 +534,7 @@ class MLPricePrediction:
         matrix = compute_feature_matrix(
             frame.to_numpy(), epoch_seconds(frame.index), fitted.timeframe_sec,
             max_missing_bars=self.config.max_missing_bars,
-        )  # fmt: skip
+        )[:, MODEL_COLUMNS]  # fmt: skip
         out = np.full(len(frame), np.nan)
         ok = np.isfinite(matrix).all(axis=1)
         if ok.any():
@@ -480,10 +554,11 @@ class MLPricePrediction:
         model = {
             "format_version": _FORMAT_VERSION,
             "config": self.config.to_dict(),
-            "features": FEATURE_NAMES,
+            "features": MODEL_FEATURES,
             "horizon": fitted.horizon,
             "timeframe_sec": fitted.timeframe_sec,
             "calibrator": asdict(fitted.calibrator),
+            "confidence": fitted.confidence.to_dict(),
             "typical_move": fitted.typical_move,
             "atr_percentiles": fitted.atr_percentiles,
             "importances": fitted.importances,
@@ -496,8 +571,11 @@ class MLPricePrediction:
         folder = Path(directory)
         model = json.loads((folder / "model.json").read_text())
         if model.get("format_version") != _FORMAT_VERSION:
-            raise NotTrainedError(f"{folder}: model format {model.get('format_version')} is not supported")
-        if model["features"] != FEATURE_NAMES:
+            raise NotTrainedError(
+                f"{folder}: model format {model.get('format_version')} is not supported (this version reads "
+                f"format {_FORMAT_VERSION}); retrain it with `tvgw train`"
+            )
+        if model["features"] != MODEL_FEATURES:
             raise NotTrainedError(
                 f"{folder}: trained with a different feature set; retrain with this version"
             )
@@ -508,6 +586,7 @@ class MLPricePrediction:
             boosting=CompiledTrees.load(folder / "boosting.npz"),
             lstm=NumpyLSTM.load(lstm_path) if lstm_path.exists() else None,
             calibrator=PlattCalibrator(**model["calibrator"]),
+            confidence=ConfidenceCalibrator.from_dict(model["confidence"]),
             horizon=int(model["horizon"]),
             timeframe_sec=int(model["timeframe_sec"]),
             typical_move=float(model["typical_move"]),
@@ -526,11 +605,11 @@ class MLPricePrediction:
         compute_feature_matrix(
             candles, np.arange(n, dtype=np.int64) * fitted.timeframe_sec, fitted.timeframe_sec
         )
-        x = np.zeros((1, len(FEATURE_NAMES)))
+        x = np.zeros((1, len(MODEL_FEATURES)))
         fitted.forest.predict(x)
         fitted.boosting.predict(x)
         if fitted.lstm is not None:
-            fitted.lstm.predict(np.zeros((1, self.sequence_length, len(FEATURE_NAMES))))
+            fitted.lstm.predict(np.zeros((1, self.sequence_length, len(MODEL_FEATURES))))
 
 
 def tensorflow_loaded() -> bool:

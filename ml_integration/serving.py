@@ -49,6 +49,29 @@ SIGNAL_REUSE_S = 30.0
 FETCH_INTERVAL_S = 30.0
 #: How often (seconds) a worker looks at the model store's ``latest`` pointer.
 RELOAD_CHECK_S = 5.0
+#: Newest resolved predictions of a model whose accuracy may cut its Kelly, and how long
+#: (seconds) one read of them is reused (outcomes resolve once per horizon, not per alert).
+RECENT_OUTCOMES = 100
+RECENT_ACCURACY_TTL_S = 60.0
+
+
+class _RecentAccuracy:
+    """The strategy's ``recent_accuracy`` reader: (right, resolved) of this model version's
+    newest resolved predictions of a symbol, from the prediction log, cached briefly."""
+
+    def __init__(self, storage: Storage, model_version: str | None):
+        self.storage, self.model_version = storage, model_version
+        self._cache: dict[str, tuple[float, tuple[int, int]]] = {}
+
+    def __call__(self, symbol: str) -> tuple[int, int] | None:
+        now = time.monotonic()
+        hit = self._cache.get(symbol)
+        if hit is None or now - hit[0] >= RECENT_ACCURACY_TTL_S:
+            counts = prediction_store.recent_accuracy(
+                self.storage, symbol, self.model_version, RECENT_OUTCOMES
+            )
+            hit = self._cache[symbol] = (now, counts)
+        return hit[1]
 
 
 class ServingSettings(Protocol):
@@ -365,6 +388,7 @@ class SignalService:
             return
         if strategy.config.use_sentiment:
             strategy.sentiment = self._sentiment_for(symbol)
+        strategy.recent_accuracy = _RecentAccuracy(self.storage, strategy.model_version)
         market.strategy, market.version, market.load_error = strategy, version, None
         log.info("loaded model %s %s version %s", symbol, timeframe, version)
 

@@ -8,9 +8,23 @@ Without sentiment (disabled, or no cached data) the sentiment term is neutral (0
 shrinks the ML probability toward 0.5 by ``sentiment_weight``; set ``sentiment_weight`` to 0
 to trade on the ML probability alone.
 
-Sizing (Kelly): the side is the one ``combined_probability`` favours; p is the probability of
-that side, b = take-profit distance / stop distance, f* = (b·p − (1 − p)) / b. The fraction is
-f* × ``kelly_multiplier``, capped at ``max_kelly`` (10% of the account). When f* ≤ 0, or p is
+Sizing (Kelly), from a conservative edge: the side is the one ``combined_probability``
+favours; b = take-profit distance / stop distance, and the round trip's cost (fees and
+slippage, ``round_trip_cost`` of the notional) is charged in units of the stop distance, so a
+win pays b − c and a loss costs 1 + c (break-even p = (1 + c) / (1 + b)). The win probability
+Kelly sizes from is the *smallest* of
+
+* p of that side (the combined probability);
+* the lower 95% Wilson bound of the out-of-sample win rate of the model's calls with this
+  margin |2p − 1| (``calibration.ConfidenceCalibrator.win_rate_bounds``; few samples make it
+  low, so the stake shrinks toward zero by itself);
+* the upper 95% Wilson bound of the recent resolved accuracy in the prediction log, when the
+  serving layer passes a ``recent_accuracy`` reader and at least ``min_recent_outcomes`` have
+  resolved: when the market stops supporting the edge, the stake is cut, to zero below
+  break-even.
+
+f* = p / (1 + c) − (1 − p) / (b − c); the fraction is f* × ``kelly_multiplier``, capped at
+``max_kelly`` (10% of the account). When that p is not above break-even, or the combined p is
 within ``min_edge`` of 0.5, the action is hold and the fraction 0: there is no minimum
 position. Stops and targets are ``stop_atr`` / ``take_profit_atr`` × ATR(14) from the entry.
 The defaults make b = 1 on purpose: p measures the direction at the horizon, not the chance
@@ -45,6 +59,7 @@ from typing import Any, Protocol
 import pandas as pd
 
 from ml_integration.artifacts import seal, verify
+from ml_integration.evaluation import wilson_interval
 from ml_integration.exceptions import GapInWindowError, NotTrainedError
 from ml_integration.market_call import (
     LEVERAGE_CEILING,
@@ -57,10 +72,13 @@ from ml_integration.prediction import MLPricePrediction, ModelConfig, Prediction
 
 __all__ = [
     "QUALITY_WEIGHTS",
+    "EdgeEstimate",
     "MLTradingStrategy",
+    "RecentAccuracy",
     "SentimentSource",
     "StrategyConfig",
     "TradingSignal",
+    "conservative_edge",
     "grade_for_score",
     "kelly_fraction",
 ]
@@ -87,6 +105,14 @@ def _volatility(df: pd.DataFrame) -> float:
         return 0.0
 
 
+class RecentAccuracy(Protocol):
+    """Reads the prediction log: (right, resolved) of the symbol's recent resolved predictions,
+    or None when unknown. The serving layer passes one in; ml_integration never reads engine or
+    webhook state itself."""
+
+    def __call__(self, symbol: str) -> tuple[int, int] | None: ...
+
+
 class SentimentSource(Protocol):
     """What the strategy needs from ``ml_integration.sentiment.SentimentAnalysis``."""
 
@@ -108,6 +134,10 @@ class StrategyConfig:
     target_periods: int = 5
     #: The most leverage a signal asks for (the engine's risk limits still cap what it gets).
     max_leverage: float = 3.0
+    #: Fees and slippage of a round trip, as a fraction of the notional (0.1% a side).
+    round_trip_cost: float = 0.002
+    #: Resolved predictions needed before their recent accuracy may cut Kelly.
+    min_recent_outcomes: int = 20
 
     def __post_init__(self) -> None:
         checks = [
@@ -122,6 +152,8 @@ class StrategyConfig:
             (0 <= self.min_edge < 0.5, "min_edge must be in [0, 0.5)"),
             (self.target_periods >= 1, "target_periods must be >= 1"),
             (1 <= self.max_leverage <= LEVERAGE_CEILING, f"max_leverage must be in [1, {LEVERAGE_CEILING}]"),
+            (0 <= self.round_trip_cost < 0.1, "round_trip_cost must be in [0, 0.1)"),
+            (self.min_recent_outcomes >= 1, "min_recent_outcomes must be >= 1"),
         ]
         for ok, message in checks:
             if not ok:
@@ -142,6 +174,41 @@ def kelly_fraction(p: float, b: float) -> float:
     if b <= 0:
         raise ValueError(f"win/loss ratio b must be > 0, got {b}")
     return (b * p - (1.0 - p)) / b
+
+
+@dataclass(frozen=True)
+class EdgeEstimate:
+    """The win probability Kelly sizes from and why (see the module docstring)."""
+
+    p: float
+    break_even: float
+    full_kelly: float
+    note: str
+
+    @property
+    def positive(self) -> bool:
+        return self.p > self.break_even and self.full_kelly > 0
+
+
+def conservative_edge(
+    *, p_side: float, bounds: tuple[float, float, int], recent: tuple[int, int] | None,
+    min_recent: int, b: float, cost: float,
+) -> EdgeEstimate:  # fmt: skip
+    """Kelly's inputs from the weakest of the three supports of the edge: ``p_side``, the
+    out-of-sample ``bounds`` (low, high, n) of the win rate at this margin for this side,
+    and ``recent`` (right, resolved) from the prediction log. ``cost``: the round trip's
+    cost in units of the stop distance."""
+    low, _, n = bounds
+    p = min(p_side, low)
+    note = f"out-of-sample win rate >= {low:.3f} (n={n})"
+    if recent is not None and recent[1] >= min_recent:
+        recent_high = wilson_interval(recent[0], recent[1])[1]
+        p = min(p, recent_high)
+        note += f", recent accuracy <= {recent_high:.3f} ({recent[0]}/{recent[1]})"
+    win, loss = b - cost, 1.0 + cost
+    if win <= 0:
+        return EdgeEstimate(p, 1.0, 0.0, note + f"; costs {cost:.2f}R exceed the target")
+    return EdgeEstimate(p, loss / (win + loss), p / loss - (1.0 - p) / win, note)
 
 
 def grade_for_score(score: float) -> str:
@@ -228,9 +295,11 @@ class MLTradingStrategy:
         *,
         sentiment: SentimentSource | None = None,
         model_config: ModelConfig | None = None,
+        recent_accuracy: RecentAccuracy | None = None,
     ):
         self.config = StrategyConfig.from_mapping(config)
         self.sentiment = sentiment
+        self.recent_accuracy = recent_accuracy
         self.predictor = MLPricePrediction(model_config)
         self.synthetic = False
         self.model_version: str | None = None
@@ -331,10 +400,9 @@ class MLTradingStrategy:
         )
         side = 1 if combined >= 0.5 else -1
         p_side = combined if side > 0 else 1 - combined
-        b = cfg.take_profit_atr / cfg.stop_atr
-        full_kelly = kelly_fraction(p_side, b)
-        tradeable = full_kelly > 0 and abs(combined - 0.5) >= cfg.min_edge
-        kelly = min(cfg.max_kelly, full_kelly * cfg.kelly_multiplier) if tradeable else 0.0
+        edge = self._edge(prediction, side, p_side, symbol)
+        tradeable = edge.positive and abs(combined - 0.5) >= cfg.min_edge
+        kelly = min(cfg.max_kelly, edge.full_kelly * cfg.kelly_multiplier) if tradeable else 0.0
         entry = prediction.close
         call = self._market_call(df, combined, prediction, tradeable)
         action = {"long": "buy", "short": "sell"}.get(call.direction, "hold")
@@ -342,9 +410,9 @@ class MLTradingStrategy:
         score = round(100.0 * sum(QUALITY_WEIGHTS[k] * v for k, v in components.items()), 1)
         reason = (
             f"combined P(up) {combined:.3f} (ML {prediction.direction_probability:.3f},"
-            f" sentiment {sentiment:+.2f});"
-            f" Kelly f* {full_kelly:+.3f}"
-            + ("" if tradeable else f", no edge beyond {cfg.min_edge:.2f}: hold")
+            f" sentiment {sentiment:+.2f}); {edge.note}; Kelly p {edge.p:.3f} vs break-even"
+            f" {edge.break_even:.3f} after costs, f* {edge.full_kelly:+.3f}"
+            + ("" if tradeable else f", no edge beyond {cfg.min_edge:.2f} and costs: hold")
         )
         return TradingSignal(
             action=action,
@@ -378,6 +446,23 @@ class MLTradingStrategy:
             },
         )
 
+    def _edge(self, prediction: Prediction, side: int, p_side: float, symbol: str) -> EdgeEstimate:
+        """:func:`conservative_edge` for this signal: the out-of-sample interval is the model's
+        side's, mirrored when sentiment turned the combined side against the model."""
+        fitted = self.predictor.fitted_
+        assert fitted is not None
+        cfg = self.config
+        low, high, n = fitted.confidence.win_rate_bounds(prediction.direction_probability)
+        model_side = 1 if prediction.direction_probability >= 0.5 else -1
+        bounds = (low, high, n) if side == model_side else (1.0 - high, 1.0 - low, n)
+        stop = cfg.stop_atr * prediction.atr
+        cost = cfg.round_trip_cost * prediction.close / stop if stop > 0 else float("inf")
+        recent = self.recent_accuracy(symbol) if self.recent_accuracy is not None else None
+        return conservative_edge(
+            p_side=p_side, bounds=bounds, recent=recent, min_recent=cfg.min_recent_outcomes,
+            b=cfg.take_profit_atr / cfg.stop_atr, cost=cost,
+        )  # fmt: skip
+
     def _market_call(
         self, df: pd.DataFrame, combined: float, prediction: Prediction, tradeable: bool
     ) -> MarketCall:
@@ -390,7 +475,9 @@ class MLTradingStrategy:
             return MarketCall(SignalType.HOLD, "flat", 1.0, None, None, None, "no tradeable edge")
         try:
             return predict_market(
-                direction_probability=combined, confidence=prediction.confidence, price=prediction.close,
+                # leverage grows with the validated edge: 1x at a coin flip (confidence 0.5)
+                direction_probability=combined, confidence=max(0.0, 2 * prediction.confidence - 1),
+                price=prediction.close,
                 atr=prediction.atr, volatility=_volatility(df), max_leverage=cfg.max_leverage,
                 stop_atr=cfg.stop_atr, take_profit_atr=cfg.take_profit_atr, threshold=edge,
                 strong_threshold=max(edge, STRONG_SIGNAL),

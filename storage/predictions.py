@@ -11,6 +11,7 @@ __all__ = [
     "get_prediction",
     "insert_prediction",
     "list_predictions",
+    "recent_accuracy",
     "recent_outcomes",
     "resolve_prediction",
     "resolved_since",
@@ -85,6 +86,20 @@ def recent_outcomes(db: Db, since: float, limit: int) -> list[dict[str, Any]]:
         (since, limit),
     )
     return [dict(r) for r in reversed(rows)]
+
+
+def recent_accuracy(db: Db, symbol: str, model_version: str | None, limit: int) -> tuple[int, int]:
+    """(right, resolved) over the newest ``limit`` resolved predictions of ``symbol`` by
+    ``model_version``: what the strategy's Kelly cut reads. Walks the (symbol, timestamp)
+    index backwards and stops at the LIMIT, so its cost is fixed however long the log grows."""
+    row = query(
+        db,
+        "SELECT COUNT(*) AS n, COALESCE(SUM(prediction_accuracy), 0) AS right FROM ("
+        " SELECT prediction_accuracy FROM ml_predictions WHERE symbol = ? AND model_version IS ?"
+        " AND resolved_at IS NOT NULL ORDER BY timestamp DESC LIMIT ?)",
+        (symbol, model_version, limit),
+    )[0]
+    return round(float(row["right"])), int(row["n"])
 
 
 def list_predictions(

@@ -108,3 +108,20 @@ def test_importance_analysis_reports_top_features_and_baseline(candles):
     assert top[0]["weight"] >= top[-1]["weight"] > 0
     assert sum(analysis["family_importance"].values()) == pytest.approx(1.0)
     assert 0 <= analysis["holdout_accuracy"] <= 1 and 0.5 <= analysis["majority_baseline"] <= 1
+
+
+def test_the_models_read_no_exact_duplicate_feature(candles):
+    """The 80+ set keeps its families, but no two columns the models read are copies of each
+    other (``williams_r_14`` = ``stoch_k_14`` − 100 and ``bb_pctb_n`` = ``close_z_n`` / 4 + 0.5
+    were); a new twin shows up here as a correlation of 1."""
+    from ml_integration.features import DUPLICATE_FEATURES, MODEL_FEATURES
+
+    table = FeatureEngineering().create_features(candles).dropna()
+    assert set(DUPLICATE_FEATURES) <= set(FEATURE_NAMES) and not set(DUPLICATE_FEATURES) & set(MODEL_FEATURES)
+    np.testing.assert_allclose(table["williams_r_14"], table["stoch_k_14"] - 100, atol=1e-9)
+    for n in (20, 50):
+        np.testing.assert_allclose(table[f"bb_pctb_{n}"], table[f"close_z_{n}"] / 4 + 0.5, atol=1e-9)
+    corr = np.corrcoef(table[MODEL_FEATURES].to_numpy().T)
+    np.fill_diagonal(corr, 0.0)
+    worst = np.unravel_index(np.nanargmax(np.abs(corr)), corr.shape)
+    assert np.nanmax(np.abs(corr)) < 0.9999, [MODEL_FEATURES[i] for i in worst]

@@ -43,6 +43,25 @@ def test_holdout_report_has_baselines_and_intervals(trained):
     assert report["training_window"][1] < report["calibration_window"][0] < report["test_window"][0]
 
 
+def test_report_checks_the_lean_and_calibration_and_the_served_model_is_recent(trained, candles):
+    """Platt's lean check (mean predicted p next to the up-rate that followed), calibration by
+    decile of the probability and of the confidence on the test slice, and a served model fit
+    up to the last usable bar (not the first 70%)."""
+    report = trained.training_report
+    holdout = report["holdout"]
+    lean = holdout["lean"]
+    assert lean["realised_up_rate"] == pytest.approx(holdout["direction"]["test_up_rate"])
+    assert 0 < lean["mean_predicted_p"] < 1 and 0 <= lean["calibration_up_rate"] <= 1
+    for key in ("probability_calibration", "confidence_calibration"):
+        bins = holdout[key]
+        assert sum(b["n"] for b in bins) == holdout["direction"]["n"]
+        assert [b["mean_predicted"] for b in bins] == sorted(b["mean_predicted"] for b in bins)
+    assert report["served_model_window"][0] <= report["training_window"][0]
+    assert report["served_model_window"][1] > report["test_window"][0]
+    last_label = candles.index[-1 - report["horizon"]]
+    assert pd.Timestamp(report["served_model_window"][1]) >= last_label - pd.Timedelta(hours=1)
+
+
 def test_save_and_load_give_identical_predictions(trained, candles, tmp_path):
     trained.save_strategy(tmp_path / "m")
     loaded = MLTradingStrategy().load_strategy(tmp_path / "m")
@@ -89,9 +108,10 @@ def test_serving_refuses_bad_candles(trained, candles):
 
 @pytest.mark.slow  # trains twice to compare
 def test_calibrator_and_models_never_see_test_rows(candles):
-    """Changing every candle in the test slice (and its label window) leaves the fitted forest,
-    the calibrator, the boosting model and the LSTM's scaler unchanged: they were fit on
-    earlier rows only."""
+    """Changing every candle in the test slice (and its label window) leaves the models the
+    report describes (forest, Platt, confidence map, boosting) and the LSTM's scaler unchanged:
+    they were fit on earlier rows only. The served forest and calibrators do change: after
+    validation they are refit up to the last bar (on purpose; ``final_fit``)."""
     config = TINY
     first = MLPricePrediction(config)
     report = first.train_models(candles, 5)
@@ -103,10 +123,13 @@ def test_calibrator_and_models_never_see_test_rows(candles):
     changed.iloc[test_start:, :4] = tail.iloc[:, :4].to_numpy() * factor
     second = MLPricePrediction(config)
     second.train_models(changed, 5)
-    assert first.fitted_.calibrator == second.fitted_.calibrator
-    np.testing.assert_array_equal(first.fitted_.forest.threshold, second.fitted_.forest.threshold)
-    np.testing.assert_array_equal(first.fitted_.boosting.value, second.fitted_.boosting.value)
+    a, b = first.validation_, second.validation_
+    assert a.calibrator == b.calibrator and a.confidence == b.confidence
+    np.testing.assert_array_equal(a.forest.threshold, b.forest.threshold)
+    np.testing.assert_array_equal(a.boosting.value, b.boosting.value)
     np.testing.assert_array_equal(first.fitted_.lstm.x_mean, second.fitted_.lstm.x_mean)
     np.testing.assert_array_equal(first.fitted_.lstm.x_scale, second.fitted_.lstm.x_scale)
     assert first.fitted_.lstm.y_scale == second.fitted_.lstm.y_scale
     assert first.fitted_.info["holdout"] != second.fitted_.info["holdout"]  # the test slice did change
+    assert first.fitted_.calibrator != second.fitted_.calibrator  # served: refit on the latest rows
+    assert not np.array_equal(first.fitted_.forest.threshold, second.fitted_.forest.threshold)

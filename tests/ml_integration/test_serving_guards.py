@@ -176,3 +176,35 @@ def test_models_are_loaded_when_the_worker_starts(
     while loaded().get("BTC/USDT 1h") != latest and time.monotonic() < deadline:
         time.sleep(0.05)  # a background thread loads every model at start-up, before any alert
     assert loaded() == {"BTC/USDT 1h": latest}
+
+
+def test_recent_accuracy_in_the_prediction_log_reaches_the_signal(
+    tmp_path: Path, model_dir: tuple[Path, pd.DataFrame]
+) -> None:
+    """The served strategy reads its own version's newest resolved predictions (a real SQLite
+    log): 10 right of 60 cuts Kelly to zero and the reason says so; another version's outcomes
+    are not this model's record."""
+    from ml_integration import latest_version
+    from storage.predictions import insert_prediction, resolve_prediction
+
+    models, candles = model_dir
+    subject = service(tmp_path, models, candles)
+    version = latest_version(models, "BTC/USDT", "1h")
+    now = time.time()
+    with subject.storage.conn as conn:
+        for i in range(120):
+            mine = i < 60
+            row_id = insert_prediction(
+                conn, timestamp=now - 7200 + i, alert_id=None, symbol="BTC/USDT", timeframe="1h",
+                model_version=version if mine else "older", direction_prob=0.6, magnitude_pred=0.0,
+                confidence=0.6, horizon=5, candle_time=now - 7200, target_time=now - 3600,
+                price_at_prediction=30000.0, synthetic=1,
+            )  # fmt: skip
+            right = 1.0 if (i < 10 or not mine) else 0.0
+            resolve_prediction(
+                conn, row_id, actual_direction=1, actual_magnitude=0.0, prediction_accuracy=right
+            )
+    result = subject.serve("BTC/USDT", "1h", ALERT.bar_row())
+    assert result.signal is not None
+    assert "recent accuracy <= " in result.signal.reason and "(10/60)" in result.signal.reason
+    assert result.signal.kelly_fraction == 0.0

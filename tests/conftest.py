@@ -11,11 +11,11 @@ import socket
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import requests
@@ -23,11 +23,28 @@ import requests
 from tvgw.commands.serve import gunicorn_argv
 from tvgw.config import Settings, load_settings
 
+T = TypeVar("T")
+
 pytest_plugins = ["tests.fake_exchange"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data" / "ohlcv" / "binance"
 PASSPHRASE = "test-secret"
+
+
+def wait_until(
+    condition: Callable[[], T | None], timeout: float, what: str, explain: Callable[[], str] = lambda: ""
+) -> T:
+    """Poll ``condition`` until it returns something truthy, and return that; fail naming
+    ``what`` (and ``explain()``, a log tail say) after ``timeout`` seconds. Tests wait on a
+    condition, never on a sleep long enough for this machine."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"{what} within {timeout:.0f} s\n{explain()}")
 
 
 def db_rows(database: str | Path, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:

@@ -10,26 +10,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import requests
 
 from ml_integration.store import latest_version
-from tests.conftest import PASSPHRASE, ROOT, base_environ, free_port, sample_alert
+from tests.conftest import PASSPHRASE, ROOT, base_environ, free_port, sample_alert, wait_until
 
 pytestmark = pytest.mark.slow
-
-
-def _wait(condition: Callable[[], object], timeout: float, what: str, log: Path) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"{what} within {timeout:.0f} s:\n{log.read_text(errors='replace')[-4000:]}")
 
 
 def _served_model(url: str) -> str | None:
@@ -52,7 +41,11 @@ def test_quickstart_serves_a_small_model_then_swaps_in_the_full_one(tmp_path: Pa
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:
-        small = _wait(lambda: _served_model(url), 300, "no model served", log)
+
+        def tail() -> str:
+            return log.read_text(errors="replace")[-4000:]
+
+        small = wait_until(lambda: _served_model(url), 300, "no model served", tail)
         text = log.read_text()
         assert "small model" in text and "training in the background" in text
         curl = next(line.strip() for line in text.splitlines() if line.strip().startswith("curl -s http"))
@@ -62,8 +55,8 @@ def test_quickstart_serves_a_small_model_then_swaps_in_the_full_one(tmp_path: Pa
         assert first["status"] == "executed" and first["ml_analysis"]["model_version"] == small
 
         models = tmp_path / "models"
-        full = _wait(
-            lambda: (v := latest_version(models, "BTC/USDT", "1h")) != small and v, 900, "no full model", log
+        full = wait_until(
+            lambda: (v := latest_version(models, "BTC/USDT", "1h")) != small and v, 900, "no full model", tail
         )
 
         def swapped() -> bool:
@@ -78,7 +71,7 @@ def test_quickstart_serves_a_small_model_then_swaps_in_the_full_one(tmp_path: Pa
                 == full
             )
 
-        _wait(swapped, 60, "the full model was not hot-swapped in", log)
+        wait_until(swapped, 60, "the full model was not hot-swapped in", tail)
         assert process.poll() is None  # the same gateway, never restarted
     finally:
         os.killpg(process.pid, signal.SIGTERM)

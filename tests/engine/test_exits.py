@@ -19,7 +19,7 @@ from engine.decision import Receipt
 from engine.engine import TradingEngine
 from storage import Storage
 from storage.candles import upsert_candles
-from tests.conftest import db_rows, make_settings, sample_alert, seed_market, start_gateway
+from tests.conftest import db_rows, make_settings, sample_alert, seed_market, start_gateway, wait_until
 from webhook import create_app, get_gateway
 
 HOUR_MS = 3_600_000
@@ -290,21 +290,14 @@ def test_two_workers_fill_each_exit_once(tmp_path: Path) -> None:
         assert entry.status_code == 200 and entry.json()["status"] == "executed", entry.text
         settings = SimpleNamespace(database=database)
         bar(settings, high=30_350.0, low=30_100.0)
-        wait_for(lambda: position(settings) == pytest.approx(0.01))
+        wait_until(lambda: position(settings) == pytest.approx(0.01), 30, "the entry was not filled")
         bar(settings, high=30_350.0, low=29_000.0)
-        wait_for(lambda: position(settings) == 0.0)
+        wait_until(lambda: position(settings) == 0.0, 30, "the exit did not close the position")
         time.sleep(0.5)  # many more watcher rounds on the same bar: still nothing twice
         assert [o[0] for o in exit_orders(settings)] == ["take_profit_1", "stop"]
         assert position(settings) == 0.0
     finally:
         gateway_.stop()
-
-
-def wait_for(condition: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 @dataclass(frozen=True)

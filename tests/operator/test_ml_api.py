@@ -12,7 +12,7 @@ import pytest
 
 from storage import Storage
 from storage import models as model_store
-from tests.conftest import make_settings, market_app, sample_alert
+from tests.conftest import make_settings, market_app, sample_alert, wait_until
 from tests.operator.conftest import AUTH, TOKEN
 from webhook.recovery import recover
 
@@ -264,16 +264,6 @@ def _backtests_settled(api: Any) -> list[dict[str, Any]] | None:
     return runs if runs and all(r["status"] != "running" for r in runs) else None
 
 
-def _wait_for(condition: Any, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"not settled within {timeout:.0f} s")
-
-
 @pytest.mark.slow
 def test_a_backtest_runs_outside_the_request_and_reports_every_arm(tmp_path: Path) -> None:
     """The strategies' backtest action: 202 at once, one at a time, then the walk-forward's
@@ -295,7 +285,7 @@ def test_a_backtest_runs_outside_the_request_and_reports_every_arm(tmp_path: Pat
     assert started.json["status"] == "running" and started.json["mode"] == "execute"
     again = api.post("/api/ml/strategies", headers=AUTH, json=body)
     assert again.status_code == 409 and again.json["error"]["code"] == "backtest_busy"
-    (run,) = _wait_for(lambda: _backtests_settled(api), 600)
+    (run,) = wait_until(lambda: _backtests_settled(api), 600, "the backtest did not settle")
     assert run["status"] == "done", run
     assert set(run["trading"]) == {"buy_and_hold", "pine", "baseline", "ml"}
     assert Path(run["report"]).is_file()

@@ -187,7 +187,7 @@ class TradingEngine:
         duplicate with the first outcome (the claim in the transaction still decides that)."""
         if symbol is None or strategy.mode == "annotate":
             return None
-        if alert_store.original_for_key(self.storage.conn, key) is not None:
+        if alert_store.original_for_key(self.storage, key) is not None:
             return None
         timeframe = from_tradingview(alert.interval, strategy.timeframe)
         reference = self.prices.reference(symbol, timeframe)

@@ -295,7 +295,6 @@ def _strategies(values: dict[str, Any], environ: Mapping[str, str]) -> None:
 
 
 #: Settings whose values never appear in an error message (they land in logs).
-_SECRET_KEYS = frozenset({"api_token", "passphrase", "sentiment_env"})
 
 
 def load_settings(
@@ -322,7 +321,7 @@ def load_settings(
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"])
             source = origin.get(key) or (f"TVGW_CONFIG [{key}]" if env.get("TVGW_CONFIG") else key)
-            secret = _SECRET_KEYS & {str(p) for p in err["loc"]}
+            secret = _SECRET_SETTING.search(key)
             got = "" if secret else f" (got {err.get('input')!r})"  # a bad secret is still a secret
             problems.append(f"{source}: {err['msg']}{got}")
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from exc
@@ -355,7 +354,9 @@ def secret_values(settings: Settings, environ: Mapping[str, str] | None = None) 
     return tuple(v for v in values if v)
 
 
-_SECRET_SETTING = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSPHRASE|WEBHOOK_URL", re.IGNORECASE)
+#: What names a secret, in a setting's key path or an environment variable's name: one rule for
+#: what :func:`secret_values` scrubs and what a configuration error never echoes.
+_SECRET_SETTING = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSPHRASE|WEBHOOK_URL|SENTIMENT_ENV", re.IGNORECASE)
 
 
 def exchange_credentials(exchange_id: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:

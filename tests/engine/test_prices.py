@@ -134,16 +134,15 @@ def test_band_is_configurable(tmp_path: Path) -> None:
     assert post(client, action="buy", contracts=0.01, price=33100.0, order_id="2").status_code == 422
 
 
+def bar_at_one() -> dict[str, Any]:
+    """A bar, fired just now, whose every price is 1 (far from any real market)."""
+    prices = dict.fromkeys(("open", "high", "low", "close", "volume"), 1.0)
+    return {"time": sample_alert()["timenow"], **prices}
+
+
 def test_bar_close_is_checked_when_the_price_is_absent(book: tuple[Any, Any]) -> None:
     settings, client = book
-    bar = {
-        "time": sample_alert()["timenow"],
-        "open": 1.0,
-        "high": 1.0,
-        "low": 1.0,
-        "close": 1.0,
-        "volume": 1.0,
-    }
+    bar = bar_at_one()
     response = post(client, action="buy", contracts=0.01, price=None, **bar)
     assert_refused_for_price(settings, response, "price_out_of_band", "close")
 
@@ -178,14 +177,7 @@ def test_a_stale_candle_is_no_reference(tmp_path: Path) -> None:
 def test_the_alerts_own_bar_is_not_its_own_reference(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     client = market_app(settings, prices={}).test_client()
-    bar = {
-        "time": sample_alert()["timenow"],
-        "open": 1.0,
-        "high": 1.0,
-        "low": 1.0,
-        "close": 1.0,
-        "volume": 1.0,
-    }
+    bar = bar_at_one()
     response = post(client, action="buy", contracts=100, price=1.0, **bar)
     assert response.status_code == 422 and response.json["error"]["code"] == "no_market_price"
     assert rows(settings, "SELECT * FROM orders") == []

@@ -13,6 +13,7 @@ embargo in López de Prado's terms). ``gap`` must be at least the horizon.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +21,7 @@ import pandas as pd
 
 from ml_integration.candles import epoch_seconds, infer_timeframe_seconds, missing_in_window
 
-__all__ = ["Labels", "TimeSplit", "make_labels", "purged_split"]
+__all__ = ["Labels", "TimeSplit", "make_labels", "purged_folds", "purged_split"]
 
 
 @dataclass(frozen=True)
@@ -103,3 +104,34 @@ def purged_split(
     test_start = (cal_start + n_cal if n_cal else n_train) + gap
     test = np.arange(test_start, n_rows)
     return TimeSplit(train=train, calibration=calibration, test=test, gap=gap)
+
+
+def purged_folds(
+    n_rows: int, *, n_folds: int, gap: int, min_train: int | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Expanding-window, time-ordered folds over ``n_rows`` rows: ``(train, test)`` positions.
+
+    The rows after the first ``min_train`` (default: one fold's length) are cut into
+    ``n_folds`` contiguous test blocks; each block is predicted by a model fit on every row
+    before it, less ``gap`` purged rows. Every test row is thus predicted out of sample and in
+    time order (the same rule the walk-forward backtest applies), which is what an out-of-fold
+    calibrator, a stacking meta-learner or a tuning score needs. Never shuffled: a random
+    k-fold on overlapping labels leaks the future into training.
+    """
+    if n_folds < 1:
+        raise ValueError(f"n_folds must be >= 1, got {n_folds}")
+    if gap < 0:
+        raise ValueError(f"gap must be >= 0, got {gap}")
+    fold = n_rows // (n_folds + 1)
+    first = fold if min_train is None else int(min_train)
+    test_rows = n_rows - first
+    if first - gap < 1 or test_rows < n_folds:
+        raise ValueError(
+            f"{n_rows} rows are too few for {n_folds} folds after {first} training rows "
+            f"with a purge gap of {gap}"
+        )
+    bounds = np.linspace(first, n_rows, n_folds + 1).round().astype(int)
+    return [
+        (np.arange(0, start - gap), np.arange(start, end))
+        for start, end in itertools.pairwise(bounds)
+    ]

@@ -41,3 +41,15 @@ def test_split_refuses_impossible_requests():
         purged_split(10, test_fraction=0.3, calibration_fraction=0.3, gap=5)
     with pytest.raises(ValueError, match="fractions"):
         purged_split(100, test_fraction=0.6, calibration_fraction=0.5, gap=1)
+
+
+def test_purged_folds_are_time_ordered_purged_and_cover_every_row_after_the_first_block() -> None:
+    from ml_integration.labels import purged_folds
+
+    folds = purged_folds(1000, n_folds=4, gap=5)
+    tested = np.concatenate([test for _, test in folds])
+    assert tested.tolist() == list(range(200, 1000))  # every row after the first block, once, in order
+    for train, test in folds:
+        assert train[0] == 0 and train[-1] == test[0] - 6  # expanding, and exactly `gap` rows purged
+    with pytest.raises(ValueError, match="too few"):
+        purged_folds(10, n_folds=4, gap=5)

@@ -360,6 +360,6 @@ def test_two_workers_place_each_accounts_order_once(tmp_path: Path) -> None:
         assert sorted(a["status"] for a in answers) == ["duplicate"] * 5 + ["executed"]
         rows = db_rows(gateway.database, "SELECT broker, amount, status FROM orders ORDER BY broker")
         assert [(r["broker"], r["status"]) for r in rows] == [("a", "filled"), ("b", "filled")]
-        assert rows[1]["amount"] == pytest.approx(100 / 30000)
+        assert rows[1]["amount"] == pytest.approx(100 / 30000, abs=1e-8)  # fixed_quote: 100 quote
     finally:
         gateway.stop()

@@ -239,7 +239,9 @@ def _decision_schemas() -> dict[str, Any]:
     alert = {"id": _INT, "status": _STR, "decision": {"anyOf": [_ref("Decision"), {"type": "null"}]},
              "orders": {"type": "array", "items": _MAP}}  # fmt: skip
     return {
-        "AccountOutcome": _object(outcome, "account", "status", "reason", "client_order_id", "filled", "average"),
+        "AccountOutcome": _object(
+            outcome, "account", "status", "reason", "client_order_id", "filled", "average"
+        ),
         "Decision": _object(decision, "status", "reason"),
         "Alert": _object(alert, "id", "status", "orders"),
     }

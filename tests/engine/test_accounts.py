@@ -37,8 +37,14 @@ def configured(tmp_path: Path, toml: str, **env: str) -> tuple[Any, Any]:
     """Settings from a TVGW_CONFIG file holding ``toml``, and a test client of the real app."""
     path = tmp_path / "tvgw.toml"
     path.write_text(toml)
-    settings = make_settings(tmp_path, TVGW_CONFIG=str(path), TVGW_EXCHANGE_TIMEOUT_MS="2000", **env)
+    settings = make_settings(tmp_path, TVGW_CONFIG=str(path), **{"TVGW_EXCHANGE_TIMEOUT_MS": "2000", **env})
     return settings, market_app(settings).test_client()
+
+
+def exchange_route(**urls: str) -> str:
+    """A config routing the default strategy to one Binance account per keyword, at its URL."""
+    tables = [f'[accounts.{name}]\nbroker = "binance"\napi_url = "{url}"\n' for name, url in urls.items()]
+    return "\n".join(tables) + f"\n[strategies.default]\naccounts = {json.dumps(list(urls))}\n"
 
 
 @pytest.fixture
@@ -191,21 +197,9 @@ def test_two_accounts_on_one_exchange_each_place_their_order_once(
 ) -> None:
     """Idempotency is per account: the client order id names the account, so the same alert on
     two accounts of one exchange is two orders, and a resend is none."""
-    toml = f"""
-[accounts.main]
-broker = "binance"
-api_url = "{fake_exchange.url}"
-
-[accounts.side]
-broker = "binance"
-api_url = "{fake_exchange.url}"
-
-[strategies.default]
-accounts = ["main", "side"]
-"""
     keys("MAIN")
     keys("SIDE")
-    settings, client = configured(tmp_path, toml)
+    settings, client = configured(tmp_path, exchange_route(main=fake_exchange.url, side=fake_exchange.url))
     body = post(client, contracts=0.01, id="same-alert").json
     assert [line["status"] for line in body["decision"]["accounts"]] == ["executed", "executed"]
     ids = [r["client_order_id"] for r in orders(settings)]
@@ -237,24 +231,11 @@ def test_one_slow_exchange_does_not_hold_back_another_account(tmp_path: Path, ke
     quick = FakeBinance().start()
     slow = _WaitsForOther(quick, api_key="slow-key").start()
     try:
-        toml = f"""
-[accounts.slow]
-broker = "binance"
-api_url = "{slow.url}"
-
-[accounts.quick]
-broker = "binance"
-api_url = "{quick.url}"
-
-[strategies.default]
-accounts = ["slow", "quick"]
-"""
         keys("SLOW", "slow-key", "slow-secret")
         keys("QUICK")
-        path = tmp_path / "tvgw.toml"
-        path.write_text(toml)
-        settings = make_settings(tmp_path, TVGW_CONFIG=str(path), TVGW_EXCHANGE_TIMEOUT_MS="8000")
-        body = post(market_app(settings).test_client(), contracts=0.01).json
+        toml = exchange_route(slow=slow.url, quick=quick.url)
+        _, client = configured(tmp_path, toml, TVGW_EXCHANGE_TIMEOUT_MS="8000")  # longer than the hold
+        body = post(client, contracts=0.01).json
         lines = outcomes(body)
         assert lines["quick"]["status"] == "executed", body
         assert lines["slow"]["status"] == "executed", body  # it was answered while quick's was placed

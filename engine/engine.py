@@ -15,6 +15,12 @@ The act, in order (the webhook, the backtest and the API's on-demand actions all
 3. For a remote broker: send once, outside any transaction, then record the fill and the
    alert's outcome in one more transaction. A timeout is reconciled by client order id.
 
+A strategy may route its alerts to several accounts (``[accounts.<name>]``): steps 1 and 2
+check, claim and record the alert once, and each account decides on its own book inside that
+same transaction; in step 3 the remote accounts' orders are sent side by side, each under a
+client order id naming its account, and settled together. Without accounts there is one, the
+default, exactly as above.
+
 The clock and the market prices are collaborators: the real clock and the candle store or
 broker ticker live, a simulated clock and replayed candles in a backtest.
 """
@@ -229,7 +235,10 @@ class TradingEngine:
         if len(desks) == 1 or not remote:
             return [work(d) for d in desks]
         if self._pool is None:
-            workers = max(len(self._desks or {}), 2)
+            # Threads start on demand; the cap leaves one per account for each of many alerts
+            # at once (gunicorn's 4 threads per worker, and the exit watcher), so one alert's
+            # slow exchange never queues another alert's order behind it.
+            workers = 8 * max(len(self._desks or {}), 2)
             self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tvgw-account")
         futures = {id(d): self._pool.submit(work, d) for d in remote}
         local = {id(d): work(d) for d in desks if d.broker.settles_instantly}

@@ -344,3 +344,19 @@ def test_two_workers_place_each_accounts_order_once(tmp_path: Path) -> None:
         assert rows[1]["amount"] == pytest.approx(100 / 30000, abs=1e-8)  # fixed_quote: 100 quote
     finally:
         gateway.stop()
+
+
+def test_a_paper_accounts_starting_cash_is_its_own_and_kept(tmp_path: Path) -> None:
+    from storage import Storage
+    from storage.orders import ledger_start
+
+    toml = '[accounts.small]\nstarting_balance = 1000\n[strategies.default]\naccounts = ["small"]\n'
+    settings, client = configured(tmp_path, toml)
+    assert post(client, contracts=0.005).json["status"] == "executed"
+    storage = Storage(settings.database)
+    assert ledger_start(storage, "small", "USDT") == pytest.approx(1000)
+    storage.close()
+    (tmp_path / "tvgw.toml").write_text(toml.replace("1000", "2000"))
+    changed = make_settings(tmp_path, TVGW_CONFIG=str(tmp_path / "tvgw.toml"))
+    with pytest.raises(ConfigError, match=r"\[accounts\.small\] starting_balance .* 'small' .* 1000\.00"):
+        recover(changed)

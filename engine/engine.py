@@ -164,6 +164,12 @@ class TradingEngine:
                     settings, storage, account_broker, clock=self.clock, account=settings.accounts[name]
                 )
         self._pool: ThreadPoolExecutor | None = None
+        if self._desks is not None and len(self._desks) > 1:
+            # Threads start on demand; the cap leaves one per account for each of many alerts
+            # at once (gunicorn's 4 threads per worker, and the exit watcher), so one alert's
+            # slow exchange never queues another alert's order behind it.
+            workers = 8 * len(self._desks)
+            self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tvgw-account")
 
     # --- the one door ---------------------------------------------------------------------------
     def process_signal(self, alert: Alert, signal: SignalPort | None, *, receipt: Receipt) -> Decision:
@@ -232,14 +238,8 @@ class TradingEngine:
         engine's pool when there are several: each waits on its own exchange, up to its own
         timeout, never on another's. Local desks (the paper book) run in the caller's thread."""
         remote = [d for d in desks if not d.broker.settles_instantly]
-        if len(desks) == 1 or not remote:
+        if len(desks) == 1 or not remote or self._pool is None:
             return [work(d) for d in desks]
-        if self._pool is None:
-            # Threads start on demand; the cap leaves one per account for each of many alerts
-            # at once (gunicorn's 4 threads per worker, and the exit watcher), so one alert's
-            # slow exchange never queues another alert's order behind it.
-            workers = 8 * max(len(self._desks or {}), 2)
-            self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tvgw-account")
         futures = {id(d): self._pool.submit(work, d) for d in remote}
         local = {id(d): work(d) for d in desks if d.broker.settles_instantly}
         return [futures[id(d)].result() if id(d) in futures else local[id(d)] for d in desks]

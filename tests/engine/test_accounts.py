@@ -360,3 +360,21 @@ def test_a_paper_accounts_starting_cash_is_its_own_and_kept(tmp_path: Path) -> N
     changed = make_settings(tmp_path, TVGW_CONFIG=str(tmp_path / "tvgw.toml"))
     with pytest.raises(ConfigError, match=r"\[accounts\.small\] starting_balance .* 'small' .* 1000\.00"):
         recover(changed)
+
+
+def test_the_stored_decision_matches_the_documented_schema(tmp_path: Path) -> None:
+    """``/api/alerts/<id>`` of a two-account alert, validated against the OpenAPI document's
+    ``Alert`` schema (its ``Decision`` and ``AccountOutcome``)."""
+    from jsonschema import Draft202012Validator
+
+    toml = '[accounts.a]\n[accounts.b]\nsizing = "fixed_quote"\n[strategies.default]\naccounts = ["a", "b"]\n'
+    _, client = configured(tmp_path, toml, TVGW_API_TOKEN="accounts-token")
+    alert_id = post(client, contracts=0.01).json["alert_id"]
+    headers = {"Authorization": "Bearer accounts-token"}
+    row = client.get(f"/api/alerts/{alert_id}", headers=headers).json
+    document = client.get("/api/openapi.json").json
+    schema = {"$ref": "#/components/schemas/Alert", "components": document["components"]}
+    Draft202012Validator(schema).validate(row)
+    assert [line["account"] for line in row["decision"]["accounts"]] == ["a", "b"]
+    bad = {**row, "decision": {**row["decision"], "accounts": [{"account": "a"}]}}
+    assert not Draft202012Validator(schema).is_valid(bad)  # the schema does check the lines

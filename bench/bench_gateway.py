@@ -1,10 +1,11 @@
 """Gateway throughput and latency against a bare Flask app, under the same gunicorn settings.
 
-Usage: python -m bench.bench_gateway [--seconds 10] [--connections 8] [--worker gthread]
+Usage: python -m bench.bench_gateway [--seconds 10] [--connections 8] [--worker gthread] [--accounts]
 
 Starts, one at a time, on loopback: the bare app (bench/bare_app.py: parse JSON, answer), the
 gateway in annotate mode (durable SQLite write, no ML), the gateway executing on the paper book,
-and (when a model is in TVGW_MODEL_DIR or --ml) the gateway with ML enrichment. Each is driven by
+with ``--accounts`` the paper case routed to two paper accounts, and (when a model is in
+TVGW_MODEL_DIR or --ml) the gateway with ML enrichment. Each is driven by
 wrk with unique alerts. Prints requests/s, p50 and p99 for each and the ratio to the bare app
 measured in the same run (this machine is shared and noisy: absolute numbers mean little).
 ``--worker CLASS`` repeats every case with that gunicorn worker class (``-k CLASS``) in the same
@@ -110,6 +111,14 @@ def ml_env(tmp: Path, sync: dict[str, str]) -> dict[str, str]:
     return gateway_env(tmp, "ml", TVGW_ML_ENABLED="true", TVGW_MODEL_DIR=str(tmp / "models"), **sync)
 
 
+def accounts_env(tmp: Path, sync: dict[str, str]) -> dict[str, str]:
+    """Every alert routed to the default paper account and a second paper account (issue 13):
+    one alert row, two decisions, two orders and fills in the alert's one transaction."""
+    config = tmp / "accounts.toml"
+    config.write_text('[accounts.shadow]\n\n[strategies.default]\naccounts = ["paper", "shadow"]\n')
+    return gateway_env(tmp, "accounts", TVGW_CONFIG=str(config), **sync)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -118,6 +127,9 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument(
         "--ml", action="store_true", help="add the paper case with ML enrichment (trains a quick model)"
+    )
+    parser.add_argument(
+        "--accounts", action="store_true", help="add the paper case routed to two paper accounts"
     )
     parser.add_argument("--synchronous", default=None, help="TVGW_SQLITE_SYNCHRONOUS for the gateway runs")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of all cases; medians are printed")
@@ -134,6 +146,8 @@ def main() -> int:
         ("gateway annotate", "wsgi:app", gateway_env(tmp, "annotate", TVGW_STRATEGY_MODE="annotate", **sync)),
         ("gateway paper execute", "wsgi:app", gateway_env(tmp, "paper", **sync)),
     ]
+    if args.accounts:
+        cases.append(("gateway paper, two accounts", "wsgi:app", accounts_env(tmp, sync)))
     if args.ml:
         cases.append(("gateway paper + ML", "wsgi:app", ml_env(tmp, sync)))
     cases += [

@@ -27,6 +27,7 @@ __all__ = [
     "SignalPort",
     "SystemClock",
     "agrees_with",
+    "combine",
     "has_opinion",
     "probability_for",
     "stop_for",
@@ -168,6 +169,10 @@ class Decision:
     alert_id: int | None = None
     #: For a repeat of an alert already on file: the first one's row. Nothing was decided.
     duplicate_of: int | None = None
+    #: The account (the broker's name) this decision was made on.
+    account: str | None = None
+    #: Every account's own decision for the alert, in routing order (see :func:`combine`).
+    accounts: tuple[Decision, ...] = ()
 
     def with_result(self, **changes: Any) -> Decision:
         return replace(self, **changes)
@@ -210,4 +215,35 @@ class Decision:
             out["risk"] = {"codes": list(self.risk_codes), "reasons": list(self.risk_reasons)}
         if self.details:
             out["details"] = self.details
+        if self.account is not None:
+            out["account"] = self.account
+        if self.accounts:
+            out["accounts"] = [a.account_outcome() for a in self.accounts]
         return out
+
+    def account_outcome(self) -> dict[str, Any]:
+        """This account's line in the answer's ``accounts`` list."""
+        order, result = self.order, self.result
+        out: dict[str, Any] = {
+            "account": self.account, "status": self.status, "reason": self.reason,
+            "symbol": self.symbol, "side": order.side if order else None,
+            "amount": order.amount if order else None, "client_order_id": self.client_order_id,
+            "filled": result.filled if result else None, "average": result.average if result else None,
+        }  # fmt: skip
+        if self.risk_codes:
+            out["risk_codes"] = list(self.risk_codes)
+        return out
+
+
+#: Which account's decision leads an alert's answer: the first that filled, else the first still
+#: sending, else the first whose broker failed, else the first (routing order breaks ties).
+_LEAD_RANK: dict[str, int] = {"executed": 0, "processing": 1, "failed": 2}
+
+
+def combine(decisions: list[Decision] | tuple[Decision, ...]) -> Decision:
+    """One alert's decision over the accounts it was routed to: the leading account's decision
+    (see ``_LEAD_RANK``) carrying every account's own in ``accounts``. So the alert is answered
+    200 when any account filled (a 502 would invite a resend of what did fill), 502 only when
+    none filled and a broker failed, and a single account answers exactly as before."""
+    lead = min(decisions, key=lambda d: _LEAD_RANK.get(d.status, 3))
+    return lead.with_result(accounts=tuple(decisions))

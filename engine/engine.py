@@ -15,6 +15,12 @@ The act, in order (the webhook, the backtest and the API's on-demand actions all
 3. For a remote broker: send once, outside any transaction, then record the fill and the
    alert's outcome in one more transaction. A timeout is reconciled by client order id.
 
+A strategy may route its alerts to several accounts (``[accounts.<name>]``): steps 1 and 2
+check, claim and record the alert once, and each account decides on its own book inside that
+same transaction; in step 3 the remote accounts' orders are sent side by side, each under a
+client order id naming its account, and settled together. Without accounts there is one, the
+default, exactly as above.
+
 The clock and the market prices are collaborators: the real clock and the candle store or
 broker ticker live, a simulated clock and replayed candles in a backtest.
 """
@@ -25,9 +31,11 @@ import functools
 import logging
 import math
 import sqlite3
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from common.timeframes import from_tradingview, seconds
 from engine.alert import Action, Alert
@@ -42,6 +50,7 @@ from engine.decision import (
     SignalPort,
     SystemClock,
     agrees_with,
+    combine,
     has_opinion,
     probability_for,
     stop_for,
@@ -67,7 +76,7 @@ from engine.exits import (
 from engine.hybrid import HYBRID_ENTRY_SCORE, ml_bonus
 from engine.market import MarketPrices, PriceSource, ReferencePrice, check_alert_price
 from engine.risk import DEFAULT_STOP_FRACTION, PortfolioState, RiskManager, TradeProposal
-from engine.settings import EngineSettings, StrategySettings
+from engine.settings import AccountSettings, EngineSettings, StrategySettings
 from storage import Storage
 from storage import alerts as alert_store
 from storage import exits as exit_store
@@ -78,6 +87,8 @@ from storage import state as state_store
 __all__ = ["NO_PRICE_HINT", "TradingEngine", "pure_exit"]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 #: Seconds a remote broker's equity reading is reused.
 EQUITY_TTL_S = 5.0
@@ -90,6 +101,16 @@ NO_PRICE_HINT = (
 
 #: Position differences smaller than this (in base units) count as "already there".
 EPSILON = 1e-9
+
+
+@dataclass(frozen=True)
+class _AccountView:
+    """One account's inputs to an alert's decision, gathered before the transaction."""
+
+    symbol: str | None
+    terms: StrategySettings
+    snapshot: MarketSnapshot
+    reference: ReferencePrice | None
 
 
 @dataclass(frozen=True)
@@ -106,7 +127,14 @@ def _kelly_size(fraction: float, whose: str, equity: float | None, price: float)
 
 
 class TradingEngine:
-    """Decides and executes; knows nothing about HTTP and never which broker it has."""
+    """Decides and executes; knows nothing about HTTP and never which broker it has.
+
+    One engine trades one account (its ``broker``, recording under ``broker.name``). Given
+    ``accounts`` (name -> that account's broker, settings in ``settings.accounts``), it also
+    routes: each alert goes to the accounts its strategy names (the default account, this
+    engine's own, when it names none), each decided by a desk of its own (a TradingEngine on
+    that account's broker, risk limits and sizing). Without ``accounts`` (the backtest) every
+    alert is decided on ``broker`` alone."""
 
     def __init__(
         self,
@@ -116,14 +144,32 @@ class TradingEngine:
         *,
         clock: Clock | None = None,
         prices: PriceSource | None = None,
+        accounts: Mapping[str, Broker] | None = None,
+        account: AccountSettings | None = None,
     ):
         self.settings = settings
         self.storage = storage
         self.broker = broker
         self.clock: Clock = clock or SystemClock()
         self.prices: PriceSource = prices or MarketPrices(storage, broker, clock=self.clock.now)
-        self.risk = RiskManager(settings.risk)
+        self.risk = RiskManager(account.risk if account is not None else settings.risk)
+        #: This desk's own account settings (None: the default account, the strategy's terms).
+        self.account = account
         self._equity_cache: tuple[float, float | None] = (-EQUITY_TTL_S, None)
+        self._desks: dict[str, TradingEngine] | None = None
+        if accounts is not None:
+            self._desks = {broker.name: self}
+            for name, account_broker in accounts.items():
+                self._desks[name] = TradingEngine(
+                    settings, storage, account_broker, clock=self.clock, account=settings.accounts[name]
+                )
+        self._pool: ThreadPoolExecutor | None = None
+        if self._desks is not None and len(self._desks) > 1:
+            # Threads start on demand; the cap leaves one per account for each of many alerts
+            # at once (gunicorn's 4 threads per worker, and the exit watcher), so one alert's
+            # slow exchange never queues another alert's order behind it.
+            workers = 8 * len(self._desks)
+            self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tvgw-account")
 
     # --- the one door ---------------------------------------------------------------------------
     def process_signal(self, alert: Alert, signal: SignalPort | None, *, receipt: Receipt) -> Decision:
@@ -131,41 +177,114 @@ class TradingEngine:
         recorded decision. ``alert.strategy_id`` names the strategy it acts for (the webhook set
         it to the one whose passphrase it carried). ``signal`` is the ML layer's signal, or None
         without one. Raises :class:`PriceCheckError` when the alert's price cannot be trusted;
-        the caller records that refusal."""
+        the caller records that refusal.
+
+        The alert is checked and recorded once (key, price check, alert row, ML rows); then each
+        account the strategy routes to decides on its own book and sends its own order, remote
+        accounts side by side, so one account's failure or timeout never holds up another. The
+        returned decision is :func:`~engine.decision.combine` of theirs."""
         strategy = self.settings.strategies[alert.strategy_id or self.settings.default_strategy]
-        symbol = self._resolve(alert)
+        desks = self._route(strategy)
+        lead = desks[0]
+        symbol = lead._resolve(alert)
         # Keyed on the market the broker resolves, so every spelling of one ticker is one alert;
         # an unresolvable ticker (rejected, no order) is keyed on its own spelling.
         received = datetime.fromtimestamp(receipt.received_at, UTC)
         key = alert.idempotency_key(received, symbol or alert.ticker)
-        reference = self._reference(alert, strategy, key, symbol)
-        snapshot = self._snapshot(strategy, reference)
+        reference = lead._reference(alert, strategy, key, symbol)
+        views = self._each(desks, lambda desk: desk._view(alert, strategy, reference, lead is desk))
         fields = alert.record_fields()
-        instant = self.broker.settles_instantly
         seen = _alert_bar(alert)
 
-        def act(conn: sqlite3.Connection) -> Decision:
-            # Exits first: a bar that crossed a stop closes the position before this alert is
-            # decided on it (the alert's own bar counts; it is stored later in this transaction).
-            exit_fills = self._watch(conn, symbol=symbol, seen=seen) if symbol else []
-            decision = self._decide(conn, alert, strategy, snapshot, signal)
-            if exit_fills:
-                decision = decision.with_result(details={**decision.details, "exit_fills": exit_fills})
-            fields["symbol"] = decision.symbol
-            if decision.symbol and reference is not None and reference.trusted:
-                # The trusted price becomes the shared mark: every worker values the book at it.
-                mark_store.set_mark(
-                    conn, self.broker.name, decision.symbol, reference.price, reference.source
-                )
-            return self._record(conn, alert, key, fields, decision, receipt, snapshot, instant)
+        def act(conn: sqlite3.Connection) -> list[Decision]:
+            decided = [
+                desk._decide_on_account(conn, alert, view, signal, seen)
+                for desk, view in zip(desks, views, strict=True)
+            ]
+            fields["symbol"] = decided[0].symbol
+            return self._record(conn, alert, key, fields, desks, decided, receipt, views)
 
-        decision = self.storage.write_batched(act)
-        if decision.duplicate_of is None and decision.order is not None and not instant:
-            assert decision.client_order_id is not None
-            decision = self._send(decision, decision.client_order_id)
+        decided = self.storage.write_batched(act)
+        sending = [
+            i for i, (desk, d) in enumerate(zip(desks, decided, strict=True))
+            if d.duplicate_of is None and d.order is not None and not desk.broker.settles_instantly
+        ]  # fmt: skip
+        if sending:
+            by_desk = {id(desks[i]): decided[i] for i in sending}
+
+            def send(desk: TradingEngine) -> Decision:
+                decision = by_desk[id(desk)]
+                assert decision.client_order_id is not None
+                return desk._send(decision, decision.client_order_id)
+
+            sent = self._each([desks[i] for i in sending], send)
+            for i, decision in zip(sending, sent, strict=True):
+                decided[i] = decision
             with self.storage.transaction() as conn:
-                self._settle(conn, decision)
-                self._finish(conn, decision, receipt)
+                for i in sending:
+                    desks[i]._settle(conn, decided[i])
+                self._finish(conn, combine(decided), receipt)
+        return combine(decided)
+
+    def _route(self, strategy: StrategySettings) -> list[TradingEngine]:
+        """The desks of the accounts ``strategy`` routes to, in its order (this engine alone
+        when it was built without accounts, or the strategy names none)."""
+        if self._desks is None or not strategy.accounts:
+            return [self]
+        return [self._desks[name] for name in strategy.accounts]
+
+    def _each(self, desks: list[TradingEngine], work: Callable[[TradingEngine], _T]) -> list[_T]:
+        """``work`` for every desk, in order. Desks on a remote broker run side by side on this
+        engine's pool when there are several: each waits on its own exchange, up to its own
+        timeout, never on another's. Local desks (the paper book) run in the caller's thread."""
+        remote = [d for d in desks if not d.broker.settles_instantly]
+        if len(desks) == 1 or not remote or self._pool is None:
+            return [work(d) for d in desks]
+        futures = {id(d): self._pool.submit(work, d) for d in remote}
+        local = {id(d): work(d) for d in desks if d.broker.settles_instantly}
+        return [futures[id(d)].result() if id(d) in futures else local[id(d)] for d in desks]
+
+    def _view(
+        self, alert: Alert, strategy: StrategySettings, reference: ReferencePrice | None, lead: bool
+    ) -> _AccountView:
+        """What this account decides the alert with, gathered outside the transaction (it may
+        need the network): its market, its terms, its equity, and the price: the one the alert
+        was checked against (for a pure exit with none, this account's last known)."""
+        symbol = self._resolve(alert)
+        if reference is None and not lead and symbol is not None and pure_exit(alert, strategy):
+            reference = None if strategy.mode == "annotate" else self.prices.last_known(symbol)
+        terms = self.account.terms(strategy) if self.account is not None else strategy
+        return _AccountView(
+            symbol=symbol, terms=terms, snapshot=self._snapshot(terms, reference), reference=reference
+        )
+
+    def _decide_on_account(
+        self,
+        conn: sqlite3.Connection,
+        alert: Alert,
+        view: _AccountView,
+        signal: SignalPort | None,
+        seen: Bar | None,
+    ) -> Decision:
+        """Inside the alert's transaction: this account's exits first (a bar that crossed a stop
+        closes the position before the alert is decided on it; the alert's own bar counts, it
+        is stored later in this transaction), then its decision, and the trusted price as its
+        mark. A broker failure is this account's failed outcome, never another's."""
+        exit_fills = self._watch(conn, symbol=view.symbol, seen=seen) if view.symbol else []
+        try:
+            decision = self._decide(conn, alert, view.terms, view.snapshot, signal)
+        except BrokerError as exc:
+            decision = Decision(
+                status="failed", mode=view.terms.mode, action=alert.action.value, symbol=view.symbol,
+                reason=f"{self.broker.name}: {exc}",
+            )  # fmt: skip
+        decision = decision.with_result(account=self.broker.name)
+        if exit_fills:
+            decision = decision.with_result(details={**decision.details, "exit_fills": exit_fills})
+        reference = view.reference
+        if decision.symbol and reference is not None and reference.trusted:
+            # The trusted price becomes the shared mark: every worker values the book at it.
+            mark_store.set_mark(conn, self.broker.name, decision.symbol, reference.price, reference.source)
         return decision
 
     def _resolve(self, alert: Alert) -> str | None:
@@ -210,17 +329,20 @@ class TradingEngine:
         alert: Alert,
         key: str,
         fields: dict[str, Any],
-        decision: Decision,
+        desks: list[TradingEngine],
+        decided: list[Decision],
         receipt: Receipt,
-        snapshot: MarketSnapshot,
-        instant: bool,
-    ) -> Decision:
-        """Inside the decision's transaction: claim the key, record the alert (or its duplicate),
-        the ML layer's rows, the order intent, and for an instant broker the fill."""
-        outcome = None if decision.order is not None else _outcome(decision, receipt.ml_analysis)
+        views: list[_AccountView],
+    ) -> list[Decision]:
+        """Inside the decision's transaction: claim the key, record the alert once (or its
+        duplicate: then no account acts), the ML layer's rows, and each account's order intent
+        (for an instant broker, its fill too). Returns each account's decision."""
+        combined = combine(decided)
+        ordering = any(d.order is not None for d in decided)
+        outcome = None if ordering else _outcome(combined, receipt.ml_analysis)
         alert_id = alert_store.claim_alert(
             conn, idempotency_key=key, received_at=receipt.received_at, source_ip=receipt.source_ip,
-            payload=receipt.payload, fields=fields, status=decision.status, outcome=outcome,
+            payload=receipt.payload, fields=fields, status=combined.status, outcome=outcome,
         )  # fmt: skip
         if alert_id is None:
             original = alert_store.original_for_key(conn, key)
@@ -229,16 +351,35 @@ class TradingEngine:
                 conn, original_id=original, received_at=receipt.received_at, source_ip=receipt.source_ip,
                 payload=receipt.payload, fields=fields,
             )  # fmt: skip
-            return decision.with_result(alert_id=dup_id, duplicate_of=original, order=None)
-        decision = decision.with_result(alert_id=alert_id)
+            return [d.with_result(alert_id=dup_id, duplicate_of=original, order=None) for d in decided]
         if receipt.record is not None:
             receipt.record(conn, alert_id, self.clock.now())
         stamp = alert.timenow or alert.time
-        if decision.symbol and stamp is not None and alert.strategy_id:
-            state_store.set_last_alert_time(conn, alert.strategy_id, decision.symbol, stamp.timestamp())
+        if combined.symbol and stamp is not None and alert.strategy_id:
+            state_store.set_last_alert_time(conn, alert.strategy_id, combined.symbol, stamp.timestamp())
+        decided = [
+            desk._place(conn, decision, alert_id, receipt, view.snapshot)
+            for desk, decision, view in zip(desks, decided, views, strict=True)
+        ]
+        if ordering and all(desk.broker.settles_instantly for desk in desks):
+            self._finish(conn, combine(decided), receipt)
+        return decided
+
+    def _place(
+        self,
+        conn: sqlite3.Connection,
+        decision: Decision,
+        alert_id: int,
+        receipt: Receipt,
+        snapshot: MarketSnapshot,
+    ) -> Decision:
+        """Record this account's order intent under a client order id naming the alert and the
+        account (so each account's order is placed once, and two accounts on one exchange never
+        collide); an instant broker fills it here, in the alert's transaction."""
+        decision = decision.with_result(alert_id=alert_id)
         if decision.order is None:
             return decision
-        client_order_id = f"tvgw-{alert_id}-{int(receipt.received_at) % 100000}"
+        client_order_id = f"tvgw-{alert_id}-{self.broker.name}-{int(receipt.received_at) % 100000}"
         order_store.create_pending_order(
             conn, alert_id=alert_id, client_order_id=client_order_id,
             broker=self.broker.name, symbol=decision.order.symbol, side=decision.order.side,
@@ -246,12 +387,11 @@ class TradingEngine:
         )  # fmt: skip
         self._note_equity(conn, snapshot.equity)
         decision = decision.with_result(client_order_id=client_order_id)
-        if instant:
+        if self.broker.settles_instantly:
             decision = self._send(decision, client_order_id)
             position = self._settle(conn, decision)
             if position is not None:
                 self._rearm(conn, decision, alert_id, position)
-            self._finish(conn, decision, receipt)
         return decision
 
     def _finish(self, conn: sqlite3.Connection, decision: Decision, receipt: Receipt) -> None:
@@ -645,10 +785,15 @@ class TradingEngine:
         """Settle orders left ``pending`` by a crash: ask the broker by client order id, never
         re-send. Returns one line per order for the log. Called at start-up, before workers."""
         lines = []
+        desks = {desk.broker.name: desk for desk in self.desks()}
         for row in order_store.pending_orders(self.storage):
             cid = row["client_order_id"]
+            desk = self if self._desks is None else desks.get(row["broker"])
+            if desk is None:
+                lines.append(f"order {cid}: account {row['broker']!r} is not configured; left pending")
+                continue
             try:
-                result = self.broker.fetch_order(cid, row["symbol"])
+                result = desk.broker.fetch_order(cid, row["symbol"])
             except BrokerError as exc:
                 lines.append(f"order {cid}: still unknown ({exc}); left pending")
                 continue
@@ -659,7 +804,7 @@ class TradingEngine:
                     )
                     lines.append(f"order {cid}: never placed; marked canceled")
                 else:
-                    self.record_result(conn, row["symbol"], row["side"], result)
+                    desk.record_result(conn, row["symbol"], row["side"], result)
                     lines.append(f"order {cid}: {result.status}, filled {result.filled}")
         return lines
 
@@ -754,9 +899,17 @@ class TradingEngine:
             )  # fmt: skip
 
     def watch_exits(self) -> int:
-        """Check every symbol's open exits against the bars stored since the last check (the
+        """Check every account's open exits against the bars stored since the last check (the
         periodic watcher of each worker calls this; alerts check their own symbol on the way
         in). Each symbol in its own write transaction; returns how many exits filled."""
+        return sum(desk._watch_book() for desk in self.desks())
+
+    def desks(self) -> list[TradingEngine]:
+        """The engine of every account: this one first, then the named accounts'."""
+        return [self] if self._desks is None else list(self._desks.values())
+
+    def _watch_book(self) -> int:
+        """:meth:`watch_exits` for this desk's own book."""
         if not self.broker.settles_instantly:
             return 0
         filled = 0

@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from engine.exits import parse_level, parse_targets
 
 __all__ = [
+    "ACCOUNT_NAME",
+    "AccountSettings",
     "EngineSettings",
     "FrozenSettings",
     "Mode",
@@ -27,6 +29,11 @@ __all__ = [
 
 Mode = Literal["annotate", "execute", "ml_gate", "hybrid"]
 Sizing = Literal["alert", "fixed_quote", "kelly"]
+
+#: An account's name: it becomes the ``broker`` column of its orders and positions, part of its
+#: client order ids (exchanges cap those near 36 characters) and of its credentials' variable
+#: names (``TVGW_ACCOUNT_<NAME>_API_KEY``), so it is short and plain.
+ACCOUNT_NAME = r"[a-z][a-z0-9_-]{0,15}"
 
 
 class FrozenSettings(BaseModel):
@@ -65,6 +72,17 @@ class StrategySettings(FrozenSettings):
     #: Entries one position may stack (TradingView's ``pyramiding``): 1 refuses any add to an
     #: open position in the same direction; None (the default) sets no limit.
     pyramiding: int | None = Field(default=None, ge=1)
+    #: The accounts ([accounts.<name>]) each alert of this strategy is decided and ordered on,
+    #: each with its own sizing, risk limits and position. None: the gateway's default account,
+    #: named after TVGW_BROKER (``paper`` or the exchange id), as before accounts existed.
+    accounts: tuple[str, ...] | None = Field(default=None, min_length=1)
+
+    @field_validator("accounts")
+    @classmethod
+    def _distinct(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"names an account twice ({', '.join(value)}): one order per account")
+        return value
 
     @field_validator("stop_loss", "trailing_stop")
     @classmethod
@@ -119,6 +137,37 @@ class RiskSettings(FrozenSettings):
     max_leverage: float = Field(default=3.0, ge=1, le=10)
 
 
+class AccountSettings(FrozenSettings):
+    """One account a strategy's alerts can be routed to (``[accounts.<name>]``): a broker of its
+    own and its own sizing and risk limits. ``paper`` is a paper book of its own (its ledger is
+    keyed by the account's name); any other value is a ccxt exchange id, with the credentials of
+    ``TVGW_ACCOUNT_<NAME>_API_KEY`` / ``_SECRET`` / ``_PASSWORD`` (the exchange's own
+    ``TVGW_<EXCHANGE>_*`` when none of those is set). What it leaves unset it inherits: the
+    sizing from the strategy routed to it, the risk limits from the gateway's ``[risk]`` (the
+    loader merges its ``[accounts.<name>.risk]`` over them), the sandbox and API URL from
+    ``TVGW_SANDBOX`` and ``TVGW_EXCHANGE_API_URL``, the paper book from ``[paper]``."""
+
+    broker: str = "paper"
+    sandbox: bool | None = None
+    api_url: str | None = None
+    sizing: Sizing | None = None
+    quote_amount: float | None = Field(default=None, gt=0)
+    #: A paper account's starting cash (``[paper] starting_balance`` when unset).
+    starting_balance: float | None = Field(default=None, gt=0)
+    risk: RiskSettings = RiskSettings()
+
+    def terms(self, strategy: StrategySettings) -> StrategySettings:
+        """``strategy`` as this account trades it: its own sizing where it sets one."""
+        update = {"sizing": self.sizing, "quote_amount": self.quote_amount}
+        return strategy.model_copy(update={k: v for k, v in update.items() if v is not None})
+
+    def paper_book(self, paper: PaperSettings) -> PaperSettings:
+        """The gateway's ``[paper]`` settings with this account's starting cash."""
+        if self.starting_balance is None:
+            return paper
+        return paper.model_copy(update={"starting_balance": self.starting_balance})
+
+
 class EngineSettings(Protocol):
     """What the engine and building its broker read (:class:`engine.engine.TradingEngine`,
     :func:`engine.brokers.factory.create_broker`); :class:`tvgw.config.Settings` provides it."""
@@ -139,6 +188,8 @@ class EngineSettings(Protocol):
     def database(self) -> Path: ...
     @property
     def strategies(self) -> dict[str, StrategySettings]: ...
+    @property
+    def accounts(self) -> dict[str, AccountSettings]: ...
     @property
     def default_strategy(self) -> str: ...
     @property

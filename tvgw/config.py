@@ -23,6 +23,8 @@ from pydantic import Field, ValidationError, field_validator
 
 from common.errors import ConfigError
 from engine.settings import (
+    ACCOUNT_NAME,
+    AccountSettings,
     FrozenSettings,
     PaperMarketLimits,
     PaperSettings,
@@ -33,12 +35,14 @@ from engine.settings import (
 __all__ = [
     "B64TOKEN",
     "TRADINGVIEW_IPS",
+    "AccountSettings",
     "ConfigError",
     "PaperMarketLimits",
     "PaperSettings",
     "RiskSettings",
     "Settings",
     "StrategySettings",
+    "account_credentials",
     "exchange_credentials",
     "load_settings",
     "secret_values",
@@ -106,6 +110,9 @@ class Settings(FrozenSettings):
     sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     default_strategy: str = "default"
     strategies: dict[str, StrategySettings] = Field(default_factory=dict)
+    #: Named accounts strategies route to (``[accounts.<name>]``), besides the default account
+    #: named after ``broker``.
+    accounts: dict[str, AccountSettings] = Field(default_factory=dict)
     paper: PaperSettings = PaperSettings()
     risk: RiskSettings = RiskSettings()
     ml_enabled: bool = True
@@ -152,6 +159,17 @@ class Settings(FrozenSettings):
                 "must be one RFC 6750 bearer token: letters, digits and - . _ ~ + / (then = padding), "
                 "no spaces"
             )
+        return value
+
+    @field_validator("accounts")
+    @classmethod
+    def _account_names(cls, value: dict[str, AccountSettings]) -> dict[str, AccountSettings]:
+        for name in value:
+            if re.fullmatch(ACCOUNT_NAME, name) is None:
+                raise ValueError(
+                    f"account name {name!r}: use 1 to 16 lower-case letters, digits, _ or -, "
+                    "starting with a letter (it becomes part of client order ids)"
+                )
         return value
 
     def strategy(self, strategy_id: str | None) -> StrategySettings | None:
@@ -294,7 +312,37 @@ def _strategies(values: dict[str, Any], environ: Mapping[str, str]) -> None:
     values["strategies"] = table
 
 
-#: Settings whose values never appear in an error message (they land in logs).
+def _accounts(values: dict[str, Any]) -> None:
+    """Each account's risk limits start from the gateway's ``[risk]``: its own
+    ``[accounts.<name>.risk]`` overrides only the limits it names."""
+    table = values.get("accounts")
+    base = values.get("risk", {})
+    if not isinstance(table, Mapping) or not isinstance(base, Mapping):
+        return  # the validation names what is wrong
+    accounts = {}
+    for name, entry in table.items():
+        if isinstance(entry, Mapping) and isinstance(entry.get("risk", {}), Mapping):
+            entry = {**entry, "risk": _merge(dict(base), entry.get("risk", {}))}
+        accounts[name] = entry
+    values["accounts"] = accounts
+
+
+def _check_routes(settings: Settings) -> None:
+    """Every account a strategy names exists, and no account hides the default one."""
+    default = settings.broker
+    if default in settings.accounts:
+        raise ConfigError(
+            f"[accounts.{default}]: {default!r} is the default account's name (after TVGW_BROKER); "
+            "give this account another name"
+        )
+    known = [default, *settings.accounts]
+    for strategy in settings.strategies.values():
+        for name in strategy.accounts or ():
+            if name not in known:
+                raise ConfigError(
+                    f"strategies.{strategy.id}.accounts names unknown account {name!r}: define "
+                    f"[accounts.{name}] in the TVGW_CONFIG file (known accounts: {', '.join(known)})"
+                )
 
 
 def load_settings(
@@ -310,6 +358,7 @@ def load_settings(
         values = _merge(values, overrides)
     values.setdefault("sentiment_env", {k: env[k] for k in SENTIMENT_VARIABLES if k in env})
     _strategies(values, env)
+    _accounts(values)
     default_id = values.get("default_strategy", "default")
     for name, key in (("TVGW_STRATEGY_MODE", "mode"), ("TVGW_PASSPHRASE", "passphrase")):
         if name in env:
@@ -332,6 +381,7 @@ def load_settings(
             "TVGW_REQUIRE_CLIENT_CERT is on but TVGW_TRUSTED_PROXIES is empty: the client certificate "
             "is verified by the TLS proxy, so name that proxy's address"
         )
+    _check_routes(settings)
     if not settings.strategies:
         raise ConfigError(
             "no strategy has a passphrase: set TVGW_PASSPHRASE (the default strategy's secret) "
@@ -348,6 +398,9 @@ def secret_values(settings: Settings, environ: Mapping[str, str] | None = None) 
     values += [settings.api_token or ""]
     if settings.broker != "paper":
         values += exchange_credentials(settings.broker, environ).values()
+    for name, account in settings.accounts.items():
+        if account.broker != "paper":
+            values += account_credentials(name, account, environ).values()
     values += [v for k, v in settings.sentiment_env.items() if _SECRET_SETTING.search(k)]
     notify = settings.notify
     values += [notify.telegram_bot_token or "", notify.discord_webhook_url or "", notify.webhook_url or ""]
@@ -362,8 +415,21 @@ _SECRET_SETTING = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSPHRASE|WEBHOOK_URL|
 def exchange_credentials(exchange_id: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """API credentials for ``exchange_id`` from ``TVGW_<EXCHANGE>_API_KEY`` / ``_SECRET`` /
     ``_PASSWORD``. Credentials never come from an alert body or a config file in the repo."""
+    return _credentials(f"TVGW_{exchange_id.upper()}_", environ)
+
+
+def account_credentials(
+    name: str, account: AccountSettings, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """API credentials of the account ``name``: ``TVGW_ACCOUNT_<NAME>_API_KEY`` / ``_SECRET`` /
+    ``_PASSWORD`` (``-`` in the name spelled ``_``) when any of them is set, else the exchange's
+    own (:func:`exchange_credentials`), so one account per exchange needs nothing new."""
+    own = _credentials(f"TVGW_ACCOUNT_{name.upper().replace('-', '_')}_", environ)
+    return own or exchange_credentials(account.broker, environ)
+
+
+def _credentials(prefix: str, environ: Mapping[str, str] | None) -> dict[str, str]:
     env = os.environ if environ is None else environ
-    prefix = f"TVGW_{exchange_id.upper()}_"
     creds = {}
     for suffix, key in (("API_KEY", "apiKey"), ("SECRET", "secret"), ("PASSWORD", "password")):
         if env.get(prefix + suffix):

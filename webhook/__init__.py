@@ -14,12 +14,12 @@ import orjson
 from flask import Flask, current_app
 from flask.json.provider import DefaultJSONProvider
 
-from engine.brokers.factory import create_broker
+from engine.brokers.factory import create_account_brokers, create_broker
 from engine.engine import TradingEngine
 from ml_integration.serving import SignalService
 from ml_integration.tracking import start_outcome_resolver
 from storage import Storage
-from tvgw.config import Settings, exchange_credentials, load_settings
+from tvgw.config import Settings, account_credentials, exchange_credentials, load_settings
 from webhook.errors import register_error_handlers
 from webhook.gateway import Gateway
 
@@ -37,6 +37,7 @@ def create_app(settings: Settings | None = None, test_config: Mapping[str, Any] 
     storage = Storage(settings.database, synchronous=settings.sqlite_synchronous)
     storage.migrate()
     broker = create_broker(settings, storage, exchange_credentials(settings.broker))
+    accounts = create_account_brokers(settings, storage, account_credentials)
     market_data = None
     if settings.market_data:
         from ml_integration.market_data import create_exchange
@@ -49,10 +50,10 @@ def create_app(settings: Settings | None = None, test_config: Mapping[str, Any] 
         # In the background: a worker that loads many models must not miss gunicorn's
         # heartbeat; an alert that arrives first simply waits for its market's model.
         threading.Thread(target=_preload, args=(signals,), name="tvgw-preload", daemon=True).start()
-    gateway = app.extensions["tvgw"] = Gateway(settings, storage, broker, signals)
+    gateway = app.extensions["tvgw"] = Gateway(settings, storage, broker, signals, accounts=accounts)
     if settings.resolve_interval_s > 0:
         start_outcome_resolver(storage, settings.resolve_interval_s)
-    if settings.exit_watch_interval_s > 0 and broker.settles_instantly:
+    if settings.exit_watch_interval_s > 0 and any(d.broker.settles_instantly for d in gateway.engine.desks()):
         start_exit_watcher(gateway.engine, settings.exit_watch_interval_s)
 
     from webhook import api, dashboard, metrics, ml_api, notify, openapi, routes

@@ -39,6 +39,9 @@ class AlertEvent:
     has_order: bool = False
     enrichment_ms: float | None = None
     seconds: float = 0.0
+    #: (account, reason) of each account whose broker failed while the alert's leading account
+    #: did not (one alert, several accounts): the answer's status says what filled, not this.
+    account_failures: tuple[tuple[str, str], ...] = ()
 
     @property
     def kind(self) -> str | None:
@@ -69,7 +72,18 @@ class AlertEvent:
             reason=decision.get("reason") or error.get("message"),
             risk_codes=tuple((decision.get("risk") or {}).get("codes", ())), has_order=bool(order),
             enrichment_ms=float(latency) if isinstance(latency, int | float) else None, seconds=seconds,
+            account_failures=_account_failures(decision),
         )  # fmt: skip
+
+
+def _account_failures(decision: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    lead = decision.get("account")
+    lines = decision.get("accounts") or ()
+    return tuple(
+        (str(line.get("account")), str(line.get("reason")))
+        for line in lines
+        if isinstance(line, dict) and line.get("status") == "failed" and line.get("account") != lead
+    )
 
 
 def watch_webhook(app: Flask, *listeners: Callable[[AlertEvent], None]) -> None:

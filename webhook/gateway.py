@@ -9,6 +9,7 @@ import ipaddress
 import logging
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,11 +51,20 @@ class Reply:
 class Gateway:
     """Everything one worker needs to handle alerts; built once by the app factory."""
 
-    def __init__(self, settings: Settings, storage: Storage, broker: Broker, signals: SignalService):
+    def __init__(
+        self,
+        settings: Settings,
+        storage: Storage,
+        broker: Broker,
+        signals: SignalService,
+        *,
+        accounts: Mapping[str, Broker] | None = None,
+    ):
         self.settings = settings
         self.storage = storage
         self.broker = broker
-        self.engine = TradingEngine(settings, storage, broker)
+        #: Routes each alert to its strategy's accounts (the default account is ``broker``).
+        self.engine = TradingEngine(settings, storage, broker, accounts=accounts or {})
         self.signals = signals
         self.redactor = Redactor(secret_values(settings))
         install_log_redaction(self.redactor)
@@ -227,10 +237,6 @@ def _via_local_proxy(ip: str, remote_addr: str | None, forwarded_for: str | None
     except ValueError:
         return False
     return peer.is_loopback or peer.is_private
-
-
-
-
 
 
 _FIELD_IN_MESSAGE = re.compile(r"^field '([^']+)'")

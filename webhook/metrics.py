@@ -60,6 +60,8 @@ def observe_alert(event: AlertEvent) -> None:
         ).inc()
     if event.status == "failed":
         EXCHANGE_ERRORS.inc()
+    if event.account_failures:  # accounts that failed beside one that filled
+        EXCHANGE_ERRORS.inc(len(event.account_failures))
 
 
 class ModelQuality(Collector):

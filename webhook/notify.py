@@ -69,6 +69,19 @@ def alert_message(event: AlertEvent) -> Message | None:
     return Message(kind, text, facts)
 
 
+def account_failure_messages(event: AlertEvent) -> list[Message]:
+    """An exchange failure on an account that did not lead the alert's answer (another account
+    filled): told like any exchange failure, naming the account."""
+    where = f"{event.symbol or '?'} (alert {event.alert_id})"
+    messages = []
+    for account, reason in event.account_failures:
+        facts = {"alert_id": event.alert_id, "status": "failed", "account": account, "symbol": event.symbol,
+                 "reason": reason}  # fmt: skip
+        text = f"tvgw: exchange FAILED on account {account} {where}: {reason}"
+        messages.append(Message("exchange_failure", text, facts))
+    return messages
+
+
 class Notifier:
     """The outgoing channels of one worker and the thread that feeds them."""
 
@@ -109,6 +122,8 @@ class Notifier:
             message = alert_message(event)
             if message is not None:
                 self.put(message)
+            for failure in account_failure_messages(event):
+                self.put(failure)
 
     def put(self, message: Message) -> bool:
         """Queue ``message`` without waiting; False (counted, logged now and then) when full."""

@@ -74,7 +74,7 @@ def _paths() -> dict[str, Any]:
         "/api/alerts": {"get": _op("Recent alerts, newest first, accepted or refused", {
             **_ok("alerts", _LIST), **_errors(400)},
             parameters=[_LIMIT, _text("status", "only alerts with this status")])},
-        "/api/alerts/{alert_id}": {"get": _op("One alert with its orders", {**_ok("the alert", _OBJ),
+        "/api/alerts/{alert_id}": {"get": _op("One alert with its orders", {**_ok("the alert", _ref("Alert")),
             **_errors(400)}, parameters=[_param("alert_id", _ID, "alert id", "path")])},
         "/api/orders": {"get": _op("Recent orders", {**_ok("orders", _LIST), **_errors(400)},
                                    parameters=[_LIMIT])},
@@ -211,12 +211,39 @@ def _record_schemas() -> dict[str, Any]:
         "accuracy": _MAP, "calibration": {"type": "array", "items": _MAP},
     }  # fmt: skip
     return {
+        **_decision_schemas(),
         "Model": _object(model, *model),
         "Prediction": _object(prediction, "id", "timestamp", "symbol", "timeframe", "horizon", "target_time"),
         "TrainingJob": _object(
             job, "id", "symbol", "timeframe", "status", "params", "started_at", "progress"
         ),
         "Strategy": _object(strategy, *strategy),
+    }
+
+
+def _decision_schemas() -> dict[str, Any]:
+    """The decision an alert's row keeps (the webhook answers with the same JSON): the leading
+    account's decision, and every account's outcome in ``accounts`` (README "Accounts")."""
+    number, text = _nullable("number"), _nullable("string")
+    outcome = {
+        "account": _STR, "status": {"enum": ["executed", "annotated", "rejected", "failed", "processing"]},
+        "reason": _STR, "symbol": text, "side": {"enum": ["buy", "sell", None]}, "amount": number,
+        "client_order_id": text, "filled": number, "average": number,
+        "risk_codes": {"type": "array", "items": _STR},
+    }  # fmt: skip
+    decision = {
+        "status": _STR, "mode": _STR, "action": _STR, "reason": _STR, "symbol": text,
+        "current_position": number, "target_position": number, "order": _MAP, "fill": _MAP, "risk": _MAP,
+        "details": _MAP, "account": _STR, "accounts": _list_of("AccountOutcome"),
+    }  # fmt: skip
+    alert = {"id": _INT, "status": _STR, "decision": {"anyOf": [_ref("Decision"), {"type": "null"}]},
+             "orders": {"type": "array", "items": _MAP}}  # fmt: skip
+    return {
+        "AccountOutcome": _object(
+            outcome, "account", "status", "reason", "client_order_id", "filled", "average"
+        ),
+        "Decision": _object(decision, "status", "reason"),
+        "Alert": _object(alert, "id", "status", "orders"),
     }
 
 

@@ -7,14 +7,14 @@ id, never re-sent.
 
 from __future__ import annotations
 
-from engine.brokers.factory import create_broker
+from engine.brokers.factory import create_account_brokers, create_broker
 from engine.brokers.paper import PaperBroker
 from engine.engine import TradingEngine
 from storage import Storage
 from storage import alerts as alert_store
 from storage import orders as order_store
 from storage.models import mark_interrupted_jobs
-from tvgw.config import ConfigError, Settings, exchange_credentials, load_settings
+from tvgw.config import ConfigError, Settings, account_credentials, exchange_credentials, load_settings
 
 __all__ = ["recover"]
 
@@ -25,13 +25,15 @@ def recover(settings: Settings | None = None) -> list[str]:
     storage = Storage(settings.database, synchronous=settings.sqlite_synchronous)
     storage.migrate()
     broker = create_broker(settings, storage, exchange_credentials(settings.broker))
-    if isinstance(broker, PaperBroker):
-        try:
-            broker.check_starting_balance(settings.database)
-        except ConfigError:
-            storage.close()
-            raise
-    lines = TradingEngine(settings, storage, broker).reconcile()
+    accounts = create_account_brokers(settings, storage, account_credentials)
+    for book in (broker, *accounts.values()):
+        if isinstance(book, PaperBroker):
+            try:
+                book.check_starting_balance(settings.database)
+            except ConfigError:
+                storage.close()
+                raise
+    lines = TradingEngine(settings, storage, broker, accounts=accounts).reconcile()
     for alert_id in alert_store.orphaned_alerts(storage):
         orders = order_store.list_orders(storage, alert_id=alert_id)
         filled = [o for o in orders if o["filled"] > 0]
@@ -53,6 +55,7 @@ def recover(settings: Settings | None = None) -> list[str]:
             )
         lines.append(f"alert {alert_id}: {status} ({reason})")
     lines += [f"training job {job_id}: interrupted" for job_id in mark_interrupted_jobs(storage)]
-    broker.close()
+    for book in (broker, *accounts.values()):
+        book.close()
     storage.close()
     return lines

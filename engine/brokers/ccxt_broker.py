@@ -148,6 +148,7 @@ class CcxtBroker(Broker):
         self,
         exchange_id: str,
         *,
+        name: str | None = None,
         credentials: Mapping[str, str],
         sandbox: bool,
         api_url: str | None = None,
@@ -170,7 +171,9 @@ class CcxtBroker(Broker):
                 f"timeout_ms must be > 0, read_retries and backoff_s >= 0; got {timeout_ms}, "
                 f"{read_retries}, {backoff_s}"
             )
-        self.name = exchange_id
+        #: The account it records under (the exchange id unless an account names it).
+        self.name = name or exchange_id
+        self.exchange_id = exchange_id
         self.read_retries = read_retries
         #: Serialises every call into ccxt (re-entrant: equity() reads balances and tickers).
         self._calls = threading.RLock()
@@ -303,7 +306,7 @@ class CcxtBroker(Broker):
 
     def _find_order_raw(self, client_order_id: str, symbol: str) -> dict[str, Any] | None:
         context = f"{self.name} fetch_order {symbol} client id {client_order_id}"
-        param = _FETCH_BY_CLIENT_ID.get(self.name)
+        param = _FETCH_BY_CLIENT_ID.get(self.exchange_id)
         try:
             if param is not None:
                 return self._exchange.fetch_order(None, symbol, {param: client_order_id})

@@ -52,8 +52,13 @@ class PaperBroker(Broker):
         wanted = self.settings.starting_balance
         if started is None or abs(started - wanted) <= 1e-6 * max(1.0, abs(wanted)):
             return
+        setting = (
+            "[paper] starting_balance (TVGW_PAPER_BALANCE)"
+            if self.name == "paper"
+            else f"[accounts.{self.name}] starting_balance (else [paper]'s)"
+        )
         raise ConfigError(
-            f"[paper] starting_balance (TVGW_PAPER_BALANCE) is {wanted:g} but the paper book in "
+            f"{setting} is {wanted:g} but the paper book {self.name!r} in "
             f"{database} started with {started:.2f} {self.settings.quote_currency} and has trades: "
             f"set it back to {started:.2f}, or point TVGW_DATABASE at a new file to start a new book"
         )

@@ -105,6 +105,35 @@ def test_an_exchange_failure_is_told(
     )
 
 
+def test_a_failed_account_beside_one_that_filled_is_told(
+    tmp_path: Path, fake_chat: FakeChat, fake_exchange: FakeBinance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One alert, two accounts: the paper shadow fills (the answer is 200, executed), the live
+    account's exchange fails; the failure is still told and counted, naming the account."""
+    monkeypatch.setenv("TVGW_ACCOUNT_LIVE_API_KEY", DEFAULT_API_KEY)
+    monkeypatch.setenv("TVGW_ACCOUNT_LIVE_SECRET", DEFAULT_SECRET)
+    config = tmp_path / "tvgw.toml"
+    config.write_text(
+        f'[accounts.live]\nbroker = "binance"\napi_url = "{fake_exchange.url}"\n'
+        '[accounts.shadow]\n[strategies.default]\naccounts = ["live", "shadow"]\n'
+    )
+    settings = make_settings(
+        tmp_path, TVGW_CONFIG=str(config), TVGW_EXCHANGE_TIMEOUT_MS="600", **chat_env(fake_chat)
+    )
+    client = market_app(settings).test_client()
+    fake_exchange.fail_next("POST /api/v3/order", "500", times=5)
+    errors_before = EXCHANGE_ERRORS._value.get()
+    answer = client.post("/webhook", data=json.dumps(sample_alert()))
+    assert answer.status_code == 200 and answer.json["status"] == "executed", answer.json
+    assert EXCHANGE_ERRORS._value.get() == errors_before + 1
+    generic = {body["event"]: body for body in by_path(fake_chat.wait_for(6))["/generic"]}
+    assert set(generic) == {"trade", "exchange_failure"}
+    failure = generic["exchange_failure"]
+    assert failure["account"] == "live" and failure["alert_id"] == answer.json["alert_id"]
+    assert "exchange FAILED on account live" in failure["text"]
+    assert DEFAULT_SECRET not in json.dumps(fake_chat.received)
+
+
 def _count(channel: str, outcome: str) -> float:
     return NOTIFICATIONS.labels(channel=channel, outcome=outcome)._value.get()
 

@@ -51,7 +51,9 @@ SPOT_ORDER_TYPES: tuple[str, ...] = (
 )  # fmt: skip
 
 #: Futures paths that need no API key (the rest of ``/fapi/`` is private).
-_PUBLIC_FAPI = frozenset({"/fapi/v1/exchangeInfo", "/fapi/v1/ticker/24hr", "/fapi/v1/ticker/price", "/fapi/v1/time"})
+_PUBLIC_FAPI = frozenset(
+    {"/fapi/v1/exchangeInfo", "/fapi/v1/ticker/24hr", "/fapi/v1/ticker/price", "/fapi/v1/time"}
+)
 
 #: What ``fail_next`` can make an endpoint do.
 FAILURE_MODES = ("timeout", "timeout_lost", "429", "500", "503", "insufficient_balance")
@@ -278,7 +280,9 @@ class FakeBinance:
         """The futures conditional orders of ``symbol`` in ``status`` (what protects a position)."""
         with self._lock:
             return [
-                dict(a) for a in self.futures.algo_orders if a["symbol"] == symbol and a["algoStatus"] == status
+                dict(a)
+                for a in self.futures.algo_orders
+                if a["symbol"] == symbol and a["algoStatus"] == status
             ]
 
     def futures_position(self, symbol: str = "BTCUSDT") -> Decimal:
@@ -321,10 +325,14 @@ class FakeBinance:
                 "futures": {
                     "wallet": str(self.futures.wallet),
                     "positions": {
-                        s: {"amount": str(p.amount), "entry": str(p.entry), "leverage": p.leverage,
-                            "margin_type": p.margin_type}
+                        s: {
+                            "amount": str(p.amount),
+                            "entry": str(p.entry),
+                            "leverage": p.leverage,
+                            "margin_type": p.margin_type,
+                        }
                         for s, p in self.futures.positions.items()
-                    },  # fmt: skip
+                    },
                     "orders": [dict(o) for o in self.futures.orders],
                     "algo_orders": [dict(o) for o in self.futures.algo_orders],
                 },
@@ -393,7 +401,9 @@ class FakeBinance:
 
         return {
             ("GET", "/fapi/v1/time"): lambda p: {"serverTime": _now_ms()},
-            ("GET", "/fapi/v1/ticker/24hr"): lambda p: self._one_ticker_24hr(self._market(p.get("symbol")).symbol),
+            ("GET", "/fapi/v1/ticker/24hr"): lambda p: self._one_ticker_24hr(
+                self._market(p.get("symbol")).symbol
+            ),
             ("GET", "/fapi/v1/ticker/price"): lambda p: {"symbol": p["symbol"], "price": _fmt(last(p))},
             ("POST", "/fapi/v1/leverage"): lambda p: (last(p), f.set_leverage(p))[1],
             ("POST", "/fapi/v1/marginType"): lambda p: (last(p), f.set_margin_type(p))[1],
@@ -408,10 +418,21 @@ class FakeBinance:
             ("GET", "/fapi/v2/positionRisk"): lambda p: f.position_risk(p, self.prices),
             ("GET", "/fapi/v3/positionRisk"): lambda p: f.position_risk(p, self.prices),
             ("GET", "/fapi/v1/leverageBracket"): lambda p: [
-                {"symbol": s, "brackets": [{"bracket": 1, "initialLeverage": 125, "notionalCap": 1000000,
-                                            "notionalFloor": 0, "maintMarginRatio": 0.004, "cum": 0}]}
+                {
+                    "symbol": s,
+                    "brackets": [
+                        {
+                            "bracket": 1,
+                            "initialLeverage": 125,
+                            "notionalCap": 1000000,
+                            "notionalFloor": 0,
+                            "maintMarginRatio": 0.004,
+                            "cum": 0,
+                        }
+                    ],
+                }
                 for s in self.perpetuals
-            ],  # fmt: skip
+            ],
             ("GET", "/fapi/v2/balance"): lambda p: f.balance(),
             ("GET", "/fapi/v3/balance"): lambda p: f.balance(),
         }

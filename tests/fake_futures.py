@@ -200,7 +200,12 @@ class FakeFutures:
         if algo["algoStatus"] != "NEW":
             raise FuturesError(400, -2011, "Unknown order sent.")
         algo.update(algoStatus="CANCELED", updateTime=_now_ms())
-        return {"algoId": algo["algoId"], "clientAlgoId": algo["clientAlgoId"], "code": "200", "msg": "success"}
+        return {
+            "algoId": algo["algoId"],
+            "clientAlgoId": algo["clientAlgoId"],
+            "code": "200",
+            "msg": "success",
+        }
 
     def cancel_order(self, p: Mapping[str, str]) -> dict[str, Any]:
         order = self._find(self.orders, p, "orderId", "origClientOrderId", "clientOrderId")
@@ -259,7 +264,8 @@ class FakeFutures:
                 "initialMargin": str(abs(mark * pos.amount) / pos.leverage), "maintMargin": "0",
                 "positionInitialMargin": str(abs(mark * pos.amount) / pos.leverage),
                 "openOrderInitialMargin": "0", "adl": 0, "bidNotional": "0", "askNotional": "0",
-                "leverage": str(pos.leverage), "marginType": pos.margin_type.lower().replace("crossed", "cross"),
+                "leverage": str(pos.leverage),
+                "marginType": "isolated" if pos.margin_type == "ISOLATED" else "cross",
                 "updateTime": _now_ms(),
             })  # fmt: skip
         return rows
@@ -276,7 +282,9 @@ class FakeFutures:
         return {o["clientOrderId"] for o in self.orders} | {a["clientAlgoId"] for a in self.algo_orders}
 
     @staticmethod
-    def _find(rows: list[dict[str, Any]], p: Mapping[str, str], id_key: str, *cid_keys: str) -> dict[str, Any]:
+    def _find(
+        rows: list[dict[str, Any]], p: Mapping[str, str], id_key: str, *cid_keys: str
+    ) -> dict[str, Any]:
         cid = next((p[k] for k in cid_keys if p.get(k)), None)
         row_cid = "clientAlgoId" if id_key == "algoId" else "clientOrderId"
         for row in rows:

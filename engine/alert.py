@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -200,6 +200,16 @@ class Alert(BaseModel):
     trailing_stop: str | None = _f(
         None, 'Trailing stop distance: a price gap (150), "1%" or "2atr"', default=None, max_length=32
     )
+    leverage: float | None = _f(
+        None,
+        "Perpetuals (BTCUSDT.P): leverage of the entry, within the strategy's max_leverage",
+        default=None,
+        gt=0,
+        le=125,
+    )
+    margin_mode: Literal["isolated", "cross"] | None = _f(
+        None, "Perpetuals: isolated or cross margin for the entry", default=None
+    )
     extras: dict[str, Any] = Field(default_factory=dict, description="Unknown fields, kept verbatim")
 
     @model_validator(mode="before")
@@ -246,6 +256,15 @@ class Alert(BaseModel):
             return None
         targets = parse_targets("take_profit", value)
         return ", ".join(f"{t.level}@{t.share * 100:g}" for t in targets)
+
+    @field_validator("margin_mode", mode="before")
+    @classmethod
+    def _margin_mode(cls, value: Any) -> Any:
+        """Spelt as the exchanges do too: ``CROSSED``/``ISOLATED``, any case."""
+        if isinstance(value, str):
+            value = value.strip().lower()
+            return "cross" if value == "crossed" else value or None
+        return value
 
     @field_validator("market_position", "prev_market_position", mode="before")
     @classmethod

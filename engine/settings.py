@@ -26,6 +26,7 @@ __all__ = [
 ]
 
 Mode = Literal["annotate", "execute", "ml_gate", "hybrid"]
+MarginMode = Literal["isolated", "cross"]
 Sizing = Literal["alert", "fixed_quote", "kelly"]
 
 
@@ -65,6 +66,12 @@ class StrategySettings(FrozenSettings):
     #: Entries one position may stack (TradingView's ``pyramiding``): 1 refuses any add to an
     #: open position in the same direction; None (the default) sets no limit.
     pyramiding: int | None = Field(default=None, ge=1)
+    #: Perpetuals (``BTCUSDT.P``): the leverage and margin mode an entry trades at when the
+    #: alert names none (None: as the ML signal asks, else 1x; the exchange's margin mode is left
+    #: as it is). An alert may ask for up to ``max_leverage`` (None: ``[risk] max_leverage``).
+    leverage: float | None = Field(default=None, ge=1, le=125)
+    margin_mode: MarginMode | None = None
+    max_leverage: float | None = Field(default=None, ge=1, le=125)
 
     @field_validator("stop_loss", "trailing_stop")
     @classmethod

@@ -32,6 +32,7 @@ __all__ = [
     "scale_exits",
     "set_checked",
     "set_exchange_state",
+    "set_held_by",
     "watched_symbols",
 ]
 
@@ -186,6 +187,14 @@ def set_exchange_state(
             "UPDATE exits SET exchange_status = ?, exchange_order_id = COALESCE(?, exchange_order_id),"
             " updated_at = ? WHERE id = ? AND exchange_cid = ?",
             (status, exchange_order_id, time.time(), exit_id, cid),
+        )
+
+
+def set_held_by(db: Db, exit_id: int, held_by: str) -> None:
+    """Who acts on the exit from now on (``gateway`` when the exchange refused to hold it)."""
+    with writing(db) as conn:
+        conn.execute(
+            "UPDATE exits SET held_by = ?, updated_at = ? WHERE id = ?", (held_by, time.time(), exit_id)
         )
 
 

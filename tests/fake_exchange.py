@@ -285,9 +285,10 @@ class FakeBinance:
                 if a["symbol"] == symbol and a["algoStatus"] == status
             ]
 
-    def futures_position(self, symbol: str = "BTCUSDT") -> Decimal:
+    def futures_position(self, symbol: str = "BTCUSDT") -> float:
+        """The signed futures position of ``symbol`` (one-way mode)."""
         with self._lock:
-            return self.futures.position(symbol).amount
+            return float(self.futures.position(symbol).amount)
 
     def set_klines(self, symbol: str, interval: str, rows: list[list[float]]) -> None:
         """Serve these candles (``[ms, o, h, l, c, v]``) for ``symbol``/``interval`` instead of

@@ -309,6 +309,22 @@ def test_gunicorn_watcher_records_an_exchange_stop_once(tmp_path: Path, fake_exc
         time.sleep(1.0)  # several more watcher passes of both workers
         (row,) = db_rows(live.database, sql)
         assert row["filled"] == 0.04
-        assert "secret" not in live.log().lower().replace("tvgw_binance_secret", "")
+        assert DEFAULT_SECRET not in live.log() and DEFAULT_API_KEY not in live.log()
     finally:
         live.stop()
+
+
+def test_paper_book_honours_a_perpetuals_leverage(tmp_path: Path) -> None:
+    """The paper book checks a perpetual's margin (notional / leverage) against its equity."""
+    overrides = {
+        "risk": {"max_position_fraction": 5.0, "risk_per_trade": 1.0, "max_portfolio_risk": 1.0},
+    }
+    settings = make_settings(tmp_path, overrides, TVGW_EXIT_WATCH_INTERVAL_S="0")
+    seed_market(settings.database, {PERP: 30000.0})
+    app = create_app(settings)
+    at_1x = send(app, contracts=0.5, leverage=1, order_id="one")  # 15000 of notional, 10000 equity
+    assert at_1x["status"] == "rejected" and "at 1x" in at_1x["decision"]["reason"], at_1x
+    at_2x = send(app, contracts=0.5, leverage=2, order_id="two")
+    assert at_2x["status"] == "executed", at_2x
+    assert at_2x["decision"]["details"]["margin"] == {"leverage": 2, "margin_mode": None}
+    assert position(settings) == pytest.approx(0.5)

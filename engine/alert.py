@@ -692,6 +692,8 @@ def alert_field_table() -> list[dict[str, str]]:
         annotation = str(info.annotation).replace("typing.", "").replace("engine.alert.", "")
         annotation = re.sub(r"<(?:class|enum) '([\w.]+)'>", r"\1", annotation).replace("datetime.", "")
         annotation = annotation.replace(" | ", " or ")
+        annotation = re.sub(r"^Optional\[(.*)\]$", r"\1 or None", annotation)
+        annotation = re.sub(r"Literal\[([^\]]*)\]", lambda m: m[1].replace("'", "").replace(", ", " or "), annotation)
         rows.append(
             {
                 "field": name,

@@ -202,9 +202,9 @@ class Alert(BaseModel):
     )
     leverage: float | None = _f(
         None,
-        "Perpetuals (BTCUSDT.P): leverage of the entry, within the strategy's max_leverage",
+        "Perpetuals (BTCUSDT.P): leverage of the entry, a whole number within the strategy's max_leverage",
         default=None,
-        gt=0,
+        ge=1,
         le=125,
     )
     margin_mode: Literal["isolated", "cross"] | None = _f(
@@ -256,6 +256,14 @@ class Alert(BaseModel):
             return None
         targets = parse_targets("take_profit", value)
         return ", ".join(f"{t.level}@{t.share * 100:g}" for t in targets)
+
+    @field_validator("leverage")
+    @classmethod
+    def _whole_leverage(cls, value: float | None) -> float | None:
+        """Exchanges take whole leverage (3, not 2.5): refused here rather than by the exchange."""
+        if value is not None and not float(value).is_integer():
+            raise ValueError(f"leverage must be a whole number (1, 2, 3 ...), got {value:g}")
+        return value
 
     @field_validator("margin_mode", mode="before")
     @classmethod
@@ -682,6 +690,11 @@ def _number(key: str, value: str | float) -> float | None:
     return value
 
 
+def _literal_choices(match: re.Match[str]) -> str:
+    """``Literal['isolated', 'cross']`` as the README says it: ``isolated or cross``."""
+    return match[1].replace("'", "").replace(", ", " or ")
+
+
 def alert_field_table() -> list[dict[str, str]]:
     """Rows (field, type, placeholder, description) for the README and ``tvgw schema``."""
     rows = []
@@ -693,7 +706,7 @@ def alert_field_table() -> list[dict[str, str]]:
         annotation = re.sub(r"<(?:class|enum) '([\w.]+)'>", r"\1", annotation).replace("datetime.", "")
         annotation = annotation.replace(" | ", " or ")
         annotation = re.sub(r"^Optional\[(.*)\]$", r"\1 or None", annotation)
-        annotation = re.sub(r"Literal\[([^\]]*)\]", lambda m: m[1].replace("'", "").replace(", ", " or "), annotation)
+        annotation = re.sub(r"Literal\[([^\]]*)\]", _literal_choices, annotation)
         rows.append(
             {
                 "field": name,

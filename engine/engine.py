@@ -32,7 +32,15 @@ from typing import Any
 
 from common.timeframes import from_tradingview, seconds
 from engine.alert import Action, Alert
-from engine.brokers.base import Broker, ExitHolder, MarginMode, OrderResult, ProtectiveOrder, Side
+from engine.brokers.base import (
+    Broker,
+    ExitHolder,
+    MarginMode,
+    OrderRequest,
+    OrderResult,
+    ProtectiveOrder,
+    Side,
+)
 from engine.decision import (
     Clock,
     Decision,
@@ -207,7 +215,8 @@ class TradingEngine:
         if alert.leverage is not None:
             leverage = alert.leverage
         elif ml is not None and ml.leverage:
-            leverage = ml.leverage
+            # Exchanges take whole leverage: the model's 2.7 trades at 2 on a perpetual.
+            leverage = max(1.0, float(math.floor(ml.leverage))) if _is_contract(symbol) else ml.leverage
         else:
             leverage = strategy.leverage or 1.0
         mode = (alert.margin_mode or strategy.margin_mode) if _is_contract(symbol) else None
@@ -934,6 +943,10 @@ class TradingEngine:
             order_store.update_order(conn, cid, status="rejected", error=problem)
             return {**out, "status": "rejected", "reason": problem}
         request = PlannedOrder(symbol=e.symbol, side=side, amount=fitted, price=price, reduce_only=True)
+        if not self.broker.settles_instantly:
+            # A remote broker is never called inside the write transaction: the caller sends it
+            # once the claim and the pending order committed (:meth:`_send_exit`).
+            return {**out, "status": "pending", "side": side, "request": request.request(cid)}
         try:
             result = self.broker.execute(request.request(cid))
         except BrokerError as exc:
@@ -965,9 +978,28 @@ class TradingEngine:
             price = self._live_price(symbol)
             if price is not None:
                 act = functools.partial(self._price_exits, symbol=symbol, price=price)
-                filled += len(self.storage.write_batched(act))
+                fills = self.storage.write_batched(act)
+                filled += sum(self._send_exit(f["request"], f["side"]) for f in fills if "request" in f)
         self.sync_exits(symbol)
         return filled
+
+    def _send_exit(self, request: OrderRequest, side: Side) -> bool:
+        """Send an exit the gateway claimed (its pending order is on file), once, and record
+        what came of it; True when it filled. A lost answer is reconciled by the broker; one it
+        cannot settle stays ``unknown`` (start-up reconciliation asks again), never re-sent."""
+        try:
+            result = self.broker.execute(request)
+        except BrokerError as exc:
+            status = "unknown" if isinstance(exc, OrderUncertainError) else "failed"
+            with self.storage.transaction() as conn:
+                order_store.update_order(conn, request.client_order_id, status=status, error=str(exc))
+            log.warning("exit order %s of %s %s: %s", request.client_order_id, request.symbol, status, exc)
+            return False
+        with self.storage.transaction() as conn:
+            self.record_result(conn, request.symbol, side, result)
+        log.info("exit order %s: %s %.10g %s at %s", request.client_order_id, side, result.filled,
+                 request.symbol, result.average)  # fmt: skip
+        return result.filled > 0
 
     def _live_price(self, symbol: str) -> float | None:
         try:

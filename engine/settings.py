@@ -73,6 +73,13 @@ class StrategySettings(FrozenSettings):
     margin_mode: MarginMode | None = None
     max_leverage: float | None = Field(default=None, ge=1, le=125)
 
+    @field_validator("leverage")
+    @classmethod
+    def _whole_leverage(cls, value: float | None) -> float | None:
+        if value is not None and not float(value).is_integer():
+            raise ValueError(f"strategies.leverage must be a whole number (1, 2, 3 ...), got {value:g}")
+        return value
+
     @field_validator("stop_loss", "trailing_stop")
     @classmethod
     def _level(cls, value: str | None, info: ValidationInfo) -> str | None:

@@ -26,6 +26,7 @@ import functools
 import logging
 import math
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -61,6 +62,7 @@ from engine.exceptions import (
     InvalidOrderError,
     OrderUncertainError,
     PriceCheckError,
+    TemporaryError,
     UnknownSymbolError,
 )
 from engine.exits import (
@@ -133,6 +135,11 @@ class TradingEngine:
         self.clock: Clock = clock or SystemClock()
         self.prices: PriceSource = prices or MarketPrices(storage, broker, clock=self.clock.now)
         self.risk = RiskManager(settings.risk)
+        #: One thread that places and cancels a live broker's resting exits after an alert's fill,
+        #: in order, so the answer never waits on them (see :meth:`_sync_soon`).
+        self._exit_sync = (
+            None if broker.settles_instantly else ThreadPoolExecutor(1, thread_name_prefix="tvgw-exit-sync")
+        )
         self._equity_cache: tuple[float, float | None] = (-EQUITY_TTL_S, None)
 
     # --- the one door ---------------------------------------------------------------------------
@@ -180,8 +187,21 @@ class TradingEngine:
                     self._rearm(conn, decision, decision.alert_id, position)
                 self._finish(conn, decision, receipt)
             if decision.symbol is not None:
-                self.sync_exits(decision.symbol)
+                self._sync_soon(decision.symbol)
         return decision
+
+    def _sync_soon(self, symbol: str) -> None:
+        """Bring the exchange's resting exits of ``symbol`` in line with the book right after
+        the answer: up to one order per exit, each with its own timeout and reconciliation,
+        would not fit TradingView's 3 s beside the entry's own. The watcher does it again."""
+        if self._exit_sync is not None:
+            self._exit_sync.submit(self._sync_logged, symbol)
+
+    def _sync_logged(self, symbol: str) -> None:
+        try:
+            self.sync_exits(symbol)
+        except Exception:  # a background thread: say what broke; the watcher's next pass retries
+            log.exception("placing the exits of %s failed; the exit watcher tries again", symbol)
 
     def _check_leverage(self, alert: Alert, strategy: StrategySettings, symbol: str | None) -> None:
         """Refuse (422) an alert's ``leverage`` or ``margin_mode`` the gateway cannot honour:
@@ -1137,16 +1157,17 @@ class TradingEngine:
         except OrderUncertainError as exc:
             log.warning("exit %s of %s: %s", e.kind, e.symbol, exc)  # stays "placing": looked up next
             return
-        except InvalidOrderError as exc:
-            # Refused as it stands (the price already past it, say): the gateway acts on it itself.
+        except TemporaryError as exc:
+            exit_store.set_exchange_state(self.storage, e.id, cid, "failed")
+            log.warning("exit %s of %s not placed (%s); tried again later", e.kind, e.symbol, exc)
+            return
+        except BrokerError as exc:
+            # Refused as it stands (the price already past it: "would immediately trigger", say),
+            # and asking again would be refused again: the gateway acts on it itself.
             exit_store.set_exchange_state(self.storage, e.id, cid, "failed")
             exit_store.set_held_by(self.storage, e.id, "gateway")
             log.warning("exit %s of %s refused by %s (%s); the gateway watches it", e.kind, e.symbol,
                         self.broker.name, exc)  # fmt: skip
-            return
-        except BrokerError as exc:
-            exit_store.set_exchange_state(self.storage, e.id, cid, "failed")
-            log.warning("exit %s of %s not placed (%s); tried again later", e.kind, e.symbol, exc)
             return
         exit_store.set_exchange_state(self.storage, e.id, cid, "open", result.exchange_order_id)
         log.info("exit %s of %s rests on %s: %s %.10g at %.10g (%s)", e.kind, e.symbol, self.broker.name,

@@ -38,7 +38,9 @@ def gateway(tmp_path: Path, fake: FakeBinance, **strategy: Any) -> tuple[Any, An
     )  # fmt: skip
     fake.set_price("BTCUSDT", 30000)
     seed_market(settings.database, {PERP: 30000.0, "BTC/USDT": 30000.0})
-    return settings, create_app(settings)
+    app = create_app(settings)
+    app.config["fake"] = fake
+    return settings, app
 
 
 def send(app: Any, status: int = 200, **fields: Any) -> dict[str, Any]:
@@ -53,7 +55,13 @@ def entry(app: Any, **fields: Any) -> dict[str, Any]:
     fields = {"contracts": 0.04, "stop_loss": "29000", "take_profit": "31000@50, 32000@50", **fields}
     body = send(app, **fields)
     assert body["status"] == "executed", body
+    if body["decision"]["details"]["exits"]["held_by"] == "exchange":
+        rests(fake_of(app), STOP, *TARGETS)
     return body
+
+
+def fake_of(app: Any) -> FakeBinance:
+    return app.config["fake"]  # type: ignore[no-any-return]
 
 
 def watch(app: Any) -> int:
@@ -67,6 +75,20 @@ def resting(fake: FakeBinance) -> list[tuple[str, str, str, str, bool]]:
         (o["orderType"], o["side"], o["quantity"], o["triggerPrice"], o["reduceOnly"])
         for o in fake.exit_orders()
     )
+
+
+def rests(fake: FakeBinance, *expected: tuple[str, str, str, str, bool]) -> None:
+    """Wait until the exchange holds exactly ``expected``: exits are placed (and replaced)
+    right after the answer, by the engine's exit thread, so the answer never waits on them."""
+    wanted = sorted(expected)
+    wait_until(lambda: resting(fake) == wanted, 15, f"resting exits {wanted}", lambda: str(resting(fake)))
+
+
+STOP = ("STOP_MARKET", "SELL", "0.04", "29000", True)
+TARGETS = (
+    ("TAKE_PROFIT_MARKET", "SELL", "0.02", "31000", True),
+    ("TAKE_PROFIT_MARKET", "SELL", "0.02", "32000", True),
+)
 
 
 def exit_orders(settings: Any) -> list[Any]:
@@ -84,11 +106,6 @@ def test_entry_with_a_stop_and_two_targets_rests_three_orders_on_the_exchange(
     _, app = gateway(tmp_path, fake_exchange)
     body = entry(app)
     assert body["decision"]["details"]["exits"]["held_by"] == "exchange"
-    assert resting(fake_exchange) == [
-        ("STOP_MARKET", "SELL", "0.04", "29000", True),
-        ("TAKE_PROFIT_MARKET", "SELL", "0.02", "31000", True),
-        ("TAKE_PROFIT_MARKET", "SELL", "0.02", "32000", True),
-    ]
     assert fake_exchange.futures_position() == pytest.approx(0.04)
     assert watch(app) == 0  # nothing fired: nothing recorded, nothing replaced
     assert len(fake_exchange.futures.algo_orders) == 3
@@ -113,7 +130,7 @@ def test_first_target_closes_half_and_moves_the_exchange_stop_to_break_even(
     # The stop was cancelled and placed again at the entry, for what is left.
     assert resting(fake_exchange) == [
         ("STOP_MARKET", "SELL", "0.02", "30000", True),
-        ("TAKE_PROFIT_MARKET", "SELL", "0.02", "32000", True),
+        TARGETS[1],
     ]
     assert watch(app) == 0 and len(exit_orders(settings)) == 1  # recorded once
     fake_exchange.set_price("BTCUSDT", 29990)  # back through the entry: the break-even stop fires
@@ -150,7 +167,7 @@ def test_trailing_stop_follows_the_price_then_fires_on_the_exchange(
     settings, app = gateway(tmp_path, fake_exchange)
     body = send(app, contracts=0.04, trailing_stop="500")
     assert body["status"] == "executed", body
-    assert resting(fake_exchange) == [("STOP_MARKET", "SELL", "0.04", "29500", True)]
+    rests(fake_exchange, ("STOP_MARKET", "SELL", "0.04", "29500", True))
     fake_exchange.set_price("BTCUSDT", 31000)
     watch(app)
     assert resting(fake_exchange) == [("STOP_MARKET", "SELL", "0.04", "30500", True)]
@@ -172,11 +189,12 @@ def test_partial_close_resizes_the_exchange_exits(
     body = send(app, action="close 50%", contracts=None, order_id="half")
     assert body["status"] == "executed", body
     assert position(settings) == pytest.approx(0.02)
-    assert resting(fake_exchange) == [
+    rests(
+        fake_exchange,
         ("STOP_MARKET", "SELL", "0.02", "29000", True),
         ("TAKE_PROFIT_MARKET", "SELL", "0.01", "31000", True),
         ("TAKE_PROFIT_MARKET", "SELL", "0.01", "32000", True),
-    ]
+    )
 
 
 def test_reversal_cancels_the_open_exits(
@@ -187,7 +205,7 @@ def test_reversal_cancels_the_open_exits(
     body = send(app, action="reverse", contracts=None, order_id="flip")
     assert body["status"] == "executed", body
     assert position(settings) == pytest.approx(-0.04) and fake_exchange.futures_position() == -0.04
-    assert resting(fake_exchange) == []
+    rests(fake_exchange)
     rows = db_rows(settings.database, "SELECT status, reason FROM exits")
     assert {r["status"] for r in rows} == {"canceled"} and all("reversed" in r["reason"] for r in rows)
 
@@ -196,7 +214,8 @@ def test_close_cancels_the_open_exits(tmp_path: Path, fake_exchange: FakeBinance
     settings, app = gateway(tmp_path, fake_exchange)
     entry(app)
     assert send(app, action="close_all", contracts=None, order_id="out")["status"] == "executed"
-    assert position(settings) == 0.0 and resting(fake_exchange) == []
+    assert position(settings) == 0.0
+    rests(fake_exchange)
 
 
 def test_perpetual_entry_at_3x_isolated_with_a_reduce_only_stop(
@@ -205,6 +224,7 @@ def test_perpetual_entry_at_3x_isolated_with_a_reduce_only_stop(
     settings, app = gateway(tmp_path, fake_exchange)
     body = send(app, contracts=0.04, stop_loss="29000", leverage=3, margin_mode="isolated")
     assert body["status"] == "executed", body
+    rests(fake_exchange, STOP)
     assert (
         body["decision"]["order"]["leverage"] == 3 and body["decision"]["order"]["margin_mode"] == "isolated"
     )
@@ -269,7 +289,7 @@ def test_timeout_on_exit_placement_is_reconciled_never_a_duplicate_stop(
     _, app = gateway(tmp_path, fake_exchange)
     fake_exchange.fail_next("POST /fapi/v1/algoOrder", "timeout")  # placed, the answer comes late
     send(app, contracts=0.04, stop_loss="29000")
-    assert resting(fake_exchange) == [("STOP_MARKET", "SELL", "0.04", "29000", True)]
+    rests(fake_exchange, STOP)
     assert fake_exchange.request_count("POST", "/fapi/v1/algoOrder") == 1
     watch(app)
     assert len(fake_exchange.futures.algo_orders) == 1
@@ -281,13 +301,30 @@ def test_lost_exit_placement_is_looked_up_then_placed_once(
     settings, app = gateway(tmp_path, fake_exchange)
     fake_exchange.fail_next("POST /fapi/v1/algoOrder", "timeout_lost")  # never reached the book
     send(app, contracts=0.04, stop_loss="29000")
+    lookups = 2  # the broker's reconciliation: read_retries + 1 lookups by client id, then it gives up
+    wait_until(lambda: fake_exchange.request_count("GET", "/fapi/v1/algoOrder") >= lookups, 15, "lookups")
     assert fake_exchange.futures.algo_orders == []
     (row,) = db_rows(settings.database, "SELECT exchange_status, placements FROM exits")
     assert (row["exchange_status"], row["placements"]) == ("placing", 1)  # uncertain: not placed again
     watch(app)  # the lookup finds none: placed again, under a fresh client id
     watch(app)
-    assert resting(fake_exchange) == [("STOP_MARKET", "SELL", "0.04", "29000", True)]
+    assert resting(fake_exchange) == [STOP]
     assert [o["clientAlgoId"] for o in fake_exchange.futures.algo_orders] == ["tvgw-x1-2"]
+
+
+def test_an_exit_the_exchange_refuses_to_hold_is_fired_by_the_gateway(
+    tmp_path: Path, fake_exchange: FakeBinance, exchange_env: None
+) -> None:
+    settings, app = gateway(tmp_path, fake_exchange)
+    fake_exchange.set_price("BTCUSDT", 28900)  # the market fell past the stop before it was placed
+    send(app, contracts=0.04, stop_loss="29000")
+    sql = "SELECT held_by, exchange_status FROM exits"
+    wait_until(lambda: db_rows(settings.database, sql)[0]["held_by"] == "gateway", 15, "the stop handed over")
+    assert fake_exchange.request_count("POST", "/fapi/v1/algoOrder") == 1  # refused once, not retried
+    assert watch(app) == 1
+    (row,) = exit_orders(settings)
+    assert (row["reason"], row["filled"], row["status"]) == ("stop", 0.04, "filled")
+    assert fake_exchange.futures_position() == 0 and position(settings) == 0.0
 
 
 @pytest.mark.slow
@@ -303,6 +340,7 @@ def test_gunicorn_watcher_records_an_exchange_stop_once(tmp_path: Path, fake_exc
         assert "exits on perpetuals rest on the exchange" in live.log()
         answer = live.post(sample_alert(ticker="BTCUSDT.P", contracts=0.04, stop_loss="29000"))
         assert answer.status_code == 200 and answer.json()["status"] == "executed", answer.text
+        rests(fake_exchange, STOP)
         fake_exchange.set_price("BTCUSDT", 28900)
         sql = "SELECT * FROM orders WHERE reason = 'stop'"
         wait_until(lambda: db_rows(live.database, sql), 30, "the stop's fill recorded", live.log)

@@ -36,7 +36,10 @@ def run(rounds: int) -> dict[str, list[float]]:
     with tempfile.TemporaryDirectory() as folder, FakeBinance() as fake:
         fake.set_price("BTCUSDT", 30000)
         settings = make_settings(
-            Path(folder), TVGW_BROKER="binance", TVGW_EXCHANGE_API_URL=fake.url, TVGW_EXIT_WATCH_INTERVAL_S="0"
+            Path(folder),
+            TVGW_BROKER="binance",
+            TVGW_EXCHANGE_API_URL=fake.url,
+            TVGW_EXIT_WATCH_INTERVAL_S="0",
         )
         seed_market(settings.database, {"BTC/USDT:USDT": 30000.0})
         client = create_app(settings).test_client()

@@ -347,6 +347,7 @@ def test_gunicorn_watcher_records_an_exchange_stop_once(tmp_path: Path, fake_exc
         time.sleep(1.0)  # several more watcher passes of both workers
         (row,) = db_rows(live.database, sql)
         assert row["filled"] == 0.04
+        assert len(fake_exchange.futures.algo_orders) == 1  # placed once, by one of the two workers
         assert DEFAULT_SECRET not in live.log() and DEFAULT_API_KEY not in live.log()
     finally:
         live.stop()

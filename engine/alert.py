@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -200,6 +200,16 @@ class Alert(BaseModel):
     trailing_stop: str | None = _f(
         None, 'Trailing stop distance: a price gap (150), "1%" or "2atr"', default=None, max_length=32
     )
+    leverage: float | None = _f(
+        None,
+        "Perpetuals (BTCUSDT.P): leverage of the entry, a whole number within the strategy's max_leverage",
+        default=None,
+        ge=1,
+        le=125,
+    )
+    margin_mode: Literal["isolated", "cross"] | None = _f(
+        None, "Perpetuals: isolated or cross margin for the entry", default=None
+    )
     extras: dict[str, Any] = Field(default_factory=dict, description="Unknown fields, kept verbatim")
 
     @model_validator(mode="before")
@@ -246,6 +256,23 @@ class Alert(BaseModel):
             return None
         targets = parse_targets("take_profit", value)
         return ", ".join(f"{t.level}@{t.share * 100:g}" for t in targets)
+
+    @field_validator("leverage")
+    @classmethod
+    def _whole_leverage(cls, value: float | None) -> float | None:
+        """Exchanges take whole leverage (3, not 2.5): refused here rather than by the exchange."""
+        if value is not None and not float(value).is_integer():
+            raise ValueError(f"leverage must be a whole number (1, 2, 3 ...), got {value:g}")
+        return value
+
+    @field_validator("margin_mode", mode="before")
+    @classmethod
+    def _margin_mode(cls, value: Any) -> Any:
+        """Spelt as the exchanges do too: ``CROSSED``/``ISOLATED``, any case."""
+        if isinstance(value, str):
+            value = value.strip().lower()
+            return "cross" if value == "crossed" else value or None
+        return value
 
     @field_validator("market_position", "prev_market_position", mode="before")
     @classmethod
@@ -663,6 +690,11 @@ def _number(key: str, value: str | float) -> float | None:
     return value
 
 
+def _literal_choices(match: re.Match[str]) -> str:
+    """``Literal['isolated', 'cross']`` as the README says it: ``isolated or cross``."""
+    return match[1].replace("'", "").replace(", ", " or ")
+
+
 def alert_field_table() -> list[dict[str, str]]:
     """Rows (field, type, placeholder, description) for the README and ``tvgw schema``."""
     rows = []
@@ -673,6 +705,8 @@ def alert_field_table() -> list[dict[str, str]]:
         annotation = str(info.annotation).replace("typing.", "").replace("engine.alert.", "")
         annotation = re.sub(r"<(?:class|enum) '([\w.]+)'>", r"\1", annotation).replace("datetime.", "")
         annotation = annotation.replace(" | ", " or ")
+        annotation = re.sub(r"^Optional\[(.*)\]$", r"\1 or None", annotation)
+        annotation = re.sub(r"Literal\[([^\]]*)\]", _literal_choices, annotation)
         rows.append(
             {
                 "field": name,

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
-from engine.brokers.base import OrderRequest, OrderResult
+from engine.brokers.base import MarginMode, OrderRequest, OrderResult
 from engine.exits import ExitPlan
 from engine.market import ReferencePrice
 
@@ -139,11 +139,14 @@ class PlannedOrder:
     stop_loss: float | None = None  # protective stop of the exposure it adds (risk accounting)
     exits: ExitPlan | None = None  # armed with the fill (the paper book watches them)
     timeframe: str = "1h"  # the bars its exits are watched on
+    leverage: float | None = None  # a perpetual's leverage and margin mode, set before the order
+    margin_mode: MarginMode | None = None
 
     def request(self, client_order_id: str) -> OrderRequest:
         return OrderRequest(
             client_order_id=client_order_id, symbol=self.symbol, side=self.side,
             amount=self.amount, price=self.price, reduce_only=self.reduce_only,
+            leverage=self.leverage, margin_mode=self.margin_mode,
         )  # fmt: skip
 
 
@@ -204,6 +207,8 @@ class Decision:
                 "symbol": o.symbol, "side": o.side, "amount": o.amount, "price": o.price,
                 "reduce_only": o.reduce_only, "client_order_id": self.client_order_id,
             }  # fmt: skip
+            if o.leverage is not None or o.margin_mode is not None:
+                out["order"].update(leverage=o.leverage, margin_mode=o.margin_mode)
         if self.result is not None:
             out["fill"] = {
                 "status": self.result.status, "filled": self.result.filled,

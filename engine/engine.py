@@ -27,6 +27,7 @@ broker ticker live, a simulated clock and replayed candles in a backtest.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -39,7 +40,15 @@ from typing import Any, TypeVar
 
 from common.timeframes import from_tradingview, seconds
 from engine.alert import Action, Alert
-from engine.brokers.base import Broker, OrderResult, Side
+from engine.brokers.base import (
+    Broker,
+    ExitHolder,
+    MarginMode,
+    OrderRequest,
+    OrderResult,
+    ProtectiveOrder,
+    Side,
+)
 from engine.decision import (
     Clock,
     Decision,
@@ -56,10 +65,12 @@ from engine.decision import (
     stop_for,
 )
 from engine.exceptions import (
+    AlertRefusedError,
     BrokerError,
     InvalidOrderError,
     OrderUncertainError,
     PriceCheckError,
+    TemporaryError,
     UnknownSymbolError,
 )
 from engine.exits import (
@@ -153,6 +164,11 @@ class TradingEngine:
         self.clock: Clock = clock or SystemClock()
         self.prices: PriceSource = prices or MarketPrices(storage, broker, clock=self.clock.now)
         self.risk = RiskManager(account.risk if account is not None else settings.risk)
+        #: One thread that places and cancels a live broker's resting exits after an alert's fill,
+        #: in order, so the answer never waits on them (see :meth:`_sync_soon`).
+        self._exit_sync = (
+            None if broker.settles_instantly else ThreadPoolExecutor(1, thread_name_prefix="tvgw-exit-sync")
+        )
         #: This desk's own account settings (None: the default account, the strategy's terms).
         self.account = account
         self._equity_cache: tuple[float, float | None] = (-EQUITY_TTL_S, None)
@@ -187,6 +203,7 @@ class TradingEngine:
         desks = self._route(strategy)
         lead = desks[0]
         symbol = lead._resolve(alert)
+        lead._check_leverage(alert, strategy, symbol)
         # Keyed on the market the broker resolves, so every spelling of one ticker is one alert;
         # an unresolvable ticker (rejected, no order) is keyed on its own spelling.
         received = datetime.fromtimestamp(receipt.received_at, UTC)
@@ -222,8 +239,15 @@ class TradingEngine:
                 decided[i] = decision
             with self.storage.transaction() as conn:
                 for i in sending:
-                    desks[i]._settle(conn, decided[i])
+                    desk, sent_decision = desks[i], decided[i]
+                    position = desk._settle(conn, sent_decision)
+                    if position is not None and sent_decision.alert_id is not None:
+                        desk._rearm(conn, sent_decision, sent_decision.alert_id, position)
                 self._finish(conn, combine(decided), receipt)
+            for i in sending:
+                placed_on = decided[i].symbol
+                if placed_on is not None:
+                    desks[i]._sync_soon(placed_on)
         return combine(decided)
 
     def _route(self, strategy: StrategySettings) -> list[TradingEngine]:
@@ -286,6 +310,58 @@ class TradingEngine:
             # The trusted price becomes the shared mark: every worker values the book at it.
             mark_store.set_mark(conn, self.broker.name, decision.symbol, reference.price, reference.source)
         return decision
+
+    def _sync_soon(self, symbol: str) -> None:
+        """Bring the exchange's resting exits of ``symbol`` in line with the book right after
+        the answer: up to one order per exit, each with its own timeout and reconciliation,
+        would not fit TradingView's 3 s beside the entry's own. The watcher does it again."""
+        if self._exit_sync is not None:
+            self._exit_sync.submit(self._sync_logged, symbol)
+
+    def _sync_logged(self, symbol: str) -> None:
+        try:
+            self.sync_exits(symbol)
+        except Exception:  # a background thread: say what broke; the watcher's next pass retries
+            log.exception("placing the exits of %s failed; the exit watcher tries again", symbol)
+
+    def _check_leverage(self, alert: Alert, strategy: StrategySettings, symbol: str | None) -> None:
+        """Refuse (422) an alert's ``leverage`` or ``margin_mode`` the gateway cannot honour:
+        beyond the strategy's ``max_leverage``, or on a spot market (margin is a perpetual's)."""
+        if alert.leverage is None and alert.margin_mode is None:
+            return
+        if symbol is not None and not _is_contract(symbol):
+            field = "leverage" if alert.leverage is not None else "margin_mode"
+            raise AlertRefusedError(
+                "leverage_on_spot", field,
+                f"{field} applies to perpetuals: {symbol} is a spot market (trade {alert.ticker}.P "
+                "for the perpetual, or leave the field out)",
+            )  # fmt: skip
+        limit = self._max_leverage(strategy)
+        if alert.leverage is not None and alert.leverage > limit:
+            raise AlertRefusedError(
+                "leverage_above_limit", "leverage",
+                f"leverage {alert.leverage:g}x is above strategy {strategy.id!r}'s limit of {limit:g}x "
+                "(strategies.max_leverage, else [risk] max_leverage)",
+            )  # fmt: skip
+
+    def _max_leverage(self, strategy: StrategySettings) -> float:
+        return strategy.max_leverage if strategy.max_leverage is not None else self.settings.risk.max_leverage
+
+    def _leverage(
+        self, alert: Alert, strategy: StrategySettings, ml: SignalPort | None, symbol: str
+    ) -> tuple[float, MarginMode | None]:
+        """The leverage the entry asks for and its margin mode: the alert's, else the ML
+        signal's, else the strategy's (1x by default). The risk manager judges the leverage on
+        every market; only a perpetual trades it (its amount is margin x leverage)."""
+        if alert.leverage is not None:
+            leverage = alert.leverage
+        elif ml is not None and ml.leverage:
+            # Exchanges take whole leverage: the model's 2.7 trades at 2 on a perpetual.
+            leverage = max(1.0, float(math.floor(ml.leverage))) if _is_contract(symbol) else ml.leverage
+        else:
+            leverage = strategy.leverage or 1.0
+        mode = (alert.margin_mode or strategy.margin_mode) if _is_contract(symbol) else None
+        return leverage, mode
 
     def _resolve(self, alert: Alert) -> str | None:
         try:
@@ -475,7 +551,9 @@ class TradingEngine:
         positions = order_store.list_positions(self.storage, self.broker.name)
         held = next((p.amount for p in positions if p.symbol == symbol), 0.0)
         current = held + order_store.pending_exposure(conn, self.broker.name, symbol)
-        plan = self._plan(alert, strategy, snapshot, ml, current, price)
+        leverage, margin_mode = self._leverage(alert, strategy, ml, symbol)
+        contract = _is_contract(symbol)
+        plan = self._plan(alert, strategy, snapshot, ml, current, price, leverage if contract else 1.0)
         known.update(current_position=current, target_position=plan.target)
         if plan.target is None:
             return outcome("rejected", plan.reason)
@@ -507,7 +585,11 @@ class TradingEngine:
                 return outcome("rejected", f"exits: {exc}")
             stop = exits.stop if exits.stop is not None else stop
             if not exits.empty:
-                known["details"]["exits"] = {**exits.to_dict(), "watched": self.broker.settles_instantly}
+                holder = self._exit_holder(symbol)
+                known["details"]["exits"] = {
+                    **exits.to_dict(), "watched": not holder.on_exchange,
+                    "held_by": "exchange" if holder.on_exchange else "gateway", "held_because": holder.reason,
+                }  # fmt: skip
         if not reduces:
             verdict = self.risk.check(
                 TradeProposal(
@@ -516,7 +598,7 @@ class TradingEngine:
                     amount=amount,
                     price=price,
                     stop_loss=stop,
-                    leverage=ml.leverage if ml is not None else 1.0,
+                    leverage=leverage,
                 ),
                 self._portfolio(snapshot, positions, symbol, price),
             )
@@ -532,9 +614,12 @@ class TradingEngine:
         amount, problem = self._fit(symbol, amount, price, reduces)
         if problem is not None:
             return outcome("rejected", problem, risk_codes=codes, risk_reasons=reasons)
+        if contract and not reduces:
+            known["details"]["margin"] = {"leverage": leverage, "margin_mode": margin_mode}
         order = PlannedOrder(
             symbol=symbol, side=side, amount=amount, price=price, reduce_only=reduces, stop_loss=stop,
-            exits=exits, timeframe=timeframe,
+            exits=exits, timeframe=timeframe, leverage=leverage if contract and not reduces else None,
+            margin_mode=margin_mode if contract and not reduces else None,
         )  # fmt: skip
         return outcome("processing", plan.reason, order=order, risk_codes=codes, risk_reasons=reasons)
 
@@ -559,8 +644,10 @@ class TradingEngine:
         ml: SignalPort | None,
         current: float,
         price: float,
+        leverage: float = 1.0,
     ) -> _Plan:
-        """The position the alert asks for, sized by the strategy's rule."""
+        """The position the alert asks for, sized by the strategy's rule (``leverage`` times
+        the margin a quote or Kelly rule spends, on a perpetual)."""
         action = alert.action
         if alert.close_percent is not None:
             return _partial_close(action, current, alert.close_percent / 100)
@@ -575,7 +662,7 @@ class TradingEngine:
             if abs(current) <= EPSILON:
                 return _Plan(None, "reverse: there is no position to reverse")
             return _Plan(-current, "reverse the position")
-        size, why = self._size(alert, strategy, snapshot, ml, price)
+        size, why = self._size(alert, strategy, snapshot, ml, price, leverage)
         if target_from_alert is not None:
             if strategy.sizing == "alert":
                 return _Plan(target_from_alert, "move to the alert's target position")
@@ -594,20 +681,27 @@ class TradingEngine:
         snapshot: MarketSnapshot,
         ml: SignalPort | None,
         price: float,
+        leverage: float = 1.0,
     ) -> tuple[float | None, str]:
         """Order size in base units by the strategy's sizing rule, or None with the reason.
+        A quote amount or a Kelly fraction is the margin: the position is ``leverage`` times it
+        (the risk manager then judges that notional); contracts are the position itself.
 
         ``alert`` sizing takes the alert's contracts; an alert without them that carries a
         ``kelly_fraction`` (the short "ML enhanced" message) is sized by that fraction of equity,
         so the message trades out of the box, capped by the risk manager like any order."""
+        levered = f" at {leverage:g}x" if leverage != 1 else ""
         if strategy.sizing == "kelly" and ml is not None:
-            return _kelly_size(ml.kelly_fraction, "the model's", snapshot.equity, price)
+            size, why = _kelly_size(ml.kelly_fraction, "the model's", snapshot.equity, price)
+            return (None if size is None else size * leverage), why + levered
         if strategy.sizing == "fixed_quote":
-            return strategy.quote_amount / price, f"{strategy.quote_amount:g} quote per trade"
+            amount = strategy.quote_amount * leverage / price
+            return amount, f"{strategy.quote_amount:g} quote per trade{levered}"
         if alert.contracts is not None and alert.contracts > 0:
             return alert.contracts, "sized by the alert's contracts"
         if alert.kelly_fraction is not None:
-            return _kelly_size(alert.kelly_fraction, "the alert's", snapshot.equity, price)
+            size, why = _kelly_size(alert.kelly_fraction, "the alert's", snapshot.equity, price)
+            return (None if size is None else size * leverage), why + levered
         return None, "the alert has neither contracts nor kelly_fraction to size the order with"
 
     def _gate(
@@ -878,14 +972,19 @@ class TradingEngine:
         if closed or flipped or (plan is not None and not plan.empty):
             why = "closed" if closed else "reversed" if flipped else "replaced by a new entry"
             exit_store.cancel_exits(conn, self.broker.name, order.symbol, f"{why} (alert {alert_id})")
+        elif order.reduce_only and abs(before) > EPSILON:
+            # A partial close: the exits keep protecting what is left, resized to it.
+            exit_store.scale_exits(conn, self.broker.name, order.symbol, abs(position.amount) / abs(before))
         if closed or plan is None or plan.empty or not position.avg_price:
             return
+        holder = self._exit_holder(order.symbol)
         armed_ms = _bar_open_ms(conn, order.symbol, order.timeframe, self.clock.now())
         entry = position.avg_price
         common = dict(
             broker=self.broker.name, symbol=order.symbol, timeframe=order.timeframe, alert_id=alert_id,
             entry_side="buy" if position.amount > 0 else "sell", entry_price=entry,
             entry_amount=abs(position.amount), armed_ms=armed_ms,
+            held_by="exchange" if holder.on_exchange else "gateway",
         )  # fmt: skip
         if plan.stop is not None:
             exit_store.arm_exit(conn, kind="stop", trigger=plan.stop, **common)  # type: ignore[arg-type]
@@ -911,7 +1010,9 @@ class TradingEngine:
     def _watch_book(self) -> int:
         """:meth:`watch_exits` for this desk's own book."""
         if not self.broker.settles_instantly:
-            return 0
+            return sum(
+                self._watch_live(s) for s in exit_store.watched_symbols(self.storage, self.broker.name)
+            )
         filled = 0
         for symbol in exit_store.open_exit_symbols(self.storage, self.broker.name):
             check = functools.partial(self._watch, symbol=symbol, seen=None)
@@ -973,11 +1074,7 @@ class TradingEngine:
             price = check_level(e.entry_side, e.trigger, bar, profit=True)
             if price is None:
                 continue
-            held = self._held(conn, symbol)
-            amount = min((e.share or 1.0) * e.entry_amount, abs(held))
-            if abs(held) - amount <= EPSILON * max(1.0, abs(held)) * 1e3:
-                amount = abs(held)
-            fill = self._fill_exit(conn, e, amount, price)
+            fill = self._fill_exit(conn, e, _exit_amount(e, abs(self._held(conn, symbol))), price)
             if fill:
                 fills.append(fill)
             if e.break_even:
@@ -1020,6 +1117,10 @@ class TradingEngine:
             order_store.update_order(conn, cid, status="rejected", error=problem)
             return {**out, "status": "rejected", "reason": problem}
         request = PlannedOrder(symbol=e.symbol, side=side, amount=fitted, price=price, reduce_only=True)
+        if not self.broker.settles_instantly:
+            # A remote broker is never called inside the write transaction: the caller sends it
+            # once the claim and the pending order committed (:meth:`_send_exit`).
+            return {**out, "status": "pending", "side": side, "request": request.request(cid)}
         try:
             result = self.broker.execute(request.request(cid))
         except BrokerError as exc:
@@ -1030,6 +1131,220 @@ class TradingEngine:
         log.info("exit %s: %s %.10g %s at %.10g", e.kind, side, result.filled, e.symbol, result.average or 0)
         filled = {"side": side, "filled": result.filled, "average": result.average}
         return {**out, "status": result.status, **filled}
+
+    # --- protective exits on a live exchange ------------------------------------------------------
+    def _exit_holder(self, symbol: str) -> ExitHolder:
+        try:
+            return self.broker.exit_holder(symbol)
+        except BrokerError as exc:
+            return ExitHolder(False, f"cannot ask {self.broker.name} about {symbol} ({exc})")
+
+    def _watch_live(self, symbol: str) -> int:
+        """A live broker's exits of ``symbol``: learn what the exchange's resting exits did (a
+        fill is recorded once, with its consequences), move the trailing stops with the price,
+        fire the exits the gateway holds itself when the price crossed them, then make the
+        exchange's resting orders match (:meth:`sync_exits`). Returns how many exits filled."""
+        filled = sum(
+            self._poll_exit(e) for e in exit_store.exchange_exits(self.storage, self.broker.name, symbol)
+        )
+        live = exit_store.open_exits(self.storage, self.broker.name, symbol)
+        if any(e.held_by == "gateway" or e.kind == "trailing" for e in live):
+            price = self._live_price(symbol)
+            if price is not None:
+                act = functools.partial(self._price_exits, symbol=symbol, price=price)
+                fills = self.storage.write_batched(act)
+                filled += sum(self._send_exit(f["request"], f["side"]) for f in fills if "request" in f)
+        self.sync_exits(symbol)
+        return filled
+
+    def _send_exit(self, request: OrderRequest, side: Side) -> bool:
+        """Send an exit the gateway claimed (its pending order is on file), once, and record
+        what came of it; True when it filled. A lost answer is reconciled by the broker; one it
+        cannot settle stays ``unknown`` (start-up reconciliation asks again), never re-sent."""
+        try:
+            result = self.broker.execute(request)
+        except BrokerError as exc:
+            status = "unknown" if isinstance(exc, OrderUncertainError) else "failed"
+            with self.storage.transaction() as conn:
+                order_store.update_order(conn, request.client_order_id, status=status, error=str(exc))
+            log.warning("exit order %s of %s %s: %s", request.client_order_id, request.symbol, status, exc)
+            return False
+        with self.storage.transaction() as conn:
+            self.record_result(conn, request.symbol, side, result)
+        log.info("exit order %s: %s %.10g %s at %s", request.client_order_id, side, result.filled,
+                 request.symbol, result.average)  # fmt: skip
+        return result.filled > 0
+
+    def _live_price(self, symbol: str) -> float | None:
+        try:
+            return self.broker.last_price(symbol)
+        except BrokerError as exc:
+            log.warning(
+                "exits of %s: no price from %s (%s); checked again later", symbol, self.broker.name, exc
+            )
+            return None
+
+    def _poll_exit(self, e: exit_store.ArmedExit) -> int:
+        """What the exchange did with the resting exit ``e``: a fill is recorded (1), a
+        placement it never saw is marked ``gone`` (placed again by :meth:`sync_exits`)."""
+        cid = e.exchange_cid
+        assert cid is not None
+        try:
+            result = self.broker.fetch_exit(cid, e.symbol)
+        except BrokerError as exc:
+            log.warning("exit %s of %s: cannot read %s (%s); asked again later", e.kind, e.symbol, cid, exc)
+            return 0
+        if result is None:
+            exit_store.set_exchange_state(self.storage, e.id, cid, "gone")
+            return 0
+        if result.filled > 0:
+            act = functools.partial(self._exchange_fill, e=e, result=result)
+            return 1 if self.storage.write_batched(act) else 0
+        state = {"open": "open", "canceled": "canceled", "rejected": "canceled"}.get(result.status)
+        if state is not None and (state, result.exchange_order_id) != (
+            e.exchange_status,
+            e.exchange_order_id,
+        ):
+            exit_store.set_exchange_state(self.storage, e.id, cid, state, result.exchange_order_id)
+        return 0
+
+    def _exchange_fill(
+        self, conn: sqlite3.Connection, *, e: exit_store.ArmedExit, result: OrderResult
+    ) -> dict[str, Any] | None:
+        """Record, once, an exit the exchange filled: its order (client id of the placement,
+        reason the exit's kind) and the ledger; then what follows from it: a stop closes the
+        position (its other exits are cancelled), a target may move the stop to break-even.
+        None when another worker recorded it first (the order's client id is UNIQUE)."""
+        cid = str(e.exchange_cid)
+        exit_store.set_exchange_state(conn, e.id, cid, "filled", result.exchange_order_id)
+        if order_store.get_order(conn, cid) is not None:
+            return None
+        exit_store.claim_exit(conn, e.id, cid, e.kind)  # False after a cancel that came too late
+        side: Side = "sell" if e.entry_side == "buy" else "buy"
+        order_store.create_pending_order(
+            conn, alert_id=e.alert_id, client_order_id=cid, broker=self.broker.name, symbol=e.symbol,
+            side=side, order_type="market", amount=result.filled, price=e.trigger, reason=e.kind,
+        )  # fmt: skip
+        self.record_result(conn, e.symbol, side, dataclasses.replace(result, client_order_id=cid))
+        held = self._held(conn, e.symbol)
+        if e.kind in ("stop", "trailing") or abs(held) <= EPSILON:
+            exit_store.cancel_exits(conn, self.broker.name, e.symbol, f"position closed by {e.kind}")
+        elif e.break_even:
+            self._to_break_even(conn, exit_store.open_exits(conn, self.broker.name, e.symbol), e)
+        log.info("exit %s filled on %s: %s %.10g %s at %s", e.kind, self.broker.name, side,
+                 result.filled, e.symbol, result.average)  # fmt: skip
+        return {"exit": e.kind, "trigger": e.trigger, "client_order_id": cid, "status": result.status,
+                "side": side, "filled": result.filled, "average": result.average}  # fmt: skip
+
+    def _price_exits(self, conn: sqlite3.Connection, *, symbol: str, price: float) -> list[dict[str, Any]]:
+        """Inside a write transaction: trailing stops the exchange holds follow ``price``; the
+        exits the gateway holds itself fire when ``price`` crossed them (as a bar of one price)."""
+        live = exit_store.open_exits(conn, self.broker.name, symbol)
+        for e in live:
+            if e.held_by == "exchange" and e.kind == "trailing" and e.trail:
+                best = price - e.trail if e.entry_side == "buy" else price + e.trail
+                if (best > e.trigger) if e.entry_side == "buy" else (best < e.trigger):
+                    exit_store.move_trigger(conn, e.id, best)
+        mine = [e for e in live if e.held_by == "gateway"]
+        if not mine:
+            return []
+        return self._bar_exits(conn, mine, Bar(int(self.clock.now() * 1000), None, price, price))
+
+    def sync_exits(self, symbol: str) -> None:
+        """Make the exchange's resting exits of ``symbol`` match the book: cancel those whose
+        exit is no longer open (the position closed, reversed, or a stop filled); place those
+        not placed yet; cancel and replace those whose trigger moved (break-even, trailing) or
+        whose amount changed (a target filled, a partial close). Network calls, outside any
+        transaction; a failure is logged and the watcher's next pass tries again."""
+        if self.broker.settles_instantly:
+            return
+        held = abs(order_store.position_amount(self.storage, self.broker.name, symbol))
+        for e in exit_store.exchange_exits(self.storage, self.broker.name, symbol):
+            if (e.status != "open" or held <= EPSILON) and e.exchange_status == "open":
+                self._cancel_exit(e)
+        for e in exit_store.open_exits(self.storage, self.broker.name, symbol):
+            if e.held_by != "exchange" or e.exchange_status == "placing" or held <= EPSILON:
+                continue  # a placement whose answer was lost is looked up first, never placed twice
+            amount, problem = self._fit(symbol, _exit_amount(e, held), e.trigger, True)
+            if problem is not None:
+                log.warning("exit %s of %s not placed: %s", e.kind, symbol, problem)
+                continue
+            if e.exchange_status == "open":
+                if _same(e.placed_amount, amount) and _same(e.placed_trigger, e.trigger):
+                    continue
+                if not self._cancel_exit(e):
+                    continue
+            self._place_exit(e, amount)
+
+    def _cancel_exit(self, e: exit_store.ArmedExit) -> bool:
+        """Cancel the resting order of ``e``; True when it no longer rests. One that filled
+        meanwhile is recorded instead (False: nothing to replace)."""
+        cid = str(e.exchange_cid)
+        try:
+            result = self.broker.cancel_exit(cid, e.symbol)
+        except BrokerError as exc:
+            log.warning(
+                "exit %s of %s: cancel of %s failed (%s); tried again later", e.kind, e.symbol, cid, exc
+            )
+            return False
+        if result is not None and result.filled > 0:
+            self.storage.write_batched(functools.partial(self._exchange_fill, e=e, result=result))
+            return False
+        if result is not None and result.status in ("open", "partially_filled"):
+            return False
+        exit_store.set_exchange_state(self.storage, e.id, cid, "gone" if result is None else "canceled")
+        return True
+
+    def _place_exit(self, e: exit_store.ArmedExit, amount: float) -> None:
+        """Place exit ``e`` on the exchange under a fresh client id ``tvgw-x<exit id>-<n>``,
+        claimed in the book first: a second worker, or a retry, never places it twice."""
+        cid = f"tvgw-x{e.id}-{e.placements + 1}"
+        if not exit_store.begin_placement(self.storage, e, cid, e.trigger, amount):
+            return
+        order = ProtectiveOrder(
+            client_order_id=cid, symbol=e.symbol, side="sell" if e.entry_side == "buy" else "buy",
+            amount=amount, trigger=e.trigger,
+            kind="stop" if e.kind in ("stop", "trailing") else "take_profit",
+        )  # fmt: skip
+        try:
+            result = self.broker.place_exit(order)
+        except OrderUncertainError as exc:
+            log.warning("exit %s of %s: %s", e.kind, e.symbol, exc)  # stays "placing": looked up next
+            return
+        except TemporaryError as exc:
+            exit_store.set_exchange_state(self.storage, e.id, cid, "failed")
+            log.warning("exit %s of %s not placed (%s); tried again later", e.kind, e.symbol, exc)
+            return
+        except BrokerError as exc:
+            # Refused as it stands (the price already past it: "would immediately trigger", say),
+            # and asking again would be refused again: the gateway acts on it itself.
+            exit_store.set_exchange_state(self.storage, e.id, cid, "failed")
+            exit_store.set_held_by(self.storage, e.id, "gateway")
+            log.warning("exit %s of %s refused by %s (%s); the gateway watches it", e.kind, e.symbol,
+                        self.broker.name, exc)  # fmt: skip
+            return
+        exit_store.set_exchange_state(self.storage, e.id, cid, "open", result.exchange_order_id)
+        log.info("exit %s of %s rests on %s: %s %.10g at %.10g (%s)", e.kind, e.symbol, self.broker.name,
+                 order.side, amount, e.trigger, cid)  # fmt: skip
+
+
+def _is_contract(symbol: str) -> bool:
+    """A contract market (perpetual or future): ccxt's unified symbol names its settle
+    currency after a colon (``BTC/USDT:USDT``); a spot symbol has none."""
+    return ":" in symbol
+
+
+def _exit_amount(e: exit_store.ArmedExit, held: float) -> float:
+    """What exit ``e`` closes of the ``held`` position: all of it for a stop, a target's
+    share of its entry (the whole rest when only dust would be left)."""
+    if not e.kind.startswith("take_profit"):
+        return held
+    amount = min((e.share or 1.0) * e.entry_amount, held)
+    return held if held - amount <= EPSILON * max(1.0, held) * 1e3 else amount
+
+
+def _same(placed: float | None, wanted: float) -> bool:
+    return placed is not None and math.isclose(placed, wanted, rel_tol=1e-9, abs_tol=1e-12)
 
 
 def _order_matters(alert: Alert, strategy: StrategySettings) -> bool:

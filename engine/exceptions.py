@@ -9,6 +9,7 @@ from __future__ import annotations
 from common.errors import TvgwError
 
 __all__ = [
+    "AlertRefusedError",
     "BrokerError",
     "ExchangeUnavailableError",
     "InsufficientFundsError",
@@ -63,14 +64,19 @@ class OrderUncertainError(BrokerError):
         self.client_order_id = client_order_id
 
 
-class PriceCheckError(TvgwError):
-    """The alert's price cannot be trusted: it strays from the market price the gateway knows
-    (``price_out_of_band``), or the gateway knows no market price to check it against
-    (``no_market_price``). Fix the alert, or give the gateway a price source (``tvgw data
-    fetch``, bars in alerts, ``TVGW_MARKET_DATA``)."""
+class AlertRefusedError(TvgwError):
+    """The alert asks for something the gateway will not do (answered 422 with ``code`` and
+    the ``field`` at fault, and recorded as refused). Fix the alert or the strategy's limits."""
 
     def __init__(self, code: str, field: str | None, message: str):
         super().__init__(message)
         self.code = code
         self.field = field
         self.message = message
+
+
+class PriceCheckError(AlertRefusedError):
+    """The alert's price cannot be trusted: it strays from the market price the gateway knows
+    (``price_out_of_band``), or the gateway knows no market price to check it against
+    (``no_market_price``). Fix the alert, or give the gateway a price source (``tvgw data
+    fetch``, bars in alerts, ``TVGW_MARKET_DATA``)."""

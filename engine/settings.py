@@ -28,6 +28,7 @@ __all__ = [
 ]
 
 Mode = Literal["annotate", "execute", "ml_gate", "hybrid"]
+MarginMode = Literal["isolated", "cross"]
 Sizing = Literal["alert", "fixed_quote", "kelly"]
 
 #: An account's name: it becomes the ``broker`` column of its orders and positions, part of its
@@ -82,6 +83,20 @@ class StrategySettings(FrozenSettings):
     def _distinct(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
         if value is not None and len(set(value)) != len(value):
             raise ValueError(f"names an account twice ({', '.join(value)}): one order per account")
+        return value
+
+    #: Perpetuals (``BTCUSDT.P``): the leverage and margin mode an entry trades at when the
+    #: alert names none (None: as the ML signal asks, else 1x; the exchange's margin mode is left
+    #: as it is). An alert may ask for up to ``max_leverage`` (None: ``[risk] max_leverage``).
+    leverage: float | None = Field(default=None, ge=1, le=125)
+    margin_mode: MarginMode | None = None
+    max_leverage: float | None = Field(default=None, ge=1, le=125)
+
+    @field_validator("leverage")
+    @classmethod
+    def _whole_leverage(cls, value: float | None) -> float | None:
+        if value is not None and not float(value).is_integer():
+            raise ValueError(f"strategies.leverage must be a whole number (1, 2, 3 ...), got {value:g}")
         return value
 
     @field_validator("stop_loss", "trailing_stop")

@@ -108,6 +108,8 @@ NOT_SENT: dict[str, str] = {
     "extras": "not a field of the message: the gateway keeps unknown keys there",
     "close_percent": "a close of part of the position: the strategy alerts send contracts instead",
     "trailing_stop": "optional exit: the strategy's trailing_stop gives it, or add it by hand",
+    "leverage": "perpetuals only: the strategy's leverage gives it, or add it by hand to a .P chart's alert",
+    "margin_mode": "perpetuals only: the strategy's margin_mode gives it, or add it by hand",
 }
 
 #: Exits the strategy script sends with every order: its own ATR stop and target as a percent of

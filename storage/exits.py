@@ -1,8 +1,12 @@
-"""Armed protective exits (table ``exits``, schema version 5).
+"""Armed protective exits (table ``exits``, schema versions 5 and 6).
 
 An exit belongs to the entry order that armed it (its alert) and closes that position when a
 later bar crosses its trigger. Every write runs inside the caller's write transaction, so the
 claim in :func:`claim_exit` and the exit's order commit together: one fill across workers.
+
+An exit held on the exchange also mirrors its resting order there (version 6): placing it is
+claimed first (:func:`begin_placement`, a guarded UPDATE), so two workers never place it twice,
+and a placement whose answer was lost stays ``placing`` until its client id is looked up.
 """
 
 from __future__ import annotations
@@ -17,13 +21,19 @@ __all__ = [
     "ArmedExit",
     "arm_exit",
     "bars_since",
+    "begin_placement",
     "cancel_exits",
     "claim_exit",
+    "exchange_exits",
     "move_trigger",
     "open_exit_symbols",
     "open_exits",
     "recent_bars",
+    "scale_exits",
     "set_checked",
+    "set_exchange_state",
+    "set_held_by",
+    "watched_symbols",
 ]
 
 
@@ -46,6 +56,15 @@ class ArmedExit:
     break_even: bool = False
     seen_high: float | None = None
     seen_low: float | None = None
+    status: str = "open"
+    #: ``exchange`` (a resting order there acts on it) or ``gateway`` (the watcher does).
+    held_by: str = "gateway"
+    placements: int = 0
+    exchange_cid: str | None = None
+    exchange_order_id: str | None = None
+    exchange_status: str | None = None
+    placed_trigger: float | None = None
+    placed_amount: float | None = None
 
 
 def _exit(r: sqlite3.Row) -> ArmedExit:
@@ -53,6 +72,8 @@ def _exit(r: sqlite3.Row) -> ArmedExit:
         r["id"], r["broker"], r["symbol"], r["timeframe"], r["alert_id"], r["entry_side"],
         r["entry_price"], r["entry_amount"], r["kind"], r["trigger"], r["share"], r["trail"],
         r["armed_ms"], r["checked_ms"], bool(r["break_even"]), r["seen_high"], r["seen_low"],
+        r["status"], r["held_by"], r["placements"], r["exchange_cid"], r["exchange_order_id"],
+        r["exchange_status"], r["placed_trigger"], r["placed_amount"],
     )  # fmt: skip
 
 
@@ -72,15 +93,16 @@ def arm_exit(
     share: float | None = None,
     trail: float | None = None,
     break_even: bool = False,
+    held_by: str = "gateway",
 ) -> int:
     with writing(db) as conn:
         now = time.time()
         cur = conn.execute(
             "INSERT INTO exits (broker, symbol, timeframe, alert_id, entry_side, entry_price, entry_amount,"
-            " kind, trigger, share, trail, break_even, armed_ms, checked_ms, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " kind, trigger, share, trail, break_even, armed_ms, checked_ms, created_at, updated_at, held_by)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (broker, symbol, timeframe, alert_id, entry_side, entry_price, entry_amount, kind, trigger,
-             share, trail, int(break_even), armed_ms, armed_ms, now, now),
+             share, trail, int(break_even), armed_ms, armed_ms, now, now, held_by),
         )  # fmt: skip
         return int(cur.lastrowid or 0)
 
@@ -109,6 +131,82 @@ def open_exit_symbols(db: Db, broker: str) -> list[str]:
         .fetchall()
     )
     return [str(r[0]) for r in rows]
+
+
+def exchange_exits(db: Db, broker: str, symbol: str) -> list[ArmedExit]:
+    """Exits of the symbol whose order may rest on the exchange (``placing`` or ``open``),
+    whatever the exit's own status: a canceled exit's order must still be cancelled there."""
+    rows = (
+        reading(db)
+        .execute(
+            "SELECT * FROM exits WHERE broker = ? AND symbol = ? AND exchange_status IN ('placing', 'open')"
+            " ORDER BY id",
+            (broker, symbol),
+        )
+        .fetchall()
+    )
+    return [_exit(r) for r in rows]
+
+
+def watched_symbols(db: Db, broker: str) -> list[str]:
+    """Symbols with an open exit or an order resting on the exchange for one (what a live
+    broker's watcher visits)."""
+    rows = (
+        reading(db)
+        .execute(
+            "SELECT DISTINCT symbol FROM exits WHERE broker = ?"
+            " AND (status = 'open' OR exchange_status IN ('placing', 'open')) ORDER BY symbol",
+            (broker,),
+        )
+        .fetchall()
+    )
+    return [str(r[0]) for r in rows]
+
+
+def begin_placement(db: Db, e: ArmedExit, cid: str, trigger: float, amount: float) -> bool:
+    """Claim the next placement of exit ``e`` on the exchange under ``cid`` (written before the
+    request goes out). False when another worker placed it since ``e`` was read, or an earlier
+    placement may still rest there: the caller then places nothing."""
+    with writing(db) as conn:
+        cur = conn.execute(
+            "UPDATE exits SET exchange_cid = ?, placements = placements + 1, exchange_status = 'placing',"
+            " exchange_order_id = NULL, placed_trigger = ?, placed_amount = ?, updated_at = ?"
+            " WHERE id = ? AND status = 'open' AND placements = ?"
+            " AND (exchange_status IS NULL OR exchange_status NOT IN ('placing', 'open'))",
+            (cid, trigger, amount, time.time(), e.id, e.placements),
+        )
+        return cur.rowcount == 1
+
+
+def set_exchange_state(
+    db: Db, exit_id: int, cid: str, status: str, exchange_order_id: str | None = None
+) -> None:
+    """What the exchange says of placement ``cid`` of the exit (a later placement is untouched)."""
+    with writing(db) as conn:
+        conn.execute(
+            "UPDATE exits SET exchange_status = ?, exchange_order_id = COALESCE(?, exchange_order_id),"
+            " updated_at = ? WHERE id = ? AND exchange_cid = ?",
+            (status, exchange_order_id, time.time(), exit_id, cid),
+        )
+
+
+def set_held_by(db: Db, exit_id: int, held_by: str) -> None:
+    """Who acts on the exit from now on (``gateway`` when the exchange refused to hold it)."""
+    with writing(db) as conn:
+        conn.execute(
+            "UPDATE exits SET held_by = ?, updated_at = ? WHERE id = ?", (held_by, time.time(), exit_id)
+        )
+
+
+def scale_exits(db: Db, broker: str, symbol: str, factor: float) -> None:
+    """A partial close kept ``factor`` of the position: each open exit now protects that share
+    of its entry (a take-profit of 50% closes half of what is left, as it would have of all)."""
+    with writing(db) as conn:
+        conn.execute(
+            "UPDATE exits SET entry_amount = entry_amount * ?, updated_at = ?"
+            " WHERE broker = ? AND symbol = ? AND status = 'open'",
+            (factor, time.time(), broker, symbol),
+        )
 
 
 def claim_exit(db: Db, exit_id: int, client_order_id: str, reason: str) -> bool:

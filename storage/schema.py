@@ -238,7 +238,26 @@ CREATE TABLE exits (
 CREATE INDEX exits_open ON exits(broker, symbol) WHERE status = 'open'
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5]
+#: Exchange-held exits (issue 13, exchange side; renumber freely when merging). ``held_by`` says
+#: who acts on the exit: ``exchange`` (a resting stop or take-profit order there, which holds
+#: while the gateway is down) or ``gateway`` (the watcher fills it; the paper book, and markets
+#: that cannot hold it). The resting order is ``exchange_cid`` (client id ``tvgw-x<id>-<n>``, n
+#: counting placements: a cancel+replace gets a fresh id, a repeat of one placement never does),
+#: at ``placed_trigger``/``placed_amount``; ``exchange_status`` is ``placing`` before the request
+#: goes out (written first: a lost answer is looked up by that id, never placed twice), then
+#: ``open``, ``filled``, ``canceled``, or ``gone`` (the exchange has no such order).
+_V6_EXCHANGE_EXITS = """
+ALTER TABLE exits ADD COLUMN held_by TEXT NOT NULL DEFAULT 'gateway';
+ALTER TABLE exits ADD COLUMN placements INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE exits ADD COLUMN exchange_cid TEXT;
+ALTER TABLE exits ADD COLUMN exchange_order_id TEXT;
+ALTER TABLE exits ADD COLUMN exchange_status TEXT;
+ALTER TABLE exits ADD COLUMN placed_trigger REAL;
+ALTER TABLE exits ADD COLUMN placed_amount REAL;
+CREATE INDEX exits_on_exchange ON exits(broker, symbol) WHERE exchange_status IN ('placing', 'open')
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6_EXCHANGE_EXITS]
 
 #: Every table the current schema has (``/healthz`` checks the file against it).
 TABLES = (

@@ -41,7 +41,19 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
+from tests.fake_futures import FakeFutures, FuturesError, _crossed
+
 __all__ = ["FAILURE_MODES", "FakeBinance", "FakeMarket", "fake_exchange"]
+
+#: Spot order types every fake market lists (Binance's own list); ccxt checks a type against it.
+SPOT_ORDER_TYPES: tuple[str, ...] = (
+    "LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT",
+)  # fmt: skip
+
+#: Futures paths that need no API key (the rest of ``/fapi/`` is private).
+_PUBLIC_FAPI = frozenset(
+    {"/fapi/v1/exchangeInfo", "/fapi/v1/ticker/24hr", "/fapi/v1/ticker/price", "/fapi/v1/time"}
+)
 
 #: What ``fail_next`` can make an endpoint do.
 FAILURE_MODES = ("timeout", "timeout_lost", "429", "500", "503", "insufficient_balance")
@@ -168,6 +180,8 @@ class FakeBinance:
         perpetuals: tuple[str, ...] = DEFAULT_PERPETUALS,
         balances: Mapping[str, str] = DEFAULT_BALANCES,
         timeout_delay_s: float = 1.0,
+        spot_order_types: tuple[str, ...] = SPOT_ORDER_TYPES,
+        futures_order_types: tuple[str, ...] | None = None,
     ):
         self.api_key = api_key
         #: How long a "timeout" failure holds the connection before answering (or dropping it).
@@ -179,6 +193,13 @@ class FakeBinance:
             asset: {"free": Decimal(amount), "locked": Decimal(0)} for asset, amount in balances.items()
         }
         self.orders: list[dict[str, Any]] = []
+        #: The USDⓈ-M account (``tests.fake_futures``): positions, orders, conditional orders.
+        self.futures = FakeFutures()
+        #: What exchangeInfo lists per market; a fake "that cannot hold stops" lists fewer.
+        self.spot_order_types = spot_order_types
+        self.futures_order_types = futures_order_types or (
+            "LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET",
+        )  # fmt: skip
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.unknown_paths: list[tuple[str, str]] = []
         self._klines: dict[tuple[str, str], list[list[Any]]] = {}
@@ -243,14 +264,31 @@ class FakeBinance:
             self._failures.append([method.upper() or None, path, mode, times])
 
     def set_price(self, symbol: str, price: str | float) -> None:
-        """Move the last price of ``symbol`` (e.g. ``BTCUSDT``); resting limit orders that become
-        marketable fill."""
+        """Move the last price of ``symbol`` (e.g. ``BTCUSDT``, spot and perpetual alike): resting
+        limit orders that become marketable fill, and stop or take-profit orders (spot
+        STOP_LOSS/TAKE_PROFIT, futures STOP_MARKET/TAKE_PROFIT_MARKET) that it crosses fire as
+        market orders (a reduce-only one never flips a position)."""
         with self._lock:
             self._market(symbol)
             self.prices[symbol] = Decimal(str(price))
             for order in self.orders:
                 if order["symbol"] == symbol and order["status"] == "NEW":
                     self._fill_if_marketable(order)
+            self.futures.trigger(symbol, self.prices[symbol])
+
+    def exit_orders(self, symbol: str = "BTCUSDT", status: str = "NEW") -> list[dict[str, Any]]:
+        """The futures conditional orders of ``symbol`` in ``status`` (what protects a position)."""
+        with self._lock:
+            return [
+                dict(a)
+                for a in self.futures.algo_orders
+                if a["symbol"] == symbol and a["algoStatus"] == status
+            ]
+
+    def futures_position(self, symbol: str = "BTCUSDT") -> float:
+        """The signed futures position of ``symbol`` (one-way mode)."""
+        with self._lock:
+            return float(self.futures.position(symbol).amount)
 
     def set_klines(self, symbol: str, interval: str, rows: list[list[float]]) -> None:
         """Serve these candles (``[ms, o, h, l, c, v]``) for ``symbol``/``interval`` instead of
@@ -285,6 +323,20 @@ class FakeBinance:
                 "prices": {s: str(p) for s, p in self.prices.items()},
                 "requests": [list(r) for r in self.requests],
                 "unknown_paths": [list(r) for r in self.unknown_paths],
+                "futures": {
+                    "wallet": str(self.futures.wallet),
+                    "positions": {
+                        s: {
+                            "amount": str(p.amount),
+                            "entry": str(p.entry),
+                            "leverage": p.leverage,
+                            "margin_type": p.margin_type,
+                        }
+                        for s, p in self.futures.positions.items()
+                    },
+                    "orders": [dict(o) for o in self.futures.orders],
+                    "algo_orders": [dict(o) for o in self.futures.algo_orders],
+                },
             }
 
     # --- request plumbing (called by the handler) --------------------------------------
@@ -322,16 +374,69 @@ class FakeBinance:
             ("GET", "/api/v3/allOrders"): self._all_orders,
             ("GET", "/api/v3/account"): self._account,
             ("GET", "/api/v3/myTrades"): self._my_trades,
+            **self._futures_routes(),
         }
         handler = routes.get((method, path))
         if handler is None:
             with self._lock:
                 self.unknown_paths.append((method, path))
             raise _BinanceError(404, -1100, f"Fake Binance does not implement {method} {path}.")
-        if path in _PRIVATE_PATHS:
+        if path in _PRIVATE_PATHS or (path.startswith("/fapi/") and path not in _PUBLIC_FAPI):
             self._authenticate(params, headers)
         with self._lock:
-            return handler(params)
+            try:
+                return handler(params)
+            except FuturesError as e:
+                raise _BinanceError(e.status, e.code, e.msg) from e
+
+    def _futures_routes(self) -> dict[tuple[str, str], Any]:
+        f = self.futures
+
+        def last(p: Mapping[str, str]) -> Decimal:
+            if p.get("symbol") not in self.perpetuals:
+                raise _BinanceError(400, -1121, "Invalid symbol.")
+            return self.prices[p["symbol"]]
+
+        def ids() -> set[str]:
+            return f.client_ids()
+
+        return {
+            ("GET", "/fapi/v1/time"): lambda p: {"serverTime": _now_ms()},
+            ("GET", "/fapi/v1/ticker/24hr"): lambda p: self._one_ticker_24hr(
+                self._market(p.get("symbol")).symbol
+            ),
+            ("GET", "/fapi/v1/ticker/price"): lambda p: {"symbol": p["symbol"], "price": _fmt(last(p))},
+            ("POST", "/fapi/v1/leverage"): lambda p: (last(p), f.set_leverage(p))[1],
+            ("POST", "/fapi/v1/marginType"): lambda p: (last(p), f.set_margin_type(p))[1],
+            ("POST", "/fapi/v1/order"): lambda p: f.create_order(p, last(p), ids()),
+            ("GET", "/fapi/v1/order"): f.query_order,
+            ("DELETE", "/fapi/v1/order"): f.cancel_order,
+            ("POST", "/fapi/v1/algoOrder"): lambda p: f.create_algo(p, last(p), ids()),
+            ("GET", "/fapi/v1/algoOrder"): f.query_algo,
+            ("DELETE", "/fapi/v1/algoOrder"): f.cancel_algo,
+            ("GET", "/fapi/v1/openOrders"): f.open_orders,
+            ("GET", "/fapi/v1/openAlgoOrders"): f.open_algo_orders,
+            ("GET", "/fapi/v2/positionRisk"): lambda p: f.position_risk(p, self.prices),
+            ("GET", "/fapi/v3/positionRisk"): lambda p: f.position_risk(p, self.prices),
+            ("GET", "/fapi/v1/leverageBracket"): lambda p: [
+                {
+                    "symbol": s,
+                    "brackets": [
+                        {
+                            "bracket": 1,
+                            "initialLeverage": 125,
+                            "notionalCap": 1000000,
+                            "notionalFloor": 0,
+                            "maintMarginRatio": 0.004,
+                            "cum": 0,
+                        }
+                    ],
+                }
+                for s in self.perpetuals
+            ],
+            ("GET", "/fapi/v2/balance"): lambda p: f.balance(),
+            ("GET", "/fapi/v3/balance"): lambda p: f.balance(),
+        }
 
     def _authenticate(self, params: Mapping[str, str], headers: Message) -> None:
         if headers.get("X-MBX-APIKEY") != self.api_key:
@@ -362,7 +467,7 @@ class FakeBinance:
                 "quoteAssetPrecision": 8,
                 "baseCommissionPrecision": 8,
                 "quoteCommissionPrecision": 8,
-                "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"],
+                "orderTypes": list(self.spot_order_types),
                 "icebergAllowed": True,
                 "ocoAllowed": True,
                 "quoteOrderQtyMarketAllowed": True,
@@ -410,14 +515,7 @@ class FakeBinance:
                     "quotePrecision": 8,
                     "underlyingType": "COIN",
                     "triggerProtect": "0.0500",
-                    "orderTypes": [
-                        "LIMIT",
-                        "MARKET",
-                        "STOP",
-                        "STOP_MARKET",
-                        "TAKE_PROFIT",
-                        "TAKE_PROFIT_MARKET",
-                    ],
+                    "orderTypes": list(self.futures_order_types),
                     "timeInForce": ["GTC", "IOC", "FOK", "GTX"],
                     "filters": [
                         {
@@ -519,8 +617,10 @@ class FakeBinance:
         order_type = params.get("type", "")
         if side not in ("BUY", "SELL"):
             raise _BinanceError(400, -1102, "Mandatory parameter 'side' was not sent, was empty/null.")
-        if order_type not in ("MARKET", "LIMIT"):
+        if order_type not in ("MARKET", "LIMIT", "STOP_LOSS", "TAKE_PROFIT"):
             raise _BinanceError(400, -1116, "Invalid orderType.")
+        if order_type in ("STOP_LOSS", "TAKE_PROFIT") and not params.get("stopPrice"):
+            raise _BinanceError(400, -1102, "Mandatory parameter 'stopPrice' was not sent, was empty/null.")
         client_id = params.get("newClientOrderId") or f"fake-{self._next_order_id}"
         if any(o["clientOrderId"] == client_id for o in self.orders):
             raise _BinanceError(400, -2010, "Duplicate order sent.")
@@ -544,7 +644,7 @@ class FakeBinance:
             "timeInForce": params.get("timeInForce", "GTC"),
             "type": order_type,
             "side": side,
-            "stopPrice": "0.00000000",
+            "stopPrice": _fmt(Decimal(params["stopPrice"])) if "stopPrice" in params else "0.00000000",
             "icebergQty": "0.00000000",
             "time": now,
             "updateTime": now,
@@ -605,6 +705,10 @@ class FakeBinance:
         buy = order["side"] == "BUY"
         if order["type"] == "LIMIT" and ((buy and limit < last) or (not buy and limit > last)):
             return
+        if order["type"] in ("STOP_LOSS", "TAKE_PROFIT") and not _crossed(
+            order["type"], order["side"], Decimal(order["stopPrice"]), last
+        ):
+            return  # a resting stop or take-profit: it fires when set_price crosses it
         qty = Decimal(order["origQty"])
         cost = qty * last
         locked: Decimal = order["_locked"]

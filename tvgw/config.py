@@ -124,8 +124,10 @@ class Settings(FrozenSettings):
     market_data_budget_ms: float = Field(default=400.0, gt=0)
     #: Seconds between outcome-resolver runs in each worker (0 turns the schedule off).
     resolve_interval_s: float = Field(default=60.0, ge=0)
-    #: Seconds between checks of the paper book's open exits against the stored bars, in each
-    #: worker (0 turns it off: exits then act only when an alert for their market arrives).
+    #: Seconds between checks of the open exits in each worker: the paper book's against the
+    #: stored bars; on an exchange, what its resting exits did, trailing stops, and the exits the
+    #: gateway holds itself (0 turns it off: paper exits then act only when an alert for their
+    #: market arrives, and an exchange's exit fills are not recorded until it is on again).
     exit_watch_interval_s: float = Field(default=5.0, ge=0)
     drift_min_accuracy: float = Field(default=0.5, ge=0, le=1)
     drift_max_drawdown: float = Field(default=0.15, gt=0, le=1)

@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None, test_config: Mapping[str, Any] 
     gateway = app.extensions["tvgw"] = Gateway(settings, storage, broker, signals, accounts=accounts)
     if settings.resolve_interval_s > 0:
         start_outcome_resolver(storage, settings.resolve_interval_s)
-    if settings.exit_watch_interval_s > 0 and any(d.broker.settles_instantly for d in gateway.engine.desks()):
+    if settings.exit_watch_interval_s > 0:
         start_exit_watcher(gateway.engine, settings.exit_watch_interval_s)
 
     from webhook import api, dashboard, metrics, ml_api, notify, openapi, routes
@@ -95,9 +95,10 @@ class FastJSONProvider(DefaultJSONProvider):
 
 
 def start_exit_watcher(engine: TradingEngine, interval_s: float) -> threading.Thread:
-    """A daemon thread per worker that fills the paper book's crossed exits every ``interval_s``
-    seconds, for markets that get no alerts. Every worker runs one; the claim in the write
-    transaction makes each exit fill once."""
+    """A daemon thread per worker that acts on exits every ``interval_s`` seconds, for markets
+    that get no alerts: it fills the paper book's crossed exits; on an exchange it records the
+    fills of the exits resting there, moves trailing stops, and fires the exits the exchange
+    cannot hold. Every worker runs one; claims in the write transaction make each act once."""
     log = logging.getLogger("tvgw.exits")
 
     def loop() -> None:

@@ -20,7 +20,7 @@ from engine.alert import Alert
 from engine.brokers.base import Broker
 from engine.decision import Receipt
 from engine.engine import TradingEngine
-from engine.exceptions import BrokerError, PriceCheckError
+from engine.exceptions import AlertRefusedError, BrokerError
 from ml_integration.serving import ServedSignal, SignalService
 from ml_integration.tracking import DriftMonitor, DriftThresholds
 from storage import Storage
@@ -166,7 +166,7 @@ class Gateway:
         )  # fmt: skip
         try:
             decision = self.engine.process_signal(alert, served, receipt=receipt)
-        except PriceCheckError as exc:
+        except AlertRefusedError as exc:  # a price it cannot trust, a leverage beyond the limit
             if exc.code == "no_market_price" and served.bar is not None and served.symbol is not None:
                 # A refused alert's bar still goes into the candle store: the bars alerts carry
                 # are one way to give the gateway a market price.

@@ -34,6 +34,10 @@ def recover(settings: Settings | None = None) -> list[str]:
                 storage.close()
                 raise
     lines = TradingEngine(settings, storage, broker, accounts=accounts).reconcile()
+    for book in (broker, *accounts.values()):
+        notice = book.exit_notice()  # where exits are held: said once, before any worker starts
+        if notice:
+            lines.append(notice)
     for alert_id in alert_store.orphaned_alerts(storage):
         orders = order_store.list_orders(storage, alert_id=alert_id)
         filled = [o for o in orders if o["filled"] > 0]

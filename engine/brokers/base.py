@@ -8,9 +8,20 @@ from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
 from typing import Any, Literal
 
-__all__ = ["Broker", "MarketLimits", "OrderRequest", "OrderResult", "OrderStatus", "Side"]
+__all__ = [
+    "Broker",
+    "ExitHolder",
+    "MarginMode",
+    "MarketLimits",
+    "OrderRequest",
+    "OrderResult",
+    "OrderStatus",
+    "ProtectiveOrder",
+    "Side",
+]
 
 Side = Literal["buy", "sell"]
+MarginMode = Literal["isolated", "cross"]
 OrderStatus = Literal["filled", "partially_filled", "open", "canceled", "rejected", "unknown"]
 
 
@@ -25,6 +36,33 @@ class OrderRequest:
     order_type: Literal["market", "limit"] = "market"
     price: float | None = None  # limit price, or the reference price for a market order
     reduce_only: bool = False
+    #: For a contract market (a perpetual): the leverage and margin mode the position trades
+    #: at, set on the exchange before the order when they change. None leaves them as they are.
+    leverage: float | None = None
+    margin_mode: MarginMode | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProtectiveOrder:
+    """A stop or take-profit that closes (part of) a position when the price reaches
+    ``trigger``: a market order the exchange holds and fires itself, reduce-only on contracts.
+    ``client_order_id`` makes its placement idempotent (derived from the exit's row)."""
+
+    client_order_id: str
+    symbol: str
+    side: Side  # the closing side
+    amount: float
+    trigger: float
+    kind: Literal["stop", "take_profit"]
+
+
+@dataclass(frozen=True)
+class ExitHolder:
+    """Who acts on a market's protective exits: the exchange (a resting order that holds while
+    the gateway is down) or the gateway's own watcher, and why."""
+
+    on_exchange: bool
+    reason: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,6 +158,29 @@ class Broker(ABC):
     def market_limits(self, symbol: str) -> MarketLimits:
         """The market's order limits (amount, step, cost); a broker without any says so."""
         return MarketLimits()
+
+    def exit_holder(self, symbol: str) -> ExitHolder:
+        """Whether ``symbol``'s exits can rest on the exchange. The base broker has none, so
+        the gateway's watcher acts on them."""
+        return ExitHolder(False, f"{self.name} holds no orders of its own: the gateway watches its exits")
+
+    def exit_notice(self) -> str | None:
+        """One line for the start-up log saying where this broker's exits are held (None: the
+        paper book, nothing to warn about)."""
+        return None
+
+    def place_exit(self, order: ProtectiveOrder) -> OrderResult:
+        """Place a stop or take-profit the exchange holds, once (a lost answer is reconciled
+        by client order id, never re-sent). Only called where :meth:`exit_holder` said so."""
+        raise NotImplementedError(f"{self.name} cannot hold exits")
+
+    def fetch_exit(self, client_order_id: str, symbol: str) -> OrderResult | None:
+        """A placed exit's state; once it fired, the fill of the order it became."""
+        raise NotImplementedError(f"{self.name} cannot hold exits")
+
+    def cancel_exit(self, client_order_id: str, symbol: str) -> OrderResult | None:
+        """Cancel a resting exit; its final state (None when the exchange has no such order)."""
+        raise NotImplementedError(f"{self.name} cannot hold exits")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

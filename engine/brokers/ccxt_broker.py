@@ -30,7 +30,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 import ccxt
 
-from engine.brokers.base import Broker, MarketLimits, OrderRequest, OrderResult, OrderStatus
+from engine.brokers.base import (
+    Broker,
+    ExitHolder,
+    MarketLimits,
+    OrderRequest,
+    OrderResult,
+    OrderStatus,
+    ProtectiveOrder,
+)
 from engine.exceptions import (
     BrokerError,
     ExchangeUnavailableError,
@@ -60,6 +68,9 @@ _BINANCE_OPTIONS: Mapping[str, Any] = {
     "fetchCurrencies": False,
     "fetchMargins": False,
     "fetchMarkets": {"types": ["spot", "linear"], "loadAllOptions": False},
+    # Asking for the margin mode a symbol already has is no error: the gateway sets it before
+    # an order whenever it may have changed (after a restart, say).
+    "setMarginMode": {"throwMarginModeAlreadySet": False},
 }
 _EXCHANGE_OPTIONS: Mapping[str, Mapping[str, Any]] = {
     "binance": _BINANCE_OPTIONS,
@@ -69,6 +80,23 @@ _EXCHANGE_OPTIONS: Mapping[str, Mapping[str, Any]] = {
 #: Exchanges whose ``fetch_order`` can look an order up by client order id (the ccxt param name).
 #: Others are reconciled by scanning recent orders for the id. (binanceus inherits binance's.)
 _FETCH_BY_CLIENT_ID: Mapping[str, str] = {"binance": "clientOrderId", "binanceus": "clientOrderId"}
+
+#: How an exchange's conditional (stop, take-profit) orders are looked up and cancelled on a
+#: contract market when ccxt keeps them apart from plain orders (binance's USDⓈ-M algo orders):
+#: extra params for fetch_order/cancel_order, and the field naming the order a fired one became.
+_CONDITIONAL_LOOKUP: Mapping[str, tuple[Mapping[str, Any], str]] = {
+    "binance": ({"trigger": True}, "actualOrderId"),
+}
+
+#: The order types a contract market must list (in ccxt's ``market["info"]["orderTypes"]``) to
+#: hold a market stop and take-profit. Exchanges not named here are judged on ``has`` alone.
+_EXIT_ORDER_TYPES: Mapping[str, tuple[str, ...]] = {"binance": ("STOP_MARKET", "TAKE_PROFIT_MARKET")}
+
+#: Why spot exits are the gateway's to watch (said once at start-up).
+SPOT_EXIT_REASON = (
+    "a spot order locks the coins it sells, so a stop and its take-profits cannot rest together "
+    "on one position (OCO lists are not unified by ccxt)"
+)
 
 _STATUS: Mapping[str, OrderStatus] = {
     "closed": "filled",
@@ -180,6 +208,8 @@ class CcxtBroker(Broker):
         self.backoff_s = backoff_s
         self.quote_currency = quote_currency.upper()
         self.storage = storage
+        #: (leverage, margin mode) last set per contract symbol: set again only when they change.
+        self._margin: dict[str, tuple[int | None, str | None]] = {}
         config: dict[str, Any] = {"enableRateLimit": True, "timeout": timeout_ms, **credentials}
         if rate_limit_ms is not None:
             config["rateLimit"] = rate_limit_ms
@@ -334,6 +364,8 @@ class CcxtBroker(Broker):
         market = self._market(order.symbol)
         amount, price = self._checked_amount_price(order, market)
         context = _describe(self.name, order, amount, price)
+        if market.get("contract") and not order.reduce_only:
+            self._set_margin(order, context)
         params: dict[str, Any] = {"clientOrderId": order.client_order_id}
         if order.reduce_only and market.get("contract"):
             params["reduceOnly"] = True
@@ -346,7 +378,7 @@ class CcxtBroker(Broker):
             # Refused before processing: nothing was placed, the caller may try later.
             raise map_ccxt_error(e, context) from e
         except (ccxt.NetworkError, ccxt.OperationFailed) as e:
-            return self._reconcile(order, context, e)
+            return self._reconcile(order.client_order_id, order.symbol, context, e, self._find_order_raw)
         except ccxt.InvalidOrder as e:
             if "duplicate" in str(e).lower():
                 existing = self.fetch_order(order.client_order_id, order.symbol)
@@ -389,8 +421,16 @@ class CcxtBroker(Broker):
                 )
         return amount, price
 
-    def _reconcile(self, order: OrderRequest, context: str, cause: ccxt.BaseError) -> OrderResult:
-        """Settle an order whose answer was lost: look it up by client id, with backoff.
+    def _reconcile(
+        self,
+        client_order_id: str,
+        symbol: str,
+        context: str,
+        cause: ccxt.BaseError,
+        find: Callable[[str, str], Mapping[str, Any] | None],
+    ) -> OrderResult:
+        """Settle an order whose answer was lost: look it up by client id with ``find``, with
+        backoff.
 
         Lookups that fail temporarily, or that do not find the order yet (exchanges can take a
         moment to show it), are retried ``read_retries`` times; the order is never re-sent."""
@@ -400,19 +440,165 @@ class CcxtBroker(Broker):
             if attempt:
                 time.sleep(self.backoff_s * 2 ** (attempt - 1))
             try:
-                raw = self._find_order_raw(order.client_order_id, order.symbol)
+                raw = find(client_order_id, symbol)
             except TemporaryError as e:
                 log.warning("%s: reconciliation lookup %d failed: %s", context, attempt + 1, e)
                 continue
             if raw is not None:
-                result = _to_result(raw, order.client_order_id)
+                result = _to_result(raw, client_order_id)
                 return dataclasses.replace(result, info={**result.info, "reconciled": True})
         raise OrderUncertainError(
             f"{context}: sent, but the answer was lost ({type(mapped).__name__}) and no order with client "
-            f"id {order.client_order_id} was found after {self.read_retries + 1} lookups; it was not "
+            f"id {client_order_id} was found after {self.read_retries + 1} lookups; it was not "
             "re-sent. Check the exchange before acting.",
-            client_order_id=order.client_order_id,
+            client_order_id=client_order_id,
         ) from mapped
+
+    # --- leverage and margin (contract markets) -------------------------------------------
+
+    def _set_margin(self, order: OrderRequest, context: str) -> None:
+        """Set the margin mode, then the leverage, of ``order.symbol`` before an order that adds
+        exposure, when they differ from what this process last set (once per change)."""
+        leverage = None if order.leverage is None else _whole_leverage(order.leverage, context)
+        wanted = (leverage, order.margin_mode)
+        if wanted == (None, None) or self._margin.get(order.symbol) == wanted:
+            return
+        try:
+            if order.margin_mode is not None:
+                self._exchange.set_margin_mode(order.margin_mode, order.symbol)
+            if leverage is not None:
+                self._exchange.set_leverage(leverage, order.symbol)
+        except ccxt.BaseError as e:
+            self._margin.pop(order.symbol, None)
+            raise map_ccxt_error(e, f"{context}: setting {order.margin_mode} margin at {leverage}x") from e
+        self._margin[order.symbol] = wanted
+        log.info("%s: %s margin, leverage %sx", order.symbol, order.margin_mode or "unchanged", leverage)
+
+    # --- protective exits held by the exchange ----------------------------------------------
+
+    def exit_holder(self, symbol: str) -> ExitHolder:
+        """Contract markets hold reduce-only stop and take-profit market orders where ccxt can
+        create them and the market lists the types; spot exits are the gateway's (see
+        :data:`SPOT_EXIT_REASON`)."""
+        market = self._market(symbol)
+        if not market.get("contract"):
+            return ExitHolder(False, SPOT_EXIT_REASON)
+        has = self._exchange.has
+        if not (has.get("createStopLossOrder") and has.get("createTakeProfitOrder")):
+            return ExitHolder(False, f"ccxt cannot create stop-loss and take-profit orders on {self.name}")
+        listed = (market.get("info") or {}).get("orderTypes")
+        missing = [t for t in _EXIT_ORDER_TYPES.get(self.name, ()) if listed is not None and t not in listed]
+        if missing:
+            return ExitHolder(False, f"{self.name} lists no {'/'.join(missing)} orders for {symbol}")
+        return ExitHolder(True, f"reduce-only stop and take-profit orders rest on {self.name}")
+
+    def exit_notice(self) -> str:
+        """Where exits are held, per kind of market this gateway trades (one start-up line)."""
+        try:
+            markets = self.load_markets()
+        except BrokerError as e:
+            return f"{self.name}: cannot read the markets to see where exits can rest ({e})"
+        parts = []
+        for kind, test in (("perpetuals", lambda m: m.get("swap") and m.get("linear")), ("spot", _spot)):
+            sample = next((s for s, m in markets.items() if test(m) and m.get("active") is not False), None)
+            if sample is None:
+                continue
+            holder = self.exit_holder(sample)
+            where = (
+                "rest on the exchange and hold while the gateway is down"
+                if holder.on_exchange
+                else "are watched by the gateway itself and act only while it runs"
+            )
+            parts.append(f"exits on {kind} {where} ({holder.reason})")
+        return f"{self.name}: " + "; ".join(parts or ["no spot or perpetual markets loaded"])
+
+    def place_exit(self, order: ProtectiveOrder) -> OrderResult:
+        with self._calls:
+            return self._place_exit(order)
+
+    def _place_exit(self, order: ProtectiveOrder) -> OrderResult:
+        """One stop or take-profit through ccxt's unified ``stopLossPrice``/``takeProfitPrice``
+        (reduce-only on a contract), sent once: a lost answer is looked up by client id."""
+        market = self._market(order.symbol)
+        what = f"{order.kind} {order.side} {order.amount:.10g} {order.symbol} at {order.trigger:.10g}"
+        context = f"{self.name} {what} (client id {order.client_order_id})"
+        try:
+            amount = float(self._exchange.amount_to_precision(order.symbol, order.amount))
+            trigger = float(self._exchange.price_to_precision(order.symbol, order.trigger))
+        except ccxt.BaseError as e:
+            raise map_ccxt_error(e, context) from e
+        key = "stopLossPrice" if order.kind == "stop" else "takeProfitPrice"
+        params: dict[str, Any] = {"clientOrderId": order.client_order_id, key: trigger}
+        if market.get("contract"):
+            params["reduceOnly"] = True
+        try:
+            raw = self._exchange.create_order(order.symbol, "market", order.side, amount, None, params)
+        except (ccxt.RateLimitExceeded, ccxt.DDoSProtection) as e:
+            raise map_ccxt_error(e, context) from e
+        except (ccxt.NetworkError, ccxt.OperationFailed) as e:
+            return self._reconcile(order.client_order_id, order.symbol, context, e, self._find_exit_raw)
+        except ccxt.InvalidOrder as e:
+            if "duplicate" in str(e).lower():
+                existing = self._find_exit_raw(order.client_order_id, order.symbol)
+                if existing is not None:
+                    return _to_result(existing, order.client_order_id)
+            raise map_ccxt_error(e, context) from e
+        except ccxt.BaseError as e:
+            raise map_ccxt_error(e, context) from e
+        return _to_result(raw, order.client_order_id)
+
+    @_retried_read
+    def fetch_exit(self, client_order_id: str, symbol: str) -> OrderResult | None:
+        """A placed exit; once it fired on a contract market, the fill of the order it became
+        (the conditional order itself carries no fill), under the exit's client id."""
+        raw = self._find_exit_raw(client_order_id, symbol)
+        if raw is None:
+            return None
+        result = _to_result(raw, client_order_id)
+        lookup = self._conditional(symbol)
+        fired_as = (raw.get("info") or {}).get(lookup[1]) if lookup else None
+        if result.status != "filled" or result.filled > 0 or not fired_as:
+            return result
+        try:
+            fill = self._exchange.fetch_order(str(fired_as), symbol)
+        except ccxt.BaseError as e:
+            raise map_ccxt_error(e, f"{self.name} fetch the fill of exit {client_order_id}") from e
+        return dataclasses.replace(_to_result(fill, client_order_id), client_order_id=client_order_id)
+
+    def _conditional(self, symbol: str) -> tuple[Mapping[str, Any], str] | None:
+        if not self._market(symbol).get("contract"):
+            return None
+        return _CONDITIONAL_LOOKUP.get(self.name)
+
+    def _find_exit_raw(self, client_order_id: str, symbol: str) -> dict[str, Any] | None:
+        lookup = self._conditional(symbol)
+        if lookup is None:
+            return self._find_order_raw(client_order_id, symbol)
+        try:
+            return self._exchange.fetch_order(None, symbol, {"clientOrderId": client_order_id, **lookup[0]})
+        except ccxt.OrderNotFound:
+            return None
+        except ccxt.BaseError as e:
+            raise map_ccxt_error(e, f"{self.name} fetch exit {symbol} client id {client_order_id}") from e
+
+    def cancel_exit(self, client_order_id: str, symbol: str) -> OrderResult | None:
+        with self._calls:
+            lookup = self._conditional(symbol)
+            if lookup is None:
+                found = self.fetch_order(client_order_id, symbol)
+                if found is None:
+                    return None
+                if found.status in ("open", "partially_filled"):
+                    return self._cancel_order(client_order_id, symbol)
+                return found
+            context = f"{self.name} cancel exit {symbol} client id {client_order_id}"
+            try:
+                self._exchange.cancel_order(None, symbol, {"clientOrderId": client_order_id, **lookup[0]})
+            except ccxt.OrderNotFound:
+                pass  # fired or gone meanwhile: its state below says which
+            except ccxt.BaseError as e:
+                raise map_ccxt_error(e, context) from e
+            return self.fetch_exit(client_order_id, symbol)
 
     def cancel_order(self, client_order_id: str, symbol: str) -> OrderResult:
         with self._calls:
@@ -437,6 +623,17 @@ class CcxtBroker(Broker):
 
     def close(self) -> None:
         self._exchange.close()
+
+
+def _spot(market: Mapping[str, Any]) -> bool:
+    return bool(market.get("spot"))
+
+
+def _whole_leverage(leverage: float, context: str) -> int:
+    """Exchanges take whole leverage: 3, not 2.5."""
+    if not (math.isfinite(leverage) and leverage >= 1 and float(leverage).is_integer()):
+        raise InvalidOrderError(f"{context}: leverage {leverage:g} must be a whole number of 1 or more")
+    return int(leverage)
 
 
 def _describe(exchange: str, order: OrderRequest, amount: float, price: float | None) -> str:

@@ -95,12 +95,16 @@ class PaperBroker(Broker):
         if not math.isfinite(notional + fee):
             raise InvalidOrderError(f"paper {order.side} {order.symbol}: order value is not finite")
         if not order.reduce_only:
-            available = max(self.equity(), 0.0) * self.max_leverage
+            # A perpetual's order names its leverage: its margin (notional / leverage) must fit
+            # the equity. The ledger still books the notional (cash may go below zero; equity,
+            # cash plus the marked position, stays right).
+            leverage = order.leverage or self.max_leverage
+            available = max(self.equity(), 0.0) * leverage
             if notional + fee > available:
                 raise InsufficientFundsError(
                     f"paper {order.side} {order.amount} {order.symbol} at {fill:.8g} needs "
                     f"{notional + fee:.2f} {self.settings.quote_currency}; "
-                    f"{available:.2f} available at {self.max_leverage:g}x"
+                    f"{available:.2f} available at {leverage:g}x"
                 )
         return OrderResult(
             client_order_id=order.client_order_id,

@@ -137,3 +137,53 @@ def test_standalone_server_with_http_controls() -> None:
         if process.stdout is not None:
             process.stdout.close()
     assert process.returncode == 0
+
+
+def _signed(fake: FakeBinance, method: str, path: str, **params: Any) -> tuple[int, Any]:
+    query = "&".join(f"{k}={v}" for k, v in {**params, "timestamp": 1, "signature": "x"}.items())
+    return _call(f"{fake.url}{path}?{query}", method, key=DEFAULT_API_KEY)
+
+
+def test_futures_reduce_only_exits_fire_on_price_and_never_flip(fake_exchange: FakeBinance) -> None:
+    fake_exchange.set_price("BTCUSDT", 30000)
+    status, _ = _signed(fake_exchange, "POST", "/fapi/v1/order", symbol="BTCUSDT", side="BUY", type="MARKET",
+                        quantity="0.010")  # fmt: skip
+    assert status == 200 and fake_exchange.futures_position() == 0.01
+    algo = {"symbol": "BTCUSDT", "side": "SELL", "algoType": "CONDITIONAL", "reduceOnly": "true"}
+    _signed(fake_exchange, "POST", "/fapi/v1/algoOrder", **algo, type="STOP_MARKET", quantity="0.040",
+            triggerPrice="29000", clientAlgoId="stop")  # fmt: skip
+    _signed(fake_exchange, "POST", "/fapi/v1/algoOrder", **algo, type="TAKE_PROFIT_MARKET", quantity="0.010",
+            triggerPrice="31000", clientAlgoId="target")  # fmt: skip
+    # Over HTTP, as an end-to-end test moves it: below the stop, which fires for what is held only.
+    assert _call(f"{fake_exchange.url}/__fake__/price", "POST",
+                 body=json.dumps({"symbol": "BTCUSDT", "price": "28900"}).encode())[0] == 200  # fmt: skip
+    assert fake_exchange.futures_position() == 0.0  # 0.01 closed, never flipped to a 0.03 short
+    fired = {o["clientAlgoId"]: o for o in fake_exchange.futures.algo_orders}
+    assert fired["stop"]["algoStatus"] == "FINISHED" and fired["target"]["algoStatus"] == "NEW"
+    (fill,) = [o for o in fake_exchange.futures.orders if str(o["orderId"]) == fired["stop"]["actualOrderId"]]
+    assert (fill["executedQty"], fill["avgPrice"], fill["reduceOnly"]) == ("0.010", "28900", True)
+    fake_exchange.set_price("BTCUSDT", 31500)  # nothing left to reduce: the target expires
+    assert fired["target"]["algoStatus"] == "EXPIRED" and fake_exchange.futures_position() == 0.0
+    status, body = _signed(fake_exchange, "POST", "/fapi/v1/order", symbol="BTCUSDT", side="SELL",
+                           type="MARKET", quantity="0.010", reduceOnly="true")  # fmt: skip
+    assert (status, body["code"]) == (400, -2022)
+
+
+def test_futures_endpoints_take_fault_injection(fake_exchange: FakeBinance) -> None:
+    fake_exchange.fail_next("POST /fapi/v1/leverage", "429")
+    status, _ = _signed(fake_exchange, "POST", "/fapi/v1/leverage", symbol="BTCUSDT", leverage="3")
+    assert status == 429 and fake_exchange.futures.position("BTCUSDT").leverage == 20
+    status, body = _signed(fake_exchange, "POST", "/fapi/v1/leverage", symbol="BTCUSDT", leverage="3")
+    assert status == 200 and body["leverage"] == 3
+
+
+def test_spot_stop_loss_rests_then_fills_when_crossed(fake_exchange: FakeBinance) -> None:
+    fake_exchange.set_price("BTCUSDT", 30000)
+    status, order = _signed(fake_exchange, "POST", "/api/v3/order", symbol="BTCUSDT", side="SELL",
+                            type="STOP_LOSS", quantity="0.01000", stopPrice="29000")  # fmt: skip
+    assert status == 200 and order["status"] == "NEW" and order["stopPrice"] == "29000.00000000"
+    fake_exchange.set_price("BTCUSDT", 29500)
+    assert fake_exchange.orders[-1]["status"] == "NEW"
+    fake_exchange.set_price("BTCUSDT", 28950)
+    assert fake_exchange.orders[-1]["status"] == "FILLED"
+    assert fake_exchange.orders[-1]["fills"][0]["price"] == "28950.00000000"

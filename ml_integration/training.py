@@ -28,7 +28,7 @@ from ml_integration.prediction import MLPricePrediction, ModelConfig, make_fores
 from ml_integration.store import save_version
 from ml_integration.strategy import MLTradingStrategy, StrategyConfig
 from ml_integration.synthetic import synthetic_candles
-from ml_integration.tuning import SPACES, TuningResult, tune
+from ml_integration.tuning import SPACES, Factory, TuningResult, tune
 
 __all__ = [
     "Trained",
@@ -37,6 +37,7 @@ __all__ = [
     "TrainingResult",
     "create_ml_training_pipeline",
     "create_training_config",
+    "forest_factory",
     "run_batch_training",
     "train_on_candles",
     "tune_forest",
@@ -374,6 +375,12 @@ def _forest_with(model: ModelConfig, params: dict[str, Any]) -> Any:
     return make_forest(replace(model, **params))
 
 
+def forest_factory(model: ModelConfig) -> Factory:
+    """Tuning's factory for the served forest: ``model`` with the searched fields replaced
+    (a partial of a module function, so it pickles to joblib and Dask workers)."""
+    return partial(_forest_with, model)
+
+
 def tune_forest(frame: pd.DataFrame, config: TrainingConfig, tuning_dir: str | Path) -> TuningResult:
     """Tune the served direction forest on the *training* rows of the split train_models will
     make (never on its calibration or test rows, so the hold-out report stays out of sample),
@@ -388,7 +395,7 @@ def tune_forest(frame: pd.DataFrame, config: TrainingConfig, tuning_dir: str | P
         x,
         y,
         method=config.tuning_method,  # type: ignore[arg-type]  # validated by create_training_config
-        factory=partial(_forest_with, config.model),
+        factory=forest_factory(config.model),
         space=space,
         n_trials=config.n_trials,
         gap=horizon,

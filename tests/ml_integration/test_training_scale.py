@@ -65,6 +65,7 @@ def test_a_batch_on_a_dask_cluster_gives_the_local_models(tmp_path):
         np.testing.assert_array_equal(ours, theirs)
 
 
+@pytest.mark.slow
 def test_a_failed_symbol_is_recorded_and_the_others_are_saved(tmp_path):
     storage = Storage(tmp_path / "db.sqlite")
     storage.migrate()

@@ -121,3 +121,14 @@ def test_tvgw_train_refuses_bad_batch_options(tmp_path, monkeypatch, capsys):
     assert "'ETHUSDT'" in capsys.readouterr().err
     assert main(["train", "--symbol", "BTC/USDT", "--synthetic", "--tune", "--n-trials", "0"]) == 2
     assert "n_trials must be >= 1" in capsys.readouterr().err
+
+
+def test_a_candle_error_from_a_worker_reads_the_same_here():
+    """Workers send errors back pickled: the message must not change on the way."""
+    import pickle
+
+    from ml_integration.exceptions import CandleDataError, GapInWindowError
+
+    for error in (CandleDataError("too few rows", row=3, when="2024-01-01"), GapInWindowError("gap")):
+        back = pickle.loads(pickle.dumps(error))
+        assert type(back) is type(error) and str(back) == str(error) and back.row == error.row

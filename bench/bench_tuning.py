@@ -1,6 +1,6 @@
 """Benchmark of tuning and batch training on real candles: what each option costs here.
 
-    .venv/bin/python bench/bench_tuning.py [--days 365] [--trials 8] [--skip-batch]
+    .venv/bin/python bench/bench_tuning.py [--days 365] [--trials 8] [--skip-tuning] [--skip-batch]
 
 1. One symbol-year of the shared Binance BTC/USDT 1h file; the direction forest's training rows
    (the ones ``tvgw train --tune`` searches on: never the calibration or test slices). Each
@@ -103,13 +103,15 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--skip-batch", action="store_true")
+    parser.add_argument("--skip-tuning", action="store_true")
     args = parser.parse_args()
     path = DATA / "BTC_USDT-1h.json"
     if not path.exists():
         print(f"skipped: {path} not found (the shared data folder sits beside the repo)")
         return
-    x, y = training_rows(path, args.days)
-    bench_methods(x, y, args.trials)
+    if not args.skip_tuning:
+        x, y = training_rows(path, args.days)
+        bench_methods(x, y, args.trials)
     if not args.skip_batch:
         bench_batch(args.days)
 

@@ -217,10 +217,12 @@ class TrainingPipeline:
         """Train several configurations through joblib: locally (one at a time unless
         ``n_jobs``), or on the Dask scheduler at ``cluster`` (every worker).
 
-        Candles are loaded and results saved and recorded here; only the fit runs on the
-        workers (:func:`train_on_candles`: candles in, trained strategy out), so a worker needs
-        neither the database nor the network. A symbol that fails is recorded as failed, the
-        others are still saved, and then the first error is raised."""
+        Candles are loaded, tuning searches run (their trials spread over the same backend,
+        their results cached here) and models saved and recorded in this process; only the
+        trials and the fits run on the workers (:func:`train_on_candles`: candles in, trained
+        strategy out), so a worker needs neither the database, the network nor the models
+        directory. A symbol that fails to train is recorded as failed, the others are still
+        saved, and then the first error is raised."""
         from joblib import Parallel, delayed
 
         from ml_integration.tuning import parallel_backend
@@ -229,9 +231,11 @@ class TrainingPipeline:
         try:
             loaded = [self.load_candles(config) for config in configs]
             with parallel_backend(cluster):
+                frames = [frame for frame, _ in loaded]
+                tunings = [self._tune(frame, config) for frame, config in zip(frames, configs, strict=True)]
                 outcomes = Parallel(n_jobs=n_jobs)(
-                    delayed(_train_or_error)(frame, config, self.tuning_dir)
-                    for (frame, _), config in zip(loaded, configs, strict=True)
+                    delayed(_train_or_error)(frame, config, tuning)
+                    for frame, config, tuning in zip(frames, configs, tunings, strict=True)
                 )
         except BaseException as exc:
             for job in jobs:
@@ -283,13 +287,19 @@ class TrainingPipeline:
         try:
             bar.stage("load candles")
             frame, source = self.load_candles(config)
-            trained = train_on_candles(frame, config, self.tuning_dir, on_stage=bar.stage)
+            if config.tuning_method is not None:
+                bar.stage("tuning")
+            trained = train_on_candles(frame, config, self._tune(frame, config), on_stage=bar.stage)
             bar.stage("save")
             result = self._save(config, job, trained, frame, source)
             bar.stage("done")
         finally:
             bar.close()
         return result
+
+    def _tune(self, frame: pd.DataFrame, config: TrainingConfig) -> TuningResult | None:
+        """The forest search ``config`` asks for (None without one), cached in :attr:`tuning_dir`."""
+        return None if config.tuning_method is None else tune_forest(frame, config, self.tuning_dir)
 
     def _save(
         self, config: TrainingConfig, job: int | None, trained: Trained, frame: pd.DataFrame, source: str
@@ -336,19 +346,14 @@ class Trained:
 def train_on_candles(
     frame: pd.DataFrame,
     config: TrainingConfig,
-    tuning_dir: str | Path,
+    tuning: TuningResult | None = None,
     *,
     on_stage: Callable[[str], None] | None = None,
 ) -> Trained:
-    """Tune (if ``config.tuning_method``) and train a strategy on ``frame``: no storage, no
-    network, so it runs the same in this process, a joblib worker or a Dask worker."""
+    """Train a strategy on ``frame`` with ``tuning``'s best forest parameters (if any): no
+    storage, no network, no files, so it runs the same here, in a joblib or a Dask worker."""
     started = time.perf_counter()
-    model, tuning = config.model, None
-    if config.tuning_method is not None:
-        if on_stage is not None:
-            on_stage("tuning")
-        tuning = tune_forest(frame, config, tuning_dir)
-        model = replace(model, **tuning.best_params)
+    model = config.model if tuning is None else replace(config.model, **tuning.best_params)
     strategy = MLTradingStrategy(asdict(config.strategy), model_config=model)
     report = strategy.train_strategy(
         frame, synthetic=config.synthetic, symbol=config.symbol, timeframe=config.timeframe, on_stage=on_stage
@@ -358,11 +363,13 @@ def train_on_candles(
     return Trained(strategy=strategy, report=report, seconds=time.perf_counter() - started)
 
 
-def _train_or_error(frame: pd.DataFrame, config: TrainingConfig, tuning_dir: Path) -> Trained | BaseException:
+def _train_or_error(
+    frame: pd.DataFrame, config: TrainingConfig, tuning: TuningResult | None
+) -> Trained | BaseException:
     """:func:`train_on_candles` with its error returned, so one failed symbol of a batch does
     not hide the others' models."""
     try:
-        return train_on_candles(frame, config, tuning_dir)
+        return train_on_candles(frame, config, tuning)
     except Exception as exc:  # returned to the caller, which records it on the job and raises it
         return exc
 

@@ -355,6 +355,10 @@ def _search_optuna(
         sampler=optuna.samplers.TPESampler(seed=seed),
         load_if_exists=True,
     )
+    # A resumed study draws from a generator advanced by its finished trials, so it does not
+    # repeat the first run's random start-up points; a fresh study stays reproducible.
+    finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    study.sampler = optuna.samplers.TPESampler(seed=seed + finished)
     batch_size = max(1, effective_n_jobs(n_jobs))
     while (done := len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))) < n_trials:
         batch = [study.ask() for _ in range(min(batch_size, n_trials - done))]

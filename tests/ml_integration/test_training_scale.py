@@ -48,17 +48,20 @@ def _served_outputs(model_dir: Path, symbol: str, frame: Any) -> np.ndarray:
 def test_a_batch_on_a_dask_cluster_gives_the_local_models(tmp_path):
     from distributed import LocalCluster
 
-    local, _ = _batch(tmp_path / "local")
+    tuned = {"tuning_method": "random", "n_trials": 2}
+    local, _ = _batch(tmp_path / "local", **tuned)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
-        remote, storage = _batch(tmp_path / "dask", cluster.scheduler_address)
-        ran_there = [p for p in cluster.scheduler.task_prefixes if "_train_or_error" in p]
-    assert ran_there, "the training did not run on the cluster's workers"
+        remote, storage = _batch(tmp_path / "dask", cluster.scheduler_address, **tuned)
+        prefixes = list(cluster.scheduler.task_prefixes)
+    for work in ("cv_score", "_train_or_error"):  # the tuning trials and the fits
+        assert any(work in p for p in prefixes), f"{work} did not run on the cluster: {prefixes}"
     assert [r.symbol for r in remote] == SYMBOLS
     jobs = query(storage, "SELECT symbol, status FROM ml_training_jobs ORDER BY id")
     assert [tuple(j) for j in jobs] == [(s, "done") for s in SYMBOLS]
     frame = synthetic_candles(1200, seed=9)  # rows neither run trained on
     for here, there in zip(local, remote, strict=True):
         assert here.report["holdout"]["direction"] == there.report["holdout"]["direction"]
+        assert here.report["tuning"]["best_params"] == there.report["tuning"]["best_params"]
         ours = _served_outputs(tmp_path / "local" / "models", here.symbol, frame)
         theirs = _served_outputs(tmp_path / "dask" / "models", there.symbol, frame)
         assert len(ours) > 500

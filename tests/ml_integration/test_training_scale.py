@@ -89,12 +89,19 @@ def test_a_failed_symbol_is_recorded_and_the_others_are_saved(tmp_path):
     assert jobs[0]["model_version"] and load_latest_strategy(tmp_path / "models", "BTC/USDT", "1h")
 
 
-@pytest.mark.slow
-def test_tvgw_train_tune_feeds_the_tuned_forest_and_reuses_the_search(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def cli_env(tmp_path, monkeypatch):
+    """`tvgw` reads its settings from the environment: a database and models in tmp_path."""
     monkeypatch.setenv("TVGW_DATABASE", str(tmp_path / "tvgw.sqlite"))
     monkeypatch.setenv("TVGW_MODEL_DIR", str(tmp_path / "models"))
-    monkeypatch.delenv("TVGW_CONFIG", raising=False)
-    monkeypatch.delenv("TVGW_DASK_SCHEDULER", raising=False)
+    for name in ("TVGW_CONFIG", "TVGW_DASK_SCHEDULER"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_tvgw_train_tune_feeds_the_tuned_forest_and_reuses_the_search(cli_env, capsys):
+    tmp_path = cli_env
     argv = ["train", "--symbol", "BTC/USDT", "--synthetic", "--days", "60", "--quick", "--no-lstm",
             "--no-progress", "--tune", "--tuning-method", "random", "--n-trials", "2"]  # fmt: skip
     assert main(argv) == 0, capsys.readouterr().err
@@ -114,10 +121,7 @@ def test_tvgw_train_tune_feeds_the_tuned_forest_and_reuses_the_search(tmp_path, 
     assert "2 trials (cached)" in capsys.readouterr().out
 
 
-def test_tvgw_train_refuses_bad_batch_options(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("TVGW_DATABASE", str(tmp_path / "tvgw.sqlite"))
-    monkeypatch.setenv("TVGW_MODEL_DIR", str(tmp_path / "models"))
-    monkeypatch.delenv("TVGW_CONFIG", raising=False)
+def test_tvgw_train_refuses_bad_batch_options(cli_env, capsys):
     assert main(["train", "--symbol", "BTC/USDT", "--symbols", "ETH/USDT"]) == 2
     assert "not both" in capsys.readouterr().err
     assert main(["train", "--symbols", "BTC/USDT,ETHUSDT", "--synthetic", "--offline"]) == 2
@@ -135,3 +139,20 @@ def test_a_candle_error_from_a_worker_reads_the_same_here():
     for error in (CandleDataError("too few rows", row=3, when="2024-01-01"), GapInWindowError("gap")):
         back = pickle.loads(pickle.dumps(error))
         assert type(back) is type(error) and str(back) == str(error) and back.row == error.row
+
+
+def test_tvgw_train_sends_work_to_the_scheduler_the_environment_names(cli_env, monkeypatch, capsys):
+    """TVGW_DASK_SCHEDULER is read by the command; an unreachable scheduler is a clear error."""
+    import dask
+
+    from tests.conftest import free_port
+
+    address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("TVGW_DASK_SCHEDULER", address)
+    argv = ["train", "--symbol", "BTC/USDT", "--synthetic", "--days", "30", "--quick", "--no-lstm", "--no-progress"]
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("tvgw train: ") and "127.0.0.1" in err and "Traceback" not in err
+    (job,) = query(Storage(cli_env / "tvgw.sqlite"), "SELECT status, error FROM ml_training_jobs")
+    assert job["status"] == "failed" and "127.0.0.1" in job["error"]

@@ -149,7 +149,17 @@ def test_tvgw_train_sends_work_to_the_scheduler_the_environment_names(cli_env, m
 
     address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
     monkeypatch.setenv("TVGW_DASK_SCHEDULER", address)
-    argv = ["train", "--symbol", "BTC/USDT", "--synthetic", "--days", "30", "--quick", "--no-lstm", "--no-progress"]
+    argv = [
+        "train",
+        "--symbol",
+        "BTC/USDT",
+        "--synthetic",
+        "--days",
+        "30",
+        "--quick",
+        "--no-lstm",
+        "--no-progress",
+    ]
     with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
         assert main(argv) == 1
     err = capsys.readouterr().err

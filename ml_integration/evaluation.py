@@ -33,6 +33,7 @@ __all__ = [
     "brier_score",
     "calibration_by_decile",
     "direction_report",
+    "log_loss",
     "magnitude_report",
     "rank_auc",
     "wilson_interval",
@@ -79,9 +80,13 @@ def brier_score(labels: ArrayLike, probs: ArrayLike) -> float:
     return float(np.mean((p - y) ** 2))
 
 
-def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
-    p = np.clip(p, 1e-12, 1 - 1e-12)
+def log_loss(labels: ArrayLike, probs: ArrayLike) -> float:
+    """Mean negative log-likelihood of 0/1 outcomes (lower is better); probabilities are
+    clipped to [1e-12, 1 - 1e-12] so one confident miss costs a lot but not infinity."""
+    y = np.asarray(labels, dtype=float)
+    p = np.clip(np.asarray(probs, dtype=float), 1e-12, 1 - 1e-12)
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
 
 
 def _auc(y: np.ndarray, p: np.ndarray) -> float:
@@ -108,7 +113,7 @@ def _block_bootstrap(
         elif metric == "brier":
             value = brier_score(yb, pb)
         else:
-            value = _log_loss(yb, pb)
+            value = log_loss(yb, pb)
         if not math.isnan(value):
             values.append(value)
     if not values:
@@ -226,9 +231,9 @@ def direction_report(
         brier=brier_score(y, p),
         brier_ci=_block_bootstrap(y, p, "brier", block=block, n_boot=n_boot, seed=seed),
         base_rate_brier=brier_score(y, base),
-        log_loss=_log_loss(y, p),
+        log_loss=log_loss(y, p),
         log_loss_ci=_block_bootstrap(y, p, "log_loss", block=block, n_boot=n_boot, seed=seed),
-        base_rate_log_loss=_log_loss(y, base),
+        base_rate_log_loss=log_loss(y, base),
         train_up_rate=float(base.mean()),
         test_up_rate=float(y.mean()),
     )

@@ -40,6 +40,10 @@ class CandleDataError(MLError, ValueError):
             where = f" at row {row}" + (f" ({when})" if when is not None else "")
         super().__init__(f"bad candles: {problem}{where}")
 
+    def __reduce__(self) -> tuple[type, tuple[str, int | None, object | None]]:
+        """Rebuilt from its fields, so the error of a joblib or Dask worker reads the same here."""
+        return (type(self), (self.problem, self.row, self.when))
+
 
 class GapInWindowError(CandleDataError):
     """The bars a prediction needs straddle a hole in the data (an exchange outage or a

@@ -45,7 +45,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -67,11 +67,19 @@ from ml_integration.features import (
     MODEL_FEATURES,
     compute_feature_matrix,
 )
-from ml_integration.labels import make_labels, purged_split
+from ml_integration.labels import Labels, TimeSplit, make_labels, purged_split
 from ml_integration.lstm import LSTMConfig, NumpyLSTM, build_sequences, sequence_ready
 from ml_integration.trees import CompiledTrees, compile_forest_classifier, compile_hist_gradient_boosting
 
-__all__ = ["ConfidenceCalibrator", "MLPricePrediction", "ModelConfig", "PlattCalibrator", "Prediction"]
+__all__ = [
+    "ConfidenceCalibrator",
+    "Design",
+    "MLPricePrediction",
+    "ModelConfig",
+    "PlattCalibrator",
+    "Prediction",
+    "make_forest",
+]
 
 _FORMAT_VERSION = 2
 _ATR = MODEL_FEATURES.index("atr_14")
@@ -108,6 +116,17 @@ class ModelConfig:
         lstm = data.get("lstm", {})
         lstm_config = LSTMConfig(**{**lstm, "units": tuple(lstm.get("units", LSTMConfig().units))})
         return cls(**{**data, "lstm": lstm_config})
+
+
+class Design(NamedTuple):
+    """The training design of a candle frame (see :meth:`MLPricePrediction.design`)."""
+
+    df: pd.DataFrame
+    timeframe_sec: int
+    matrix: np.ndarray
+    labels: Labels
+    rows: np.ndarray
+    split: TimeSplit
 
 
 @dataclass(frozen=True)
@@ -197,6 +216,22 @@ def _fit_calibrators(raw: np.ndarray, went_up: np.ndarray) -> tuple[PlattCalibra
     return platt, ConfidenceCalibrator.fit(platt(raw), went_up)
 
 
+def make_forest(cfg: ModelConfig) -> Any:
+    """The direction forest of ``cfg``, unfitted: one definition for training and for tuning
+    (which searches ``n_estimators``, ``max_depth`` and ``min_samples_leaf``), so the tuned
+    estimator is the one served."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    return RandomForestClassifier(
+        n_estimators=cfg.n_estimators,
+        max_depth=cfg.max_depth,
+        min_samples_leaf=cfg.min_samples_leaf,
+        max_features="sqrt",
+        n_jobs=cfg.n_jobs,
+        random_state=cfg.random_state,
+    )
+
+
 def _library_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for dist in ("numpy", "pandas", "scikit-learn", "tensorflow-cpu", "keras"):
@@ -231,21 +266,10 @@ class MLPricePrediction:
         """Candles a prediction needs: the feature lookback plus the LSTM sequence."""
         return LOOKBACK + self.sequence_length - 1
 
-    def train_models(
-        self,
-        df: pd.DataFrame,
-        target_periods: int = 5,
-        *,
-        timeframe_sec: int | None = None,
-        on_stage: Callable[[str], None] | None = None,
-    ) -> dict[str, Any]:
-        """Fit the three models on ``df`` (see the module docstring for the split) and return
-        the hold-out report as a dict (also kept in ``self.fitted_.info``). ``on_stage`` is
-        called with the name of each stage as it starts (for progress bars)."""
-        stage = on_stage or (lambda name: None)
-        stage("features")
-        started = time.perf_counter()
-        horizon = int(target_periods)
+    def design(self, df: pd.DataFrame, horizon: int, *, timeframe_sec: int | None = None) -> Design:
+        """What :meth:`train_models` fits on: features, labels, the usable rows (full gap-free
+        window and sequence, a label) and their purged time split. Tuning searches on
+        ``rows[split.train]`` only, so the hold-out report stays out of sample."""
         df = validate_candles(df, min_rows=self.rows_needed + horizon + 100)
         tf = timeframe_sec or infer_timeframe_seconds(df.index)
         cfg = self.config
@@ -266,6 +290,25 @@ class MLPricePrediction:
             calibration_fraction=cfg.calibration_fraction,
             gap=horizon,
         )
+        return Design(df, tf, matrix, labels, rows, split)
+
+    def train_models(
+        self,
+        df: pd.DataFrame,
+        target_periods: int = 5,
+        *,
+        timeframe_sec: int | None = None,
+        on_stage: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:
+        """Fit the three models on ``df`` (see the module docstring for the split) and return
+        the hold-out report as a dict (also kept in ``self.fitted_.info``). ``on_stage`` is
+        called with the name of each stage as it starts (for progress bars)."""
+        stage = on_stage or (lambda name: None)
+        stage("features")
+        started = time.perf_counter()
+        horizon = int(target_periods)
+        df, tf, matrix, labels, rows, split = self.design(df, horizon, timeframe_sec=timeframe_sec)
+        cfg = self.config
         x, y_dir, y_mag = matrix[rows], labels.direction[rows], labels.forward_return[rows]
         tr, cal, te = split.train, split.calibration, split.test
         timings: dict[str, float] = {}
@@ -316,18 +359,8 @@ class MLPricePrediction:
         return dict(self.fitted_.info)
 
     def _fit_forest(self, x: np.ndarray, y: np.ndarray) -> tuple[CompiledTrees, float]:
-        from sklearn.ensemble import RandomForestClassifier
-
         t0 = time.perf_counter()
-        cfg = self.config
-        forest = RandomForestClassifier(
-            n_estimators=cfg.n_estimators,
-            max_depth=cfg.max_depth,
-            min_samples_leaf=cfg.min_samples_leaf,
-            max_features="sqrt",
-            n_jobs=cfg.n_jobs,
-            random_state=cfg.random_state,
-        ).fit(x, y)
+        forest = make_forest(self.config).fit(x, y)
         ranked = sorted(zip(MODEL_FEATURES, forest.feature_importances_, strict=True), key=lambda t: -t[1])
         self._importances = [(name, float(weight)) for name, weight in ranked[:15]]
         return compile_forest_classifier(forest), time.perf_counter() - t0

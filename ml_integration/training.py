@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +24,23 @@ import pandas as pd
 from ml_integration.candles import read_candle_file, timeframe_seconds, validate_candles
 from ml_integration.exceptions import CandleDataError, TrainingCancelled
 from ml_integration.lstm import LSTMConfig
-from ml_integration.prediction import ModelConfig
+from ml_integration.prediction import MLPricePrediction, ModelConfig, make_forest
 from ml_integration.store import save_version
 from ml_integration.strategy import MLTradingStrategy, StrategyConfig
 from ml_integration.synthetic import synthetic_candles
+from ml_integration.tuning import SPACES, Factory, TuningResult, tune
 
 __all__ = [
+    "Trained",
     "TrainingConfig",
     "TrainingPipeline",
     "TrainingResult",
     "create_ml_training_pipeline",
     "create_training_config",
+    "forest_factory",
     "run_batch_training",
+    "train_on_candles",
+    "tune_forest",
 ]
 
 
@@ -51,6 +57,11 @@ class TrainingConfig:
     seed: int = 0
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    #: Tune the direction forest before training ("grid", "random" or "optuna"; None: do not).
+    tuning_method: str | None = None
+    n_trials: int = 20
+    #: Search again even when a cached result for the same search exists.
+    retune: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,6 +85,10 @@ def create_training_config(symbol: str, overrides: dict[str, Any] | None = None)
     timeframe_seconds(config.timeframe)  # raises a clear error for a bad timeframe
     if config.days <= 0:
         raise ValueError(f"days must be > 0, got {config.days}")
+    if config.tuning_method not in (None, "grid", "random", "optuna"):
+        raise ValueError(f"tuning_method must be grid, random or optuna, got {config.tuning_method!r}")
+    if config.n_trials < 1:
+        raise ValueError(f"n_trials must be >= 1, got {config.n_trials}")
     return config
 
 
@@ -169,6 +184,11 @@ class TrainingPipeline:
         frame = synthetic_history(bars, seed=config.seed, timeframe=config.timeframe, now_s=time.time())
         upsert_candles(self.storage, config.symbol, config.timeframe, frame_to_rows(frame), "synthetic")
 
+    @property
+    def tuning_dir(self) -> Path:
+        """Where tuning results (JSON) and Optuna studies (SQLite) are kept."""
+        return self.model_dir / "tuning_results"
+
     def run(
         self,
         config: TrainingConfig,
@@ -181,24 +201,126 @@ class TrainingPipeline:
         ``job_id`` names a row queued beforehand (the operator API's jobs) instead of a new
         one; ``on_stage(stage, fraction done)`` hears each stage and may raise
         :class:`TrainingCancelled`, which ends the run with the job marked cancelled."""
-        from storage.models import finish_training_job, record_model, start_training_job
-
-        job = job_id
-        if self.storage is not None and job is None:
-            job = start_training_job(
-                self.storage, symbol=config.symbol, timeframe=config.timeframe, params=config.to_dict()
-            )
+        job = job_id if job_id is not None else self._start_job(config)
         try:
-            result = self._run(config, on_stage)
+            return self._run(config, job, on_stage)
         except TrainingCancelled:
-            if self.storage is not None and job is not None:
-                finish_training_job(self.storage, job, status="cancelled", error="cancelled by the operator")
+            self._finish_job(job, status="cancelled", error="cancelled by the operator")
             raise
         except BaseException as exc:
-            if self.storage is not None and job is not None:
-                finish_training_job(self.storage, job, error=f"{type(exc).__name__}: {exc}")
+            self._finish_job(job, error=f"{type(exc).__name__}: {exc}")
             raise
+
+    def run_many(
+        self, configs: Sequence[TrainingConfig], *, cluster: str | None = None, n_jobs: int | None = None
+    ) -> list[TrainingResult]:
+        """Train several configurations through joblib: locally (one at a time unless
+        ``n_jobs``), or on the Dask scheduler at ``cluster`` (every worker).
+
+        Candles are loaded, tuning searches run (their trials spread over the same backend,
+        their results cached here) and models saved and recorded in this process; only the
+        trials and the fits run on the workers (:func:`train_on_candles`: candles in, trained
+        strategy out), so a worker needs neither the database, the network nor the models
+        directory. A symbol that fails to train is recorded as failed, the others are still
+        saved, and then the first error is raised."""
+        from joblib import Parallel, delayed
+
+        from ml_integration.tuning import parallel_backend
+
+        jobs = [self._start_job(config) for config in configs]
+        try:
+            loaded = [self.load_candles(config) for config in configs]
+            with parallel_backend(cluster):
+                frames = [frame for frame, _ in loaded]
+                tunings = [self._tune(frame, config) for frame, config in zip(frames, configs, strict=True)]
+                outcomes = Parallel(n_jobs=n_jobs)(
+                    delayed(_train_or_error)(frame, config, tuning)
+                    for frame, config, tuning in zip(frames, configs, tunings, strict=True)
+                )
+        except BaseException as exc:
+            for job in jobs:
+                self._finish_job(job, error=f"{type(exc).__name__}: {exc}")
+            raise
+        return self._save_all(configs, jobs, loaded, outcomes)
+
+    def _save_all(
+        self,
+        configs: Sequence[TrainingConfig],
+        jobs: Sequence[int | None],
+        loaded: Sequence[tuple[pd.DataFrame, str]],
+        outcomes: Sequence[Trained | BaseException],
+    ) -> list[TrainingResult]:
+        results, errors = [], []
+        for config, job, (frame, source), outcome in zip(configs, jobs, loaded, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                self._finish_job(job, error=f"{type(outcome).__name__}: {outcome}")
+                errors.append(outcome)
+                continue
+            results.append(self._save(config, job, outcome, frame, source))
+        if errors:
+            raise errors[0]
+        return results
+
+    def _start_job(self, config: TrainingConfig) -> int | None:
+        if self.storage is None:
+            return None
+        from storage.models import start_training_job
+
+        return start_training_job(
+            self.storage, symbol=config.symbol, timeframe=config.timeframe, params=config.to_dict()
+        )
+
+    def _finish_job(self, job: int | None, **outcome: Any) -> None:
         if self.storage is not None and job is not None:
+            from storage.models import finish_training_job
+
+            finish_training_job(self.storage, job, **outcome)
+
+    def _run(
+        self, config: TrainingConfig, job: int | None, on_stage: Callable[[str, float], None] | None = None
+    ) -> TrainingResult:
+        if config.model.use_lstm:
+            from ml_integration.lstm import require_keras
+
+            require_keras()  # before minutes of other work: a serve-only install is told at once
+        bar = _Progress(self.progress, f"train {config.symbol} {config.timeframe}", on_stage)
+        try:
+            bar.stage("load candles")
+            frame, source = self.load_candles(config)
+            if config.tuning_method is not None:
+                bar.stage("tuning")
+            trained = train_on_candles(frame, config, self._tune(frame, config), on_stage=bar.stage)
+            bar.stage("save")
+            result = self._save(config, job, trained, frame, source)
+            bar.stage("done")
+        finally:
+            bar.close()
+        return result
+
+    def _tune(self, frame: pd.DataFrame, config: TrainingConfig) -> TuningResult | None:
+        """The forest search ``config`` asks for (None without one), cached in :attr:`tuning_dir`."""
+        return None if config.tuning_method is None else tune_forest(frame, config, self.tuning_dir)
+
+    def _save(
+        self, config: TrainingConfig, job: int | None, trained: Trained, frame: pd.DataFrame, source: str
+    ) -> TrainingResult:
+        """Save the version, record it and close its job row."""
+        started = time.perf_counter()
+        path = save_version(trained.strategy, self.model_dir, config.symbol, config.timeframe)
+        result = TrainingResult(
+            symbol=config.symbol,
+            timeframe=config.timeframe,
+            version=path.name,
+            path=str(path),
+            synthetic=config.synthetic,
+            n_candles=len(frame),
+            data_source=source,
+            wall_time_s=trained.seconds + time.perf_counter() - started,
+            report=trained.report,
+        )
+        if self.storage is not None and job is not None:
+            from storage.models import record_model
+
             record_model(
                 self.storage,
                 symbol=config.symbol,
@@ -208,45 +330,86 @@ class TrainingPipeline:
                 synthetic=result.synthetic,
                 metrics=result.report.get("holdout", {}),
             )
-            finish_training_job(self.storage, job, model_version=result.version)
+            self._finish_job(job, model_version=result.version)
         return result
 
-    def _run(
-        self, config: TrainingConfig, on_stage: Callable[[str, float], None] | None = None
-    ) -> TrainingResult:
-        started = time.perf_counter()
-        if config.model.use_lstm:
-            from ml_integration.lstm import require_keras
 
-            require_keras()  # before minutes of other work: a serve-only install is told at once
-        bar = _Progress(self.progress, f"train {config.symbol} {config.timeframe}", on_stage)
-        try:
-            bar.stage("load candles")
-            frame, source = self.load_candles(config)
-            strategy = MLTradingStrategy(asdict(config.strategy), model_config=config.model)
-            report = strategy.train_strategy(
-                frame,
-                synthetic=config.synthetic,
-                symbol=config.symbol,
-                timeframe=config.timeframe,
-                on_stage=bar.stage,
-            )
-            bar.stage("save")
-            path = save_version(strategy, self.model_dir, config.symbol, config.timeframe)
-            bar.stage("done")
-        finally:
-            bar.close()
-        return TrainingResult(
-            symbol=config.symbol,
-            timeframe=config.timeframe,
-            version=path.name,
-            path=str(path),
-            synthetic=config.synthetic,
-            n_candles=len(frame),
-            data_source=source,
-            wall_time_s=time.perf_counter() - started,
-            report=report,
-        )
+@dataclass(frozen=True)
+class Trained:
+    """A fitted strategy, its report, and the seconds its tuning and fit took."""
+
+    strategy: MLTradingStrategy
+    report: dict[str, Any]
+    seconds: float
+
+
+def train_on_candles(
+    frame: pd.DataFrame,
+    config: TrainingConfig,
+    tuning: TuningResult | None = None,
+    *,
+    on_stage: Callable[[str], None] | None = None,
+) -> Trained:
+    """Train a strategy on ``frame`` with ``tuning``'s best forest parameters (if any): no
+    storage, no network, no files, so it runs the same here, in a joblib or a Dask worker."""
+    started = time.perf_counter()
+    model = config.model if tuning is None else replace(config.model, **tuning.best_params)
+    strategy = MLTradingStrategy(asdict(config.strategy), model_config=model)
+    report = strategy.train_strategy(
+        frame, synthetic=config.synthetic, symbol=config.symbol, timeframe=config.timeframe, on_stage=on_stage
+    )
+    if tuning is not None:
+        report["tuning"] = {k: v for k, v in tuning.to_dict().items() if k != "trials"}
+    return Trained(strategy=strategy, report=report, seconds=time.perf_counter() - started)
+
+
+def _train_or_error(
+    frame: pd.DataFrame, config: TrainingConfig, tuning: TuningResult | None
+) -> Trained | BaseException:
+    """:func:`train_on_candles` with its error returned, so one failed symbol of a batch does
+    not hide the others' models."""
+    try:
+        return train_on_candles(frame, config, tuning)
+    except Exception as exc:  # returned to the caller, which records it on the job and raises it
+        return exc
+
+
+#: What tuning searches for the served forest: :class:`ModelConfig` fields.
+FOREST_FIELDS = ("n_estimators", "max_depth", "min_samples_leaf")
+
+
+def _forest_with(model: ModelConfig, params: dict[str, Any]) -> Any:
+    return make_forest(replace(model, **params))
+
+
+def forest_factory(model: ModelConfig) -> Factory:
+    """Tuning's factory for the served forest: ``model`` with the searched fields replaced
+    (a partial of a module function, so it pickles to joblib and Dask workers)."""
+    return partial(_forest_with, model)
+
+
+def tune_forest(frame: pd.DataFrame, config: TrainingConfig, tuning_dir: str | Path) -> TuningResult:
+    """Tune the served direction forest on the *training* rows of the split train_models will
+    make (never on its calibration or test rows, so the hold-out report stays out of sample),
+    with purged folds whose gap is the label horizon."""
+    horizon = config.strategy.target_periods
+    design = MLPricePrediction(config.model).design(frame, horizon)
+    train_rows = design.rows[design.split.train]
+    x, y = design.matrix[train_rows], design.labels.direction[train_rows]
+    space = {k: v for k, v in SPACES["random_forest"].items() if k in FOREST_FIELDS}
+    return tune(
+        "random_forest",
+        x,
+        y,
+        method=config.tuning_method,  # type: ignore[arg-type]  # validated by create_training_config
+        factory=forest_factory(config.model),
+        space=space,
+        n_trials=config.n_trials,
+        gap=horizon,
+        seed=config.model.random_state,
+        cache_dir=tuning_dir,
+        retune=config.retune,
+    )
 
 
 class _Progress:
@@ -254,6 +417,7 @@ class _Progress:
 
     STAGES = (
         "load candles",
+        "tuning",
         "features",
         "random forest",
         "gradient boosting",
@@ -307,11 +471,15 @@ def run_batch_training(
     *,
     pipeline: TrainingPipeline | None = None,
     overrides: dict[str, Any] | None = None,
+    cluster: str | None = None,
+    n_jobs: int | None = None,
 ) -> list[TrainingResult]:
-    """Train each symbol in turn (one at a time: each fit already uses both cores)."""
+    """Train every symbol through joblib: locally one at a time by default (each fit already
+    uses both cores), or on the Dask scheduler at ``cluster`` (``TVGW_DASK_SCHEDULER`` for the
+    command), one symbol per worker. Same seeds, same models, wherever they ran."""
     runner = pipeline or create_ml_training_pipeline()
-    results = []
-    for symbol in symbols:
-        config = create_training_config(symbol, {**(overrides or {}), "timeframe": timeframe, "days": days})
-        results.append(runner.run(config))
-    return results
+    configs = [
+        create_training_config(symbol, {**(overrides or {}), "timeframe": timeframe, "days": days})
+        for symbol in symbols
+    ]
+    return runner.run_many(configs, cluster=cluster, n_jobs=n_jobs)

@@ -135,6 +135,9 @@ class Settings(FrozenSettings):
     drift_window_days: float = Field(default=7.0, gt=0)
     #: Seconds between background sentiment refreshes for models that use sentiment (0: off).
     sentiment_refresh_s: float = Field(default=300.0, ge=0)
+    #: Dask scheduler address (``tcp://host:8786``) that ``tvgw train`` sends batch training
+    #: and tuning trials to; None trains in this process (joblib).
+    dask_scheduler: str | None = None
     #: The news/social source settings (TVGW_NEWSAPI_KEY, TVGW_REDDIT_CLIENT_ID,
     #: TVGW_REDDIT_CLIENT_SECRET, TVGW_X_BEARER_TOKEN, TVGW_RSS_FEEDS), as read at start-up.
     sentiment_env: dict[str, str] = Field(default_factory=dict, repr=False)
@@ -205,6 +208,7 @@ _ENV: dict[str, tuple[tuple[str, ...], str]] = {
     "TVGW_RESOLVE_INTERVAL_S": (("resolve_interval_s",), "str"),
     "TVGW_EXIT_WATCH_INTERVAL_S": (("exit_watch_interval_s",), "str"),
     "TVGW_SENTIMENT_REFRESH_S": (("sentiment_refresh_s",), "str"),
+    "TVGW_DASK_SCHEDULER": (("dask_scheduler",), "str"),
     "TVGW_PAPER_BALANCE": (("paper", "starting_balance"), "str"),
     "TVGW_PAPER_FEE_RATE": (("paper", "fee_rate"), "str"),
     "TVGW_PAPER_SLIPPAGE_BPS": (("paper", "slippage_bps"), "str"),

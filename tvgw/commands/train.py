@@ -1,10 +1,16 @@
 """`tvgw train`: train a strategy for one symbol and save it as a new model version.
 
 ``tvgw train --symbol BTC/USDT --timeframe 1h --days 365 [--data FILE] [--sentiment]
-[--synthetic]``. Candles come from ``--data`` (freqtrade JSON or CSV), the seeded generator
+[--synthetic] [--symbols A,B] [--tune --tuning-method {grid,random,optuna} [--n-trials N]
+[--retune]] [--cluster ADDRESS]``. Candles come from ``--data`` (freqtrade JSON or CSV), the seeded generator
 (``--synthetic``; the model is marked synthetic), or the local candle store, topped up through
 ccxt first unless ``--offline``. The run is recorded in ``ml_training_jobs`` and the version
 in ``ml_models``; the hold-out metrics are printed next to their baselines.
+
+``--symbols`` trains a batch through joblib, and ``--cluster`` (or ``TVGW_DASK_SCHEDULER``)
+sends it to a Dask cluster. ``--tune`` first searches the forest's size by purged
+time-series cross-validation on the training rows (``ml_integration.tuning``); the result is
+kept under ``<model dir>/tuning_results`` and reused unless ``--retune``.
 """
 
 from __future__ import annotations
@@ -53,7 +59,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--job", type=int, metavar="ID", help="run the queued training job ID (started by the operator API)"
     )
+    _register_tuning(parser)
     parser.set_defaults(func=run)
+
+
+def _register_tuning(parser: argparse.ArgumentParser) -> None:
+    """Batch, tuning and scale-out options (issue 11), kept in one block."""
+    group = parser.add_argument_group("batch, tuning and scale-out")
+    group.add_argument("--symbols", metavar="LIST", help="train several markets: BTC/USDT,ETH/USDT")
+    group.add_argument("--tune", action="store_true", help="tune the forest first (purged CV, training rows)")
+    methods = ("grid", "random", "optuna")
+    group.add_argument("--tuning-method", choices=methods, default="random", help="search (default random)")
+    group.add_argument("--n-trials", type=int, default=20, help="random/optuna trials (default 20)")
+    group.add_argument(
+        "--retune", action="store_true", help="search again even if models/tuning_results has this search"
+    )
+    group.add_argument(
+        "--cluster", metavar="ADDRESS", help="Dask scheduler (default TVGW_DASK_SCHEDULER, else local)"
+    )
+
+
+def tuning_options(args: argparse.Namespace) -> dict[str, object]:
+    """The tuning overrides of a training run (none without ``--tune``)."""
+    if not args.tune:
+        return {}
+    return {"tuning_method": args.tuning_method, "n_trials": args.n_trials, "retune": args.retune}
+
+
+def _symbols(args: argparse.Namespace) -> list[str]:
+    if args.symbols and args.symbol:
+        raise ValueError("give --symbol or --symbols, not both")
+    text = args.symbols or args.symbol or ""
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _print_report(result: TrainingResult) -> None:
@@ -71,37 +108,40 @@ def _print_report(result: TrainingResult) -> None:
     auc, (alo, ahi) = holdout["auc"], holdout["auc_ci"]
     print(f"  AUC {auc:.3f} [{alo:.3f}, {ahi:.3f}] (0.5 = no skill)")
     print(f"  Brier {holdout['brier']:.4f} vs base rate {holdout['base_rate_brier']:.4f}")
+    if "tuning" in report:
+        from ml_integration.tuning import TuningResult
+
+        print(f"  tuned {TuningResult(**report['tuning'], trials=[]).summary()}")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.job is not None:
         return run_job(args.job)
-    if not args.symbol:
-        print("tvgw train: --symbol is required (or --job ID)", file=sys.stderr)
-        return 2
     from ml_integration.exceptions import MLError
     from ml_integration.market_data import create_exchange
     from ml_integration.training import create_ml_training_pipeline, create_training_config
 
     settings = cli_settings()
-    storage = open_storage(settings)
     try:
-        config = create_training_config(
-            args.symbol,
-            {
-                "timeframe": args.timeframe,
-                "days": args.days,
-                "exchange": args.exchange,
-                "data_file": args.data,
-                "synthetic": args.synthetic,
-                "seed": args.seed,
-                "strategy": {"use_sentiment": args.sentiment, "target_periods": args.horizon},
-                "model": model_options(quick=args.quick, lstm=not args.no_lstm),
-            },
-        )
+        symbols = _symbols(args)
+        if not symbols:
+            raise ValueError("--symbol (or --symbols) is required, or --job ID")
+        overrides = {
+            "timeframe": args.timeframe,
+            "days": args.days,
+            "exchange": args.exchange,
+            "data_file": args.data,
+            "synthetic": args.synthetic,
+            "seed": args.seed,
+            "strategy": {"use_sentiment": args.sentiment, "target_periods": args.horizon},
+            "model": model_options(quick=args.quick, lstm=not args.no_lstm),
+            **tuning_options(args),
+        }
+        configs = [create_training_config(symbol, overrides) for symbol in symbols]
     except ValueError as exc:
         print(f"tvgw train: {exc}", file=sys.stderr)
         return 2
+    storage = open_storage(settings)
     fetch = not (args.offline or args.data or args.synthetic)
     pipeline = create_ml_training_pipeline(
         storage=storage,
@@ -111,12 +151,20 @@ def run(args: argparse.Namespace) -> int:
         else None,
         progress=not args.no_progress,
     )
+    cluster = args.cluster or settings.dask_scheduler
     try:
-        result = pipeline.run(config)
-    except (MLError, ValueError, FileNotFoundError) as exc:
+        if len(configs) == 1 and cluster is None:
+            results = [pipeline.run(configs[0])]
+        else:
+            results = pipeline.run_many(configs, cluster=cluster)
+    except OSError as exc:
+        print(f"tvgw train: {exc}", file=sys.stderr)  # includes an unreachable Dask scheduler
+        return 1
+    except (MLError, ValueError) as exc:
         print(f"tvgw train: {exc}", file=sys.stderr)
         return 1
-    _print_report(result)
+    for result in results:
+        _print_report(result)
     return 0
 
 

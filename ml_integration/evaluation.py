@@ -12,8 +12,10 @@ beat and a 95% interval:
   the training base rate predicted for every test row;
 * magnitude: MAE of the regression against predicting zero, and the correlation;
 * volatility forecasts: QLIKE (the loss that ranks variance forecasts correctly even against a
-  noisy realised-volatility proxy, Patton 2011) and R² of log volatility, with block-bootstrap
-  intervals and, against a baseline forecast, the interval of the paired QLIKE gain.
+  noisy realised-volatility proxy, Patton 2011), R² of log volatility, and the Mincer-Zarnowitz
+  R² (squared correlation of the logs: what the forecast explains once re-levelled), with
+  block-bootstrap intervals and, against a baseline forecast, the interval of the paired QLIKE
+  gain.
 
 This is the project's one metrics module: training reports, the benches, outcome tracking
 (``ml_integration.tracking``: ``tvgw accuracy``, ``/api/accuracy``, ``/healthz``) all call the functions
@@ -39,6 +41,7 @@ __all__ = [
     "calibration_by_decile",
     "direction_report",
     "magnitude_report",
+    "mz_r2_log_volatility",
     "qlike",
     "r2_log_volatility",
     "rank_auc",
@@ -299,6 +302,18 @@ def r2_log_volatility(realised_vol: ArrayLike, forecast_vol: ArrayLike) -> float
     return float("nan") if total == 0 else 1.0 - float(np.sum((y - f) ** 2)) / total
 
 
+def mz_r2_log_volatility(realised_vol: ArrayLike, forecast_vol: ArrayLike) -> float:
+    """Mincer-Zarnowitz R² of log volatility: the squared correlation of log forecast and log
+    realised volatility (0 for a constant forecast). Level-free, unlike :func:`r2_log_volatility`:
+    a forecast of the *variance* (what QLIKE rewards) sits above the mean of log realised
+    volatility by a Jensen gap that the plain R² counts as error."""
+    y = np.log(np.maximum(np.asarray(realised_vol, dtype=float), VOL_FLOOR))
+    f = np.log(np.maximum(np.asarray(forecast_vol, dtype=float), VOL_FLOOR))
+    if len(y) < 3 or np.std(f) == 0 or np.std(y) == 0:
+        return 0.0
+    return float(np.corrcoef(y, f)[0, 1] ** 2)
+
+
 @dataclass(frozen=True)
 class VolatilityReport:
     """Out-of-sample scores of one volatility forecast; ``qlike_gain`` is the baseline's QLIKE
@@ -309,6 +324,8 @@ class VolatilityReport:
     qlike_ci: tuple[float, float]
     r2_log: float
     r2_log_ci: tuple[float, float]
+    mz_r2_log: float
+    mz_r2_log_ci: tuple[float, float]
     qlike_gain: float | None = None
     qlike_gain_ci: tuple[float, float] | None = None
 
@@ -333,10 +350,11 @@ def volatility_report(
     base = None if baseline_vol is None else np.asarray(baseline_vol, dtype=float)
     if len(y) == 0 or len(y) != len(f) or (base is not None and len(base) != len(y)):
         raise ValueError(f"need equal, non-empty realised and forecast arrays (got {len(y)}, {len(f)})")
-    draws: list[tuple[float, float, float]] = []
+    draws: list[tuple[float, float, float, float]] = []
     for idx in _block_resamples(len(y), block=block, n_boot=n_boot, seed=seed):
         gain = qlike(y[idx], base[idx]) - qlike(y[idx], f[idx]) if base is not None else float("nan")
-        draws.append((qlike(y[idx], f[idx]), r2_log_volatility(y[idx], f[idx]), gain))
+        yb, fb = y[idx], f[idx]
+        draws.append((qlike(yb, fb), r2_log_volatility(yb, fb), mz_r2_log_volatility(yb, fb), gain))
     table = np.array(draws)
 
     def interval(column: int) -> tuple[float, float]:
@@ -350,6 +368,8 @@ def volatility_report(
         qlike_ci=interval(0),
         r2_log=r2_log_volatility(y, f),
         r2_log_ci=interval(1),
+        mz_r2_log=mz_r2_log_volatility(y, f),
+        mz_r2_log_ci=interval(2),
         qlike_gain=None if base is None else qlike(y, base) - score,
-        qlike_gain_ci=None if base is None else interval(2),
+        qlike_gain_ci=None if base is None else interval(3),
     )

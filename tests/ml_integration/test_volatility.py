@@ -62,8 +62,9 @@ def test_garch_fit_finds_the_known_process_and_beats_the_naive_forecasts(garch_f
     for name in ("garch", "combined"):
         assert test[name]["qlike"] < test["last_realised"]["qlike"]
         assert test[name]["qlike"] < test["long_run_mean"]["qlike"]
-        assert test[name]["qlike_gain_ci"][0] > 0, f"{name}: better than the last realised vol, beyond noise"
+        assert test[name]["qlike_gain_ci"][0] > 0, f"{name}: better than the long-run mean, beyond noise"
         assert test[name]["r2_log"] > 0 > test["long_run_mean"]["r2_log"] - 1e-9
+        assert test[name]["mz_r2_log"] > 0.05 and test["long_run_mean"]["mz_r2_log"] == 0
     assert 0.0 <= report["weight_garch"] <= 1.0 and report["method"] == model.method
 
 

@@ -361,16 +361,15 @@ class MLTradingStrategy:
         return self.training_report
 
     def _train_volatility(self, df: pd.DataFrame, on_stage: Callable[[str], None] | None) -> None:
-        """The volatility part, on the rows and split fractions the direction model used; its
-        report joins the training report (``volatility``)."""
+        """The volatility part, with the direction model's horizon, test fraction and final-fit
+        rule; its report joins the training report (``volatility``)."""
         if on_stage is not None:
             on_stage("volatility")
         fitted, cfg = self.predictor.fitted_, self.predictor.config
         assert fitted is not None and self.training_report is not None
         self.volatility, report = train_or_skip(
             df, horizon=fitted.horizon, timeframe_sec=fitted.timeframe_sec,
-            test_fraction=cfg.test_fraction, calibration_fraction=cfg.calibration_fraction,
-            final_fit=cfg.final_fit,
+            test_fraction=cfg.test_fraction, final_fit=cfg.final_fit,
         )  # fmt: skip
         self.training_report["volatility"] = report
 

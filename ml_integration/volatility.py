@@ -65,6 +65,7 @@ __all__ = [
     "VolatilityForecast",
     "VolatilityModel",
     "fit_garch",
+    "log_returns",
     "realised_forward",
     "train_or_skip",
     "train_volatility",

@@ -71,6 +71,16 @@ def _print_report(result: TrainingResult) -> None:
     auc, (alo, ahi) = holdout["auc"], holdout["auc_ci"]
     print(f"  AUC {auc:.3f} [{alo:.3f}, {ahi:.3f}] (0.5 = no skill)")
     print(f"  Brier {holdout['brier']:.4f} vs base rate {holdout['base_rate_brier']:.4f}")
+    volatility = report.get("volatility") or {}
+    if "test" in volatility:
+        ours, mean = volatility["test"]["combined"], volatility["test"]["long_run_mean"]
+        lo, hi = ours["qlike_ci"]
+        print(
+            f"  volatility QLIKE {ours['qlike']:.3f} [{lo:.3f}, {hi:.3f}] vs long-run mean "
+            f"{mean['qlike']:.3f} (lower is better); {volatility['method']}"
+        )
+    elif volatility:
+        print(f"  {volatility['skipped']}")
 
 
 def run(args: argparse.Namespace) -> int:

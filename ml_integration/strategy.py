@@ -27,6 +27,9 @@ f* = p / (1 + c) − (1 − p) / (b − c); the fraction is f* × ``kelly_multip
 ``max_kelly`` (10% of the account). When that p is not above break-even, or the combined p is
 within ``min_edge`` of 0.5, the action is hold and the fraction 0: there is no minimum
 position. Stops and targets are ``stop_atr`` / ``take_profit_atr`` × ATR(14) from the entry.
+The defaults make b = 1 on purpose: p measures the direction at the horizon, not the chance
+of touching the target before the stop, so a b > 1 would manufacture an edge from the
+payoff ratio alone (any p > 1/(1 + b) would look tradeable).
 
 With a volatility forecast (``volatility``: GARCH(1,1) + ridge, saved with the model), the
 forecast sets the three risk numbers: the stop's yardstick is the forecast per-bar volatility
@@ -36,9 +39,6 @@ is the forecast, annualised; and the Kelly fraction is multiplied by
 ``min(1, vol_target / forecast)`` (volatility targeting that can only cut the conservative
 Kelly, never raise it). A model saved without one (older versions, ``arch`` missing at
 training) logs one line when loaded and behaves as before.
-The defaults make b = 1 on purpose: p measures the direction at the horizon, not the chance
-of touching the target before the stop, so a b > 1 would manufacture an edge from the
-payoff ratio alone (any p > 1/(1 + b) would look tradeable).
 
 Quality grade (``validate_signal_quality``), each component in [0, 1]:
 

@@ -259,6 +259,8 @@ class _Progress:
         "gradient boosting",
         "lstm",
         "evaluation",
+        "final fit",
+        "volatility",
         "save",
         "done",
     )

@@ -10,7 +10,12 @@ beat and a 95% interval:
 * AUC, Brier score and log loss: moving-block bootstrap intervals (blocks of ``block`` rows,
   because neighbouring hourly labels overlap and are not independent); the Brier baseline is
   the training base rate predicted for every test row;
-* magnitude: MAE of the regression against predicting zero, and the correlation.
+* magnitude: MAE of the regression against predicting zero, and the correlation;
+* volatility forecasts: QLIKE (the loss that ranks variance forecasts correctly even against a
+  noisy realised-volatility proxy, Patton 2011), R² of log volatility, and the Mincer-Zarnowitz
+  R² (squared correlation of the logs: what the forecast explains once re-levelled), with
+  block-bootstrap intervals and, against a baseline forecast, the interval of the paired QLIKE
+  gain.
 
 This is the project's one metrics module: training reports, the benches, outcome tracking
 (``ml_integration.tracking``: ``tvgw accuracy``, ``/api/accuracy``, ``/healthz``) all call the functions
@@ -20,6 +25,7 @@ here, so an AUC or a Wilson interval means the same thing everywhere.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -29,13 +35,18 @@ __all__ = [
     "CalibrationBin",
     "DirectionReport",
     "MagnitudeReport",
+    "VolatilityReport",
     "block_bootstrap_ci",
     "brier_score",
     "calibration_by_decile",
     "direction_report",
     "log_loss",
     "magnitude_report",
+    "mz_r2_log_volatility",
+    "qlike",
+    "r2_log_volatility",
     "rank_auc",
+    "volatility_report",
     "wilson_interval",
 ]
 
@@ -95,16 +106,21 @@ def _auc(y: np.ndarray, p: np.ndarray) -> float:
     return float("nan") if auc is None else auc
 
 
+def _block_resamples(n: int, *, block: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """``n_boot`` moving-block resamples of positions 0..n-1 (whole blocks of ``block`` rows,
+    wrapped at the end), the one resampling scheme of every interval here."""
+    rng = np.random.default_rng(seed)
+    n_blocks = max(1, math.ceil(n / block))
+    for _ in range(n_boot):
+        starts = rng.integers(0, max(1, n - block + 1), n_blocks)
+        yield (starts[:, None] + np.arange(block)[None, :]).ravel()[:n] % n
+
+
 def _block_bootstrap(
     y: np.ndarray, p: np.ndarray, metric: str, *, block: int, n_boot: int, seed: int
 ) -> tuple[float, float]:
-    n = len(y)
-    rng = np.random.default_rng(seed)
-    n_blocks = max(1, math.ceil(n / block))
     values = []
-    for _ in range(n_boot):
-        starts = rng.integers(0, max(1, n - block + 1), n_blocks)
-        idx = (starts[:, None] + np.arange(block)[None, :]).ravel()[:n] % n
+    for idx in _block_resamples(len(y), block=block, n_boot=n_boot, seed=seed):
         yb, pb = y[idx], p[idx]
         if metric == "auc":
             value = _auc(yb, pb)
@@ -263,4 +279,102 @@ def magnitude_report(actual: np.ndarray, predicted: np.ndarray) -> MagnitudeRepo
         zero_mae=float(np.mean(np.abs(a))),
         correlation=corr,
         sign_accuracy=float(np.mean(np.sign(a) == np.sign(p))),
+    )
+
+
+#: Realised and forecast volatilities are floored here (per bar) before logs and ratios: a run
+#: of unchanged closes has zero realised volatility, whose log and QLIKE are infinite.
+VOL_FLOOR = 1e-5
+
+
+def _variance(vol: ArrayLike) -> np.ndarray:
+    return np.maximum(np.asarray(vol, dtype=float), VOL_FLOOR) ** 2
+
+
+def qlike(realised_vol: ArrayLike, forecast_vol: ArrayLike) -> float:
+    """QLIKE loss of variance forecasts: mean of RV²/F − log(RV²/F) − 1 (0 for a perfect
+    forecast, lower is better); it punishes under-prediction of risk more than over-prediction."""
+    ratio = _variance(realised_vol) / _variance(forecast_vol)
+    return float(np.mean(ratio - np.log(ratio) - 1.0))
+
+
+def r2_log_volatility(realised_vol: ArrayLike, forecast_vol: ArrayLike) -> float:
+    """Out-of-sample R² of log volatility: 1 − SS(residual) / SS(around the realised mean). A
+    constant forecast scores at most 0 (below 0 when its level is off)."""
+    y = np.log(np.maximum(np.asarray(realised_vol, dtype=float), VOL_FLOOR))
+    f = np.log(np.maximum(np.asarray(forecast_vol, dtype=float), VOL_FLOOR))
+    total = float(np.sum((y - y.mean()) ** 2))
+    return float("nan") if total == 0 else 1.0 - float(np.sum((y - f) ** 2)) / total
+
+
+def mz_r2_log_volatility(realised_vol: ArrayLike, forecast_vol: ArrayLike) -> float:
+    """Mincer-Zarnowitz R² of log volatility: the squared correlation of log forecast and log
+    realised volatility (0 for a constant forecast). Level-free, unlike :func:`r2_log_volatility`:
+    a forecast of the *variance* (what QLIKE rewards) sits above the mean of log realised
+    volatility by a Jensen gap that the plain R² counts as error."""
+    y = np.log(np.maximum(np.asarray(realised_vol, dtype=float), VOL_FLOOR))
+    f = np.log(np.maximum(np.asarray(forecast_vol, dtype=float), VOL_FLOOR))
+    if len(y) < 3 or np.std(f) == 0 or np.std(y) == 0:
+        return 0.0
+    return float(np.corrcoef(y, f)[0, 1] ** 2)
+
+
+@dataclass(frozen=True)
+class VolatilityReport:
+    """Out-of-sample scores of one volatility forecast; ``qlike_gain`` is the baseline's QLIKE
+    minus this one's (positive: this forecast is better), with its paired interval."""
+
+    n: int
+    qlike: float
+    qlike_ci: tuple[float, float]
+    r2_log: float
+    r2_log_ci: tuple[float, float]
+    mz_r2_log: float
+    mz_r2_log_ci: tuple[float, float]
+    qlike_gain: float | None = None
+    qlike_gain_ci: tuple[float, float] | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def volatility_report(
+    realised_vol: ArrayLike,
+    forecast_vol: ArrayLike,
+    *,
+    baseline_vol: ArrayLike | None = None,
+    block: int = 24,
+    n_boot: int = 200,
+    seed: int = 0,
+) -> VolatilityReport:
+    """QLIKE and R² of log volatility of ``forecast_vol`` against ``realised_vol`` (per-bar
+    units, one row per forecast), with 95% moving-block bootstrap intervals; with
+    ``baseline_vol``, also the paired gain over that baseline (same resamples for both)."""
+    y = np.asarray(realised_vol, dtype=float)
+    f = np.asarray(forecast_vol, dtype=float)
+    base = None if baseline_vol is None else np.asarray(baseline_vol, dtype=float)
+    if len(y) == 0 or len(y) != len(f) or (base is not None and len(base) != len(y)):
+        raise ValueError(f"need equal, non-empty realised and forecast arrays (got {len(y)}, {len(f)})")
+    draws: list[tuple[float, float, float, float]] = []
+    for idx in _block_resamples(len(y), block=block, n_boot=n_boot, seed=seed):
+        gain = qlike(y[idx], base[idx]) - qlike(y[idx], f[idx]) if base is not None else float("nan")
+        yb, fb = y[idx], f[idx]
+        draws.append((qlike(yb, fb), r2_log_volatility(yb, fb), mz_r2_log_volatility(yb, fb), gain))
+    table = np.array(draws)
+
+    def interval(column: int) -> tuple[float, float]:
+        low, high = np.nanpercentile(table[:, column], [2.5, 97.5])
+        return (float(low), float(high))
+
+    score = qlike(y, f)
+    return VolatilityReport(
+        n=len(y),
+        qlike=score,
+        qlike_ci=interval(0),
+        r2_log=r2_log_volatility(y, f),
+        r2_log_ci=interval(1),
+        mz_r2_log=mz_r2_log_volatility(y, f),
+        mz_r2_log_ci=interval(2),
+        qlike_gain=None if base is None else qlike(y, base) - score,
+        qlike_gain_ci=None if base is None else interval(3),
     )

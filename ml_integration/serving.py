@@ -173,6 +173,7 @@ class ServedSignal:
             "take_profit": signal.take_profit,
             "market_call": {"signal": signal.signal_type, "leverage": signal.leverage,
                             "risk_reward": signal.risk_reward},
+            "volatility_forecast": signal.volatility_forecast,
             "model_version": signal.model_version,
             "candle_time": signal.candle_time,
             "synthetic": signal.synthetic,

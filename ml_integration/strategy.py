@@ -31,6 +31,15 @@ The defaults make b = 1 on purpose: p measures the direction at the horizon, not
 of touching the target before the stop, so a b > 1 would manufacture an edge from the
 payoff ratio alone (any p > 1/(1 + b) would look tradeable).
 
+With a volatility forecast (``volatility``: GARCH(1,1) + ridge, saved with the model), the
+forecast sets the three risk numbers: the stop's yardstick is the forecast per-bar volatility
+× price × the training median of ATR(14)/close per unit of it (so ``stop_atr`` keeps its
+meaning on an average day, and the stop widens when the forecast rises); leverage's volatility
+is the forecast, annualised; and the Kelly fraction is multiplied by
+``min(1, vol_target / forecast)`` (volatility targeting that can only cut the conservative
+Kelly, never raise it). A model saved without one (older versions, ``arch`` missing at
+training) logs one line when loaded and behaves as before.
+
 Quality grade (``validate_signal_quality``), each component in [0, 1]:
 
 ==================== ====== =====================================================================
@@ -50,6 +59,7 @@ quality_score = 100 × Σ weight × component; grade A ≥ 80, B ≥ 65, C ≥ 5
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -69,6 +79,7 @@ from ml_integration.market_call import (
     realized_volatility,
 )
 from ml_integration.prediction import MLPricePrediction, ModelConfig, Prediction
+from ml_integration.volatility import VolatilityForecast, VolatilityModel, train_or_skip, vol_target_scale
 
 __all__ = [
     "QUALITY_WEIGHTS",
@@ -94,6 +105,9 @@ _GRADES = ((80.0, "A"), (65.0, "B"), (50.0, "C"), (35.0, "D"))
 
 #: Combined P(side) from which a tradeable signal is a STRONG_BUY / STRONG_SELL.
 STRONG_SIGNAL = 0.70
+
+_VOLATILITY_FILE = "volatility.json"
+log = logging.getLogger(__name__)
 
 
 def _volatility(df: pd.DataFrame) -> float:
@@ -138,6 +152,10 @@ class StrategyConfig:
     round_trip_cost: float = 0.002
     #: Resolved predictions needed before their recent accuracy may cut Kelly.
     min_recent_outcomes: int = 20
+    #: Annualised volatility up to which the conservative Kelly stake is kept whole; above it
+    #: the stake shrinks as target / forecast (the median 24-bar realised volatility of
+    #: BTC/USDT hourly candles 2017-2022 was 0.57). Used only with a volatility forecast.
+    vol_target: float = 0.6
 
     def __post_init__(self) -> None:
         checks = [
@@ -154,6 +172,7 @@ class StrategyConfig:
             (1 <= self.max_leverage <= LEVERAGE_CEILING, f"max_leverage must be in [1, {LEVERAGE_CEILING}]"),
             (0 <= self.round_trip_cost < 0.1, "round_trip_cost must be in [0, 0.1)"),
             (self.min_recent_outcomes >= 1, "min_recent_outcomes must be >= 1"),
+            (self.vol_target > 0, "vol_target must be > 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -211,6 +230,15 @@ def conservative_edge(
     return EdgeEstimate(p, loss / (win + loss), p / loss - (1.0 - p) / win, note)
 
 
+def _volatility_note(vol: VolatilityForecast | None, target: float) -> str:
+    if vol is None:
+        return ""
+    return (
+        f"; forecast volatility {vol.annualised:.0%}/yr over {vol.horizon} bars ({vol.method}): "
+        f"stop yardstick {vol.atr_equivalent:.8g}, stake x{vol_target_scale(vol.annualised, target):.2f}"
+    )
+
+
 def grade_for_score(score: float) -> str:
     return next((grade for floor, grade in _GRADES if score >= floor), "F")
 
@@ -247,6 +275,8 @@ class TradingSignal:
     ml_prediction: dict[str, Any] | None = None
     sentiment_data: dict[str, Any] | None = None
     feature_analysis: dict[str, Any] = field(default_factory=dict)
+    #: The volatility forecast the stop, leverage and size came from (None: ATR(14) as before).
+    volatility_forecast: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -277,6 +307,7 @@ class TradingSignal:
             "signal_type": self.signal_type,
             "leverage": self.leverage,
             "risk_reward": self.risk_reward,
+            "volatility_forecast": self.volatility_forecast,
             "reason": self.reason,
         }
 
@@ -306,6 +337,7 @@ class MLTradingStrategy:
         self.symbol: str | None = None
         self.timeframe: str | None = None
         self.training_report: dict[str, Any] | None = None
+        self.volatility: VolatilityModel | None = None
 
     # --- training and persistence -------------------------------------------------------------
     def train_strategy(
@@ -322,10 +354,24 @@ class MLTradingStrategy:
         self.training_report = self.predictor.train_models(
             df, target_periods=self.config.target_periods, on_stage=on_stage
         )
+        self._train_volatility(df, on_stage)
         self.synthetic = bool(synthetic)
         self.symbol, self.timeframe = symbol, timeframe
         self.model_version = None
         return self.training_report
+
+    def _train_volatility(self, df: pd.DataFrame, on_stage: Callable[[str], None] | None) -> None:
+        """The volatility part, with the direction model's horizon, test fraction and final-fit
+        rule; its report joins the training report (``volatility``)."""
+        if on_stage is not None:
+            on_stage("volatility")
+        fitted, cfg = self.predictor.fitted_, self.predictor.config
+        assert fitted is not None and self.training_report is not None
+        self.volatility, report = train_or_skip(
+            df, horizon=fitted.horizon, timeframe_sec=fitted.timeframe_sec,
+            test_fraction=cfg.test_fraction, final_fit=cfg.final_fit,
+        )  # fmt: skip
+        self.training_report["volatility"] = report
 
     def save_strategy(self, path: str | Path, *, version: str | None = None) -> Path:
         """Write every artifact into directory ``path`` and seal it (sha256 per file)."""
@@ -338,6 +384,10 @@ class MLTradingStrategy:
             "timeframe": self.timeframe,
         }
         (folder / "strategy.json").write_text(json.dumps(strategy, indent=2))
+        if self.volatility is not None:
+            report = (self.training_report or {}).get("volatility")
+            part = {"model": self.volatility.to_dict(), "report": report}
+            (folder / _VOLATILITY_FILE).write_text(json.dumps(part, indent=2))
         seal(folder, {**meta, "strategy": strategy, "version": version, "saved_at": time.time()})
         if version is not None:
             self.model_version = version
@@ -354,8 +404,21 @@ class MLTradingStrategy:
         self.symbol, self.timeframe = strategy.get("symbol"), strategy.get("timeframe")
         self.model_version = metadata.get("version")
         self.training_report = metadata.get("model")
+        self.volatility = self._read_volatility(folder)
         self.predictor.warm_up()
         return self
+
+    def _read_volatility(self, folder: Path) -> VolatilityModel | None:
+        """The saved volatility part (already hash-checked by ``verify``), or None with one log
+        line for a model saved without one."""
+        path = folder / _VOLATILITY_FILE
+        if not path.is_file():
+            log.warning("%s has no volatility forecast: stops, leverage, size from ATR(14) as before", folder)
+            return None
+        part = json.loads(path.read_text())
+        if self.training_report is not None:
+            self.training_report["volatility"] = part.get("report")
+        return VolatilityModel.from_dict(part["model"])
 
     # --- signals ---------------------------------------------------------------------------------
     def _sentiment(self, symbol: str, allow_fetch: bool) -> tuple[float, dict[str, Any] | None]:
@@ -400,11 +463,15 @@ class MLTradingStrategy:
         )
         side = 1 if combined >= 0.5 else -1
         p_side = combined if side > 0 else 1 - combined
-        edge = self._edge(prediction, side, p_side, symbol)
+        vol = self.volatility.forecast(df) if self.volatility is not None else None
+        yardstick = vol.atr_equivalent if vol is not None else prediction.atr
+        edge = self._edge(prediction, side, p_side, symbol, yardstick)
         tradeable = edge.positive and abs(combined - 0.5) >= cfg.min_edge
         kelly = min(cfg.max_kelly, edge.full_kelly * cfg.kelly_multiplier) if tradeable else 0.0
+        if vol is not None:
+            kelly *= vol_target_scale(vol.annualised, cfg.vol_target)
         entry = prediction.close
-        call = self._market_call(df, combined, prediction, tradeable)
+        call = self._market_call(df, combined, prediction, tradeable, vol)
         action = {"long": "buy", "short": "sell"}.get(call.direction, "hold")
         components = self._components(prediction, combined, sentiment, sentiment_data, side, clock)
         score = round(100.0 * sum(QUALITY_WEIGHTS[k] * v for k, v in components.items()), 1)
@@ -413,6 +480,7 @@ class MLTradingStrategy:
             f" sentiment {sentiment:+.2f}); {edge.note}; Kelly p {edge.p:.3f} vs break-even"
             f" {edge.break_even:.3f} after costs, f* {edge.full_kelly:+.3f}"
             + ("" if tradeable else f", no edge beyond {cfg.min_edge:.2f} and costs: hold")
+            + _volatility_note(vol, cfg.vol_target)
         )
         return TradingSignal(
             action=action,
@@ -444,18 +512,22 @@ class MLTradingStrategy:
                 "top_features": [{"name": n, "weight": w} for n, w in prediction.top_features],
                 "values": prediction.feature_values,
             },
+            volatility_forecast=None if vol is None else vol.to_dict(),
         )
 
-    def _edge(self, prediction: Prediction, side: int, p_side: float, symbol: str) -> EdgeEstimate:
+    def _edge(
+        self, prediction: Prediction, side: int, p_side: float, symbol: str, yardstick: float
+    ) -> EdgeEstimate:
         """:func:`conservative_edge` for this signal: the out-of-sample interval is the model's
-        side's, mirrored when sentiment turned the combined side against the model."""
+        side's, mirrored when sentiment turned the combined side against the model. The stop
+        the costs are charged against is ``stop_atr`` × ``yardstick`` (the market call's)."""
         fitted = self.predictor.fitted_
         assert fitted is not None
         cfg = self.config
         low, high, n = fitted.confidence.win_rate_bounds(prediction.direction_probability)
         model_side = 1 if prediction.direction_probability >= 0.5 else -1
         bounds = (low, high, n) if side == model_side else (1.0 - high, 1.0 - low, n)
-        stop = cfg.stop_atr * prediction.atr
+        stop = cfg.stop_atr * yardstick
         cost = cfg.round_trip_cost * prediction.close / stop if stop > 0 else float("inf")
         recent = self.recent_accuracy(symbol) if self.recent_accuracy is not None else None
         return conservative_edge(
@@ -464,11 +536,13 @@ class MLTradingStrategy:
         )  # fmt: skip
 
     def _market_call(
-        self, df: pd.DataFrame, combined: float, prediction: Prediction, tradeable: bool
-    ) -> MarketCall:
+        self, df: pd.DataFrame, combined: float, prediction: Prediction, tradeable: bool,
+        vol: VolatilityForecast | None,
+    ) -> MarketCall:  # fmt: skip
         """The one market call of this signal: signal type, leverage, stop, target and
-        risk/reward from the strategy's ATR multiples and the feature pipeline's ATR. A signal
-        with no tradeable edge is a HOLD (no stops, 1x), whatever the thresholds say."""
+        risk/reward from the strategy's ATR multiples and the feature pipeline's ATR, or with a
+        volatility forecast its ATR equivalent and annualised volatility. A signal with no
+        tradeable edge is a HOLD (no stops, 1x), whatever the thresholds say."""
         cfg = self.config
         edge = 0.5 + max(cfg.min_edge, 1e-9)
         if not tradeable or prediction.atr <= 0:
@@ -478,7 +552,9 @@ class MLTradingStrategy:
                 # leverage grows with the validated edge: 1x at a coin flip (confidence 0.5)
                 direction_probability=combined, confidence=max(0.0, 2 * prediction.confidence - 1),
                 price=prediction.close,
-                atr=prediction.atr, volatility=_volatility(df), max_leverage=cfg.max_leverage,
+                atr=prediction.atr if vol is None else vol.atr_equivalent,
+                volatility=_volatility(df) if vol is None else vol.annualised,
+                max_leverage=cfg.max_leverage,
                 stop_atr=cfg.stop_atr, take_profit_atr=cfg.take_profit_atr, threshold=edge,
                 strong_threshold=max(edge, STRONG_SIGNAL),
             )  # fmt: skip

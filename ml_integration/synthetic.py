@@ -16,7 +16,7 @@ import pandas as pd
 
 from ml_integration.candles import COLUMNS, timeframe_seconds
 
-__all__ = ["planted_edge_candles", "synthetic_candles", "synthetic_history"]
+__all__ = ["garch_candles", "planted_edge_candles", "synthetic_candles", "synthetic_history"]
 
 #: (drift per bar, volatility per bar) of each regime.
 _REGIMES = np.array([[0.0, 0.004], [0.0012, 0.006], [-0.0012, 0.007], [0.0, 0.015]])
@@ -84,6 +84,32 @@ def planted_edge_candles(
     close = 100.0 * np.exp(np.cumsum(returns))
     open_ = np.concatenate([[100.0], close[:-1]])
     wick = np.abs(rng.normal(0.0, vol * 0.5, (2, n_bars)))
+    high, low = np.maximum(open_, close) * np.exp(wick[0]), np.minimum(open_, close) * np.exp(-wick[1])
+    volume = 50.0 * np.exp(rng.normal(0.0, 0.4, n_bars))
+    index = pd.date_range(start, periods=n_bars, freq="1h", tz="UTC", name="time")
+    values = np.column_stack([open_, high, low, close, volume])
+    return pd.DataFrame(values, index=index, columns=list(COLUMNS))
+
+
+def garch_candles(
+    n_bars: int = 8000, *, omega: float = 2e-6, alpha: float = 0.08, beta: float = 0.90, seed: int = 0,
+    start: str = "2023-01-01",
+) -> pd.DataFrame:  # fmt: skip
+    """Gap-free hourly candles whose log returns follow a known GARCH(1,1) with normal errors,
+    σ²_t = omega + alpha·r²_(t−1) + beta·σ²_(t−1), for testing that a volatility model finds
+    the process's parameters and forecasts its volatility better than a naive rule."""
+    if not (omega > 0 and alpha >= 0 and beta >= 0 and alpha + beta < 1):
+        raise ValueError(f"need omega > 0 and a stationary alpha + beta < 1, got {omega}, {alpha}, {beta}")
+    rng = np.random.default_rng(seed)
+    shocks = rng.standard_normal(n_bars)
+    returns = np.empty(n_bars)
+    variance = omega / (1.0 - alpha - beta)
+    for i in range(n_bars):  # the variance recursion is sequential by nature
+        returns[i] = np.sqrt(variance) * shocks[i]
+        variance = omega + alpha * returns[i] ** 2 + beta * variance
+    close = 100.0 * np.exp(np.cumsum(returns))
+    open_ = np.concatenate([[100.0], close[:-1]])
+    wick = np.abs(rng.normal(0.0, 1.0, (2, n_bars))) * np.abs(returns) * 0.5
     high, low = np.maximum(open_, close) * np.exp(wick[0]), np.minimum(open_, close) * np.exp(-wick[1])
     volume = 50.0 * np.exp(rng.normal(0.0, 0.4, n_bars))
     index = pd.date_range(start, periods=n_bars, freq="1h", tz="UTC", name="time")

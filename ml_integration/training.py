@@ -423,6 +423,8 @@ class _Progress:
         "gradient boosting",
         "lstm",
         "evaluation",
+        "final fit",
+        "volatility",
         "save",
         "done",
     )

@@ -51,7 +51,7 @@ def test_train_synthetic_records_job_and_model(env, capsys):
     )
     assert code == 0, capsys.readouterr().err
     out = capsys.readouterr().out
-    assert "SYNTHETIC" in out and "vs majority class" in out
+    assert "SYNTHETIC" in out and "vs majority class" in out and "volatility QLIKE" in out
     version = latest_version(env / "models", "BTC/USDT", "1h")
     assert version is not None
     strategy = load_latest_strategy(env / "models", "BTC/USDT", "1h")

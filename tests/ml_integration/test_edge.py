@@ -114,6 +114,7 @@ def test_sentiment_against_the_validated_side_gives_no_stake(edge_strategy):
             {**edge_strategy.config.__dict__, "use_sentiment": True}, sentiment=_Sentiment(score)
         )
         strategy.predictor = edge_strategy.predictor
+        strategy.volatility = edge_strategy.volatility  # the same fitted model
         for before, after in zip(plain, _signals(strategy, frame), strict=True):
             model_side = "buy" if before.ml_probability >= 0.5 else "sell"
             combined_side = "buy" if after.combined_probability >= 0.5 else "sell"
@@ -148,6 +149,7 @@ def test_recent_accuracy_in_the_log_cuts_kelly(edge_strategy):
     baseline = _signals(edge_strategy, frame)
     cut = MLTradingStrategy(edge_strategy.config.__dict__, recent_accuracy=failing)
     cut.predictor = edge_strategy.predictor
+    cut.volatility = edge_strategy.volatility  # the same fitted model
     signals = _signals(cut, frame)
     assert asked and set(asked) == {"X/USDT"}
     assert any(s.kelly_fraction > 0 for s in baseline)
@@ -155,6 +157,7 @@ def test_recent_accuracy_in_the_log_cuts_kelly(edge_strategy):
     assert "recent accuracy" in signals[0].reason
     too_few = MLTradingStrategy(edge_strategy.config.__dict__, recent_accuracy=lambda symbol: (0, 5))
     too_few.predictor = edge_strategy.predictor
+    too_few.volatility = edge_strategy.volatility  # the same fitted model
     assert [s.kelly_fraction for s in _signals(too_few, frame)] == [s.kelly_fraction for s in baseline]
 
 

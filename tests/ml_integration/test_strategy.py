@@ -38,6 +38,7 @@ def _now(candles) -> float:
 def _copy(strategy: MLTradingStrategy, sentiment=None, **config: Any) -> MLTradingStrategy:
     twin = MLTradingStrategy({**strategy.config.__dict__, **config}, sentiment=sentiment)
     twin.predictor = strategy.predictor
+    twin.volatility = strategy.volatility
     twin.synthetic = strategy.synthetic
     return twin
 

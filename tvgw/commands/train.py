@@ -112,6 +112,16 @@ def _print_report(result: TrainingResult) -> None:
         from ml_integration.tuning import TuningResult
 
         print(f"  tuned {TuningResult(**report['tuning'], trials=[]).summary()}")
+    volatility = report.get("volatility") or {}
+    if "test" in volatility:
+        ours, mean = volatility["test"]["combined"], volatility["test"]["long_run_mean"]
+        lo, hi = ours["qlike_ci"]
+        print(
+            f"  volatility QLIKE {ours['qlike']:.3f} [{lo:.3f}, {hi:.3f}] vs long-run mean "
+            f"{mean['qlike']:.3f} (lower is better); {volatility['method']}"
+        )
+    elif volatility:
+        print(f"  {volatility['skipped']}")
 
 
 def run(args: argparse.Namespace) -> int:

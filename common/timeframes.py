@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["canonical_interval", "from_tradingview", "seconds"]
+__all__ = ["SECONDS_PER_YEAR", "canonical_interval", "from_tradingview", "seconds"]
+
+#: A calendar year in seconds (crypto trades every hour of every day): annualises per-bar figures.
+SECONDS_PER_YEAR = 365.25 * 24 * 3600
 
 _UNITS = {"m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 

@@ -22,6 +22,7 @@ import pandas as pd
 
 from common.checks import require_finite
 from common.indicators import require_ohlcv
+from common.timeframes import SECONDS_PER_YEAR
 
 __all__ = [
     "HIGH_VOLATILITY",
@@ -46,7 +47,6 @@ HIGH_VOLATILITY = 1.5
 #: keeps the stop well clear of the exchange's liquidation price.
 MAX_MARGIN_LOSS_AT_STOP = 0.5
 
-_SECONDS_PER_YEAR = 365.25 * 24 * 3600
 
 
 class SignalType(StrEnum):
@@ -232,4 +232,4 @@ def realized_volatility(df: pd.DataFrame, window: int = 24) -> float:
     bar_seconds = spacing.total_seconds()
     if bar_seconds <= 0:
         raise ValueError("realized volatility needs distinct, ascending timestamps")
-    return float(returns.std(ddof=1) * math.sqrt(_SECONDS_PER_YEAR / bar_seconds))
+    return float(returns.std(ddof=1) * math.sqrt(SECONDS_PER_YEAR / bar_seconds))

@@ -50,12 +50,12 @@ import numpy as np
 import pandas as pd
 
 from common.indicators import atr, pad, rolling_mean, shift, windows
+from common.timeframes import SECONDS_PER_YEAR
 from ml_integration.candles import COLUMNS, epoch_seconds
 from ml_integration.evaluation import VOL_FLOOR, qlike, volatility_report
 from ml_integration.exceptions import CandleDataError
 from ml_integration.features import LOOKBACK
 from ml_integration.labels import purged_folds, purged_split
-from ml_integration.market_call import _SECONDS_PER_YEAR
 
 __all__ = [
     "FEATURE_NAMES",
@@ -241,7 +241,7 @@ class VolatilityModel:
 
     @property
     def bars_per_year(self) -> float:
-        return _SECONDS_PER_YEAR / self.timeframe_sec
+        return SECONDS_PER_YEAR / self.timeframe_sec
 
     def components(self, values: np.ndarray, returns: np.ndarray) -> dict[str, np.ndarray]:
         """Per-bar sigma of the GARCH, ML and combined forecasts for every row."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -291,3 +292,14 @@ def live_gateway(tmp_path: Path) -> Iterator[LiveGateway]:
     gateway = start_gateway(tmp_path)
     yield gateway
     gateway.stop()
+
+
+CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+def dashboard_login(client: Any, token: str) -> Any:
+    """Log a Flask test client in to the dashboard the way a browser does: read the login form's
+    CSRF token, then post it with the API token. Returns the login answer (303 when accepted)."""
+    found = CSRF_FIELD.search(client.get("/").text)
+    assert found, "the login page has no CSRF field"
+    return client.post("/login", data={"token": token, "csrf": found.group(1)})

@@ -11,6 +11,8 @@ from typing import Any
 
 from flask import Blueprint, request
 
+from engine.brokers.base import Broker
+from engine.exceptions import BrokerError
 from storage import alerts as alert_store
 from storage import orders as order_store
 from tvgw.config import B64TOKEN
@@ -112,6 +114,8 @@ def orders() -> Any:
 @bp.get("/positions")
 @token_required
 def positions() -> Any:
+    """The default account's book at the top (as before accounts existed), and every account's
+    book under ``accounts``, in the order the gateway knows them."""
     gateway = current_gateway()
     rows = order_store.list_positions(gateway.storage, gateway.broker.name)
     return api_response(
@@ -119,8 +123,24 @@ def positions() -> Any:
             "broker": gateway.broker.name,
             "equity": gateway.broker.equity(),
             "positions": [p.__dict__ for p in rows],
+            "accounts": [account_book(desk.broker) for desk in gateway.engine.desks()],
         }
     )
+
+
+def account_book(broker: Broker) -> dict[str, Any]:
+    """One account's open positions and equity. An exchange that cannot be read says why in
+    ``equity_error`` instead of failing the whole answer: the other accounts' books still show."""
+    storage = current_gateway().storage
+    book: dict[str, Any] = {
+        "account": broker.name,
+        "positions": [p.__dict__ for p in order_store.list_positions(storage, broker.name)],
+    }
+    try:
+        book["equity"] = broker.equity()
+    except BrokerError as exc:
+        book["equity"], book["equity_error"] = None, str(exc)
+    return book
 
 
 @bp.get("/accuracy")

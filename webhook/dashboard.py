@@ -138,14 +138,18 @@ def data() -> Any:
     gateway = current_gateway()
     drift = drift_now(gateway.storage, gateway.settings)
     equity = analytics.equity_curve(gateway.storage, gateway.broker.name)
-    positions = order_store.list_positions(gateway.storage, gateway.broker.name)
+    positions = [
+        {"account": desk.broker.name, **p.__dict__}
+        for desk in gateway.engine.desks()
+        for p in order_store.list_positions(gateway.storage, desk.broker.name)
+    ]
     return api_response({
         "alerts": [_alert_view(a) for a in alert_store.list_alerts(gateway.storage, limit=50)],
         "models": model_views(limit=50), "model_health": gateway.signals.status(), "drift": drift,
         "calibration": analytics.calibration_bins(gateway.storage),
         "accuracy": analytics.accuracy_by_day(gateway.storage, days=30),
         "equity": equity, "broker": gateway.broker.name,
-        "positions": [p.__dict__ for p in positions],
+        "positions": positions,
     })  # fmt: skip
 
 

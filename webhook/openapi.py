@@ -78,7 +78,8 @@ def _paths() -> dict[str, Any]:
             **_errors(400)}, parameters=[_param("alert_id", _ID, "alert id", "path")])},
         "/api/orders": {"get": _op("Recent orders", {**_ok("orders", _LIST), **_errors(400)},
                                    parameters=[_LIMIT])},
-        "/api/positions": {"get": _op("Open positions of the broker, with their stops", {
+        "/api/positions": {"get": _op(
+            "Open positions and stops: the default account's, and every account's under accounts", {
             **_ok("positions", _OBJ), **_errors()})},
         "/api/accuracy": {"get": _op("Prediction accuracy with its baselines", {
             **_ok("accuracy", _OBJ), **_errors(400)}, parameters=[

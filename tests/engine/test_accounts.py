@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from common.errors import ConfigError
-from tests.conftest import db_rows, make_settings, market_app, sample_alert, start_gateway
+from tests.conftest import dashboard_login, db_rows, make_settings, market_app, sample_alert, start_gateway
 from tests.fake_exchange import DEFAULT_API_KEY, DEFAULT_SECRET, FakeBinance, _BinanceError
 from tvgw.config import account_credentials, secret_values
 from webhook.recovery import recover
@@ -378,3 +378,36 @@ def test_the_stored_decision_matches_the_documented_schema(tmp_path: Path) -> No
     assert [line["account"] for line in row["decision"]["accounts"]] == ["a", "b"]
     bad = {**row, "decision": {**row["decision"], "accounts": [{"account": "a"}]}}
     assert not Draft202012Validator(schema).is_valid(bad)  # the schema does check the lines
+
+
+def test_positions_and_the_dashboard_show_every_accounts_book(tmp_path: Path) -> None:
+    toml = """
+[accounts.big]
+sizing = "fixed_quote"
+quote_amount = 600
+
+[accounts.small]
+
+[strategies.default]
+accounts = ["big", "small"]
+"""
+    token = "positions-token-123"
+    _, client = configured(tmp_path, toml, TVGW_API_TOKEN=token)
+    assert post(client, contracts=0.01).json["status"] == "executed"
+    body = client.get("/api/positions", headers={"Authorization": f"Bearer {token}"}).json
+    books = {book["account"]: book for book in body["accounts"]}
+    assert set(books) == {"paper", "big", "small"}  # the default account is listed too
+    assert books["paper"]["positions"] == [] and body["positions"] == []  # it holds nothing here
+    held = {name: [(p["symbol"], p["amount"]) for p in book["positions"]] for name, book in books.items()}
+    assert held["big"] == [("BTC/USDT", pytest.approx(0.02))]
+    assert held["small"] == [("BTC/USDT", pytest.approx(0.01))]
+    # Each paper account values its own book: the starting 10,000 less its own fee.
+    assert 9_990 < books["small"]["equity"] < books["paper"]["equity"] == pytest.approx(10_000)
+    assert books["big"]["equity"] < books["small"]["equity"]  # the bigger order paid more fee
+
+    assert dashboard_login(client, token).status_code == 303
+    rows = client.get("/dashboard/data").json["positions"]
+    assert sorted((r["account"], r["amount"]) for r in rows) == [
+        ("big", pytest.approx(0.02)),
+        ("small", pytest.approx(0.01)),
+    ]

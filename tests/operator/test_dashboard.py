@@ -17,16 +17,13 @@ import requests
 
 from storage import Storage
 from storage.predictions import insert_prediction
-from tests.conftest import LiveGateway, sample_alert, start_gateway
+from tests.conftest import CSRF_FIELD, LiveGateway, dashboard_login, sample_alert, start_gateway
 from tests.operator.browser import Browser, find_chromium
 from tests.operator.conftest import TOKEN
 
-CSRF = re.compile(r'name="csrf" value="([^"]+)"')
-
 
 def _login(client: Any, token: str = TOKEN) -> Any:
-    csrf = CSRF.search(client.get("/").text).group(1)
-    return client.post("/login", data={"token": token, "csrf": csrf})
+    return dashboard_login(client, token)
 
 
 def test_login_sets_a_strict_httponly_session(api: Any) -> None:
@@ -56,7 +53,7 @@ def test_logout_needs_the_csrf_token(api: Any) -> None:
     _login(api)
     assert api.post("/logout", data={}).status_code == 403
     assert api.get("/dashboard/data").status_code == 200
-    csrf = CSRF.search(api.get("/").text).group(1)
+    csrf = CSRF_FIELD.search(api.get("/").text).group(1)
     assert api.post("/logout", data={"csrf": csrf}).status_code == 303
     assert api.get("/dashboard/data").status_code == 401
 

@@ -47,7 +47,7 @@ function renderAlerts(alerts) {
 
 function renderPositions(positions) {
   fill("positions", positions, (tr, p) => {
-    cell(tr, p.symbol); cell(tr, p.amount); cell(tr, p.avg_price); cell(tr, p.stop_loss); cell(tr, p.realized_pnl);
+    cell(tr, p.account); cell(tr, p.symbol); cell(tr, p.amount); cell(tr, p.avg_price); cell(tr, p.stop_loss); cell(tr, p.realized_pnl);
   });
 }
 

@@ -38,6 +38,7 @@ from engine.brokers.base import (
     OrderResult,
     OrderStatus,
     ProtectiveOrder,
+    Side,
 )
 from engine.exceptions import (
     BrokerError,
@@ -370,25 +371,44 @@ class CcxtBroker(Broker):
         if order.reduce_only and market.get("contract"):
             params["reduceOnly"] = True
         limit_price = price if order.order_type == "limit" else None
+        return self._create_once(
+            order.symbol, order.order_type, order.side, amount, limit_price, params,
+            context=context, find_raw=self._find_order_raw,
+        )  # fmt: skip
+
+    def _create_once(
+        self,
+        symbol: str,
+        order_type: str,
+        side: Side,
+        amount: float,
+        price: float | None,
+        params: dict[str, Any],
+        *,
+        context: str,
+        find_raw: Callable[[str, str], dict[str, Any] | None],
+    ) -> OrderResult:
+        """``create_order`` sent once (entries and protective orders alike). Refused before
+        processing (rate limit): raised, nothing was placed. A lost answer (network, 5xx): looked
+        up by client id through ``find_raw``, never re-sent. A client id the exchange already
+        holds: that order is the answer."""
+        client_order_id = params["clientOrderId"]
         try:
-            raw = self._exchange.create_order(
-                order.symbol, order.order_type, order.side, amount, limit_price, params
-            )
+            raw = self._exchange.create_order(symbol, order_type, side, amount, price, params)
         except (ccxt.RateLimitExceeded, ccxt.DDoSProtection) as e:
-            # Refused before processing: nothing was placed, the caller may try later.
             raise map_ccxt_error(e, context) from e
         except (ccxt.NetworkError, ccxt.OperationFailed) as e:
-            return self._reconcile(order.client_order_id, order.symbol, context, e, self._find_order_raw)
+            return self._reconcile(client_order_id, symbol, context, e, find_raw)
         except ccxt.InvalidOrder as e:
             if "duplicate" in str(e).lower():
-                existing = self.fetch_order(order.client_order_id, order.symbol)
+                existing = find_raw(client_order_id, symbol)
                 if existing is not None:
                     log.warning("%s: client order id already used; returning the existing order", context)
-                    return existing
+                    return _to_result(existing, client_order_id)
             raise map_ccxt_error(e, context) from e
         except ccxt.BaseError as e:
             raise map_ccxt_error(e, context) from e
-        return _to_result(raw, order.client_order_id)
+        return _to_result(raw, client_order_id)
 
     def _checked_amount_price(
         self, order: OrderRequest, market: Mapping[str, Any]
@@ -531,21 +551,10 @@ class CcxtBroker(Broker):
         params: dict[str, Any] = {"clientOrderId": order.client_order_id, key: trigger}
         if market.get("contract"):
             params["reduceOnly"] = True
-        try:
-            raw = self._exchange.create_order(order.symbol, "market", order.side, amount, None, params)
-        except (ccxt.RateLimitExceeded, ccxt.DDoSProtection) as e:
-            raise map_ccxt_error(e, context) from e
-        except (ccxt.NetworkError, ccxt.OperationFailed) as e:
-            return self._reconcile(order.client_order_id, order.symbol, context, e, self._find_exit_raw)
-        except ccxt.InvalidOrder as e:
-            if "duplicate" in str(e).lower():
-                existing = self._find_exit_raw(order.client_order_id, order.symbol)
-                if existing is not None:
-                    return _to_result(existing, order.client_order_id)
-            raise map_ccxt_error(e, context) from e
-        except ccxt.BaseError as e:
-            raise map_ccxt_error(e, context) from e
-        return _to_result(raw, order.client_order_id)
+        return self._create_once(
+            order.symbol, "market", order.side, amount, None, params,
+            context=context, find_raw=self._find_exit_raw,
+        )  # fmt: skip
 
     @_retried_read
     def fetch_exit(self, client_order_id: str, symbol: str) -> OrderResult | None:

@@ -349,7 +349,9 @@ class MLTradingStrategy:
         metadata = verify(folder)
         strategy = json.loads((folder / "strategy.json").read_text())
         self.config = StrategyConfig.from_mapping(strategy["config"])
-        self.predictor = MLPricePrediction().read_artifacts(folder, metadata)
+        from ml_integration.ensemble import predictor_class  # the ensemble's files, when saved with one
+
+        self.predictor = predictor_class(folder)().read_artifacts(folder, metadata)
         self.synthetic = bool(strategy["synthetic"])
         self.symbol, self.timeframe = strategy.get("symbol"), strategy.get("timeframe")
         self.model_version = metadata.get("version")

@@ -442,8 +442,7 @@ def train_ensemble(
     oof, oof_seconds = oof_probabilities(factories, x[tr], y[tr], folds)
     models, fit_seconds = _fit_all(factories, x[tr], y[tr])
     probs = {
-        part: np.column_stack([_up(m, x[rows]) for m in models])
-        for part, rows in (("va", va), ("te", te))
+        part: np.column_stack([_up(m, x[rows]) for m in models]) for part, rows in (("va", va), ("te", te))
     }
     oof_rows = np.isfinite(oof).all(axis=1)
     combiners = {name: make_combiner(name, cfg.weights) for name in COMBINERS}

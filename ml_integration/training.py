@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from ml_integration.candles import read_candle_file, timeframe_seconds, validate_candles
+from ml_integration.ensemble import EnsembleConfig, EnsemblePricePrediction
 from ml_integration.exceptions import CandleDataError, TrainingCancelled
 from ml_integration.lstm import LSTMConfig
 from ml_integration.prediction import ModelConfig
@@ -51,6 +52,8 @@ class TrainingConfig:
     seed: int = 0
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    #: Train a model-zoo ensemble too and serve its direction probability (``--ensemble``).
+    ensemble: EnsembleConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,9 +71,14 @@ def create_training_config(symbol: str, overrides: dict[str, Any] | None = None)
         raise ValueError(f"unknown training options {unknown}; known: {sorted(known)}")
     strategy = values.pop("strategy", {})
     model = values.pop("model", {})
+    ensemble = values.pop("ensemble", None)
+    if isinstance(ensemble, dict):
+        ensemble = EnsembleConfig.from_mapping(ensemble)
     strategy_cfg = strategy if isinstance(strategy, StrategyConfig) else StrategyConfig.from_mapping(strategy)
     model_cfg = model if isinstance(model, ModelConfig) else _model_config(model)
-    config = TrainingConfig(symbol=symbol, strategy=strategy_cfg, model=model_cfg, **values)
+    config = TrainingConfig(
+        symbol=symbol, strategy=strategy_cfg, model=model_cfg, ensemble=ensemble, **values
+    )
     timeframe_seconds(config.timeframe)  # raises a clear error for a bad timeframe
     if config.days <= 0:
         raise ValueError(f"days must be > 0, got {config.days}")
@@ -224,6 +232,8 @@ class TrainingPipeline:
             bar.stage("load candles")
             frame, source = self.load_candles(config)
             strategy = MLTradingStrategy(asdict(config.strategy), model_config=config.model)
+            if config.ensemble is not None:
+                strategy.predictor = EnsemblePricePrediction(config.model, ensemble=config.ensemble)
             report = strategy.train_strategy(
                 frame,
                 synthetic=config.synthetic,

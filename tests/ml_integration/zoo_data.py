@@ -4,8 +4,10 @@ planted edge (the next bar leans against the last one), and tiny model sizes."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 
 import numpy as np
+import pytest
 
 from ml_integration.candles import epoch_seconds
 from ml_integration.features import MODEL_COLUMNS, compute_feature_matrix
@@ -35,3 +37,13 @@ def edge_rows(n_bars: int = 1200, edge: float = 0.5, seed: int = 0) -> tuple[np.
     labels = make_labels(frame, 1)
     rows = np.flatnonzero(np.isfinite(matrix).all(axis=1) & labels.valid)
     return matrix[rows], labels.direction[rows]
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """One BLAS/OpenMP thread per model in these tests: on a shared, loaded machine OpenMP's
+    spinning threads (HistGradientBoosting) turn a 0.3 s fit into 30 s."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        yield

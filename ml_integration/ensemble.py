@@ -418,6 +418,19 @@ def _fit_all(
     return models, seconds
 
 
+def _single_threaded(model: Any) -> None:
+    """Serve with one thread per model: a signal scores one row, where starting threads costs
+    more than it saves, and gunicorn's workers already run in parallel."""
+    inner = getattr(model, "estimator_", None)
+    if inner is not None:
+        _single_threaded(inner)
+    get_params = getattr(model, "get_params", None)
+    if get_params is None:
+        return
+    if "n_jobs" in get_params(deep=False):  # CatBoost refuses changes once fit; it keeps its 2
+        model.set_params(n_jobs=1)
+
+
 def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
     q = np.clip(p, 1e-12, 1 - 1e-12)
     return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
@@ -471,6 +484,8 @@ def train_ensemble(
     final_seconds: dict[str, float] = {}
     if cfg.final_fit:
         models, final_seconds = _fit_all(factories, x, y)
+    for model in models:
+        _single_threaded(model)
     report = {
         "models": names,
         "skipped_models": [m for m in cfg.models if m not in names],

@@ -462,8 +462,12 @@ def train_ensemble(
     if not any(cfg.weights.get(n, 0.0) > 0 for n in names):
         combiners.pop("weighted")
         log.warning("ensemble: weighted voting skipped, no model present has a positive weight")
-    for combiner in combiners.values():
+    combiner_seconds: dict[str, float] = {}
+    for name, combiner in combiners.items():
+        t0 = time.perf_counter()
         combiner.fit(oof[oof_rows], y[tr][oof_rows], names)
+        combiner.predict(probs["va"])
+        combiner_seconds[name] = time.perf_counter() - t0
     validation = {
         name: {"log_loss": _log_loss(y[va], c.predict(probs["va"])),
                "brier": float(np.mean((c.predict(probs["va"]) - y[va]) ** 2))}
@@ -476,7 +480,7 @@ def train_ensemble(
         raise ValueError(f"combiner {chosen!r} cannot run with models {names} (no positive weight)")
     seconds = {n: oof_seconds[n] + fit_seconds[n] for n in names}
     stacking = combiners["stacking"]
-    table = _table(names, combiners, probs["te"], y, split, horizon, seconds)
+    table = _table(names, combiners, probs["te"], y, split, horizon, {**seconds, **combiner_seconds})
     combiner = combiners[chosen]
     out_of_sample = np.concatenate([va, te])
     p_oos = combiner.predict(np.vstack([probs["va"], probs["te"]]))
@@ -499,7 +503,8 @@ def train_ensemble(
         "lean": {"mean_predicted_p": float(np.mean(combiner.predict(probs["te"]))),
                  "realised_up_rate": float(np.mean(y[te]))},
         "split": {**split.describe(), "oof_rows": int(oof_rows.sum()), "oof_folds": len(folds)},
-        "seconds": {"oof_and_fit": seconds, "final_fit": final_seconds},
+        "seconds": {"oof": oof_seconds, "fit": fit_seconds, "combiners": combiner_seconds,
+                    "final_fit": final_seconds},
         "served_models_fit_on": "all rows" if cfg.final_fit else "train rows",
     }  # fmt: skip
     return Ensemble(names, models, combiner, confidence, cfg.label), report
@@ -518,7 +523,9 @@ def _table(
         for j, n in enumerate(names)
     ]
     rows += [
-        comparison_row(name, "combiner", y[te], c.predict(probs_test), up_rate, block=block, seconds=0.0)
+        comparison_row(
+            name, "combiner", y[te], c.predict(probs_test), up_rate, block=block, seconds=seconds[name]
+        )
         for name, c in combiners.items()
     ]
     return rows

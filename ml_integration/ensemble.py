@@ -68,7 +68,6 @@ __all__ = [
     "WeightedVoting",
     "format_table",
     "oof_probabilities",
-    "predictor_class",
     "train_ensemble",
 ]
 
@@ -566,6 +565,7 @@ class EnsemblePricePrediction(MLPricePrediction):
         ensemble, ensemble_report = train_ensemble(x, y, fitted.horizon, self._ensemble_config())
         self.ensemble_ = ensemble
         fitted.confidence = ensemble.confidence
+        ensemble_report["library_versions"] = _zoo_library_versions()
         fitted.info["ensemble"] = ensemble_report
         return {**report, "ensemble": ensemble_report}
 
@@ -636,6 +636,23 @@ class EnsemblePricePrediction(MLPricePrediction):
         return self
 
 
-def predictor_class(directory: str | Path) -> type[MLPricePrediction]:
-    """The predictor that reads a saved model directory: the ensemble's when it holds one."""
-    return EnsemblePricePrediction if (Path(directory) / ENSEMBLE_FILE).is_file() else MLPricePrediction
+def _zoo_library_versions() -> dict[str, str]:
+    """Versions of the libraries whose objects ``ensemble.joblib`` pickles (a pickle is read
+    back reliably only by the versions that wrote it)."""
+    import importlib.metadata
+
+    versions = {}
+    for dist in (
+        "scikit-learn",
+        "xgboost",
+        "xgboost-cpu",
+        "lightgbm",
+        "catboost",
+        "imbalanced-learn",
+        "joblib",
+    ):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions

@@ -232,3 +232,25 @@ def test_the_ensemble_is_served_through_the_strategy_signal(tmp_path):
     (path / ENSEMBLE_FILE).write_bytes((path / ENSEMBLE_FILE).read_bytes() + b"\0")
     with pytest.raises(ModelIntegrityError):
         load_latest_strategy(tmp_path, "BTC/USDT", "1h")
+
+
+def test_three_class_rows_keep_only_the_decisive_moves():
+    frame = planted_edge_candles(800, edge=0.3, seed=4)
+    binary = EnsemblePricePrediction(ensemble=_config())
+    three = EnsemblePricePrediction(ensemble=_config(label="three_class", label_threshold=0.006))
+    _, y_all = binary._ensemble_rows(frame, 1, 3600)
+    x_dec, y_dec = three._ensemble_rows(frame, 1, 3600)
+    close = frame["close"].to_numpy()
+    moves = np.abs(np.log(close[1:] / close[:-1]))
+    assert 0 < len(y_dec) < len(y_all) and len(x_dec) == len(y_dec)
+    assert len(y_dec) == pytest.approx(len(y_all) * np.mean(moves > 0.006), abs=3)
+
+
+@pytest.mark.slow
+def test_the_lstm_joins_an_ensemble_and_stacking_learns_its_weight():
+    x, y = edge_rows()
+    ensemble, report = train_ensemble(x, y, 1, _config(models=("lr", "lstm"), combiner="stacking"))
+    assert ensemble.names == ["logistic_regression", "lstm"]
+    assert set(report["stacking_weights"]) == {"logistic_regression", "lstm"}
+    p = ensemble.predict_proba(x[-30:])
+    assert np.all((p >= 0) & (p <= 1))

@@ -47,7 +47,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ml_integration.calibration import ConfidenceCalibrator
 from ml_integration.candles import epoch_seconds, validate_candles
-from ml_integration.evaluation import direction_report
+from ml_integration.evaluation import brier_score, direction_report, log_loss
 from ml_integration.features import MODEL_COLUMNS, MODEL_FEATURES, compute_feature_matrix
 from ml_integration.labels import LABEL_KINDS, class_labels, purged_folds, purged_split
 from ml_integration.prediction import MLPricePrediction, Prediction
@@ -430,9 +430,61 @@ def _single_threaded(model: Any) -> None:
         model.set_params(n_jobs=1)
 
 
-def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
-    q = np.clip(p, 1e-12, 1 - 1e-12)
-    return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
+@dataclass
+class _Fits:
+    """The base models fit on the training rows and what they said out of sample."""
+
+    models: list[Any]
+    oof: np.ndarray  # (train rows, models): NaN where no fold predicted
+    validation: np.ndarray  # (validation rows, models)
+    test: np.ndarray  # (test rows, models)
+    oof_seconds: dict[str, float]
+    fit_seconds: dict[str, float]
+
+
+def _fit_base_models(
+    factories: dict[str, Callable[[], Any]], x: np.ndarray, y: np.ndarray, split: Any, n_folds: int, gap: int
+) -> _Fits:
+    """Out-of-fold probabilities over the training rows (purged, expanding folds), then each
+    model fit on all training rows and read on the validation and test rows."""
+    tr = split.train
+    folds = purged_folds(len(tr), n_folds=n_folds, gap=gap)
+    oof, oof_seconds = oof_probabilities(factories, x[tr], y[tr], folds)
+    models, fit_seconds = _fit_all(factories, x[tr], y[tr])
+    read = [np.column_stack([_up(m, x[rows]) for m in models]) for rows in (split.calibration, split.test)]
+    return _Fits(models, oof, read[0], read[1], oof_seconds, fit_seconds)
+
+
+def _fit_combiners(
+    names: list[str], fits: _Fits, y_train: np.ndarray, weights: dict[str, float]
+) -> tuple[dict[str, Combiner], dict[str, float]]:
+    """Every combiner that can run, fit on the out-of-fold rows only, and its seconds."""
+    combiners = {name: make_combiner(name, weights) for name in COMBINERS}
+    if not any(weights.get(n, 0.0) > 0 for n in names):
+        combiners.pop("weighted")
+        log.warning("ensemble: weighted voting skipped, no model present has a positive weight")
+    rows = np.isfinite(fits.oof).all(axis=1)
+    seconds: dict[str, float] = {}
+    for name, combiner in combiners.items():
+        t0 = time.perf_counter()
+        combiner.fit(fits.oof[rows], y_train[rows], names)
+        seconds[name] = time.perf_counter() - t0
+    return combiners, seconds
+
+
+def _choose(
+    combiners: dict[str, Combiner], probs: np.ndarray, y: np.ndarray, wanted: str
+) -> tuple[str, dict[str, dict[str, float]]]:
+    """The combiner to serve (``wanted``, or the lowest validation log loss for ``auto``) and
+    every combiner's validation scores."""
+    validation: dict[str, dict[str, float]] = {}
+    for name, combiner in combiners.items():
+        p = combiner.predict(probs)
+        validation[name] = {"log_loss": log_loss(y, p), "brier": brier_score(y, p)}
+    chosen = min(validation, key=lambda n: validation[n]["log_loss"]) if wanted == "auto" else wanted
+    if chosen not in combiners:
+        raise ValueError(f"combiner {chosen!r} cannot run here (no model present has a positive weight)")
+    return chosen, validation
 
 
 def train_ensemble(
@@ -448,47 +500,20 @@ def train_ensemble(
     y = np.asarray(y, dtype=np.int64)
     split = purged_split(len(y), test_fraction=cfg.test_fraction,
                          calibration_fraction=cfg.validation_fraction, gap=horizon)  # fmt: skip
-    tr, va, te = split.train, split.calibration, split.test
     factories = _factories(names, cfg)
-    folds = purged_folds(len(tr), n_folds=cfg.n_folds, gap=horizon)
-    oof, oof_seconds = oof_probabilities(factories, x[tr], y[tr], folds)
-    models, fit_seconds = _fit_all(factories, x[tr], y[tr])
-    probs = {
-        part: np.column_stack([_up(m, x[rows]) for m in models]) for part, rows in (("va", va), ("te", te))
-    }
-    oof_rows = np.isfinite(oof).all(axis=1)
-    combiners = {name: make_combiner(name, cfg.weights) for name in COMBINERS}
-    if not any(cfg.weights.get(n, 0.0) > 0 for n in names):
-        combiners.pop("weighted")
-        log.warning("ensemble: weighted voting skipped, no model present has a positive weight")
-    combiner_seconds: dict[str, float] = {}
-    for name, combiner in combiners.items():
-        t0 = time.perf_counter()
-        combiner.fit(oof[oof_rows], y[tr][oof_rows], names)
-        combiner.predict(probs["va"])
-        combiner_seconds[name] = time.perf_counter() - t0
-    validation = {
-        name: {"log_loss": _log_loss(y[va], c.predict(probs["va"])),
-               "brier": float(np.mean((c.predict(probs["va"]) - y[va]) ** 2))}
-        for name, c in combiners.items()
-    }  # fmt: skip
-    chosen = cfg.combiner
-    if chosen == "auto":
-        chosen = min(validation, key=lambda n: validation[n]["log_loss"])
-    if chosen not in combiners:
-        raise ValueError(f"combiner {chosen!r} cannot run with models {names} (no positive weight)")
-    seconds = {n: oof_seconds[n] + fit_seconds[n] for n in names}
-    stacking = combiners["stacking"]
-    table = _table(names, combiners, probs["te"], y, split, horizon, {**seconds, **combiner_seconds})
+    fits = _fit_base_models(factories, x, y, split, cfg.n_folds, horizon)
+    combiners, combiner_seconds = _fit_combiners(names, fits, y[split.train], cfg.weights)
+    chosen, validation = _choose(combiners, fits.validation, y[split.calibration], cfg.combiner)
+    seconds = {n: fits.oof_seconds[n] + fits.fit_seconds[n] for n in names}
+    table = _table(names, combiners, fits.test, y, split, horizon, {**seconds, **combiner_seconds})
     combiner = combiners[chosen]
-    out_of_sample = np.concatenate([va, te])
-    p_oos = combiner.predict(np.vstack([probs["va"], probs["te"]]))
+    out_of_sample = np.concatenate([split.calibration, split.test])
+    p_oos = combiner.predict(np.vstack([fits.validation, fits.test]))
     confidence = ConfidenceCalibrator.fit(p_oos, y[out_of_sample])
-    final_seconds: dict[str, float] = {}
-    if cfg.final_fit:
-        models, final_seconds = _fit_all(factories, x, y)
+    models, final_seconds = _fit_all(factories, x, y) if cfg.final_fit else (fits.models, {})
     for model in models:
         _single_threaded(model)
+    stacking = combiners["stacking"]
     report = {
         "models": names,
         "skipped_models": [m for m in cfg.models if m not in names],
@@ -498,11 +523,12 @@ def train_ensemble(
         "validation": validation,
         "table": [asdict(row) for row in table],
         "stacking_weights": stacking.weights if isinstance(stacking, Stacking) else {},
-        "majority_consensus_mean": float(np.mean(MajorityVoting().consensus(probs["te"]))),
-        "lean": {"mean_predicted_p": float(np.mean(combiner.predict(probs["te"]))),
-                 "realised_up_rate": float(np.mean(y[te]))},
-        "split": {**split.describe(), "oof_rows": int(oof_rows.sum()), "oof_folds": len(folds)},
-        "seconds": {"oof": oof_seconds, "fit": fit_seconds, "combiners": combiner_seconds,
+        "majority_consensus_mean": float(np.mean(MajorityVoting().consensus(fits.test))),
+        "lean": {"mean_predicted_p": float(np.mean(combiner.predict(fits.test))),
+                 "realised_up_rate": float(np.mean(y[split.test]))},
+        "split": {**split.describe(), "oof_rows": int(np.isfinite(fits.oof).all(axis=1).sum()),
+                  "oof_folds": cfg.n_folds},
+        "seconds": {"oof": fits.oof_seconds, "fit": fits.fit_seconds, "combiners": combiner_seconds,
                     "final_fit": final_seconds},
         "served_models_fit_on": "all rows" if cfg.final_fit else "train rows",
     }  # fmt: skip

@@ -33,6 +33,7 @@ __all__ = [
     "brier_score",
     "calibration_by_decile",
     "direction_report",
+    "log_loss",
     "magnitude_report",
     "rank_auc",
     "wilson_interval",
@@ -82,6 +83,12 @@ def brier_score(labels: ArrayLike, probs: ArrayLike) -> float:
 def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
     p = np.clip(p, 1e-12, 1 - 1e-12)
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def log_loss(labels: ArrayLike, probs: ArrayLike) -> float:
+    """Mean negative log-likelihood of 0/1 outcomes (probabilities clipped at 1e-12): a proper
+    score that punishes confident mistakes hardest (the ensemble picks its combiner by it)."""
+    return _log_loss(np.asarray(labels, dtype=float), np.asarray(probs, dtype=float))
 
 
 def _auc(y: np.ndarray, p: np.ndarray) -> float:

@@ -36,6 +36,12 @@ def main() -> int:
     parser.add_argument("--models", default=None, help="comma-separated zoo models (default: all)")
     parser.add_argument("--label", default="binary")
     parser.add_argument("--final-fit", action="store_true", help="also time the refit on every row")
+    parser.add_argument("--smote", action="store_true", help="SMOTE on each model's training rows")
+    parser.add_argument("--class-weight", choices=("balanced",), default=None)
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="threads per model (default 1: on a loaded machine spinning threads cost more than they give)",
+    )  # fmt: skip
     args = parser.parse_args()
     path = DATA / f"{args.symbol}-1h.json"
     if not path.exists():
@@ -50,7 +56,12 @@ def main() -> int:
     frame = read_candle_file(path).iloc[-args.days * 24 :]
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"data: {path.name}, {len(frame)} candles {frame.index[0]} .. {frame.index[-1]}")
-    options: dict[str, object] = {"label": args.label, "final_fit": args.final_fit}
+    options: dict[str, object] = {
+        "label": args.label, "final_fit": args.final_fit, "smote": args.smote,
+        "class_weight": args.class_weight,
+        "params": {name: {"n_jobs": args.threads} for name in ("random_forest", "xgboost", "lightgbm")}
+        | {"catboost": {"thread_count": args.threads}},
+    }  # fmt: skip
     if args.models:
         options["models"] = args.models
     config = EnsembleConfig.from_mapping(options)
@@ -59,9 +70,13 @@ def main() -> int:
     x, y = predictor._ensemble_rows(frame, args.horizon, 3600)
     features_s = time.perf_counter() - t0
     print(f"rows: {len(y)} usable, up-rate {np.mean(y):.3f}, features+labels {features_s:.1f} s")
-    t0 = time.perf_counter()
-    _, report = train_ensemble(x, y, args.horizon, predictor._ensemble_config())
-    total = time.perf_counter() - t0
+    from threadpoolctl import threadpool_limits
+
+    print(f"threads per model: {args.threads}; load average at the start: {os.getloadavg()[0]:.1f}")
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    with threadpool_limits(limits=args.threads):
+        _, report = train_ensemble(x, y, args.horizon, predictor._ensemble_config())
+    total, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     secs = report["seconds"]
     print(
         f"\n== seconds per base model ({report['split']['oof_folds']} OOF folds, then all training rows) =="
@@ -73,7 +88,7 @@ def main() -> int:
     print("\n== seconds per combiner (fit on the OOF rows + score validation) ==")
     for name, value in secs["combiners"].items():
         print(f"  {name:24s} {value:8.3f}")
-    print(f"\n  total train_ensemble: {total:.1f} s; split {report['split']}")
+    print(f"\n  total train_ensemble: {total:.1f} s wall, {cpu:.1f} s CPU; split {report['split']}")
     print(f"  skipped models: {report['skipped_models'] or 'none'}")
     print("\n== validation (selection by log loss) ==")
     for name, v in report["validation"].items():

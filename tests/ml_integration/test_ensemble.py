@@ -254,3 +254,24 @@ def test_the_lstm_joins_an_ensemble_and_stacking_learns_its_weight():
     assert set(report["stacking_weights"]) == {"logistic_regression", "lstm"}
     p = ensemble.predict_proba(x[-30:])
     assert np.all((p >= 0) & (p <= 1))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"combiner": "best"}, "combiner must be auto or"),
+        ({"label": "quaternary"}, "label must be one of"),
+        ({"class_weight": "inverse"}, "class_weight must be None or 'balanced'"),
+        ({"weights": {"rf": -1.0}}, "weights must be >= 0"),
+        ({"models": "rf,forest"}, "unknown model 'forest'"),
+        ({"trees": 10}, "unknown ensemble options"),
+    ],
+)
+def test_ensemble_config_refusals_say_what_was_wrong(options, message):
+    with pytest.raises(ValueError, match=message):
+        EnsembleConfig.from_mapping(options)
+
+
+def test_ensemble_config_reads_aliases():
+    config = EnsembleConfig.from_mapping({"models": "rf, xgb,lstm", "weights": {"xgb": 1.0}})
+    assert config.models == ("random_forest", "xgboost", "lstm") and config.weights == {"xgboost": 1.0}

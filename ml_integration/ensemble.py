@@ -47,7 +47,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ml_integration.calibration import ConfidenceCalibrator
 from ml_integration.candles import epoch_seconds, validate_candles
-from ml_integration.evaluation import brier_score, direction_report, log_loss
+from ml_integration.evaluation import DirectionReport, brier_score, direction_report, log_loss
 from ml_integration.features import MODEL_COLUMNS, MODEL_FEATURES, compute_feature_matrix
 from ml_integration.labels import LABEL_KINDS, class_labels, purged_folds, purged_split
 from ml_integration.prediction import MLPricePrediction, Prediction
@@ -312,44 +312,40 @@ def make_combiner(name: str, weights: dict[str, float] | None = None) -> Combine
 # --- the comparison table ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ComparisonRow:
-    """One model's or combiner's test-slice figures next to their naive baselines."""
+    """One model's or combiner's test-slice figures: ``evaluation.direction_report`` (accuracy,
+    AUC, Brier, log loss with intervals, next to the majority class and the base-rate Brier)
+    plus precision, recall and F1 of the up class at p ≥ 0.5, and the seconds it cost."""
 
     name: str
     kind: str
-    n: int
-    accuracy: float
-    accuracy_ci: tuple[float, float]
-    majority_accuracy: float
     precision: float
     recall: float
     f1: float
-    auc: float
-    auc_ci: tuple[float, float]
-    brier: float
-    brier_ci: tuple[float, float]
-    base_rate_brier: float
-    log_loss: float
     seconds: float
+    direction: DirectionReport
+
+    def to_dict(self) -> dict[str, Any]:
+        """One flat row (what ``comparison.json`` stores and :func:`format_table` prints)."""
+        head = {"name": self.name, "kind": self.kind, "precision": self.precision, "recall": self.recall}
+        return {**head, "f1": self.f1, "seconds": self.seconds, **self.direction.to_dict()}
 
 
 def comparison_row(
     name: str, kind: str, y: np.ndarray, p: np.ndarray, train_up_rate: float, *, block: int, seconds: float
 ) -> ComparisonRow:
-    """The row of ``name``: ``evaluation.direction_report`` plus precision, recall and F1 of
-    the up class at p ≥ 0.5."""
+    """The row of ``name`` on labels ``y`` and probabilities ``p``."""
     from sklearn.metrics import f1_score, precision_score, recall_score
 
-    report = direction_report(y, p, train_up_rate, block=block)
     called = (p >= 0.5).astype(int)
     return ComparisonRow(
-        name=name, kind=kind, n=report.n, accuracy=report.accuracy, accuracy_ci=report.accuracy_ci,
-        majority_accuracy=report.majority_accuracy,
+        name=name,
+        kind=kind,
         precision=float(precision_score(y, called, zero_division=0)),
         recall=float(recall_score(y, called, zero_division=0)),
         f1=float(f1_score(y, called, zero_division=0)),
-        auc=report.auc, auc_ci=report.auc_ci, brier=report.brier, brier_ci=report.brier_ci,
-        base_rate_brier=report.base_rate_brier, log_loss=report.log_loss, seconds=seconds,
-    )  # fmt: skip
+        seconds=seconds,
+        direction=direction_report(y, p, train_up_rate, block=block),
+    )
 
 
 def format_table(rows: list[ComparisonRow] | list[dict[str, Any]]) -> str:
@@ -360,7 +356,7 @@ def format_table(rows: list[ComparisonRow] | list[dict[str, Any]]) -> str:
     )
     lines = [header, "-" * len(header)]
     for row in rows:
-        r = asdict(row) if isinstance(row, ComparisonRow) else row
+        r = row.to_dict() if isinstance(row, ComparisonRow) else row
         label = r["name"] if r["kind"] == "model" else f"{r['name']} (combiner)"
         acc_ci, auc_ci = r["accuracy_ci"], r["auc_ci"]
         lines.append(
@@ -521,7 +517,7 @@ def train_ensemble(
         "selection_metric": "log_loss",
         "chosen_combiner": chosen,
         "validation": validation,
-        "table": [asdict(row) for row in table],
+        "table": [row.to_dict() for row in table],
         "stacking_weights": stacking.weights if isinstance(stacking, Stacking) else {},
         "majority_consensus_mean": float(np.mean(MajorityVoting().consensus(fits.test))),
         "lean": {"mean_predicted_p": float(np.mean(combiner.predict(fits.test))),
@@ -595,11 +591,18 @@ class EnsemblePricePrediction(MLPricePrediction):
         fitted.info["ensemble"] = ensemble_report
         return {**report, "ensemble": ensemble_report}
 
+    def _model_matrix(self, frame: pd.DataFrame, tf: int) -> np.ndarray:
+        """The models' feature columns for every row of a validated frame (NaN without a full,
+        gap-free window)."""
+        stamps = epoch_seconds(frame.index)
+        full = compute_feature_matrix(
+            frame.to_numpy(), stamps, tf, max_missing_bars=self.config.max_missing_bars
+        )
+        return full[:, MODEL_COLUMNS]
+
     def _ensemble_rows(self, df: pd.DataFrame, horizon: int, tf: int) -> tuple[np.ndarray, np.ndarray]:
         cfg = self.ensemble_config
-        matrix = compute_feature_matrix(
-            df.to_numpy(), epoch_seconds(df.index), tf, max_missing_bars=self.config.max_missing_bars
-        )[:, MODEL_COLUMNS]
+        matrix = self._model_matrix(df, tf)
         close = df["close"].to_numpy(dtype=float)
         labels = class_labels(
             df, cfg.label, horizon, threshold=cfg.label_threshold, atr=matrix[:, _ATR] * close,
@@ -630,12 +633,11 @@ class EnsemblePricePrediction(MLPricePrediction):
         )  # fmt: skip
 
     def direction_probabilities(self, df: pd.DataFrame) -> np.ndarray:
+        """The ensemble's P(up) for every row of ``df`` (NaN without a full window): the numbers
+        :meth:`predict` serves one row at a time."""
         fitted, ensemble = self._require(), self._ensemble()
         frame = validate_candles(df)
-        matrix = compute_feature_matrix(
-            frame.to_numpy(), epoch_seconds(frame.index), fitted.timeframe_sec,
-            max_missing_bars=self.config.max_missing_bars,
-        )[:, MODEL_COLUMNS]  # fmt: skip
+        matrix = self._model_matrix(frame, fitted.timeframe_sec)
         out = np.full(len(frame), np.nan)
         ok = np.isfinite(matrix).all(axis=1)
         if ok.any():

@@ -75,8 +75,14 @@ def main() -> int:
     print(f"threads per model: {args.threads}; load average at the start: {os.getloadavg()[0]:.1f}")
     t0, cpu0 = time.perf_counter(), time.process_time()
     with threadpool_limits(limits=args.threads):
-        _, report = train_ensemble(x, y, args.horizon, predictor._ensemble_config())
+        ensemble, report = train_ensemble(x, y, args.horizon, predictor._ensemble_config())
     total, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    window = predictor.sequence_length
+    latencies = []
+    for end in range(len(x) - 300, len(x)):  # one signal's scoring: the window ending at each row
+        t = time.perf_counter()
+        ensemble.predict_proba(x[end - window : end])
+        latencies.append((time.perf_counter() - t) * 1000)
     secs = report["seconds"]
     print(
         f"\n== seconds per base model ({report['split']['oof_folds']} OOF folds, then all training rows) =="
@@ -90,6 +96,11 @@ def main() -> int:
         print(f"  {name:24s} {value:8.3f}")
     print(f"\n  total train_ensemble: {total:.1f} s wall, {cpu:.1f} s CPU; split {report['split']}")
     print(f"  skipped models: {report['skipped_models'] or 'none'}")
+    p50, p99 = np.percentile(latencies, [50, 99])
+    print(
+        f"  scoring one signal's window ({window} rows, all models + combiner): p50 {p50:.1f} ms"
+        f", p99 {p99:.1f} ms"
+    )
     print("\n== validation (selection by log loss) ==")
     for name, v in report["validation"].items():
         print(f"  {name:24s} log loss {v['log_loss']:.4f}  Brier {v['brier']:.4f}")

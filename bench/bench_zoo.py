@@ -101,6 +101,13 @@ def main() -> int:
         f"  scoring one signal's window ({window} rows, all models + combiner): p50 {p50:.1f} ms"
         f", p99 {p99:.1f} ms"
     )
+    for name, model in zip(ensemble.names, ensemble.models, strict=True):
+        each = []
+        for end in range(len(x) - 100, len(x)):
+            t = time.perf_counter()
+            model.predict_proba(x[end - window : end])
+            each.append((time.perf_counter() - t) * 1000)
+        print(f"    {name:22s} p50 {np.percentile(each, 50):6.1f} ms, p99 {np.percentile(each, 99):7.1f} ms")
     print("\n== validation (selection by log loss) ==")
     for name, v in report["validation"].items():
         print(f"  {name:24s} log loss {v['log_loss']:.4f}  Brier {v['brier']:.4f}")

@@ -21,7 +21,19 @@ import pandas as pd
 
 from ml_integration.candles import epoch_seconds, infer_timeframe_seconds, missing_in_window
 
-__all__ = ["Labels", "TimeSplit", "make_labels", "purged_folds", "purged_split"]
+__all__ = [
+    "LABEL_KINDS",
+    "ClassLabels",
+    "Labels",
+    "TimeSplit",
+    "class_labels",
+    "lookahead_labels",
+    "make_labels",
+    "purged_folds",
+    "purged_split",
+    "three_class_labels",
+    "triple_barrier_labels",
+]
 
 
 @dataclass(frozen=True)
@@ -135,3 +147,119 @@ def purged_folds(
         (np.arange(0, start - gap), np.arange(start, end))
         for start, end in itertools.pairwise(bounds)
     ]
+
+
+# --- label kinds for the model zoo (``ml_integration.ensemble``) -------------------------------
+#
+# Every kind reads only the prices of its own label window (bars t+1 .. t+horizon), so a label
+# never depends on bars beyond it, and a row whose window straddles a gap has no label (the
+# ``valid`` rule of :func:`make_labels`). Classes: 1 up, -1 down, 0 neither (sideways / vertical
+# barrier); ``lookahead`` is binary (1 / 0).
+
+LABEL_KINDS: tuple[str, ...] = ("binary", "three_class", "lookahead", "triple_barrier")
+
+
+@dataclass(frozen=True)
+class ClassLabels:
+    """Per-row classes of one label kind; ``valid`` is False where there is no label."""
+
+    kind: str
+    classes: np.ndarray
+    valid: np.ndarray
+    horizon: int
+
+    def binary_target(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(y, usable)``: the 0/1 target a direction classifier learns and where it is defined.
+        Binary kinds use every valid row; three-class and triple-barrier keep the decisive rows
+        (up vs down) and leave out the sideways / vertical-barrier ones, so P(1) stays a
+        P(up) the strategy can trade (p ≥ 0.5 is long)."""
+        decisive_only = self.kind in ("three_class", "triple_barrier")
+        usable = self.valid & (self.classes != 0) if decisive_only else self.valid
+        return (self.classes == 1).astype(np.int64), usable
+
+
+def _forward_windows(values: np.ndarray, horizon: int) -> np.ndarray:
+    """(n, horizon): values[t+1 .. t+horizon] for each t (NaN beyond the end)."""
+    padded = np.concatenate([values, np.full(horizon, np.nan)])
+    return padded[np.arange(len(values))[:, None] + np.arange(1, horizon + 1)[None, :]]
+
+
+def three_class_labels(close: np.ndarray, horizon: int, threshold: float) -> np.ndarray:
+    """1 when the log return to ``horizon`` bars ahead exceeds ``threshold``, -1 below
+    ``-threshold``, 0 (sideways) within it; 0 where there is no future close."""
+    c = np.asarray(close, dtype=float)
+    forward = _forward_windows(c, horizon)[:, -1]
+    r = np.log(forward / c)
+    return np.where(r > threshold, 1, np.where(r < -threshold, -1, 0)).astype(np.int64)
+
+
+def lookahead_labels(close: np.ndarray, horizon: int, threshold: float) -> np.ndarray:
+    """1 when some close of the next ``horizon`` bars is at least ``threshold`` (a fraction)
+    above this close (a long entered here could have taken that profit), else 0."""
+    c = np.asarray(close, dtype=float)
+    best = np.nanmax(np.where(np.isnan(w := _forward_windows(c, horizon)), -np.inf, w), axis=1)
+    return (best >= c * (1.0 + threshold)).astype(np.int64)
+
+
+def triple_barrier_labels(
+    high: np.ndarray, low: np.ndarray, close: np.ndarray, horizon: int, width: np.ndarray | float
+) -> np.ndarray:
+    """López de Prado's triple barrier: from close(t), an upper barrier at close·(1 + width)
+    and a lower one at close·(1 − width) (``width`` a fraction, per row or one value; ATR / close
+    times a multiple for ATR barriers), and a vertical barrier ``horizon`` bars later. The label
+    is the first barrier touched by the highs and lows of bars t+1 .. t+horizon: 1 upper, -1
+    lower, 0 vertical (neither). A bar that reaches both barriers cannot say which came first
+    inside it: 0, like the vertical barrier."""
+    c = np.asarray(close, dtype=float)
+    w = np.broadcast_to(np.asarray(width, dtype=float), c.shape)
+    up_hit = _forward_windows(np.asarray(high, dtype=float), horizon) >= (c * (1 + w))[:, None]
+    down_hit = _forward_windows(np.asarray(low, dtype=float), horizon) <= (c * (1 - w))[:, None]
+    never = horizon  # index past the window
+    first_up = np.where(up_hit.any(axis=1), up_hit.argmax(axis=1), never)
+    first_down = np.where(down_hit.any(axis=1), down_hit.argmax(axis=1), never)
+    return np.where(first_up < first_down, 1, np.where(first_down < first_up, -1, 0)).astype(np.int64)
+
+
+def class_labels(
+    ohlcv_df: pd.DataFrame,
+    kind: str,
+    horizon: int,
+    *,
+    threshold: float = 0.005,
+    atr: np.ndarray | None = None,
+    barrier_atr: float | None = None,
+    timeframe_sec: int | None = None,
+    max_missing_bars: int = 0,
+) -> ClassLabels:
+    """Labels of ``kind`` (one of :data:`LABEL_KINDS`) ``horizon`` bars ahead.
+
+    ``threshold``: the sideways band (three-class), the profit (lookahead) or the barrier width
+    (triple barrier), as a fraction of the close. ``barrier_atr`` with ``atr`` (ATR(14) in price
+    units per row) sets the triple barrier at that many ATRs instead."""
+    if kind not in LABEL_KINDS:
+        raise ValueError(f"unknown label kind {kind!r}; known: {', '.join(LABEL_KINDS)}")
+    if threshold < 0:
+        raise ValueError(f"label threshold must be >= 0, got {threshold}")
+    base = make_labels(ohlcv_df, horizon, timeframe_sec=timeframe_sec, max_missing_bars=max_missing_bars)
+    close = ohlcv_df["close"].to_numpy(dtype=float)
+    if kind == "binary":
+        classes = base.direction
+    elif kind == "three_class":
+        classes = three_class_labels(close, horizon, threshold)
+    elif kind == "lookahead":
+        classes = lookahead_labels(close, horizon, threshold)
+    else:
+        width: np.ndarray | float = threshold
+        if barrier_atr is not None:
+            if atr is None:
+                raise ValueError("ATR barriers need the ATR of every row")
+            width = barrier_atr * np.asarray(atr, dtype=float) / close
+        classes = triple_barrier_labels(
+            ohlcv_df["high"].to_numpy(dtype=float),
+            ohlcv_df["low"].to_numpy(dtype=float),
+            close,
+            horizon,
+            width,
+        )
+    valid = base.valid & np.isfinite(np.broadcast_to(close, base.valid.shape))
+    return ClassLabels(kind=kind, classes=np.where(valid, classes, 0), valid=valid, horizon=horizon)

@@ -239,6 +239,20 @@ def _volatility_note(vol: VolatilityForecast | None, target: float) -> str:
     )
 
 
+#: ``ml_integration.ensemble.ENSEMBLE_FILE``, named here so that loading a default model does not
+#: import the ensemble module (and scikit-learn with it) into a serving worker.
+_ENSEMBLE_FILE = "ensemble.joblib"
+
+
+def _predictor_for(folder: Path) -> MLPricePrediction:
+    """The default predictor, or the ensemble's when the saved directory holds one."""
+    if (folder / _ENSEMBLE_FILE).is_file():
+        from ml_integration.ensemble import EnsemblePricePrediction
+
+        return EnsemblePricePrediction()
+    return MLPricePrediction()
+
+
 def grade_for_score(score: float) -> str:
     return next((grade for floor, grade in _GRADES if score >= floor), "F")
 
@@ -399,7 +413,7 @@ class MLTradingStrategy:
         metadata = verify(folder)
         strategy = json.loads((folder / "strategy.json").read_text())
         self.config = StrategyConfig.from_mapping(strategy["config"])
-        self.predictor = MLPricePrediction().read_artifacts(folder, metadata)
+        self.predictor = _predictor_for(folder).read_artifacts(folder, metadata)
         self.synthetic = bool(strategy["synthetic"])
         self.symbol, self.timeframe = strategy.get("symbol"), strategy.get("timeframe")
         self.model_version = metadata.get("version")

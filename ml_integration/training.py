@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from ml_integration.candles import read_candle_file, timeframe_seconds, validate_candles
+from ml_integration.ensemble import EnsembleConfig, EnsemblePricePrediction
 from ml_integration.exceptions import CandleDataError, TrainingCancelled
 from ml_integration.lstm import LSTMConfig
 from ml_integration.prediction import MLPricePrediction, ModelConfig, make_forest
@@ -62,6 +63,8 @@ class TrainingConfig:
     n_trials: int = 20
     #: Search again even when a cached result for the same search exists.
     retune: bool = False
+    #: Train a model-zoo ensemble too and serve its direction probability (``--ensemble``).
+    ensemble: EnsembleConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,9 +82,14 @@ def create_training_config(symbol: str, overrides: dict[str, Any] | None = None)
         raise ValueError(f"unknown training options {unknown}; known: {sorted(known)}")
     strategy = values.pop("strategy", {})
     model = values.pop("model", {})
+    ensemble = values.pop("ensemble", None)
+    if isinstance(ensemble, dict):
+        ensemble = EnsembleConfig.from_mapping(ensemble)
     strategy_cfg = strategy if isinstance(strategy, StrategyConfig) else StrategyConfig.from_mapping(strategy)
     model_cfg = model if isinstance(model, ModelConfig) else _model_config(model)
-    config = TrainingConfig(symbol=symbol, strategy=strategy_cfg, model=model_cfg, **values)
+    config = TrainingConfig(
+        symbol=symbol, strategy=strategy_cfg, model=model_cfg, ensemble=ensemble, **values
+    )
     timeframe_seconds(config.timeframe)  # raises a clear error for a bad timeframe
     if config.days <= 0:
         raise ValueError(f"days must be > 0, got {config.days}")
@@ -355,6 +363,8 @@ def train_on_candles(
     started = time.perf_counter()
     model = config.model if tuning is None else replace(config.model, **tuning.best_params)
     strategy = MLTradingStrategy(asdict(config.strategy), model_config=model)
+    if config.ensemble is not None:
+        strategy.predictor = EnsemblePricePrediction(model, ensemble=config.ensemble)
     report = strategy.train_strategy(
         frame, synthetic=config.synthetic, symbol=config.symbol, timeframe=config.timeframe, on_stage=on_stage
     )

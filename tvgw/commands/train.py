@@ -56,6 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--no-lstm", action="store_true", help="forest and boosting only (no TensorFlow needed, faster)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _register_ensemble(parser)
     parser.add_argument(
         "--job", type=int, metavar="ID", help="run the queued training job ID (started by the operator API)"
     )
@@ -93,6 +94,84 @@ def _symbols(args: argparse.Namespace) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def _register_ensemble(parser: argparse.ArgumentParser) -> None:
+    """The model zoo's options (issue 11): they need ``--ensemble``."""
+    group = parser.add_argument_group("ensemble (model zoo)")
+    group.add_argument(
+        "--ensemble", action="store_true",
+        help="train the model zoo and serve the best combiner's P(up) (chosen on validation by log loss)",
+    )  # fmt: skip
+    group.add_argument(
+        "--models", help="comma-separated zoo models, e.g. rf,xgb,lgbm,lr,svm,lstm (default: all)"
+    )
+    group.add_argument(
+        "--combiner", choices=("auto", "soft", "weighted", "majority", "stacking"), default="auto"
+    )
+    group.add_argument(
+        "--label", choices=("binary", "three_class", "lookahead", "triple_barrier"), default="binary"
+    )
+    group.add_argument(
+        "--label-threshold", type=float, default=0.005,
+        help="sideways band / lookahead profit / barrier width as a fraction of the close (default 0.005)",
+    )  # fmt: skip
+    group.add_argument("--barrier-atr", type=float, help="triple-barrier width in ATR(14) multiples instead")
+    group.add_argument(
+        "--class-weight", choices=("balanced",), help="weight classes inversely to their frequency"
+    )
+    group.add_argument(
+        "--smote", action="store_true", help="oversample the minority class (training rows only)"
+    )
+
+
+#: ``--quick`` sizes of the zoo's models.
+QUICK_ENSEMBLE = {
+    "random_forest": {"n_estimators": 50},
+    "hist_gradient_boosting": {"max_iter": 50},
+    "xgboost": {"n_estimators": 50},
+    "lightgbm": {"n_estimators": 50},
+    "catboost": {"iterations": 50},
+    "lstm": {"units": (16, 8), "epochs": 3},
+}
+
+
+def ensemble_options(args: argparse.Namespace) -> dict[str, object] | None:
+    """The ``ensemble`` overrides of a run, None without ``--ensemble``; raises ``ValueError``
+    when an ensemble option is given without it."""
+    given = [name for name in ("models", "class_weight", "barrier_atr") if getattr(args, name) is not None]
+    given += [flag for flag, on in (("smote", args.smote), ("combiner", args.combiner != "auto"),
+                                    ("label", args.label != "binary")) if on]  # fmt: skip
+    if not args.ensemble:
+        if given:
+            raise ValueError(f"--{given[0].replace('_', '-')} needs --ensemble")
+        return None
+    options: dict[str, object] = {
+        "combiner": args.combiner, "label": args.label, "label_threshold": args.label_threshold,
+        "barrier_atr": args.barrier_atr, "class_weight": args.class_weight, "smote": args.smote,
+        "seed": args.seed, "params": QUICK_ENSEMBLE if args.quick else {},
+    }  # fmt: skip
+    if args.models:
+        options["models"] = args.models
+    return options
+
+
+def _print_ensemble(report: dict[str, object]) -> None:
+    from ml_integration.ensemble import format_table
+
+    ensemble = report.get("ensemble")
+    if not isinstance(ensemble, dict):
+        return
+    skipped = ensemble["skipped_models"]
+    print(
+        f"  ensemble of {', '.join(ensemble['models'])}"
+        + (f" (skipped: {', '.join(skipped)})" if skipped else "")
+    )
+    print(
+        f"  served combiner: {ensemble['chosen_combiner']} (lowest validation log loss); test-slice table"
+        f" (label {ensemble['label']}):"
+    )
+    print("  " + format_table(ensemble["table"]).replace("\n", "\n  "))
+
+
 def _print_report(result: TrainingResult) -> None:
     report = result.report
     holdout = report["holdout"]["direction"]
@@ -122,6 +201,7 @@ def _print_report(result: TrainingResult) -> None:
         )
     elif volatility:
         print(f"  {volatility['skipped']}")
+    _print_ensemble(report)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -146,6 +226,7 @@ def run(args: argparse.Namespace) -> int:
             "strategy": {"use_sentiment": args.sentiment, "target_periods": args.horizon},
             "model": model_options(quick=args.quick, lstm=not args.no_lstm),
             **tuning_options(args),
+            "ensemble": ensemble_options(args),
         }
         configs = [create_training_config(symbol, overrides) for symbol in symbols]
     except ValueError as exc:

@@ -12,9 +12,11 @@ carry over. So:
    hurt are dropped (a column the forest leans on in training that does not carry over shows a
    zero or negative importance here). At least ``min_features`` columns are kept. The 80+ set
    stays computed; only what the models read is chosen.
-2. **Learners**: a RandomForestClassifier, a HistGradientBoostingClassifier and an
-   L2-regularised logistic regression on the kept columns. Serving never imports sklearn: the
-   trees are compiled to numpy (``trees``) and the regression is a dot product.
+2. **Learners**: a RandomForestClassifier and an L2-regularised logistic regression on the kept
+   columns, and optionally a HistGradientBoostingClassifier (``learners``; off by default: on
+   the design period it took most of the training time and got weight 0 in most windows).
+   Serving never imports sklearn: the trees are compiled to numpy (``trees``) and the
+   regression is a dot product.
 3. **Blend** (:func:`blend_weights`): weights on out-of-fold, time-ordered predictions
    (:func:`cross_fitted_predictions`, folds from ``labels.purged_folds``): the point of a 0.1
    grid over the simplex with the lowest log loss. A learner that does not help gets weight 0
@@ -69,7 +71,7 @@ class DirectionParams:
     logistic_c: float = 0.05
     min_features: int = 10
     select_features: bool = True
-    learners: tuple[str, ...] = LEARNERS
+    learners: tuple[str, ...] = ("forest", "logistic")
     n_jobs: int = 2
     random_state: int = 0
 
@@ -115,24 +117,27 @@ class DirectionModel:
 
     columns: tuple[int, ...]
     forest: CompiledTrees
-    boosting: CompiledTrees
+    boosting: CompiledTrees | None  # None: not among the configured learners
     logistic: LogisticModel
     weights: tuple[float, ...] = (1.0, 0.0, 0.0)
 
     def learner_predictions(self, x: np.ndarray) -> np.ndarray:
         """P(up) of each learner (columns in :data:`LEARNERS` order) for ``MODEL_FEATURES`` rows."""
         sub = np.asarray(x, dtype=float)[:, list(self.columns)]
-        return np.column_stack(
-            [self.forest.predict(sub), self.boosting.predict(sub), self.logistic.predict(sub)]
-        )
+        boosted = self.boosting.predict(sub) if self.boosting is not None else np.full(len(sub), 0.5)
+        return np.column_stack([self.forest.predict(sub), boosted, self.logistic.predict(sub)])
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """The blended, uncalibrated P(up); learners with weight 0 are not evaluated."""
         sub = np.asarray(x, dtype=float)[:, list(self.columns)]
-        learners: tuple[CompiledTrees | LogisticModel, ...] = (self.forest, self.boosting, self.logistic)
+        learners: tuple[CompiledTrees | LogisticModel | None, ...] = (
+            self.forest,
+            self.boosting,
+            self.logistic,
+        )
         out = np.zeros(len(sub))
         for weight, learner in zip(self.weights, learners, strict=True):
-            if weight > 0:
+            if weight > 0 and learner is not None:
                 out += weight * learner.predict(sub)
         return out
 
@@ -142,7 +147,8 @@ class DirectionModel:
     def save(self, folder: Path) -> dict[str, Any]:
         """Write the trees (``forest.npz``, ``direction_boosting.npz``); return the rest as JSON."""
         self.forest.save(folder / "forest.npz")
-        self.boosting.save(folder / "direction_boosting.npz")
+        if self.boosting is not None:
+            self.boosting.save(folder / "direction_boosting.npz")
         return {
             "columns": list(self.columns),
             "weights": list(self.weights),
@@ -154,7 +160,9 @@ class DirectionModel:
         return cls(
             columns=tuple(int(c) for c in data["columns"]),
             forest=CompiledTrees.load(folder / "forest.npz"),
-            boosting=CompiledTrees.load(folder / "direction_boosting.npz"),
+            boosting=CompiledTrees.load(boosted)
+            if (boosted := folder / "direction_boosting.npz").exists()
+            else None,
             logistic=LogisticModel.from_dict(data["logistic"]),
             weights=tuple(float(w) for w in data["weights"]),
         )
@@ -198,7 +206,7 @@ def fit_learners(
     return DirectionModel(
         columns=columns,
         forest=_forest(sub, y, params),
-        boosting=_boosting(sub, y, params),
+        boosting=_boosting(sub, y, params) if "boosting" in params.learners else None,
         logistic=LogisticModel.fit(sub, y, params.logistic_c),
     )
 

@@ -104,7 +104,7 @@ class ModelConfig:
     direction_boost_learning_rate: float = 0.05
     direction_boost_max_depth: int = 3
     logistic_c: float = 0.05
-    direction_learners: tuple[str, ...] = LEARNERS
+    direction_learners: tuple[str, ...] = DirectionParams.learners
     #: Choose the columns the direction learners read by permutation importance (``direction``).
     select_features: bool = True
     min_features: int = 10
@@ -129,7 +129,7 @@ class ModelConfig:
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         lstm = data.get("lstm", {})
         lstm_config = LSTMConfig(**{**lstm, "units": tuple(lstm.get("units", LSTMConfig().units))})
-        learners = tuple(data.get("direction_learners", LEARNERS))
+        learners = tuple(data.get("direction_learners", DirectionParams.learners))
         return cls(**{**data, "lstm": lstm_config, "direction_learners": learners})
 
     def direction_params(self) -> DirectionParams:

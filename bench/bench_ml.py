@@ -102,11 +102,13 @@ def main() -> int:
     wall = time.perf_counter() - t0
     timings = report["timings_s"]
     print("\n== training wall time (s) ==")
-    for name in ("random_forest_s", "gradient_boosting_s", "lstm_s", "total_s"):
+    for name in ("direction_s", "gradient_boosting_s", "lstm_s", "final_fit_s", "total_s"):
         print(f"  {name:22s} {timings.get(name, float('nan')):7.2f}")
     print(f"  {'end-to-end':22s} {wall:7.2f}   (features, 3 models, evaluation; includes TF import)")
     print(f"  split: {report['split']}")
     print(f"  test window: {report['test_window'][0]} .. {report['test_window'][1]}")
+    print(f"  direction blend weights {report['direction_weights']}, magnitude weights "
+          f"{report['magnitude_weights']}, {len(report['selected_features'])} columns selected")  # fmt: skip
 
     d = report["holdout"]["direction"]
     print("\n== hold-out direction (horizon 5 bars), model vs naive baseline ==")

@@ -5,17 +5,24 @@ full 24-bar sequence, a label):
 
     train ──purge── calibration ──purge── test        (purge = horizon rows)
 
-* Validation: a RandomForestClassifier (direction) and a HistGradientBoostingRegressor (forward
-  log return) are fit on *train*; the LSTM on *train* with early stopping on *calibration*.
-  Platt scaling (the forest's probability → a calibrated P(up)) and the confidence calibrator
-  (``calibration``: P(predicted side right | |2p − 1|)) are fit on *calibration*, which the
-  forest never saw. Every reported metric is measured on *test*, after the purge gap, next to
-  its baseline (``evaluation``): the report describes models that never saw the test rows.
-* Final fit (``ModelConfig.final_fit``, on by default): the forest and the boosting model are
-  then refit on every usable row up to the last bar, so the served model knows the most recent
-  market; its calibrators are refit on the *calibration* and *test* predictions of the
-  validation forest (out of fold, time-ordered: each was predicted by a forest trained on
-  earlier rows only). The LSTM keeps its validation fit (it does not touch the probability).
+* Validation. The direction model (``direction``) is fit on every row before the test slice's
+  purge gap: permutation importance on a purged slice inside those rows chooses its columns,
+  then a forest and a regularised logistic regression (and optionally a boosted classifier)
+  are fit in expanding, purged, time-ordered folds (``labels.purged_folds``) over the later
+  half. Their out-of-fold predictions fit the blend weights, Platt scaling (the blend → a
+  calibrated P(up); its intercept only when the data support a lean) and the confidence
+  calibrator (``calibration``: P(predicted side right | |2p − 1|)): cross-fitted, never on rows
+  a learner was fit on. The magnitude models: a HistGradientBoostingRegressor (forward log
+  return) on *train*, the LSTM on *train* with early stopping on *calibration*; the LSTM's
+  weight in their blend is learned on *calibration* (least squares, clipped; it may be 0).
+  Every reported metric is measured on *test*, after the purge gap, next to its baseline
+  (``evaluation``): the report describes models that never saw the test rows.
+* Final fit (``ModelConfig.final_fit``, on by default): the direction learners (same columns)
+  and the boosting regressor are then refit on every usable row up to the last bar, so the
+  served model knows the most recent market; the blend weights and calibrators are refit on
+  the out-of-fold predictions plus the validation blend's *test* predictions (out of fold as
+  well: each was made by learners fit on earlier rows only). The LSTM keeps its validation fit
+  (it does not touch the probability).
 
 Serving (``predict``) touches only the last ``LOOKBACK + 23`` candles, computes features in
 numpy, walks the compiled trees (``trees``) and runs the LSTM in numpy (``lstm``): no
@@ -23,9 +30,10 @@ TensorFlow, no sklearn, no pandas work per call beyond slicing.
 
 Combination (the outer dict's fields):
 
-* ``direction_probability`` p: the calibrated forest probability that the close in
+* ``direction_probability`` p: the calibrated blend's probability that the close in
   ``horizon`` bars is above the current close;
-* ``ensemble_magnitude``: ``gb_weight × GB + (1 − gb_weight) × LSTM`` forward log return;
+* ``ensemble_magnitude``: ``w × GB + (1 − w) × LSTM`` forward log return (``w``: the configured
+  ``gb_weight``, or the one learned out of sample);
 * ``confidence``: the out-of-sample probability that the side p favours is right, given
   |2p − 1| (``calibration.ConfidenceCalibrator``); about 0.5 where the model has no edge, so
   ``ml_gate``'s threshold means what it says;
@@ -242,7 +250,8 @@ def _library_versions() -> dict[str, str]:
 
 
 class MLPricePrediction:
-    """Direction (calibrated RandomForest), magnitude (gradient boosting) and an LSTM."""
+    """Direction (a calibrated, out-of-fold-weighted blend on selected columns), magnitude
+    (gradient boosting) and an LSTM."""
 
     def __init__(self, config: ModelConfig | None = None, **overrides: Any):
         base = config or ModelConfig()

@@ -13,8 +13,8 @@ carry over. So:
    zero or negative importance here). At least ``min_features`` columns are kept. The 80+ set
    stays computed; only what the models read is chosen.
 2. **Learners**: a RandomForestClassifier and an L2-regularised logistic regression on the kept
-   columns, and optionally a HistGradientBoostingClassifier (``learners``; off by default: on
-   the design period it took most of the training time and got weight 0 in most windows).
+   columns, and optionally a HistGradientBoostingClassifier (``learners``; off by default: on a
+   180-day BTC window it took most of the training time and got weight 0).
    Serving never imports sklearn: the trees are compiled to numpy (``trees``) and the
    regression is a dot product.
 3. **Blend** (:func:`blend_weights`): weights on out-of-fold, time-ordered predictions

@@ -48,7 +48,7 @@ for i in range(calls):
     signal = strategy.generate_signal(window, "BTC/USDT", now=window.index[-1].timestamp() + 3600)
     latencies.append(time.perf_counter() - t)
     cpu.append(time.thread_time() - c)
-    actions[signal["action"]] = actions.get(signal["action"], 0) + 1
+    actions[signal.action] = actions.get(signal.action, 0) + 1
 ms = np.array(latencies) * 1000
 cpu_ms = np.array(cpu) * 1000
 status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
@@ -120,7 +120,7 @@ def main() -> int:
     print(f"  AUC        {d['auc']:.3f} {_ci(d['auc_ci'])}   no-skill 0.500")
     print(
         f"  Brier      {d['brier']:.4f} {_ci(d['brier_ci'])}   base rate {d['base_rate_brier']:.4f} "
-        f"(uncalibrated forest {report['holdout']['direction_uncalibrated_brier']:.4f})"
+        f"(uncalibrated blend {report['holdout']['direction_uncalibrated_brier']:.4f})"
     )
     print(
         f"  log loss   {d['log_loss']:.4f} {_ci(d['log_loss_ci'])}   base rate {d['base_rate_log_loss']:.4f}"

@@ -5,6 +5,8 @@ data support it, and the LSTM's learned weight in the magnitude blend can be 0."
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -31,7 +33,8 @@ def _planted(n: int = 3000, n_cols: int = 12, informative: int = 3, seed: int = 
 
 def test_selection_keeps_the_planted_column_and_drops_most_noise():
     x, y = _planted()
-    columns, importance = select_columns(x, y, gap=5, params=DirectionParams(**{**_PARAMS.__dict__, "min_features": 1}))
+    params = replace(_PARAMS, min_features=1)
+    columns, importance = select_columns(x, y, gap=5, params=params)
     assert 3 in columns
     assert importance[3] == max(importance.values()) and importance[3] > 0.01
     noise_kept = [j for j in columns if j != 3]
@@ -40,9 +43,9 @@ def test_selection_keeps_the_planted_column_and_drops_most_noise():
 
 def test_selection_keeps_at_least_min_features_and_can_be_switched_off():
     x, y = _planted()
-    columns, _ = select_columns(x, y, gap=5, params=DirectionParams(**{**_PARAMS.__dict__, "min_features": 6}))
+    columns, _ = select_columns(x, y, gap=5, params=replace(_PARAMS, min_features=6))
     assert len(columns) >= 6 and 3 in columns
-    off = DirectionParams(**{**_PARAMS.__dict__, "select_features": False})
+    off = replace(_PARAMS, select_features=False)
     assert select_columns(x, y, gap=5, params=off) == (tuple(range(12)), {})
 
 

@@ -136,4 +136,5 @@ def test_calibrator_and_models_never_see_test_rows(candles):
     assert first.fitted_.lstm.y_scale == second.fitted_.lstm.y_scale
     assert first.fitted_.info["holdout"] != second.fitted_.info["holdout"]  # the test slice did change
     assert first.fitted_.calibrator != second.fitted_.calibrator  # served: refit on the latest rows
-    assert not np.array_equal(first.fitted_.direction.forest.threshold, second.fitted_.direction.forest.threshold)
+    served_a, served_b = first.fitted_.direction.forest, second.fitted_.direction.forest
+    assert not np.array_equal(served_a.threshold, served_b.threshold)

@@ -7,7 +7,9 @@ test, no LSTM), then pools every test bar and prints, by decile: the served P(up
 up-rate that followed, and the served confidence against how often the model's side was right
 (each with its Wilson interval); the mean P(up) next to the realised up-rate (the lean check);
 and the share of bars whose confidence reaches ``ml_gate``'s default threshold, with the side's
-hit rate there (the trade rate at the default).
+hit rate there (the trade rate at the default). It also prints the pooled AUC and Brier (95%
+block-bootstrap intervals, ``backtest.metrics.prediction_metrics``, as ``tvgw backtest`` reports
+them) of the strategy and of the plain baseline forest trained on the same windows.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from backtest.data import CandleSource, load_candles
-from backtest.models import train_windows
+from backtest.metrics import prediction_metrics
+from backtest.models import baseline_matrix, train_windows
 from backtest.windows import plan_windows
 from engine.settings import StrategySettings
 from ml_integration.candles import timeframe_seconds
@@ -32,8 +35,12 @@ from ml_integration.prediction import ModelConfig
 HORIZON = 5
 
 
-def pooled(frame: pd.DataFrame, start: str, end: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(P(up), confidence, went up) of every test bar of every window, in time order."""
+Pooled = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def pooled(frame: pd.DataFrame, start: str, end: str) -> Pooled:
+    """(P(up), confidence, went up, the baseline's P(up), its window's training up-rate) of every
+    test bar of every window, in time order."""
     step = timeframe_seconds("1h")
     windows = plan_windows(
         frame.index, step_s=step, train=pd.Timedelta(days=180), test=pd.Timedelta(days=30),
@@ -43,7 +50,8 @@ def pooled(frame: pd.DataFrame, start: str, end: str) -> tuple[np.ndarray, np.nd
     models = train_windows(frame, None, windows, horizon=HORIZON, model_config=ModelConfig(use_lstm=False),
                            step_s=step)  # fmt: skip
     labels = make_labels(frame, HORIZON, timeframe_sec=step)
-    ps, confs, ys = [], [], []
+    base_x = baseline_matrix(frame, None)
+    ps, confs, ys, base_ps, up_rates = [], [], [], [], []
     for window, model in zip(windows, models, strict=True):
         assert model.strategy is not None
         predictor = model.strategy.predictor
@@ -51,12 +59,16 @@ def pooled(frame: pd.DataFrame, start: str, end: str) -> tuple[np.ndarray, np.nd
         p = predictor.direction_probabilities(frame.iloc[max(0, lo - predictor.rows_needed) : hi])[
             -(hi - lo) :
         ]
-        ok = np.isfinite(p) & labels.valid[lo:hi]
+        base_p = model.baseline.predict_up(base_x[lo:hi])
+        ok = np.isfinite(p) & np.isfinite(base_p) & labels.valid[lo:hi]
         assert predictor.fitted_ is not None
+        base_ps.append(base_p[ok])
+        up_rates.append(np.full(int(ok.sum()), model.train_up_rate))
         ps.append(p[ok])
         confs.append(predictor.fitted_.confidence(p[ok]))
         ys.append(labels.direction[lo:hi][ok].astype(float))
-    return np.concatenate(ps), np.concatenate(confs), np.concatenate(ys)
+    p, conf, y, base_p, up_rate = (np.concatenate(part) for part in (ps, confs, ys, base_ps, up_rates))
+    return p, conf, y, base_p, up_rate
 
 
 def summary(p: np.ndarray, confidence: np.ndarray, y: np.ndarray, threshold: float) -> dict[str, object]:
@@ -90,10 +102,15 @@ def main() -> None:
     parser.add_argument("--end", default="2022-10-11")
     args = parser.parse_args()
     frame = load_candles(CandleSource(symbol=args.symbol, timeframe="1h", file=args.data))
-    p, confidence, y = pooled(frame, args.start, args.end)
+    p, confidence, y, base_p, up_rate = pooled(frame, args.start, args.end)
     print(
         json.dumps(summary(p, confidence, y, StrategySettings.model_fields["ml_threshold"].default), indent=1)
     )
+    for arm, probs in (("baseline forest", base_p), ("strategy", p)):
+        m = prediction_metrics(y, probs, up_rate, horizon=HORIZON)
+        print(f"{arm:16s} AUC {m['auc']:.3f} [{m['auc_ci'][0]:.3f}, {m['auc_ci'][1]:.3f}]  Brier "
+              f"{m['brier']:.4f} [{m['brier_ci'][0]:.4f}, {m['brier_ci'][1]:.4f}]  base-rate Brier "
+              f"{m['base_rate_brier']:.4f}  n {m['n']}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ for i in range(calls):
     signal = strategy.generate_signal(window, "BTC/USDT", now=window.index[-1].timestamp() + 3600)
     latencies.append(time.perf_counter() - t)
     cpu.append(time.thread_time() - c)
-    actions[signal["action"]] = actions.get(signal["action"], 0) + 1
+    actions[signal.action] = actions.get(signal.action, 0) + 1
 ms = np.array(latencies) * 1000
 cpu_ms = np.array(cpu) * 1000
 status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
@@ -102,11 +102,13 @@ def main() -> int:
     wall = time.perf_counter() - t0
     timings = report["timings_s"]
     print("\n== training wall time (s) ==")
-    for name in ("random_forest_s", "gradient_boosting_s", "lstm_s", "total_s"):
+    for name in ("direction_s", "gradient_boosting_s", "lstm_s", "final_fit_s", "total_s"):
         print(f"  {name:22s} {timings.get(name, float('nan')):7.2f}")
     print(f"  {'end-to-end':22s} {wall:7.2f}   (features, 3 models, evaluation; includes TF import)")
     print(f"  split: {report['split']}")
     print(f"  test window: {report['test_window'][0]} .. {report['test_window'][1]}")
+    print(f"  direction blend weights {report['direction_weights']}, magnitude weights "
+          f"{report['magnitude_weights']}, {len(report['selected_features'])} columns selected")  # fmt: skip
 
     d = report["holdout"]["direction"]
     print("\n== hold-out direction (horizon 5 bars), model vs naive baseline ==")
@@ -118,7 +120,7 @@ def main() -> int:
     print(f"  AUC        {d['auc']:.3f} {_ci(d['auc_ci'])}   no-skill 0.500")
     print(
         f"  Brier      {d['brier']:.4f} {_ci(d['brier_ci'])}   base rate {d['base_rate_brier']:.4f} "
-        f"(uncalibrated forest {report['holdout']['direction_uncalibrated_brier']:.4f})"
+        f"(uncalibrated blend {report['holdout']['direction_uncalibrated_brier']:.4f})"
     )
     print(
         f"  log loss   {d['log_loss']:.4f} {_ci(d['log_loss_ci'])}   base rate {d['base_rate_log_loss']:.4f}"

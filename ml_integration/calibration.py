@@ -27,11 +27,60 @@ from typing import Any
 import numpy as np
 
 from ml_integration.evaluation import wilson_interval
+from ml_integration.exceptions import CandleDataError
 
-__all__ = ["ConfidenceCalibrator", "side_margin"]
+__all__ = ["ConfidenceCalibrator", "PlattCalibrator", "side_margin"]
 
 #: Fewest rows per margin bucket: below this a bucket's rate is mostly noise.
 MIN_BUCKET_ROWS = 30
+
+
+#: χ²(1) at 95%: the likelihood-ratio bar Platt's intercept must clear to be kept.
+_CHI2_1_95 = 3.841
+
+
+@dataclass(frozen=True)
+class PlattCalibrator:
+    """p_calibrated = sigmoid(a · logit(p_raw) + b), fit by logistic regression on out-of-fold
+    predictions.
+
+    The intercept ``b`` is a standing directional lean in every signal: fit on a period that
+    trended, it imports that trend. So it is kept only when the data support it — a likelihood
+    ratio test against the slope-only fit, with the statistic divided by the label horizon
+    (outcomes of neighbouring bars share ``horizon − 1`` bars of the same move, so there are about
+    ``n / horizon`` independent ones) — and is 0 otherwise."""
+
+    a: float = 1.0
+    b: float = 0.0
+
+    @staticmethod
+    def _logit(p: np.ndarray) -> np.ndarray:
+        q = np.clip(p, 1e-4, 1 - 1e-4)
+        return np.log(q / (1 - q))
+
+    @classmethod
+    def fit(cls, p_raw: np.ndarray, y: np.ndarray, *, horizon: int = 1) -> PlattCalibrator:
+        from sklearn.linear_model import LogisticRegression
+
+        y = np.asarray(y)
+        if len(np.unique(y)) < 2:
+            raise CandleDataError("the calibration slice has only one direction class; use more data")
+        z = cls._logit(np.asarray(p_raw, dtype=float))[:, None]
+        full = LogisticRegression(C=1e4).fit(z, y)
+        slope = LogisticRegression(C=1e4, fit_intercept=False).fit(z, y)
+        with_lean = cls(a=float(full.coef_[0, 0]), b=float(full.intercept_[0]))
+        without = cls(a=float(slope.coef_[0, 0]), b=0.0)
+        statistic = 2.0 * (with_lean.log_likelihood(p_raw, y) - without.log_likelihood(p_raw, y))
+        return with_lean if statistic / max(1, horizon) > _CHI2_1_95 else without
+
+    def log_likelihood(self, p_raw: np.ndarray, y: np.ndarray) -> float:
+        q = np.clip(self(p_raw), 1e-12, 1 - 1e-12)
+        y = np.asarray(y, dtype=float)
+        return float(np.sum(y * np.log(q) + (1 - y) * np.log(1 - q)))
+
+    def __call__(self, p_raw: np.ndarray) -> np.ndarray:
+        z = self.a * self._logit(np.asarray(p_raw, dtype=float)) + self.b
+        return 0.5 * (np.tanh(0.5 * z) + 1.0)
 
 
 def side_margin(p_up: np.ndarray | float) -> np.ndarray:

@@ -5,17 +5,24 @@ full 24-bar sequence, a label):
 
     train ──purge── calibration ──purge── test        (purge = horizon rows)
 
-* Validation: a RandomForestClassifier (direction) and a HistGradientBoostingRegressor (forward
-  log return) are fit on *train*; the LSTM on *train* with early stopping on *calibration*.
-  Platt scaling (the forest's probability → a calibrated P(up)) and the confidence calibrator
-  (``calibration``: P(predicted side right | |2p − 1|)) are fit on *calibration*, which the
-  forest never saw. Every reported metric is measured on *test*, after the purge gap, next to
-  its baseline (``evaluation``): the report describes models that never saw the test rows.
-* Final fit (``ModelConfig.final_fit``, on by default): the forest and the boosting model are
-  then refit on every usable row up to the last bar, so the served model knows the most recent
-  market; its calibrators are refit on the *calibration* and *test* predictions of the
-  validation forest (out of fold, time-ordered: each was predicted by a forest trained on
-  earlier rows only). The LSTM keeps its validation fit (it does not touch the probability).
+* Validation. The direction model (``direction``) is fit on every row before the test slice's
+  purge gap: permutation importance on a purged slice inside those rows chooses its columns,
+  then a forest and a regularised logistic regression (and optionally a boosted classifier)
+  are fit in expanding, purged, time-ordered folds (``labels.purged_folds``) over the later
+  half. Their out-of-fold predictions fit the blend weights, Platt scaling (the blend → a
+  calibrated P(up); its intercept only when the data support a lean) and the confidence
+  calibrator (``calibration``: P(predicted side right | |2p − 1|)): cross-fitted, never on rows
+  a learner was fit on. The magnitude models: a HistGradientBoostingRegressor (forward log
+  return) on *train*, the LSTM on *train* with early stopping on *calibration*; the LSTM's
+  weight in their blend is learned on *calibration* (least squares, clipped; it may be 0).
+  Every reported metric is measured on *test*, after the purge gap, next to its baseline
+  (``evaluation``): the report describes models that never saw the test rows.
+* Final fit (``ModelConfig.final_fit``, on by default): the direction learners (same columns)
+  and the boosting regressor are then refit on every usable row up to the last bar, so the
+  served model knows the most recent market; the blend weights and calibrators are refit on
+  the out-of-fold predictions plus the validation blend's *test* predictions (out of fold as
+  well: each was made by learners fit on earlier rows only). The LSTM keeps its validation fit
+  (it does not touch the probability).
 
 Serving (``predict``) touches only the last ``LOOKBACK + 23`` candles, computes features in
 numpy, walks the compiled trees (``trees``) and runs the LSTM in numpy (``lstm``): no
@@ -23,9 +30,10 @@ TensorFlow, no sklearn, no pandas work per call beyond slicing.
 
 Combination (the outer dict's fields):
 
-* ``direction_probability`` p: the calibrated forest probability that the close in
+* ``direction_probability`` p: the calibrated blend's probability that the close in
   ``horizon`` bars is above the current close;
-* ``ensemble_magnitude``: ``gb_weight × GB + (1 − gb_weight) × LSTM`` forward log return;
+* ``ensemble_magnitude``: ``w × GB + (1 − w) × LSTM`` forward log return (``w``: the configured
+  ``gb_weight``, or the one learned out of sample);
 * ``confidence``: the out-of-sample probability that the side p favours is right, given
   |2p − 1| (``calibration.ConfidenceCalibrator``); about 0.5 where the model has no edge, so
   ``ml_gate``'s threshold means what it says;
@@ -50,7 +58,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from ml_integration.calibration import ConfidenceCalibrator
+from ml_integration.calibration import ConfidenceCalibrator, PlattCalibrator
 from ml_integration.candles import (
     COLUMNS,
     check_candle_values,
@@ -58,6 +66,16 @@ from ml_integration.candles import (
     infer_timeframe_seconds,
     validate_candles,
 )
+from ml_integration.direction import (
+    LEARNERS,
+    DirectionModel,
+    DirectionParams,
+    blend_weights,
+    cross_fitted_predictions,
+    fit_learners,
+    select_columns,
+)
+from ml_integration.direction import make_forest as direction_forest
 from ml_integration.evaluation import brier_score, calibration_by_decile, direction_report, magnitude_report
 from ml_integration.exceptions import CandleDataError, GapInWindowError, NotTrainedError
 from ml_integration.features import (
@@ -69,7 +87,7 @@ from ml_integration.features import (
 )
 from ml_integration.labels import Labels, TimeSplit, make_labels, purged_split
 from ml_integration.lstm import LSTMConfig, NumpyLSTM, build_sequences, sequence_ready
-from ml_integration.trees import CompiledTrees, compile_forest_classifier, compile_hist_gradient_boosting
+from ml_integration.trees import CompiledTrees, compile_hist_gradient_boosting
 
 __all__ = [
     "ConfidenceCalibrator",
@@ -81,7 +99,7 @@ __all__ = [
     "make_forest",
 ]
 
-_FORMAT_VERSION = 2
+_FORMAT_VERSION = 3
 _ATR = MODEL_FEATURES.index("atr_14")
 
 
@@ -95,7 +113,20 @@ class ModelConfig:
     gb_max_iter: int = 200
     gb_learning_rate: float = 0.05
     gb_max_depth: int = 5
-    gb_weight: float = 0.5
+    #: Weight of the boosting regressor in the magnitude blend (the LSTM has 1 − it). None: learned
+    #: by least squares on the calibration slice, clipped to [0, 1] (the LSTM's may be 0).
+    gb_weight: float | None = None
+    #: The direction blend (``direction``): its boosted classifier and logistic regression.
+    direction_boost_max_iter: int = 150
+    direction_boost_learning_rate: float = 0.05
+    direction_boost_max_depth: int = 3
+    logistic_c: float = 0.05
+    direction_learners: tuple[str, ...] = DirectionParams.learners
+    #: Choose the columns the direction learners read by permutation importance (``direction``).
+    select_features: bool = True
+    min_features: int = 10
+    #: Purged, time-ordered folds whose out-of-fold predictions fit the blend and calibrators.
+    calibration_folds: int = 3
     use_lstm: bool = True
     lstm: LSTMConfig = field(default_factory=LSTMConfig)
     test_fraction: float = 0.15
@@ -115,7 +146,18 @@ class ModelConfig:
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         lstm = data.get("lstm", {})
         lstm_config = LSTMConfig(**{**lstm, "units": tuple(lstm.get("units", LSTMConfig().units))})
-        return cls(**{**data, "lstm": lstm_config})
+        learners = tuple(data.get("direction_learners", DirectionParams.learners))
+        return cls(**{**data, "lstm": lstm_config, "direction_learners": learners})
+
+    def direction_params(self) -> DirectionParams:
+        return DirectionParams(
+            n_estimators=self.n_estimators, max_depth=self.max_depth, min_samples_leaf=self.min_samples_leaf,
+            boost_max_iter=self.direction_boost_max_iter,
+            boost_learning_rate=self.direction_boost_learning_rate,
+            boost_max_depth=self.direction_boost_max_depth, logistic_c=self.logistic_c,
+            min_features=self.min_features, select_features=self.select_features,
+            learners=self.direction_learners, n_jobs=self.n_jobs, random_state=self.random_state,
+        )  # fmt: skip
 
 
 class Design(NamedTuple):
@@ -129,30 +171,6 @@ class Design(NamedTuple):
     split: TimeSplit
 
 
-@dataclass(frozen=True)
-class PlattCalibrator:
-    """p_calibrated = sigmoid(a · logit(p_raw) + b), fit by logistic regression."""
-
-    a: float = 1.0
-    b: float = 0.0
-
-    @staticmethod
-    def _logit(p: np.ndarray) -> np.ndarray:
-        q = np.clip(p, 1e-4, 1 - 1e-4)
-        return np.log(q / (1 - q))
-
-    @classmethod
-    def fit(cls, p_raw: np.ndarray, y: np.ndarray) -> PlattCalibrator:
-        from sklearn.linear_model import LogisticRegression
-
-        if len(np.unique(y)) < 2:
-            raise CandleDataError("the calibration slice has only one direction class; use more data")
-        model = LogisticRegression(C=1e4).fit(cls._logit(p_raw)[:, None], y)
-        return cls(a=float(model.coef_[0, 0]), b=float(model.intercept_[0]))
-
-    def __call__(self, p_raw: np.ndarray) -> np.ndarray:
-        z = self.a * self._logit(np.asarray(p_raw, dtype=float)) + self.b
-        return 0.5 * (np.tanh(0.5 * z) + 1.0)
 
 
 @dataclass(frozen=True)
@@ -187,9 +205,10 @@ class Prediction:
 
 @dataclass
 class _Fitted:
-    forest: CompiledTrees
+    direction: DirectionModel
     boosting: CompiledTrees
     lstm: NumpyLSTM | None
+    gb_weight: float
     calibrator: PlattCalibrator
     confidence: ConfidenceCalibrator
     horizon: int
@@ -202,34 +221,51 @@ class _Fitted:
 
 @dataclass(frozen=True)
 class _Validation:
-    """The models the hold-out report describes (fit on *train*, calibrated on *calibration*)."""
+    """The models the hold-out report describes: the direction blend fit on every row before the
+    test slice (its weights and calibrators on out-of-fold predictions there), the boosting
+    regressor on *train*."""
 
-    forest: CompiledTrees
+    direction: DirectionModel
     boosting: CompiledTrees
     calibrator: PlattCalibrator
     confidence: ConfidenceCalibrator
 
 
-def _fit_calibrators(raw: np.ndarray, went_up: np.ndarray) -> tuple[PlattCalibrator, ConfidenceCalibrator]:
-    """Platt scaling and the confidence map, both from out-of-sample forest probabilities."""
-    platt = PlattCalibrator.fit(raw, went_up)
+def _fit_calibrators(
+    raw: np.ndarray, went_up: np.ndarray, horizon: int
+) -> tuple[PlattCalibrator, ConfidenceCalibrator]:
+    """Platt scaling and the confidence map, both from out-of-fold blended probabilities."""
+    platt = PlattCalibrator.fit(raw, went_up, horizon=horizon)
     return platt, ConfidenceCalibrator.fit(platt(raw), went_up)
 
 
 def make_forest(cfg: ModelConfig) -> Any:
-    """The direction forest of ``cfg``, unfitted: one definition for training and for tuning
-    (which searches ``n_estimators``, ``max_depth`` and ``min_samples_leaf``), so the tuned
-    estimator is the one served."""
-    from sklearn.ensemble import RandomForestClassifier
+    """The direction forest of ``cfg``, unfitted: the blend's own definition
+    (:func:`ml_integration.direction.make_forest`), so the forest tuning searches
+    (``n_estimators``, ``max_depth``, ``min_samples_leaf``) is the one served."""
+    return direction_forest(cfg.direction_params())
 
-    return RandomForestClassifier(
-        n_estimators=cfg.n_estimators,
-        max_depth=cfg.max_depth,
-        min_samples_leaf=cfg.min_samples_leaf,
-        max_features="sqrt",
-        n_jobs=cfg.n_jobs,
-        random_state=cfg.random_state,
-    )
+
+def _ranked_importances(direction: DirectionModel, importance: dict[int, float]) -> list[tuple[str, float]]:
+    """The columns the blend reads, by permutation importance (without a selection step: by
+    the size of their standardised logistic coefficient), largest first, at most fifteen."""
+    if importance:
+        weights = {j: importance[j] for j in direction.columns}
+    else:
+        weights = {j: abs(float(c)) for j, c in zip(direction.columns, direction.logistic.coef, strict=True)}
+    ranked = sorted(direction.columns, key=lambda j: -weights[j])
+    return [(MODEL_FEATURES[j], float(weights[j])) for j in ranked[:15]]
+
+
+def learned_gb_weight(actual: np.ndarray, gb: np.ndarray, lstm: np.ndarray) -> float:
+    """The boosting regressor's weight w in ``w·GB + (1 − w)·LSTM`` minimising the squared error
+    on rows neither model was fit on, clipped to [0, 1]: 1 (the LSTM's weight 0) when the LSTM
+    adds nothing the boosting model does not, 0 when it alone is better."""
+    diff = np.asarray(gb, dtype=float) - np.asarray(lstm, dtype=float)
+    denominator = float(diff @ diff)
+    if denominator <= 0:
+        return 1.0
+    return float(np.clip((np.asarray(actual, dtype=float) - lstm) @ diff / denominator, 0.0, 1.0))
 
 
 def _library_versions() -> dict[str, str]:
@@ -243,7 +279,8 @@ def _library_versions() -> dict[str, str]:
 
 
 class MLPricePrediction:
-    """Direction (calibrated RandomForest), magnitude (gradient boosting) and an LSTM."""
+    """Direction (a calibrated, out-of-fold-weighted blend on selected columns), magnitude
+    (gradient boosting) and an LSTM."""
 
     def __init__(self, config: ModelConfig | None = None, **overrides: Any):
         base = config or ModelConfig()
@@ -251,7 +288,7 @@ class MLPricePrediction:
         if unknown:
             raise ValueError(f"unknown MLPricePrediction options {unknown}")
         self.config = replace(base, **overrides)
-        if not 0 <= self.config.gb_weight <= 1:
+        if self.config.gb_weight is not None and not 0 <= self.config.gb_weight <= 1:
             raise ValueError(f"gb_weight must be in [0, 1], got {self.config.gb_weight}")
         self.fitted_: _Fitted | None = None
         self.validation_: _Validation | None = None
@@ -313,32 +350,44 @@ class MLPricePrediction:
         tr, cal, te = split.train, split.calibration, split.test
         timings: dict[str, float] = {}
 
-        stage("random forest")
-        forest, timings["random_forest_s"] = self._fit_forest(x[tr], y_dir[tr])
-        raw = np.full(len(rows), np.nan)
-        raw[cal], raw[te] = forest.predict(x[cal]), forest.predict(x[te])
-        calibrator, confidence = _fit_calibrators(raw[cal], y_dir[cal])
+        stage("direction")
+        t0 = time.perf_counter()
+        # the direction blend for the report: every row before the test slice's purge gap
+        before_test = np.arange(cal[-1] + 1)
+        direction, oof_rows, oof, importance = self._fit_direction(
+            x[before_test], y_dir[before_test], horizon
+        )
+        calibrator, confidence = _fit_calibrators(
+            oof @ np.asarray(direction.weights), y_dir[oof_rows], horizon
+        )
+        timings["direction_s"] = time.perf_counter() - t0
         stage("gradient boosting")
         boosting, timings["gradient_boosting_s"] = self._fit_boosting(x[tr], y_mag[tr])
-        lstm_model = None
+        lstm_model, gb_weight = None, 1.0
         if cfg.use_lstm:
             stage("lstm")
             lstm_model, timings["lstm_s"] = self._fit_lstm(matrix, rows, tr, cal, y_mag)
-        self.validation_ = _Validation(forest, boosting, calibrator, confidence)
-        self.fitted_ = self._fitted(forest, boosting, lstm_model, calibrator, confidence, horizon, tf,
-                                    matrix[rows[tr], _ATR], y_mag[tr])  # fmt: skip
+            gb_weight = self._gb_weight(lstm_model, boosting, matrix, rows, cal, x, y_mag)
+        importances = _ranked_importances(direction, importance)
+        self.validation_ = _Validation(direction, boosting, calibrator, confidence)
+        self.fitted_ = self._fitted(direction, boosting, lstm_model, gb_weight, calibrator, confidence,
+                                    horizon, tf, matrix[rows[tr], _ATR], y_mag[tr], importances)  # fmt: skip
         stage("evaluation")
-        report = self._holdout(matrix, rows, split, x, y_dir, y_mag)
+        report = self._holdout(matrix, rows, split, x, y_dir, y_mag, oof_rows)
         if cfg.final_fit:
             stage("final fit")
             t0 = time.perf_counter()
-            oof = np.concatenate([cal, te])  # predicted by the train-only forest: out of fold
-            calibrator, confidence = _fit_calibrators(raw[oof], y_dir[oof])
-            everything = np.arange(len(rows))
-            forest, _ = self._fit_forest(x, y_dir)
+            # the test rows were predicted by the blend fit before them: out of fold as well
+            seen = np.concatenate([oof_rows, te])
+            preds = np.vstack([oof, direction.learner_predictions(x[te])])
+            weights = blend_weights(preds, y_dir[seen], cfg.direction_learners)
+            calibrator, confidence = _fit_calibrators(preds @ np.asarray(weights), y_dir[seen], horizon)
+            direction = fit_learners(x, y_dir, direction.columns, cfg.direction_params()).with_weights(
+                weights
+            )
             boosting, _ = self._fit_boosting(x, y_mag)
-            self.fitted_ = self._fitted(forest, boosting, lstm_model, calibrator, confidence, horizon, tf,
-                                        matrix[rows, _ATR], y_mag[everything])  # fmt: skip
+            self.fitted_ = self._fitted(direction, boosting, lstm_model, gb_weight, calibrator, confidence,
+                                        horizon, tf, matrix[rows, _ATR], y_mag, importances)  # fmt: skip
             timings["final_fit_s"] = time.perf_counter() - t0
         times = df.index[rows]
         served = np.arange(len(rows)) if cfg.final_fit else tr
@@ -351,19 +400,42 @@ class MLPricePrediction:
             "training_window": [str(times[tr[0]]), str(times[tr[-1]])],
             "calibration_window": [str(times[cal[0]]), str(times[cal[-1]])],
             "test_window": [str(times[te[0]]), str(times[te[-1]])],
+            "direction_training_window": [str(times[before_test[0]]), str(times[before_test[-1]])],
+            "direction_out_of_fold_window": [str(times[oof_rows[0]]), str(times[oof_rows[-1]])],
             "served_model_window": [str(times[served[0]]), str(times[served[-1]])],
+            "selected_features": [MODEL_FEATURES[j] for j in direction.columns],
+            "direction_weights": dict(zip(LEARNERS, self.fitted_.direction.weights, strict=True)),
+            "magnitude_weights": {"boosting": gb_weight, "lstm": 1.0 - gb_weight if cfg.use_lstm else 0.0},
             "holdout": report,
             "timings_s": {**timings, "total_s": time.perf_counter() - started},
             "library_versions": _library_versions(),
         }
         return dict(self.fitted_.info)
 
-    def _fit_forest(self, x: np.ndarray, y: np.ndarray) -> tuple[CompiledTrees, float]:
-        t0 = time.perf_counter()
-        forest = make_forest(self.config).fit(x, y)
-        ranked = sorted(zip(MODEL_FEATURES, forest.feature_importances_, strict=True), key=lambda t: -t[1])
-        self._importances = [(name, float(weight)) for name, weight in ranked[:15]]
-        return compile_forest_classifier(forest), time.perf_counter() - t0
+    def _fit_direction(
+        self, x: np.ndarray, y: np.ndarray, horizon: int
+    ) -> tuple[DirectionModel, np.ndarray, np.ndarray, dict[int, float]]:
+        """Columns, out-of-fold predictions, blend weights and the learners fit on all of ``x``;
+        with the out-of-fold rows and per-learner predictions the calibrators learn from, and
+        the columns' permutation importances."""
+        params = self.config.direction_params()
+        columns, importance = select_columns(x, y, gap=horizon, params=params)
+        oof_rows, oof = cross_fitted_predictions(
+            x, y, columns, params, n_folds=self.config.calibration_folds, gap=horizon
+        )
+        weights = blend_weights(oof, y[oof_rows], params.learners)
+        return fit_learners(x, y, columns, params).with_weights(weights), oof_rows, oof, importance
+
+    def _gb_weight(
+        self, lstm: NumpyLSTM, boosting: CompiledTrees, matrix: np.ndarray, rows: np.ndarray,
+        cal: np.ndarray, x: np.ndarray, y_mag: np.ndarray,
+    ) -> float:  # fmt: skip
+        """The configured boosting weight, or the one learned on the calibration slice (the
+        boosting model never saw it; the LSTM used it only to stop early)."""
+        if self.config.gb_weight is not None:
+            return float(self.config.gb_weight)
+        lstm_cal = lstm.predict(build_sequences(matrix, rows[cal], self.sequence_length))
+        return learned_gb_weight(y_mag[cal], boosting.predict(x[cal]), lstm_cal)
 
     def _fit_boosting(self, x: np.ndarray, y: np.ndarray) -> tuple[CompiledTrees, float]:
         from sklearn.ensemble import HistGradientBoostingRegressor
@@ -398,22 +470,23 @@ class MLPricePrediction:
         return model, time.perf_counter() - t0
 
     def _fitted(
-        self, forest: CompiledTrees, boosting: CompiledTrees, lstm: NumpyLSTM | None,
+        self, direction: DirectionModel, boosting: CompiledTrees, lstm: NumpyLSTM | None, gb_weight: float,
         calibrator: PlattCalibrator, confidence: ConfidenceCalibrator, horizon: int, tf: int,
-        atr: np.ndarray, moves: np.ndarray,
+        atr: np.ndarray, moves: np.ndarray, importances: list[tuple[str, float]],
     ) -> _Fitted:  # fmt: skip
-        """The served state; ``atr`` and ``moves`` are the rows the served forest was fit on."""
+        """The served state; ``atr`` and ``moves`` are the rows the served boosting model was fit on."""
         return _Fitted(
-            forest=forest,
+            direction=direction,
             boosting=boosting,
             lstm=lstm,
+            gb_weight=gb_weight,
             calibrator=calibrator,
             confidence=confidence,
             horizon=horizon,
             timeframe_sec=tf,
             typical_move=float(np.mean(np.abs(moves))),
             atr_percentiles=[float(v) for v in np.percentile(atr, [5, 20, 50, 80, 95])],
-            importances=self._importances,
+            importances=importances,
         )
 
     def _holdout(
@@ -424,17 +497,19 @@ class MLPricePrediction:
         x: np.ndarray,
         y_dir: np.ndarray,
         y_mag: np.ndarray,
+        oof_rows: np.ndarray,
     ) -> dict[str, Any]:
-        """Test-slice figures of the validation models (fit on train, calibrated on
-        calibration), whatever is served afterwards."""
+        """Test-slice figures of the validation models (the direction blend fit on the rows
+        before the test slice and calibrated out of fold there, the boosting regressor on
+        train), whatever is served afterwards."""
         fitted, valid = self._require(), self.validation_
         assert valid is not None
         te = split.test
-        raw = valid.forest.predict(x[te])
+        raw = valid.direction.predict(x[te])
         calibrated = valid.calibrator(raw)
         confidence = valid.confidence(calibrated)
         right = ((calibrated >= 0.5) == (y_dir[te] == 1)).astype(float)
-        train_up = float(y_dir[split.train].mean())
+        train_up = float(y_dir[: split.calibration[-1] + 1].mean())
         gb = valid.boosting.predict(x[te])
         report: dict[str, Any] = {
             "direction": direction_report(
@@ -446,8 +521,9 @@ class MLPricePrediction:
             "lean": {
                 "mean_predicted_p": float(np.mean(calibrated)),
                 "realised_up_rate": float(np.mean(y_dir[te])),
-                "calibration_up_rate": float(np.mean(y_dir[split.calibration])),
+                "calibration_up_rate": float(np.mean(y_dir[oof_rows])),
                 "train_up_rate": train_up,
+                "platt_intercept": valid.calibrator.b,
             },
             "probability_calibration": [asdict(b) for b in calibration_by_decile(y_dir[te], calibrated)],
             "confidence_calibration": [asdict(b) for b in calibration_by_decile(right, confidence)],
@@ -456,7 +532,7 @@ class MLPricePrediction:
         }
         if fitted.lstm is not None:
             lstm = fitted.lstm.predict(build_sequences(matrix, rows[te], self.sequence_length))
-            w = self.config.gb_weight
+            w = fitted.gb_weight
             report["magnitude_lstm"] = magnitude_report(y_mag[te], lstm).to_dict()
             report["magnitude_ensemble"] = magnitude_report(y_mag[te], w * gb + (1 - w) * lstm).to_dict()
         return report
@@ -528,11 +604,11 @@ class MLPricePrediction:
         matrix, values, times = self.feature_tail(df, features)
         close = float(values[-1, 3])
         last = matrix[-1:]
-        raw = float(fitted.forest.predict(last)[0])
+        raw = float(fitted.direction.predict(last)[0])
         p = float(fitted.calibrator(np.array([raw]))[0])
         gb = float(fitted.boosting.predict(last)[0])
         lstm = float(fitted.lstm.predict(matrix[None])[0]) if fitted.lstm is not None else None
-        w = self.config.gb_weight if lstm is not None else 1.0
+        w = fitted.gb_weight if lstm is not None else 1.0
         ensemble = w * gb + (1 - w) * (lstm or 0.0)
         side = 1.0 if p >= 0.5 else -1.0
         votes = [gb] + ([lstm] if lstm is not None else [])
@@ -571,7 +647,7 @@ class MLPricePrediction:
         out = np.full(len(frame), np.nan)
         ok = np.isfinite(matrix).all(axis=1)
         if ok.any():
-            out[ok] = fitted.calibrator(fitted.forest.predict(matrix[ok]))
+            out[ok] = fitted.calibrator(fitted.direction.predict(matrix[ok]))
         return out
 
     # --- persistence --------------------------------------------------------------------------
@@ -580,7 +656,7 @@ class MLPricePrediction:
         fitted = self._require()
         folder = Path(directory)
         folder.mkdir(parents=True, exist_ok=True)
-        fitted.forest.save(folder / "forest.npz")
+        direction = fitted.direction.save(folder)
         fitted.boosting.save(folder / "boosting.npz")
         if fitted.lstm is not None:
             fitted.lstm.save(folder / "lstm.npz")
@@ -590,6 +666,8 @@ class MLPricePrediction:
             "features": MODEL_FEATURES,
             "horizon": fitted.horizon,
             "timeframe_sec": fitted.timeframe_sec,
+            "direction": direction,
+            "gb_weight": fitted.gb_weight,
             "calibrator": asdict(fitted.calibrator),
             "confidence": fitted.confidence.to_dict(),
             "typical_move": fitted.typical_move,
@@ -615,9 +693,10 @@ class MLPricePrediction:
         self.config = ModelConfig.from_dict(model["config"])
         lstm_path = folder / "lstm.npz"
         self.fitted_ = _Fitted(
-            forest=CompiledTrees.load(folder / "forest.npz"),
+            direction=DirectionModel.load(folder, model["direction"]),
             boosting=CompiledTrees.load(folder / "boosting.npz"),
             lstm=NumpyLSTM.load(lstm_path) if lstm_path.exists() else None,
+            gb_weight=float(model["gb_weight"]),
             calibrator=PlattCalibrator(**model["calibrator"]),
             confidence=ConfidenceCalibrator.from_dict(model["confidence"]),
             horizon=int(model["horizon"]),
@@ -639,7 +718,7 @@ class MLPricePrediction:
             candles, np.arange(n, dtype=np.int64) * fitted.timeframe_sec, fitted.timeframe_sec
         )
         x = np.zeros((1, len(MODEL_FEATURES)))
-        fitted.forest.predict(x)
+        fitted.direction.learner_predictions(x)
         fitted.boosting.predict(x)
         if fitted.lstm is not None:
             fitted.lstm.predict(np.zeros((1, self.sequence_length, len(MODEL_FEATURES))))

@@ -13,19 +13,25 @@ be finite (the feature pipeline drops rows with NaN before they get here).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["CompiledTrees", "compile_forest_classifier", "compile_hist_gradient_boosting"]
+__all__ = [
+    "CompiledTrees",
+    "compile_forest_classifier",
+    "compile_hist_gradient_boosting",
+    "compile_hist_gradient_boosting_classifier",
+]
 
 
 @dataclass(frozen=True)
 class CompiledTrees:
-    """Flattened trees. ``kind`` is ``"mean"`` (average of leaf values: a forest) or ``"sum"``
-    (``base`` plus the sum of leaf values: boosting)."""
+    """Flattened trees. ``kind`` is ``"mean"`` (average of leaf values: a forest), ``"sum"``
+    (``base`` plus the sum of leaf values: boosting) or ``"logistic"`` (the sigmoid of that sum:
+    a boosted classifier's probability of class 1)."""
 
     feature: np.ndarray
     threshold: np.ndarray
@@ -51,7 +57,10 @@ class CompiledTrees:
         leaves = self.value[node]
         if self.kind == "mean":
             return leaves.mean(axis=1)
-        return self.base + leaves.sum(axis=1)
+        total = self.base + leaves.sum(axis=1)
+        if self.kind == "logistic":
+            return 0.5 * (np.tanh(0.5 * total) + 1.0)  # the sigmoid, without overflow warnings
+        return total
 
     def to_arrays(self) -> dict[str, Any]:
         meta = np.array([self.depth, self.n_features], dtype=np.int64)
@@ -169,3 +178,11 @@ def compile_hist_gradient_boosting(model: Any) -> CompiledTrees:
         )
     base = float(np.ravel(model._baseline_prediction)[0])
     return _assemble(trees, kind="sum", base=base, n_features=int(model.n_features_in_))
+
+
+def compile_hist_gradient_boosting_classifier(model: Any) -> CompiledTrees:
+    """A fitted binary ``HistGradientBoostingClassifier`` (numeric features) → the probability
+    of class 1 per row: the same trees as the regressor's, read through a sigmoid."""
+    if list(model.classes_) != [0, 1]:
+        raise ValueError(f"expected a binary classifier with classes [0, 1], got {model.classes_}")
+    return replace(compile_hist_gradient_boosting(model), kind="logistic")

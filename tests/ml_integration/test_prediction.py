@@ -25,7 +25,8 @@ def test_predict_returns_the_public_fields(trained, candles):
         "top_features",
     }
     assert 0 < out["direction_probability"] < 1 and 0 <= out["confidence"] <= 1
-    w = TINY.gb_weight
+    w = trained.predictor.fitted_.gb_weight  # learned out of sample (TINY leaves it to the data)
+    assert 0.0 <= w <= 1.0 and trained.training_report["magnitude_weights"]["boosting"] == w
     expected = w * out["magnitude_prediction"] + (1 - w) * out["lstm_prediction"]
     assert out["ensemble_magnitude"] == pytest.approx(expected)
     assert out["top_features"][0]["weight"] >= out["top_features"][-1]["weight"]
@@ -109,9 +110,10 @@ def test_serving_refuses_bad_candles(trained, candles):
 @pytest.mark.slow  # trains twice to compare
 def test_calibrator_and_models_never_see_test_rows(candles):
     """Changing every candle in the test slice (and its label window) leaves the models the
-    report describes (forest, Platt, confidence map, boosting) and the LSTM's scaler unchanged:
-    they were fit on earlier rows only. The served forest and calibrators do change: after
-    validation they are refit up to the last bar (on purpose; ``final_fit``)."""
+    report describes (the direction blend's columns, learners and weights, Platt, confidence
+    map, boosting) and the LSTM's scaler unchanged: they were fit on earlier rows only. The
+    served blend and calibrators do change: after validation they are refit up to the last bar
+    (on purpose; ``final_fit``)."""
     config = TINY
     first = MLPricePrediction(config)
     report = first.train_models(candles, 5)
@@ -125,11 +127,14 @@ def test_calibrator_and_models_never_see_test_rows(candles):
     second.train_models(changed, 5)
     a, b = first.validation_, second.validation_
     assert a.calibrator == b.calibrator and a.confidence == b.confidence
-    np.testing.assert_array_equal(a.forest.threshold, b.forest.threshold)
+    assert a.direction.columns == b.direction.columns and a.direction.weights == b.direction.weights
+    np.testing.assert_array_equal(a.direction.forest.threshold, b.direction.forest.threshold)
+    np.testing.assert_array_equal(a.direction.logistic.coef, b.direction.logistic.coef)
     np.testing.assert_array_equal(a.boosting.value, b.boosting.value)
     np.testing.assert_array_equal(first.fitted_.lstm.x_mean, second.fitted_.lstm.x_mean)
     np.testing.assert_array_equal(first.fitted_.lstm.x_scale, second.fitted_.lstm.x_scale)
     assert first.fitted_.lstm.y_scale == second.fitted_.lstm.y_scale
     assert first.fitted_.info["holdout"] != second.fitted_.info["holdout"]  # the test slice did change
     assert first.fitted_.calibrator != second.fitted_.calibrator  # served: refit on the latest rows
-    assert not np.array_equal(first.fitted_.forest.threshold, second.fitted_.forest.threshold)
+    served_a, served_b = first.fitted_.direction.forest, second.fitted_.direction.forest
+    assert not np.array_equal(served_a.threshold, served_b.threshold)

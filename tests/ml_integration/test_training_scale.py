@@ -41,7 +41,7 @@ def _served_outputs(model_dir: Path, symbol: str, frame: Any) -> np.ndarray:
     x = design.matrix[design.rows]
     fitted = predictor.fitted_
     assert fitted is not None
-    return np.column_stack([fitted.calibrator(fitted.forest.predict(x)), fitted.boosting.predict(x)])
+    return np.column_stack([fitted.calibrator(fitted.direction.predict(x)), fitted.boosting.predict(x)])
 
 
 @pytest.mark.slow

@@ -153,7 +153,8 @@ OPTIONAL_INPUTS: dict[str, OptionalInput] = {
             "leverage",
             "leverageInput",
             _input(
-                "leverageInput", "input.int", "0", "Leverage (perpetuals .P only, 0 = the gateway strategy's)",
+                "leverageInput", "input.int", "0",
+                "Leverage (perpetuals .P only, 0 = the gateway strategy's)",
                 "minval=0, maxval=125, group='Perpetuals', tooltip='Leave 0 on a spot chart: the gateway "
                 "refuses leverage on spot markets, and caps it at the strategy max_leverage.'",
             ),

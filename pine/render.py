@@ -45,11 +45,14 @@ from engine.alert import Action, Alert, MarketPosition
 
 __all__ = [
     "DEFAULT_STRATEGY_ID",
+    "INDICATOR_NOT_SENT",
     "KINDS",
+    "OPTIONAL_INPUTS",
     "STRATEGY_ALERT_MESSAGE",
     "WEBHOOK_URL_HINT",
     "IndicatorCondition",
     "MessageField",
+    "OptionalInput",
     "RenderError",
     "RenderedScript",
     "indicator_conditions",
@@ -131,6 +134,8 @@ def _pine_string(text: str) -> str:
 
 
 def _input(variable: str, call: str, default: str, title: str, rest: str) -> str:
+    """One ``variable = input.*(...)`` line; the title goes through :func:`_pine_string` because
+    titles such as "the gateway strategy's" carry quotes."""
     return f"{variable} = {call}({default}, {_pine_string(title)}, {rest})"
 
 
@@ -144,7 +149,8 @@ OPTIONAL_INPUTS: dict[str, OptionalInput] = {
             _input(
                 "trailingStopAtrMult", "input.float", "0.0", "Trailing stop (x ATR, 0 = off)",
                 "minval=0.0, step=0.1, group='Exits', tooltip='Sent as trailing_stop \"1.5atr\": "
-                "the gateway trails the stop at this many of its own ATRs behind the best price.'",
+                "the gateway trails the stop this many of ITS OWN ATRs (from its candle store, filled by "
+                "tvgw data fetch) behind the best price.'",
             ),
             "trailingStopAtrMult > 0",
             "'\"' + str.tostring(trailingStopAtrMult, '#.####') + 'atr\"'",
@@ -182,7 +188,7 @@ OPTIONAL_INPUTS: dict[str, OptionalInput] = {
 _INDICATOR_TRAILING_STOP = ScriptValue(
     "trailing_stop", "trailingStopAtrMult > 0 ? trailingStopAtrMult : na", "Trailing stop (x ATR)"
 )
-_INDICATOR_NOT_SENT: dict[str, str] = {
+INDICATOR_NOT_SENT: dict[str, str] = {
     "leverage": "constant alertcondition() messages cannot leave it out on spot charts: add it by hand",
     "margin_mode": "constant alertcondition() messages cannot leave it out on spot charts: add it by hand",
 }
@@ -320,12 +326,12 @@ _INPUT_VARIABLES = {"strategy_id": "gatewayStrategyId", "passphrase": "gatewayPa
 
 
 def _optional_field(kind: str, option: OptionalInput) -> list[MessageField]:
-    """The strategy appends the key only when set; the indicator as :data:`_INDICATOR_NOT_SENT` says."""
+    """The strategy appends the key only when set; the indicator as :data:`INDICATOR_NOT_SENT` says."""
     if kind == "strategy":
         return [MessageField(option.field, "optional", option.variable, False)]
-    if option.field == _INDICATOR_TRAILING_STOP.field:
-        return [MessageField(option.field, "script", _INDICATOR_TRAILING_STOP.expression, True)]
-    return []
+    if option.field in INDICATOR_NOT_SENT:
+        return []
+    return [MessageField(option.field, "script", _INDICATOR_TRAILING_STOP.expression, True)]
 
 
 # --- Pine text helpers -------------------------------------------------------------------------

@@ -162,9 +162,13 @@ def test_strategy_exit_and_perpetual_inputs_are_accepted_by_a_running_gateway(
     status, reply = post(gateway, substitute(entry, values))
     assert status == 200, reply
     assert reply["status"] == "executed", reply
+    # The engine acted on each field: the order's margin, the exit armed from the alert.
+    decision = reply["decision"]
+    assert decision["details"]["margin"] == {"leverage": 3.0, "margin_mode": "isolated"}, decision
+    assert decision["details"]["exits"]["source"]["trailing_stop"] == "alert", decision
     (stored,) = list_alerts(Storage(gateway.database), limit=10)
-    payload = stored["payload"]
-    assert (payload["trailing_stop"], payload["leverage"], payload["margin_mode"]) == ("1.5atr", 3, "isolated")
+    sent = {key: stored["payload"][key] for key in ("trailing_stop", "leverage", "margin_mode")}
+    assert sent == {"trailing_stop": "1.5atr", "leverage": 3, "margin_mode": "isolated"}
 
     # The same inputs on a spot chart reach the engine, which refuses the leverage: the inputs'
     # defaults (0, strategy default) are what keeps a spot chart's alerts out of this.

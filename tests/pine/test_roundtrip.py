@@ -170,9 +170,19 @@ def test_strategy_exit_and_perpetual_inputs_are_accepted_by_a_running_gateway(
     sent = {key: stored["payload"][key] for key in ("trailing_stop", "leverage", "margin_mode")}
     assert sent == {"trailing_stop": "1.5atr", "leverage": 3, "margin_mode": "isolated"}
 
+    # The exit order carries the same inputs; it closes the perpetual position all the same.
+    exit_message = strategy_message("Long exit", 0.05, gateway.passphrase, **PERP_INPUTS)
+    closing = placeholder_values(
+        position_size="0", market_position="flat", prev_market_position="long",
+        order_id="Long exit", comment="Long exit", now=now + timedelta(seconds=1),
+    )  # fmt: skip
+    status, reply = post(gateway, substitute(exit_message, closing | {"{{ticker}}": "BTCUSDT.P"}))
+    assert status == 200, reply
+    assert (reply["status"], reply["decision"]["target_position"]) == ("executed", 0.0), reply
+
     # The same inputs on a spot chart reach the engine, which refuses the leverage: the inputs'
     # defaults (0, strategy default) are what keeps a spot chart's alerts out of this.
-    spot = placeholder_values(now=now + timedelta(seconds=1))
+    spot = placeholder_values(now=now + timedelta(seconds=2))
     status, reply = post(gateway, substitute(entry, spot))
     assert status == 422, reply
     assert "leverage_on_spot" in json.dumps(reply), reply

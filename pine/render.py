@@ -211,7 +211,8 @@ class MessageField:
     """One key of the alert JSON and how the script fills it."""
 
     name: str
-    #: ``placeholder`` (TradingView fills it), ``script`` (a Pine expression) or ``input``.
+    #: ``placeholder`` (TradingView fills it), ``script`` (a Pine expression), ``input``, or
+    #: ``optional`` (an :data:`OPTIONAL_INPUTS` key, sent only when its input is set).
     source: str
     #: The placeholder text, the Pine expression, or the Pine input variable.
     value: str
@@ -317,7 +318,7 @@ def message_fields(kind: str) -> list[MessageField]:
         elif name not in NOT_SENT:
             raise RenderError(
                 f"engine.alert.Alert field {name!r} has no TradingView placeholder and pine/render.py "
-                "does not say how the scripts fill it: add it to SCRIPT_VALUES or NOT_SENT"
+                "does not say how the scripts fill it: add it to SCRIPT_VALUES, OPTIONAL_INPUTS or NOT_SENT"
             )
     return fields
 

@@ -45,11 +45,14 @@ from engine.alert import Action, Alert, MarketPosition
 
 __all__ = [
     "DEFAULT_STRATEGY_ID",
+    "INDICATOR_NOT_SENT",
     "KINDS",
+    "OPTIONAL_INPUTS",
     "STRATEGY_ALERT_MESSAGE",
     "WEBHOOK_URL_HINT",
     "IndicatorCondition",
     "MessageField",
+    "OptionalInput",
     "RenderError",
     "RenderedScript",
     "indicator_conditions",
@@ -107,9 +110,87 @@ NOT_SENT: dict[str, str] = {
     "id": "the gateway derives the idempotency key from strategy, ticker, action, timenow and order id",
     "extras": "not a field of the message: the gateway keeps unknown keys there",
     "close_percent": "a close of part of the position: the strategy alerts send contracts instead",
-    "trailing_stop": "optional exit: the strategy's trailing_stop gives it, or add it by hand",
-    "leverage": "perpetuals only: the strategy's leverage gives it, or add it by hand to a .P chart's alert",
-    "margin_mode": "perpetuals only: the strategy's margin_mode gives it, or add it by hand",
+}
+
+
+@dataclass(frozen=True)
+class OptionalInput:
+    """An alert field the trader switches on in the script's settings, sent only when set: a key
+    the trader did not ask for must not reach the gateway (leverage on a spot chart is a 422)."""
+
+    field: str
+    #: The Pine input variable, and its ``input.*()`` declaration.
+    variable: str
+    declaration: str
+    #: Pine condition under which the key is sent.
+    condition: str
+    #: Pine string expression of the JSON value (quotes included for a string).
+    value: str
+
+
+def _pine_string(text: str) -> str:
+    """A single-quoted Pine string literal (JSON inside uses double quotes, so few escapes)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _input(variable: str, call: str, default: str, title: str, rest: str) -> str:
+    """One ``variable = input.*(...)`` line; the title goes through :func:`_pine_string` because
+    titles such as "the gateway strategy's" carry quotes."""
+    return f"{variable} = {call}({default}, {_pine_string(title)}, {rest})"
+
+
+#: Fields sent from the strategy's own inputs, each only when the trader set it.
+OPTIONAL_INPUTS: dict[str, OptionalInput] = {
+    v.field: v
+    for v in (
+        OptionalInput(
+            "trailing_stop",
+            "trailingStopAtrMult",
+            _input(
+                "trailingStopAtrMult", "input.float", "0.0", "Trailing stop (x ATR, 0 = off)",
+                "minval=0.0, step=0.1, group='Exits', tooltip='Sent as trailing_stop \"1.5atr\": "
+                "the gateway trails the stop this many of ITS OWN ATRs (from its candle store, filled by "
+                "tvgw data fetch) behind the best price.'",
+            ),
+            "trailingStopAtrMult > 0",
+            "'\"' + str.tostring(trailingStopAtrMult, '#.####') + 'atr\"'",
+        ),
+        OptionalInput(
+            "leverage",
+            "leverageInput",
+            _input(
+                "leverageInput", "input.int", "0",
+                "Leverage (perpetuals .P only, 0 = the gateway strategy's)",
+                "minval=0, maxval=125, group='Perpetuals', tooltip='Leave 0 on a spot chart: the gateway "
+                "refuses leverage on spot markets, and caps it at the strategy max_leverage.'",
+            ),
+            "leverageInput > 0",
+            "str.tostring(leverageInput)",
+        ),
+        OptionalInput(
+            "margin_mode",
+            "marginModeInput",
+            _input(
+                "marginModeInput", "input.string", "'strategy default'", "Margin mode (perpetuals .P only)",
+                "options=['strategy default', 'isolated', 'cross'], group='Perpetuals', "
+                "tooltip='Leave the strategy default on a spot chart.'",
+            ),
+            "marginModeInput != 'strategy default'",
+            "'\"' + marginModeInput + '\"'",
+        ),
+    )
+}  # fmt: skip
+
+#: The indicator's constant alertcondition() messages cannot add or drop keys at run time, and a
+#: plot carries numbers only: its trailing stop travels through a plot that is ``na`` (printed
+#: ``NaN``, read by the gateway as "not given") while the input is 0; leverage and margin mode,
+#: which have no "not given" number, are the strategy script's alone.
+_INDICATOR_TRAILING_STOP = ScriptValue(
+    "trailing_stop", "trailingStopAtrMult > 0 ? trailingStopAtrMult : na", "Trailing stop (x ATR)"
+)
+INDICATOR_NOT_SENT: dict[str, str] = {
+    "leverage": "constant alertcondition() messages cannot leave it out on spot charts: add it by hand",
+    "margin_mode": "constant alertcondition() messages cannot leave it out on spot charts: add it by hand",
 }
 
 #: Exits the strategy script sends with every order: its own ATR stop and target as a percent of
@@ -130,7 +211,8 @@ class MessageField:
     """One key of the alert JSON and how the script fills it."""
 
     name: str
-    #: ``placeholder`` (TradingView fills it), ``script`` (a Pine expression) or ``input``.
+    #: ``placeholder`` (TradingView fills it), ``script`` (a Pine expression), ``input``, or
+    #: ``optional`` (an :data:`OPTIONAL_INPUTS` key, sent only when its input is set).
     source: str
     #: The placeholder text, the Pine expression, or the Pine input variable.
     value: str
@@ -231,10 +313,12 @@ def message_fields(kind: str) -> list[MessageField]:
             # The indicator's constant messages leave exits to the gateway's strategy settings.
             if kind == "strategy":
                 fields.append(MessageField(name, "script", STRATEGY_EXITS[name], True))
+        elif name in OPTIONAL_INPUTS:
+            fields += _optional_field(kind, OPTIONAL_INPUTS[name])
         elif name not in NOT_SENT:
             raise RenderError(
                 f"engine.alert.Alert field {name!r} has no TradingView placeholder and pine/render.py "
-                "does not say how the scripts fill it: add it to SCRIPT_VALUES or NOT_SENT"
+                "does not say how the scripts fill it: add it to SCRIPT_VALUES, OPTIONAL_INPUTS or NOT_SENT"
             )
     return fields
 
@@ -242,12 +326,16 @@ def message_fields(kind: str) -> list[MessageField]:
 _INPUT_VARIABLES = {"strategy_id": "gatewayStrategyId", "passphrase": "gatewayPassphrase"}
 
 
+def _optional_field(kind: str, option: OptionalInput) -> list[MessageField]:
+    """The strategy appends the key only when set; the indicator as :data:`INDICATOR_NOT_SENT` says."""
+    if kind == "strategy":
+        return [MessageField(option.field, "optional", option.variable, False)]
+    if option.field in INDICATOR_NOT_SENT:
+        return []
+    return [MessageField(option.field, "script", _INDICATOR_TRAILING_STOP.expression, True)]
+
+
 # --- Pine text helpers -------------------------------------------------------------------------
-
-
-def _pine_string(text: str) -> str:
-    """A single-quoted Pine string literal (JSON inside uses double quotes, so few escapes)."""
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _json_string_body(text: str) -> str:
@@ -283,6 +371,12 @@ def _check_strategy_id(strategy_id: str) -> None:
 # --- generated regions -------------------------------------------------------------------------
 
 
+def _option_inputs(kind: str) -> list[str]:
+    """Declarations of the inputs whose fields a script of ``kind`` sends."""
+    sent = {f.name for f in message_fields(kind)}
+    return [o.declaration for o in OPTIONAL_INPUTS.values() if o.field in sent]
+
+
 def _gateway_inputs(strategy_id: str, passphrase: str) -> list[str]:
     return [
         f"gatewayStrategyId = input.string({_pine_string(strategy_id)}, 'Strategy id', group='Gateway', "
@@ -291,14 +385,20 @@ def _gateway_inputs(strategy_id: str, passphrase: str) -> list[str]:
         f"gatewayPassphrase = input.string({_pine_string(passphrase)}, 'Passphrase', group='Gateway', "
         "tooltip='The strategy passphrase configured in the gateway. It travels inside every alert.', "
         "display=display.none)",
+        *_option_inputs("strategy"),
     ]
 
 
 def _strategy_message_function() -> list[str]:
     """``tvgwAlertMessage(action, side)``: the JSON, one key per line, built in Pine."""
     parts: list[str] = []
+    optional: list[str] = []
     for f in message_fields("strategy"):
-        if f.source == "placeholder":
+        if f.source == "optional":
+            option = OPTIONAL_INPUTS[f.name]
+            key = _pine_string(f', "{f.name}": ')
+            optional.append(f"    message := {option.condition} ? message + {key} + {option.value} : message")
+        elif f.source == "placeholder":
             value = f'"{f.value}"' if f.quoted else f.value
             parts.append(_pine_string(f'"{f.name}": {value}'))
         elif f.source == "input":
@@ -320,6 +420,8 @@ def _strategy_message_function() -> list[str]:
         "    string message = '{' + " + parts[0],
     ]
     lines += [f"    message := message + ', ' + {part}" for part in parts[1:]]
+    lines.append("    // Sent only when set in the inputs, so a spot chart's alerts carry no leverage.")
+    lines += optional
     lines.append("    message + '}'")
     return lines
 
@@ -341,7 +443,7 @@ def _plot_placeholder(value: ScriptValue, side: int) -> str:
 def _indicator_plots() -> list[tuple[str, str]]:
     """(title, Pine expression) of the data-window plots that the messages reference."""
     plots: list[tuple[str, str]] = []
-    for value in (*SCRIPT_VALUES.values(), _INDICATOR_ORDER_SIZE):
+    for value in (*SCRIPT_VALUES.values(), _INDICATOR_ORDER_SIZE, _INDICATOR_TRAILING_STOP):
         sides = (1, -1) if "{side}" in value.plot_title else (1,)
         for side in sides:
             plots.append((_plot_title(value, side), re.sub(r"\bside\b", str(side), value.expression)))
@@ -364,13 +466,16 @@ def indicator_message(condition: IndicatorCondition, strategy_id: str, passphras
                 items.append(f'"contracts": {_plot_placeholder(_INDICATOR_ORDER_SIZE, condition.side)}')
         elif f.source == "placeholder":
             items.append(f'"{f.name}": "{f.value}"' if f.quoted else f'"{f.name}": {f.value}')
+        elif f.name == _INDICATOR_TRAILING_STOP.field:
+            items.append(f'"{f.name}": "{_plot_placeholder(_INDICATOR_TRAILING_STOP, 1)}atr"')
         else:
             items.append(f'"{f.name}": {_plot_placeholder(SCRIPT_VALUES[f.name], condition.side)}')
     return "{" + ", ".join(items) + "}"
 
 
 def _indicator_alerts(strategy_id: str, passphrase: str) -> list[str]:
-    lines = ['// Data-window plots: the alert messages read them through {{plot("...")}}.']
+    lines = [*_option_inputs("indicator"), ""]
+    lines.append('// Data-window plots: the alert messages read them through {{plot("...")}}.')
     for title, expression in _indicator_plots():
         lines.append(f"plot({expression}, {_pine_string(title)}, display=display.data_window)")
     lines.append("")

@@ -13,11 +13,19 @@ from typing import Any
 
 import pytest
 
+from engine.exits import ATR_BARS
 from pine.render import KINDS, indicator_conditions, render
 from storage.alerts import list_alerts
 from storage.database import Storage
-from tests.conftest import LiveGateway, start_gateway
-from tests.pine.tradingview import PLACEHOLDER, SERIES, parse_script, placeholder_values, substitute
+from tests.conftest import LiveGateway, seed_market, start_gateway
+from tests.pine.tradingview import (
+    PLACEHOLDER,
+    SERIES,
+    input_scope,
+    parse_script,
+    placeholder_values,
+    substitute,
+)
 
 DECIDED = {"executed", "annotated", "rejected"}
 
@@ -33,11 +41,13 @@ def live_gateway(tmp_path: Path) -> Iterator[LiveGateway]:
     gateway.stop()
 
 
-def strategy_message(order_id: str, position_before: float, passphrase: str) -> str:
-    """The alert_message= the bundled strategy builds for ``order_id`` (passphrase as typed in)."""
+def strategy_message(order_id: str, position_before: float, passphrase: str, **inputs: Any) -> str:
+    """The alert_message= the bundled strategy builds for ``order_id`` (passphrase and the
+    optional-field ``inputs`` as typed in)."""
     script = parse_script((resources.files("pine") / KINDS["strategy"]).read_text(encoding="utf-8"))
     scope = {
         **SERIES,
+        **input_scope(script, **inputs),
         "gatewayStrategyId": script.input_default("gatewayStrategyId"),
         "gatewayPassphrase": passphrase,
         "strategy.position_size": position_before,
@@ -104,6 +114,7 @@ def test_indicator_conditions_are_accepted_by_a_running_gateway(
     plots = {script.evaluate(c.args[1].value, {}): "0.731059" for c in script.calls("plot")}
     plots |= {"Technical score long": "6", "Technical score short": "2", "Sentiment score": "0"}
     plots |= {"Proxy Kelly fraction long": "0.26", "Proxy Kelly fraction short": "-0.117143"}
+    plots |= {"Trailing stop (x ATR)": "NaN"}  # the input's default, 0: off
     now = datetime.now(UTC).replace(microsecond=0)
     for step, call in enumerate(script.calls("alertcondition")):
         message = script.evaluate(call.args[2].value, {})
@@ -113,6 +124,68 @@ def test_indicator_conditions_are_accepted_by_a_running_gateway(
         assert status == 200, (message, reply)
         assert reply["status"] in DECIDED, reply
     assert len(list_alerts(Storage(live_gateway.database), limit=20)) == len(indicator_conditions())
+
+
+PERPETUAL = "BTC/USDT:USDT"
+
+
+def seed_bars(gateway: LiveGateway, symbol: str, price: float, count: int = ATR_BARS) -> None:
+    """Hourly bars ending at ``price`` that move (so the gateway's ATR, which "1.5atr" needs,
+    exists and is not zero), as `tvgw data fetch` would store them."""
+    now = datetime.now(UTC).timestamp()
+    for back in range(count, 0, -1):
+        wiggle = price * (1.004 if back % 2 else 0.996)
+        seed_market(gateway.database, {symbol: wiggle}, at=now - back * 3600)
+    seed_market(gateway.database, {symbol: price}, at=now)
+
+
+@pytest.fixture
+def perpetual_gateway(tmp_path: Path) -> Iterator[LiveGateway]:
+    """The gateway with an hourly history of the BTCUSDT.P perpetual at the messages' price."""
+    gateway = start_gateway(tmp_path, prices={"BTC/USDT": 1800.8, PERPETUAL: 1800.8})
+    seed_bars(gateway, PERPETUAL, 1800.8)
+    yield gateway
+    gateway.stop()
+
+
+PERP_INPUTS = {"trailingStopAtrMult": 1.5, "leverageInput": 3, "marginModeInput": "isolated"}
+
+
+@pytest.mark.slow
+def test_strategy_exit_and_perpetual_inputs_are_accepted_by_a_running_gateway(
+    perpetual_gateway: LiveGateway,
+) -> None:
+    gateway = perpetual_gateway
+    entry = strategy_message("Long", 0.0, gateway.passphrase, **PERP_INPUTS)
+    now = datetime.now(UTC).replace(microsecond=0)
+    values = placeholder_values(now=now) | {"{{ticker}}": "BTCUSDT.P"}
+    status, reply = post(gateway, substitute(entry, values))
+    assert status == 200, reply
+    assert reply["status"] == "executed", reply
+    # The engine acted on each field: the order's margin, the exit armed from the alert.
+    decision = reply["decision"]
+    assert decision["details"]["margin"] == {"leverage": 3.0, "margin_mode": "isolated"}, decision
+    assert decision["details"]["exits"]["source"]["trailing_stop"] == "alert", decision
+    (stored,) = list_alerts(Storage(gateway.database), limit=10)
+    sent = {key: stored["payload"][key] for key in ("trailing_stop", "leverage", "margin_mode")}
+    assert sent == {"trailing_stop": "1.5atr", "leverage": 3, "margin_mode": "isolated"}
+
+    # The exit order carries the same inputs; it closes the perpetual position all the same.
+    exit_message = strategy_message("Long exit", 0.05, gateway.passphrase, **PERP_INPUTS)
+    closing = placeholder_values(
+        position_size="0", market_position="flat", prev_market_position="long",
+        order_id="Long exit", comment="Long exit", now=now + timedelta(seconds=1),
+    )  # fmt: skip
+    status, reply = post(gateway, substitute(exit_message, closing | {"{{ticker}}": "BTCUSDT.P"}))
+    assert status == 200, reply
+    assert (reply["status"], reply["decision"]["target_position"]) == ("executed", 0.0), reply
+
+    # The same inputs on a spot chart reach the engine, which refuses the leverage: the inputs'
+    # defaults (0, strategy default) are what keeps a spot chart's alerts out of this.
+    spot = placeholder_values(now=now + timedelta(seconds=2))
+    status, reply = post(gateway, substitute(entry, spot))
+    assert status == 422, reply
+    assert "leverage_on_spot" in json.dumps(reply), reply
 
 
 def unfilled(message: str, broken: str) -> str:

@@ -5,13 +5,25 @@ from __future__ import annotations
 
 import json
 from importlib import resources
+from typing import Any
 
 import pytest
 from pynescript import ast
 
 from engine.alert import Action, Alert
+from engine.exits import Level, parse_level
 from pine.render import KINDS, NOT_SENT, RenderError, indicator_conditions, message_fields, render
-from tests.pine.tradingview import PLACEHOLDER, SERIES, parse_script, substitute
+from tests.pine.tradingview import (
+    PLACEHOLDER,
+    SERIES,
+    input_scope,
+    parse_script,
+    placeholder_values,
+    substitute,
+)
+
+#: The alert fields the scripts send only when the trader sets their input.
+OPTIONAL = {"trailing_stop", "leverage", "margin_mode"}
 
 ENTRY_ACTIONS = {"buy", "sell", "reverse"}
 
@@ -33,11 +45,15 @@ def placeholder_fields() -> dict[str, str]:
     return out
 
 
-def strategy_messages(source: str, passphrase: str | None = None) -> dict[tuple[str, float], str]:
-    """(order id, position size when called) → the alert JSON the Pine source builds for it."""
+def strategy_messages(
+    source: str, passphrase: str | None = None, **inputs: Any
+) -> dict[tuple[str, float], str]:
+    """(order id, position size when called) → the alert JSON the Pine source builds for it, with
+    the optional-field ``inputs`` as the trader set them (their defaults otherwise)."""
     script = parse_script(source)
     env = {
         **SERIES,
+        **input_scope(script, **inputs),
         "gatewayStrategyId": script.input_default("gatewayStrategyId"),
         "gatewayPassphrase": script.input_default("gatewayPassphrase") if passphrase is None else passphrase,
     }
@@ -102,7 +118,10 @@ def test_every_alert_field_is_sent_or_deliberately_left_out() -> None:
         else:
             # Indicators have no strategy.* placeholders; these have no indicator equivalent. Its
             # constant messages leave exits to the gateway's strategy settings.
-            assert missing == {"position_size", "order_id", "comment", "stop_loss", "take_profit"}
+            # Nor can they leave leverage and margin mode out on a spot chart.
+            assert missing == {
+                "position_size", "order_id", "comment", "stop_loss", "take_profit", "leverage", "margin_mode"
+            }  # fmt: skip
 
 
 def test_strategy_messages_carry_every_placeholder_field_and_no_unknown_key() -> None:
@@ -171,6 +190,69 @@ def test_indicator_alertconditions_match_the_model_and_its_plots() -> None:
         assert data["passphrase"] == "s3cret"
         assert data["action"] == condition.action.value
         assert ("contracts" in data) == (data["action"] in ENTRY_ACTIONS)
+        assert not {"leverage", "margin_mode"} & set(data), "a spot chart's alert would be refused"
+
+
+def test_optional_inputs_default_to_off_and_send_nothing() -> None:
+    script = parse_script(bundled("strategy"))
+    assert input_scope(script) == {
+        "trailingStopAtrMult": 0.0,
+        "leverageInput": 0,
+        "marginModeInput": "strategy default",
+    }
+    for key, message in strategy_messages(bundled("strategy")).items():
+        data = as_json_with_dummy_placeholders(message)
+        assert not OPTIONAL & set(data), f"{key}: an optional field is sent although its input is off"
+
+
+@pytest.mark.parametrize(
+    ("inputs", "field", "sent"),
+    [
+        ({"trailingStopAtrMult": 1.5}, "trailing_stop", "1.5atr"),
+        ({"trailingStopAtrMult": 0.25}, "trailing_stop", "0.25atr"),
+        ({"leverageInput": 3}, "leverage", 3),
+        ({"leverageInput": 1}, "leverage", 1),
+        ({"marginModeInput": "isolated"}, "margin_mode", "isolated"),
+        ({"marginModeInput": "cross"}, "margin_mode", "cross"),
+    ],
+)
+def test_each_optional_field_is_sent_only_when_its_input_is_set(
+    inputs: dict[str, Any], field: str, sent: object
+) -> None:
+    messages = strategy_messages(bundled("strategy"), **inputs)
+    for key, message in messages.items():
+        data = as_json_with_dummy_placeholders(message)
+        assert OPTIONAL & set(data) == {field}, key
+        assert data[field] == sent, key
+    if field == "trailing_stop":
+        # The gateway's own parser reads it as an ATR multiple, not a price or a percent.
+        assert parse_level(field, sent) == Level(float(inputs["trailingStopAtrMult"]), "atr")
+
+
+def test_all_optional_fields_together_validate_as_an_alert_on_a_perpetual() -> None:
+    message = strategy_messages(
+        bundled("strategy"), trailingStopAtrMult=1.5, leverageInput=3, marginModeInput="isolated"
+    )[("Long", 0.0)]
+    values = placeholder_values(plots=None) | {"{{ticker}}": "BTCUSDT.P"}
+    alert = Alert.model_validate(json.loads(substitute(message, values)))
+    assert (alert.trailing_stop, alert.leverage, alert.margin_mode) == ("1.5atr", 3, "isolated")
+    assert alert.extras == {}
+
+
+@pytest.mark.parametrize(("plotted", "expected"), [("NaN", None), ("1.5", "1.5atr")])
+def test_indicator_trailing_stop_travels_through_its_plot(plotted: str, expected: str | None) -> None:
+    """Constant messages cannot drop the key: a plot that is na while the input is 0 prints NaN,
+    which the gateway reads as "no trailing stop"."""
+    script = parse_script(bundled("indicator"))
+    assert input_scope(script) == {"trailingStopAtrMult": 0.0}
+    plots = {script.evaluate(c.args[1].value, {}): "0.5" for c in script.calls("plot")}
+    plots["Trailing stop (x ATR)"] = plotted
+    for call in script.calls("alertcondition"):
+        message = script.evaluate(call.args[2].value, {})
+        assert '"trailing_stop": "{{plot("Trailing stop (x ATR)")}}atr"' in message
+        alert = Alert.model_validate(json.loads(substitute(message, placeholder_values(plots=plots))))
+        assert alert.trailing_stop == expected
+        assert alert.leverage is None and alert.margin_mode is None
 
 
 def dotted_name(node: object) -> str:

@@ -288,3 +288,12 @@ SERIES = {
     "atr": 300.0,
     "close": 30_000.0,
 }
+
+#: The strategy's inputs for the optional alert fields (trailing stop, leverage, margin mode).
+OPTION_INPUTS = ("trailingStopAtrMult", "leverageInput", "marginModeInput")
+
+
+def input_scope(script: PineScript, **overrides: Any) -> dict[str, Any]:
+    """The optional-field inputs at the script's defaults, except those the trader set."""
+    names = [name for name in OPTION_INPUTS if f"{name} = input." in script.source]
+    return {**{name: script.input_default(name) for name in names}, **overrides}

@@ -1,5 +1,5 @@
 """The bundled TradingView Pine scripts and the renderer that builds the gateway's alert message
-into them (see :mod:`pine.render` and ``docs/tradingview.md``)."""
+into them (see :mod:`pine.render` and the README, "From a TradingView chart to the gateway, step by step")."""
 
 from pine.render import (
     DEFAULT_STRATEGY_ID,

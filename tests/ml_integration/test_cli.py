@@ -47,8 +47,9 @@ def test_data_import_refuses_a_bad_file(env, capsys):
 @pytest.mark.slow
 def test_train_synthetic_records_job_and_model(env, capsys):
     code = main(
-        ["train", "--symbol", "BTC/USDT", "--synthetic", "--days", "90", "--seed", "3", "--no-progress"]
-    )
+        ["train", "--symbol", "BTC/USDT", "--synthetic", "--days", "90", "--seed", "3", "--quick",
+         "--no-progress"]
+    )  # fmt: skip
     assert code == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert "SYNTHETIC" in out and "vs majority class" in out and "volatility QLIKE" in out

@@ -249,6 +249,17 @@ def start_gateway(
     raise RuntimeError(f"gunicorn did not become healthy in 120 s:\n{gateway.log()}")
 
 
+@pytest.fixture
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`tvgw` commands read their settings from the environment: a database and a model store in
+    ``tmp_path``, and no config file or Dask scheduler of the machine's leaking in."""
+    monkeypatch.setenv("TVGW_DATABASE", str(tmp_path / "tvgw.sqlite"))
+    monkeypatch.setenv("TVGW_MODEL_DIR", str(tmp_path / "models"))
+    for name in ("TVGW_CONFIG", "TVGW_DASK_SCHEDULER"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
 @pytest.fixture(scope="session")
 def candles() -> Any:
     """2,500 hourly synthetic candles without gaps (tests that need gaps add them)."""

@@ -17,13 +17,6 @@ from tests.conftest import make_settings
 from tvgw.cli import main
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("TVGW_DATABASE", str(tmp_path / "tvgw.sqlite"))
-    monkeypatch.delenv("TVGW_CONFIG", raising=False)
-    return tmp_path
-
-
 def _write_json(path, frame):
     path.write_text(json.dumps(frame_to_rows(frame)))
     return path
@@ -58,41 +51,41 @@ def _refused(capsys, report) -> str:
     return err
 
 
-def test_a_file_in_an_unknown_format_is_refused_naming_the_formats(env, capsys):
-    path = env / "candles.parquet"
+def test_a_file_in_an_unknown_format_is_refused_naming_the_formats(cli_env, capsys):
+    path = cli_env / "candles.parquet"
     path.write_bytes(b"PAR1 not candles")
-    assert _backtest(path, env / "out.html") == 2
-    err = _refused(capsys, env / "out.html")
+    assert _backtest(path, cli_env / "out.html") == 2
+    err = _refused(capsys, cli_env / "out.html")
     assert "unknown candle file format '.parquet'" in err and "freqtrade JSON" in err and "CSV" in err
 
 
-def test_a_file_with_broken_rows_names_the_row(env, capsys):
+def test_a_file_with_broken_rows_names_the_row(cli_env, capsys):
     rows = frame_to_rows(synthetic_candles(300, seed=1, n_gaps=0))
     rows[17][2] = rows[17][3] / 2  # high below low
-    (env / "bad.json").write_text(json.dumps(rows))
-    assert _backtest(env / "bad.json", env / "out.html") == 2
-    assert "row 17" in _refused(capsys, env / "out.html")
+    (cli_env / "bad.json").write_text(json.dumps(rows))
+    assert _backtest(cli_env / "bad.json", cli_env / "out.html") == 2
+    assert "row 17" in _refused(capsys, cli_env / "out.html")
 
 
-def test_too_few_rows_for_the_windows_says_where_data_must_start(env, capsys):
-    path = _write_json(env / "short.json", synthetic_candles(900, seed=2, n_gaps=0))
-    assert _backtest(path, env / "out.html") == 2
-    err = _refused(capsys, env / "out.html")
+def test_too_few_rows_for_the_windows_says_where_data_must_start(cli_env, capsys):
+    path = _write_json(cli_env / "short.json", synthetic_candles(900, seed=2, n_gaps=0))
+    assert _backtest(path, cli_env / "out.html") == 2
+    err = _refused(capsys, cli_env / "out.html")
     assert "too few rows: 900 candles" in err and "give more history, or shorten --train-window" in err
 
 
-def test_a_test_window_longer_than_the_traded_period_is_refused(env, capsys):
+def test_a_test_window_longer_than_the_traded_period_is_refused(cli_env, capsys):
     frame = synthetic_candles(2000, seed=3, n_gaps=0)
-    path = _write_json(env / "c.json", frame)
+    path = _write_json(cli_env / "c.json", frame)
     end = (frame.index[-1] - pd.Timedelta(days=2)).date().isoformat()
     start = (frame.index[-1] - pd.Timedelta(days=12)).date().isoformat()
-    assert _backtest(path, env / "out.html", "--start", start, "--end", end) == 2
-    err = _refused(capsys, env / "out.html")
+    assert _backtest(path, cli_env / "out.html", "--start", start, "--end", end) == 2
+    err = _refused(capsys, cli_env / "out.html")
     assert "shorter than one --test-window" in err
 
 
-def test_a_training_window_too_short_for_the_models_is_refused(env, capsys):
-    path = _write_json(env / "c.json", synthetic_candles(2000, seed=3, n_gaps=0))
+def test_a_training_window_too_short_for_the_models_is_refused(cli_env, capsys):
+    path = _write_json(cli_env / "c.json", synthetic_candles(2000, seed=3, n_gaps=0))
     code = main(
         [
             "backtest",
@@ -106,20 +99,20 @@ def test_a_training_window_too_short_for_the_models_is_refused(env, capsys):
             "14d",
             "--no-lstm",
             "--report",
-            str(env / "out.html"),
+            str(cli_env / "out.html"),
         ]
     )
     assert code == 2
-    assert "lengthen --train-window" in _refused(capsys, env / "out.html")
+    assert "lengthen --train-window" in _refused(capsys, cli_env / "out.html")
 
 
-def test_a_gap_longer_than_the_horizon_is_refused_naming_it(env, capsys):
+def test_a_gap_longer_than_the_horizon_is_refused_naming_it(cli_env, capsys):
     frame = synthetic_candles(2600, seed=4, n_gaps=0)
     hole = frame.index[1500]
     frame = frame.drop(frame.index[1500:1512])  # 12 bars missing, horizon 5
-    path = _write_json(env / "gappy.json", frame)
-    assert _backtest(path, env / "out.html") == 2
-    err = _refused(capsys, env / "out.html")
+    path = _write_json(cli_env / "gappy.json", frame)
+    assert _backtest(path, cli_env / "out.html") == 2
+    err = _refused(capsys, cli_env / "out.html")
     assert "12 bars missing" in err and str(hole - pd.Timedelta(hours=1)) in err and "Move --start" in err
 
 
@@ -156,11 +149,11 @@ def test_an_empty_candle_store_says_how_to_fill_it(tmp_path):
         ("--embargo", "2", "shorter than"),
     ],
 )
-def test_bad_options_are_refused(env, capsys, option, value, message):
-    path = _write_json(env / "c.json", synthetic_candles(300, seed=1, n_gaps=0))
+def test_bad_options_are_refused(cli_env, capsys, option, value, message):
+    path = _write_json(cli_env / "c.json", synthetic_candles(300, seed=1, n_gaps=0))
     if value is None:
         with pytest.raises(SystemExit):
-            _backtest(path, env / "out.html", "--mode", "yolo")
+            _backtest(path, cli_env / "out.html", "--mode", "yolo")
         return
-    assert _backtest(path, env / "out.html", option, value) == 2
-    assert message in _refused(capsys, env / "out.html")
+    assert _backtest(path, cli_env / "out.html", option, value) == 2
+    assert message in _refused(capsys, cli_env / "out.html")

@@ -89,16 +89,6 @@ def test_a_failed_symbol_is_recorded_and_the_others_are_saved(tmp_path):
     assert jobs[0]["model_version"] and load_latest_strategy(tmp_path / "models", "BTC/USDT", "1h")
 
 
-@pytest.fixture
-def cli_env(tmp_path, monkeypatch):
-    """`tvgw` reads its settings from the environment: a database and models in tmp_path."""
-    monkeypatch.setenv("TVGW_DATABASE", str(tmp_path / "tvgw.sqlite"))
-    monkeypatch.setenv("TVGW_MODEL_DIR", str(tmp_path / "models"))
-    for name in ("TVGW_CONFIG", "TVGW_DASK_SCHEDULER"):
-        monkeypatch.delenv(name, raising=False)
-    return tmp_path
-
-
 @pytest.mark.slow
 def test_tvgw_train_tune_feeds_the_tuned_forest_and_reuses_the_search(cli_env, capsys):
     tmp_path = cli_env

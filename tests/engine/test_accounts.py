@@ -142,8 +142,8 @@ def test_when_no_account_fills_and_a_broker_failed_the_answer_is_502(
     assert response.status_code == 502 and response.json["status"] == "failed"
 
 
-def test_each_account_sizes_with_its_own_terms(tmp_path: Path) -> None:
-    toml = """
+#: Two paper accounts: ``big`` buys 600 USDT a time, ``small`` the alert's contracts (the strategy's sizing).
+BIG_AND_SMALL = """
 [accounts.big]
 sizing = "fixed_quote"
 quote_amount = 600
@@ -153,7 +153,10 @@ quote_amount = 600
 [strategies.default]
 accounts = ["big", "small"]
 """
-    settings, client = configured(tmp_path, toml)
+
+
+def test_each_account_sizes_with_its_own_terms(tmp_path: Path) -> None:
+    settings, client = configured(tmp_path, BIG_AND_SMALL)
     body = post(client, contracts=0.01).json
     assert body["status"] == "executed"
     amounts = {r["broker"]: r["amount"] for r in orders(settings)}
@@ -381,18 +384,8 @@ def test_the_stored_decision_matches_the_documented_schema(tmp_path: Path) -> No
 
 
 def test_positions_and_the_dashboard_show_every_accounts_book(tmp_path: Path) -> None:
-    toml = """
-[accounts.big]
-sizing = "fixed_quote"
-quote_amount = 600
-
-[accounts.small]
-
-[strategies.default]
-accounts = ["big", "small"]
-"""
     token = "positions-token-123"
-    _, client = configured(tmp_path, toml, TVGW_API_TOKEN=token)
+    _, client = configured(tmp_path, BIG_AND_SMALL, TVGW_API_TOKEN=token)
     assert post(client, contracts=0.01).json["status"] == "executed"
     body = client.get("/api/positions", headers={"Authorization": f"Bearer {token}"}).json
     books = {book["account"]: book for book in body["accounts"]}

@@ -212,6 +212,11 @@ def test_two_accounts_on_one_exchange_each_place_their_order_once(
     assert fake_exchange.request_count("POST", "/api/v3/order") == 2
 
 
+#: How long the held exchange waits for the other account's order (the gateway's exchange
+#: timeout in that test is longer, so the hold, not the timeout, decides).
+HOLD_S = 45.0
+
+
 class _WaitsForOther(FakeBinance):
     """A fake exchange whose order endpoint answers only once ``other`` holds an order: it
     succeeds when the gateway sends both accounts' orders side by side, and refuses (503) when
@@ -222,7 +227,9 @@ class _WaitsForOther(FakeBinance):
         self.other = other
 
     def _create_order(self, params: Any) -> dict[str, Any]:
-        deadline = time.monotonic() + 5.0  # generous for a busy machine
+        # Held until the other order exists: at once when the sends run side by side, however
+        # busy the machine; only a gateway that waits for this answer first runs out the hold.
+        deadline = time.monotonic() + HOLD_S
         while not self.other.orders and time.monotonic() < deadline:
             threading.Event().wait(0.05)
         if not self.other.orders:
@@ -237,7 +244,7 @@ def test_one_slow_exchange_does_not_hold_back_another_account(tmp_path: Path, ke
         keys("SLOW", "slow-key", "slow-secret")
         keys("QUICK")
         toml = exchange_route(slow=slow.url, quick=quick.url)
-        _, client = configured(tmp_path, toml, TVGW_EXCHANGE_TIMEOUT_MS="8000")  # longer than the hold
+        _, client = configured(tmp_path, toml, TVGW_EXCHANGE_TIMEOUT_MS="60000")  # longer than the hold
         body = post(client, contracts=0.01).json
         lines = outcomes(body)
         assert lines["quick"]["status"] == "executed", body

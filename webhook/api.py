@@ -115,17 +115,12 @@ def orders() -> Any:
 @token_required
 def positions() -> Any:
     """The default account's book at the top (as before accounts existed), and every account's
-    book under ``accounts``, in the order the gateway knows them."""
-    gateway = current_gateway()
-    rows = order_store.list_positions(gateway.storage, gateway.broker.name)
-    return api_response(
-        {
-            "broker": gateway.broker.name,
-            "equity": gateway.broker.equity(),
-            "positions": [p.__dict__ for p in rows],
-            "accounts": [account_book(desk.broker) for desk in gateway.engine.desks()],
-        }
-    )
+    book under ``accounts``, in the order the gateway knows them. Each book is read once: the
+    top is the first of them (the default account), not a second read of the same exchange."""
+    books = [account_book(desk.broker) for desk in current_gateway().engine.desks()]
+    default = books[0]
+    top = {"broker": default["account"], **{k: v for k, v in default.items() if k != "account"}}
+    return api_response({**top, "accounts": books})
 
 
 def account_book(broker: Broker) -> dict[str, Any]:

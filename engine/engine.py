@@ -88,6 +88,7 @@ from engine.hybrid import HYBRID_ENTRY_SCORE, ml_bonus
 from engine.market import MarketPrices, PriceSource, ReferencePrice, check_alert_price
 from engine.risk import DEFAULT_STOP_FRACTION, PortfolioState, RiskManager, TradeProposal
 from engine.settings import AccountSettings, EngineSettings, StrategySettings
+from engine.symbols import is_contract
 from storage import Storage
 from storage import alerts as alert_store
 from storage import exits as exit_store
@@ -329,7 +330,7 @@ class TradingEngine:
         beyond the strategy's ``max_leverage``, or on a spot market (margin is a perpetual's)."""
         if alert.leverage is None and alert.margin_mode is None:
             return
-        if symbol is not None and not _is_contract(symbol):
+        if symbol is not None and not is_contract(symbol):
             field = "leverage" if alert.leverage is not None else "margin_mode"
             raise AlertRefusedError(
                 "leverage_on_spot", field,
@@ -345,7 +346,9 @@ class TradingEngine:
             )  # fmt: skip
 
     def _max_leverage(self, strategy: StrategySettings) -> float:
-        return strategy.max_leverage if strategy.max_leverage is not None else self.settings.risk.max_leverage
+        """The strategy's cap, else this desk's own risk limit (an account's ``[accounts.<name>.risk]``
+        over ``[risk]``)."""
+        return strategy.max_leverage if strategy.max_leverage is not None else self.risk.limits.max_leverage
 
     def _leverage(
         self, alert: Alert, strategy: StrategySettings, ml: SignalPort | None, symbol: str
@@ -357,10 +360,10 @@ class TradingEngine:
             leverage = alert.leverage
         elif ml is not None and ml.leverage:
             # Exchanges take whole leverage: the model's 2.7 trades at 2 on a perpetual.
-            leverage = max(1.0, float(math.floor(ml.leverage))) if _is_contract(symbol) else ml.leverage
+            leverage = max(1.0, float(math.floor(ml.leverage))) if is_contract(symbol) else ml.leverage
         else:
             leverage = strategy.leverage or 1.0
-        mode = (alert.margin_mode or strategy.margin_mode) if _is_contract(symbol) else None
+        mode = (alert.margin_mode or strategy.margin_mode) if is_contract(symbol) else None
         return leverage, mode
 
     def _resolve(self, alert: Alert) -> str | None:
@@ -552,7 +555,7 @@ class TradingEngine:
         held = next((p.amount for p in positions if p.symbol == symbol), 0.0)
         current = held + order_store.pending_exposure(conn, self.broker.name, symbol)
         leverage, margin_mode = self._leverage(alert, strategy, ml, symbol)
-        contract = _is_contract(symbol)
+        contract = is_contract(symbol)
         plan = self._plan(alert, strategy, snapshot, ml, current, price, leverage if contract else 1.0)
         known.update(current_position=current, target_position=plan.target)
         if plan.target is None:
@@ -1326,12 +1329,6 @@ class TradingEngine:
         exit_store.set_exchange_state(self.storage, e.id, cid, "open", result.exchange_order_id)
         log.info("exit %s of %s rests on %s: %s %.10g at %.10g (%s)", e.kind, e.symbol, self.broker.name,
                  order.side, amount, e.trigger, cid)  # fmt: skip
-
-
-def _is_contract(symbol: str) -> bool:
-    """A contract market (perpetual or future): ccxt's unified symbol names its settle
-    currency after a colon (``BTC/USDT:USDT``); a spot symbol has none."""
-    return ":" in symbol
 
 
 def _exit_amount(e: exit_store.ArmedExit, held: float) -> float:

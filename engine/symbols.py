@@ -20,7 +20,7 @@ from typing import Any
 
 from engine.exceptions import UnknownSymbolError
 
-__all__ = ["KNOWN_QUOTES", "ParsedTicker", "parse_tradingview_ticker", "to_ccxt_symbol"]
+__all__ = ["KNOWN_QUOTES", "ParsedTicker", "is_contract", "parse_tradingview_ticker", "to_ccxt_symbol"]
 
 #: Quote currencies recognised when no market list is available, longest matched first.
 KNOWN_QUOTES: tuple[str, ...] = tuple(
@@ -68,7 +68,7 @@ def parse_tradingview_ticker(ticker: str, exchange: str | None = None) -> Parsed
             raise UnknownSymbolError(
                 f"ticker {ticker!r} looks like a ccxt symbol but is not BASE/QUOTE[:SETTLE]"
             )
-        return ParsedTicker(wanted_exchange, text, perpetual=":" in text, unified=True)
+        return ParsedTicker(wanted_exchange, text, perpetual=is_contract(text), unified=True)
     prefix, sep, pair = text.rpartition(":")
     if sep:
         if not prefix or not _PAIR.match(prefix):
@@ -150,3 +150,9 @@ def _hint(parsed: ParsedTicker, markets: Mapping[str, Mapping[str, Any]]) -> str
     names = {str(m.get("id", "")).upper() for m in markets.values()} | {s.upper() for s in markets}
     close = difflib.get_close_matches(parsed.base_quote, sorted(names), n=3, cutoff=0.6)
     return f"; did you mean {', '.join(close)}?" if close else ""
+
+
+def is_contract(symbol: str) -> bool:
+    """A contract market (perpetual or future): ccxt's unified symbol names its settle
+    currency after a colon (``BTC/USDT:USDT``); a spot symbol has none."""
+    return ":" in symbol

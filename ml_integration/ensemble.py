@@ -620,9 +620,9 @@ class EnsemblePricePrediction(MLPricePrediction):
         return self.ensemble_
 
     def predict(self, df: pd.DataFrame, *, features: np.ndarray | None = None) -> Prediction:
-        base = super().predict(df, features=features)
+        matrix, values, times = self.feature_tail(df, features)
+        base = self._predict_tail(matrix, values, times)
         fitted, ensemble = self._require(), self._ensemble()
-        matrix, _, _ = self.feature_tail(df, features)
         p = float(ensemble.predict_proba(matrix)[-1])
         side = 1.0 if p >= 0.5 else -1.0
         votes = [v for v in (base.magnitude_prediction, base.lstm_prediction) if v is not None]

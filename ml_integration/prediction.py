@@ -600,8 +600,12 @@ class MLPricePrediction:
         """The prediction for the bar after the last candle of ``df`` (what to do about it is
         the strategy's one signal, :meth:`MLTradingStrategy.generate_signal`; ``features``: see
         :meth:`feature_tail`)."""
+        return self._predict_tail(*self.feature_tail(df, features))
+
+    def _predict_tail(self, matrix: np.ndarray, values: np.ndarray, times: pd.DatetimeIndex) -> Prediction:
+        """:meth:`predict` on an already computed feature tail (a subclass that reads the same
+        tail for its own model computes it once)."""
         fitted = self._require()
-        matrix, values, times = self.feature_tail(df, features)
         close = float(values[-1, 3])
         last = matrix[-1:]
         raw = float(fitted.direction.predict(last)[0])

@@ -31,7 +31,6 @@ import dataclasses
 import functools
 import logging
 import math
-import sqlite3
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -89,7 +88,7 @@ from engine.market import MarketPrices, PriceSource, ReferencePrice, check_alert
 from engine.risk import DEFAULT_STOP_FRACTION, PortfolioState, RiskManager, TradeProposal
 from engine.settings import AccountSettings, EngineSettings, StrategySettings
 from engine.symbols import is_contract
-from storage import Storage
+from storage import Connection, Storage
 from storage import alerts as alert_store
 from storage import exits as exit_store
 from storage import marks as mark_store
@@ -214,7 +213,7 @@ class TradingEngine:
         fields = alert.record_fields()
         seen = _alert_bar(alert)
 
-        def act(conn: sqlite3.Connection) -> list[Decision]:
+        def act(conn: Connection) -> list[Decision]:
             decided = [
                 desk._decide_on_account(conn, alert, view, signal, seen)
                 for desk, view in zip(desks, views, strict=True)
@@ -285,7 +284,7 @@ class TradingEngine:
 
     def _decide_on_account(
         self,
-        conn: sqlite3.Connection,
+        conn: Connection,
         alert: Alert,
         view: _AccountView,
         signal: SignalPort | None,
@@ -404,7 +403,7 @@ class TradingEngine:
 
     def _record(
         self,
-        conn: sqlite3.Connection,
+        conn: Connection,
         alert: Alert,
         key: str,
         fields: dict[str, Any],
@@ -446,7 +445,7 @@ class TradingEngine:
 
     def _place(
         self,
-        conn: sqlite3.Connection,
+        conn: Connection,
         decision: Decision,
         alert_id: int,
         receipt: Receipt,
@@ -473,7 +472,7 @@ class TradingEngine:
                 self._rearm(conn, decision, alert_id, position)
         return decision
 
-    def _finish(self, conn: sqlite3.Connection, decision: Decision, receipt: Receipt) -> None:
+    def _finish(self, conn: Connection, decision: Decision, receipt: Receipt) -> None:
         assert decision.alert_id is not None
         alert_store.finish_alert(
             conn, decision.alert_id, status=decision.status, http_status=decision.http_status,
@@ -513,7 +512,7 @@ class TradingEngine:
     # --- decide (inside the write transaction) ---------------------------------------------
     def _decide(
         self,
-        conn: sqlite3.Connection,
+        conn: Connection,
         alert: Alert,
         strategy: StrategySettings,
         snapshot: MarketSnapshot,
@@ -783,7 +782,7 @@ class TradingEngine:
         and daily-loss limits to the same numbers (a per-worker cache made them disagree)."""
         return order_store.equity_marks(self.storage, self.broker.name, current, now=self.clock.now())
 
-    def _note_equity(self, conn: sqlite3.Connection, equity: float | None) -> None:
+    def _note_equity(self, conn: Connection, equity: float | None) -> None:
         """Snapshot the account value for the drawdown and daily-loss limits, at most every
         EQUITY_TTL_S per broker (judged from the newest snapshot in the file, so all workers
         share one rhythm): a row per order would grow the table for nothing."""
@@ -821,7 +820,7 @@ class TradingEngine:
             client_order_id=client_order_id,
         )
 
-    def _settle(self, conn: sqlite3.Connection, decision: Decision) -> order_store.Position | None:
+    def _settle(self, conn: Connection, decision: Decision) -> order_store.Position | None:
         """Record what :meth:`_send` found: the order row and, for a fill, the ledger. Returns
         the position after a fill (None without one)."""
         assert decision.order is not None and decision.client_order_id is not None
@@ -839,7 +838,7 @@ class TradingEngine:
 
     def record_result(
         self,
-        conn: sqlite3.Connection,
+        conn: Connection,
         symbol: str,
         side: str,
         result: OrderResult,
@@ -908,7 +907,7 @@ class TradingEngine:
     # --- protective exits (the paper book acts on them) -----------------------------------------
     def _exit_plan(
         self,
-        conn: sqlite3.Connection,
+        conn: Connection,
         alert: Alert,
         strategy: StrategySettings,
         ml: SignalPort | None,
@@ -961,7 +960,7 @@ class TradingEngine:
         )  # fmt: skip
 
     def _rearm(
-        self, conn: sqlite3.Connection, decision: Decision, alert_id: int, position: order_store.Position
+        self, conn: Connection, decision: Decision, alert_id: int, position: order_store.Position
     ) -> None:
         """After an alert's own fill: an entry with exits replaces the symbol's open exits with
         its own, sized on the whole position; a fill that closed or reversed the position
@@ -1022,7 +1021,7 @@ class TradingEngine:
             filled += len(self.storage.write_batched(check))
         return filled
 
-    def _watch(self, conn: sqlite3.Connection, *, symbol: str, seen: Bar | None) -> list[dict[str, Any]]:
+    def _watch(self, conn: Connection, *, symbol: str, seen: Bar | None) -> list[dict[str, Any]]:
         """Inside a write transaction: fill the exits of ``symbol`` that the bars since their
         last check crossed, in time order; within a bar the stops before the targets (the
         cautious reading of a bar whose path is unknown), and a trailing stop follows the bar's
@@ -1054,7 +1053,7 @@ class TradingEngine:
         return fills
 
     def _bar_exits(
-        self, conn: sqlite3.Connection, live: list[exit_store.ArmedExit], bar: Bar
+        self, conn: Connection, live: list[exit_store.ArmedExit], bar: Bar
     ) -> list[dict[str, Any]]:
         """One bar against the open exits of one position (see :meth:`_watch`)."""
         symbol = live[0].symbol
@@ -1087,7 +1086,7 @@ class TradingEngine:
         return fills
 
     def _to_break_even(
-        self, conn: sqlite3.Connection, live: list[exit_store.ArmedExit], target: exit_store.ArmedExit
+        self, conn: Connection, live: list[exit_store.ArmedExit], target: exit_store.ArmedExit
     ) -> None:
         """After a target filled: the stop moves to the entry price, never backwards."""
         for e in live:
@@ -1097,11 +1096,11 @@ class TradingEngine:
             if entry > e.trigger if e.entry_side == "buy" else entry < e.trigger:
                 exit_store.move_trigger(conn, e.id, target.entry_price)
 
-    def _held(self, conn: sqlite3.Connection, symbol: str) -> float:
+    def _held(self, conn: Connection, symbol: str) -> float:
         return order_store.position_amount(conn, self.broker.name, symbol)
 
     def _fill_exit(
-        self, conn: sqlite3.Connection, e: exit_store.ArmedExit, amount: float, price: float
+        self, conn: Connection, e: exit_store.ArmedExit, amount: float, price: float
     ) -> dict[str, Any] | None:
         """Fill one exit once: claim it (a second worker's claim finds it filled), record its
         order with its reason, fill it on the paper book at ``price`` with the same fee and
@@ -1212,7 +1211,7 @@ class TradingEngine:
         return 0
 
     def _exchange_fill(
-        self, conn: sqlite3.Connection, *, e: exit_store.ArmedExit, result: OrderResult
+        self, conn: Connection, *, e: exit_store.ArmedExit, result: OrderResult
     ) -> dict[str, Any] | None:
         """Record, once, an exit the exchange filled: its order (client id of the placement,
         reason the exit's kind) and the ledger; then what follows from it: a stop closes the
@@ -1239,7 +1238,7 @@ class TradingEngine:
         return {"exit": e.kind, "trigger": e.trigger, "client_order_id": cid, "status": result.status,
                 "side": side, "filled": result.filled, "average": result.average}  # fmt: skip
 
-    def _price_exits(self, conn: sqlite3.Connection, *, symbol: str, price: float) -> list[dict[str, Any]]:
+    def _price_exits(self, conn: Connection, *, symbol: str, price: float) -> list[dict[str, Any]]:
         """Inside a write transaction: trailing stops the exchange holds follow ``price``; the
         exits the gateway holds itself fire when ``price`` crossed them (as a bar of one price)."""
         live = exit_store.open_exits(conn, self.broker.name, symbol)
@@ -1375,7 +1374,7 @@ def _alert_bar(alert: Alert) -> Bar | None:
     return None if row is None else Bar(int(row[0]), row[1], row[2], row[3])
 
 
-def _bar_open_ms(conn: sqlite3.Connection, symbol: str, timeframe: str, now: float) -> int:
+def _bar_open_ms(conn: Connection, symbol: str, timeframe: str, now: float) -> int:
     """The bar an entry filled in: the newest stored one, else the clock's current bar. Exits
     watch only the bars after it (its range may hold prices from before the entry)."""
     newest = exit_store.recent_bars(conn, symbol, timeframe, 1)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import threading
 import time
 import zipfile
@@ -29,7 +28,7 @@ import pandas as pd
 
 from common.timeframes import seconds
 from ml_integration.technical import TECHNICAL_MIN_ROWS, technical_score
-from storage import Storage
+from storage import Connection, Storage
 from storage import candles as candle_store
 from storage import predictions as prediction_store
 
@@ -200,7 +199,7 @@ class ServedSignal:
             "price_at_prediction": signal.entry_price, "synthetic": int(signal.synthetic),
         }  # fmt: skip
 
-    def record(self, conn: sqlite3.Connection, alert_id: int | None, now: float) -> None:
+    def record(self, conn: Connection, alert_id: int | None, now: float) -> None:
         """Inside the alert's transaction: the alert's bar into the candle store, and the
         prediction row (so every enriched alert has exactly one)."""
         if self.bar is not None and self.symbol is not None and self.timeframe is not None:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from storage.database import Db, query, query_one, reading, writing
+from storage.database import Db, Row, insert_id, query, query_one, reading, writing
 
 __all__ = [
     "AlertRecord",
@@ -67,7 +66,8 @@ def insert_refused(
     gateway itself failed on (``status="error"``)."""
     columns = {k: v for k, v in (fields or {}).items() if k in _ALERT_FIELDS}
     with writing(db) as conn:
-        cur = conn.execute(
+        return insert_id(
+            conn,
             _insert_sql(columns, ["status", "http_status", "error_code", "reason"]),
             (
                 received_at,
@@ -81,7 +81,6 @@ def insert_refused(
                 reason,
             ),
         )
-    return int(cur.lastrowid or 0)
 
 
 _ALERT_FIELDS = (
@@ -90,9 +89,10 @@ _ALERT_FIELDS = (
 )  # fmt: skip
 
 
-def _insert_sql(columns: dict[str, Any], tail: list[str]) -> str:
+def _insert_sql(columns: dict[str, Any], tail: list[str], on_conflict: str = "") -> str:
     names = ["received_at", "updated_at", "source_ip", "payload", *columns, *tail]
-    return f"INSERT INTO alerts ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+    values = ", ".join("?" * len(names))
+    return f"INSERT INTO alerts ({', '.join(names)}) VALUES ({values}){on_conflict} RETURNING id"
 
 
 def claim_alert(
@@ -121,16 +121,12 @@ def claim_alert(
                 http_status=outcome["http_status"], reason=outcome["reason"],
                 decision=_dumps(outcome["decision"]), ml_analysis=_dumps(outcome["ml_analysis"]),
             )  # fmt: skip
-        try:
-            cur = conn.execute(
-                _insert_sql(columns, list(tail)),
-                (received_at, received_at, source_ip, _dumps(payload), *columns.values(), *tail.values()),
-            )
-        except sqlite3.IntegrityError as exc:
-            if "idempotency_key" not in str(exc):
-                raise
-            return None
-        return int(cur.lastrowid or 0)
+        # On a conflict of the key alone: any other constraint's violation is still an error.
+        sql = _insert_sql(columns, list(tail), " ON CONFLICT (idempotency_key) DO NOTHING")
+        rows = conn.execute(
+            sql, (received_at, received_at, source_ip, _dumps(payload), *columns.values(), *tail.values())
+        ).fetchall()
+        return int(rows[0][0]) if rows else None
 
 
 def original_for_key(db: Db, idempotency_key: str) -> int | None:
@@ -151,7 +147,8 @@ def insert_duplicate(
     """Record a repeat of ``original_id``; it never acts, but it is on file."""
     with writing(db) as conn:
         columns = {k: v for k, v in fields.items() if k in _ALERT_FIELDS}
-        cur = conn.execute(
+        return insert_id(
+            conn,
             _insert_sql(columns, ["duplicate_of", "status", "http_status", "reason"]),
             (
                 received_at,
@@ -165,7 +162,6 @@ def insert_duplicate(
                 f"duplicate of alert {original_id}",
             ),
         )
-        return int(cur.lastrowid or 0)
 
 
 def finish_alert(
@@ -197,7 +193,7 @@ def finish_alert(
         )
 
 
-def _record(row: sqlite3.Row) -> AlertRecord:
+def _record(row: Row) -> AlertRecord:
     return AlertRecord(
         id=row["id"], status=row["status"], http_status=row["http_status"], reason=row["reason"],
         decision=_loads(row["decision"]), ml_analysis=_loads(row["ml_analysis"]),
@@ -216,7 +212,7 @@ def get_alert_row(db: Db, alert_id: int) -> dict[str, Any] | None:
     return None if row is None else _decoded(row)
 
 
-def _decoded(row: sqlite3.Row) -> dict[str, Any]:
+def _decoded(row: Row) -> dict[str, Any]:
     item = dict(row)
     for key in ("payload", "decision", "ml_analysis"):
         item[key] = _loads(item[key])

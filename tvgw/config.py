@@ -86,7 +86,8 @@ class NotifySettings(FrozenSettings):
 class Settings(FrozenSettings):
     """Everything the gateway needs to know at start-up."""
 
-    database: Path = Path("var/tvgw.sqlite")
+    #: A SQLite file path (one machine), or a ``postgresql://`` URL (several gateway hosts).
+    database: str = "var/tvgw.sqlite"
     model_dir: Path = Path("models")
     broker: str = "paper"
     sandbox: bool = True
@@ -145,6 +146,13 @@ class Settings(FrozenSettings):
     #: Send the dashboard's session cookie over HTTPS only: set it when a TLS proxy is in front.
     dashboard_secure_cookie: bool = False
     notify: NotifySettings = NotifySettings()
+
+    @field_validator("database", mode="before")
+    @classmethod
+    def _database_text(cls, value: object) -> object:
+        """A path (``Path`` from code, text from the environment) or a PostgreSQL URL, as text:
+        a URL must not pass through ``Path``, which would fold its ``//``."""
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
 
     @field_validator("allowed_ips", "trusted_proxies")
     @classmethod

@@ -6,9 +6,8 @@ so the numbers are the record, not a cache that can drift from it.
 
 from __future__ import annotations
 
-from typing import Any
-
 import time
+from typing import Any
 
 from storage.database import Db, dialect_of, query, query_one
 

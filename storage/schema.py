@@ -257,11 +257,28 @@ ALTER TABLE exits ADD COLUMN placed_amount REAL;
 CREATE INDEX exits_on_exchange ON exits(broker, symbol) WHERE exchange_status IN ('placing', 'open')
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6_EXCHANGE_EXITS]
+#: Data lifecycle and shared stores (issue 23; renumber freely when merging). ``leases`` holds
+#: the single owner of a background job across every worker and host: a row per job name, taken
+#: when free or expired (the store's own clock decides), so a SIGKILLed owner's job passes to
+#: another after ``expires_at``. The indexes let retention find what it prunes without a scan:
+#: alerts that still hold their raw body, by arrival (partial: a pruned body leaves the index),
+#: and notifications by when they were sent (resolved predictions have theirs since version 3).
+_V11_RETENTION = """
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    acquired_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX alerts_with_body ON alerts(received_at) WHERE payload IS NOT NULL;
+CREATE INDEX notifications_sent_at ON notifications_sent(sent_at)
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6_EXCHANGE_EXITS, _V11_RETENTION]
 
 #: Every table the current schema has (``/healthz`` checks the file against it).
 TABLES = (
     "alerts", "orders", "positions", "balances", "equity_snapshots", "candles", "ml_models",
     "ml_training_jobs", "ml_predictions", "sentiment_cache", "strategy_state", "notifications_sent",
-    "marks", "exits",
+    "marks", "exits", "leases",
 )  # fmt: skip

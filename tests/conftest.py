@@ -109,11 +109,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 class PostgresSchemas:
-    """Fresh schemas on one PostgreSQL server: each is a store of its own (``search_path``)."""
+    """Fresh schemas on one PostgreSQL server: each is a store of its own (``search_path``).
+    They are dropped when the session ends, not after each test: a test's in-process gateway
+    leaves daemon threads (the exit watcher) that would log errors against a dropped schema."""
 
     def __init__(self, url: str):
         self.url = url
         self.created: list[str] = []
+        self.by_key: dict[tuple[str, str], str] = {}
 
     def new(self, label: str = "t") -> str:
         import uuid
@@ -128,15 +131,12 @@ class PostgresSchemas:
         return f"{self.url}{separator}options=-csearch_path%3D{name}"
 
     def drop_all(self) -> None:
-        """Drop what this test created (not waiting long on a lock a leftover process holds)."""
+        """Drop every schema made (not waiting long on a lock a leftover process holds)."""
         import psycopg
 
-        if not self.created:
-            return
         with psycopg.connect(self.url, autocommit=True) as conn:
             conn.execute("SET lock_timeout = '5s'")
             for name in self.created:
-                # A lock a leftover process holds: the throwaway server's schema goes with it.
                 with contextlib.suppress(psycopg.errors.LockNotAvailable):
                     conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
         self.created.clear()
@@ -166,6 +166,14 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pg_server.stop(folder)
 
 
+@pytest.fixture(scope="session")
+def postgres_schemas(postgres_server: str) -> Iterator[PostgresSchemas]:
+    schemas = PostgresSchemas(postgres_server)
+    yield schemas
+    schemas.drop_all()
+
+
+#: The schemas of the running test when it runs on PostgreSQL (None: SQLite).
 _SCHEMAS: PostgresSchemas | None = None
 
 
@@ -174,10 +182,10 @@ def store_target(tmp_path: Path, name: str = "tvgw.sqlite") -> str:
     on PostgreSQL, a fresh schema (the same one for the same ``tmp_path`` and ``name``)."""
     if _SCHEMAS is None:
         return str(tmp_path / name)
-    marker = tmp_path / f".{name}.pg-url"
-    if not marker.exists():
-        marker.write_text(_SCHEMAS.new(Path(name).stem))
-    return marker.read_text()
+    key = (str(tmp_path), name)
+    if key not in _SCHEMAS.by_key:
+        _SCHEMAS.by_key[key] = _SCHEMAS.new(Path(name).stem)
+    return _SCHEMAS.by_key[key]
 
 
 def runs_on_postgres() -> bool:
@@ -193,21 +201,18 @@ def _selected_store(request: pytest.FixtureRequest) -> Iterator[None]:
     if request.config.getoption("--store") != "postgresql" or here not in STORE_DIRS:
         yield
         return
-    _SCHEMAS = PostgresSchemas(request.getfixturevalue("postgres_server"))
+    _SCHEMAS = request.getfixturevalue("postgres_schemas")
     try:
         yield
     finally:
-        schemas, _SCHEMAS = _SCHEMAS, None
-        schemas.drop_all()
+        _SCHEMAS = None
 
 
 @pytest.fixture
-def postgres_url(postgres_server: str) -> Iterator[str]:
+def postgres_url(postgres_schemas: PostgresSchemas) -> str:
     """A fresh PostgreSQL store (its own schema) for a test about PostgreSQL itself, whichever
     store ``--store`` selects."""
-    schemas = PostgresSchemas(postgres_server)
-    yield schemas.new()
-    schemas.drop_all()
+    return postgres_schemas.new()
 
 
 def skip_on_postgres(why: str) -> None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
@@ -49,6 +50,7 @@ __all__ = [
     "query",
     "query_one",
     "reading",
+    "redacted",
     "writing",
 ]
 
@@ -95,6 +97,14 @@ class SchemaTooNewError(RuntimeError):
 def is_url(target: str | Path) -> bool:
     """Whether ``target`` names a PostgreSQL database rather than a SQLite file."""
     return str(target).startswith(("postgresql://", "postgres://"))
+
+
+def redacted(target: str | Path) -> str:
+    """``target`` fit for a log or a message: a URL's password replaced by ``***``."""
+    parts = urlsplit(str(target))
+    if not is_url(target) or parts.password is None:
+        return str(target)
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
 
 
 # --- the two dialects --------------------------------------------------------------------------
@@ -262,7 +272,7 @@ class Storage:
 
     def describe(self) -> str:
         """The store for logs and messages (a URL's password left out)."""
-        return self.target
+        return redacted(self.target)
 
     # --- shared by both ------------------------------------------------------------------------
     def write_batched(self, fn: Callable[[Connection], T]) -> T:

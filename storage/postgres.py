@@ -23,7 +23,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg.adapt import Dumper
@@ -168,13 +167,6 @@ class PostgresStorage(Storage):
         self._pool_pid: int | None = None
         self._pool_lock = threading.Lock()
         self._reader = _PooledReader(self)
-
-    def describe(self) -> str:
-        parts = urlsplit(self.url)
-        if parts.password is None:
-            return self.url
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
 
     def _configure(self, raw: psycopg.Connection[Any]) -> None:
         raw.row_factory = _row_factory  # type: ignore[assignment]

@@ -71,7 +71,7 @@ def create_app(settings: Settings | None = None, test_config: Mapping[str, Any] 
     watch_webhook(app, metrics.observe_alert, notifier.alert)
     register_error_handlers(app)
     logging.getLogger("tvgw").info(
-        "gateway ready (pid %d): broker %s, database %s, ML %s", os.getpid(), broker.name, settings.database,
+        "gateway ready (pid %d): broker %s, database %s, ML %s", os.getpid(), broker.name, storage.describe(),
         "on" if settings.ml_enabled else "off",
     )  # fmt: skip
     return app

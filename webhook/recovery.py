@@ -29,7 +29,7 @@ def recover(settings: Settings | None = None) -> list[str]:
     for book in (broker, *accounts.values()):
         if isinstance(book, PaperBroker):
             try:
-                book.check_starting_balance(settings.database)
+                book.check_starting_balance(storage.describe())
             except ConfigError:
                 storage.close()
                 raise

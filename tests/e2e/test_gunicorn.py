@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,18 +12,13 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import LiveGateway, sample_alert, start_gateway
+from tests.conftest import LiveGateway, db_rows, sample_alert, start_gateway
 
 pytestmark = pytest.mark.slow
 
 
-def query(db: Path, sql: str) -> list[sqlite3.Row]:
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
+def query(db: str, sql: str) -> list[Any]:
+    return db_rows(db, sql)
 
 
 def test_sample_alert_gives_an_executed_paper_order(live_gateway: LiveGateway) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import http.client
 import json
 import shutil
-import sqlite3
 import ssl
 import subprocess
 import time
@@ -24,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, LiveGateway, free_port, sample_alert, start_gateway
+from tests.conftest import ROOT, LiveGateway, db_rows, free_port, sample_alert, start_gateway
 
 pytestmark = pytest.mark.slow
 
@@ -217,13 +216,8 @@ def stop_proxy(proxy: Proxy) -> None:
     proxy.gateway.stop()
 
 
-def recorded(gateway: LiveGateway, alert_id: int) -> sqlite3.Row:
-    db = sqlite3.connect(gateway.database)
-    db.row_factory = sqlite3.Row
-    try:
-        return db.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()
-    finally:
-        db.close()
+def recorded(gateway: LiveGateway, alert_id: int) -> Any:
+    return db_rows(gateway.database, "SELECT * FROM alerts WHERE id = ?", (alert_id,))[0]
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import contextlib
 import json
 import select
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import LiveGateway, sample_alert, start_gateway
+from tests.conftest import LiveGateway, db_rows, sample_alert, start_gateway
 
 pytestmark = pytest.mark.slow
 
@@ -223,6 +222,5 @@ def test_every_framing_reaches_the_app_or_gets_its_error(gateway: LiveGateway) -
 
     answer = exchange(port, b"POST /webhook HTTP/1.1\r\n" + close + b"Content-Length: 1x\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
-    with sqlite3.connect(gateway.database) as db:
-        statuses = sorted(row[0] for row in db.execute("SELECT status FROM alerts"))
+    statuses = sorted(row[0] for row in db_rows(gateway.database, "SELECT status FROM alerts"))
     assert statuses == ["executed", "executed", "refused"], statuses  # the 413 is on file too

@@ -20,6 +20,7 @@ import fcntl
 import os
 import re
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -29,12 +30,9 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
-
 from storage.schema import MIGRATIONS, TABLES
 
 __all__ = [
-    "DATABASE_ERRORS",
     "SCHEMA_VERSION",
     "Connection",
     "Cursor",
@@ -43,6 +41,7 @@ __all__ = [
     "Row",
     "SchemaTooNewError",
     "Storage",
+    "database_errors",
     "describe_migration",
     "dialect_of",
     "insert_id",
@@ -56,8 +55,6 @@ __all__ = [
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
-#: What a failing store raises, either kind (for callers that degrade rather than fail).
-DATABASE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error)
 
 T = TypeVar("T")
 
@@ -92,6 +89,14 @@ class Connection(Protocol):
 class SchemaTooNewError(RuntimeError):
     """The store was migrated by a newer tvgw than this one: upgrade tvgw (or point
     ``TVGW_DATABASE`` at another store); this version would misread the newer tables."""
+
+
+def database_errors() -> tuple[type[Exception], ...]:
+    """What a failing store raises, either kind (for callers that degrade rather than fail):
+    ``except database_errors():``. psycopg (a second to import) is counted only once a
+    PostgreSQL store has loaded it: a process on SQLite never pays for it."""
+    psycopg = sys.modules.get("psycopg")
+    return (sqlite3.Error,) if psycopg is None else (sqlite3.Error, psycopg.Error)
 
 
 def is_url(target: str | Path) -> bool:
@@ -302,7 +307,7 @@ class Storage:
                     self._batch_cv.notify_all()
         if job.error is not None:
             raise job.error
-        return job.result  # type: ignore[no-any-return]
+        return job.result
 
     def _run_batch(self, batch: list[_Job]) -> None:
         try:

@@ -124,7 +124,7 @@ class PgConnection:
         self.raw = raw
 
     def execute(self, sql: str, parameters: Params = (), /) -> Any:
-        return self.raw.execute(POSTGRES.sql(sql), parameters)  # type: ignore[arg-type]
+        return self.raw.execute(POSTGRES.sql(sql), parameters)
 
     def executemany(self, sql: str, parameters: Any, /) -> Any:
         cursor = self.raw.cursor()
@@ -142,7 +142,7 @@ class _PooledReader:
 
     def execute(self, sql: str, parameters: Params = (), /) -> _Result:
         with self._storage.pool().connection() as raw:
-            cursor = raw.execute(POSTGRES.sql(sql), parameters)  # type: ignore[arg-type]
+            cursor = raw.execute(POSTGRES.sql(sql), parameters)
             return _Result(cursor.fetchall() if cursor.description else [], cursor.rowcount)
 
     def executemany(self, sql: str, parameters: Any, /) -> _Result:
@@ -169,7 +169,7 @@ class PostgresStorage(Storage):
         self._reader = _PooledReader(self)
 
     def _configure(self, raw: psycopg.Connection[Any]) -> None:
-        raw.row_factory = _row_factory  # type: ignore[assignment]
+        raw.row_factory = _row_factory
         raw.adapters.register_loader("numeric", FloatLoader)
         raw.adapters.register_dumper(bool, _BoolAsInteger)
         raw.execute(f"SET lock_timeout = {int(self.busy_timeout_ms)}")

@@ -56,7 +56,7 @@ from ml_integration.sentiment.sources import (
     XSource,
 )
 from storage import sentiment as sentiment_store
-from storage.database import DATABASE_ERRORS, Storage
+from storage.database import Storage, database_errors
 
 __all__ = ["ENVIRONMENT_KEYS", "SentimentAnalysis", "keys_from_environ"]
 
@@ -417,7 +417,7 @@ class SentimentAnalysis:
     def _read_cache(self, asset: str) -> dict[str, Any] | None:
         try:
             entry = self._cache.get(self._cache_key(asset), max(self.cache_ttl_s, self.failure_ttl_s))
-        except DATABASE_ERRORS as e:
+        except database_errors() as e:
             log.warning("sentiment cache read failed for %s: %s", asset, e)
             return None
         if not isinstance(entry, dict) or not {"result", "fetched_epoch", "ttl_s"} <= entry.keys():
@@ -431,7 +431,7 @@ class SentimentAnalysis:
         entry = {"result": result, "fetched_epoch": now, "ttl_s": ttl_s}
         try:
             self._cache.put(self._cache_key(asset), entry)
-        except DATABASE_ERRORS as e:
+        except database_errors() as e:
             log.warning("sentiment cache write failed for %s: %s", asset, e)
 
     def _write_snapshot(self, asset: str, result: dict[str, Any], now: float) -> None:
@@ -453,14 +453,14 @@ class SentimentAnalysis:
         }
         try:
             self._cache.put(f"{self._history_prefix(asset)}{slot}", snapshot)
-        except DATABASE_ERRORS as e:
+        except database_errors() as e:
             log.warning("sentiment trend snapshot write failed for %s: %s", asset, e)
 
     def _previous_snapshot(self, asset: str, now: float) -> dict[str, Any]:
         """The newest earlier snapshot within ``trend_window_s``, or {} when there is none."""
         try:
             rows = self._cache.history(self._history_prefix(asset))
-        except DATABASE_ERRORS as e:
+        except database_errors() as e:
             log.warning("sentiment history read failed for %s: %s", asset, e)
             return {}
         earlier = [p for _, p in rows if now - self.trend_window_s <= float(p["fetched_epoch"]) < now]

@@ -41,11 +41,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     args_in = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(args_in).parse_args(args_in)
+    from storage.backup import BackupError
+    from storage.database import SchemaTooNewError
     from tvgw.config import ConfigError
 
     try:
         return int(args.func(args) or 0)
-    except ConfigError as exc:
+    except (ConfigError, SchemaTooNewError, BackupError) as exc:
         print(f"tvgw: {exc}", file=sys.stderr)
         return 2
 

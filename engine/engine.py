@@ -877,12 +877,13 @@ class TradingEngine:
             status=status, order_status=order_status, reason=message, client_order_id=client_order_id
         )
 
-    def reconcile(self) -> list[str]:
+    def reconcile(self, *, updated_before: float | None = None) -> list[str]:
         """Settle orders left ``pending`` by a crash: ask the broker by client order id, never
-        re-send. Returns one line per order for the log. Called at start-up, before workers."""
+        re-send. Returns one line per order for the log. Called at start-up, before workers;
+        on a store other hosts share, only for orders untouched since ``updated_before``."""
         lines = []
         desks = {desk.broker.name: desk for desk in self.desks()}
-        for row in order_store.pending_orders(self.storage):
+        for row in order_store.pending_orders(self.storage, updated_before=updated_before):
             cid = row["client_order_id"]
             desk = self if self._desks is None else desks.get(row["broker"])
             if desk is None:

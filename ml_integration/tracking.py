@@ -32,6 +32,7 @@ from ml_integration.evaluation import brier_score, rank_auc, wilson_interval
 from storage import Storage
 from storage import candles as candle_store
 from storage import predictions as prediction_store
+from storage.leases import start_owned_job
 
 __all__ = [
     "DriftMonitor",
@@ -261,19 +262,13 @@ class DriftMonitor:
 
 
 def start_outcome_resolver(storage: Storage, interval_s: float) -> threading.Thread:
-    """A daemon thread per worker that resolves due outcomes every ``interval_s`` seconds."""
+    """Resolve due outcomes every ``interval_s`` seconds in one worker of all hosts (the lease
+    holder; the ``resolved_at IS NULL`` guard would make two safe, the lease makes them not
+    read the same candles twice)."""
 
-    def loop() -> None:
-        while True:
-            time.sleep(interval_s)
-            try:
-                count = resolve_outcomes(storage)
-            except Exception:
-                log.exception("outcome resolver failed; retrying in %.0f s", interval_s)
-                continue
-            if count:
-                log.info("resolved %d prediction outcomes", count)
+    def resolve() -> None:
+        count = resolve_outcomes(storage)
+        if count:
+            log.info("resolved %d prediction outcomes", count)
 
-    thread = threading.Thread(target=loop, name="tvgw-outcomes", daemon=True)
-    thread.start()
-    return thread
+    return start_owned_job(storage, "outcome-resolver", interval_s, resolve)

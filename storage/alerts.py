@@ -231,6 +231,10 @@ def list_alerts(db: Db, *, limit: int = 50, status: str | None = None) -> list[d
     return [_decoded(row) for row in query(db, sql, params)]
 
 
-def orphaned_alerts(db: Db) -> list[int]:
-    """Alerts left ``processing`` by a worker that died mid-way (checked at start-up)."""
-    return [int(r[0]) for r in query(db, "SELECT id FROM alerts WHERE status = 'processing'")]
+def orphaned_alerts(db: Db, *, updated_before: float | None = None) -> list[int]:
+    """Alerts left ``processing`` by a worker that died mid-way (checked at start-up); on a store
+    other hosts share, only those untouched since ``updated_before`` (younger ones may be a live
+    host's alert in flight)."""
+    cutoff = float("inf") if updated_before is None else updated_before
+    rows = query(db, "SELECT id FROM alerts WHERE status = 'processing' AND updated_at < ?", (cutoff,))
+    return [int(r[0]) for r in rows]

@@ -12,13 +12,23 @@ does not release it: the next run, by whoever wins, comes after the term.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from storage.database import Db, dialect_of, query_one, writing
+from storage.database import Db, Storage, dialect_of, query_one, writing
 
-__all__ = ["Lease", "claim_lease", "default_owner", "lease_holder", "release_lease"]
+__all__ = ["Lease", "claim_lease", "default_owner", "lease_holder", "release_lease", "start_owned_job"]
+
+log = logging.getLogger(__name__)
+
+#: A holder that misses this many of its periods loses the lease (a restart or GC pause of one
+#: period does not hand the job over; a dead host's job moves within three).
+TERMS = 3
 
 
 @dataclass(frozen=True)
@@ -65,3 +75,26 @@ def lease_holder(db: Db, name: str) -> Lease | None:
     if row is None:
         return None
     return Lease(row["name"], row["owner"], float(row["acquired_at"]), float(row["expires_at"]))
+
+
+def start_owned_job(
+    storage: Storage, name: str, interval_s: float, job: Callable[[], object], *, owner: str | None = None
+) -> threading.Thread:
+    """A daemon thread in every worker that runs ``job`` every ``interval_s`` seconds, but only
+    while this worker holds lease ``name``: one owner across every worker of every host, and
+    another takes over within ``TERMS`` periods when the owner dies. ``job`` failing is logged and
+    retried next period (it stays this worker's)."""
+    me = owner or default_owner()
+
+    def loop() -> None:
+        while True:
+            time.sleep(interval_s)
+            try:
+                if claim_lease(storage, name, me, TERMS * interval_s):
+                    job()
+            except Exception:
+                log.exception("%s failed; retrying in %.1f s", name, interval_s)
+
+    thread = threading.Thread(target=loop, name=f"tvgw-{name}", daemon=True)
+    thread.start()
+    return thread

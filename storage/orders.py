@@ -243,9 +243,14 @@ def pending_exposure(db: Db, broker: str, symbol: str) -> float:
     return float(row[0])
 
 
-def pending_orders(db: Db) -> list[dict[str, Any]]:
-    """Orders whose fate was never recorded (the worker died between send and answer)."""
-    return [dict(r) for r in query(db, "SELECT * FROM orders WHERE status = 'pending' ORDER BY id")]
+def pending_orders(db: Db, *, updated_before: float | None = None) -> list[dict[str, Any]]:
+    """Orders whose fate was never recorded (the worker died between send and answer); with
+    ``updated_before``, only those untouched since then (a younger one may be in flight on a live
+    host sharing the store)."""
+    cutoff = float("inf") if updated_before is None else updated_before
+    sql = "SELECT * FROM orders WHERE status = 'pending' AND updated_at < ? ORDER BY id"
+    rows = query(db, sql, (cutoff,))
+    return [dict(r) for r in rows]
 
 
 def record_equity(db: Db, broker: str, equity: float, at: float | None = None) -> None:

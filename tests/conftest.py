@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import requests
@@ -116,6 +117,7 @@ class PostgresSchemas:
     def __init__(self, url: str):
         self.url = url
         self.created: list[str] = []
+        self.databases: list[str] = []
         self.by_key: dict[tuple[str, str], str] = {}
 
     def new(self, label: str = "t") -> str:
@@ -130,8 +132,22 @@ class PostgresSchemas:
         separator = "&" if "?" in self.url else "?"
         return f"{self.url}{separator}options=-csearch_path%3D{name}"
 
+    def new_database(self) -> str:
+        """A fresh database (its ``public`` schema the store): for what must see a whole database,
+        a backup restored into another store with the same schema name."""
+        import uuid
+
+        import psycopg
+
+        name = f"db_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        self.databases.append(name)
+        parts = urlsplit(self.url)
+        return urlunsplit(parts._replace(path=f"/{name}"))
+
     def drop_all(self) -> None:
-        """Drop every schema made (not waiting long on a lock a leftover process holds)."""
+        """Drop every schema and database made (not waiting on what a leftover process holds)."""
         import psycopg
 
         with psycopg.connect(self.url, autocommit=True) as conn:
@@ -139,7 +155,11 @@ class PostgresSchemas:
             for name in self.created:
                 with contextlib.suppress(psycopg.errors.LockNotAvailable):
                     conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+            for name in self.databases:
+                with contextlib.suppress(psycopg.errors.OperationalError):
+                    conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         self.created.clear()
+        self.databases.clear()
 
 
 @pytest.fixture(scope="session")
@@ -186,6 +206,12 @@ def store_target(tmp_path: Path, name: str = "tvgw.sqlite") -> str:
     if key not in _SCHEMAS.by_key:
         _SCHEMAS.by_key[key] = _SCHEMAS.new(Path(name).stem)
     return _SCHEMAS.by_key[key]
+
+
+def fresh_store(tmp_path: Path, name: str) -> str:
+    """A store of its own that a backup can be restored into: ``tmp_path / name`` on SQLite, a
+    new database on PostgreSQL (backups name their schema; every database's is ``public``)."""
+    return str(tmp_path / name) if _SCHEMAS is None else _SCHEMAS.new_database()
 
 
 def runs_on_postgres() -> bool:

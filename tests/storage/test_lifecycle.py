@@ -70,12 +70,11 @@ def test_one_key_claimed_once_by_two_hosts_at_once(tmp_path: Path) -> None:
     def claim(store: Storage) -> None:
         barrier.wait()
         with store.transaction() as conn:
-            won.append(
-                alert_store.claim_alert(
-                    conn, idempotency_key="same", received_at=time.time(), source_ip=None, payload={},
-                    fields={}, status="executed",
-                )  # fmt: skip
-            )
+            claimed = alert_store.claim_alert(
+                conn, idempotency_key="same", received_at=time.time(), source_ip=None, payload={},
+                fields={}, status="executed",
+            )  # fmt: skip
+        won.append(claimed)
 
     threads = [threading.Thread(target=claim, args=(hosts[i % 2],)) for i in range(8)]
     for t in threads:

@@ -99,7 +99,8 @@ def test_sigkill_under_load_loses_no_acknowledged_alert(tmp_path: Path) -> None:
         orders = query(restarted.database, "SELECT * FROM orders")
         assert all(o["alert_id"] in alerts for o in orders), "an order without its alert"
         per_alert = query(
-            restarted.database, "SELECT alert_id, COUNT(*) n FROM orders GROUP BY alert_id HAVING n > 1"
+            restarted.database,
+            "SELECT alert_id, COUNT(*) AS n FROM orders GROUP BY alert_id HAVING COUNT(*) > 1",
         )
         assert not per_alert, "an alert placed more than one order"
         assert not query(restarted.database, "SELECT * FROM orders WHERE status = 'pending'")

@@ -35,8 +35,8 @@ errorlog = "-"
 
 def on_starting(server):
     """Before any worker starts: migrate the schema and settle what a crash left half-done."""
+    from settings import ConfigError
     from storage.database import SchemaTooNewError
-    from tvgw.config import ConfigError
     from webhook.recovery import recover
 
     try:

@@ -30,8 +30,8 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import requests
 
+from settings import Settings, load_settings
 from tvgw.commands.serve import gunicorn_argv
-from tvgw.config import Settings, load_settings
 
 T = TypeVar("T")
 

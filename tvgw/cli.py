@@ -41,9 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     args_in = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(args_in).parse_args(args_in)
+    from settings import ConfigError
     from storage.backup import BackupError
     from storage.database import SchemaTooNewError
-    from tvgw.config import ConfigError
 
     try:
         return int(args.func(args) or 0)

@@ -143,10 +143,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         url = args.postgres
+        server = Path(tempfile.mkdtemp(prefix="tvgw-bench-pg-"))  # the server user must reach it
         if args.start_postgres:
             from tests import pg_server
 
-            url = pg_server.start(folder / "pg", durable=True)
+            url = pg_server.start(server, durable=True)
         try:
             stores = ["sqlite"] + (["postgresql"] if url else [])
             print(f"{args.alerts} alerts over {args.days:g} simulated days, default retention "
@@ -168,7 +169,7 @@ def main() -> None:
             if args.start_postgres:
                 from tests import pg_server
 
-                pg_server.stop(folder / "pg")
+                pg_server.stop(server)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,9 @@ def _free_port() -> int:
 
 
 def start(root: Path, *, durable: bool = False, port: int | None = None) -> str:
-    """initdb into ``root/data`` and start the server; returns its URL (trust auth, loopback)."""
+    """initdb into ``root/data`` and start the server; returns its URL (trust auth, loopback).
+    As root, ``root`` is handed to the server user: its parents must let that user through
+    (``tempfile.mkdtemp()`` in /tmp does)."""
     binaries = bindir()
     if binaries is None:
         raise RuntimeError("no PostgreSQL binaries under /usr/lib/postgresql (apt-get install postgresql)")

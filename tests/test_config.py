@@ -91,7 +91,7 @@ def test_a_postgresql_url_is_kept_as_written_and_a_path_as_text() -> None:
 
 def test_retention_shorter_than_what_the_gateway_reads_is_refused() -> None:
     env = {"TVGW_PASSPHRASE": "s-secret-1"}
-    with pytest.raises(ConfigError, match="TVGW_RETAIN_PREDICTIONS_DAYS=10 days .* at least 30 days"):
+    with pytest.raises(ConfigError, match=r"TVGW_RETAIN_PREDICTIONS_DAYS=10 days .* at least 30 days"):
         load_settings(environ={**env, "TVGW_RETAIN_PREDICTIONS_DAYS": "10"})
     with pytest.raises(ConfigError, match="at least 45 days"):  # the drift window reads further back
         load_settings({"drift_window_days": 45.0}, environ={**env, "TVGW_RETAIN_PREDICTIONS_DAYS": "40"})

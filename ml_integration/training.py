@@ -307,7 +307,10 @@ class TrainingPipeline:
 
     def _tune(self, frame: pd.DataFrame, config: TrainingConfig) -> TuningResult | None:
         """The forest search ``config`` asks for (None without one), cached in :attr:`tuning_dir`."""
-        return None if config.tuning_method is None else tune_forest(frame, config, self.tuning_dir)
+        if config.tuning_method is None:
+            return None
+        studies = None if self.storage is None else self.storage.rdb_url()
+        return tune_forest(frame, config, self.tuning_dir, study_storage=studies)
 
     def _save(
         self, config: TrainingConfig, job: int | None, trained: Trained, frame: pd.DataFrame, source: str
@@ -398,10 +401,13 @@ def forest_factory(model: ModelConfig) -> Factory:
     return partial(_forest_with, model)
 
 
-def tune_forest(frame: pd.DataFrame, config: TrainingConfig, tuning_dir: str | Path) -> TuningResult:
+def tune_forest(
+    frame: pd.DataFrame, config: TrainingConfig, tuning_dir: str | Path, *, study_storage: str | None = None
+) -> TuningResult:
     """Tune the served direction forest on the *training* rows of the split train_models will
     make (never on its calibration or test rows, so the hold-out report stays out of sample),
-    with purged folds whose gap is the label horizon."""
+    with purged folds whose gap is the label horizon. ``study_storage`` keeps an Optuna study in
+    that database (the shared PostgreSQL store) instead of a file in ``tuning_dir``."""
     horizon = config.strategy.target_periods
     design = MLPricePrediction(config.model).design(frame, horizon)
     train_rows = design.rows[design.split.train]
@@ -419,6 +425,7 @@ def tune_forest(frame: pd.DataFrame, config: TrainingConfig, tuning_dir: str | P
         seed=config.model.random_state,
         cache_dir=tuning_dir,
         retune=config.retune,
+        storage=study_storage,
     )
 
 

@@ -348,32 +348,38 @@ def _search_optuna(
     from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=study_name,
-        storage=storage,
-        direction="minimize",
-        sampler=optuna.samplers.TPESampler(seed=seed),
-        load_if_exists=True,
-    )
-    # A resumed study draws from a generator advanced by its finished trials, so it does not
-    # repeat the first run's random start-up points; a fresh study stays reproducible.
-    finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    study.sampler = optuna.samplers.TPESampler(seed=seed + finished)
-    batch_size = max(1, effective_n_jobs(n_jobs))
-    while (done := len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))) < n_trials:
-        batch = [study.ask() for _ in range(min(batch_size, n_trials - done))]
-        candidates = [_suggest(trial, space) for trial in batch]
-        try:
-            scores = _run_trials(factory, candidates, x, y, folds, scoring, n_jobs)
-        except BaseException:
-            for trial in batch:
-                study.tell(trial, state=TrialState.FAIL)
-            raise
-        for trial, params, score in zip(batch, candidates, scores, strict=True):
-            trial.set_user_attr("params", _jsonable(params))
-            study.tell(trial, score)
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return [{"params": t.user_attrs["params"], "score": t.value} for t in complete if t.value is not None]
+    # Its connections are closed when the search ends (a shared PostgreSQL store keeps no idle
+    # connection of a finished study; the SQLite file is not left open).
+    rdb = optuna.storages.RDBStorage(storage)
+    try:
+        study = optuna.create_study(
+            study_name=study_name,
+            storage=rdb,
+            direction="minimize",
+            sampler=optuna.samplers.TPESampler(seed=seed),
+            load_if_exists=True,
+        )
+        # A resumed study draws from a generator advanced by its finished trials, so it does not
+        # repeat the first run's random start-up points; a fresh study stays reproducible.
+        finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        study.sampler = optuna.samplers.TPESampler(seed=seed + finished)
+        batch_size = max(1, effective_n_jobs(n_jobs))
+        while (done := len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))) < n_trials:
+            batch = [study.ask() for _ in range(min(batch_size, n_trials - done))]
+            candidates = [_suggest(trial, space) for trial in batch]
+            try:
+                scores = _run_trials(factory, candidates, x, y, folds, scoring, n_jobs)
+            except BaseException:
+                for trial in batch:
+                    study.tell(trial, state=TrialState.FAIL)
+                raise
+            for trial, params, score in zip(batch, candidates, scores, strict=True):
+                trial.set_user_attr("params", _jsonable(params))
+                study.tell(trial, score)
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        return [{"params": t.user_attrs["params"], "score": t.value} for t in complete if t.value is not None]
+    finally:
+        rdb.engine.dispose()
 
 
 def _default_storage(cache_dir: Path) -> str:

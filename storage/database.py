@@ -279,6 +279,14 @@ class Storage:
         """The store for logs and messages (a URL's password left out)."""
         return redacted(self.target)
 
+    def rdb_url(self) -> str | None:
+        """The store as an SQLAlchemy URL, for a library that keeps its own tables beside ours
+        (Optuna's RDB storage: every host's tuning trials in one study), or None on SQLite,
+        whose studies stay in a file of their own."""
+        if not self.dialect.postgres:
+            return None
+        return "postgresql+psycopg://" + self.target.split("://", 1)[1]
+
     # --- shared by both ------------------------------------------------------------------------
     def write_batched(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn(conn)`` in a write transaction shared with other threads' work (group commit).

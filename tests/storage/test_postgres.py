@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -96,3 +97,31 @@ def test_a_host_killed_inside_a_write_transaction_releases_the_writer_lock(postg
         holder.wait(timeout=30)
         assert holder.stdout is not None
         holder.stdout.close()
+
+
+@pytest.mark.postgres
+def test_an_optuna_study_in_the_shared_store_is_resumed_by_another_host(postgres_url: str, tmp_path: Path) -> None:
+    """Host a's study dies part-way; host b (its own tuning folder, no cache) resumes it from the
+    shared store: the finished trials are not run again, and the study's tables sit beside ours."""
+    from ml_integration.tuning import tune
+    from tests.ml_integration.test_tuning import SPACE, CountingFactory, Interrupted, planted
+
+    studies = Storage(postgres_url).rdb_url()
+    assert studies is not None and studies.startswith("postgresql+psycopg://")
+    x, y = planted()
+    folds = 3
+
+    def run(host: str, factory: CountingFactory) -> object:
+        return tune(
+            "logistic_regression", x, y, method="optuna", factory=factory, space=SPACE, gap=5, n_folds=folds,
+            n_trials=6, cache_dir=tmp_path / host, storage=studies,
+        )  # fmt: skip
+
+    with pytest.raises(Interrupted):
+        run("a", CountingFactory(stop_at=3 * folds + 1))  # dies inside the fourth trial
+    resumed = CountingFactory()
+    run("b", resumed)
+    assert resumed.fits == 3 * folds  # three trials left of six
+    tables = Storage(postgres_url).table_names()
+    assert {"studies", "trials"} <= tables
+    assert not (tmp_path / "b" / "optuna.db").exists()

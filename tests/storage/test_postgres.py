@@ -100,7 +100,9 @@ def test_a_host_killed_inside_a_write_transaction_releases_the_writer_lock(postg
 
 
 @pytest.mark.postgres
-def test_an_optuna_study_in_the_shared_store_is_resumed_by_another_host(postgres_url: str, tmp_path: Path) -> None:
+def test_an_optuna_study_in_the_shared_store_is_resumed_by_another_host(
+    postgres_url: str, tmp_path: Path
+) -> None:
     """Host a's study dies part-way; host b (its own tuning folder, no cache) resumes it from the
     shared store: the finished trials are not run again, and the study's tables sit beside ours."""
     from ml_integration.tuning import tune

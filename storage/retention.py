@@ -10,8 +10,9 @@ notification keys, and the raw bodies of alerts. :func:`prune` removes what is o
 * predictions: only resolved ones (an unresolved one is still waiting for its outcome); the
   policy's minimum keeps the drift window and the dashboard's 30 days of accuracy;
 * notifications: keys name their day, so an old key is never claimed again;
-* alerts: the row stays (its idempotency key keeps refusing a replay, its decision is the
-  record); only its raw ``payload`` is cleared.
+* alerts: the row stays (its idempotency key keeps refusing a replay; its status, reason and
+  decision are the record, and its orders point at it); its raw ``payload`` and its
+  ``ml_analysis`` (the signal's detail, whose figures the prediction log keeps) are cleared.
 
 Each batch is a short transaction of its own: a backlog of a year is pruned without holding the
 store's one write lock for longer than a batch, so alerts keep their latency meanwhile.
@@ -36,7 +37,7 @@ BATCH = 2_000
 class RetentionPolicy:
     """Days each kind of row is kept (0: forever). The defaults keep a year of equity and
     predictions (the dashboard's curves and every accuracy window), 30 days of notification
-    keys and 90 days of raw alert bodies."""
+    keys and 90 days of raw alert bodies (and their ML analysis)."""
 
     equity_days: float = 365.0
     predictions_days: float = 365.0
@@ -74,7 +75,7 @@ _NOTIFICATIONS = (
     " (SELECT key FROM notifications_sent WHERE sent_at < ? LIMIT ?)"
 )
 _ALERT_BODIES = (
-    "UPDATE alerts SET payload = NULL WHERE id IN (SELECT id FROM alerts"
+    "UPDATE alerts SET payload = NULL, ml_analysis = NULL WHERE id IN (SELECT id FROM alerts"
     " WHERE payload IS NOT NULL AND received_at < ? LIMIT ?)"
 )
 

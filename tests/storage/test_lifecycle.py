@@ -35,6 +35,8 @@ def add_alert(db: Storage, key: str, received_at: float) -> int:
     found = alert_store.claim_alert(
         db, idempotency_key=key, received_at=received_at, source_ip="127.0.0.1",
         payload={"ticker": "BTCUSDT", "key": key}, fields={"symbol": "BTC/USDT"}, status="executed",
+        outcome={"http_status": 200, "reason": "filled", "decision": {"action": "buy"},
+                 "ml_analysis": {"direction_probability": 0.6}},
     )  # fmt: skip
     assert found is not None
     return found
@@ -131,8 +133,10 @@ def test_prune_keeps_what_is_read_and_removes_the_rest(storage: Storage) -> None
     kept = query(storage, "SELECT timestamp, resolved_at FROM ml_predictions ORDER BY id")
     assert [(r["timestamp"] == old, r["resolved_at"] is None) for r in kept] == [(True, True), (False, False)]
     assert [r["key"] for r in query(storage, "SELECT key FROM notifications_sent")] == ["drift:new"]
-    bodies = {r["id"]: r["payload"] for r in query(storage, "SELECT id, payload FROM alerts")}
-    assert bodies[old_alert] is None and bodies[new_alert] is not None
+    bodies = {r["id"]: r for r in query(storage, "SELECT id, payload, ml_analysis, decision FROM alerts")}
+    assert (bodies[old_alert]["payload"], bodies[old_alert]["ml_analysis"]) == (None, None)
+    assert bodies[old_alert]["decision"] is not None  # the record stays
+    assert None not in (bodies[new_alert]["payload"], bodies[new_alert]["ml_analysis"])
     # the alert row itself stays: its key still refuses a replay
     assert alert_store.original_for_key(storage, "old") == old_alert
     assert prune(storage, RetentionPolicy()).total() == 0  # nothing left to prune

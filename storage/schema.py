@@ -263,6 +263,8 @@ CREATE INDEX exits_on_exchange ON exits(broker, symbol) WHERE exchange_status IN
 #: another after ``expires_at``. The indexes let retention find what it prunes without a scan:
 #: alerts that still hold their raw body, by arrival (partial: a pruned body leaves the index),
 #: and notifications by when they were sent (resolved predictions have theirs since version 3).
+#: ``shared_reports`` holds a computed report every worker and host serves alike (the drift
+#: report of /healthz), with the time it was computed, instead of one copy per worker.
 _V11_RETENTION = """
 CREATE TABLE leases (
     name TEXT PRIMARY KEY,
@@ -271,7 +273,12 @@ CREATE TABLE leases (
     expires_at REAL NOT NULL
 );
 CREATE INDEX alerts_with_body ON alerts(received_at) WHERE payload IS NOT NULL;
-CREATE INDEX notifications_sent_at ON notifications_sent(sent_at)
+CREATE INDEX notifications_sent_at ON notifications_sent(sent_at);
+CREATE TABLE shared_reports (
+    name TEXT PRIMARY KEY,
+    computed_at REAL NOT NULL,
+    payload TEXT NOT NULL
+)
 """
 
 MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6_EXCHANGE_EXITS, _V11_RETENTION]
@@ -280,5 +287,5 @@ MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6_EXCHANGE_EXITS, _V11_RETEN
 TABLES = (
     "alerts", "orders", "positions", "balances", "equity_snapshots", "candles", "ml_models",
     "ml_training_jobs", "ml_predictions", "sentiment_cache", "strategy_state", "notifications_sent",
-    "marks", "exits", "leases",
+    "marks", "exits", "leases", "shared_reports",
 )  # fmt: skip

@@ -16,7 +16,6 @@ import logging
 import os
 import socket
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -78,19 +77,28 @@ def lease_holder(db: Db, name: str) -> Lease | None:
 
 
 def start_owned_job(
-    storage: Storage, name: str, interval_s: float, job: Callable[[], object], *, owner: str | None = None
+    storage: Storage,
+    name: str,
+    interval_s: float,
+    job: Callable[[], object],
+    *,
+    owner: str | None = None,
+    stop: threading.Event | None = None,
+    ttl_s: float | None = None,
 ) -> threading.Thread:
     """A daemon thread in every worker that runs ``job`` every ``interval_s`` seconds, but only
     while this worker holds lease ``name``: one owner across every worker of every host, and
     another takes over within ``TERMS`` periods when the owner dies. ``job`` failing is logged and
-    retried next period (it stays this worker's)."""
+    retried next period (it stays this worker's). ``stop`` ends the thread (the lease then runs
+    out, as a dead owner's does); ``ttl_s`` is the lease's term (``TERMS`` periods)."""
     me = owner or default_owner()
+    term = TERMS * interval_s if ttl_s is None else ttl_s
+    stopped = stop or threading.Event()
 
     def loop() -> None:
-        while True:
-            time.sleep(interval_s)
+        while not stopped.wait(interval_s):
             try:
-                if claim_lease(storage, name, me, TERMS * interval_s):
+                if claim_lease(storage, name, me, term):
                     job()
             except Exception:
                 log.exception("%s failed; retrying in %.1f s", name, interval_s)

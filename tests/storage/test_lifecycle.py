@@ -15,10 +15,10 @@ from storage import orders as order_store
 from storage import predictions as prediction_store
 from storage.backup import BackupError, backup, inspect, restore
 from storage.database import SchemaTooNewError, query, query_one
-from storage.leases import claim_lease, lease_holder, release_lease
+from storage.leases import claim_lease, lease_holder, release_lease, start_owned_job
 from storage.retention import RetentionPolicy, prune
 from storage.state import claim_notification
-from tests.conftest import fresh_store, store_target
+from tests.conftest import fresh_store, store_target, wait_until
 from tvgw.cli import main
 
 DAY = 86_400.0
@@ -213,3 +213,22 @@ def test_migrate_command_lists_then_applies_and_refuses_a_newer_store(
         store._set_schema_version(conn, SCHEMA_VERSION + 1)
     assert main(["migrate"]) == 2
     assert "newer than this tvgw" in capsys.readouterr().err
+
+
+def test_an_owned_job_runs_in_one_worker_and_moves_when_its_owner_stops(storage: Storage) -> None:
+    runs: list[str] = []
+    stops = {owner: threading.Event() for owner in ("host-a:1", "host-b:2")}
+    try:
+        for owner, stop in stops.items():
+            # A term of 2 s: long beside the 0.1 s period, so a busy machine's stalls keep the owner.
+            start_owned_job(
+                storage, "job", 0.1, lambda o=owner: runs.append(o), owner=owner, stop=stop, ttl_s=2.0
+            )
+        wait_until(lambda: len(runs) >= 6, 60, "six runs of the job")
+        first = runs[0]
+        assert set(runs) == {first}  # one owner, however many workers run the loop
+        stops[first].set()  # the owner goes away (a dead host stops renewing the same way)
+        wait_until(lambda: runs[-1] != first, 60, "the other worker taking the job over")
+    finally:
+        for stop in stops.values():
+            stop.set()

@@ -48,9 +48,9 @@ def start(app: str, env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
-            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200:
                 return proc
-        except requests.ConnectionError:
+        except requests.RequestException:  # not up yet, or a busy machine answered slowly
             time.sleep(0.2)
     stop(proc)
     raise SystemExit(f"{app} did not start")

@@ -29,22 +29,10 @@ import requests
 
 from tests.conftest import LiveGateway, db_rows, free_port, sample_alert, start_gateway, wait_until
 from tests.e2e.test_nginx_proxy import NGINX, main_config
+from tests.engine.test_accounts import SHADOW_AND_LIVE
 from tests.fake_exchange import DEFAULT_API_KEY, DEFAULT_SECRET, FakeBinance
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
-
-#: The live account on the fake exchange, and a paper book beside it (issue 12's routing).
-ACCOUNTS = """
-[accounts.live]
-broker = "binance"
-api_url = "{url}"
-
-[accounts.shadow]
-broker = "paper"
-
-[strategies.default]
-accounts = ["live", "shadow"]
-"""
 
 #: TradingView's limit for an answer.
 ANSWER_LIMIT_S = 3.0
@@ -70,7 +58,7 @@ class Hosts:
 
 def start_hosts(tmp_path: Path, database: str, exchange: FakeBinance) -> Hosts:
     config = tmp_path / "tvgw.toml"
-    config.write_text(ACCOUNTS.format(url=exchange.url))
+    config.write_text(SHADOW_AND_LIVE.format(url=exchange.url))  # a live account and a paper book
     env = {
         "TVGW_DATABASE": database, "TVGW_CONFIG": str(config), "TVGW_EXCHANGE_TIMEOUT_MS": "2000",
         "TVGW_ACCOUNT_LIVE_API_KEY": DEFAULT_API_KEY, "TVGW_ACCOUNT_LIVE_SECRET": DEFAULT_SECRET,

@@ -1029,13 +1029,15 @@ class Stalls:
     the request's parameters) for 10 s before the fake handles it, so the answer reflects the
     state when it is sent. Other requests are answered meanwhile (each has its own thread). A stall
     lasts until :meth:`remove` (which releases the requests it holds at once) or for ``times``
-    requests. ``held`` lists ``(method, path, symbol, seconds held)`` of every held request.
+    requests. ``holding`` counts the requests held right now; ``held`` lists ``(method, path,
+    symbol, seconds held)`` of every request held and since answered.
     Over HTTP: ``POST /__fake__/stall`` ``{"endpoint": ..., "seconds": 10}``, ``DELETE`` to remove.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._active: list[_Stall] = []
+        self.holding = 0
         self.held: list[tuple[str, str, str | None, float]] = []
 
     def add(self, endpoint: str, seconds: float, *, times: int | None = None) -> None:
@@ -1068,9 +1070,11 @@ class Stalls:
                 stall.times -= 1
                 if stall.times == 0:
                     self._active.remove(stall)
+            self.holding += 1
         started = time.monotonic()
         stall.released.wait(stall.seconds)
         with self._lock:
+            self.holding -= 1
             self.held.append((method, path, params.get("symbol"), time.monotonic() - started))
 
 

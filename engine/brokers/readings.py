@@ -70,7 +70,7 @@ class _Slot:
     reading: Reading[Any] | None = None
     running: Future[Reading[Any]] | None = None
     failures: int = 0
-    retry_at: float = 0.0  # time.monotonic() before which a failed read is not asked again
+    retry_at: float = 0.0  # the clock's time before which a failed read is not asked again
     error: BrokerError | None = None
     asked: int = field(default=0)  # reads actually sent (for the log and the tests)
 
@@ -80,11 +80,15 @@ class ReadCache:
 
     A refresh that a caller must have (no usable reading) runs in the caller's thread; one that
     only keeps a usable reading fresh runs on this cache's small thread pool, so the caller can
-    stop waiting for it after ``wait_s``."""
+    stop waiting for it after ``wait_s``. ``clock`` (epoch seconds) judges ages and back-off; the
+    readings' ``taken_at`` must come from the same clock."""
 
-    def __init__(self, name: str, policy: ReadPolicy, *, threads: int = 4):
+    def __init__(
+        self, name: str, policy: ReadPolicy, *, threads: int = 4, clock: Callable[[], float] = time.time
+    ):
         self.name = name
         self.policy = policy
+        self.clock = clock
         self._lock = threading.Lock()
         self._slots: dict[str, _Slot] = {}
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix=f"tvgw-reads-{name}")
@@ -98,19 +102,19 @@ class ReadCache:
         with self._lock:
             slot = self._slots.setdefault(key, _Slot())
             reading = slot.reading
-            now = time.time()
+            now = self.clock()
             if reading is not None and reading.age(now) <= policy.fresh_s:
                 return reading
             usable = reading if reading is not None and reading.age(now) <= policy.max_age_s else None
             future = slot.running
-            start = future is None and time.monotonic() >= slot.retry_at
+            start = future is None and now >= slot.retry_at
             if start:
                 future = slot.running = Future()
                 slot.asked += 1
         if future is None:  # backing off after a failure
             if usable is not None:
                 return usable
-            raise self._backing_off(key, slot)
+            raise self._backing_off(key, slot, now)
         if start:
             if usable is None:
                 self._refresh(key, slot, fetch, future)  # the caller needs it: its own thread
@@ -148,7 +152,7 @@ class ReadCache:
             with self._lock:
                 slot.failures += 1
                 delay = min(self.policy.backoff_s * 2 ** (slot.failures - 1), self.policy.max_backoff_s)
-                slot.retry_at = time.monotonic() + delay
+                slot.retry_at = self.clock() + delay
                 slot.error = exc
                 slot.running = None
             log.warning("%s %s failed (%s); asked again in %.1f s", self.name, key, exc, delay)
@@ -165,10 +169,10 @@ class ReadCache:
                 slot.running = None
             future.set_result(reading)
 
-    def _backing_off(self, key: str, slot: _Slot) -> BrokerError:
-        wait = max(0.0, slot.retry_at - time.monotonic())
+    def _backing_off(self, key: str, slot: _Slot, now: float) -> BrokerError:
+        wait = max(0.0, slot.retry_at - now)
         last = slot.reading
-        had = f"; the last reading is {last.age():.0f} s old" if last is not None else ""
+        had = f"; the last reading is {last.age(now):.0f} s old" if last is not None else ""
         error = ExchangeUnavailableError(
             f"{self.name} {key}: {slot.error}; not asked again for {wait:.1f} s (back-off){had}"
         )

@@ -121,7 +121,11 @@ def test_callers_without_a_reading_share_one_read(setup: tuple[ReadCache, Source
     cache, source, _ = setup
     source.gate = threading.Event()
     results: list[float] = []
-    threads = [threading.Thread(target=lambda: results.append(cache.get("k", source).value)) for _ in range(6)]
+
+    def read() -> None:
+        results.append(cache.get("k", source).value)
+
+    threads = [threading.Thread(target=read) for _ in range(6)]
     for thread in threads:
         thread.start()
     assert source.entered.wait(10)
@@ -129,4 +133,3 @@ def test_callers_without_a_reading_share_one_read(setup: tuple[ReadCache, Source
     for thread in threads:
         thread.join(10)
     assert results == [1.0] * 6 and source.calls == 1
-

@@ -267,6 +267,11 @@ class FakeBinance:
         with self._lock:
             self._failures.append([method.upper() or None, path, mode, times])
 
+    def clear_failures(self) -> None:
+        """Forget every failure ``fail_next`` has not used up yet."""
+        with self._lock:
+            self._failures.clear()
+
     def set_price(self, symbol: str, price: str | float) -> None:
         """Move the last price of ``symbol`` (e.g. ``BTCUSDT``, spot and perpetual alike): resting
         limit orders that become marketable fill, and stop or take-profit orders (spot

@@ -14,13 +14,12 @@ import math
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from tests.conftest import LiveGateway, PASSPHRASE, start_gateway, wait_until
+from tests.conftest import PASSPHRASE, LiveGateway, start_gateway, wait_until
 from tests.fake_exchange import DEFAULT_API_KEY, DEFAULT_SECRET, FakeBinance
 
 pytestmark = pytest.mark.slow

@@ -5,19 +5,26 @@ The whole gateway under the same stalls is tested in ``tests/e2e/test_exchange_s
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
+import ccxt
 import pytest
 import requests
 
 from engine.brokers.ccxt_broker import CcxtBroker
-from engine.brokers.ccxt_pool import SharedThrottle
+from engine.brokers.ccxt_pool import ExchangePool, SharedThrottle
 from engine.brokers.readings import ReadPolicy
 from engine.exceptions import ExchangeUnavailableError
-from tests.conftest import wait_until
+from storage import Storage
+from tests.conftest import make_settings, market_app, sample_alert, wait_until
 from tests.fake_exchange import DEFAULT_API_KEY, DEFAULT_SECRET, FakeBinance
+from webhook import get_gateway
 
 KEYS = {"apiKey": DEFAULT_API_KEY, "secret": DEFAULT_SECRET}
 TICKER = "/api/v3/ticker/24hr"  # what ccxt's binance.fetch_ticker asks
@@ -119,3 +126,50 @@ def test_a_started_broker_never_loads_markets_for_a_caller(fake: FakeBinance) ->
     assert b.ready(10)
     assert b.resolve_symbol("BTCUSDT") == "BTC/USDT"
     b.close()
+
+
+def test_no_exchange_call_inside_a_write_transaction(
+    tmp_path: Path, fake: FakeBinance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every write transaction of a spot entry with gateway-held exits, a perpetual entry with
+    exchange-held exits, and the watcher firing the spot stop: not one ccxt request, nor a wait
+    for a ccxt client, while the transaction holds the database's write lock."""
+    inside = threading.local()
+    violations: list[str] = []
+    transaction = Storage.transaction
+
+    @contextmanager
+    def watched(self: Storage) -> Iterator[Any]:
+        with transaction(self) as conn:
+            inside.now = True
+            try:
+                yield conn
+            finally:
+                inside.now = False
+
+    def spy(name: str, original: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if getattr(inside, "now", False):
+                violations.append(f"{name} {args[1:3]}")
+            return original(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(Storage, "transaction", watched)
+    monkeypatch.setattr(ccxt.Exchange, "fetch", spy("ccxt fetch", ccxt.Exchange.fetch))
+    monkeypatch.setattr(ExchangePool, "lease", spy("pool lease", ExchangePool.lease))
+    monkeypatch.setenv("TVGW_BINANCE_API_KEY", DEFAULT_API_KEY)
+    monkeypatch.setenv("TVGW_BINANCE_SECRET", DEFAULT_SECRET)
+    settings = make_settings(
+        tmp_path, TVGW_BROKER="binance", TVGW_EXCHANGE_API_URL=fake.url, TVGW_EXIT_WATCH_INTERVAL_S="0"
+    )
+    fake.set_price("BTCUSDT", 30000)
+    app = market_app(settings, {"BTC/USDT": 30000.0, "BTC/USDT:USDT": 30000.0})
+    client = app.test_client()
+    for ticker in ("BTCUSDT", "BTCUSDT.P"):
+        alert = sample_alert(ticker=ticker, contracts=0.01, stop_loss="29000", take_profit="31000")
+        answer = client.post("/webhook", data=json.dumps(alert))
+        assert answer.json["status"] == "executed", answer.json
+    fake.set_price("BTCUSDT", 28500)  # below the spot stop the gateway holds
+    wait_until(lambda: get_gateway(app).engine.watch_exits() >= 1, 30, "the gateway fired the spot stop")
+    assert violations == []

@@ -50,7 +50,7 @@ class ReferencePrice:
 
     def age(self, now: float) -> float | None:
         """Seconds since the price was read, when known."""
-        return None if self.taken_at is None else max(0.0, now - self.taken_at)
+        return None if self.taken_at is None else round(max(0.0, now - self.taken_at), 3)
 
 
 class PriceSource(Protocol):

@@ -128,8 +128,10 @@ class Desk:
             limits = self.broker.limits_reading(symbol)
         except BrokerError as exc:
             return MarketFacts(symbol=symbol, limits_error=str(exc), exit_holder=self.exit_holder(symbol))
+        # A local book's limits are its settings: read now, on the caller's (maybe simulated) clock.
+        taken_at = None if self.broker.settles_instantly else limits.taken_at
         return MarketFacts(
-            symbol=symbol, limits=limits.value, limits_taken_at=limits.taken_at, limits_source=limits.source,
+            symbol=symbol, limits=limits.value, limits_taken_at=taken_at, limits_source=limits.source,
             exit_holder=self.exit_holder(symbol),
         )  # fmt: skip
 

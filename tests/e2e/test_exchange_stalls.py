@@ -150,3 +150,5 @@ def test_a_worker_never_loads_markets_inside_a_request(
     finally:
         fake.stalls.remove()
     assert_answered_in_time(results)
+    limits = results[-1][1].json()["decision"]["details"]["market_limits"]
+    assert limits["source"] == "binance markets" and limits["age_s"] > 0  # the table loaded before

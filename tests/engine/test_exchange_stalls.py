@@ -128,6 +128,7 @@ def test_a_started_broker_never_loads_markets_for_a_caller(fake: FakeBinance) ->
     b.close()
 
 
+@pytest.mark.slow  # a whole app on the fake, two entries and the watcher: several seconds
 def test_no_exchange_call_inside_a_write_transaction(
     tmp_path: Path, fake: FakeBinance, monkeypatch: pytest.MonkeyPatch
 ) -> None:

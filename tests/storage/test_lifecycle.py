@@ -232,3 +232,23 @@ def test_an_owned_job_runs_in_one_worker_and_moves_when_its_owner_stops(storage:
     finally:
         for stop in stops.values():
             stop.set()
+
+
+def test_start_up_recovery_leaves_a_shared_stores_alerts_in_flight_alone(tmp_path: Path) -> None:
+    """An alert left ``processing`` is an orphan to a store of its own; on a store other hosts
+    share, only once untouched for IN_FLIGHT_S (a younger one may be another host's, in flight)."""
+    from tests.conftest import make_settings, runs_on_postgres
+    from webhook.recovery import IN_FLIGHT_S, recover
+
+    settings = make_settings(tmp_path)
+    storage = Storage(settings.database)
+    storage.migrate()
+    fresh = add_alert(storage, "fresh", time.time())
+    old = add_alert(storage, "old", time.time())
+    storage.conn.execute("UPDATE alerts SET status = 'processing'")
+    long_ago = time.time() - IN_FLIGHT_S - 60
+    storage.conn.execute("UPDATE alerts SET updated_at = ? WHERE id = ?", (long_ago, old))
+    lines = recover(settings)
+    status = {r["id"]: r["status"] for r in query(storage, "SELECT id, status FROM alerts")}
+    assert status[old] == "failed" and f"alert {old}: failed" in " ".join(lines)
+    assert status[fresh] == ("processing" if runs_on_postgres() else "failed")

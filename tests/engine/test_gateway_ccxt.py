@@ -96,11 +96,11 @@ def test_pending_order_left_by_a_crash_is_reconciled_at_start(
     body = post(client, contracts=0.01).json
     assert body["status"] == "executed"
     # Simulate a worker that died after sending and before recording: mark it pending again.
-    db_write(
+    db_write(  # an hour ago: on a store hosts share, a younger one may be in flight on another host
         settings.database,
-        "UPDATE orders SET status = 'pending', filled = 0, average = NULL",
+        "UPDATE orders SET status = 'pending', filled = 0, average = NULL, updated_at = updated_at - 3600",
         "DELETE FROM positions",
-        "UPDATE alerts SET status = 'processing'",
+        "UPDATE alerts SET status = 'processing', updated_at = updated_at - 3600",
     )
     lines = recover(settings)
     assert any("filled" in line for line in lines), lines

@@ -46,7 +46,6 @@ Combination (the outer dict's fields):
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -727,7 +726,3 @@ class MLPricePrediction:
         if fitted.lstm is not None:
             fitted.lstm.predict(np.zeros((1, self.sequence_length, len(MODEL_FEATURES))))
 
-
-def tensorflow_loaded() -> bool:
-    """Whether TensorFlow has been imported in this process (serving must keep this False)."""
-    return "tensorflow" in sys.modules

@@ -255,6 +255,33 @@ def test_an_alert_differing_in_one_key_field_acts(multi: tuple[Any, Any], field:
     assert len(rows(settings.database, "SELECT * FROM orders")) == 2
 
 
+def test_two_strategies_sending_the_same_explicit_id_are_two_alerts(multi: tuple[Any, Any]) -> None:
+    """An explicit ``id`` is the key within its strategy: the same id from another strategy acts
+    (and from the same strategy, with every other field changed, it is the duplicate)."""
+    client, settings = multi
+    stamp = _fresh()
+    first = post(client, {**base_alert(stamp), "id": "sig-1"})
+    scalp = post(client, {**base_alert(stamp), "id": "sig-1", "strategy": "scalp", "passphrase": SCALP})
+    again = post(client, {**base_alert(stamp), "id": "sig-1", "contracts": 2, "order_id": "Other"})
+    assert [first.json["status"], scalp.json["status"], again.json["status"]] == [
+        "executed", "executed", "duplicate",
+    ], (first.json, scalp.json, again.json)  # fmt: skip
+    assert again.json["duplicate_of"] == first.json["alert_id"]
+    assert len(rows(settings.database, "SELECT * FROM orders")) == 2
+
+
+def test_closes_of_different_shares_at_one_instant_are_two_alerts(multi: tuple[Any, Any]) -> None:
+    """The share a close acts on is part of the key: "close 50%" and "close 25%" sent together
+    both act; the same "close 25%" again is the duplicate."""
+    client, settings = multi
+    stamp = _fresh()
+    assert post(client, base_alert(stamp)).json["status"] == "executed"
+    close = {**base_alert(stamp), "order_id": "Close", "contracts": None}
+    answers = [post(client, {**close, "action": a}).json for a in ("close 50%", "close 25%", "close 25%")]
+    assert [a["status"] for a in answers] == ["executed", "executed", "duplicate"], answers
+    assert len(rows(settings.database, "SELECT * FROM orders")) == 3
+
+
 def test_a_1h_and_a_4h_strategy_firing_together_both_act(multi: tuple[Any, Any]) -> None:
     client, settings = multi
     stamp = _fresh()

@@ -110,7 +110,7 @@ def authenticate(data: dict[str, Any], settings: Settings) -> StrategySettings:
         # Still compare, so the time taken does not tell which strategy ids exist.
         hmac.compare_digest(b"x" * 32, str(passphrase or "").encode())
         raise ApiError(401, "unauthorized", f"unknown strategy {strategy_id or settings.default_strategy!r}")
-    if passphrase is None or passphrase == "":
+    if passphrase is None or (isinstance(passphrase, str) and not passphrase):
         raise ApiError(401, "unauthorized", 'missing passphrase: add a "passphrase" field to the alert')
     if not isinstance(passphrase, str) or not hmac.compare_digest(
         passphrase.encode(), strategy.passphrase.encode()

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from storage.database import Db, Row, insert_id, query, query_one, reading, writing
+from storage.database import Connection, Db, Row, query, query_one, reading, writing
 
 __all__ = [
     "AlertRecord",
@@ -64,23 +64,11 @@ def insert_refused(
 ) -> int:
     """Record an alert refused at the gate (bad JSON, bad passphrase, stale, ...), or one the
     gateway itself failed on (``status="error"``)."""
-    columns = {k: v for k, v in (fields or {}).items() if k in _ALERT_FIELDS}
+    tail = {"status": status, "http_status": http_status, "error_code": error_code, "reason": reason}
     with writing(db) as conn:
-        return insert_id(
-            conn,
-            _insert_sql(columns, ["status", "http_status", "error_code", "reason"]),
-            (
-                received_at,
-                received_at,
-                source_ip,
-                _dumps(payload),
-                *columns.values(),
-                status,
-                http_status,
-                error_code,
-                reason,
-            ),
-        )
+        inserted = _insert(conn, received_at, source_ip, payload, fields or {}, tail)
+    assert inserted is not None
+    return inserted
 
 
 _ALERT_FIELDS = (
@@ -89,10 +77,28 @@ _ALERT_FIELDS = (
 )  # fmt: skip
 
 
-def _insert_sql(columns: dict[str, Any], tail: list[str], on_conflict: str = "") -> str:
-    names = ["received_at", "updated_at", "source_ip", "payload", *columns, *tail]
-    values = ", ".join("?" * len(names))
-    return f"INSERT INTO alerts ({', '.join(names)}) VALUES ({values}){on_conflict} RETURNING id"
+def _insert(
+    conn: Connection,
+    received_at: float,
+    source_ip: str | None,
+    payload: Any,
+    fields: dict[str, Any],
+    tail: dict[str, Any],
+    on_conflict: str = "",
+) -> int | None:
+    """Insert one alert row: when and from where it came, its payload, the alert fields the table
+    has columns for, and ``tail`` (what the gateway made of it). The new row's id (None when
+    ``on_conflict`` skipped it)."""
+    values = {
+        "received_at": received_at, "updated_at": received_at, "source_ip": source_ip,
+        "payload": _dumps(payload), **{k: v for k, v in fields.items() if k in _ALERT_FIELDS}, **tail,
+    }  # fmt: skip
+    rows = conn.execute(
+        f"INSERT INTO alerts ({', '.join(values)}) VALUES ({', '.join('?' * len(values))}){on_conflict}"
+        " RETURNING id",
+        tuple(values.values()),
+    ).fetchall()
+    return int(rows[0][0]) if rows else None
 
 
 def claim_alert(
@@ -114,7 +120,6 @@ def claim_alert(
     ml_analysis) is written with it, in one statement.
     """
     with writing(db) as conn:
-        columns = {k: v for k, v in fields.items() if k in _ALERT_FIELDS}
         tail: dict[str, Any] = {"idempotency_key": idempotency_key, "status": status}
         if outcome is not None:
             tail.update(
@@ -122,11 +127,9 @@ def claim_alert(
                 decision=_dumps(outcome["decision"]), ml_analysis=_dumps(outcome["ml_analysis"]),
             )  # fmt: skip
         # On a conflict of the key alone: any other constraint's violation is still an error.
-        sql = _insert_sql(columns, list(tail), " ON CONFLICT (idempotency_key) DO NOTHING")
-        rows = conn.execute(
-            sql, (received_at, received_at, source_ip, _dumps(payload), *columns.values(), *tail.values())
-        ).fetchall()
-        return int(rows[0][0]) if rows else None
+        return _insert(
+            conn, received_at, source_ip, payload, fields, tail, " ON CONFLICT (idempotency_key) DO NOTHING"
+        )
 
 
 def original_for_key(db: Db, idempotency_key: str) -> int | None:
@@ -145,23 +148,14 @@ def insert_duplicate(
     fields: dict[str, Any],
 ) -> int:
     """Record a repeat of ``original_id``; it never acts, but it is on file."""
+    tail = {
+        "duplicate_of": original_id, "status": "duplicate", "http_status": 200,
+        "reason": f"duplicate of alert {original_id}",
+    }  # fmt: skip
     with writing(db) as conn:
-        columns = {k: v for k, v in fields.items() if k in _ALERT_FIELDS}
-        return insert_id(
-            conn,
-            _insert_sql(columns, ["duplicate_of", "status", "http_status", "reason"]),
-            (
-                received_at,
-                received_at,
-                source_ip,
-                _dumps(payload),
-                *columns.values(),
-                original_id,
-                "duplicate",
-                200,
-                f"duplicate of alert {original_id}",
-            ),
-        )
+        inserted = _insert(conn, received_at, source_ip, payload, fields, tail)
+    assert inserted is not None
+    return inserted
 
 
 def finish_alert(

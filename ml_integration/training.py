@@ -434,6 +434,7 @@ class _Progress:
         "lstm",
         "evaluation",
         "final fit",
+        "tournament",
         "volatility",
         "save",
         "done",

@@ -20,6 +20,7 @@ import argparse
 import importlib.util
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -31,29 +32,38 @@ DATA = REPO.parent / "shared" / "data" / "ohlcv" / "binance" / "BTC_USDT-1h.json
 REFERENCE = "FreqAI on a quiet machine (the issue): 6.4-8.8 s for 13 LightGBM retrains"
 
 
-def ours(out: Path, jobs: int, choose_every: int | None, repo: Path = REPO) -> dict[str, object]:
+def _cpu() -> float:
+    """User + system CPU seconds of every finished child so far (less load-sensitive than wall)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def ours(
+    out: Path, jobs: int, choose_every: int | None, period: tuple[str, str], repo: Path = REPO
+) -> dict[str, object]:
     report = out / "ours.html"
     argv = [sys.executable, "-m", "tvgw.cli", "backtest", "--symbol", "BTC/USDT", "--timeframe", "1h",
-            "--data", str(DATA), "--start", "2021-10-11", "--end", "2022-10-11", "--train-window", "180d",
+            "--data", str(DATA), "--start", period[0], "--end", period[1], "--train-window", "180d",
             "--test-window", "30d", "--no-lstm", "--no-progress", "--jobs", str(jobs),
             "--report", str(report)]  # fmt: skip
     if choose_every is not None:
         argv += ["--choose-every", str(choose_every)]
     env = {**os.environ, "TVGW_DATABASE": str(out / "unused.sqlite"), "PYTHONPATH": str(repo)}
     env.pop("TVGW_CONFIG", None)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _cpu()
     done = subprocess.run(argv, cwd=repo, env=env, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, _cpu() - cpu
     if done.returncode != 0:
         raise SystemExit(f"tvgw backtest failed ({done.returncode}):\n{done.stderr[-3000:]}")
     summary = json.loads(report.with_suffix(".json").read_text())
     timings = summary["timings_s"]
-    return {"wall_s": wall, "training_s": timings["training"], "replay_s": timings["replay"],
+    return {"wall_s": wall, "cpu_s": cpu, "training_s": timings["training"], "replay_s": timings["replay"],
             "prediction": summary["prediction"],
             "served": [w.get("served") for w in summary["windows"]]}  # fmt: skip
 
 
-def freqai(python: str, threads: int) -> dict[str, object]:
+def freqai(python: str, threads: int, period: tuple[str, str]) -> dict[str, object]:
+    timerange = f"{period[0].replace('-', '')}-{period[1].replace('-', '')}"
     argv = [
         python,
         str(REPO / "bench" / "freqai_walkforward.py"),
@@ -61,11 +71,15 @@ def freqai(python: str, threads: int) -> dict[str, object]:
         str(DATA),
         "--threads",
         str(threads),
+        "--timerange",
+        timerange,
     ]
+    cpu = _cpu()
     done = subprocess.run(argv, cwd=tempfile.gettempdir(), capture_output=True, text=True, check=False)
+    cpu = _cpu() - cpu
     if done.returncode != 0:
         raise SystemExit(f"FreqAI run failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "cpu_s": cpu}
 
 
 def _figure(metrics: dict[str, object] | None, key: str) -> str:
@@ -80,6 +94,8 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--choose-every", type=int, help="tournament every N windows (default: train / test)")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--start", default="2021-10-11", help="first traded day (default: the issue's year)")
+    parser.add_argument("--end", default="2022-10-11")
     parser.add_argument(
         "--freqtrade-python", help="an interpreter with freqtrade (default: this one, if it has it)"
     )
@@ -96,14 +112,17 @@ def main() -> int:
         print(f"machine: {os.cpu_count()} cores, load average {handle.read().split()[:3]}")
     with tempfile.TemporaryDirectory(prefix="bench-walkforward-") as tmp:
         for round_ in range(1, args.rounds + 1):
-            theirs = freqai(python, args.threads) if python else None
-            mine = ours(Path(tmp), args.jobs, args.choose_every)
-            line = (f"round {round_}: tvgw backtest {mine['wall_s']:.1f} s "
+            period = (args.start, args.end)
+            theirs = freqai(python, args.threads, period) if python else None
+            mine = ours(Path(tmp), args.jobs, args.choose_every, period)
+            line = (f"round {round_}: tvgw backtest {mine['wall_s']:.1f} s wall, {mine['cpu_s']:.1f} s CPU "
                     f"(training {mine['training_s']:.1f} s, replay {mine['replay_s']:.1f} s)")  # fmt: skip
             if theirs is not None:
                 ratio = float(mine["wall_s"]) / float(theirs["wall_s"])  # type: ignore[arg-type]
-                line += f"; FreqAI {theirs['wall_s']:.1f} s ({theirs['retrains']} retrains)"
-                line += f"; ours / FreqAI {ratio:.2f}"
+                cpu_ratio = float(mine["cpu_s"]) / float(theirs["cpu_s"])  # type: ignore[arg-type]
+                line += f"; FreqAI {theirs['wall_s']:.1f} s wall, {theirs['cpu_s']:.1f} s CPU"
+                line += f" ({theirs['retrains']} retrains)"
+                line += f"; ours / FreqAI: wall {ratio:.2f}, CPU {cpu_ratio:.2f}"
             print(line, flush=True)
             prediction = mine["prediction"]
             assert isinstance(prediction, dict)
@@ -114,7 +133,7 @@ def main() -> int:
                 )
             print(f"  served per window: {', '.join(str(s) for s in mine['served'])}")
             if args.before is not None:
-                old = ours(Path(tmp), args.jobs, None, args.before)
+                old = ours(Path(tmp), args.jobs, None, period, args.before)
                 print(
                     f"  before ({args.before}): {old['wall_s']:.1f} s (training {old['training_s']:.1f} s); "
                     f"ours / before {float(mine['wall_s']) / float(old['wall_s']):.2f}"

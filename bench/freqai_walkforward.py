@@ -126,6 +126,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("--threads", type=int, default=1, help="LightGBM threads (default 1, as ours)")
+    parser.add_argument("--timerange", default="20211011-20221011", help="traded period (freqtrade's form)")
     args = parser.parse_args()
     offline_markets()
     from freqtrade.main import main as freqtrade_main
@@ -140,7 +141,7 @@ def main() -> int:
         log = user / "freqtrade.log"
         argv = ["backtesting", "--config", str(user / "config.json"), "--userdir", str(user),
                 "--strategy", "TvgwFreqaiBench", "--freqaimodel", "LightGBMClassifier",
-                "--timerange", "20211011-20221011", "--logfile", str(log), "--cache", "none"]  # fmt: skip
+                "--timerange", args.timerange, "--logfile", str(log), "--cache", "none"]  # fmt: skip
         started = time.perf_counter()
         try:
             freqtrade_main(argv)

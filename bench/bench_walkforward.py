@@ -89,6 +89,14 @@ def _figure(metrics: dict[str, object] | None, key: str) -> str:
     return f"{value:.4f} [{lo:.4f}, {hi:.4f}]"
 
 
+def _print_arms(label: str, prediction: object) -> None:
+    """Both arms' pooled out-of-sample AUC and Brier with their intervals."""
+    assert isinstance(prediction, dict)
+    for arm in ("baseline", "ml"):
+        metrics = prediction.get(arm)
+        print(f"  {label}{arm:<8} AUC {_figure(metrics, 'auc')}  Brier {_figure(metrics, 'brier')}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1)
@@ -124,13 +132,7 @@ def main() -> int:
                 line += f" ({theirs['retrains']} retrains)"
                 line += f"; ours / FreqAI: wall {ratio:.2f}, CPU {cpu_ratio:.2f}"
             print(line, flush=True)
-            prediction = mine["prediction"]
-            assert isinstance(prediction, dict)
-            for arm in ("baseline", "ml"):
-                print(
-                    f"  {arm:<8} AUC {_figure(prediction.get(arm), 'auc')}  "
-                    f"Brier {_figure(prediction.get(arm), 'brier')}"
-                )
+            _print_arms("", mine["prediction"])
             print(f"  served per window: {', '.join(str(s) for s in mine['served'])}")
             if args.before is not None:
                 old = ours(Path(tmp), args.jobs, None, period, args.before)
@@ -138,13 +140,7 @@ def main() -> int:
                     f"  before ({args.before}): {old['wall_s']:.1f} s (training {old['training_s']:.1f} s); "
                     f"ours / before {float(mine['wall_s']) / float(old['wall_s']):.2f}"
                 )  # type: ignore[arg-type]
-                previous = old["prediction"]
-                assert isinstance(previous, dict)
-                for arm in ("baseline", "ml"):
-                    print(
-                        f"  before {arm:<8} AUC {_figure(previous.get(arm), 'auc')}  Brier "
-                        f"{_figure(previous.get(arm), 'brier')}"
-                    )
+                _print_arms("before ", old["prediction"])
     if python is None:
         print(f"FreqAI not installed here (no freqtrade); reference: {REFERENCE}")
     return 0

@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from common.checks import refuse_unknown_keys
 from ml_integration.candles import read_candle_file, timeframe_seconds, validate_candles
 from ml_integration.ensemble import EnsembleConfig, EnsemblePricePrediction
 from ml_integration.exceptions import CandleDataError, TrainingCancelled
-from ml_integration.lstm import LSTMConfig
 from ml_integration.prediction import MLPricePrediction, ModelConfig, make_forest
 from ml_integration.store import save_version
 from ml_integration.strategy import MLTradingStrategy, StrategyConfig
@@ -76,17 +76,14 @@ def create_training_config(symbol: str, overrides: dict[str, Any] | None = None)
     if not symbol or "/" not in symbol:
         raise ValueError(f"symbol must look like 'BTC/USDT', got {symbol!r}")
     values = dict(overrides or {})
-    known = {f.name for f in fields(TrainingConfig)} - {"symbol"}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown training options {unknown}; known: {sorted(known)}")
+    refuse_unknown_keys("training options", values, TrainingConfig, exclude={"symbol"})
     strategy = values.pop("strategy", {})
     model = values.pop("model", {})
     ensemble = values.pop("ensemble", None)
     if isinstance(ensemble, dict):
         ensemble = EnsembleConfig.from_mapping(ensemble)
     strategy_cfg = strategy if isinstance(strategy, StrategyConfig) else StrategyConfig.from_mapping(strategy)
-    model_cfg = model if isinstance(model, ModelConfig) else _model_config(model)
+    model_cfg = model if isinstance(model, ModelConfig) else ModelConfig.from_dict(model)
     config = TrainingConfig(
         symbol=symbol, strategy=strategy_cfg, model=model_cfg, ensemble=ensemble, **values
     )
@@ -98,17 +95,6 @@ def create_training_config(symbol: str, overrides: dict[str, Any] | None = None)
     if config.n_trials < 1:
         raise ValueError(f"n_trials must be >= 1, got {config.n_trials}")
     return config
-
-
-def _model_config(values: dict[str, Any]) -> ModelConfig:
-    values = dict(values)
-    known = {f.name for f in fields(ModelConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown model options {unknown}; known: {sorted(known)}")
-    lstm = values.pop("lstm", {})
-    lstm_cfg = lstm if isinstance(lstm, LSTMConfig) else LSTMConfig(**lstm)
-    return replace(ModelConfig(), lstm=lstm_cfg, **values)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,6 @@ Estimators come from a *factory*: ``factory(params) -> classifier`` with ``fit``
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import math
 import time
@@ -41,6 +40,7 @@ import numpy as np
 
 from ml_integration.evaluation import brier_score, log_loss
 from ml_integration.labels import purged_folds
+from ml_integration.zoo import make_model
 
 __all__ = [
     "SPACES",
@@ -119,13 +119,10 @@ Factory = Callable[[dict[str, Any]], Classifier]
 
 
 def model_factory(name: str, *, seed: int = 0) -> Factory:
-    """The zoo's ``make_model`` for ``name`` as a factory (imported when first called, so
-    tuning works with any factory before and without the zoo)."""
+    """The zoo's ``make_model`` for ``name`` as a factory of models with given parameters."""
 
     def make(params: dict[str, Any]) -> Classifier:
-        zoo = importlib.import_module("ml_integration.zoo")  # lands with the zoo branch
-
-        model: Classifier = zoo.make_model(name, params, seed=seed)
+        model: Classifier = make_model(name, params, seed=seed)
         return model
 
     return make

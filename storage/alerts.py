@@ -65,23 +65,9 @@ def insert_refused(
 ) -> int:
     """Record an alert refused at the gate (bad JSON, bad passphrase, stale, ...), or one the
     gateway itself failed on (``status="error"``)."""
-    columns = {k: v for k, v in (fields or {}).items() if k in _ALERT_FIELDS}
+    tail = {"status": status, "http_status": http_status, "error_code": error_code, "reason": reason}
     with writing(db) as conn:
-        cur = conn.execute(
-            _insert_sql(columns, ["status", "http_status", "error_code", "reason"]),
-            (
-                received_at,
-                received_at,
-                source_ip,
-                _dumps(payload),
-                *columns.values(),
-                status,
-                http_status,
-                error_code,
-                reason,
-            ),
-        )
-    return int(cur.lastrowid or 0)
+        return _insert(conn, received_at, source_ip, payload, fields or {}, tail)
 
 
 _ALERT_FIELDS = (
@@ -90,9 +76,25 @@ _ALERT_FIELDS = (
 )  # fmt: skip
 
 
-def _insert_sql(columns: dict[str, Any], tail: list[str]) -> str:
-    names = ["received_at", "updated_at", "source_ip", "payload", *columns, *tail]
-    return f"INSERT INTO alerts ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+def _insert(
+    conn: sqlite3.Connection,
+    received_at: float,
+    source_ip: str | None,
+    payload: Any,
+    fields: dict[str, Any],
+    tail: dict[str, Any],
+) -> int:
+    """Insert one alert row: when and from where it came, its payload, the alert fields the table
+    has columns for, and ``tail`` (what the gateway made of it). The new row's id."""
+    values = {
+        "received_at": received_at, "updated_at": received_at, "source_ip": source_ip,
+        "payload": _dumps(payload), **{k: v for k, v in fields.items() if k in _ALERT_FIELDS}, **tail,
+    }  # fmt: skip
+    cur = conn.execute(
+        f"INSERT INTO alerts ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+        tuple(values.values()),
+    )
+    return int(cur.lastrowid or 0)
 
 
 def claim_alert(
@@ -114,7 +116,6 @@ def claim_alert(
     ml_analysis) is written with it, in one statement.
     """
     with writing(db) as conn:
-        columns = {k: v for k, v in fields.items() if k in _ALERT_FIELDS}
         tail: dict[str, Any] = {"idempotency_key": idempotency_key, "status": status}
         if outcome is not None:
             tail.update(
@@ -122,15 +123,11 @@ def claim_alert(
                 decision=_dumps(outcome["decision"]), ml_analysis=_dumps(outcome["ml_analysis"]),
             )  # fmt: skip
         try:
-            cur = conn.execute(
-                _insert_sql(columns, list(tail)),
-                (received_at, received_at, source_ip, _dumps(payload), *columns.values(), *tail.values()),
-            )
+            return _insert(conn, received_at, source_ip, payload, fields, tail)
         except sqlite3.IntegrityError as exc:
             if "idempotency_key" not in str(exc):
                 raise
             return None
-        return int(cur.lastrowid or 0)
 
 
 def original_for_key(db: Db, idempotency_key: str) -> int | None:
@@ -149,23 +146,12 @@ def insert_duplicate(
     fields: dict[str, Any],
 ) -> int:
     """Record a repeat of ``original_id``; it never acts, but it is on file."""
+    tail = {
+        "duplicate_of": original_id, "status": "duplicate", "http_status": 200,
+        "reason": f"duplicate of alert {original_id}",
+    }  # fmt: skip
     with writing(db) as conn:
-        columns = {k: v for k, v in fields.items() if k in _ALERT_FIELDS}
-        cur = conn.execute(
-            _insert_sql(columns, ["duplicate_of", "status", "http_status", "reason"]),
-            (
-                received_at,
-                received_at,
-                source_ip,
-                _dumps(payload),
-                *columns.values(),
-                original_id,
-                "duplicate",
-                200,
-                f"duplicate of alert {original_id}",
-            ),
-        )
-        return int(cur.lastrowid or 0)
+        return _insert(conn, received_at, source_ip, payload, fields, tail)
 
 
 def finish_alert(

@@ -83,7 +83,10 @@ class Storage:
 
     @property
     def db(self) -> sqlite_utils.Database:
-        """This thread's connection wrapped by sqlite-utils (for inserts and introspection)."""
+        """This thread's connection wrapped by sqlite-utils, for schema introspection only
+        (:meth:`missing_tables`; an operator can also use it from a Python shell). Every insert,
+        update and query goes through the plain sqlite3 connection (:attr:`conn`), in SQL that
+        lives in ``storage/``."""
         wrapped = getattr(self._local, "db", None)
         if wrapped is None:
             wrapped = sqlite_utils.Database(self.conn)

@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +45,9 @@ def wait_until(
         value = condition()
         if value:
             return value
+        # The poll interval. What is waited on here is done by another process (gunicorn, a
+        # training runner, quickstart), which a test cannot hand an event; the engine's exit
+        # tests still use it for the watcher thread until the watcher counts its passes.
         time.sleep(0.05)
     raise AssertionError(f"{what} within {timeout:.0f} s\n{explain()}")
 
@@ -168,10 +172,32 @@ def shared_candle_file(name: str) -> Path:
     return path
 
 
+class ManualClock:
+    """Epoch seconds that move only when the test moves them (``clock.now += 60``): the clock a
+    test passes where the code takes one (``now=`` of serving and sentiment, a drift monitor's
+    clock), instead of reading the machine's or waiting for it."""
+
+    def __init__(self, now: float = 1_717_416_000.0) -> None:  # 2024-06-03 12:00 UTC
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextmanager
+def refused_port() -> Iterator[int]:
+    """A loopback port that refuses connections for as long as the block runs: this socket
+    holds it, bound and never listening, so no other program on the machine can take the port
+    and answer (a port merely bound and released may be reused by anything at once)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield int(s.getsockname()[1])
 
 
 @dataclass
@@ -244,7 +270,7 @@ def start_gateway(
         # Every worker, not just the first, must be up: tests rely on N workers sharing the load.
         if healthy and gateway.log().count("gateway ready (pid") >= workers:
             return gateway
-        time.sleep(0.1)
+        time.sleep(0.1)  # gunicorn and its workers (other processes) are still starting
     gateway.stop()
     raise RuntimeError(f"gunicorn did not become healthy in 120 s:\n{gateway.log()}")
 

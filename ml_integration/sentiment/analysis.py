@@ -27,7 +27,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -173,6 +173,7 @@ class SentimentAnalysis:
         recency_half_life_s: float | None = 12 * 3600.0,
         trend_window_s: float = 24 * 3600.0,
         trend_threshold: float = 0.05,
+        now: Callable[[], float] = time.time,
     ):
         _require(cache_ttl_s > 0, f"cache_ttl_s must be > 0, got {cache_ttl_s}")
         _require(failure_ttl_s > 0, f"failure_ttl_s must be > 0, got {failure_ttl_s}")
@@ -197,6 +198,9 @@ class SentimentAnalysis:
         self.recency_half_life_s = recency_half_life_s
         self.trend_window_s = float(trend_window_s)
         self.trend_threshold = float(trend_threshold)
+        #: Wall-clock epoch seconds: when a result was fetched and whether it is still fresh (a
+        #: test passes its own clock instead of waiting out a TTL).
+        self.now = now
         self._session = requests.Session()
         self._http_get: HttpGet = http_get or self._session.get
         self._cache: _Cache = _SqliteCache(storage) if storage is not None else _MemoryCache()
@@ -275,8 +279,9 @@ class SentimentAnalysis:
             return {**cached, "symbol": symbol, "cached": True}
         if not allow_fetch:
             return _no_data(
-                symbol, asset, f"no fresh cached sentiment for {asset}; refresh runs in background"
-            )
+                symbol, asset, f"no fresh cached sentiment for {asset}; refresh runs in background",
+                now=self.now(),
+            )  # fmt: skip
         return self.refresh(symbol)
 
     def refresh(self, symbol: str) -> dict[str, Any]:
@@ -287,9 +292,9 @@ class SentimentAnalysis:
         ``timeout_s`` in the worst case. That is why the webhook path never calls this.
         """
         asset = base_asset(symbol)
-        now = time.time()
+        now = self.now()
         if not self.sources:
-            result = _no_data(symbol, asset, "no sentiment sources configured")
+            result = _no_data(symbol, asset, "no sentiment sources configured", now=now)
             self._write_cache(asset, result, now, self.failure_ttl_s)
             return result
         items, failed = self._fetch_all(asset)
@@ -300,7 +305,7 @@ class SentimentAnalysis:
                 if len(failed) == len(self.sources)
                 else f"no headlines or posts mention {asset}"
             )
-            result = _no_data(symbol, asset, reason, failed=failed)
+            result = _no_data(symbol, asset, reason, failed=failed, now=now)
             ttl = self.failure_ttl_s if failed else self.cache_ttl_s
             self._write_cache(asset, result, now, ttl)
             return result
@@ -423,7 +428,7 @@ class SentimentAnalysis:
             return None
         if not isinstance(entry, dict) or not {"result", "fetched_epoch", "ttl_s"} <= entry.keys():
             return None  # nothing cached, or a row in an older layout: fetch afresh
-        if time.time() - float(entry["fetched_epoch"]) > float(entry["ttl_s"]):
+        if self.now() - float(entry["fetched_epoch"]) > float(entry["ttl_s"]):
             return None
         result: dict[str, Any] = entry["result"]
         return result
@@ -521,7 +526,9 @@ def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
-def _no_data(symbol: str, asset: str, reason: str, *, failed: dict[str, str] | None = None) -> dict[str, Any]:
+def _no_data(
+    symbol: str, asset: str, reason: str, *, now: float, failed: dict[str, str] | None = None
+) -> dict[str, Any]:
     """The neutral result: same keys as a scored one, zero confidence, says why."""
     return {
         "symbol": symbol,
@@ -557,6 +564,6 @@ def _no_data(symbol: str, asset: str, reason: str, *, failed: dict[str, str] | N
         "reason": reason,
         "sources": [],
         "failed_sources": dict(failed or {}),
-        "fetched_at": _iso(time.time()),
+        "fetched_at": _iso(now),
         "cached": False,
     }

@@ -89,7 +89,7 @@ def test_sigkill_under_load_loses_no_acknowledged_alert(tmp_path: Path) -> None:
         t.start()
     deadline = time.monotonic() + 30
     while len(acked) < 150 and time.monotonic() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.05)  # gunicorn (another process) has not acknowledged 150 alerts yet
     gateway.kill()
     stop.set()
     for t in threads:

@@ -202,7 +202,7 @@ def start_proxy(tmp_path: Path, *, verify_client: bool, **gateway_env: str) -> P
             with ssl.create_connection(("127.0.0.1", port), timeout=1):
                 return proxy
         except OSError:
-            time.sleep(0.05)
+            time.sleep(0.05)  # nginx (another process) is not listening yet
     stop_proxy(proxy)
     raise RuntimeError(f"nginx did not listen in 30 s:\n{proxy.log()}")
 

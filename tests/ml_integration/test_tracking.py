@@ -20,7 +20,7 @@ from storage import Storage
 from storage.candles import upsert_candles
 from storage.database import query_one
 from storage.predictions import insert_prediction
-from tests.conftest import ROOT, base_environ
+from tests.conftest import ROOT, ManualClock, base_environ
 
 HOUR = 3600
 T0 = 1_700_000_000 // HOUR * HOUR
@@ -134,18 +134,8 @@ def test_drift_reads_only_the_newest_window(storage: Storage) -> None:
     assert newest["accuracy"] == 1.0 and not newest["needs_retraining"], newest
 
 
-class FakeClock:
-    """A monotonic clock the test moves by hand (a collaborator, as the engine's clock is)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_drift_monitor_computes_once_per_ttl(storage: Storage) -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     monitor = DriftMonitor(
         storage, DriftThresholds(min_accuracy=0.5, max_drawdown=0.15, min_sharpe=0.5, days=10_000),
         ttl_s=60, clock=clock,

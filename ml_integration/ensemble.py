@@ -537,19 +537,24 @@ def train_ensemble(
     return Ensemble(names, models, combiner, confidence, cfg.label), report
 
 
-def tournament_ensemble(tournament: Any, x: np.ndarray, y: np.ndarray, params: Any) -> Ensemble:
-    """The served ensemble of a tournament won by a zoo combiner: the zoo's models refit on
-    ``x``/``y`` (the model columns of the rows the served model learns from), the combiner fit
-    on every out-of-fold row of the tournament, the confidence on the winner's scored rows."""
+def tournament_ensemble(
+    tournament: Any, x: np.ndarray, y: np.ndarray, params: Any, *, learn: np.ndarray
+) -> Ensemble:
+    """The served ensemble of a tournament won by a zoo combiner: the zoo's models refit on the
+    ``learn`` rows of ``x``/``y`` (the model columns and labels of every row the tournament saw;
+    ``learn``: those the served model learns from, all but the test slice without a final fit),
+    the combiner fit on every out-of-fold row of the tournament (indexed in ``y``, not in
+    ``learn``: they reach past it), the confidence on the winner's scored rows."""
     from ml_integration.tournament import zoo_sizes
 
     names = list(tournament.zoo_models)
     sizes = zoo_sizes(params)
-    models = [make_model(n, sizes.get(n), seed=params.random_state).fit(x, y) for n in names]
+    y = np.asarray(y)
+    models = [make_model(n, sizes.get(n), seed=params.random_state).fit(x[learn], y[learn]) for n in names]
     for model in models:
         _single_threaded(model)
     rows = tournament.oof_rows
-    combiner = make_combiner(tournament.winner).fit(tournament.oof["zoo"][rows], np.asarray(y)[rows], names)
+    combiner = make_combiner(tournament.winner).fit(tournament.oof["zoo"][rows], y[rows], names)
     return Ensemble(names, models, combiner, tournament.confidence(), "binary")
 
 

@@ -616,7 +616,7 @@ class MLPricePrediction:
 
             model_columns = np.arange(len(MODEL_FEATURES))
             self.tournament_ensemble_ = tournament_ensemble(
-                tournament, x[learn][:, model_columns], y[learn], self.config.direction_params()
+                tournament, x[:, model_columns], y, self.config.direction_params(), learn=learn
             )
         self._tournament_holdout(tournament, y, split, report)
 

@@ -22,10 +22,17 @@ from ml_integration.tournament import (
 )
 from tests.ml_integration.conftest import TINY
 
-#: Tiny sizes; the zoo's combiners (three more models per fold) have their own test below.
+#: Tiny sizes, and only what the tournament's decision needs: 3 folds (the first only fits what
+#: later folds' blends and calibrators learn from), no final refit, 2 calibration folds. Measured
+#: in CPU seconds (wall time moves with the shared machine's load), the two module fixtures cost
+#: 12 s against 21.6 s with ``TINY``'s sizes and the default 4 folds, and decide the same: the week
+#: edge's winner still beats the baseline beyond the interval (paired difference [0.011, 0.067]),
+#: while 1,800 bars instead of 2,400 no longer separate them. The zoo's combiners (three more
+#: models per fold) have their own test below.
 CONFIG = replace(
-    TINY, use_lstm=False, tournament=tuple(c for c in CANDIDATES if c not in COMBINER_CANDIDATES)
-)
+    TINY, use_lstm=False, n_estimators=20, gb_max_iter=20, tournament_folds=3, calibration_folds=2,
+    final_fit=False, tournament=tuple(c for c in CANDIDATES if c not in COMBINER_CANDIDATES),
+)  # fmt: skip
 BARS = 2400
 
 
@@ -36,9 +43,13 @@ def _train(frame):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def week_edge():  # type: ignore[no-untyped-def]
-    frame = planted_week_candles(BARS, seed=1)
-    return frame, _train(frame)
+def week_frame():  # type: ignore[no-untyped-def]
+    return planted_week_candles(BARS, seed=1)
+
+
+@pytest.fixture(scope="module")
+def week_edge(week_frame):  # type: ignore[no-untyped-def]
+    return week_frame, _train(week_frame)
 
 
 @pytest.fixture(scope="module")
@@ -139,10 +150,12 @@ def test_scores_are_paired_on_the_same_rows():
 
 
 @pytest.mark.slow
-def test_a_winning_zoo_combiner_is_served_through_the_ensemble_and_survives_saving(week_edge, tmp_path):
+def test_a_winning_zoo_combiner_is_served_through_the_ensemble_and_survives_saving(week_frame, tmp_path):
     """When a zoo combiner wins, the strategy serves the combiner's probability (the ensemble
-    predictor), calibrated on the tournament's evidence, and reloads it from its directory."""
-    frame, _ = week_edge
+    predictor), calibrated on the tournament's evidence, and reloads it from its directory
+    (without a final fit, as ``CONFIG``: the zoo refit on the rows before the test slice while
+    the combiner reads the tournament's out-of-fold rows beyond them)."""
+    frame = week_frame
     config = replace(CONFIG, tournament=("no_model", "soft", "stacking"))
     strategy = MLTradingStrategy(model_config=config)
     strategy.train_strategy(frame, synthetic=True, symbol="BTC/USDT", timeframe="1h")

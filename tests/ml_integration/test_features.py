@@ -174,6 +174,30 @@ def test_no_btc_feature_at_or_before_t_moves_when_btcs_future_changes(candles, t
     assert not moved[:, others].any()  # and only the btc family reads BTC
 
 
+@pytest.mark.parametrize("t", [LOOKBACK + 80, 1803])
+def test_btc_features_at_or_before_t_are_the_same_when_btcs_bars_after_t_are_missing(candles, t):
+    """What serving sees when BTC's newest candles have not arrived yet (or a backtest's BTC file
+    ends early): BTC's bars after t removed leave every column at or before t as it was (so
+    nothing at t was read from BTC's later bars), and the btc family after t is NaN, never BTC's
+    last close carried forward. An empty reference is the same as none: NaN throughout."""
+    from ml_integration.candles import epoch_seconds
+    from ml_integration.context import BTC_FEATURES, EXTRA_FEATURES, Reference, extra_matrix
+
+    btc, reference = _reference(candles)
+    stamps = epoch_seconds(candles.index)
+    family = [EXTRA_FEATURES.index(name) for name in BTC_FEATURES]
+    full = extra_matrix(candles.to_numpy(), stamps, 3600, reference=reference)
+    cut = extra_matrix(candles.to_numpy(), stamps, 3600, reference=Reference.from_frame(btc.iloc[: t + 1]))
+    np.testing.assert_array_equal(cut[: t + 1], full[: t + 1])
+    assert np.isfinite(full[t, family]).all() and np.isfinite(full[t + 1 :, family][:, :3]).all()
+    assert np.isnan(cut[t + 1 :, family]).all()
+    others = [i for i in range(len(EXTRA_FEATURES)) if i not in family]
+    np.testing.assert_array_equal(cut[:, others], full[:, others])  # only the btc family reads BTC
+    empty = extra_matrix(candles.to_numpy(), stamps, 3600, reference=Reference.from_frame(btc.iloc[:0]))
+    assert np.isnan(empty[:, family]).all()
+    np.testing.assert_array_equal(empty[:, others], full[:, others])
+
+
 def test_btc_features_follow_btc_by_open_time_and_are_nan_without_it(candles):
     """BTC's bar is matched to the alt's by open time (a missing BTC bar is not shifted into
     its neighbour's place), its one-bar holes are filled as the alt's are, and without BTC's

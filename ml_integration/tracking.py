@@ -260,8 +260,12 @@ class DriftMonitor:
             return dict(self._cached[1])
 
 
-def start_outcome_resolver(storage: Storage, interval_s: float) -> threading.Thread:
-    """A daemon thread per worker that resolves due outcomes every ``interval_s`` seconds."""
+def start_outcome_resolver(
+    storage: Storage, interval_s: float, *, review: Callable[[], object] | None = None
+) -> threading.Thread:
+    """A daemon thread per worker that resolves due outcomes every ``interval_s`` seconds, then
+    runs ``review`` (the champion/challenger review: outcomes are what it judges, and another
+    worker's resolutions count as much as this one's, so it runs on every tick)."""
 
     def loop() -> None:
         while True:
@@ -273,6 +277,12 @@ def start_outcome_resolver(storage: Storage, interval_s: float) -> threading.Thr
                 continue
             if count:
                 log.info("resolved %d prediction outcomes", count)
+            if review is None:
+                continue
+            try:
+                review()
+            except Exception:
+                log.exception("champion review failed; retrying in %.0f s", interval_s)
 
     thread = threading.Thread(target=loop, name="tvgw-outcomes", daemon=True)
     thread.start()

@@ -41,10 +41,13 @@ def record_model(
     synthetic: bool,
     metrics: dict[str, Any],
 ) -> None:
+    """Register a saved version (again: its path, flag and metrics are refreshed, while when it
+    was first registered and whether it was retired are kept)."""
     with writing(db) as conn:
         conn.execute(
-            "INSERT OR REPLACE INTO ml_models (symbol, timeframe, version, path, created_at,"
-            " synthetic, metrics) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO ml_models (symbol, timeframe, version, path, created_at, synthetic, metrics)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (symbol, timeframe, version) DO UPDATE SET"
+            " path = excluded.path, synthetic = excluded.synthetic, metrics = excluded.metrics",
             (symbol, timeframe, version, path, time.time(), int(synthetic), json.dumps(metrics)),
         )
 

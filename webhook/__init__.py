@@ -16,6 +16,7 @@ from flask.json.provider import DefaultJSONProvider
 
 from engine.brokers.factory import create_account_brokers, create_broker
 from engine.engine import TradingEngine
+from ml_integration.champions import ChampionRules, review
 from ml_integration.serving import SignalService
 from ml_integration.tracking import start_outcome_resolver
 from storage import Storage
@@ -52,7 +53,8 @@ def create_app(settings: Settings | None = None, test_config: Mapping[str, Any] 
         threading.Thread(target=_preload, args=(signals,), name="tvgw-preload", daemon=True).start()
     gateway = app.extensions["tvgw"] = Gateway(settings, storage, broker, signals, accounts=accounts)
     if settings.resolve_interval_s > 0:
-        start_outcome_resolver(storage, settings.resolve_interval_s)
+        rules = ChampionRules.from_settings(settings)
+        start_outcome_resolver(storage, settings.resolve_interval_s, review=lambda: review(storage, rules))
     if settings.exit_watch_interval_s > 0:
         start_exit_watcher(gateway.engine, settings.exit_watch_interval_s)
 

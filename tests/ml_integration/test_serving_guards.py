@@ -102,13 +102,14 @@ def test_a_model_slower_than_its_budget_falls_back(
     subject.serve("BTC/USDT", "1h", ALERT.bar_row())  # loads the model (whatever it answers)
     market = subject._markets[("BTC/USDT", "1h")]
     release = threading.Event()
-    model = market.strategy
+    assert market.roles is not None
+    model = market.models[market.roles.champion]
 
     def stuck(*args: Any, **kwargs: Any) -> Any:
         release.wait(timeout=60)
         raise RuntimeError("released")
 
-    market.signal = None
+    market.signals.clear()
     model.generate_signal = stuck
     try:
         result = subject.serve("BTC/USDT", "1h", ALERT.bar_row())
@@ -117,9 +118,12 @@ def test_a_model_slower_than_its_budget_falls_back(
     assert result.signal is None and "budget" in result.analysis()["error"]
 
 
-def test_a_new_model_version_is_picked_up_without_a_restart(
+def test_a_new_model_version_shadows_the_champion_without_a_restart(
     tmp_path: Path, model_dir: tuple[Path, pd.DataFrame], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A version saved while the worker runs is enrolled as challenger at the worker's next look
+    at the store: it runs beside the champion (whose call is still the one the engine reads),
+    and the alert's record holds both predictions, marked by role."""
     import shutil
 
     from ml_integration import load_latest_strategy, serving
@@ -129,12 +133,20 @@ def test_a_new_model_version_is_picked_up_without_a_restart(
     shutil.copytree(models, own)
     subject = service(tmp_path, own, candles)
     first = subject.serve("BTC/USDT", "1h", ALERT.bar_row())
+    champion = first.analysis()["model_version"]
+    assert first.shadow is None and first.shadow_row() is None
     monkeypatch.setattr(serving, "RELOAD_CHECK_S", 0.0)
     newer = save_version(load_latest_strategy(own, "BTC/USDT", "1h"), own, "BTC/USDT", "1h", version="v-next")
     assert newer.name == "v-next"
     second = subject.serve("BTC/USDT", "1h", ALERT.bar_row())
-    assert second.analysis()["model_version"] == "v-next"
-    assert first.analysis()["model_version"] != "v-next"
+    analysis = second.analysis()
+    assert analysis["model_version"] == champion != "v-next" and analysis["model_role"] == "champion"
+    assert analysis["shadow"]["model_version"] == "v-next" and analysis["shadow"]["acted_on"] is False
+    assert second.direction_probability == second.signal.ml_probability  # the champion's, acted on
+    with subject.storage.transaction() as conn:
+        second.record(conn, None, time.time())
+    rows = subject.storage.conn.execute("SELECT model_version, role FROM ml_predictions ORDER BY id").fetchall()
+    assert [tuple(r) for r in rows] == [(champion, "champion"), ("v-next", "challenger")]
 
 
 def test_missing_candles_are_fetched_from_the_exchange_within_the_budget(

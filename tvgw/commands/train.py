@@ -23,7 +23,10 @@ from tvgw.commands import add_command
 from tvgw.commands.data import cli_settings, open_storage
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ml_integration.training import TrainingResult
+    from storage import Storage
 
 
 #: ``--quick``: a fraction of the default sizes, for trying the pipeline out.
@@ -256,7 +259,17 @@ def run(args: argparse.Namespace) -> int:
         return 1
     for result in results:
         _print_report(result)
+        _enroll(storage, settings.model_dir, result)
     return 0
+
+
+def _enroll(storage: Storage, model_dir: Path, result: TrainingResult) -> None:
+    """Give the new version its role now (champion of a new market, else challenger serving in
+    shadow until it wins on live alerts) rather than at a gateway's next look at the store."""
+    from ml_integration.champions import enroll_latest
+
+    for event in enroll_latest(storage, model_dir, result.symbol, result.timeframe):
+        print(f"  {event.kind} {event.version}: {event.reason}")
 
 
 def run_job(job_id: int) -> int:
@@ -294,4 +307,5 @@ def run_job(job_id: int) -> int:
         print(f"tvgw train: job {job_id} failed: {exc}", file=sys.stderr)
         return 1
     _print_report(result)
+    _enroll(storage, settings.model_dir, result)
     return 0

@@ -333,46 +333,36 @@ def _auto_promote(
 
 
 def _judge_sizing(storage: Storage, roles: MarketRoles, rules: ChampionRules, now: float) -> list[ModelEvent]:
+    """ML-driven sizing off when the champion is no better than the base rate, on again when it
+    is; nothing is judged before ``min_outcomes`` resolved predictions. While sizing stays off,
+    the reason is kept naming the champion now judged (after a promotion, the new one)."""
     test = base_rate_test(storage, roles, rules)
-    if test.comparison.n < rules.min_outcomes or test.better == (not roles.sizing_off):
+    if test.comparison.n < rules.min_outcomes:
         return []
     market = (roles.symbol, roles.timeframe)
     evidence = {**test.to_dict(), "min_outcomes": rules.min_outcomes, "window": rules.window}
-    with storage.transaction() as conn:
-        if test.better:
+    if test.better:
+        if not roles.sizing_off:
+            return []
+        c = test.comparison
+        reason = (
+            f"champion {roles.champion}'s rolling log loss {c.candidate_log_loss:.4f} is below the base "
+            f"rate's {c.reference_log_loss:.4f} beyond the interval ([{c.ci[0]:+.4f}, {c.ci[1]:+.4f}], "
+            f"n={c.n}): ML-driven sizing is on again"
+        )
+        with storage.transaction() as conn:
             if not role_store.set_fallback(conn, roles, None, now=now):
                 return []
-            c = test.comparison
-            reason = (
-                f"champion {roles.champion}'s rolling log loss {c.candidate_log_loss:.4f} is below the base "
-                f"rate's {c.reference_log_loss:.4f} beyond the interval ([{c.ci[0]:+.4f}, {c.ci[1]:+.4f}], "
-                f"n={c.n}): ML-driven sizing is on again"
-            )
-            return [
-                _event(
-                    conn,
-                    roles_of=market,
-                    kind="sizing_on",
-                    version=roles.champion,
-                    reason=reason,
-                    evidence=evidence,
-                    now=now,
-                )
-            ]
-        reason = _fallback_reason(test)
-        if not role_store.set_fallback(conn, roles, reason, now=now):
-            return []
-        return [
-            _event(
-                conn,
-                roles_of=market,
-                kind="sizing_off",
-                version=roles.champion,
-                reason=reason,
-                evidence=evidence,
-                now=now,
-            )
-        ]
+            return [_event(conn, roles_of=market, kind="sizing_on", version=roles.champion, reason=reason,
+                           evidence=evidence, now=now)]  # fmt: skip
+    reason = _fallback_reason(test)
+    if roles.sizing_off and (roles.fallback_reason or "").startswith(f"champion {roles.champion}'s "):
+        return []  # off, and already saying why for this champion
+    with storage.transaction() as conn:
+        if not role_store.set_fallback(conn, roles, reason, now=now) or roles.sizing_off:
+            return []  # a stale view, or only the reason brought up to date (no new event)
+        return [_event(conn, roles_of=market, kind="sizing_off", version=roles.champion, reason=reason,
+                       evidence=evidence, now=now)]  # fmt: skip
 
 
 # --- a human's changes -------------------------------------------------------------------------------

@@ -167,14 +167,14 @@ def clear_challenger(db: Db, roles: MarketRoles, *, now: float) -> bool:
 
 
 def set_champion(db: Db, roles: MarketRoles, version: str, *, keep_challenger: bool, now: float) -> bool:
-    """``version`` is the champion now; ML-driven sizing is judged afresh for it (the fallback is
-    cleared). The challenger slot is emptied unless ``keep_challenger`` (and always when the
-    challenger is the new champion). False when ``roles`` is stale."""
+    """``version`` is the champion now. The challenger slot is emptied unless ``keep_challenger``
+    (and always when the challenger is the new champion). ML-driven sizing stays as it was: a
+    new champion earns it back by its own record. False when ``roles`` is stale."""
     keep = keep_challenger and roles.challenger != version
     with writing(db) as conn:
         cur = conn.execute(
             "UPDATE ml_champions SET champion = ?, champion_since = ?, challenger = ?, challenger_since = ?,"
-            " fallback_since = NULL, fallback_reason = NULL, revision = revision + 1, updated_at = ?"
+            " revision = revision + 1, updated_at = ?"
             " WHERE symbol = ? AND timeframe = ? AND revision = ?",
             (
                 version,
@@ -191,12 +191,14 @@ def set_champion(db: Db, roles: MarketRoles, version: str, *, keep_challenger: b
 
 
 def set_fallback(db: Db, roles: MarketRoles, reason: str | None, *, now: float) -> bool:
-    """Turn ML-driven sizing off (``reason``) or back on (None); False when ``roles`` is stale."""
+    """Turn ML-driven sizing off (``reason``; a new reason while it is off keeps the time it went
+    off) or back on (None); False when ``roles`` is stale."""
     with writing(db) as conn:
         cur = conn.execute(
-            "UPDATE ml_champions SET fallback_since = ?, fallback_reason = ?, revision = revision + 1,"
+            "UPDATE ml_champions SET fallback_since = CASE WHEN ? IS NULL THEN NULL"
+            " ELSE COALESCE(fallback_since, ?) END, fallback_reason = ?, revision = revision + 1,"
             " updated_at = ? WHERE symbol = ? AND timeframe = ? AND revision = ?",
-            (None if reason is None else now, reason, now, roles.symbol, roles.timeframe, roles.revision),
+            (reason, now, reason, now, roles.symbol, roles.timeframe, roles.revision),
         )
     return cur.rowcount == 1
 

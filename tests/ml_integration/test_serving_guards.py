@@ -145,7 +145,7 @@ def test_a_new_model_version_shadows_the_champion_without_a_restart(
     assert second.direction_probability == second.signal.ml_probability  # the champion's, acted on
     with subject.storage.transaction() as conn:
         second.record(conn, None, time.time())
-    rows = subject.storage.conn.execute("SELECT model_version, role FROM ml_predictions ORDER BY id").fetchall()
+    rows = subject.storage.conn.execute("SELECT model_version, role FROM ml_predictions ORDER BY id")
     assert [tuple(r) for r in rows] == [(champion, "champion"), ("v-next", "challenger")]
 
 

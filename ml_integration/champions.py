@@ -24,6 +24,7 @@ workers agree on the champion; the artifacts stay in the model store on disk.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -56,6 +57,8 @@ __all__ = [
     "rollback",
     "version_roles",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Who made an automatic change (a human's name comes from the CLI or the API).
 GATEWAY = "gateway"
@@ -285,11 +288,15 @@ def _fallback_reason(test: BaseRateTest) -> str:
 
 
 # --- the review --------------------------------------------------------------------------------------
-def review(storage: Storage, rules: ChampionRules, *, now: float | None = None) -> list[ModelEvent]:
-    """Promote every challenger that won its paired test, and turn ML-driven sizing off or on
-    by each champion's test against the base rate. Safe in every worker at once: each change is
-    guarded by the revision it was judged on, so it happens (and is recorded) once."""
-    events: list[ModelEvent] = []
+def review(
+    storage: Storage, rules: ChampionRules, *, model_dir: str | Path | None = None, now: float | None = None
+) -> list[ModelEvent]:
+    """Enroll the newest version of every market in ``model_dir`` (so a version trained while
+    no alert comes is a challenger all the same), promote every challenger that won its paired
+    test, and turn ML-driven sizing off or on by each champion's test against the base rate.
+    Safe in every worker at once: each change is guarded by the revision it was judged on, so it
+    happens (and is recorded) once."""
+    events = [] if model_dir is None else _enroll_store(storage, model_dir)
     for roles in role_store.list_roles(storage):
         clock = time.time() if now is None else now
         test = challenger_test(storage, roles, rules)
@@ -300,6 +307,20 @@ def review(storage: Storage, rules: ChampionRules, *, now: float | None = None) 
                 continue
             roles = fresh
         events += _judge_sizing(storage, roles, rules, clock)
+    return events
+
+
+def _enroll_store(storage: Storage, model_dir: str | Path) -> list[ModelEvent]:
+    from ml_integration.store import stored_models
+
+    events = []
+    for entry in stored_models(model_dir):
+        if entry.symbol is None or entry.timeframe is None or entry.error is not None:
+            continue  # unreadable or altered: /healthz names it
+        try:
+            events += enroll_latest(storage, model_dir, entry.symbol, entry.timeframe)
+        except (OSError, MLError) as exc:
+            log.warning("model %s not enrolled: %s", entry.market, exc)
     return events
 
 

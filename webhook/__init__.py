@@ -54,7 +54,10 @@ def create_app(settings: Settings | None = None, test_config: Mapping[str, Any] 
     gateway = app.extensions["tvgw"] = Gateway(settings, storage, broker, signals, accounts=accounts)
     if settings.resolve_interval_s > 0:
         rules = ChampionRules.from_settings(settings)
-        start_outcome_resolver(storage, settings.resolve_interval_s, review=lambda: review(storage, rules))
+        start_outcome_resolver(
+            storage, settings.resolve_interval_s,
+            review=lambda: review(storage, rules, model_dir=settings.model_dir),
+        )  # fmt: skip
     if settings.exit_watch_interval_s > 0:
         start_exit_watcher(gateway.engine, settings.exit_watch_interval_s)
 

@@ -22,6 +22,6 @@ def run(args: argparse.Namespace) -> int:
     settings = cli_settings()
     storage = open_storage(settings)
     print(f"resolved {resolve_outcomes(storage)} prediction outcomes")
-    for event in review(storage, ChampionRules.from_settings(settings)):
+    for event in review(storage, ChampionRules.from_settings(settings), model_dir=settings.model_dir):
         print(f"{event.symbol} {event.timeframe} {event.kind} {event.version}: {event.reason}")
     return 0

@@ -588,8 +588,8 @@ def retire(
     roles = role_store.get_roles(storage, symbol, timeframe)
     if roles is not None and roles.champion == version:
         raise ChampionError(
-            f"version {version!r} is the champion of {symbol} {timeframe}: activate (promote) another "
-            "version first, then retire this one"
+            f"version {version!r} is the champion of {symbol} {timeframe}: activate another version first "
+            "(tvgw models promote, or the API's activate), then retire this one"
         )
     clock = time.time() if now is None else now
     with storage.transaction() as conn:

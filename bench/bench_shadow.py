@@ -27,9 +27,9 @@ from ml_integration import MLTradingStrategy, save_version
 from ml_integration.champions import enroll_latest
 from ml_integration.prediction import ModelConfig
 from ml_integration.serving import SignalService
+from settings import load_settings
 from storage import Storage
 from storage.candles import upsert_candles
-from tvgw.config import load_settings
 
 ALONE, SHADOWED = "BTC/USDT", "ETH/USDT"
 

@@ -72,7 +72,7 @@ class ChampionError(MLError):
 
 
 class ChampionSettings(Protocol):
-    """What the rules read of the gateway's settings (composed by ``tvgw.config``)."""
+    """What the rules read of the gateway's settings (composed by :mod:`settings`)."""
 
     @property
     def champion_min_outcomes(self) -> int: ...

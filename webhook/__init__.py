@@ -19,8 +19,8 @@ from engine.engine import TradingEngine
 from ml_integration.champions import ChampionRules, review
 from ml_integration.serving import SignalService
 from ml_integration.tracking import start_outcome_resolver
+from settings import Settings, account_credentials, exchange_credentials, load_settings
 from storage import Storage
-from tvgw.config import Settings, account_credentials, exchange_credentials, load_settings
 from webhook.errors import register_error_handlers
 from webhook.gateway import Gateway
 

@@ -10,6 +10,8 @@ with a challenger beside it. Calls alternate between the two, each with an alert
 (so no answer is reused: every call runs the models), and the p50/p99 wall time of
 ``SignalService.serve`` is printed for both, with the difference: the latency the shadow adds to
 an alert, to set against TradingView's 3 s and the gateway's ML budget (``TVGW_ML_BUDGET_MS``).
+Last, the cost of the per-alert read of the market's roles (how every worker agrees on the
+champion).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ml_integration.serving import SignalService
 from settings import load_settings
 from storage import Storage
 from storage.candles import upsert_candles
+from storage.champions import get_roles
 
 ALONE, SHADOWED = "BTC/USDT", "ETH/USDT"
 
@@ -93,6 +96,13 @@ def main() -> None:
     alone, shadowed = timings[ALONE], timings[SHADOWED]
     added50 = statistics.median(shadowed) - statistics.median(alone)
     added99 = percentile(shadowed, 0.99) - percentile(alone, 0.99)
+    reads = []
+    for _ in range(2000):  # the per-alert look at which version is champion (every worker, every alert)
+        t0 = time.perf_counter()
+        get_roles(storage, SHADOWED, "1h")
+        reads.append((time.perf_counter() - t0) * 1e6)
+    print(f"{'roles read from SQLite per alert':34} p50 {statistics.median(reads):7.1f} us   "
+          f"p99 {percentile(reads, 0.99):7.1f} us")  # fmt: skip
     ratio = statistics.median(shadowed) / statistics.median(alone)
     print(f"{'added by the shadow':34} p50 {added50:+7.2f} ms   p99 {added99:+7.2f} ms   "
           f"(x{ratio:.2f} at p50; TradingView allows 3000 ms)")  # fmt: skip

@@ -220,3 +220,55 @@ def test_recent_accuracy_in_the_prediction_log_reaches_the_signal(
     assert result.signal is not None
     assert "recent accuracy <= " in result.signal.reason and "(10/60)" in result.signal.reason
     assert result.signal.kelly_fraction == 0.0
+
+
+def test_every_worker_acts_on_the_champion_the_database_names_from_its_next_alert(
+    tmp_path: Path, model_dir: tuple[Path, pd.DataFrame]
+) -> None:
+    """Two workers (two services on one database): a promotion or a rollback committed by
+    anyone is what both serve on their very next alert, with no reload delay; and when ML-driven
+    sizing is switched off, both give the engine no ML opinion, say why, still log the champion's
+    call, and /healthz names the market."""
+    import shutil
+
+    from ml_integration.champions import ChampionRules, promote, rollback
+    from storage import champions as role_store
+
+    models, candles = model_dir
+    own = tmp_path / "models"
+    shutil.copytree(models, own)
+    workers = [service(tmp_path, own, candles), service(tmp_path, own, candles)]
+    champion = workers[0].serve("BTC/USDT", "1h", ALERT.bar_row()).analysis()["model_version"]
+    save_version(workers[0]._loaded(workers[0]._market("BTC/USDT", "1h"), "BTC/USDT", "1h", champion)[0], own,
+                 "BTC/USDT", "1h", version="v-hand")  # fmt: skip
+    storage = workers[0].storage
+    promote(storage, own, "BTC/USDT", "1h", "v-hand", actor="ana", reason="by hand", rules=ChampionRules())
+    assert [w.serve("BTC/USDT", "1h", ALERT.bar_row()).analysis()["model_version"] for w in workers] == [
+        "v-hand",
+        "v-hand",
+    ]
+    rollback(storage, own, "BTC/USDT", "1h", actor="ana", reason="undo")
+    assert {w.serve("BTC/USDT", "1h", ALERT.bar_row()).analysis()["model_version"] for w in workers} == {
+        champion
+    }
+
+    roles = role_store.get_roles(storage, "BTC/USDT", "1h")
+    assert roles is not None and role_store.set_fallback(
+        storage, roles, "planted: no better", now=time.time()
+    )
+    for worker in workers:
+        served = worker.serve("BTC/USDT", "1h", ALERT.bar_row())
+        assert served.signal is not None and served.direction_probability is None  # no ML opinion
+        assert served.kelly_fraction == 0.0 and served.stop_loss is None and served.leverage == 1.0
+        analysis = served.analysis()
+        assert (
+            analysis["error"] == "ML-driven sizing is off: planted: no better"
+            and analysis["ml_sizing"] == "off"
+        )
+        assert "direction_probability" not in analysis and analysis["logged_prediction"]["acted_on"] is False
+        row = served.prediction_row()
+        assert row is not None and row["role"] == "champion" and row["model_version"] == champion
+        status = worker.status()
+        assert (
+            not status.ok and "ML-driven sizing is off for BTC/USDT 1h: planted: no better" in status.problems
+        )

@@ -189,30 +189,10 @@ def _event(
     evidence: dict[str, Any] | None = None,
 ) -> ModelEvent:
     symbol, timeframe = roles_of
-    event_id = role_store.add_event(
-        conn,
-        symbol=symbol,
-        timeframe=timeframe,
-        kind=kind,
-        version=version,
-        previous=previous,
-        actor=actor,
-        reason=reason,
-        evidence=evidence,
-        now=now,
-    )
-    return ModelEvent(
-        id=event_id,
-        symbol=symbol,
-        timeframe=timeframe,
-        at=now,
-        kind=kind,
-        version=version,
-        previous=previous,
-        actor=actor,
-        reason=reason,
-        evidence=evidence,
-    )
+    return role_store.add_event(
+        conn, symbol=symbol, timeframe=timeframe, kind=kind, version=version, previous=previous, actor=actor,
+        reason=reason, evidence=evidence, now=now,
+    )  # fmt: skip
 
 
 # --- the tests ---------------------------------------------------------------------------------------
@@ -428,27 +408,8 @@ def promote(
     )
     evidence = None if test is None else {**test.to_dict(), "verdict": _promotion_verdict(test, rules)}
     clock = time.time() if now is None else now
-    with storage.transaction() as conn:
-        register_version(conn, model_dir, symbol, timeframe, version, metadata)
-        if roles is None:
-            if not role_store.insert_champion(conn, symbol, timeframe, version, now=clock):
-                raise ChampionError(f"the roles of {symbol} {timeframe} changed meanwhile: try again")
-        elif not role_store.set_champion(conn, roles, version, keep_challenger=True, now=clock):
-            raise ChampionError(f"the roles of {symbol} {timeframe} changed meanwhile: try again")
-        else:
-            model_registry.retire_model(conn, symbol, timeframe, roles.champion)
-        model_registry.unretire_model(conn, symbol, timeframe, version)
-        return _event(
-            conn,
-            roles_of=(symbol, timeframe),
-            kind="promote",
-            version=version,
-            previous=None if roles is None else roles.champion,
-            actor=actor,
-            reason=reason,
-            evidence=evidence,
-            now=clock,
-        )
+    return _crown(storage, model_dir, (symbol, timeframe), roles, version, metadata, kind="promote",
+                  actor=actor, reason=reason, evidence=evidence, now=clock)  # fmt: skip
 
 
 def rollback(
@@ -480,22 +441,42 @@ def rollback(
         )
     metadata = _intact(model_dir, symbol, timeframe, target)
     clock = time.time() if now is None else now
+    return _crown(storage, model_dir, (symbol, timeframe), roles, target, metadata, kind="rollback",
+                  actor=actor, reason=reason, now=clock)  # fmt: skip
+
+
+def _crown(
+    storage: Storage,
+    model_dir: str | Path,
+    market: tuple[str, str],
+    roles: MarketRoles | None,
+    version: str,
+    metadata: dict[str, Any],
+    *,
+    kind: str,
+    actor: str,
+    reason: str,
+    now: float,
+    evidence: dict[str, Any] | None = None,
+) -> ModelEvent:
+    """A human's change of champion, in one transaction: ``version`` is champion (registered,
+    out of retirement), the one it replaces retired, a challenger left shadowing, the change
+    recorded. Refused when the roles changed since ``roles`` was read."""
+    symbol, timeframe = market
     with storage.transaction() as conn:
-        if not role_store.set_champion(conn, roles, target, keep_challenger=True, now=clock):
+        register_version(conn, model_dir, symbol, timeframe, version, metadata)
+        if roles is None:
+            crowned = role_store.insert_champion(conn, symbol, timeframe, version, now=now)
+        else:
+            crowned = role_store.set_champion(conn, roles, version, keep_challenger=True, now=now)
+        if not crowned:
             raise ChampionError(f"the roles of {symbol} {timeframe} changed meanwhile: try again")
-        register_version(conn, model_dir, symbol, timeframe, target, metadata)
-        model_registry.retire_model(conn, symbol, timeframe, roles.champion)
-        model_registry.unretire_model(conn, symbol, timeframe, target)
-        return _event(
-            conn,
-            roles_of=(symbol, timeframe),
-            kind="rollback",
-            version=target,
-            previous=roles.champion,
-            actor=actor,
-            reason=reason,
-            now=clock,
-        )
+        if roles is not None:
+            model_registry.retire_model(conn, symbol, timeframe, roles.champion)
+        model_registry.unretire_model(conn, symbol, timeframe, version)
+        previous = None if roles is None else roles.champion
+        return _event(conn, roles_of=market, kind=kind, version=version, previous=previous, actor=actor,
+                      reason=reason, evidence=evidence, now=now)  # fmt: skip
 
 
 # --- what the API, the dashboard and the CLI show --------------------------------------------------

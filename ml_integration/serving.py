@@ -67,6 +67,9 @@ RELOAD_CHECK_S = 5.0
 #: (seconds) one read of them is reused (outcomes resolve once per horizon, not per alert).
 RECENT_OUTCOMES = 100
 RECENT_ACCURACY_TTL_S = 60.0
+#: Challenger calls running or waiting at once per worker: beyond this an alert gets no shadow
+#: call (a burst never builds a queue of shadow work, nor holds up the champions).
+SHADOW_SLOTS = 2
 
 
 class _RecentAccuracy:
@@ -403,6 +406,7 @@ class SignalService:
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tvgw-ml")
         # The challengers' own thread: a shadow never takes a champion's place in the queue.
         self._shadow_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tvgw-shadow")
+        self._shadow_slots = threading.BoundedSemaphore(SHADOW_SLOTS)
         # Candle fetches wait on the network: their own thread, so they never delay a model run.
         self._fetch_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tvgw-candles")
 
@@ -478,7 +482,19 @@ class SignalService:
         model, error = self._loaded(market, symbol, timeframe, roles.challenger)
         if model is None:
             return ShadowSignal(roles.challenger, error=error)
-        return self._call(market, roles.challenger, model, candles, symbol, self._shadow_pool)
+        if not self._shadow_slots.acquire(blocking=False):
+            busy = "the challenger is busy with earlier alerts: not run for this one (no queue builds up)"
+            return ShadowSignal(roles.challenger, error=busy)
+        try:
+            call = self._call(market, roles.challenger, model, candles, symbol, self._shadow_pool)
+        except BaseException:
+            self._shadow_slots.release()
+            raise
+        if call.future is None:  # reused: nothing runs
+            self._shadow_slots.release()
+        else:
+            call.future.add_done_callback(lambda _: self._shadow_slots.release())
+        return call
 
     @staticmethod
     def _shadow_outcome(call: _Call | ShadowSignal, deadline: float, budget: float) -> ShadowSignal:

@@ -215,24 +215,22 @@ def add_event(
     previous: str | None = None,
     evidence: dict[str, Any] | None = None,
     now: float | None = None,
-) -> int:
+) -> ModelEvent:
+    """Record a change of role; returns it as recorded."""
+    at = time.time() if now is None else now
     with writing(db) as conn:
         cur = conn.execute(
             "INSERT INTO ml_model_events (symbol, timeframe, at, kind, version, previous, actor, reason,"
             " evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                symbol,
-                timeframe,
-                time.time() if now is None else now,
-                kind,
-                version,
-                previous,
-                actor,
-                reason,
+                symbol, timeframe, at, kind, version, previous, actor, reason,
                 None if evidence is None else json.dumps(evidence),
             ),
-        )
-    return int(cur.lastrowid or 0)
+        )  # fmt: skip
+    return ModelEvent(
+        id=int(cur.lastrowid or 0), symbol=symbol, timeframe=timeframe, at=at, kind=kind, version=version,
+        previous=previous, actor=actor, reason=reason, evidence=evidence,
+    )  # fmt: skip
 
 
 def _event(row: sqlite3.Row) -> ModelEvent:

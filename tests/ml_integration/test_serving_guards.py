@@ -272,3 +272,51 @@ def test_every_worker_acts_on_the_champion_the_database_names_from_its_next_aler
         assert (
             not status.ok and "ML-driven sizing is off for BTC/USDT 1h: planted: no better" in status.problems
         )
+
+
+def test_a_slow_challenger_never_holds_up_the_answer_nor_builds_a_queue(
+    tmp_path: Path, model_dir: tuple[Path, pd.DataFrame], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A challenger stuck on an event the test holds: each alert still gets the champion's call
+    within the budget, the shadow says it missed, and once SHADOW_SLOTS calls are pending the next
+    alert runs no shadow at all; released, the challenger serves again."""
+    import shutil
+
+    from ml_integration import load_latest_strategy, serving
+
+    models, candles = model_dir
+    own = tmp_path / "models"
+    shutil.copytree(models, own)
+    subject = service(tmp_path, own, candles, TVGW_ML_BUDGET_MS="300")
+    assert subject.serve("BTC/USDT", "1h", ALERT.bar_row()).signal is not None  # the champion's call, kept
+    monkeypatch.setattr(serving, "RELOAD_CHECK_S", 0.0)
+    save_version(load_latest_strategy(own, "BTC/USDT", "1h"), own, "BTC/USDT", "1h", version="v-slow")
+    assert subject.serve("BTC/USDT", "1h", ALERT.bar_row()).shadow is not None  # enrolled and loaded
+    market = subject._markets[("BTC/USDT", "1h")]
+    challenger = market.models["v-slow"]
+    release = threading.Event()
+
+    def stuck(*args: Any, **kwargs: Any) -> Any:
+        release.wait(timeout=60)
+        raise RuntimeError("released")
+
+    market.signals.pop("v-slow", None)
+    challenger.generate_signal = stuck
+    try:
+        shadows = [subject.serve("BTC/USDT", "1h", ALERT.bar_row()) for _ in range(serving.SHADOW_SLOTS + 1)]
+    finally:
+        release.set()
+    assert all(s.signal is not None and s.shadow is not None for s in shadows)
+    assert all(s.shadow is not None and "ML budget" in (s.shadow.error or "") for s in shadows[:-1])
+    assert shadows[-1].shadow is not None and "busy with earlier alerts" in (shadows[-1].shadow.error or "")
+    assert all(s.shadow_row() is None for s in shadows)  # nothing logged for a shadow that did not answer
+    del challenger.generate_signal  # the model's own method again
+
+    def answered() -> bool:
+        shadow = subject.serve("BTC/USDT", "1h", ALERT.bar_row()).shadow
+        return shadow is not None and shadow.signal is not None
+
+    deadline = time.monotonic() + 60
+    while not answered():  # the released calls finish, free their slots
+        assert time.monotonic() < deadline, "the challenger never served again"
+        time.sleep(0.05)

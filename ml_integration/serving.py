@@ -565,7 +565,7 @@ class SignalService:
         except OSError as exc:
             return f"cannot read the model store {model_dir}: {exc}"
         except (MLError, ValueError) as exc:
-            return f"the newest model of {symbol} {timeframe} in {model_dir} is not served: {exc}"
+            return f"model {symbol} {timeframe} failed to load (the newest in {model_dir}): {exc}"
         return None
 
     def _loaded(self, market: _Market, symbol: str, timeframe: str, version: str) -> tuple[Any, str]:

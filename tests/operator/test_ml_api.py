@@ -191,6 +191,7 @@ TRAIN = {"symbol": "BTC/USDT", "timeframe": "1h", "days": 40, "synthetic": True,
 
 @pytest.mark.slow
 def test_training_job_runs_outside_the_request_and_registers_its_model(ml_api: Any) -> None:
+    assert _register(ml_api, "v2").json["role"] == "champion"  # the store's newest, enrolled first
     started = time.monotonic()
     queued = ml_api.post("/api/ml/training", headers=AUTH, json=TRAIN)
     assert time.monotonic() - started < 5  # answered at once, the fit happens elsewhere
@@ -200,9 +201,10 @@ def test_training_job_runs_outside_the_request_and_registers_its_model(ml_api: A
     job = _wait_for_job(ml_api, queued.json["id"])
     assert job["status"] == "done", job
     assert job["progress"] == 1 and job["stage"] == "done" and ISO.match(job["finished_at"])
-    models = ml_api.get("/api/ml/models?active=true", headers=AUTH).json
-    assert [m["version"] for m in models] == [job["model_version"]]
-    assert models[0]["type"] == "trees" and models[0]["holdout"]
+    # The new version serves in shadow beside the champion until it wins on live alerts.
+    models = {m["version"]: m for m in ml_api.get("/api/ml/models", headers=AUTH).json}
+    assert models[job["model_version"]]["role"] == "challenger" and models["v2"]["role"] == "champion"
+    assert models[job["model_version"]]["type"] == "trees" and models[job["model_version"]]["holdout"]
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ from typing import Any
 from tvgw.commands import add_command
 from tvgw.commands.data import cli_settings, open_storage
 
-__all__ = ["register"]
+__all__ = ["login_name", "register"]
 
 VERSION_COLUMNS = ("market", "version", "role", "created_at", "retired_at")
 
@@ -54,10 +54,10 @@ def _market_options(parser: argparse.ArgumentParser) -> None:
 def _change_options(parser: argparse.ArgumentParser) -> None:
     _market_options(parser)
     parser.add_argument("--reason", required=True, help="why (kept with the change)")
-    parser.add_argument("--by", default=_login(), help="who (default: your login name)")
+    parser.add_argument("--by", default=login_name(), help="who (default: your login name)")
 
 
-def _login() -> str:
+def login_name() -> str:
     """The login name of the user running the command (from the password database: no
     environment variable can claim to be someone else here)."""
     try:

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ml_integration.evaluation import PairedComparison, paired_log_loss
+from ml_integration.evaluation import PairedComparison, paired_comparison
 from ml_integration.exceptions import MLError, ModelIntegrityError
 from ml_integration.store import latest_version, list_versions, model_key, version_metadata
 from storage import Db, Storage
@@ -204,7 +204,7 @@ def challenger_test(storage: Db, roles: MarketRoles, rules: ChampionRules) -> Pa
     pairs = role_store.paired_outcomes(
         storage, roles.symbol, roles.timeframe, roles.champion, roles.challenger, rules.window
     )
-    return paired_log_loss(
+    return paired_comparison(
         [p.actual_direction for p in pairs],
         [p.champion_prob for p in pairs],
         [p.challenger_prob for p in pairs],
@@ -240,7 +240,7 @@ def base_rate_test(storage: Db, roles: MarketRoles, rules: ChampionRules) -> Bas
     )
     labels = np.array([o.actual_direction for o in outcomes], dtype=float)
     rate = float(labels.mean()) if len(labels) else float("nan")
-    comparison = paired_log_loss(
+    comparison = paired_comparison(
         labels, np.full(len(labels), rate), [o.direction_prob for o in outcomes], block=PAIRED_BLOCK
     )
     return BaseRateTest(roles.champion, rate, comparison)

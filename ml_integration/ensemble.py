@@ -36,7 +36,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,8 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
+from common.checks import refuse_unknown_keys
+from ml_integration.artifacts import library_versions
 from ml_integration.calibration import ConfidenceCalibrator
 from ml_integration.candles import epoch_seconds, validate_candles
 from ml_integration.evaluation import DirectionReport, brier_score, direction_report, log_loss
@@ -68,6 +70,7 @@ __all__ = [
     "WeightedVoting",
     "format_table",
     "oof_probabilities",
+    "tournament_ensemble",
     "train_ensemble",
 ]
 
@@ -75,6 +78,11 @@ log = logging.getLogger(__name__)
 
 COMBINERS: tuple[str, ...] = ("soft", "weighted", "majority", "stacking")
 ENSEMBLE_FILE = "ensemble.joblib"
+#: The libraries whose objects ``ensemble.joblib`` pickles (a pickle is read back reliably only
+#: by the versions that wrote it), recorded in the model's metadata.
+ZOO_DISTRIBUTIONS = (
+    "scikit-learn", "xgboost", "xgboost-cpu", "lightgbm", "catboost", "imbalanced-learn", "joblib",
+)  # fmt: skip
 COMPARISON_FILE = "comparison.json"
 _ATR = MODEL_FEATURES.index("atr_14")
 
@@ -130,10 +138,7 @@ class EnsembleConfig:
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> EnsembleConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown ensemble options {unknown}; known: {sorted(known)}")
+        refuse_unknown_keys("ensemble options", values, cls)
         data = dict(values)
         if isinstance(data.get("models"), str):
             data["models"] = tuple(m for m in data["models"].split(",") if m.strip())
@@ -531,6 +536,22 @@ def train_ensemble(
     return Ensemble(names, models, combiner, confidence, cfg.label), report
 
 
+def tournament_ensemble(tournament: Any, x: np.ndarray, y: np.ndarray, params: Any) -> Ensemble:
+    """The served ensemble of a tournament won by a zoo combiner: the zoo's models refit on
+    ``x``/``y`` (the model columns of the rows the served model learns from), the combiner fit
+    on every out-of-fold row of the tournament, the confidence on the winner's scored rows."""
+    from ml_integration.tournament import zoo_sizes
+
+    names = list(tournament.zoo_models)
+    sizes = zoo_sizes(params)
+    models = [make_model(n, sizes.get(n), seed=params.random_state).fit(x, y) for n in names]
+    for model in models:
+        _single_threaded(model)
+    rows = tournament.oof_rows
+    combiner = make_combiner(tournament.winner).fit(tournament.oof["zoo"][rows], np.asarray(y)[rows], names)
+    return Ensemble(names, models, combiner, tournament.confidence(), "binary")
+
+
 def _table(
     names: list[str], combiners: dict[str, Combiner], probs_test: np.ndarray, y: np.ndarray,
     split: Any, horizon: int, seconds: dict[str, float],
@@ -561,9 +582,29 @@ class EnsemblePricePrediction(MLPricePrediction):
     out-of-sample calibrated P(side right), which also feeds Kelly's win-rate bounds."""
 
     def __init__(self, config: Any = None, *, ensemble: EnsembleConfig | None = None, **overrides: Any):
-        super().__init__(config, **overrides)
+        # ``--ensemble`` names the served model itself: no tournament chooses another
+        super().__init__(config, **{"tournament": (), **overrides})
         self.ensemble_config = ensemble or EnsembleConfig()
         self.ensemble_: Ensemble | None = None
+
+    @classmethod
+    def adopt(cls, predictor: MLPricePrediction, ensemble: Ensemble) -> EnsemblePricePrediction:
+        """``predictor`` (trained) serving ``ensemble``'s direction probability and confidence:
+        how a tournament won by a zoo combiner is served."""
+        served = EnsembleConfig(models=tuple(ensemble.names), combiner=ensemble.combiner.name)
+        out = cls(predictor.config, ensemble=served)
+        out.config = predictor.config  # the constructor switched the tournament off; this one had it
+        out.fitted_, out.validation_, out.tournament_ = (
+            predictor.fitted_,
+            predictor.validation_,
+            predictor.tournament_,
+        )
+        out.ensemble_ = ensemble
+        fitted = out._require()
+        fitted.confidence = ensemble.confidence
+        fitted.info["ensemble"] = {"source": "tournament", "models": ensemble.names,
+                                   "chosen_combiner": ensemble.combiner.name}  # fmt: skip
+        return out
 
     @property
     def sequence_length(self) -> int:
@@ -587,7 +628,7 @@ class EnsemblePricePrediction(MLPricePrediction):
         ensemble, ensemble_report = train_ensemble(x, y, fitted.horizon, self._ensemble_config())
         self.ensemble_ = ensemble
         fitted.confidence = ensemble.confidence
-        ensemble_report["library_versions"] = _zoo_library_versions()
+        ensemble_report["library_versions"] = library_versions(*ZOO_DISTRIBUTIONS)
         fitted.info["ensemble"] = ensemble_report
         return {**report, "ensemble": ensemble_report}
 
@@ -662,25 +703,3 @@ class EnsemblePricePrediction(MLPricePrediction):
         super().read_artifacts(directory, metadata)
         self.ensemble_ = joblib.load(Path(directory) / ENSEMBLE_FILE)
         return self
-
-
-def _zoo_library_versions() -> dict[str, str]:
-    """Versions of the libraries whose objects ``ensemble.joblib`` pickles (a pickle is read
-    back reliably only by the versions that wrote it)."""
-    import importlib.metadata
-
-    versions = {}
-    for dist in (
-        "scikit-learn",
-        "xgboost",
-        "xgboost-cpu",
-        "lightgbm",
-        "catboost",
-        "imbalanced-learn",
-        "joblib",
-    ):
-        try:
-            versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return versions

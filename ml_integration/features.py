@@ -11,8 +11,11 @@ Every feature at bar t is a function of the ``LOOKBACK`` bars ending at t and of
 * OBV and the accumulation/distribution line, which are cumulative in the textbook, are
   expressed as their change over a trailing window normalised by the window's volume.
 
-Gap policy: a row whose ``LOOKBACK``-bar window is missing more than ``max_missing_bars`` bars
-(default 0: any hole) is *invalid*: :meth:`FeatureEngineering.create_features` returns NaN for
+Gap policy: a hole of at most ``candles.FILL_GAP_BARS`` bars (one missing hour) is filled with
+a flat bar at the previous close, volume 0, before the features are computed (serving says so
+in the signal). A row whose ``LOOKBACK``-bar window is then still missing more than
+``max_missing_bars`` bars (default 0: any larger hole) is *invalid*:
+:meth:`FeatureEngineering.create_features` returns NaN for
 all of its features, training drops it, and serving returns a hold naming the gap. A window
 that straddles an exchange outage would otherwise mix prices from either side of a hole of
 unknown length as if they were neighbours. Rows inside the first ``LOOKBACK - 1`` bars are
@@ -22,7 +25,6 @@ invalid for the same reason (no full window).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,8 +42,14 @@ from common.indicators import rolling_sum as _sum
 from common.indicators import safe_div as _div
 from common.indicators import shift as _shift
 from common.indicators import windows as _win
-from ml_integration.candles import epoch_seconds, infer_timeframe_seconds, missing_in_window, validate_candles
-from ml_integration.exceptions import CandleDataError
+from ml_integration.candles import (
+    FILL_GAP_BARS,
+    epoch_seconds,
+    fill_short_gaps,
+    infer_timeframe_seconds,
+    missing_in_window,
+    validate_candles,
+)
 
 __all__ = [
     "DUPLICATE_FEATURES",
@@ -233,14 +241,17 @@ def _compute(values: np.ndarray, stamps_sec: np.ndarray) -> tuple[list[str], lis
 
 
 def compute_feature_matrix(
-    values: np.ndarray, stamps_sec: np.ndarray, timeframe_sec: int, *, max_missing_bars: int = 0
-) -> np.ndarray:
+    values: np.ndarray, stamps_sec: np.ndarray, timeframe_sec: int, *, max_missing_bars: int = 0,
+    fill_bars: int = FILL_GAP_BARS,
+) -> np.ndarray:  # fmt: skip
     """Features for every row of ``values`` (columns open, high, low, close, volume), in
-    :data:`FEATURE_NAMES` order. Rows without a full, gap-free window are all-NaN."""
-    _, _, matrix = _compute(values, stamps_sec)
-    missing = missing_in_window(stamps_sec, LOOKBACK, timeframe_sec)
+    :data:`FEATURE_NAMES` order. Holes of at most ``fill_bars`` bars are filled first
+    (``candles.fill_short_gaps``); rows without a full window free of other holes are all-NaN."""
+    filled, stamps, positions = fill_short_gaps(values, stamps_sec, timeframe_sec, fill_bars)
+    _, _, matrix = _compute(filled, stamps)
+    missing = missing_in_window(stamps, LOOKBACK, timeframe_sec)
     matrix[~(missing <= max_missing_bars)] = np.nan
-    return matrix
+    return matrix[positions]
 
 
 def _names() -> tuple[list[str], dict[str, str]]:
@@ -274,10 +285,6 @@ class FeatureEngineering:
         self.max_missing_bars = max_missing_bars
         self.timeframe_sec = timeframe_sec
 
-    @property
-    def feature_names(self) -> list[str]:
-        return list(FEATURE_NAMES)
-
     def _timeframe(self, df: pd.DataFrame) -> int:
         return self.timeframe_sec or infer_timeframe_seconds(df.index)
 
@@ -291,47 +298,3 @@ class FeatureEngineering:
             df.to_numpy(), stamps, self._timeframe(df), max_missing_bars=self.max_missing_bars
         )
         return pd.DataFrame(matrix, index=df.index, columns=FEATURE_NAMES)
-
-    def get_feature_importance_analysis(self, ohlcv_df: pd.DataFrame, *, horizon: int = 5) -> dict[str, Any]:
-        """Which features a random forest leans on to predict the direction ``horizon`` bars on.
-
-        The forest is fit on the first 80% of rows (in time order) and scored on the rest after
-        a purge gap, so the hold-out accuracy next to the majority-class baseline tells whether
-        the importances describe anything real. Importances are impurity-based (mean decrease
-        in impurity), which favours high-cardinality features: read them as a ranking.
-        """
-        from sklearn.ensemble import RandomForestClassifier
-
-        from ml_integration.labels import make_labels, purged_split
-
-        features = self.create_features(ohlcv_df)
-        labels = make_labels(ohlcv_df, horizon, timeframe_sec=self._timeframe(ohlcv_df))
-        usable = features.notna().all(axis=1).to_numpy() & labels.valid
-        rows = np.flatnonzero(usable)
-        if len(rows) < 100:
-            raise CandleDataError(f"too few usable rows for an importance analysis: {len(rows)} (need 100)")
-        split = purged_split(len(rows), test_fraction=0.2, gap=horizon)
-        x = features.to_numpy()[rows]
-        y = labels.direction[rows]
-        forest = RandomForestClassifier(
-            n_estimators=100, max_depth=6, min_samples_leaf=20, n_jobs=1, random_state=0
-        )
-        forest.fit(x[split.train], y[split.train])
-        test_y = y[split.test]
-        ranked = sorted(zip(FEATURE_NAMES, forest.feature_importances_, strict=True), key=lambda t: -t[1])
-        family_totals: dict[str, float] = {}
-        for name, weight in ranked:
-            family_totals[FEATURE_FAMILIES[name]] = family_totals.get(FEATURE_FAMILIES[name], 0.0) + float(
-                weight
-            )
-        majority = float(max(test_y.mean(), 1 - test_y.mean()))
-        return {
-            "top_features": [{"name": n, "weight": float(w)} for n, w in ranked[:15]],
-            "family_importance": dict(sorted(family_totals.items(), key=lambda t: -t[1])),
-            "n_features": len(FEATURE_NAMES),
-            "n_rows": len(rows),
-            "horizon": horizon,
-            "holdout_accuracy": float((forest.predict(x[split.test]) == test_y).mean()),
-            "majority_baseline": majority,
-            "method": "impurity importance of a RandomForest fit on the first 80% (time order)",
-        }

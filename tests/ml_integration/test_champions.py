@@ -20,7 +20,7 @@ from ml_integration.champions import (
     rollback,
     version_roles,
 )
-from ml_integration.evaluation import paired_log_loss
+from ml_integration.evaluation import paired_comparison
 from ml_integration.store import save_version
 from storage import Storage
 from storage import champions as role_store
@@ -154,14 +154,14 @@ def test_a_challenger_is_not_promoted_without_a_paired_win(shadowing: Storage, h
 def test_the_paired_test_sides_with_a_forecast_only_beyond_its_interval() -> None:
     q, y = truth(400, seed=8)
     flat = np.full(400, 0.5)
-    paired = paired_log_loss(y, flat, q)
+    paired = paired_comparison(y, flat, q)
     assert paired.candidate_better and paired.n == 400
     assert paired.ci[0] <= paired.difference <= paired.ci[1] < 0
-    assert not paired_log_loss(y, q, flat).candidate_better
-    same = paired_log_loss(y, q, q)
+    assert not paired_comparison(y, q, flat).candidate_better
+    same = paired_comparison(y, q, q)
     assert not same.candidate_better and same.difference == 0.0
-    assert not paired_log_loss([], [], []).candidate_better
-    barely = paired_log_loss(y[:30], flat[:30], np.clip(q[:30] + 0.6 * (0.5 - q[:30]), 0, 1))
+    assert not paired_comparison([], [], []).candidate_better
+    barely = paired_comparison(y[:30], flat[:30], np.clip(q[:30] + 0.6 * (0.5 - q[:30]), 0, 1))
     assert barely.difference < 0 and not barely.candidate_better  # better on average, not beyond noise
 
 

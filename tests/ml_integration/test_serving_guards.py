@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from ml_integration.serving import SignalService
 from storage import Storage
 from storage.candles import upsert_candles
 from storage.database import query_one
-from tests.conftest import copy_model_store, make_settings
+from tests.conftest import copy_model_store, make_settings, wait_until
 from webhook import create_app, get_gateway
 
 
@@ -30,15 +29,20 @@ def _rows(frame: pd.DataFrame) -> list[list[float]]:
     ]
 
 
+#: The instant these tests serve at: the newest synthetic bar opened at NEWEST_BAR, ten minutes
+#: before NOW (the service reads NOW, not the machine's clock, for the candles' age).
+NEWEST_BAR = 1_717_416_000  # 2024-06-03 12:00 UTC
+NOW = NEWEST_BAR + 600.0
+
+
 @pytest.fixture(scope="module")
 def model_dir(
     tmp_path_factory: pytest.TempPathFactory, model_store: Path
 ) -> Iterator[tuple[Path, pd.DataFrame]]:
     folder = tmp_path_factory.mktemp("guards")
     models = copy_model_store(model_store, folder / "models")
-    hour = int(time.time() // 3600 * 3600)
     candles = synthetic_candles(
-        1500, seed=9, n_gaps=0, start=pd.Timestamp(hour - 1499 * 3600, unit="s", tz="UTC").isoformat()
+        1500, seed=9, n_gaps=0, start=pd.Timestamp(NEWEST_BAR - 1499 * 3600, unit="s", tz="UTC").isoformat()
     )
     yield models, candles
 
@@ -54,7 +58,7 @@ def service(tmp_path: Path, models: Path, candles: pd.DataFrame, **kwargs: objec
     storage.migrate()
     upsert_candles(storage, "BTC/USDT", "1h", _rows(candles), "test")
     live = bool(kwargs.get("live_exchange", False))
-    return SignalService(settings, storage, live_exchange=live)
+    return SignalService(settings, storage, live_exchange=live, now=lambda: NOW)
 
 
 ALERT = Alert.model_validate(
@@ -63,7 +67,7 @@ ALERT = Alert.model_validate(
         "action": "buy",
         "interval": "60",
         "price": 30000,
-        "timenow": datetime.now(UTC).isoformat(),
+        "timenow": NOW,
     }
 )
 
@@ -180,14 +184,9 @@ def test_models_are_loaded_when_the_worker_starts(
     settings = make_settings(tmp_path, TVGW_ML_ENABLED="true", TVGW_MODEL_DIR=str(models))
     gateway = get_gateway(create_app(settings))
     latest = (models / "BTC_USDT_1h" / "latest").read_text().strip()
-    deadline = time.monotonic() + 60  # generous: loading is slow on a busy machine
-
-    def loaded() -> dict[str, str | None]:
-        return gateway.signals.status().worker_models()
-
-    while loaded().get("BTC/USDT 1h") != latest and time.monotonic() < deadline:
-        time.sleep(0.05)  # a background thread loads every model at start-up, before any alert
-    assert loaded() == {"BTC/USDT 1h": latest}
+    # A background thread loads every model at start-up, before any alert; 60 s is generous.
+    assert gateway.signals.preloaded.wait(60), "the start-up preload did not finish in 60 s"
+    assert gateway.signals.status().worker_models() == {"BTC/USDT 1h": latest}
 
 
 def test_recent_accuracy_in_the_prediction_log_reaches_the_signal(
@@ -202,7 +201,7 @@ def test_recent_accuracy_in_the_prediction_log_reaches_the_signal(
     models, candles = model_dir
     subject = service(tmp_path, models, candles)
     version = latest_version(models, "BTC/USDT", "1h")
-    now = time.time()
+    now = NOW
     with subject.storage.conn as conn:
         for i in range(120):
             mine = i < 60
@@ -316,7 +315,4 @@ def test_a_slow_challenger_never_holds_up_the_answer_nor_builds_a_queue(
         shadow = subject.serve("BTC/USDT", "1h", ALERT.bar_row()).shadow
         return shadow is not None and shadow.signal is not None
 
-    deadline = time.monotonic() + 60
-    while not answered():  # the released calls finish, free their slots
-        assert time.monotonic() < deadline, "the challenger never served again"
-        time.sleep(0.05)
+    wait_until(answered, 60, "the challenger serving again once the released calls freed their slots")

@@ -171,3 +171,19 @@ def test_store_versions_latest_and_reload(trained, candles, tmp_path):
     (second / "strategy.json").write_text((second / "strategy.json").read_text().replace("0.6", "0.9"))
     with pytest.raises(ModelIntegrityError, match=r"strategy\.json"):
         load_latest_strategy(tmp_path, "BTC/USDT", "1h")
+
+
+def test_a_signal_over_one_missing_bar_is_served_and_says_the_bar_was_filled(trained, candles):
+    """A single missing hour inside the window gives a real signal naming the filled bar, not a
+    week of holds; two missing bars still give the gap hold."""
+    window = candles.iloc[-400:]
+    hole = window.index[-50]
+    one = window.drop(hole)
+    now = float(window.index[-1].timestamp() + 3600)
+    signal = trained.generate_signal(one, "BTC/USDT", now=now)
+    assert signal.ml_probability is not None
+    assert hole.isoformat() in signal.reason and "filled flat" in signal.reason
+    assert signal.feature_analysis["filled_bars"] == [hole.isoformat()]
+    two = window.drop(window.index[-51:-49])
+    held = trained.generate_signal(two, "BTC/USDT", now=now)
+    assert held.ml_probability is None and held.action == "hold"

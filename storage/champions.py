@@ -9,12 +9,11 @@ the one whose update matched records the event (in the same transaction).
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from storage.database import Db, query, query_one, writing
+from storage.database import Db, Row, insert_id, query, query_one, writing
 
 __all__ = [
     "MarketRoles",
@@ -97,7 +96,7 @@ class ResolvedOutcome:
     actual_direction: int
 
 
-def _roles(row: sqlite3.Row) -> MarketRoles:
+def _roles(row: Row) -> MarketRoles:
     return MarketRoles(
         symbol=row["symbol"],
         timeframe=row["timeframe"],
@@ -193,13 +192,22 @@ def set_champion(db: Db, roles: MarketRoles, version: str, *, keep_challenger: b
 def set_fallback(db: Db, roles: MarketRoles, reason: str | None, *, now: float) -> bool:
     """Turn ML-driven sizing off (``reason``; a new reason while it is off keeps the time it went
     off) or back on (None); False when ``roles`` is stale."""
+    where = (now, roles.symbol, roles.timeframe, roles.revision)
     with writing(db) as conn:
-        cur = conn.execute(
-            "UPDATE ml_champions SET fallback_since = CASE WHEN ? IS NULL THEN NULL"
-            " ELSE COALESCE(fallback_since, ?) END, fallback_reason = ?, revision = revision + 1,"
-            " updated_at = ? WHERE symbol = ? AND timeframe = ? AND revision = ?",
-            (reason, now, reason, now, roles.symbol, roles.timeframe, roles.revision),
-        )
+        if reason is None:
+            cur = conn.execute(
+                "UPDATE ml_champions SET fallback_since = NULL, fallback_reason = NULL,"
+                " revision = revision + 1, updated_at = ? WHERE symbol = ? AND timeframe = ?"
+                " AND revision = ?",
+                where,
+            )
+        else:
+            cur = conn.execute(
+                "UPDATE ml_champions SET fallback_since = COALESCE(fallback_since, ?),"
+                " fallback_reason = ?, revision = revision + 1, updated_at = ? WHERE symbol = ?"
+                " AND timeframe = ? AND revision = ?",
+                (now, reason, *where),
+            )
     return cur.rowcount == 1
 
 
@@ -219,21 +227,22 @@ def add_event(
     """Record a change of role; returns it as recorded."""
     at = time.time() if now is None else now
     with writing(db) as conn:
-        cur = conn.execute(
+        event_id = insert_id(
+            conn,
             "INSERT INTO ml_model_events (symbol, timeframe, at, kind, version, previous, actor, reason,"
-            " evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (
                 symbol, timeframe, at, kind, version, previous, actor, reason,
                 None if evidence is None else json.dumps(evidence),
             ),
         )  # fmt: skip
     return ModelEvent(
-        id=int(cur.lastrowid or 0), symbol=symbol, timeframe=timeframe, at=at, kind=kind, version=version,
+        id=event_id, symbol=symbol, timeframe=timeframe, at=at, kind=kind, version=version,
         previous=previous, actor=actor, reason=reason, evidence=evidence,
     )  # fmt: skip
 
 
-def _event(row: sqlite3.Row) -> ModelEvent:
+def _event(row: Row) -> ModelEvent:
     return ModelEvent(
         id=int(row["id"]),
         symbol=row["symbol"],

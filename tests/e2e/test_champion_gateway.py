@@ -8,13 +8,13 @@ and the refusals are tested in-process: tests/tvgw/test_models_cli.py)."""
 from __future__ import annotations
 
 import shutil
-import sqlite3
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -25,7 +25,7 @@ from ml_integration import MLTradingStrategy, save_version, synthetic_candles
 from storage import Storage
 from storage.candles import upsert_candles
 from storage.predictions import set_outcome
-from tests.conftest import ROOT, LiveGateway, db_rows, sample_alert, start_gateway, wait_until
+from tests.conftest import ROOT, LiveGateway, db_rows, sample_alert, start_gateway, store_target, wait_until
 from tests.ml_integration.conftest import TINY
 
 pytestmark = pytest.mark.slow
@@ -58,7 +58,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway]:
         versions[name] = strategy
     save_version(versions["v1"], tmp / "models", SYMBOL, TF, version="v1")
     save_version(versions["v2"], tmp / "aside", SYMBOL, TF, version="v2")
-    storage = Storage(tmp / "tvgw.sqlite")
+    storage = Storage(store_target(tmp))
     storage.migrate()
     values = candles[["open", "high", "low", "close", "volume"]].itertuples(index=False)
     bars = [[int(t.timestamp() * 1000), *v] for t, v in zip(candles.index, values, strict=True)]
@@ -70,6 +70,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway]:
         TVGW_ML_BUDGET_MS="5000", TVGW_API_TOKEN=TOKEN, prices=None,
     )  # fmt: skip
     live.price = float(candles["close"].iloc[-1])  # type: ignore[attr-defined]
+    live.aside = tmp / "aside"  # type: ignore[attr-defined]
     yield live
     live.stop()
     shutil.rmtree(tmp, ignore_errors=True)
@@ -77,11 +78,10 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway]:
 
 def save_v2(gateway: LiveGateway) -> None:
     """Put v2 in the gateway's model store (as `tvgw train` would), once."""
-    models = gateway.database.parent
-    target = models / "models" / "BTC_USDT_1h" / "v2"
-    if not target.exists():
-        shutil.copytree(models / "aside" / "BTC_USDT_1h" / "v2", target)
-        (models / "models" / "BTC_USDT_1h" / "latest").write_text("v2\n")
+    market = Path(gateway.env["TVGW_MODEL_DIR"]) / "BTC_USDT_1h"
+    if not (market / "v2").exists():
+        shutil.copytree(gateway.aside / "BTC_USDT_1h" / "v2", market / "v2")  # type: ignore[attr-defined]
+        (market / "latest").write_text("v2\n")
 
 
 def post(gateway: LiveGateway, strategy: str = "annot") -> dict[str, Any]:
@@ -91,13 +91,13 @@ def post(gateway: LiveGateway, strategy: str = "annot") -> dict[str, Any]:
     return dict(response.json())
 
 
-def roles(gateway: LiveGateway) -> sqlite3.Row:
+def roles(gateway: LiveGateway) -> Any:
     return db_rows(
         gateway.database, "SELECT * FROM ml_champions WHERE symbol = ? AND timeframe = ?", (SYMBOL, TF)
     )[0]
 
 
-def events(gateway: LiveGateway, kind: str) -> list[sqlite3.Row]:
+def events(gateway: LiveGateway, kind: str) -> list[Any]:
     return db_rows(gateway.database, "SELECT * FROM ml_model_events WHERE kind = ? ORDER BY id", (kind,))
 
 

@@ -181,8 +181,8 @@ def decide(
         if not exits.empty:
             holder = market.exit_holder or ExitHolder(False, "no exit holder was read")
             known["details"]["exits"] = {
-                **exits.to_dict(), "watched": not holder.on_exchange,
-                "held_by": "exchange" if holder.on_exchange else "gateway", "held_because": holder.reason,
+                **exits.to_dict(), "watched": not holder.on_exchange, "held_by": holder.held_by,
+                "held_because": holder.reason,
             }  # fmt: skip
     if not reduces:
         verdict = risk.check(

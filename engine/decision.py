@@ -33,7 +33,9 @@ __all__ = [
     "stop_for",
 ]
 
-DecisionStatus = Literal["executed", "annotated", "rejected", "failed", "processing"]
+#: ``placed``: the exchange holds the order with nothing filled yet; the order lifecycle follows
+#: it, books what fills and arms its exits.
+DecisionStatus = Literal["executed", "placed", "annotated", "rejected", "failed", "processing"]
 
 
 class Clock(Protocol):
@@ -240,9 +242,10 @@ class Decision:
         return out
 
 
-#: Which account's decision leads an alert's answer: the first that filled, else the first still
-#: sending, else the first whose broker failed, else the first (routing order breaks ties).
-_LEAD_RANK: dict[str, int] = {"executed": 0, "processing": 1, "failed": 2}
+#: Which account's decision leads an alert's answer: the first that filled, else the first the
+#: exchange holds, else the first still sending, else the first whose broker failed, else the
+#: first (routing order breaks ties).
+_LEAD_RANK: dict[str, int] = {"executed": 0, "placed": 1, "processing": 2, "failed": 3}
 
 
 def combine(decisions: list[Decision] | tuple[Decision, ...]) -> Decision:

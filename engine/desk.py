@@ -33,6 +33,7 @@ from storage import exits as exit_store
 from storage import marks as mark_store
 from storage import orders as order_store
 from storage import state as state_store
+from storage.leases import installation_id
 
 if TYPE_CHECKING:
     from storage.database import Db
@@ -79,11 +80,20 @@ class Desk:
         self.account = account
         self.risk = RiskManager(account.risk if account is not None else settings.risk)
         self._equity_cache: tuple[float, float | None] = (-EQUITY_TTL_S, None)
+        self._prefix: str | None = None
         #: One thread that places and cancels a live broker's resting exits after an alert's fill,
         #: in order, so the answer never waits on them (see :meth:`sync_soon`).
         self._exit_sync = (
             None if broker.settles_instantly else ThreadPoolExecutor(1, thread_name_prefix="tvgw-exit-sync")
         )
+
+    def client_prefix(self, db: Db) -> str:
+        """What every client order id of this installation starts with (``tvgw-<installation
+        id>``): unique per database, so a fresh one on the same account never reuses an id.
+        ``db`` is the caller's transaction when it has one (the id is drawn on first use)."""
+        if self._prefix is None:
+            self._prefix = f"tvgw-{installation_id(db)}"
+        return self._prefix
 
     @property
     def name(self) -> str:
@@ -149,7 +159,7 @@ class Desk:
         try:
             return self.broker.exit_holder(symbol)
         except BrokerError as exc:
-            return ExitHolder(False, f"cannot ask {self.broker.name} about {symbol} ({exc})")
+            return ExitHolder(False, f"cannot ask {self.broker.name} about {symbol} yet ({exc})", known=False)
 
     def snapshot(self, strategy: StrategySettings, reference: ReferencePrice | None) -> MarketSnapshot:
         """Price and equity for the decision; annotate-only strategies need neither.

@@ -38,9 +38,8 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from common.timeframes import from_tradingview
-from engine import exit_sync, exit_watch, settlement
+from engine import exit_sync, exit_watch, lifecycle, settlement
 from engine.alert import Alert
-from engine.arming import rearm
 from engine.brokers.base import Broker
 from engine.decide import NO_PRICE_HINT, decide, pure_exit
 from engine.decision import Clock, Decision, Receipt, SignalPort, SystemClock, combine
@@ -164,10 +163,7 @@ class TradingEngine:
                 decided[i] = decision
             with self.storage.transaction() as conn:
                 for i in sending:
-                    desk, sent_decision = desks[i], decided[i]
-                    position = settlement.settle(desk, conn, sent_decision)
-                    if position is not None and sent_decision.alert_id is not None:
-                        rearm(desk, conn, sent_decision, sent_decision.alert_id, position)
+                    settlement.settle(desks[i], conn, decided[i])
                 self._finish(conn, combine(decided), receipt)
             for i in sending:
                 placed_on = decided[i].symbol
@@ -299,10 +295,15 @@ class TradingEngine:
 
     # --- outside an alert -----------------------------------------------------------------------
     def reconcile(self) -> list[str]:
-        """Settle orders left ``pending`` by a crash: ask the broker by client order id, never
-        re-send. Returns one line per order for the log. Called at start-up, before workers."""
-        desks = {desk.broker.name: desk for desk in self.desks()}
-        return settlement.recover_pending(self.storage, desks, self.desk if self._desks is None else None)
+        """Settle every order a crash (or a lost answer) left not terminal: ask the broker by
+        client order id, never re-send; book what filled and arm its exits. Returns one line
+        per order for the log. Called at start-up, before workers."""
+        return lifecycle.recover(self.storage, self.accounts(), self.desk if self._desks is None else None)
+
+    def accounts(self) -> dict[str, Desk]:
+        """Every account's desk by its name (the name its orders and positions are recorded
+        under)."""
+        return {desk.broker.name: desk for desk in self.desks()}
 
     def watch_exits(self) -> int:
         """Act on every account's open exits (the periodic watcher of each worker calls this;

@@ -11,6 +11,7 @@ from typing import Any, Literal
 __all__ = [
     "Broker",
     "ExitHolder",
+    "Fee",
     "MarginMode",
     "MarketLimits",
     "OrderRequest",
@@ -59,24 +60,69 @@ class ProtectiveOrder:
 @dataclass(frozen=True)
 class ExitHolder:
     """Who acts on a market's protective exits: the exchange (a resting order that holds while
-    the gateway is down) or the gateway's own watcher, and why."""
+    the gateway is down) or the gateway's own watcher, and why. ``known`` is False when the
+    broker could not be asked (a transient error): the question is asked again later, and the
+    gateway's watcher acts on the exits meanwhile."""
 
     on_exchange: bool
     reason: str
+    known: bool = True
+
+    @property
+    def held_by(self) -> str:
+        """What an exit's row records: ``exchange``, ``gateway``, or ``undecided``."""
+        if not self.known:
+            return "undecided"
+        return "exchange" if self.on_exchange else "gateway"
+
+
+@dataclass(frozen=True)
+class Fee:
+    """A fee as the exchange charged it, in one currency (fees in different currencies are
+    never added together), and what it is worth in the account's quote currency: ``value`` is
+    None when it could not be valued (a third currency with no market to the quote), and
+    ``note`` says why."""
+
+    currency: str
+    cost: float
+    value: float | None = None
+    note: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
 class OrderResult:
-    """What the broker says happened to an order."""
+    """What the broker says happened to an order, cumulatively: ``filled`` is the gross amount
+    the exchange has filled so far, at ``average`` (``cost`` in quote), with ``fees``.
+
+    ``net`` is how far the fills moved the account's holding of the base coin when that differs
+    from ``filled``: a buy whose fee was taken in the base coin received ``filled`` less that
+    fee (rounded down to the market's step: what can be sold again), a sell with such a fee gave
+    ``filled`` plus it. None means ``filled``."""
 
     client_order_id: str
     status: OrderStatus
     filled: float
     average: float | None
-    fee: float = 0.0
-    fee_currency: str | None = None
+    fees: tuple[Fee, ...] = ()
+    cost: float | None = None
+    net: float | None = None
     exchange_order_id: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fee(self) -> float:
+        """The fee's cost when it was charged in one currency (0.0 when in several: see ``fees``)."""
+        return self.fees[0].cost if len(self.fees) == 1 else 0.0
+
+    @property
+    def fee_currency(self) -> str | None:
+        """The one currency the fee was charged in (None when none or several)."""
+        return self.fees[0].currency if len(self.fees) == 1 else None
+
+    @property
+    def fee_value(self) -> float:
+        """The fees that could be valued, in the account's quote currency."""
+        return sum(f.value for f in self.fees if f.value is not None)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,55 @@
+"""Leases (one owner of a job across workers and hosts) and this installation's id.
+
+A lease is a row, not a lock in a process: every gunicorn worker, and every gateway host on a
+shared PostgreSQL database, asks for it by name with its own holder id; the holder renews it on
+each pass and another may take it once it has expired (a holder that died gives it up by not
+renewing). One upsert decides, so two askers never both hold it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+import time
+
+from storage.database import Db, query_one, writing
+
+__all__ = ["installation_id", "release", "take_lease"]
+
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def take_lease(db: Db, name: str, holder: str, ttl_s: float, *, now: float | None = None) -> bool:
+    """Take or renew the lease ``name`` for ``holder`` for ``ttl_s`` seconds; True when
+    ``holder`` holds it now (it was free, expired, or already its own)."""
+    at = time.time() if now is None else now
+    with writing(db) as conn:
+        conn.execute(
+            "INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE"
+            " SET holder = excluded.holder, expires_at = excluded.expires_at"
+            " WHERE leases.holder = excluded.holder OR leases.expires_at < ?",
+            (name, holder, at + ttl_s, at),
+        )
+        row = conn.execute("SELECT holder FROM leases WHERE name = ?", (name,)).fetchone()
+    return row is not None and row[0] == holder
+
+
+def release(db: Db, name: str, holder: str) -> None:
+    """Give the lease up at once (a clean shutdown), if ``holder`` holds it."""
+    with writing(db) as conn:
+        conn.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
+
+
+def installation_id(db: Db) -> str:
+    """This database's id: six lower-case letters and digits, drawn once when first asked and
+    kept. It is part of every client order id, so a fresh database trading the same exchange
+    account never sends an id an earlier one used (the exchange would answer with that order)."""
+    row = query_one(db, "SELECT id FROM installation ORDER BY created_at LIMIT 1")
+    if row is not None:
+        return str(row[0])
+    drawn = "".join(secrets.choice(_ID_ALPHABET) for _ in range(6))
+    with writing(db) as conn:
+        if conn.execute("SELECT 1 FROM installation").fetchone() is None:
+            conn.execute("INSERT INTO installation (id, created_at) VALUES (?, ?)", (drawn, time.time()))
+        row = conn.execute("SELECT id FROM installation ORDER BY created_at LIMIT 1").fetchone()
+    return str(row[0])

@@ -71,6 +71,9 @@ class MarketFacts:
     limits: MarketLimits | None = None
     limits_error: str | None = None
     exit_holder: ExitHolder | None = None
+    #: Whether the account can hold a short on this market (a perpetual, the paper book); a spot
+    #: market on an exchange cannot: selling from flat would sell coins the gateway never bought.
+    shortable: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -150,6 +153,18 @@ def decide(
     leverage, margin_mode = leverage_for(alert, strategy, ml, symbol)
     contract = is_contract(symbol)
     plan = _plan(alert, strategy, snapshot, ml, current, price, leverage if contract else 1.0)
+    if plan.target is not None and plan.target < -EPSILON and not market.shortable:
+        if current <= EPSILON:
+            field = (
+                "target_position"
+                if strategy.target_position and alert.target_position is not None
+                else "action"
+            )
+            known.update(current_position=current, target_position=plan.target)
+            return outcome(
+                "rejected", _spot_short(alert, symbol, account, field), refusal=("spot_short", field)
+            )
+        plan = _Plan(0.0, f"{plan.reason}; {symbol} is a spot market: sold down to flat, never short")
     known.update(current_position=current, target_position=plan.target)
     if plan.target is None:
         return outcome("rejected", plan.reason)
@@ -162,6 +177,16 @@ def decide(
         return outcome("annotated" if gate[0] else "rejected", gate[1])
     reduces = abs(plan.target) <= abs(current) and (plan.target == 0 or (plan.target > 0) == (current > 0))
     amount = abs(delta)
+    if reduces:
+        # A close never asks for more than the account holds: what is booked, not what open
+        # orders may still bring (their fills are booked, and protected, as they come).
+        amount = min(amount, abs(held)) if held * current > 0 else 0.0
+        if amount <= EPSILON:
+            return outcome(
+                "rejected",
+                f"nothing filled to close on {symbol} yet: {current - held:+g} is still open on {account} "
+                "(the gateway books what fills and arms its exits)",
+            )
     codes: tuple[str, ...] = ()
     reasons: tuple[str, ...] = ()
     stop = stop_for(ml, side, price) if ml else None
@@ -211,6 +236,16 @@ def decide(
         margin_mode=margin_mode if contract and not reduces else None,
     )  # fmt: skip
     return outcome("processing", plan.reason, order=order, risk_codes=codes, risk_reasons=reasons)
+
+
+def _spot_short(alert: Alert, symbol: str, account: str, field: str) -> str:
+    """Why a short on a spot market is refused, and what to send instead."""
+    return (
+        f"{field}: {alert.action.value} from a flat position would open a short, and {symbol} on "
+        f"{account} is a spot market: it would sell coins the gateway never bought and book a short the "
+        "exchange does not hold. Send close_long to exit a long, or trade the perpetual "
+        f"({alert.ticker.split(':')[-1]}.P) to go short"
+    )
 
 
 def fit_to_market(

@@ -178,6 +178,8 @@ class Decision:
     account: str | None = None
     #: Every account's own decision for the alert, in routing order (see :func:`combine`).
     accounts: tuple[Decision, ...] = ()
+    #: A refusal the sender must fix (answered 422): (stable code, the alert's field at fault).
+    refusal: tuple[str, str] | None = None
 
     def with_result(self, **changes: Any) -> Decision:
         return replace(self, **changes)
@@ -185,7 +187,10 @@ class Decision:
     @property
     def http_status(self) -> int:
         """The status code the alert is answered with (and kept with its row): a broker's
-        failure is the gateway's upstream failing (502); every other decision is 200."""
+        failure is the gateway's upstream failing (502); a refusal the sender must fix is 422;
+        every other decision is 200."""
+        if self.refusal is not None:
+            return 422
         return 502 if self.status == "failed" else 200
 
     def as_json(self) -> dict[str, Any]:
@@ -222,6 +227,8 @@ class Decision:
             out["risk"] = {"codes": list(self.risk_codes), "reasons": list(self.risk_reasons)}
         if self.details:
             out["details"] = self.details
+        if self.refusal is not None:
+            out["refusal"] = {"code": self.refusal[0], "field": self.refusal[1]}
         if self.account is not None:
             out["account"] = self.account
         if self.accounts:

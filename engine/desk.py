@@ -137,8 +137,9 @@ class Desk:
             return MarketFacts(symbol=symbol)
         limits, problem = self.limits(symbol)
         return MarketFacts(
-            symbol=symbol, limits=limits, limits_error=problem, exit_holder=self.exit_holder(symbol)
-        )
+            symbol=symbol, limits=limits, limits_error=problem, exit_holder=self.exit_holder(symbol),
+            shortable=self.broker.can_short(symbol),
+        )  # fmt: skip
 
     def limits(self, symbol: str) -> tuple[MarketLimits | None, str | None]:
         """The market's order limits, or None and why they could not be read."""

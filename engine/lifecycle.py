@@ -35,10 +35,7 @@ unvalued where not. An entry's exits are armed on what filled and resized as it 
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import sqlite3
-import uuid
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
@@ -52,7 +49,7 @@ from storage import alerts as alert_store
 from storage import exits as exit_store
 from storage import orders as order_store
 from storage import reconciliation as book_store
-from storage.leases import release, take_lease
+from storage.leases import holder_id, release, take_lease
 
 if TYPE_CHECKING:
     from engine.desk import Desk
@@ -263,7 +260,7 @@ def recover(storage: Storage, desks: Mapping[str, Desk], default: Desk | None) -
     asking the exchange by client order id (never re-sending). No sender is alive, so one the
     exchange does not know never reached it. A fill booked here arms its exits like any other.
     ``default`` (when given) settles every order whatever its account."""
-    holder = _holder("recovery")
+    holder = holder_id("recovery")
     if not take_lease(storage, LEASE, holder, LEASE_TTL_S):
         return ["orders: another gateway is following them (lease held); left to it"]
     try:
@@ -296,15 +293,13 @@ class OrderKeeper:
         self.storage = storage
         self.desks = desks
         self.not_found_grace_s = not_found_grace_s
-        self.holder = _holder("orders")
+        self.holder = holder_id("orders")
 
     def run_once(self, now: float) -> list[str]:
-        """One pass; the log lines of the orders it followed (none when another holds the lease)."""
+        """One pass; the log lines of the orders it followed (none when another holds the lease,
+        or none is due: then the lease is not even asked for, a read instead of a write)."""
+        if not order_store.following(self.storage, now, limit=1):
+            return []
         if not take_lease(self.storage, LEASE, self.holder, LEASE_TTL_S, now=now):
             return []
         return follow_due(self.desks(), self.storage, not_found_grace_s=self.not_found_grace_s, now=now)
-
-
-def _holder(job: str) -> str:
-    """A lease holder id unique to this process (and host), for ``job``."""
-    return f"{socket.gethostname()}:{os.getpid()}:{job}:{uuid.uuid4().hex[:8]}"

@@ -8,15 +8,23 @@ renewing). One upsert decides, so two askers never both hold it.
 
 from __future__ import annotations
 
+import os
 import secrets
+import socket
 import string
 import time
+import uuid
 
 from storage.database import Db, query_one, writing
 
-__all__ = ["installation_id", "release", "take_lease"]
+__all__ = ["holder_id", "installation_id", "release", "take_lease"]
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def holder_id(job: str) -> str:
+    """A lease holder id unique to this process, on this host, for ``job``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{job}:{uuid.uuid4().hex[:8]}"
 
 
 def take_lease(db: Db, name: str, holder: str, ttl_s: float, *, now: float | None = None) -> bool:

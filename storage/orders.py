@@ -20,6 +20,7 @@ __all__ = [
     "NON_TERMINAL",
     "Order",
     "Position",
+    "adopt_position",
     "apply_fill",
     "book_fill",
     "charge",
@@ -368,6 +369,25 @@ def charge(
         conn.execute(
             "UPDATE balances SET total = total - ?, updated_at = ? WHERE broker = ? AND currency = ?",
             (fee, now, broker, quote_currency),
+        )
+
+
+def adopt_position(db: Db, *, broker: str, symbol: str, amount: float, price: float | None) -> None:
+    """Set the booked position to ``amount`` (the exchange's view, adopted by the operator): its
+    entry price is kept while it stays on the same side, else ``price``; flat clears it."""
+    with writing(db) as conn:
+        now = time.time()
+        row = _position_row(conn, broker, symbol)
+        old = float(row["amount"]) if row else 0.0
+        same_side = old * amount > 0
+        avg = (row["avg_price"] if row and same_side else price) if amount else None
+        opened = (row["opened_at"] if row and same_side else now) if amount else None
+        conn.execute(
+            "INSERT INTO positions (broker, symbol, amount, avg_price, realized_pnl, opened_at,"
+            " updated_at, entries) VALUES (?, ?, ?, ?, 0, ?, ?, ?) ON CONFLICT (broker, symbol)"
+            " DO UPDATE SET amount = excluded.amount, avg_price = excluded.avg_price,"
+            " opened_at = excluded.opened_at, updated_at = excluded.updated_at, entries = excluded.entries",
+            (broker, symbol, amount, avg, opened, now, 1 if amount else 0),
         )
 
 

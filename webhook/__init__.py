@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -55,6 +55,8 @@ def create_app(settings: Settings | None = None, test_config: Mapping[str, Any] 
         start_outcome_resolver(storage, settings.resolve_interval_s)
     if settings.exit_watch_interval_s > 0:
         start_exit_watcher(gateway.engine, settings.exit_watch_interval_s)
+    if any(not desk.broker.settles_instantly for desk in gateway.engine.desks()):
+        _start_book_keeping(gateway.engine, storage, settings)
 
     from webhook import api, dashboard, metrics, ml_api, notify, openapi, routes
     from webhook.events import watch_webhook
@@ -110,6 +112,52 @@ def start_exit_watcher(engine: TradingEngine, interval_s: float) -> threading.Th
                 log.exception("exit watcher failed; retrying in %.1f s", interval_s)
 
     thread = threading.Thread(target=loop, name="tvgw-exits", daemon=True)
+    thread.start()
+    return thread
+
+
+def _start_book_keeping(engine: TradingEngine, storage: Storage, settings: Settings) -> None:
+    """The order lifecycle and the reconciler, each a daemon thread per worker of which one
+    acts at a time (the holder of its lease row): for accounts on an exchange only (the paper
+    book settles every order in its own transaction, and is its own truth)."""
+    from engine.lifecycle import OrderKeeper
+    from engine.reconciler import Reconciler
+
+    if settings.order_poll_interval_s > 0:
+        keeper = OrderKeeper(storage, engine.accounts, not_found_grace_s=settings.order_not_found_grace_s)
+        _every(
+            "tvgw-orders",
+            settings.order_poll_interval_s,
+            lambda: _log_lines("tvgw.orders", keeper.run_once(time.time())),
+        )
+    if settings.reconcile_interval_s > 0:
+        reconciler = Reconciler(storage, engine.accounts)
+        _every(
+            "tvgw-reconcile",
+            settings.reconcile_interval_s,
+            lambda: reconciler.run_once(time.time()),  # drift is logged (and told) by itself
+        )
+
+
+def _log_lines(logger: str, lines: list[str]) -> None:
+    for line in lines:
+        logging.getLogger(logger).info("%s", line)
+
+
+def _every(name: str, interval_s: float, work: Callable[[], object]) -> threading.Thread:
+    """A daemon thread that runs ``work`` every ``interval_s`` seconds; a failure is logged and
+    the next pass tries again."""
+    log = logging.getLogger(f"tvgw.{name.removeprefix('tvgw-')}")
+
+    def loop() -> None:
+        while True:
+            time.sleep(interval_s)
+            try:
+                work()
+            except Exception:
+                log.exception("%s failed; retrying in %.1f s", name, interval_s)
+
+    thread = threading.Thread(target=loop, name=name, daemon=True)
     thread.start()
     return thread
 

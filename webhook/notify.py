@@ -1,5 +1,5 @@
 """Telegram, Discord and generic-webhook messages when a trade executes, risk refuses an
-order, the exchange fails, or the model drifts.
+order, the exchange fails, the books disagree with the exchange, or the model drifts.
 
 Sent from one background thread per worker, never from the request: the webhook only puts a
 message on a bounded queue (a full queue drops it and counts the drop). Each send has a timeout
@@ -17,6 +17,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 import requests
 
 from storage import Storage
+from storage.reconciliation import book_checks
 from storage.state import claim_notification
 from tvgw.config import Settings, secret_values
 from webhook.events import AlertEvent, drift_now
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds between drift checks on the notifier's thread.
 DRIFT_CHECK_S = 300.0
+#: Seconds between looks at the reconciler's verdicts (books that disagree with the exchange).
+BOOKS_CHECK_S = 5.0
 _DROP_LOG_EVERY = 100
 
 
@@ -157,6 +161,22 @@ class Notifier:
         text = f"tvgw: model drift, retraining advised ({reasons}; {drift['samples']} resolved predictions)"
         return self.put(Message("drift", text, {"reasons": drift["reasons"], "samples": drift["samples"]}))
 
+    def check_books(self) -> int:
+        """Queue a message for each market whose books the reconciler found off and no worker
+        told yet (once per episode: the key names when it started); how many were queued."""
+        told = 0
+        for check in book_checks(self.storage):
+            if check.status != "off":
+                continue
+            key = f"books:{check.broker}:{check.symbol}:{check.off_since}"
+            if not claim_notification(self.storage, key):
+                continue
+            text = f"tvgw: books DISAGREE with the exchange on account {check.broker}: {check.detail}"
+            facts = {"account": check.broker, "symbol": check.symbol, "booked": check.booked,
+                     "exchange": check.exchange, "difference": check.difference}  # fmt: skip
+            told += self.put(Message("books_off", text, facts))
+        return told
+
     # --- the sender thread -----------------------------------------------------------------------------
     def _start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="tvgw-notify", daemon=True)
@@ -165,16 +185,28 @@ class Notifier:
     def _run(self) -> None:
         session = requests.Session()
         next_drift = time.monotonic() + self.drift_check_s
+        next_books = time.monotonic() + BOOKS_CHECK_S
         while True:
+            wake = min(next_drift, next_books)
             try:
-                message = self.queue.get(timeout=max(0.1, next_drift - time.monotonic()))
+                message = self.queue.get(timeout=max(0.1, wake - time.monotonic()))
             except queue.Empty:
-                next_drift = time.monotonic() + self.drift_check_s
-                self._drift_safely()
+                if time.monotonic() >= next_books:
+                    next_books = time.monotonic() + BOOKS_CHECK_S
+                    self._safely(self.check_books, "books check")
+                if time.monotonic() >= next_drift:
+                    next_drift = time.monotonic() + self.drift_check_s
+                    self._drift_safely()
                 continue
             for channel in self.channels:
                 self.send(session, channel, message)
             self.queue.task_done()
+
+    def _safely(self, check: Callable[[], object], what: str) -> None:
+        try:
+            check()
+        except Exception:
+            log.exception("%s for notifications failed; tried again later", what)
 
     def _drift_safely(self) -> None:
         try:

@@ -7,9 +7,12 @@ id, never re-sent.
 
 from __future__ import annotations
 
+import time
+
 from engine.brokers.factory import create_account_brokers, create_broker
 from engine.brokers.paper import PaperBroker
 from engine.engine import TradingEngine
+from engine.reconciler import Reconciler
 from storage import Storage
 from storage import alerts as alert_store
 from storage import orders as order_store
@@ -33,7 +36,11 @@ def recover(settings: Settings | None = None) -> list[str]:
             except ConfigError:
                 storage.close()
                 raise
-    lines = TradingEngine(settings, storage, broker, accounts=accounts).reconcile()
+    engine = TradingEngine(settings, storage, broker, accounts=accounts)
+    lines = engine.reconcile()
+    # The books against the exchange once, before any worker: coins first seen are counted as the
+    # account's own, and drift left by the crash is on file (and said) from the first request.
+    lines += Reconciler(storage, engine.accounts).run_once(time.time())
     for book in (broker, *accounts.values()):
         notice = book.exit_notice()  # where exits are held: said once, before any worker starts
         if notice:

@@ -205,6 +205,11 @@ class Broker(ABC):
         """The market's order limits (amount, step, cost); a broker without any says so."""
         return MarketLimits()
 
+    def can_short(self, symbol: str) -> bool:
+        """Whether the account can hold a short on ``symbol``. The base broker simulates one
+        account that can (the paper book)."""
+        return True
+
     def exit_holder(self, symbol: str) -> ExitHolder:
         """Whether ``symbol``'s exits can rest on the exchange. The base broker has none, so
         the gateway's watcher acts on them."""
@@ -227,6 +232,19 @@ class Broker(ABC):
     def cancel_exit(self, client_order_id: str, symbol: str) -> OrderResult | None:
         """Cancel a resting exit; its final state (None when the exchange has no such order)."""
         raise NotImplementedError(f"{self.name} cannot hold exits")
+
+    def balances(self) -> dict[str, float]:
+        """What the account holds per currency (free and locked), for the reconciler. The base
+        broker keeps no account apart from the gateway's own book."""
+        raise NotImplementedError(f"{self.name} has no account of its own to compare the book with")
+
+    def contract_positions(self, symbols: list[str]) -> dict[str, float]:
+        """The signed position the exchange holds in each contract market of ``symbols``."""
+        raise NotImplementedError(f"{self.name} has no account of its own to compare the book with")
+
+    def open_client_ids(self, symbol: str) -> set[str]:
+        """Client order ids of the orders open on ``symbol`` (the exchange's view)."""
+        raise NotImplementedError(f"{self.name} has no account of its own to compare the book with")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -304,6 +304,33 @@ class CcxtBroker(Broker):
             raise map_ccxt_error(e, f"{self.name} fetch_balance") from e
         return {c: float(v) for c, v in (balance.get("total") or {}).items() if v}
 
+    def balances(self) -> dict[str, float]:
+        return self.fetch_balance()
+
+    @_retried_read
+    def contract_positions(self, symbols: list[str]) -> dict[str, float]:
+        """Signed contracts per symbol (long positive), from ccxt's unified positions."""
+        if not symbols:
+            return {}
+        try:
+            raw = self._exchange.fetch_positions(symbols)
+        except ccxt.BaseError as e:
+            raise map_ccxt_error(e, f"{self.name} fetch_positions {symbols}") from e
+        held = {symbol: 0.0 for symbol in symbols}
+        for p in raw:
+            amount = float(p.get("contracts") or 0.0) * float(p.get("contractSize") or 1.0)
+            if p.get("symbol") in held:
+                held[p["symbol"]] += -amount if p.get("side") == "short" else amount
+        return held
+
+    @_retried_read
+    def open_client_ids(self, symbol: str) -> set[str]:
+        try:
+            raw = self._exchange.fetch_open_orders(symbol)
+        except ccxt.BaseError as e:
+            raise map_ccxt_error(e, f"{self.name} fetch_open_orders {symbol}") from e
+        return {str(o["clientOrderId"]) for o in raw if o.get("clientOrderId")}
+
     def equity(self) -> float:
         """Quote-currency balance plus every other holding marked at its last price on the
         ``<asset>/<quote>`` spot market. Holdings without such a market are left out (they
@@ -550,6 +577,11 @@ class CcxtBroker(Broker):
         log.info("%s: %s margin, leverage %sx", order.symbol, order.margin_mode or "unchanged", leverage)
 
     # --- protective exits held by the exchange ----------------------------------------------
+
+    def can_short(self, symbol: str) -> bool:
+        """A contract market can be short; on a spot market the gateway trades no margin, so a
+        sale can only sell coins the account holds."""
+        return bool(self._market(symbol).get("contract"))
 
     def exit_holder(self, symbol: str) -> ExitHolder:
         """Contract markets hold reduce-only stop and take-profit market orders where ccxt can

@@ -27,6 +27,7 @@ from engine.decision import (
     SignalPort,
     agrees_with,
     has_opinion,
+    judged_probability,
     probability_for,
     stop_for,
 )
@@ -152,7 +153,7 @@ def decide(
     current = held + book.pending
     leverage, margin_mode = leverage_for(alert, strategy, ml, symbol)
     contract = is_contract(symbol)
-    plan = _plan(alert, strategy, snapshot, ml, current, price, leverage if contract else 1.0)
+    plan = _plan(alert, strategy, snapshot, ml, current, price, risk, leverage if contract else 1.0)
     if plan.target is not None and plan.target < -EPSILON and not market.shortable:
         if current <= EPSILON:
             field = (
@@ -279,11 +280,14 @@ def leverage_for(
     return leverage, mode
 
 
-def _kelly_size(fraction: float, whose: str, equity: float | None, price: float) -> tuple[float | None, str]:
-    """``fraction`` of equity in base units; no order when the fraction sees no edge."""
+def _kelly_size(
+    fraction: float, whose: str, equity: float | None, price: float, risk: RiskManager
+) -> tuple[float | None, str]:
+    """``fraction`` of equity in base units (:meth:`RiskManager.kelly_size`: capped at the
+    position limit); no order when the fraction sees no edge."""
     if fraction <= 0:
         return None, f"{whose} Kelly fraction is {fraction:g}: no edge, no order"
-    return fraction * (equity or 0.0) / price, f"{whose} Kelly fraction {fraction:.3f} of equity"
+    return risk.kelly_size(fraction, equity or 0.0, price), f"{whose} Kelly fraction {fraction:.3f} of equity"
 
 
 def _plan(
@@ -293,6 +297,7 @@ def _plan(
     ml: SignalPort | None,
     current: float,
     price: float,
+    risk: RiskManager,
     leverage: float = 1.0,
 ) -> _Plan:
     """The position the alert asks for, sized by the strategy's rule (``leverage`` times
@@ -311,7 +316,12 @@ def _plan(
         if abs(current) <= EPSILON:
             return _Plan(None, "reverse: there is no position to reverse")
         return _Plan(-current, "reverse the position")
-    size, why = _size(alert, strategy, snapshot, ml, price, leverage)
+    side: Side = (
+        "buy"
+        if (target_from_alert > 0 if target_from_alert is not None else action == Action.BUY)
+        else "sell"
+    )
+    size, why = _size(alert, strategy, snapshot, ml, price, side, risk, leverage)
     if target_from_alert is not None:
         if strategy.sizing == "alert":
             return _Plan(target_from_alert, "move to the alert's target position")
@@ -330,18 +340,23 @@ def _size(
     snapshot: MarketSnapshot,
     ml: SignalPort | None,
     price: float,
+    side: Side,
+    risk: RiskManager,
     leverage: float = 1.0,
 ) -> tuple[float | None, str]:
     """Order size in base units by the strategy's sizing rule, or None with the reason.
     A quote amount or a Kelly fraction is the margin: the position is ``leverage`` times it
     (the risk manager then judges that notional); contracts are the position itself.
 
+    ``kelly`` sizing takes the model's Kelly fraction of the side traded (``side``): a sell
+    against a bullish model is sized with the short side's, from 1 - p (usually 0: no order).
     ``alert`` sizing takes the alert's contracts; an alert without them that carries a
     ``kelly_fraction`` (the short "ML enhanced" message) is sized by that fraction of equity,
     so the message trades out of the box, capped by the risk manager like any order."""
     levered = f" at {leverage:g}x" if leverage != 1 else ""
     if strategy.sizing == "kelly" and ml is not None:
-        size, why = _kelly_size(ml.kelly_fraction, "the model's", snapshot.equity, price)
+        whose = "the model's " + ("long" if side == "buy" else "short") + "-side"
+        size, why = _kelly_size(ml.kelly_for(side), whose, snapshot.equity, price, risk)
         return (None if size is None else size * leverage), why + levered
     if strategy.sizing == "fixed_quote":
         amount = strategy.quote_amount * leverage / price
@@ -349,7 +364,7 @@ def _size(
     if alert.contracts is not None and alert.contracts > 0:
         return alert.contracts, "sized by the alert's contracts"
     if alert.kelly_fraction is not None:
-        size, why = _kelly_size(alert.kelly_fraction, "the alert's", snapshot.equity, price)
+        size, why = _kelly_size(alert.kelly_fraction, "the alert's", snapshot.equity, price, risk)
         return (None if size is None else size * leverage), why + levered
     return None, "the alert has neither contracts nor kelly_fraction to size the order with"
 
@@ -373,7 +388,7 @@ def _gate(
         if ml is None:
             return True, "ml_gate: no ML opinion available, fallback rule is to annotate only"
         if not agrees_with(ml, side):
-            return True, (f"ml_gate: model disagrees (P(up)={ml.direction_probability:.2f} for a {side})")
+            return True, f"ml_gate: model disagrees (P(up)={judged_probability(ml):.2f} for a {side})"
         if ml.confidence < strategy.ml_threshold:
             return True, (
                 f"ml_gate: confidence {ml.confidence:.2f} below threshold {strategy.ml_threshold:.2f}"

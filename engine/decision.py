@@ -29,6 +29,7 @@ __all__ = [
     "agrees_with",
     "combine",
     "has_opinion",
+    "judged_probability",
     "probability_for",
     "stop_for",
 ]
@@ -79,7 +80,9 @@ class SignalPort(Protocol):
     @property
     def confidence(self) -> float: ...  # 0..1
     @property
-    def kelly_fraction(self) -> float: ...  # fraction of equity; 0 when there is no edge
+    def kelly_fraction(self) -> float: ...  # the favoured side's fraction of equity; 0: no edge
+
+    def kelly_for(self, side: str) -> float: ...  # the fraction for a trade on ``side`' (buy/sell)
     @property
     def stop_loss(self) -> float | None: ...
     @property
@@ -97,8 +100,16 @@ def has_opinion(signal: SignalPort | None) -> bool:
     return signal is not None and signal.direction_probability is not None
 
 
+def judged_probability(signal: SignalPort) -> float | None:
+    """The P(up) a signal's side and Kelly fraction were computed from: the combined one (the
+    ML one when there is no combined)."""
+    combined = signal.combined_probability
+    return combined if combined is not None else signal.direction_probability
+
+
 def agrees_with(signal: SignalPort, side: str) -> bool:
-    p = signal.direction_probability
+    """Whether the signal favours ``side``, judged on :func:`judged_probability`."""
+    p = judged_probability(signal)
     return p is not None and (p > 0.5 if side == "buy" else p < 0.5)
 
 

@@ -128,6 +128,10 @@ class ServedSignal:
     def kelly_fraction(self) -> float:
         return 0.0 if self.signal is None else float(self.signal.kelly_fraction)
 
+    def kelly_for(self, side: str) -> float:
+        """The Kelly fraction of a trade on ``side``: the favoured side's, or the other's."""
+        return 0.0 if self.signal is None else float(self.signal.kelly_for(side))
+
     @property
     def stop_loss(self) -> float | None:
         return None if self.signal is None else self.signal.stop_loss

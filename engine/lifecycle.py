@@ -49,7 +49,7 @@ from storage import alerts as alert_store
 from storage import exits as exit_store
 from storage import orders as order_store
 from storage import reconciliation as book_store
-from storage.leases import holder_id, release, take_lease
+from storage.leases import holder_id, release, take_lease, take_over
 
 if TYPE_CHECKING:
     from engine.desk import Desk
@@ -261,7 +261,7 @@ def recover(storage: Storage, desks: Mapping[str, Desk], default: Desk | None) -
     exchange does not know never reached it. A fill booked here arms its exits like any other.
     ``default`` (when given) settles every order whatever its account."""
     holder = holder_id("recovery")
-    if not take_lease(storage, LEASE, holder, LEASE_TTL_S):
+    if not take_over(storage, LEASE, holder, LEASE_TTL_S):
         return ["orders: another gateway is following them (lease held); left to it"]
     try:
         lines = []

@@ -34,7 +34,7 @@ from storage import Storage
 from storage import exits as exit_store
 from storage import orders as order_store
 from storage import reconciliation as book_store
-from storage.leases import holder_id, take_lease
+from storage.leases import holder_id, release, take_lease, take_over
 from storage.reconciliation import BookCheck
 
 if TYPE_CHECKING:
@@ -58,12 +58,10 @@ def reconcile(desk: Desk, *, now: float, confirm: int = CONFIRM_PASSES) -> list[
     the exchange cannot be read (nothing is recorded then)."""
     name, storage = desk.broker.name, desk.storage
     positions = {p.symbol: p.amount for p in order_store.list_positions(storage, name, open_only=False)}
-    spot = [s for s in positions if not is_contract(s)]
     contracts = [s for s in positions if is_contract(s)]
-    balances = desk.broker.balances() if spot else {}
+    balances = desk.broker.balances()
     held = desk.broker.contract_positions(contracts) if contracts else {}
-    if spot:
-        _first_look(desk, balances, positions)
+    _first_look(desk, balances, positions)
     previous = {c.symbol: c for c in book_store.book_checks(storage, name)}
     checks = []
     for symbol in sorted(positions):
@@ -214,11 +212,24 @@ class Reconciler:
         self.desks = desks
         self.holder = holder_id("reconcile")
 
-    def run_once(self, now: float) -> list[str]:
+    def run_once(self, now: float, *, at_start: bool = False) -> list[str]:
         """One pass over every exchange account (none when another worker holds the lease); one
-        line per account."""
-        if not take_lease(self.storage, LEASE, self.holder, LEASE_TTL_S, now=now):
+        line per account. ``at_start``: start-up recovery's pass, which takes the lease from a
+        dead process of this host, and gives it back when done."""
+        taken = (
+            take_over(self.storage, LEASE, self.holder, LEASE_TTL_S)
+            if at_start
+            else take_lease(self.storage, LEASE, self.holder, LEASE_TTL_S, now=now)
+        )
+        if not taken:
             return []
+        try:
+            return self._pass(now)
+        finally:
+            if at_start:
+                release(self.storage, LEASE, self.holder)
+
+    def _pass(self, now: float) -> list[str]:
         lines = []
         for desk in self.desks().values():
             if desk.broker.settles_instantly:

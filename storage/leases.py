@@ -17,7 +17,7 @@ import uuid
 
 from storage.database import Db, query_one, writing
 
-__all__ = ["holder_id", "installation_id", "release", "take_lease"]
+__all__ = ["holder_id", "installation_id", "release", "take_lease", "take_over"]
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 
@@ -40,6 +40,30 @@ def take_lease(db: Db, name: str, holder: str, ttl_s: float, *, now: float | Non
         )
         row = conn.execute("SELECT holder FROM leases WHERE name = ?", (name,)).fetchone()
     return row is not None and row[0] == holder
+
+
+def take_over(db: Db, name: str, holder: str, ttl_s: float) -> bool:
+    """:func:`take_lease`, also taking it from a holder on this host whose process is gone (a
+    gateway killed before its lease ran out: its successor on the same host need not wait for
+    it to expire). A holder on another host is respected until its lease expires."""
+    row = query_one(db, "SELECT holder FROM leases WHERE name = ?", (name,))
+    if row is not None and _dead_here(str(row["holder"])):
+        release(db, name, str(row["holder"]))
+    return take_lease(db, name, holder, ttl_s)
+
+
+def _dead_here(holder: str) -> bool:
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def release(db: Db, name: str, holder: str) -> None:

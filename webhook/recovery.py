@@ -40,7 +40,7 @@ def recover(settings: Settings | None = None) -> list[str]:
     lines = engine.reconcile()
     # The books against the exchange once, before any worker: coins first seen are counted as the
     # account's own, and drift left by the crash is on file (and said) from the first request.
-    lines += Reconciler(storage, engine.accounts).run_once(time.time())
+    lines += Reconciler(storage, engine.accounts).run_once(time.time(), at_start=True)
     for book in (broker, *accounts.values()):
         notice = book.exit_notice()  # where exits are held: said once, before any worker starts
         if notice:

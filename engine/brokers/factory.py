@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 
 from engine.brokers.base import Broker
 from engine.brokers.paper import PaperBroker
+from engine.brokers.readings import ReadPolicy
 from engine.settings import AccountSettings, EngineSettings
 from storage import Storage
 
@@ -17,7 +18,7 @@ def create_broker(
     settings: EngineSettings, storage: Storage, credentials: Mapping[str, str] | None = None
 ) -> Broker:
     """The broker ``settings.broker`` names (the default account). Exchange ``credentials`` are
-    read from the environment by the command package (``tvgw.config.exchange_credentials``) and
+    read from the environment by the command package (``settings.exchange_credentials``) and
     handed in: the engine never reads the environment."""
     default = AccountSettings(broker=settings.broker, risk=settings.risk)
     return _build(settings.broker, default, settings, storage, credentials or {})
@@ -30,7 +31,7 @@ def create_account_brokers(
 ) -> dict[str, Broker]:
     """One broker per named account, named after it (its orders, positions, marks and equity
     are recorded under that name). ``credentials(name, account)`` gives an exchange account's
-    keys (``tvgw.config.account_credentials``)."""
+    keys (``settings.account_credentials``)."""
     return {
         name: _build(name, account, settings, storage, credentials(name, account))
         for name, account in settings.accounts.items()
@@ -63,4 +64,5 @@ def _build(
         read_retries=1,
         backoff_s=0.1,
         quote_currency=settings.paper.quote_currency,
+        reads=ReadPolicy(fresh_s=settings.exchange_fresh_s, max_age_s=settings.exchange_max_age_s),
     )

@@ -240,6 +240,8 @@ class Decision:
                 "average": self.result.average, "fee": self.result.fee,
                 "fee_currency": self.result.fee_currency,
                 "exchange_order_id": self.result.exchange_order_id,
+                "fees": [{"currency": f.currency, "cost": f.cost, "value": f.value, "note": f.note}
+                         for f in self.result.fees],
             }  # fmt: skip
         if self.risk_codes:
             out["risk"] = {"codes": list(self.risk_codes), "reasons": list(self.risk_reasons)}

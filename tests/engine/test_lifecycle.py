@@ -172,3 +172,27 @@ def test_a_transient_error_while_deciding_who_holds_an_exit_is_not_stored_as_fin
     (stop,) = db_rows(settings.database, "SELECT * FROM exits")
     assert stop["held_by"] == "exchange" and stop["exchange_status"] == "open"  # and now it rests there
     assert [o["orderType"] for o in fake_exchange.exit_orders()] == ["STOP_MARKET"]
+
+
+def test_fees_in_different_currencies_are_kept_apart_and_a_third_one_valued_or_said_unvalued(
+    fake_exchange: FakeBinance,
+) -> None:
+    """Fees of one order in BTC and in BNB stay two fees (never one sum); BNB is valued through
+    BNB/USDT, a coin with no market to the quote is left unvalued and said so."""
+    raw = {"id": 7, "status": "closed", "filled": 0.01, "average": 30000.0, "cost": 300.0, "side": "buy",
+           "fees": [{"currency": "BTC", "cost": 0.000004}, {"currency": "BNB", "cost": 0.0002},
+                    {"currency": "BTC", "cost": 0.000006}, {"currency": "XYZ", "cost": 1.5}]}  # fmt: skip
+    result = _to_result(raw, "c-7")
+    assert [(f.currency, f.cost) for f in result.fees] == [
+        ("BNB", 0.0002), ("BTC", pytest.approx(0.00001)), ("XYZ", 1.5),
+    ]  # fmt: skip
+    assert result.fee_currency is None and result.fee == 0.0  # several currencies: no one sum
+    fake_exchange.set_price("BNBUSDT", 600)
+    broker = CcxtBroker(
+        "binance", credentials={"apiKey": DEFAULT_API_KEY, "secret": DEFAULT_SECRET}, sandbox=False,
+        api_url=fake_exchange.url, timeout_ms=600, read_retries=1, backoff_s=0.1,
+    )  # fmt: skip
+    booked = {f.currency: f for f in broker._as_booked(result, "BTC/USDT").fees}
+    assert booked["BNB"].value == pytest.approx(0.0002 * 600)
+    assert booked["BTC"].value == pytest.approx(0.00001 * 30000)
+    assert booked["XYZ"].value is None and "XYZ/USDT" in str(booked["XYZ"].note)

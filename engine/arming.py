@@ -14,7 +14,6 @@ here and recorded with each exit.
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -22,6 +21,7 @@ from common.timeframes import seconds
 from engine.decide import EPSILON
 from engine.decision import PlannedOrder
 from engine.exits import ExitPlan
+from storage import Connection
 from storage import exits as exit_store
 from storage import orders as order_store
 
@@ -61,7 +61,7 @@ def terms_json(order: PlannedOrder) -> str:
 
 def on_fill(
     desk: Desk,
-    conn: sqlite3.Connection,
+    conn: Connection,
     order: order_store.Order,
     before: float,
     position: order_store.Position,
@@ -110,7 +110,7 @@ def on_fill(
 
 
 def on_exit_fill(
-    desk: Desk, conn: sqlite3.Connection, e: exit_store.ArmedExit, position: order_store.Position
+    desk: Desk, conn: Connection, e: exit_store.ArmedExit, position: order_store.Position
 ) -> None:
     """After exit ``e``'s order filled (confirmed, and ``e`` claimed): a stop, or any exit that
     left nothing, closes the position (its other exits are cancelled); a target may move the
@@ -123,7 +123,7 @@ def on_exit_fill(
 
 
 def to_break_even(
-    conn: sqlite3.Connection, live: list[exit_store.ArmedExit], target: exit_store.ArmedExit
+    conn: Connection, live: list[exit_store.ArmedExit], target: exit_store.ArmedExit
 ) -> None:
     """After a target filled: the stop moves to the entry price, never backwards."""
     for e in live:
@@ -134,7 +134,7 @@ def to_break_even(
             exit_store.move_trigger(conn, e.id, target.entry_price)
 
 
-def _bar_open_ms(conn: sqlite3.Connection, symbol: str, timeframe: str, now: float) -> int:
+def _bar_open_ms(conn: Connection, symbol: str, timeframe: str, now: float) -> int:
     """The bar an entry filled in: the newest stored one, else the clock's current bar. Exits
     watch only the bars after it (its range may hold prices from before the entry)."""
     newest = exit_store.recent_bars(conn, symbol, timeframe, 1)

@@ -31,7 +31,6 @@ broker ticker live, a simulated clock and replayed candles in a backtest.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -49,7 +48,7 @@ from engine.exits import Bar
 from engine.market import PriceSource, ReferencePrice, check_alert_price
 from engine.settings import AccountSettings, EngineSettings, StrategySettings
 from engine.symbols import is_contract
-from storage import Storage
+from storage import Connection, Storage
 from storage import alerts as alert_store
 from storage import marks as mark_store
 from storage import state as state_store
@@ -137,7 +136,7 @@ class TradingEngine:
         fields = alert.record_fields()
         seen = _alert_bar(alert)
 
-        def act(conn: sqlite3.Connection) -> list[Decision]:
+        def act(conn: Connection) -> list[Decision]:
             decided = [
                 _decide_on_account(desk, conn, alert, view, signal, seen)
                 for desk, view in zip(desks, views, strict=True)
@@ -245,7 +244,7 @@ class TradingEngine:
 
     def _record(
         self,
-        conn: sqlite3.Connection,
+        conn: Connection,
         alert: Alert,
         key: str,
         fields: dict[str, Any],
@@ -285,7 +284,7 @@ class TradingEngine:
             self._finish(conn, combine(decided), receipt)
         return decided
 
-    def _finish(self, conn: sqlite3.Connection, decision: Decision, receipt: Receipt) -> None:
+    def _finish(self, conn: Connection, decision: Decision, receipt: Receipt) -> None:
         assert decision.alert_id is not None
         alert_store.finish_alert(
             conn, decision.alert_id, status=decision.status, http_status=decision.http_status,
@@ -294,11 +293,13 @@ class TradingEngine:
         )  # fmt: skip
 
     # --- outside an alert -----------------------------------------------------------------------
-    def reconcile(self) -> list[str]:
+    def reconcile(self, *, updated_before: float | None = None) -> list[str]:
         """Settle every order a crash (or a lost answer) left not terminal: ask the broker by
         client order id, never re-send; book what filled and arm its exits. Returns one line
-        per order for the log. Called at start-up, before workers."""
-        return lifecycle.recover(self.storage, self.accounts(), self.desk if self._desks is None else None)
+        per order for the log. Called at start-up, before workers; on a store other hosts
+        share, a ``pending`` order only when untouched since ``updated_before``."""
+        default = self.desk if self._desks is None else None
+        return lifecycle.recover(self.storage, self.accounts(), default, updated_before=updated_before)
 
     def accounts(self) -> dict[str, Desk]:
         """Every account's desk by its name (the name its orders and positions are recorded
@@ -321,7 +322,7 @@ class TradingEngine:
 
 def _decide_on_account(
     desk: Desk,
-    conn: sqlite3.Connection,
+    conn: Connection,
     alert: Alert,
     view: AccountView,
     signal: SignalPort | None,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from engine.arming import to_break_even
@@ -22,6 +21,7 @@ from engine.decision import PlannedOrder
 from engine.exceptions import BrokerError
 from engine.exits import Bar, check_level
 from engine.lifecycle import PENDING_GRACE_S, book
+from storage import Connection
 from storage import exits as exit_store
 from storage import orders as order_store
 
@@ -43,7 +43,7 @@ def watch_book(desk: Desk) -> int:
     return filled
 
 
-def watch(desk: Desk, conn: sqlite3.Connection, *, symbol: str, seen: Bar | None) -> list[dict[str, Any]]:
+def watch(desk: Desk, conn: Connection, *, symbol: str, seen: Bar | None) -> list[dict[str, Any]]:
     """Inside a write transaction: fill the exits of ``symbol`` that the bars since their
     last check crossed, in time order; within a bar the stops before the targets (the
     cautious reading of a bar whose path is unknown), and a trailing stop follows the bar's
@@ -77,7 +77,7 @@ def watch(desk: Desk, conn: sqlite3.Connection, *, symbol: str, seen: Bar | None
 
 
 def bar_exits(
-    desk: Desk, conn: sqlite3.Connection, live: list[exit_store.ArmedExit], bar: Bar
+    desk: Desk, conn: Connection, live: list[exit_store.ArmedExit], bar: Bar
 ) -> list[dict[str, Any]]:
     """One bar against the open exits of one position (see :func:`watch`)."""
     name = desk.broker.name
@@ -131,7 +131,7 @@ def exit_amount(e: exit_store.ArmedExit, held: float) -> float:
 
 
 def _fill_exit(
-    desk: Desk, conn: sqlite3.Connection, e: exit_store.ArmedExit, amount: float, price: float
+    desk: Desk, conn: Connection, e: exit_store.ArmedExit, amount: float, price: float
 ) -> dict[str, Any] | None:
     """Fill one exit of the paper book once: claim it (a second worker's claim finds it
     filled), record its order with its reason, fill it at ``price`` with the same fee and
@@ -163,7 +163,7 @@ def _fill_exit(
 
 
 def _fire_exit(
-    desk: Desk, conn: sqlite3.Connection, e: exit_store.ArmedExit, amount: float, price: float
+    desk: Desk, conn: Connection, e: exit_store.ArmedExit, amount: float, price: float
 ) -> dict[str, Any] | None:
     """Claim the firing of a gateway-held exit on a remote broker and record its order,
     ``pending``: the caller sends it once this transaction committed

@@ -17,7 +17,8 @@ An order's states (``orders.status``):
 
 Every order not terminal is asked about by client order id (:func:`follow`), first after
 ``POLL_FIRST_S`` and then backing off to ``POLL_MAX_S``, by one owner across all workers and
-hosts: the holder of the ``orders`` lease (:class:`OrderKeeper`). A ``pending`` order is left
+hosts: the holder of the ``orders`` lease (:class:`OrderKeeper`, run by
+:func:`storage.leases.start_owned_job`). A ``pending`` order is left
 alone for ``PENDING_GRACE_S`` (its sender may still be waiting on the exchange); one the
 exchange does not know after the grace period is closed ``not_placed`` and stops counting as
 exposure.
@@ -35,7 +36,6 @@ unvalued where not. An entry's exits are armed on what filled and resized as it 
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
@@ -44,18 +44,16 @@ from engine.brokers.base import OrderResult
 from engine.decide import EPSILON
 from engine.exceptions import BrokerError
 from engine.symbols import base_currency
-from storage import Storage
+from storage import Connection, Storage
 from storage import alerts as alert_store
 from storage import exits as exit_store
 from storage import orders as order_store
 from storage import reconciliation as book_store
-from storage.leases import holder_id, release, take_lease, take_over
 
 if TYPE_CHECKING:
     from engine.desk import Desk
 
 __all__ = [
-    "LEASE_TTL_S",
     "PENDING_GRACE_S",
     "POLL_FIRST_S",
     "POLL_MAX_S",
@@ -75,10 +73,6 @@ POLL_MAX_S = 30.0
 #: Seconds a ``pending`` order is left to its sender before the lifecycle asks about it: the
 #: send's own budget (timeout, then look-ups by client id with back-off) is well under this.
 PENDING_GRACE_S = 30.0
-#: Seconds the ``orders`` lease lasts unless its holder renews it (each pass renews it).
-LEASE_TTL_S = 15.0
-#: The lease name.
-LEASE = "orders"
 
 
 def next_poll(polls: int, now: float) -> float:
@@ -87,7 +81,7 @@ def next_poll(polls: int, now: float) -> float:
 
 
 # --- booking ------------------------------------------------------------------------------------
-def book(desk: Desk, conn: sqlite3.Connection, result: OrderResult) -> order_store.Position | None:
+def book(desk: Desk, conn: Connection, result: OrderResult) -> order_store.Position | None:
     """Book what ``result`` (the exchange's cumulative view of one order on file) adds to what
     is booked already, inside the caller's transaction; record the order's state; arm or resize
     an entry's exits, or act on an exit's fill. Returns the position after a booked fill (None
@@ -184,7 +178,7 @@ def _fee_increments(
 
 def _after_fill(
     desk: Desk,
-    conn: sqlite3.Connection,
+    conn: Connection,
     order: order_store.Order,
     before: float,
     position: order_store.Position,
@@ -204,7 +198,7 @@ def _after_fill(
         arming.on_exit_fill(desk, conn, e, position)
 
 
-def _nothing_filled(conn: sqlite3.Connection, order: order_store.Order, why: str) -> None:
+def _nothing_filled(conn: Connection, order: order_store.Order, why: str) -> None:
     """An order ended without a fill: an exit it fired is open again; its alert, if still
     waiting, failed."""
     exit_store.end_firing(conn, order.client_order_id)
@@ -255,33 +249,30 @@ def follow_due(
     return lines
 
 
-def recover(storage: Storage, desks: Mapping[str, Desk], default: Desk | None) -> list[str]:
+def recover(
+    storage: Storage, desks: Mapping[str, Desk], default: Desk | None, *, updated_before: float | None = None
+) -> list[str]:
     """Start-up: settle every order the exchange has not closed, before any worker starts, by
-    asking the exchange by client order id (never re-sending). No sender is alive, so one the
-    exchange does not know never reached it. A fill booked here arms its exits like any other.
-    ``default`` (when given) settles every order whatever its account."""
-    holder = holder_id("recovery")
-    if not take_over(storage, LEASE, holder, LEASE_TTL_S):
-        return ["orders: another gateway is following them (lease held); left to it"]
-    try:
-        lines = []
-        for order in order_store.pending_orders(storage):
-            desk = default or desks.get(order.broker)
-            if desk is None:
-                lines.append(
-                    f"order {order.client_order_id}: account {order.broker!r} is not configured; left as is"
-                )
-                continue
-            lines.append(follow(desk, order, not_found_grace_s=0.0))
-        return lines
-    finally:
-        release(storage, LEASE, holder)
+    asking the exchange by client order id (never re-sending). No sender is alive on this host,
+    so one the exchange does not know never reached it (on a store hosts share, a ``pending``
+    order younger than ``updated_before`` may be another host's in flight: it is left alone). A
+    fill booked here arms its exits like any other. ``default`` (when given) settles every
+    order whatever its account."""
+    lines = []
+    for order in order_store.pending_orders(storage, updated_before=updated_before):
+        desk = default or desks.get(order.broker)
+        if desk is None:
+            lines.append(f"order {order.client_order_id}: account {order.broker!r} not configured; left")
+            continue
+        lines.append(follow(desk, order, not_found_grace_s=0.0))
+    return lines
 
 
 class OrderKeeper:
-    """This worker's part in following orders: each :meth:`run_once` takes (or renews) the
-    ``orders`` lease and, while it holds it, follows the orders that are due. Every worker runs
-    one; one holder at a time acts, and another takes over within ``LEASE_TTL_S`` of its death."""
+    """This worker's part in following orders: :meth:`run_once` follows the orders that are due.
+    Every worker has one; it runs only while its worker holds the ``orders`` lease
+    (:func:`storage.leases.start_owned_job`), so one acts at a time across workers and hosts,
+    and another takes over when it dies."""
 
     def __init__(
         self,
@@ -293,13 +284,7 @@ class OrderKeeper:
         self.storage = storage
         self.desks = desks
         self.not_found_grace_s = not_found_grace_s
-        self.holder = holder_id("orders")
 
     def run_once(self, now: float) -> list[str]:
-        """One pass; the log lines of the orders it followed (none when another holds the lease,
-        or none is due: then the lease is not even asked for, a read instead of a write)."""
-        if not order_store.following(self.storage, now, limit=1):
-            return []
-        if not take_lease(self.storage, LEASE, self.holder, LEASE_TTL_S, now=now):
-            return []
+        """One pass: the log lines of the orders it followed."""
         return follow_due(self.desks(), self.storage, not_found_grace_s=self.not_found_grace_s, now=now)

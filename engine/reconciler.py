@@ -17,7 +17,8 @@ channels (:mod:`webhook.notify`), a ``/healthz`` problem and a flag on the dashb
 Markets with orders in flight are compared on a later pass. ``tvgw reconcile`` shows every
 difference now and can adopt the exchange's view (:func:`adopt`).
 
-One owner at a time: the holder of the ``reconcile`` lease (:class:`Reconciler`).
+One owner at a time: the holder of the ``reconcile`` lease (:class:`Reconciler`, run by
+:func:`storage.leases.start_owned_job`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from storage import Storage
 from storage import exits as exit_store
 from storage import orders as order_store
 from storage import reconciliation as book_store
-from storage.leases import holder_id, release, take_lease, take_over
 from storage.reconciliation import BookCheck
 
 if TYPE_CHECKING:
@@ -46,9 +46,6 @@ log = logging.getLogger(__name__)
 
 #: Consecutive passes a difference must last before the market is ``off``.
 CONFIRM_PASSES = 2
-#: The lease name, and how long it lasts unless renewed.
-LEASE = "reconcile"
-LEASE_TTL_S = 60.0
 
 
 def reconcile(desk: Desk, *, now: float, confirm: int = CONFIRM_PASSES) -> list[BookCheck]:
@@ -204,32 +201,16 @@ def _settled(check: BookCheck, booked: float) -> BookCheck:
 
 
 class Reconciler:
-    """This worker's part in reconciling: each :meth:`run_once` takes (or renews) the
-    ``reconcile`` lease and, holding it, reconciles every exchange account."""
+    """This worker's part in reconciling: :meth:`run_once` reconciles every exchange account. It
+    runs only while its worker holds the ``reconcile`` lease (:func:`storage.leases.start_owned_job`):
+    one at a time across workers and hosts."""
 
     def __init__(self, storage: Storage, desks: Callable[[], Mapping[str, Desk]]):
         self.storage = storage
         self.desks = desks
-        self.holder = holder_id("reconcile")
 
-    def run_once(self, now: float, *, at_start: bool = False) -> list[str]:
-        """One pass over every exchange account (none when another worker holds the lease); one
-        line per account. ``at_start``: start-up recovery's pass, which takes the lease from a
-        dead process of this host, and gives it back when done."""
-        taken = (
-            take_over(self.storage, LEASE, self.holder, LEASE_TTL_S)
-            if at_start
-            else take_lease(self.storage, LEASE, self.holder, LEASE_TTL_S, now=now)
-        )
-        if not taken:
-            return []
-        try:
-            return self._pass(now)
-        finally:
-            if at_start:
-                release(self.storage, LEASE, self.holder)
-
-    def _pass(self, now: float) -> list[str]:
+    def run_once(self, now: float) -> list[str]:
+        """One pass over every exchange account; one line per account."""
         lines = []
         for desk in self.desks().values():
             if desk.broker.settles_instantly:

@@ -12,13 +12,13 @@ on by the order lifecycle.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from typing import TYPE_CHECKING
 
 from engine.arming import terms_json
 from engine.decision import Decision, MarketSnapshot, Receipt
 from engine.exceptions import BrokerError, InvalidOrderError, OrderUncertainError
 from engine.lifecycle import PENDING_GRACE_S, book
+from storage import Connection
 from storage import orders as order_store
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 def place(
     desk: Desk,
-    conn: sqlite3.Connection,
+    conn: Connection,
     decision: Decision,
     alert_id: int,
     receipt: Receipt,
@@ -100,7 +100,7 @@ def send(desk: Desk, decision: Decision, client_order_id: str) -> Decision:
     )  # fmt: skip
 
 
-def settle(desk: Desk, conn: sqlite3.Connection, decision: Decision) -> order_store.Position | None:
+def settle(desk: Desk, conn: Connection, decision: Decision) -> order_store.Position | None:
     """Record what :func:`send` found: a broker's answer is booked (the position after a fill
     is returned; None without one); a lost answer leaves the order ``unknown`` for the lifecycle
     to ask about at once; a refusal closes it."""

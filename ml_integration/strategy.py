@@ -62,12 +62,13 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
 
+from common.checks import refuse_unknown_keys
 from common.kelly import kelly_fraction
 from ml_integration.artifacts import seal, verify
 from ml_integration.evaluation import wilson_interval
@@ -182,10 +183,7 @@ class StrategyConfig:
     @classmethod
     def from_mapping(cls, config: dict[str, Any] | None) -> StrategyConfig:
         config = dict(config or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"unknown strategy config keys {unknown}; known keys: {sorted(known)}")
+        refuse_unknown_keys("strategy config keys", config, cls)
         return cls(**config)
 
 

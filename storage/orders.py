@@ -9,12 +9,11 @@ gateway's own view of what it traded.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from storage.database import Db, query, query_one, reading, writing
+from storage.database import Db, Row, insert_id, query, query_one, reading, writing
 
 __all__ = [
     "NON_TERMINAL",
@@ -100,7 +99,7 @@ class Order:
         return self.status in NON_TERMINAL
 
 
-def _order(r: sqlite3.Row) -> Order:
+def _order(r: Row) -> Order:
     return Order(
         id=r["id"], alert_id=r["alert_id"], client_order_id=r["client_order_id"], broker=r["broker"],
         symbol=r["symbol"], side=r["side"], amount=r["amount"], price=r["price"], status=r["status"],
@@ -120,7 +119,7 @@ def _amounts(text: str | None) -> dict[str, float]:
     return {str(k): float(v) for k, v in json.loads(text).items()} if text else {}
 
 
-def _position(r: sqlite3.Row) -> Position:
+def _position(r: Row) -> Position:
     return Position(
         r["symbol"],
         r["amount"],
@@ -154,14 +153,14 @@ def create_pending_order(
     exchange about it (None: the caller settles it in this transaction)."""
     with writing(db) as conn:
         now = time.time()
-        cur = conn.execute(
+        return insert_id(
+            conn,
             "INSERT INTO orders (alert_id, client_order_id, broker, symbol, side, order_type, amount,"
             " price, status, reason, exits, next_poll_at, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?) RETURNING id",
             (alert_id, client_order_id, broker, symbol, side, order_type, amount, price, reason, exits,
              next_poll_at, now, now),
         )  # fmt: skip
-        return int(cur.lastrowid or 0)
 
 
 def order_record(db: Db, client_order_id: str) -> Order | None:
@@ -276,7 +275,7 @@ def update_order(
         )
 
 
-def _position_row(db: Db, broker: str, symbol: str) -> sqlite3.Row | None:
+def _position_row(db: Db, broker: str, symbol: str) -> Row | None:
     conn = reading(db)
     return conn.execute(
         "SELECT * FROM positions WHERE broker = ? AND symbol = ?", (broker, symbol)
@@ -339,7 +338,7 @@ def apply_fill(
         cash_change = -signed * price - fee
         conn.execute(
             "INSERT INTO balances (broker, currency, total, updated_at) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (broker, currency) DO UPDATE SET total = total + ?,"
+            " ON CONFLICT (broker, currency) DO UPDATE SET total = balances.total + ?,"
             " updated_at = excluded.updated_at",
             (broker, quote_currency, starting_cash + cash_change, now, cash_change),
         )
@@ -453,12 +452,15 @@ def pending_exposure(db: Db, broker: str, symbol: str) -> float:
     return float(row[0])
 
 
-def pending_orders(db: Db) -> list[Order]:
+def pending_orders(db: Db, *, updated_before: float | None = None) -> list[Order]:
     """Every order the exchange has not closed yet, of every account (start-up recovery asks
-    the exchange about each: no worker is running, so a ``pending`` one is an orphan)."""
-    return [
-        _order(r) for r in query(db, f"SELECT * FROM orders WHERE status IN {_NON_TERMINAL_SQL} ORDER BY id")
-    ]
+    the exchange about each: no worker is running, so a ``pending`` one is an orphan); with
+    ``updated_before``, a ``pending`` one only when untouched since then (on a store hosts
+    share, a younger one may be in flight on another host)."""
+    cutoff = float("inf") if updated_before is None else updated_before
+    sql = f"SELECT * FROM orders WHERE status IN {_NON_TERMINAL_SQL}"
+    sql += " AND (status <> 'pending' OR updated_at < ?)"
+    return [_order(r) for r in query(db, sql + " ORDER BY id", (cutoff,))]
 
 
 def record_equity(db: Db, broker: str, equity: float, at: float | None = None) -> None:

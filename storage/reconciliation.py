@@ -9,11 +9,10 @@ step). The reconciler expects the exchange to hold ``outside + booked``.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass
 
-from storage.database import Db, query, query_one, writing
+from storage.database import Db, Row, query, query_one, writing
 
 __all__ = ["BookCheck", "add_outside", "book_checks", "outside", "record_check", "set_outside"]
 
@@ -88,7 +87,7 @@ def book_checks(db: Db, broker: str | None = None) -> list[BookCheck]:
     return [_check(r) for r in query(db, sql + " ORDER BY broker, symbol", params)]
 
 
-def _check(r: sqlite3.Row) -> BookCheck:
+def _check(r: Row) -> BookCheck:
     return BookCheck(
         broker=r["broker"], symbol=r["symbol"], kind=r["kind"], booked=r["booked"], exchange=r["exchange"],
         outside=r["outside"], difference=r["difference"], step=r["step"], stray_orders=r["stray_orders"],

@@ -257,6 +257,30 @@ ALTER TABLE exits ADD COLUMN placed_amount REAL;
 CREATE INDEX exits_on_exchange ON exits(broker, symbol) WHERE exchange_status IN ('placing', 'open')
 """
 
+#: Data lifecycle and shared stores (issue 23; renumber freely when merging). ``leases`` holds
+#: the single owner of a background job across every worker and host: a row per job name, taken
+#: when free or expired (the store's own clock decides), so a SIGKILLed owner's job passes to
+#: another after ``expires_at``. The indexes let retention find what it prunes without a scan:
+#: alerts that still hold their raw body, by arrival (partial: a pruned body leaves the index),
+#: and notifications by when they were sent (resolved predictions have theirs since version 3).
+#: ``shared_reports`` holds a computed report every worker and host serves alike (the drift
+#: report of /healthz), with the time it was computed, instead of one copy per worker.
+_V11_RETENTION = """
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    acquired_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX alerts_with_body ON alerts(received_at) WHERE payload IS NOT NULL;
+CREATE INDEX notifications_sent_at ON notifications_sent(sent_at);
+CREATE TABLE shared_reports (
+    name TEXT PRIMARY KEY,
+    computed_at REAL NOT NULL,
+    payload TEXT NOT NULL
+)
+"""
+
 #: The order lifecycle and the reconciler (issue 18; renumber freely when merging).
 #:
 #: ``orders``: every order is followed until the exchange says it is done. ``booked`` is the
@@ -272,8 +296,8 @@ CREATE INDEX exits_on_exchange ON exits(broker, symbol) WHERE exchange_status IN
 #:
 #: ``exits.firing_cid``: an exit the gateway fires itself is in flight under that client id and
 #: spent only when its order is confirmed (``firings`` counts the attempts).
-#: ``leases``: one owner across workers and hosts for a named job (the lifecycle, the
-#: reconciler) until ``expires_at``. ``installation``: this database's id, part of every client
+#: The lifecycle and the reconciler each run under a lease (``leases``, version 11's).
+#: ``installation``: this database's id, part of every client
 #: order id, so a fresh database on the same exchange account never reuses an earlier id.
 #: ``holdings``: per account and coin, what the exchange holds that is not the gateway's
 #: position (coins held before, dust left by fee rounding). ``book_checks``: the reconciler's
@@ -296,12 +320,6 @@ CREATE INDEX orders_following ON orders(next_poll_at) WHERE next_poll_at IS NOT 
 
 ALTER TABLE exits ADD COLUMN firing_cid TEXT;
 ALTER TABLE exits ADD COLUMN firings INTEGER NOT NULL DEFAULT 0;
-
-CREATE TABLE leases (
-    name TEXT PRIMARY KEY,
-    holder TEXT NOT NULL,
-    expires_at REAL NOT NULL
-);
 
 CREATE TABLE installation (
     id TEXT PRIMARY KEY,
@@ -335,11 +353,11 @@ CREATE TABLE book_checks (
 )
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6_EXCHANGE_EXITS, _V7_ORDER_LIFECYCLE]
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6_EXCHANGE_EXITS, _V11_RETENTION, _V7_ORDER_LIFECYCLE]
 
 #: Every table the current schema has (``/healthz`` checks the file against it).
 TABLES = (
     "alerts", "orders", "positions", "balances", "equity_snapshots", "candles", "ml_models",
     "ml_training_jobs", "ml_predictions", "sentiment_cache", "strategy_state", "notifications_sent",
-    "marks", "exits", "leases", "installation", "holdings", "book_checks",
+    "marks", "exits", "leases", "shared_reports", "installation", "holdings", "book_checks",
 )  # fmt: skip

@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -21,6 +21,8 @@ from ml_integration.serving import SignalService
 from ml_integration.tracking import start_outcome_resolver
 from settings import Settings, account_credentials, exchange_credentials, load_settings
 from storage import Storage
+from storage.leases import start_owned_job
+from storage.retention import RetentionPolicy, prune
 from webhook.errors import register_error_handlers
 from webhook.gateway import Gateway
 
@@ -62,8 +64,10 @@ def create_app(settings: Settings | None = None, test_config: Mapping[str, Any] 
         start_outcome_resolver(storage, settings.resolve_interval_s)
     if settings.exit_watch_interval_s > 0:
         start_exit_watcher(gateway.engine, settings.exit_watch_interval_s)
+    if settings.retention.prune_interval_s > 0:
+        start_pruner(storage, settings.retention.policy(), settings.retention.prune_interval_s)
     if any(not desk.broker.settles_instantly for desk in gateway.engine.desks()):
-        _start_book_keeping(gateway.engine, storage, settings)
+        start_book_keeping(gateway.engine, storage, settings)
 
     from webhook import api, dashboard, metrics, ml_api, notify, openapi, routes
     from webhook.events import watch_webhook
@@ -80,7 +84,7 @@ def create_app(settings: Settings | None = None, test_config: Mapping[str, Any] 
     watch_webhook(app, metrics.observe_alert, notifier.alert)
     register_error_handlers(app)
     logging.getLogger("tvgw").info(
-        "gateway ready (pid %d): broker %s, database %s, ML %s", os.getpid(), broker.name, settings.database,
+        "gateway ready (pid %d): broker %s, database %s, ML %s", os.getpid(), broker.name, storage.describe(),
         "on" if settings.ml_enabled else "off",
     )  # fmt: skip
     return app
@@ -123,50 +127,39 @@ def start_exit_watcher(engine: TradingEngine, interval_s: float) -> threading.Th
     return thread
 
 
-def _start_book_keeping(engine: TradingEngine, storage: Storage, settings: Settings) -> None:
-    """The order lifecycle and the reconciler, each a daemon thread per worker of which one
-    acts at a time (the holder of its lease row): for accounts on an exchange only (the paper
-    book settles every order in its own transaction, and is its own truth)."""
+def start_pruner(storage: Storage, policy: RetentionPolicy, interval_s: float) -> threading.Thread:
+    """Apply the retention periods every ``interval_s`` seconds, in one worker of one host (the
+    ``retention`` lease holder): two pruners would only fight over the same rows."""
+    log = logging.getLogger("tvgw.retention")
+
+    def run() -> None:
+        done = prune(storage, policy)
+        if done.total():
+            log.info("retention pruned %s", done)
+
+    return start_owned_job(storage, "retention", interval_s, run)
+
+
+def start_book_keeping(engine: TradingEngine, storage: Storage, settings: Settings) -> None:
+    """The order lifecycle (``orders`` lease) and the reconciler (``reconcile`` lease), each run
+    by one worker of one host: for accounts on an exchange only (the paper book settles every
+    order in its own transaction, and is its own truth)."""
     from engine.lifecycle import OrderKeeper
     from engine.reconciler import Reconciler
 
+    log = logging.getLogger("tvgw.orders")
     if settings.order_poll_interval_s > 0:
         keeper = OrderKeeper(storage, engine.accounts, not_found_grace_s=settings.order_not_found_grace_s)
-        _every(
-            "tvgw-orders",
-            settings.order_poll_interval_s,
-            lambda: _log_lines("tvgw.orders", keeper.run_once(time.time())),
-        )
+
+        def follow() -> None:
+            for line in keeper.run_once(time.time()):
+                log.info("%s", line)
+
+        start_owned_job(storage, "orders", settings.order_poll_interval_s, follow)
     if settings.reconcile_interval_s > 0:
-        reconciler = Reconciler(storage, engine.accounts)
-        _every(
-            "tvgw-reconcile",
-            settings.reconcile_interval_s,
-            lambda: reconciler.run_once(time.time()),  # drift is logged (and told) by itself
-        )
-
-
-def _log_lines(logger: str, lines: list[str]) -> None:
-    for line in lines:
-        logging.getLogger(logger).info("%s", line)
-
-
-def _every(name: str, interval_s: float, work: Callable[[], object]) -> threading.Thread:
-    """A daemon thread that runs ``work`` every ``interval_s`` seconds; a failure is logged and
-    the next pass tries again."""
-    log = logging.getLogger(f"tvgw.{name.removeprefix('tvgw-')}")
-
-    def loop() -> None:
-        while True:
-            time.sleep(interval_s)
-            try:
-                work()
-            except Exception:
-                log.exception("%s failed; retrying in %.1f s", name, interval_s)
-
-    thread = threading.Thread(target=loop, name=name, daemon=True)
-    thread.start()
-    return thread
+        reconciler = Reconciler(storage, engine.accounts)  # drift is logged (and told) by itself
+        interval = settings.reconcile_interval_s
+        start_owned_job(storage, "reconcile", interval, lambda: reconciler.run_once(time.time()))
 
 
 def start_brokers(brokers: Iterable[Broker], refresh_s: float) -> None:

@@ -1,15 +1,11 @@
 """The order lifecycle's parts, in one process against the fake Binance (real ccxt, a real
 SQLite file): increments booked once, a fill without a price asked again, client ids unique per
-installation, the lease, and an exit holder the exchange could not be asked about."""
+installation, and an exit holder the exchange could not be asked about."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +18,7 @@ from engine.exceptions import ExchangeUnavailableError
 from engine.exit_sync import watch_symbol
 from engine.lifecycle import book
 from storage import Storage
-from storage.leases import installation_id, take_lease, take_over
+from storage.installation import installation_id
 from tests.conftest import db_rows, make_settings, market_app, sample_alert, seed_market
 from tests.fake_exchange import DEFAULT_API_KEY, DEFAULT_SECRET, FakeBinance
 from webhook import get_gateway
@@ -107,25 +103,6 @@ def test_a_fill_without_a_price_is_asked_again_not_booked(
     # The exchange's order structure without an average: cost / filled.
     raw = {"id": 1, "status": "closed", "filled": 0.01, "cost": 305.0, "average": None, "clientOrderId": cid}
     assert _to_result(raw, cid).average == pytest.approx(30500.0)
-
-
-def test_one_holder_of_a_lease_at_a_time(tmp_path: Path) -> None:
-    storage = Storage(tmp_path / "leases.sqlite")
-    storage.migrate()
-    assert take_lease(storage, "orders", "a", 10, now=100.0)
-    assert not take_lease(storage, "orders", "b", 10, now=105.0)  # a holds it
-    assert take_lease(storage, "orders", "a", 10, now=108.0)  # a renews it
-    assert not take_lease(storage, "orders", "b", 10, now=117.0)
-    assert take_lease(storage, "orders", "b", 10, now=118.5)  # expired: b takes it
-    # A holder on this host whose process is gone is taken over at once; a live one is not.
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
-    )
-    gone = f"{socket.gethostname()}:{dead.stdout.strip()}:orders:x"
-    assert take_lease(storage, "recon", gone, 60)
-    assert take_over(storage, "recon", "me", 60)
-    alive = f"{socket.gethostname()}:{os.getppid()}:orders:y"
-    assert take_lease(storage, "other", alive, 60) and not take_over(storage, "other", "me", 60)
 
 
 class FlakyHolder(CcxtBroker):

@@ -54,11 +54,13 @@ def reconcile(desk: Desk, *, now: float, confirm: int = CONFIRM_PASSES) -> list[
     it is ``off`` (1: at once, as ``tvgw reconcile`` shows it). Raises :class:`BrokerError` when
     the exchange cannot be read (nothing is recorded then)."""
     name, storage = desk.broker.name, desk.storage
-    positions = {p.symbol: p.amount for p in order_store.list_positions(storage, name, open_only=False)}
+    before = _book_state(desk)
+    positions = before[0]
     contracts = [s for s in positions if is_contract(s)]
     balances = desk.broker.balances()
     held = desk.broker.contract_positions(contracts) if contracts else {}
-    _first_look(desk, balances, positions)
+    if _book_state(desk) == before:  # nothing was booked while the exchange was read
+        _first_look(desk, balances, positions)
     previous = {c.symbol: c for c in book_store.book_checks(storage, name)}
     checks = []
     for symbol in sorted(positions):
@@ -70,9 +72,21 @@ def reconcile(desk: Desk, *, now: float, confirm: int = CONFIRM_PASSES) -> list[
     return checks
 
 
+def _book_state(desk: Desk) -> tuple[dict[str, float], list[tuple[str, str, float]]]:
+    """The account's positions and its orders in flight (what the books say), to tell whether
+    anything was booked while the exchange was being read."""
+    name = desk.broker.name
+    positions = {p.symbol: p.amount for p in order_store.list_positions(desk.storage, name, open_only=False)}
+    orders = [
+        (o.client_order_id, o.status, o.booked) for o in order_store.unsettled_orders(desk.storage, name)
+    ]
+    return positions, orders
+
+
 def _first_look(desk: Desk, balances: Mapping[str, float], positions: Mapping[str, float]) -> None:
     """Coins the reconciler sees for the first time are the account's own, less what the book
-    holds of them (when nothing is in flight for them: else it looks again next pass)."""
+    holds of them (when nothing is in flight for them, and nothing was booked while the balances
+    were read: else it looks again next pass)."""
     name, storage = desk.broker.name, desk.storage
     booked: dict[str, float] = {}
     for symbol, amount in positions.items():

@@ -289,6 +289,12 @@ def test_the_reconciler_says_when_the_books_disagree_and_can_adopt_the_exchange(
     assert "disagree with the exchange" in line
     (off,) = requests.get(desk.gateway.url + "/healthz", timeout=5).json()["books"]["off"]
     assert off["symbol"] == "SOL/USDT" and off["difference"] == pytest.approx(-1.0)
+
+    def books_told() -> list[dict[str, Any]]:
+        return [m for _, m in desk.notified.received if m.get("event") == "books_off"]
+
+    told = wait_until(books_told, 20, "a books_off notification")  # trades are told too: wait for this one
+    assert told[0]["symbol"] == "SOL/USDT" and told[0]["difference"] == pytest.approx(-1.0)
     session = requests.Session()
     page = session.get(desk.gateway.url + "/", timeout=5).text
     csrf = page.split('name="csrf" value="')[1].split('"')[0]
@@ -301,8 +307,7 @@ def test_the_reconciler_says_when_the_books_disagree_and_can_adopt_the_exchange(
     assert "SOL/USDT" in adopted.stdout and "-1" in adopted.stdout and "the exchange's view" in adopted.stdout
     assert desk.position("SOL/USDT") == pytest.approx(8.99)
     wait_until(lambda: not problem(), 20, "/healthz without the SOL/USDT problem", desk.gateway.log)
-    told = [m for _, m in desk.notified.wait_for(1) if m.get("event") == "books_off"]
-    assert told and told[0]["symbol"] == "SOL/USDT" and told[0]["difference"] == pytest.approx(-1.0)
+
     books_agree(desk)
 
 

@@ -231,6 +231,15 @@ def _volatility_note(vol: VolatilityForecast | None, target: float) -> str:
     )
 
 
+def _filled_note(filled: tuple[str, ...]) -> str:
+    if not filled:
+        return ""
+    return (
+        f"; {len(filled)} missing bar(s) in the candles read ({', '.join(filled)}) filled flat at the "
+        "previous close, volume 0"
+    )
+
+
 #: ``ml_integration.ensemble.ENSEMBLE_FILE``, named here so that loading a default model does not
 #: import the ensemble module (and scikit-learn with it) into a serving worker.
 _ENSEMBLE_FILE = "ensemble.joblib"
@@ -243,6 +252,16 @@ def _predictor_for(folder: Path) -> MLPricePrediction:
 
         return EnsemblePricePrediction()
     return MLPricePrediction()
+
+
+def no_model_reason(report: dict[str, Any] | None) -> str:
+    """Why a market whose tournament ended with ``no_model`` gives no ML opinion."""
+    tournament = (report or {}).get("tournament") or {}
+    return (
+        "no model: no candidate beat the base rate out of sample in training's tournament "
+        f"({tournament.get('reason', 'see the model metadata')}); the ML makes no call here, "
+        "the strategy's fallback rule decides"
+    )
 
 
 def grade_for_score(score: float) -> str:
@@ -373,6 +392,12 @@ class MLTradingStrategy:
         self.training_report = self.predictor.train_models(
             df, target_periods=self.config.target_periods, on_stage=on_stage
         )
+        if self.predictor.tournament_ensemble_ is not None:  # a zoo combiner won the tournament
+            from ml_integration.ensemble import EnsemblePricePrediction
+
+            self.predictor = EnsemblePricePrediction.adopt(
+                self.predictor, self.predictor.tournament_ensemble_
+            )
         self._train_volatility(df, on_stage)
         self.synthetic = bool(synthetic)
         self.symbol, self.timeframe = symbol, timeframe
@@ -471,6 +496,8 @@ class MLTradingStrategy:
                 "MLTradingStrategy is not trained: call train_strategy() or load_strategy()"
             )
         clock = time.time() if now is None else now
+        if self.predictor.fitted_.direction_kind == "no_model":
+            return self._gap_hold(df, symbol, no_model_reason(self.training_report))
         try:
             prediction = self.predictor.predict(df, features=features)
         except GapInWindowError as gap:
@@ -502,6 +529,7 @@ class MLTradingStrategy:
             f" {edge.break_even:.3f} after costs, f* {edge.full_kelly:+.3f}"
             + ("" if tradeable else f", no edge beyond {cfg.min_edge:.2f} and costs: hold")
             + _volatility_note(vol, cfg.vol_target)
+            + _filled_note(prediction.filled_bars)
         )
         return TradingSignal(
             action=action,
@@ -533,6 +561,7 @@ class MLTradingStrategy:
             feature_analysis={
                 "top_features": [{"name": n, "weight": w} for n, w in prediction.top_features],
                 "values": prediction.feature_values,
+                "filled_bars": list(prediction.filled_bars),
             },
             volatility_forecast=None if vol is None else vol.to_dict(),
         )

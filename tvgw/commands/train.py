@@ -26,8 +26,14 @@ if TYPE_CHECKING:
     from ml_integration.training import TrainingResult
 
 
-#: ``--quick``: a fraction of the default sizes, for trying the pipeline out.
-QUICK_MODEL = {"n_estimators": 50, "gb_max_iter": 50, "lstm": {"units": (16, 8), "epochs": 3}}
+#: ``--quick``: a fraction of the default sizes, for trying the pipeline out; its tournament
+#: leaves out the zoo's combiners (three more models per fold).
+QUICK_MODEL = {
+    "n_estimators": 50,
+    "gb_max_iter": 50,
+    "lstm": {"units": (16, 8), "epochs": 3},
+    "tournament": ("no_model", "baseline_forest", "default_blend", "blend+htf", "blend+week"),
+}
 
 
 def model_options(*, quick: bool, lstm: bool) -> dict[str, object]:
@@ -172,6 +178,47 @@ def _print_ensemble(report: dict[str, object]) -> None:
     print("  " + format_table(ensemble["table"]).replace("\n", "\n  "))
 
 
+def format_tournament(tournament: dict[str, object]) -> str:
+    """The tournament's table and verdict as text (``tvgw train`` prints it)."""
+    rows = tournament["candidates"]
+    assert isinstance(rows, list)
+    lines = [
+        f"tournament ({tournament['scored_rows']} out-of-sample rows, "
+        f"{tournament['scored_folds']} scored folds, "
+        f"purge {tournament['purge_gap_rows']} rows; lower log loss is better):",
+        f"  {'candidate':<16} {'log loss':>9} {'[95% CI]':>19} {'vs best':>9} {'[95% CI]':>19} {'AUC':>6} "
+        f"{'Brier':>7}  features",
+    ]
+    for r in rows:
+        lo, hi = r["log_loss_ci"]
+        dlo, dhi = r["delta_log_loss_ci"]
+        mark = " <- served" if r["name"] == tournament["winner"] else ""
+        lines.append(
+            f"  {r['name']:<16} {r['log_loss']:9.5f} [{lo:.5f}, {hi:.5f}] {r['delta_log_loss']:+9.5f} "
+            f"[{dlo:+.5f}, {dhi:+.5f}] {r['auc']:6.3f} {r['brier']:7.4f}  {r['features']}{mark}"
+        )
+    lines.append(f"  served {tournament['winner']}: {tournament['reason']}")
+    versus = tournament.get("served_vs_baseline") or {}
+    assert isinstance(versus, dict)
+    if versus:
+        lo, hi = versus["delta_log_loss_ci"]
+        lines.append(
+            f"  served against the plain baseline forest: {versus['delta_log_loss']:+.5f} "
+            f"[{lo:+.5f}, {hi:+.5f}] "
+            "log loss (negative: the served model is better)"
+        )
+    families = tournament.get("families") or {}
+    assert isinstance(families, dict)
+    for family, f in families.items():
+        lo, hi = f["delta_log_loss_ci"]
+        lines.append(
+            f"  context family {family}: {f['delta_log_loss']:+.5f} [{lo:+.5f}, {hi:+.5f}] "
+            f"log loss on the default "
+            f"blend, {f['verdict']}{' (served)' if f['served'] else ''}"
+        )
+    return "\n".join(lines)
+
+
 def _print_report(result: TrainingResult) -> None:
     report = result.report
     holdout = report["holdout"]["direction"]
@@ -180,7 +227,14 @@ def _print_report(result: TrainingResult) -> None:
     print(
         f"  candles {result.n_candles} from {result.data_source}{synthetic}, wall {result.wall_time_s:.1f} s"
     )
-    print(f"  test window {report['test_window'][0]} .. {report['test_window'][1]} ({holdout['n']} rows)")
+    tournament = report.get("tournament")
+    if tournament:
+        print("  " + format_tournament(tournament).replace("\n", "\n  "))
+    source = report["holdout"].get("direction_model", "default_blend")
+    print(
+        f"  test window {report['test_window'][0]} .. {report['test_window'][1]} "
+        f"({holdout['n']} rows, {source})"
+    )
     acc, (lo, hi) = holdout["accuracy"], holdout["accuracy_ci"]
     maj, (mlo, mhi) = holdout["majority_accuracy"], holdout["majority_accuracy_ci"]
     print(f"  accuracy {acc:.3f} [{lo:.3f}, {hi:.3f}] vs majority class {maj:.3f} [{mlo:.3f}, {mhi:.3f}]")

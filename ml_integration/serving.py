@@ -181,6 +181,10 @@ class ServedSignal:
     def kelly_fraction(self) -> float:
         return 0.0 if self.acted_on is None else float(self.acted_on.kelly_fraction)
 
+    def kelly_for(self, side: str) -> float:
+        """The Kelly fraction of a trade on ``side``: the favoured side's, or the other's."""
+        return 0.0 if self.signal is None else float(self.signal.kelly_for(side))
+
     @property
     def stop_loss(self) -> float | None:
         return None if self.acted_on is None else self.acted_on.stop_loss

@@ -122,6 +122,18 @@ class Settings(WebSettings):
     #: gateway holds itself (0 turns it off: paper exits then act only when an alert for their
     #: market arrives, and an exchange's exit fills are not recorded until it is on again).
     exit_watch_interval_s: float = Field(default=5.0, ge=0)
+    #: Seconds between passes of the order lifecycle in each worker (one worker acts, holding
+    #: the ``orders`` lease): orders the exchange has not closed are asked about by client id,
+    #: each on its own back-off (0.5 s doubling to 30 s). 0 turns it off (then only start-up
+    #: recovery settles them).
+    order_poll_interval_s: float = Field(default=1.0, ge=0)
+    #: Seconds after which an order the exchange still does not know (sent, but its answer was
+    #: lost) is closed as ``not_placed`` and stops counting as exposure.
+    order_not_found_grace_s: float = Field(default=60.0, ge=0)
+    #: Seconds between reconciler passes (one worker acts, holding the ``reconcile`` lease):
+    #: booked positions against the exchange's balances (spot) or positions (perpetuals). 0
+    #: turns the schedule off (``tvgw reconcile`` still checks on demand).
+    reconcile_interval_s: float = Field(default=10.0, ge=0)
     drift_min_accuracy: float = Field(default=0.5, ge=0, le=1)
     drift_max_drawdown: float = Field(default=0.15, gt=0, le=1)
     drift_min_sharpe: float = 0.5
@@ -203,6 +215,9 @@ _ENV: dict[str, tuple[tuple[str, ...], str]] = {
     "TVGW_MARKET_DATA_BUDGET_MS": (("market_data_budget_ms",), "str"),
     "TVGW_RESOLVE_INTERVAL_S": (("resolve_interval_s",), "str"),
     "TVGW_EXIT_WATCH_INTERVAL_S": (("exit_watch_interval_s",), "str"),
+    "TVGW_ORDER_POLL_INTERVAL_S": (("order_poll_interval_s",), "str"),
+    "TVGW_ORDER_NOT_FOUND_GRACE_S": (("order_not_found_grace_s",), "str"),
+    "TVGW_RECONCILE_INTERVAL_S": (("reconcile_interval_s",), "str"),
     "TVGW_SENTIMENT_REFRESH_S": (("sentiment_refresh_s",), "str"),
     "TVGW_CHAMPION_MIN_OUTCOMES": (("champion_min_outcomes",), "str"),
     "TVGW_CHAMPION_WINDOW": (("champion_window",), "str"),

@@ -34,6 +34,7 @@ from storage import analytics
 from storage import orders as order_store
 from storage import predictions as prediction_store
 from storage.champions import list_roles
+from storage.reconciliation import book_checks
 from webhook import current_gateway
 from webhook.api import MAX_ROW_ID
 from webhook.api_json import api_response, query_int
@@ -154,8 +155,17 @@ def data() -> Any:
         "calibration": analytics.calibration_bins(gateway.storage),
         "accuracy": analytics.accuracy_by_day(gateway.storage, days=30),
         "equity": equity, "broker": gateway.broker.name,
-        "positions": positions,
+        "positions": positions, "books": books_view(gateway.storage),
     })  # fmt: skip
+
+
+def books_view(storage: Any) -> dict[str, Any]:
+    """The reconciler's verdict for the page and ``/healthz``: how many markets it compared,
+    and those whose books disagree with the exchange (confirmed on two passes)."""
+    checks = book_checks(storage)
+    off = [{"account": c.broker, "symbol": c.symbol, "difference": c.difference, "detail": c.detail,
+            "since": c.off_since} for c in checks if c.status == "off"]  # fmt: skip
+    return {"checked": len(checks), "off": off}
 
 
 def _alert_view(row: dict[str, Any]) -> dict[str, Any]:

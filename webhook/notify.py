@@ -1,6 +1,7 @@
 """Telegram, Discord and generic-webhook messages when a trade executes, risk refuses an
-order, the exchange fails, the model drifts, or a model changes role (a challenger enrolled or
-promoted, a human's promotion or rollback, ML-driven sizing switched off or back on).
+order, the exchange fails, the books disagree with the exchange, the model drifts, or a model
+changes role (a challenger enrolled or promoted, a human's promotion or rollback, ML-driven sizing
+switched off or back on).
 
 Sent from one background thread per worker, never from the request: the webhook only puts a
 message on a bounded queue (a full queue drops it and counts the drop). Each send has a timeout
@@ -20,6 +21,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +32,7 @@ from settings import Settings, secret_values
 from storage import Storage
 from storage import champions as role_store
 from storage.champions import ModelEvent
+from storage.reconciliation import book_checks
 from storage.state import claim_notification
 from webhook.events import AlertEvent, drift_now
 from webhook.redaction import Redactor
@@ -40,6 +43,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds between drift checks on the notifier's thread.
 DRIFT_CHECK_S = 300.0
+#: Seconds between looks at the reconciler's verdicts (books that disagree with the exchange).
+BOOKS_CHECK_S = 5.0
 #: Seconds between looks at the record of model role changes, and how far back the first look
 #: of a worker reaches (a change made while it was starting is still told; each only once).
 MODEL_EVENTS_CHECK_S = 15.0
@@ -200,6 +205,22 @@ class Notifier:
         text = f"tvgw: model drift, retraining advised ({reasons}; {drift['samples']} resolved predictions)"
         return self.put(Message("drift", text, {"reasons": drift["reasons"], "samples": drift["samples"]}))
 
+    def check_books(self) -> int:
+        """Queue a message for each market whose books the reconciler found off and no worker
+        told yet (once per episode: the key names when it started); how many were queued."""
+        told = 0
+        for check in book_checks(self.storage):
+            if check.status != "off":
+                continue
+            key = f"books:{check.broker}:{check.symbol}:{check.off_since}"
+            if not claim_notification(self.storage, key):
+                continue
+            text = f"tvgw: books DISAGREE with the exchange on account {check.broker}: {check.detail}"
+            facts = {"account": check.broker, "symbol": check.symbol, "booked": check.booked,
+                     "exchange": check.exchange, "difference": check.difference}  # fmt: skip
+            told += self.put(Message("books_off", text, facts))
+        return told
+
     def check_model_events(self) -> int:
         """Queue a message for each model role change recorded since this worker last looked
         (the last hour on its first look) that no worker told yet; returns how many."""
@@ -220,10 +241,11 @@ class Notifier:
     def _run(self) -> None:
         session = requests.Session()
         checks = (
-            (self.check_drift, self.drift_check_s),
-            (self.check_model_events, self.model_events_check_s),
+            (self.check_drift, self.drift_check_s, "drift check"),
+            (self.check_books, BOOKS_CHECK_S, "books check"),
+            (self.check_model_events, self.model_events_check_s, "model events check"),
         )
-        due = [time.monotonic() + interval for _, interval in checks]
+        due = [time.monotonic() + interval for _, interval, _ in checks]
         while True:
             try:
                 message = self.queue.get(timeout=max(0.1, min(due) - time.monotonic()))
@@ -233,17 +255,16 @@ class Notifier:
                 for channel in self.channels:
                     self.send(session, channel, message)
                 self.queue.task_done()
-            for i, (check, interval) in enumerate(checks):
-                if due[i] <= time.monotonic():
+            for i, (check, interval, what) in enumerate(checks):
+                if due[i] <= time.monotonic():  # also between messages: a busy queue starves no check
                     due[i] = time.monotonic() + interval
-                    self._safely(check, interval)
+                    self._safely(check, what)
 
-    @staticmethod
-    def _safely(check: Any, interval: float) -> None:
+    def _safely(self, check: Callable[[], object], what: str) -> None:
         try:
             check()
         except Exception:
-            log.exception("%s for notifications failed; next try in %.0f s", check.__name__, interval)
+            log.exception("%s for notifications failed; tried again later", what)
 
     def send(self, session: requests.Session, channel: str, message: Message) -> bool:
         """One attempt, with the timeout; the outcome is counted, a failure logged (without the

@@ -240,7 +240,8 @@ def _decision_schemas() -> dict[str, Any]:
     account's decision, and every account's outcome in ``accounts`` (README "Accounts")."""
     number, text = _nullable("number"), _nullable("string")
     outcome = {
-        "account": _STR, "status": {"enum": ["executed", "annotated", "rejected", "failed", "processing"]},
+        "account": _STR,
+        "status": {"enum": ["executed", "placed", "annotated", "rejected", "failed", "processing"]},
         "reason": _STR, "symbol": text, "side": {"enum": ["buy", "sell", None]}, "amount": number,
         "client_order_id": text, "filled": number, "average": number,
         "risk_codes": {"type": "array", "items": _STR},

@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "alerts": "recent alerts with their decision and reason (a table; --json for the API's JSON)",
     "orders": "recent orders (a table; --json for the API's JSON)",
     "positions": "open positions and equity (a table; --json for the API's JSON)",
+    "reconcile": "compare the books with the exchange; --adopt takes the exchange's view",
     "backtest": "walk-forward backtest of the Pine strategy with and without ML (HTML + JSON)",
     "evaluate": "prediction metrics of a saved model on new candles (JSON)",
     "pine": "the bundled TradingView Pine scripts",

@@ -51,6 +51,16 @@ function renderPositions(positions) {
   });
 }
 
+function renderBooks(books) {
+  const line = document.getElementById("books");
+  const off = books.off || [];
+  line.textContent = off.length
+    ? "Books disagree with the exchange: " + off.map((c) => c.account + " " + c.detail).join("; ") +
+      " (tvgw reconcile shows it; --adopt takes the exchange's view)"
+    : books.checked ? "Books agree with the exchange (" + books.checked + " market(s) checked)" : "";
+  line.className = off.length ? "warn" : "";
+}
+
 function renderModels(models, health, drift) {
   const loaded = (health && health.worker && health.worker.models) || {};
   fill("models", models, (tr, m) => {
@@ -111,7 +121,7 @@ async function refresh() {
   try {
     const data = await getJson("/dashboard/data");
     if (!data) return;
-    renderAlerts(data.alerts); renderPositions(data.positions);
+    renderAlerts(data.alerts); renderPositions(data.positions); renderBooks(data.books);
     renderModels(data.models, data.model_health, data.drift); renderChampions(data.champions);
     renderCharts(data);
     document.getElementById("updated").textContent = "updated " + new Date().toISOString().slice(11, 19) + " UTC";

@@ -69,6 +69,7 @@ from typing import Any, Protocol
 import pandas as pd
 
 from common.checks import refuse_unknown_keys
+from common.kelly import kelly_fraction
 from ml_integration.artifacts import seal, verify
 from ml_integration.context import Reference, reference_symbol
 from ml_integration.evaluation import wilson_interval
@@ -187,13 +188,6 @@ class StrategyConfig:
         return cls(**config)
 
 
-def kelly_fraction(p: float, b: float) -> float:
-    """Full Kelly f* = (b·p − (1 − p)) / b for win probability p and win/loss ratio b."""
-    if b <= 0:
-        raise ValueError(f"win/loss ratio b must be > 0, got {b}")
-    return (b * p - (1.0 - p)) / b
-
-
 @dataclass(frozen=True)
 class EdgeEstimate:
     """The win probability Kelly sizes from and why (see the module docstring)."""
@@ -226,7 +220,7 @@ def conservative_edge(
     win, loss = b - cost, 1.0 + cost
     if win <= 0:
         return EdgeEstimate(p, 1.0, 0.0, note + f"; costs {cost:.2f}R exceed the target")
-    return EdgeEstimate(p, loss / (win + loss), p / loss - (1.0 - p) / win, note)
+    return EdgeEstimate(p, loss / (win + loss), kelly_fraction(p, win, loss), note)
 
 
 def _volatility_note(vol: VolatilityForecast | None, target: float) -> str:
@@ -285,6 +279,8 @@ class TradingSignal:
     stop_loss: float | None
     take_profit: float | None
     confidence: float
+    #: The Kelly fraction of the side the signal favours (``action``'s; the side
+    #: ``combined_probability`` is on), and of the other side (from 1 - p).
     kelly_fraction: float
     ml_probability: float | None
     sentiment_score: float
@@ -309,6 +305,17 @@ class TradingSignal:
     feature_analysis: dict[str, Any] = field(default_factory=dict)
     #: The volatility forecast the stop, leverage and size came from (None: ATR(14) as before).
     volatility_forecast: dict[str, Any] | None = None
+    kelly_other: float = 0.0
+
+    def kelly_for(self, side: str) -> float:
+        """The Kelly fraction of a trade on ``side`` (``buy`` or ``sell``): this signal's own
+        when ``side`` is the one ``combined_probability`` favours, else the other side's."""
+        favoured = (
+            "buy"
+            if (self.combined_probability if self.combined_probability is not None else 0.5) >= 0.5
+            else "sell"
+        )
+        return self.kelly_fraction if side == favoured else self.kelly_other
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -521,9 +528,11 @@ class MLTradingStrategy:
         yardstick = vol.atr_equivalent if vol is not None else prediction.atr
         edge = self._edge(prediction, side, p_side, symbol, yardstick)
         tradeable = edge.positive and abs(combined - 0.5) >= cfg.min_edge
-        kelly = min(cfg.max_kelly, edge.full_kelly * cfg.kelly_multiplier) if tradeable else 0.0
-        if vol is not None:
-            kelly *= vol_target_scale(vol.annualised, cfg.vol_target)
+        kelly = self._stake(edge, tradeable, vol)
+        # The other side's Kelly, from 1 - p by the same rule: what a trade against the call is
+        # sized with (no edge, and so 0, unless sentiment and costs say otherwise).
+        other = self._edge(prediction, -side, 1.0 - p_side, symbol, yardstick)
+        kelly_other = self._stake(other, other.positive and abs(combined - 0.5) >= cfg.min_edge, vol)
         entry = prediction.close
         call = self._market_call(df, combined, prediction, tradeable, vol)
         action = {"long": "buy", "short": "sell"}.get(call.direction, "hold")
@@ -545,6 +554,7 @@ class MLTradingStrategy:
             take_profit=call.take_profit,
             confidence=prediction.confidence,
             kelly_fraction=kelly,
+            kelly_other=kelly_other,
             ml_probability=prediction.direction_probability,
             sentiment_score=sentiment,
             combined_probability=combined,
@@ -570,6 +580,15 @@ class MLTradingStrategy:
             },
             volatility_forecast=None if vol is None else vol.to_dict(),
         )
+
+    def _stake(self, edge: EdgeEstimate, tradeable: bool, vol: VolatilityForecast | None) -> float:
+        """The fraction of the account a side with ``edge`` stakes: f* x ``kelly_multiplier``,
+        capped at ``max_kelly``, cut by volatility targeting; 0 when not tradeable."""
+        cfg = self.config
+        kelly = min(cfg.max_kelly, edge.full_kelly * cfg.kelly_multiplier) if tradeable else 0.0
+        if vol is not None:
+            kelly *= vol_target_scale(vol.annualised, cfg.vol_target)
+        return kelly
 
     def _edge(
         self, prediction: Prediction, side: int, p_side: float, symbol: str, yardstick: float

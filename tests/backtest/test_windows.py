@@ -111,3 +111,29 @@ def test_the_strategy_fit_on_features_computed_once_never_sees_the_future():
     never = served(frame.index[-1] + HOUR)
     np.testing.assert_array_equal(never, served(window.train_end))
     assert np.nanmax(np.abs(never - served(window.train_end - 24 * 14 * HOUR))) > 1e-3
+
+
+def test_trading_before_enough_history_names_the_start_that_works(index):
+    with pytest.raises(BacktestInputError, match=r"needs candles from .* move --start to 2023-07-08"):
+        plan_windows(
+            index,
+            step_s=3600,
+            train=pd.Timedelta(days=180),
+            test=pd.Timedelta(days=30),
+            embargo_bars=5,
+            warmup_bars=200,
+            min_train_bars=400,
+            start=pd.Timestamp("2023-03-01", tz="UTC"),
+        )
+
+
+@pytest.mark.parametrize("text", ["180", "d", "-3d", "1.5d", "3y"])
+def test_durations_must_be_whole_days_weeks_or_hours(text):
+    with pytest.raises(BacktestInputError, match="like 180d"):
+        parse_duration(text, "--train-window")
+
+
+def test_durations_parse():
+    assert parse_duration("180d", "x") == pd.Timedelta(days=180)
+    assert parse_duration("4w", "x") == pd.Timedelta(weeks=4)
+    assert parse_duration("36h", "x") == pd.Timedelta(hours=36)

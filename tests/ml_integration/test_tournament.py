@@ -37,9 +37,10 @@ BARS = 2400
 
 
 def _train(frame):  # type: ignore[no-untyped-def]
-    strategy = MLTradingStrategy(model_config=CONFIG)
-    strategy.train_strategy(frame, synthetic=True, symbol="BTC/USDT", timeframe="1h")
-    return strategy
+    """The strategy, and the stages its training reported (the progress bar's and the API's)."""
+    strategy, stages = MLTradingStrategy(model_config=CONFIG), []
+    strategy.train_strategy(frame, synthetic=True, symbol="BTC/USDT", timeframe="1h", on_stage=stages.append)
+    return strategy, stages
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +50,13 @@ def week_frame():  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def week_edge(week_frame):  # type: ignore[no-untyped-def]
-    return week_frame, _train(week_frame)
+    return (week_frame, *_train(week_frame))
 
 
 @pytest.fixture(scope="module")
 def no_edge():  # type: ignore[no-untyped-def]
     frame = planted_edge_candles(BARS, edge=0.0, seed=1)
-    return frame, _train(frame)
+    return (frame, *_train(frame))
 
 
 def _now(frame) -> float:  # type: ignore[no-untyped-def]
@@ -64,7 +65,7 @@ def _now(frame) -> float:  # type: ignore[no-untyped-def]
 
 @pytest.mark.slow
 def test_a_planted_edge_the_baseline_cannot_see_is_won_by_a_richer_candidate(week_edge, tmp_path):
-    frame, strategy = week_edge
+    frame, strategy, _ = week_edge
     tournament = strategy.training_report["tournament"]
     names = {c["name"] for c in tournament["candidates"]}
     assert {"no_model", "baseline_forest", "default_blend", "blend+htf", "blend+week"} == names
@@ -94,7 +95,7 @@ def test_a_planted_edge_the_baseline_cannot_see_is_won_by_a_richer_candidate(wee
 
 @pytest.mark.slow
 def test_a_market_without_edge_is_won_by_no_model_or_the_baseline(no_edge, tmp_path):
-    frame, strategy = no_edge
+    frame, strategy, _ = no_edge
     tournament = strategy.training_report["tournament"]
     assert tournament["winner"] in ("no_model", "baseline_forest"), tournament["reason"]
     signal = strategy.generate_signal(frame, "BTC/USDT", now=_now(frame))
@@ -105,6 +106,18 @@ def test_a_market_without_edge_is_won_by_no_model_or_the_baseline(no_edge, tmp_p
         save_version(strategy, tmp_path, "BTC/USDT", "1h", version="v1")
         loaded = load_latest_strategy(tmp_path, "BTC/USDT", "1h")
         assert loaded.generate_signal(frame, "BTC/USDT", now=_now(frame)).reason.startswith("no model:")
+
+
+@pytest.mark.slow
+def test_training_reports_its_stages_in_the_order_progress_counts_them(week_edge):
+    """The tournament runs before the direction fits: the progress bar and a training job's
+    ``progress`` (the API's) list it there, so they only ever move forward."""
+    from ml_integration.training import _Progress
+
+    _, _, stages = week_edge
+    order = [_Progress.STAGES.index(stage) for stage in stages]
+    assert "tournament" in stages and "random forest" in stages
+    assert order == sorted(order), stages
 
 
 def _result(name: str, simplicity: int, loss: float, ci: tuple[float, float]) -> CandidateResult:

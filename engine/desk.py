@@ -28,7 +28,7 @@ from engine.market import MarketPrices, PriceSource, ReferencePrice
 from engine.risk import RiskManager
 from engine.settings import AccountSettings, EngineSettings, StrategySettings
 from storage import Connection, Storage
-from storage import exits as exit_store
+from storage import candles as candle_store
 from storage import marks as mark_store
 from storage import orders as order_store
 from storage import state as state_store
@@ -215,7 +215,7 @@ class Desk:
         atr_value = None
         if _mentions_atr(alert, terms):
             timeframe = from_tradingview(alert.interval, terms.timeframe)
-            atr_value = atr(exit_store.recent_bars(conn, symbol, timeframe, ATR_BARS))
+            atr_value = atr(candle_store.recent_bars(conn, symbol, timeframe, ATR_BARS))
         return Book(
             positions=positions, pending=order_store.pending_exposure(conn, self.broker.name, symbol),
             newest_alert_at=newest, marks=marks, peak_equity=peak, day_start_equity=day_start,

@@ -8,7 +8,6 @@ looked up, never placed twice. Leverage and margin mode are set through ccxt bef
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -345,7 +344,7 @@ def test_gunicorn_watcher_records_an_exchange_stop_once(tmp_path: Path, fake_exc
         fake_exchange.set_price("BTCUSDT", 28900)
         sql = "SELECT * FROM orders WHERE reason = 'stop'"
         wait_until(lambda: db_rows(live.database, sql), 30, "the stop's fill recorded", live.log)
-        time.sleep(1.0)  # several more watcher passes of both workers
+        live.await_exit_watcher_passes(3)  # more passes of both workers' watchers
         (row,) = db_rows(live.database, sql)
         assert row["filled"] == 0.04
         assert len(fake_exchange.futures.algo_orders) == 1  # placed once, by one of the two workers

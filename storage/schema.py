@@ -257,6 +257,48 @@ ALTER TABLE exits ADD COLUMN placed_amount REAL;
 CREATE INDEX exits_on_exchange ON exits(broker, symbol) WHERE exchange_status IN ('placing', 'open')
 """
 
+#: Champion and challenger (issue 21; renumber freely when merging). ``ml_champions`` holds, per
+#: market, the version whose predictions are acted on (``champion``) and the newer one served in
+#: shadow beside it (``challenger``), read by every worker on every alert so all agree; ``revision``
+#: counts changes. ``fallback_since``/``fallback_reason`` say when and why ML-driven sizing is off
+#: (the champion's rolling log loss no better than the base rate's). ``ml_model_events`` is the
+#: record of every change: who (``actor``), why (``reason``) and the test behind it (``evidence``,
+#: JSON). A prediction's ``role`` says whether its version was acted on (``champion``) or only
+#: logged beside it (``challenger``); rows before this version were all acted on.
+_V9_CHAMPION = """
+ALTER TABLE ml_predictions ADD COLUMN role TEXT NOT NULL DEFAULT 'champion';
+CREATE INDEX ml_predictions_version ON ml_predictions(symbol, timeframe, model_version, timestamp);
+CREATE INDEX ml_predictions_alert ON ml_predictions(alert_id);
+
+CREATE TABLE ml_champions (
+    symbol TEXT NOT NULL,
+    timeframe TEXT NOT NULL,
+    champion TEXT NOT NULL,
+    champion_since REAL NOT NULL,
+    challenger TEXT,
+    challenger_since REAL,
+    fallback_since REAL,
+    fallback_reason TEXT,
+    revision INTEGER NOT NULL DEFAULT 1,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (symbol, timeframe)
+);
+
+CREATE TABLE ml_model_events (
+    id INTEGER PRIMARY KEY,
+    symbol TEXT NOT NULL,
+    timeframe TEXT NOT NULL,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    version TEXT NOT NULL,
+    previous TEXT,
+    actor TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    evidence TEXT
+);
+CREATE INDEX ml_model_events_version ON ml_model_events(symbol, timeframe, version)
+"""
+
 #: Data lifecycle and shared stores (issue 23; renumber freely when merging). ``leases`` holds
 #: the single owner of a background job across every worker and host: a row per job name, taken
 #: when free or expired (the store's own clock decides), so a SIGKILLed owner's job passes to
@@ -353,11 +395,14 @@ CREATE TABLE book_checks (
 )
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6_EXCHANGE_EXITS, _V11_RETENTION, _V7_ORDER_LIFECYCLE]
+MIGRATIONS: list[str] = [
+    _V1, _V2, _V3, _V4, _V5, _V6_EXCHANGE_EXITS, _V11_RETENTION, _V7_ORDER_LIFECYCLE, _V9_CHAMPION,
+]  # fmt: skip
 
 #: Every table the current schema has (``/healthz`` checks the file against it).
 TABLES = (
     "alerts", "orders", "positions", "balances", "equity_snapshots", "candles", "ml_models",
     "ml_training_jobs", "ml_predictions", "sentiment_cache", "strategy_state", "notifications_sent",
     "marks", "exits", "leases", "shared_reports", "installation", "holdings", "book_checks",
+    "ml_champions", "ml_model_events",
 )  # fmt: skip

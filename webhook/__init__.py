@@ -18,6 +18,7 @@ from engine.brokers.base import Broker
 from engine.brokers.factory import create_account_brokers, create_broker
 from engine.decision import Clock
 from engine.engine import TradingEngine
+from ml_integration.champions import ChampionRules, review
 from ml_integration.serving import SignalService
 from ml_integration.tracking import start_outcome_resolver
 from settings import Settings, account_credentials, exchange_credentials, load_settings
@@ -70,7 +71,11 @@ def create_app(
         settings, storage, broker, signals, accounts=accounts, clock=clock
     )
     if settings.resolve_interval_s > 0:
-        start_outcome_resolver(storage, settings.resolve_interval_s)
+        rules = ChampionRules.from_settings(settings)
+        start_outcome_resolver(
+            storage, settings.resolve_interval_s,
+            review=lambda: review(storage, rules, model_dir=settings.model_dir),
+        )  # fmt: skip
     if settings.exit_watch_interval_s > 0:
         start_exit_watcher(gateway.engine, settings.exit_watch_interval_s)
     if settings.retention.prune_interval_s > 0:

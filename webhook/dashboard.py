@@ -28,10 +28,12 @@ from flask import (
     url_for,
 )
 
+from ml_integration.champions import ChampionRules, market_report
 from storage import alerts as alert_store
 from storage import analytics
 from storage import orders as order_store
 from storage import predictions as prediction_store
+from storage.champions import list_roles
 from storage.reconciliation import book_checks
 from webhook import current_gateway
 from webhook.api import MAX_ROW_ID
@@ -134,7 +136,8 @@ def _session_required() -> None:
 
 @bp.get("/dashboard/data")
 def data() -> Any:
-    """Everything the page shows, in one read: alerts, models, accuracy, equity, positions."""
+    """Everything the page shows, in one read: alerts, models and their roles (why the champion
+    is champion, the challenger's paired test), accuracy, equity, positions."""
     _session_required()
     gateway = current_gateway()
     drift = drift_now(gateway.storage, gateway.settings)
@@ -144,9 +147,11 @@ def data() -> Any:
         for desk in gateway.engine.desks()
         for p in order_store.list_positions(gateway.storage, desk.broker.name)
     ]
+    rules = ChampionRules.from_settings(gateway.settings)
     return api_response({
         "alerts": [_alert_view(a) for a in alert_store.list_alerts(gateway.storage, limit=50)],
-        "models": model_views(limit=50), "model_health": gateway.signals.status(), "drift": drift,
+        "models": model_views(limit=50), "model_health": gateway.signals.status().to_dict(), "drift": drift,
+        "champions": [market_report(gateway.storage, r, rules) for r in list_roles(gateway.storage)],
         "calibration": analytics.calibration_bins(gateway.storage),
         "accuracy": analytics.accuracy_by_day(gateway.storage, days=30),
         "equity": equity, "broker": gateway.broker.name,

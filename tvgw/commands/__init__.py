@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "quickstart": "train a first model (real data, or synthetic offline) and serve",
     "data": "fill the local candle store (ccxt fetch or file import)",
     "train": "train the ML strategy for a symbol and save a model version",
+    "models": "model versions and their roles (champion, challenger); promote or roll back",
     "resolve": "fill outcomes of predictions whose horizon has passed",
     "accuracy": "prediction accuracy with baselines and drift flags (JSON)",
     "alerts": "recent alerts with their decision and reason (a table; --json for the API's JSON)",

@@ -24,6 +24,8 @@ from tvgw.commands.data import cli_settings, open_storage
 
 if TYPE_CHECKING:
     from ml_integration.training import TrainingResult
+    from settings import Settings
+    from storage import Storage
 
 
 #: ``--quick``: a fraction of the default sizes, for trying the pipeline out; its tournament
@@ -62,6 +64,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--no-lstm", action="store_true", help="forest and boosting only (no TensorFlow needed, faster)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--promote", metavar="REASON",
+        help="make the new version champion at once (a human's promotion, no live test), kept with REASON",
+    )  # fmt: skip
     _register_ensemble(parser)
     parser.add_argument(
         "--job", type=int, metavar="ID", help="run the queued training job ID (started by the operator API)"
@@ -308,9 +314,39 @@ def run(args: argparse.Namespace) -> int:
     except (MLError, ValueError) as exc:
         print(f"tvgw train: {exc}", file=sys.stderr)
         return 1
+    from ml_integration.champions import ChampionError
+
     for result in results:
         _print_report(result)
+        try:
+            _enroll(storage, settings, result, promote=args.promote)
+        except ChampionError as exc:
+            print(f"tvgw train: {result.version} saved, not promoted: {exc}", file=sys.stderr)
+            return 1
     return 0
+
+
+def _enroll(
+    storage: Storage, settings: Settings, result: TrainingResult, *, promote: str | None = None
+) -> None:
+    """Give the new version its role now (champion of a new market, else challenger serving in
+    shadow until it wins on live alerts) rather than at a gateway's next look at the store; with
+    ``promote`` (a reason), make it champion at once, as ``tvgw models promote`` would."""
+    from ml_integration.champions import ChampionRules, enroll_latest
+    from ml_integration.champions import promote as crown
+    from storage.champions import get_roles
+    from tvgw.commands.models import login_name
+
+    events = enroll_latest(storage, settings.model_dir, result.symbol, result.timeframe)
+    roles = get_roles(storage, result.symbol, result.timeframe)
+    if promote and (roles is None or roles.champion != result.version):
+        events.append(crown(
+            storage, settings.model_dir, result.symbol, result.timeframe, result.version,
+            actor=f"{login_name()} (tvgw train --promote)", reason=promote,
+            rules=ChampionRules.from_settings(settings),
+        ))  # fmt: skip
+    for event in events:
+        print(f"  {event.kind} {event.version}: {event.reason}")
 
 
 def run_job(job_id: int) -> int:
@@ -348,4 +384,5 @@ def run_job(job_id: int) -> int:
         print(f"tvgw train: job {job_id} failed: {exc}", file=sys.stderr)
         return 1
     _print_report(result)
+    _enroll(storage, settings, result)
     return 0

@@ -384,8 +384,9 @@ def test_gunicorn_books_a_perpetual_fill_that_comes_late_or_without_its_price(
         assert resting(fake_exchange) == [] and booked(PERP) == (0.0, 0.0)
         assert fake_exchange.complete_fills() == 1
         rests(fake_exchange, STOP)  # armed on the 0.04 that filled, once
-        sql = "SELECT status, filled FROM orders WHERE client_order_id = ?"
-        wait_until(lambda: db_rows(live.database, sql, (cid,))[0]["status"] == "filled", 15, "the fill", live.log)
+        sql = "SELECT status FROM orders WHERE client_order_id = ?"
+        filled = lambda: db_rows(live.database, sql, (cid,))[0]["status"] == "filled"  # noqa: E731
+        wait_until(filled, 15, "the late fill booked", live.log)
         assert booked(PERP) == (pytest.approx(0.04), pytest.approx(30000.0))
         (stop,) = db_rows(live.database, "SELECT * FROM exits WHERE status = 'open'")
         assert stop["entry_amount"] == pytest.approx(0.04)
@@ -402,7 +403,11 @@ def test_gunicorn_books_a_perpetual_fill_that_comes_late_or_without_its_price(
         wait_until(lambda: db_rows(live.database, sql, (eth,))[0]["n"] == 2, 15, "both ETH fills", live.log)
         assert booked(eth) == (pytest.approx(1.0), pytest.approx(1800.0))
         assert float(fake_exchange.futures_position("ETHUSDT")) == pytest.approx(1.0)
-        sent = [p["newClientOrderId"] for m, path, p in fake_exchange.requests if path == "/fapi/v1/order" and m == "POST"]
+        sent = [
+            p["newClientOrderId"]
+            for m, path, p in fake_exchange.requests
+            if (m, path) == ("POST", "/fapi/v1/order")
+        ]
         assert len(sent) == len(set(sent)) == 3  # nothing placed twice
     finally:
         live.stop()

@@ -18,25 +18,17 @@ from engine.engine import TradingEngine
 from engine.exceptions import PriceCheckError
 from engine.market import ReferencePrice
 from storage import Storage
-from tests.conftest import PASSPHRASE, make_settings, market_app
+from tests.conftest import PASSPHRASE, EngineClock, make_settings, market_app
 
 #: A fixed instant far from today: nothing in the engine may read the machine's clock.
 T0 = datetime(2022, 3, 1, 12, 0, tzinfo=UTC).timestamp()
 
 
 @dataclass
-class FakeClock:
-    t: float
-
-    def now(self) -> float:
-        return self.t
-
-
-@dataclass
 class ReplayedPrices:
     """Prices by symbol as a replay would feed them (the bar of the simulated moment)."""
 
-    clock: FakeClock
+    clock: EngineClock
     series: dict[str, list[tuple[float, float]]]  # symbol -> [(from time, price)], ascending
 
     def reference(self, symbol: str, timeframe: str) -> ReferencePrice | None:
@@ -93,7 +85,7 @@ def run_engine(tmp_path: Path, stamped: list[dict[str, Any]]) -> list[tuple[Any,
     settings = make_settings(tmp_path / "engine")
     storage = Storage(settings.database)
     storage.migrate()
-    clock = FakeClock(T0)
+    clock = EngineClock(T0)
     prices = ReplayedPrices(clock, {s: [(T0 - 3600, p)] for s, p in PRICES.items()})
     engine = TradingEngine(
         settings, storage, PaperBroker(storage, settings.paper), clock=clock, prices=prices

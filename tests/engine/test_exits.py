@@ -179,6 +179,70 @@ def test_a_short_entry_has_its_exits_mirrored(book: tuple[Any, Any]) -> None:
     assert exit_orders(settings)[0][:2] == ("stop", "buy")
 
 
+def test_a_shorts_trailing_stop_follows_the_bars_low_then_fires(book: tuple[Any, Any]) -> None:
+    settings, app = book
+    send(app, action="sell", contracts=0.01, trailing_stop=300)
+    assert exits(settings)["trailing"][1] == pytest.approx(
+        30_000.0 * (1 - 5 / 10_000) + 300
+    )  # above the fill
+    bar(settings, high=30_200.0, low=29_000.0)  # high and low far apart: the low is the short's best
+    assert watch(app) == 0
+    assert exits(settings)["trailing"] == ("open", pytest.approx(29_300.0))
+    # The same bar again: its high (30 200) came before the low that moved the stop.
+    assert watch(app) == 0
+    bar(settings, high=30_250.0, low=29_000.0)  # the bar's new high: back up through it
+    assert watch(app) == 1
+    assert position(settings) == pytest.approx(0.0)
+    assert exit_orders(settings)[0][:3] == ("trailing", "buy", pytest.approx(0.01))
+    assert exit_orders(settings)[0][3] == pytest.approx(29_300.0 * (1 + 5 / 10_000))
+
+
+@pytest.mark.parametrize(
+    ("side", "exit_", "kind", "missed", "touched"),
+    [
+        ("buy", {"stop_loss": "29500"}, "stop", (30_100.0, 29_500.01), (30_100.0, 29_500.0)),
+        ("sell", {"stop_loss": "30500"}, "stop", (30_499.99, 29_900.0), (30_500.0, 29_900.0)),
+        ("buy", {"take_profit": "30500"}, "take_profit_1", (30_499.99, 29_900.0), (30_500.0, 29_900.0)),
+        ("sell", {"take_profit": "29500"}, "take_profit_1", (30_100.0, 29_500.01), (30_100.0, 29_500.0)),
+    ],
+)
+def test_an_exit_whose_trigger_the_bar_just_touches_fills_at_the_trigger(
+    book: tuple[Any, Any], side: str, exit_: dict[str, str], kind: str,
+    missed: tuple[float, float], touched: tuple[float, float],
+) -> None:  # fmt: skip
+    """A bar whose high or low equals the trigger crosses it (a cent short does not), here and
+    in the backtest's replay, which fills by the same rule (engine.exits.check_level)."""
+    settings, app = book
+    send(app, action=side, contracts=0.01, **exit_)
+    trigger = float(next(iter(exit_.values())))
+    bar(settings, high=missed[0], low=missed[1])
+    assert watch(app) == 0 and exits(settings)[kind][0] == "open"
+    bar(settings, high=touched[0], low=touched[1])
+    assert watch(app) == 1 and position(settings) == 0.0
+    slip = 5 / 10_000 if side == "sell" else -5 / 10_000  # the paper slippage, against the trader
+    assert exit_orders(settings)[0][0] == kind
+    assert exit_orders(settings)[0][3] == pytest.approx(trigger * (1 + slip))
+
+
+def test_a_shorts_first_target_moves_its_stop_down_to_break_even(tmp_path: Path) -> None:
+    settings, app = gateway(tmp_path, break_even=True)
+    send(app, action="sell", contracts=0.02, stop_loss="2%", take_profit="1%@50, 2%@50")
+    entry = db_rows(settings.database, "SELECT avg_price FROM positions")[0]["avg_price"]
+    assert exits(settings)["stop"][1] > entry
+    bar(settings, high=entry - 20, low=29_650.0)  # the first target (1% under), not the second
+    assert watch(app) == 1
+    assert position(settings) == pytest.approx(-0.01)
+    assert exit_orders(settings)[0][:3] == ("take_profit_1", "buy", pytest.approx(0.01))
+    assert exits(settings)["stop"] == ("open", pytest.approx(entry))  # down to break-even
+    bar(settings, high=entry - 10, low=29_650.0)  # grows, still under the moved stop
+    assert watch(app) == 0
+    bar(settings, high=entry + 50, low=29_650.0)  # the bar grows up through the entry
+    assert watch(app) == 1
+    assert position(settings) == pytest.approx(0.0)
+    assert [o[0] for o in exit_orders(settings)] == ["take_profit_1", "stop"]
+    assert exits(settings)["take_profit_2"][0] == "canceled"
+
+
 def test_a_gap_through_the_stop_fills_at_the_open(book: tuple[Any, Any]) -> None:
     settings, app = book
     send(app, contracts=0.01, stop_loss="29500")
@@ -376,18 +440,19 @@ def test_a_signal_that_disagrees_gives_no_exits_and_the_strategy_does(tmp_path: 
 @pytest.mark.parametrize(
     "spelling",
     [
-        {"action": "close 50%"},
-        {"action": "close_all", "contracts": "50%"},
-        {"action": "close", "close_percent": 50},
+        {"action": "close 25%"},
+        {"action": "close_all", "contracts": "25%"},
+        {"action": "close", "close_percent": 25},
     ],
 )
 def test_a_partial_close_by_percent(book: tuple[Any, Any], spelling: dict[str, Any]) -> None:
+    """25% closes a quarter and keeps three quarters (at 50% the two would agree)."""
     settings, app = book
     send(app, contracts=0.02, stop_loss="2%", order_id="1")
     body = send(app, order_id="2", **spelling)
     assert body["status"] == "executed"
-    assert body["decision"]["order"]["amount"] == pytest.approx(0.01)
-    assert position(settings) == pytest.approx(0.01)
+    assert body["decision"]["order"]["amount"] == pytest.approx(0.005)
+    assert position(settings) == pytest.approx(0.015)
     assert exits(settings)["stop"][0] == "open"  # still guarding what is left
     assert send(app, action="close 100%", order_id="3")["status"] == "executed"
     assert position(settings) == 0.0 and exits(settings)["stop"][0] == "canceled"

@@ -319,12 +319,13 @@ def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path)
 
 
-def market_app(settings: Settings, prices: Mapping[str, float] = MARKET) -> Any:
-    """The Flask app on ``settings``, its candle store seeded with ``prices`` first."""
+def market_app(settings: Settings, prices: Mapping[str, float] = MARKET, *, clock: Any = None) -> Any:
+    """The Flask app on ``settings``, its candle store seeded with ``prices`` first (the bar of
+    ``clock``'s hour when a test hands in the clock the app goes by, else the machine's)."""
     from webhook import create_app
 
-    seed_market(settings.database, prices)
-    return create_app(settings)
+    seed_market(settings.database, prices, at=None if clock is None else clock.now())
+    return create_app(settings, clock=clock)
 
 
 @pytest.fixture

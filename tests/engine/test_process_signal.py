@@ -151,3 +151,20 @@ def test_the_same_alerts_get_the_same_decisions_through_the_webhook(tmp_path: Pa
     engine_side = run_engine(tmp_path, stamped)
     webhook_side = run_webhook(tmp_path, stamped)
     assert webhook_side == engine_side
+
+
+def test_the_door_resolves_an_alerts_market_once_per_account(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ticker is resolved at the door and that market is what the account decides on: one
+    resolution per alert on a one-account book (the key, the price check and the decision share it)."""
+    calls: list[str] = []
+    resolve = PaperBroker.resolve_symbol
+
+    def counted(self: PaperBroker, ticker: str, exchange: str | None = None) -> str:
+        calls.append(ticker)
+        return resolve(self, ticker, exchange)
+
+    monkeypatch.setattr(PaperBroker, "resolve_symbol", counted)
+    run_engine(tmp_path, [{**scenario()[0], "timenow": T0}])
+    assert calls == ["BTCUSDT"]

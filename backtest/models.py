@@ -28,6 +28,7 @@ from backtest.windows import Window
 from ml_integration.baseline import BASELINE_FEATURES, BaselineModel, baseline_features
 from ml_integration.candles import COLUMNS, epoch_seconds
 from ml_integration.context import Reference
+from ml_integration.direction import one_blas_thread
 from ml_integration.feature_span import FeatureSpan
 from ml_integration.features import MODEL_FEATURES
 from ml_integration.labels import make_labels
@@ -99,7 +100,15 @@ def train_window(
     inputs: WindowInputs, window: Window, *, horizon: int, model_config: ModelConfig | None, step_s: int
 ) -> WindowModels:
     """Fit both models on the candles ``[window.data_start, window.train_end)``.
-    ``model_config`` None skips the full strategy (the baseline alone is trained)."""
+    ``model_config`` None skips the full strategy (the baseline alone is trained). BLAS on one
+    thread (``direction.one_blas_thread``), also in a ``--jobs`` worker process."""
+    with one_blas_thread():
+        return _train_window(inputs, window, horizon=horizon, model_config=model_config, step_s=step_s)
+
+
+def _train_window(
+    inputs: WindowInputs, window: Window, *, horizon: int, model_config: ModelConfig | None, step_s: int
+) -> WindowModels:
     started = time.perf_counter()
     frame = inputs.frame
     lo, hi = int(frame.index.searchsorted(window.data_start)), int(frame.index.searchsorted(window.train_end))

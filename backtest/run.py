@@ -30,6 +30,7 @@ from backtest.replay import Arm, ArmResult, run_arm
 from backtest.rules import PineInputs, PineOrder, replay_orders
 from backtest.windows import Window, plan_windows
 from ml_integration.candles import COLUMNS, timeframe_seconds
+from ml_integration.direction import one_blas_thread
 from ml_integration.evaluation import rank_auc
 from ml_integration.features import LOOKBACK
 from ml_integration.labels import make_labels
@@ -124,7 +125,15 @@ def run_backtest(
     config: BacktestConfig, settings: Settings, *, candles: pd.DataFrame | None = None
 ) -> BacktestResult:
     """Run the walk-forward. ``candles`` (a frame with the OHLCV columns and optionally extra
-    numeric feature columns for the baseline) replaces reading ``config.data_file`` / the store."""
+    numeric feature columns for the baseline) replaces reading ``config.data_file`` / the store.
+
+    BLAS runs on one thread throughout (``direction.one_blas_thread``: the same numbers, a
+    fraction of the CPU on these small matrices)."""
+    with one_blas_thread():
+        return _run_backtest(config, settings, candles)
+
+
+def _run_backtest(config: BacktestConfig, settings: Settings, candles: pd.DataFrame | None) -> BacktestResult:
     started = time.perf_counter()
     frame, extras = _candles(config, settings, candles)
     step = timeframe_seconds(config.timeframe)

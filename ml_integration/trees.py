@@ -46,15 +46,33 @@ class CompiledTrees:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """One value per row of ``x`` (shape (n, n_features))."""
+        return self.combine(self.leaf_values(x))
+
+    def leaf_values(self, x: np.ndarray, trees: np.ndarray | None = None) -> np.ndarray:
+        """Each tree's leaf value for each row of ``x``: shape (n, trees); ``trees`` (positions,
+        default every tree) walks only those. A tree's column does not depend on the others, so
+        replacing some columns by a walk of those trees alone gives the same matrix."""
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.n_features:
             raise ValueError(f"expected shape (n, {self.n_features}), got {x.shape}")
+        roots = self.roots if trees is None else self.roots[trees]
         rows = np.arange(len(x))[:, None]
-        node = np.broadcast_to(self.roots, (len(x), len(self.roots)))
+        node = np.broadcast_to(roots, (len(x), len(roots)))
         for _ in range(self.depth):
             go_left = x[rows, self.feature[node]] <= self.threshold[node]
             node = np.where(go_left, self.left[node], self.right[node])
-        leaves = self.value[node]
+        return self.value[node]
+
+    def trees_reading(self, column: int) -> np.ndarray:
+        """Positions of the trees with a split on ``column`` (the only ones whose leaf for a row
+        can change when that column alone changes)."""
+        nodes = np.arange(len(self.feature))
+        split = (self.left != nodes) & (self.feature == column)  # a leaf points to itself
+        tree_of = np.searchsorted(self.roots, nodes[split], side="right") - 1
+        return np.unique(tree_of)
+
+    def combine(self, leaves: np.ndarray) -> np.ndarray:
+        """The ensemble's value per row from :meth:`leaf_values` of every tree."""
         if self.kind == "mean":
             return leaves.mean(axis=1)
         total = self.base + leaves.sum(axis=1)

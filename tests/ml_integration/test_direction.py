@@ -16,10 +16,12 @@ from ml_integration.direction import (
     DirectionParams,
     blend_weights,
     cross_fitted_predictions,
+    make_forest,
     select_columns,
 )
 from ml_integration.evaluation import rank_auc
 from ml_integration.prediction import learned_gb_weight
+from ml_integration.trees import compile_forest_classifier
 
 _PARAMS = DirectionParams(n_estimators=40, max_depth=6, min_samples_leaf=20, boost_max_iter=40, n_jobs=1)
 
@@ -47,6 +49,31 @@ def test_selection_keeps_at_least_min_features_and_can_be_switched_off():
     assert len(columns) >= 6 and 3 in columns
     off = replace(_PARAMS, select_features=False)
     assert select_columns(x, y, gap=5, params=off) == (tuple(range(12)), {})
+
+
+def test_selection_importances_are_those_of_predicting_every_shuffled_row_with_every_tree():
+    """The selection walks only the trees that split on the shuffled column; the importances must
+    be, bit for bit, those of the plain definition (every tree predicts every shuffled row)."""
+    from ml_integration import direction
+
+    x, y = _planted(n=2000, n_cols=14)
+    params = replace(_PARAMS, n_estimators=30, max_depth=4, min_samples_leaf=40, min_features=1)
+    _, importance = select_columns(x, y, gap=5, params=params)
+    fit_end, valid_end = int(len(x) * direction._SELECTION_FIT), int(len(x) * direction._SELECTION_END)
+    forest = compile_forest_classifier(make_forest(params).fit(x[:fit_end], y[:fit_end]))
+    assert any(len(forest.trees_reading(j)) < 30 for j in range(14))  # some trees are skipped
+    xv, yv = x[fit_end + 5 : valid_end], y[fit_end + 5 : valid_end].astype(float)
+    base = float(np.mean((forest.predict(xv) - yv) ** 2))
+    rng = np.random.default_rng(params.random_state)
+    expected = {}
+    for j in range(14):
+        rises = []
+        for _ in range(direction._PERMUTATION_REPEATS):
+            shuffled = xv.copy()
+            shuffled[:, j] = rng.permutation(shuffled[:, j])
+            rises.append(float(np.mean((forest.predict(shuffled) - yv) ** 2)) - base)
+        expected[j] = float(np.mean(rises))
+    assert importance == expected
 
 
 def test_cross_fitted_predictions_never_predict_a_row_they_were_fit_on():

@@ -34,3 +34,27 @@ def test_boosting_predictions_match_sklearn():
     )
     compiled = compile_hist_gradient_boosting(model)
     np.testing.assert_allclose(compiled.predict(test), model.predict(test), atol=1e-12)
+
+
+def test_walking_some_trees_gives_their_columns_and_only_trees_reading_a_column_move_with_it():
+    """``leaf_values`` of a subset equals those trees' columns of the full walk; changing one
+    column changes no leaf of a tree outside ``trees_reading`` (what permutation importance
+    relies on to walk those trees alone)."""
+    x, y, _, test = _data(2)
+    x, test = x[:, ::-1].copy(), test[:, ::-1].copy()  # column 0 (what a leaf's entry holds) is noise
+    forest = RandomForestClassifier(n_estimators=30, max_depth=4, max_features="sqrt", random_state=0,
+                                    n_jobs=1).fit(x, y)  # fmt: skip
+    compiled = compile_forest_classifier(forest)
+    leaves = compiled.leaf_values(test)
+    assert leaves.shape == (len(test), 30)
+    np.testing.assert_array_equal(compiled.combine(leaves), compiled.predict(test))
+    some = np.array([3, 7, 11])
+    np.testing.assert_array_equal(compiled.leaf_values(test, some), leaves[:, some])
+    for column in range(test.shape[1]):
+        reading = compiled.trees_reading(column)
+        used = {i for i, tree in enumerate(forest.estimators_) if (tree.tree_.feature == column).any()}
+        assert set(reading.tolist()) == used
+        moved = test.copy()
+        moved[:, column] = np.random.default_rng(column).permutation(moved[:, column])
+        others = np.setdiff1d(np.arange(30), reading)
+        np.testing.assert_array_equal(compiled.leaf_values(moved, others), leaves[:, others])

@@ -59,7 +59,30 @@ def ours(
     timings = summary["timings_s"]
     return {"wall_s": wall, "cpu_s": cpu, "training_s": timings["training"], "replay_s": timings["replay"],
             "prediction": summary["prediction"],
-            "served": [w.get("served") for w in summary["windows"]]}  # fmt: skip
+            "served": [w.get("served") for w in summary["windows"]], "summary": summary}  # fmt: skip
+
+
+def _figures(summary: object) -> object:
+    """A run's summary without its timings: what two runs of the same computation must share."""
+    if isinstance(summary, dict):
+        return {k: _figures(v) for k, v in summary.items() if k not in ("timings_s", "train_seconds")}
+    if isinstance(summary, list):
+        return [_figures(v) for v in summary]
+    return summary
+
+
+def _differences(new: object, old: object, path: str = "") -> list[str]:
+    """Where two summaries' figures differ (at most the first few), as ``path: new != old``."""
+    if isinstance(new, dict) and isinstance(old, dict):
+        keys = sorted(set(new) | set(old))
+        return [d for k in keys for d in _differences(new.get(k), old.get(k), f"{path}.{k}")]
+    if isinstance(new, list) and isinstance(old, list) and len(new) == len(old):
+        return [
+            d
+            for i, (a, b) in enumerate(zip(new, old, strict=True))
+            for d in _differences(a, b, f"{path}[{i}]")
+        ]
+    return [] if new == old else [f"{path}: {new!r} != {old!r}"]
 
 
 def freqai(python: str, threads: int, period: tuple[str, str]) -> dict[str, object]:
@@ -137,10 +160,15 @@ def main() -> int:
             if args.before is not None:
                 old = ours(Path(tmp), args.jobs, None, period, args.before)
                 print(
-                    f"  before ({args.before}): {old['wall_s']:.1f} s (training {old['training_s']:.1f} s); "
-                    f"ours / before {float(mine['wall_s']) / float(old['wall_s']):.2f}"
-                )  # type: ignore[arg-type]
+                    f"  before ({args.before}): {old['wall_s']:.1f} s wall, {old['cpu_s']:.1f} s CPU "
+                    f"(training {old['training_s']:.1f} s); ours / before: wall "
+                    f"{float(mine['wall_s']) / float(old['wall_s']):.2f}, "  # type: ignore[arg-type]
+                    f"CPU {float(mine['cpu_s']) / float(old['cpu_s']):.2f}"  # type: ignore[arg-type]
+                )
                 _print_arms("before ", old["prediction"])
+                differ = _differences(_figures(mine["summary"]), _figures(old["summary"]))
+                verdict = "identical" if not differ else f"{len(differ)} differ: " + "; ".join(differ[:5])
+                print(f"  every figure of the summary (timings aside), ours vs before: {verdict}")
     if python is None:
         print(f"FreqAI not installed here (no freqtrade); reference: {REFERENCE}")
     return 0

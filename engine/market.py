@@ -27,7 +27,9 @@ from storage import candles as candle_store
 from storage import marks as mark_store
 from storage import orders as order_store
 
-__all__ = ["MarketLimits", "MarketPrices", "PriceSource", "ReferencePrice", "check_alert_price"]
+__all__ = [
+    "SYNTHETIC_HINT", "MarketLimits", "MarketPrices", "PriceSource", "ReferencePrice", "check_alert_price",
+]  # fmt: skip
 
 #: Timeframes looked at, after the alert's own, for a recent close (shortest first: freshest).
 _FALLBACK_TIMEFRAMES = ("1m", "5m", "15m", "1h", "4h", "1d")
@@ -39,11 +41,14 @@ class ReferencePrice:
 
     ``trusted`` is False for the last recorded mark (or the entry price) used when no current
     price is known: good enough to value an exit, never to open or add exposure.
+    ``synthetic`` is True for a price from generated candles (the offline quickstart's history):
+    every message that shows it says so.
     """
 
     price: float
     source: str
     trusted: bool = True
+    synthetic: bool = False
 
 
 class PriceSource(Protocol):
@@ -104,8 +109,27 @@ class MarketPrices:
             # Current bar (its close is the latest trade) or the one just closed; never a bar
             # from the future (a clock or data error).
             if now - 2 * step <= opened <= now + 60 and row[4] > 0:
-                return ReferencePrice(row[4], f"candle store {tf} close")
+                return _store_close(self.storage, symbol, tf, row)
         return None
+
+
+#: What a refusal adds when the price it compared with is generated, not a market's.
+SYNTHETIC_HINT = (
+    "that price is SYNTHETIC (the offline quickstart's generated history, not a market): run "
+    "`tvgw quickstart --offline --price <the price your chart shows>` to move it there, or give the "
+    "gateway real candles (`tvgw data fetch`, which replaces the synthetic ones)"
+)
+
+
+def _store_close(storage: Storage, symbol: str, timeframe: str, row: tuple[float, ...]) -> ReferencePrice:
+    """A stored candle's close as a reference price, saying when it is synthetic (the market's
+    candles are generated) or an alert's own bar (the first price a paper gateway had)."""
+    close = row[4]
+    if candle_store.is_synthetic_market(storage, symbol):
+        return ReferencePrice(close, f"candle store {timeframe} close, SYNTHETIC", synthetic=True)
+    if candle_store.candle_source(storage, symbol, timeframe, int(row[0])) == "alert":
+        return ReferencePrice(close, f"candle store {timeframe} close (an alert's bar)")
+    return ReferencePrice(close, f"candle store {timeframe} close")
 
 
 def check_alert_price(field: str, claimed: float, reference: ReferencePrice, max_deviation: float) -> None:
@@ -115,10 +139,11 @@ def check_alert_price(field: str, claimed: float, reference: ReferencePrice, max
     """
     deviation = abs(claimed - reference.price) / reference.price
     if not math.isfinite(deviation) or deviation > max_deviation:
+        hint = f"; {SYNTHETIC_HINT}" if reference.synthetic else ""
         raise PriceCheckError(
             "price_out_of_band",
             field,
             f"{field} {claimed:.10g} is {deviation:.2%} away from the market price "
             f"{reference.price:.10g} ({reference.source}); TVGW_MAX_PRICE_DEVIATION is "
-            f"{max_deviation:.2%}",
+            f"{max_deviation:.2%}{hint}",
         )

@@ -91,6 +91,13 @@ class ServingSettings(Protocol):
     def sentiment_env(self) -> dict[str, str]: ...
 
 
+#: What ``ml_analysis`` says of a market whose candles are generated.
+SYNTHETIC_MARKET_NOTE = (
+    "SYNTHETIC candles (the offline quickstart's generated history): its prices are not a market's, "
+    "and the alert's own bar was not stored"
+)
+
+
 @dataclass(frozen=True)
 class ServedSignal:
     """The ML layer's one signal for an alert's market: what the answer's ``ml_analysis``
@@ -109,6 +116,9 @@ class ServedSignal:
     bar: list[float] | None = None  # the alert's own bar [ms, o, h, l, c, v], stored with it
     latency_ms: float = 0.0
     reused: bool = False
+    #: The market's candles are generated (the offline quickstart's): the alert's bar is then
+    #: neither stored nor shown to the model, and the answer says so.
+    synthetic_market: bool = False
 
     # --- the engine's port --------------------------------------------------------------------
     @property
@@ -155,8 +165,9 @@ class ServedSignal:
     def analysis(self) -> dict[str, Any]:
         """``ml_analysis`` as the answer and the alert row show it."""
         signal = self.signal
+        market = {"market": SYNTHETIC_MARKET_NOTE} if self.synthetic_market else {}
         if signal is None:
-            return {"error": self.error or "no ML opinion"}
+            return {"error": self.error or "no ML opinion", **market}
         probability = signal.ml_probability if signal.ml_probability is not None else 0.5
         body: dict[str, Any] = {
             "direction_probability": round(probability, 4),
@@ -183,7 +194,7 @@ class ServedSignal:
         }  # fmt: skip
         if signal.synthetic:
             body["warning"] = "model trained on SYNTHETIC candles (quickstart offline): not a market view"
-        return body
+        return {**body, **market}
 
     def prediction_row(self) -> dict[str, Any] | None:
         """The ``ml_predictions`` row this signal is logged as (outcome tracking scores it)."""
@@ -294,7 +305,11 @@ class SignalService:
         """The model's call on ``symbol``/``timeframe`` now, with the alert's own ``bar`` (kept
         with the alert): an alert's signal, and the operator API's on-demand prediction (same
         model cache, candle window and time budget). Never raises for an ML failure."""
-        served = ServedSignal(symbol=symbol, timeframe=timeframe, bar=bar)
+        if candle_store.is_synthetic_market(self.storage, symbol):
+            bar = None  # never mixed into a generated history, nor shown to the model with it
+            served = ServedSignal(symbol=symbol, timeframe=timeframe, synthetic_market=True)
+        else:
+            served = ServedSignal(symbol=symbol, timeframe=timeframe, bar=bar)
         if not self.settings.ml_enabled:
             return replace(served, error="ML is disabled (TVGW_ML_ENABLED=false)")
         market = self._market(symbol, timeframe)
@@ -340,10 +355,14 @@ class SignalService:
         cached = model.sentiment.get_combined_sentiment(symbol, allow_fetch=False)
         return (cached.get("combined_sentiment"), cached.get("fetched_at"))
 
-    def store_bar(self, symbol: str, timeframe: str, bar: list[float]) -> None:
-        """Keep an alert's bar in the candle store even when the alert itself is refused for
-        want of a market price: the bars alerts carry are one way to give the gateway one."""
+    def store_bar(self, symbol: str, timeframe: str, bar: list[float]) -> bool:
+        """Keep an alert's bar in the candle store even when the alert itself was refused for
+        want of a market price: the bars alerts carry are one way to give the gateway one. Never
+        into a market whose candles are synthetic (False then)."""
+        if candle_store.is_synthetic_market(self.storage, symbol):
+            return False
         candle_store.upsert_candles(self.storage, symbol, timeframe, [bar], "alert")
+        return True
 
     # --- models --------------------------------------------------------------------------------
     def _market(self, symbol: str, timeframe: str) -> _Market:

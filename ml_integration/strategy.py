@@ -427,7 +427,13 @@ class MLTradingStrategy:
         line for a model saved without one."""
         path = folder / _VOLATILITY_FILE
         if not path.is_file():
-            log.warning("%s has no volatility forecast: stops, leverage, size from ATR(14) as before", folder)
+            trained = (self.training_report or {}).get("volatility")
+            if isinstance(trained, dict) and "skipped" in trained:
+                # Said once, when it was trained (arch missing on a serve-only install, too few
+                # rows): not again at every worker's load.
+                log.debug("%s: %s", folder, trained["skipped"])
+            else:
+                log.warning("%s has no volatility forecast: stops, leverage, size from ATR(14) as before", folder)
             return None
         part = json.loads(path.read_text())
         if self.training_report is not None:

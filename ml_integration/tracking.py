@@ -260,12 +260,15 @@ class DriftMonitor:
             return dict(self._cached[1])
 
 
-def start_outcome_resolver(storage: Storage, interval_s: float) -> threading.Thread:
-    """A daemon thread per worker that resolves due outcomes every ``interval_s`` seconds."""
+def start_outcome_resolver(
+    storage: Storage, interval_s: float, stop: threading.Event | None = None
+) -> threading.Thread:
+    """A daemon thread per worker that resolves due outcomes every ``interval_s`` seconds, until
+    ``stop`` is set (a worker's exit, a test's teardown: never after its database is gone)."""
+    stop = stop or threading.Event()
 
     def loop() -> None:
-        while True:
-            time.sleep(interval_s)
+        while not stop.wait(interval_s):
             try:
                 count = resolve_outcomes(storage)
             except Exception:

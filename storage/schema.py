@@ -257,7 +257,15 @@ ALTER TABLE exits ADD COLUMN placed_amount REAL;
 CREATE INDEX exits_on_exchange ON exits(broker, symbol) WHERE exchange_status IN ('placing', 'open')
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6_EXCHANGE_EXITS]
+#: First run (issue 19; renumber freely when merging): which markets' candles are synthetic (the
+#: offline quickstart's generated history) is asked on every alert, so that no alert's real bar
+#: is written into a synthetic market and no synthetic price is shown as a market price; this
+#: index answers it in one seek.
+_V10_FIRST_RUN = """
+CREATE INDEX candles_symbol_source ON candles(symbol, source)
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6_EXCHANGE_EXITS, _V10_FIRST_RUN]
 
 #: Every table the current schema has (``/healthz`` checks the file against it).
 TABLES = (

@@ -11,6 +11,7 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -247,6 +248,16 @@ def start_gateway(
         time.sleep(0.1)
     gateway.stop()
     raise RuntimeError(f"gunicorn did not become healthy in 120 s:\n{gateway.log()}")
+
+
+@pytest.fixture(autouse=True)
+def _stop_background_loops() -> Iterator[None]:
+    """After each test, the background loops of every app it built (exit watcher, outcome
+    resolver) stop: none outlives its test's database."""
+    yield
+    webhook = sys.modules.get("webhook")
+    if webhook is not None:
+        webhook.stop_background()
 
 
 @pytest.fixture

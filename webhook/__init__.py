@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import threading
-import time
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,7 +23,10 @@ from tvgw.config import Settings, account_credentials, exchange_credentials, loa
 from webhook.errors import register_error_handlers
 from webhook.gateway import Gateway
 
-__all__ = ["create_app", "current_gateway", "get_gateway"]
+__all__ = ["create_app", "current_gateway", "get_gateway", "stop_background"]
+
+#: The stop signal of every app's background loops in this process (see :func:`stop_background`).
+_BACKGROUND: weakref.WeakSet[threading.Event] = weakref.WeakSet()
 
 
 def create_app(settings: Settings | None = None, test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -51,10 +54,12 @@ def create_app(settings: Settings | None = None, test_config: Mapping[str, Any] 
         # heartbeat; an alert that arrives first simply waits for its market's model.
         threading.Thread(target=_preload, args=(signals,), name="tvgw-preload", daemon=True).start()
     gateway = app.extensions["tvgw"] = Gateway(settings, storage, broker, signals, accounts=accounts)
+    stop = app.extensions["tvgw_stop"] = threading.Event()
+    _BACKGROUND.add(stop)
     if settings.resolve_interval_s > 0:
-        start_outcome_resolver(storage, settings.resolve_interval_s)
+        start_outcome_resolver(storage, settings.resolve_interval_s, stop)
     if settings.exit_watch_interval_s > 0:
-        start_exit_watcher(gateway.engine, settings.exit_watch_interval_s)
+        start_exit_watcher(gateway.engine, settings.exit_watch_interval_s, stop)
 
     from webhook import api, dashboard, metrics, ml_api, notify, openapi, routes
     from webhook.events import watch_webhook
@@ -94,16 +99,19 @@ class FastJSONProvider(DefaultJSONProvider):
         return orjson.loads(s)
 
 
-def start_exit_watcher(engine: TradingEngine, interval_s: float) -> threading.Thread:
+def start_exit_watcher(
+    engine: TradingEngine, interval_s: float, stop: threading.Event | None = None
+) -> threading.Thread:
     """A daemon thread per worker that acts on exits every ``interval_s`` seconds, for markets
     that get no alerts: it fills the paper book's crossed exits; on an exchange it records the
     fills of the exits resting there, moves trailing stops, and fires the exits the exchange
-    cannot hold. Every worker runs one; claims in the write transaction make each act once."""
+    cannot hold. Every worker runs one; claims in the write transaction make each act once.
+    It ends when ``stop`` is set."""
     log = logging.getLogger("tvgw.exits")
+    stop = stop or threading.Event()
 
     def loop() -> None:
-        while True:
-            time.sleep(interval_s)
+        while not stop.wait(interval_s):
             try:
                 engine.watch_exits()
             except Exception:
@@ -112,6 +120,15 @@ def start_exit_watcher(engine: TradingEngine, interval_s: float) -> threading.Th
     thread = threading.Thread(target=loop, name="tvgw-exits", daemon=True)
     thread.start()
     return thread
+
+
+def stop_background(app: Flask | None = None) -> None:
+    """Stop the background loops (exit watcher, outcome resolver) of ``app``, or of every app
+    this process built: gunicorn's ``worker_exit`` calls it, and the tests' teardown, so that no
+    loop outlives its database (it would log "unable to open database file" every interval)."""
+    events = [app.extensions["tvgw_stop"]] if app is not None else list(_BACKGROUND)
+    for event in events:
+        event.set()
 
 
 def _preload(signals: SignalService) -> None:

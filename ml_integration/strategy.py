@@ -433,7 +433,9 @@ class MLTradingStrategy:
                 # rows): not again at every worker's load.
                 log.debug("%s: %s", folder, trained["skipped"])
             else:
-                log.warning("%s has no volatility forecast: stops, leverage, size from ATR(14) as before", folder)
+                log.warning(
+                    "%s has no volatility forecast: stops, leverage, size from ATR(14) as before", folder
+                )
             return None
         part = json.loads(path.read_text())
         if self.training_report is not None:

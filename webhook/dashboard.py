@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -33,8 +34,8 @@ from storage import analytics
 from storage import orders as order_store
 from storage import predictions as prediction_store
 from webhook import current_gateway
-from webhook.api import MAX_ROW_ID
-from webhook.api_json import api_response, query_int
+from webhook.api import MAX_ROW_ID, account_book, synthetic_markets
+from webhook.api_json import api_response, query_int, with_synthetic
 from webhook.errors import ApiError
 from webhook.events import drift_now
 from webhook.ml_api import model_views
@@ -137,19 +138,25 @@ def data() -> Any:
     _session_required()
     gateway = current_gateway()
     drift = drift_now(gateway.storage, gateway.settings)
+    book = account_book(gateway.broker)
     equity = analytics.equity_curve(gateway.storage, gateway.broker.name)
+    if book["equity"] is not None:
+        # The curve ends now, at the equity /api/positions shows (the one valuation: cash plus
+        # positions at the shared marks), not at the last trade's snapshot.
+        equity.append({"at": time.time(), "equity": book["equity"]})
+    storage = gateway.storage
     positions = [
-        {"account": desk.broker.name, **p.__dict__}
+        {"account": desk.broker.name, **p}
         for desk in gateway.engine.desks()
-        for p in order_store.list_positions(gateway.storage, desk.broker.name)
+        for p in with_synthetic(storage, order_store.list_positions(storage, desk.broker.name))
     ]
     return api_response({
         "alerts": [_alert_view(a) for a in alert_store.list_alerts(gateway.storage, limit=50)],
         "models": model_views(limit=50), "model_health": gateway.signals.status(), "drift": drift,
         "calibration": analytics.calibration_bins(gateway.storage),
         "accuracy": analytics.accuracy_by_day(gateway.storage, days=30),
-        "equity": equity, "broker": gateway.broker.name,
-        "positions": positions,
+        "equity": equity, "broker": gateway.broker.name, "equity_error": book.get("equity_error"),
+        "positions": positions, "synthetic_markets": synthetic_markets(gateway.storage, gateway.settings),
     })  # fmt: skip
 
 

@@ -240,9 +240,9 @@ class Gateway:
 
 #: Added to an engine refusal for a market whose candles are generated.
 SYNTHETIC_REFUSAL = (
-    "this market's candles are SYNTHETIC (the offline quickstart's generated history; the alert's real bar is "
-    "never mixed into it): run `tvgw quickstart --offline --price <the price your chart shows>` again to bring "
-    "it up to now at your chart's price, or give the gateway real candles (`tvgw data fetch`)"
+    "this market's candles are SYNTHETIC (the offline quickstart's generated history; the alert's real "
+    "bar is never mixed into it): run `tvgw quickstart --offline --price <the price your chart shows>` "
+    "again to bring it up to now at your chart's price, or give the gateway real candles (`tvgw data fetch`)"
 )
 
 

@@ -74,8 +74,9 @@ def run(args: argparse.Namespace) -> int:
     storage = open_storage(settings)
     if latest_version(settings.model_dir, SYMBOL, TIMEFRAME) is None:
         real = (not args.offline) and _train_small_on_real_data(settings, storage)
-        price = None if real else (args.price or _stored_level(storage) or SYNTHETIC_PRICE)
+        price: float | None = None
         if not real:
+            price = float(args.price or _stored_level(storage) or SYNTHETIC_PRICE)
             _train_small_on_synthetic_data(settings, storage, price)
         if not args.quick:
             _start_full_training(settings, synthetic=not real, price=price)
@@ -202,9 +203,8 @@ def _start_full_training(settings: Settings, *, synthetic: bool, price: float | 
         "TVGW_MODEL_DIR": str(Path(settings.model_dir).resolve()),
     }
     with open(log_path, "ab") as log:
-        child = subprocess.Popen(
-            full_training_argv(synthetic=synthetic, lstm=lstm, price=price), stdout=log, stderr=subprocess.STDOUT, env=env
-        )
+        argv = full_training_argv(synthetic=synthetic, lstm=lstm, price=price)
+        child = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
     what = "forest + boosting + LSTM" if lstm else "forest + boosting; no LSTM, TensorFlow is not installed"
     print(
         f"quickstart: the full model ({what}) is training in the background (pid {child.pid}, "

@@ -27,9 +27,7 @@ from storage import candles as candle_store
 from storage import marks as mark_store
 from storage import orders as order_store
 
-__all__ = [
-    "SYNTHETIC_HINT", "MarketLimits", "MarketPrices", "PriceSource", "ReferencePrice", "check_alert_price",
-]  # fmt: skip
+__all__ = ["MarketLimits", "MarketPrices", "PriceSource", "ReferencePrice", "check_alert_price"]
 
 #: Timeframes looked at, after the alert's own, for a recent close (shortest first: freshest).
 _FALLBACK_TIMEFRAMES = ("1m", "5m", "15m", "1h", "4h", "1d")
@@ -41,14 +39,11 @@ class ReferencePrice:
 
     ``trusted`` is False for the last recorded mark (or the entry price) used when no current
     price is known: good enough to value an exit, never to open or add exposure.
-    ``synthetic`` is True for a price from generated candles (the offline quickstart's history):
-    every message that shows it says so.
     """
 
     price: float
     source: str
     trusted: bool = True
-    synthetic: bool = False
 
 
 class PriceSource(Protocol):
@@ -113,20 +108,13 @@ class MarketPrices:
         return None
 
 
-#: What a refusal adds when the price it compared with is generated, not a market's.
-SYNTHETIC_HINT = (
-    "that price is SYNTHETIC (the offline quickstart's generated history, not a market): run "
-    "`tvgw quickstart --offline --price <the price your chart shows>` to move it there, or give the "
-    "gateway real candles (`tvgw data fetch`, which replaces the synthetic ones)"
-)
-
-
 def _store_close(storage: Storage, symbol: str, timeframe: str, row: tuple[float, ...]) -> ReferencePrice:
-    """A stored candle's close as a reference price, saying when it is synthetic (the market's
-    candles are generated) or an alert's own bar (the first price a paper gateway had)."""
+    """A stored candle's close as a reference price, its source saying when it is synthetic (the
+    market's candles are generated: every answer and refusal that shows the price says so) or an
+    alert's own bar (the first price a paper gateway had)."""
     close = row[4]
     if candle_store.is_synthetic_market(storage, symbol):
-        return ReferencePrice(close, f"candle store {timeframe} close, SYNTHETIC", synthetic=True)
+        return ReferencePrice(close, f"candle store {timeframe} close, SYNTHETIC")
     if candle_store.candle_source(storage, symbol, timeframe, int(row[0])) == "alert":
         return ReferencePrice(close, f"candle store {timeframe} close (an alert's bar)")
     return ReferencePrice(close, f"candle store {timeframe} close")
@@ -139,11 +127,10 @@ def check_alert_price(field: str, claimed: float, reference: ReferencePrice, max
     """
     deviation = abs(claimed - reference.price) / reference.price
     if not math.isfinite(deviation) or deviation > max_deviation:
-        hint = f"; {SYNTHETIC_HINT}" if reference.synthetic else ""
         raise PriceCheckError(
             "price_out_of_band",
             field,
             f"{field} {claimed:.10g} is {deviation:.2%} away from the market price "
             f"{reference.price:.10g} ({reference.source}); TVGW_MAX_PRICE_DEVIATION is "
-            f"{max_deviation:.2%}{hint}",
+            f"{max_deviation:.2%}",
         )

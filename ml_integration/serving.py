@@ -355,14 +355,11 @@ class SignalService:
         cached = model.sentiment.get_combined_sentiment(symbol, allow_fetch=False)
         return (cached.get("combined_sentiment"), cached.get("fetched_at"))
 
-    def store_bar(self, symbol: str, timeframe: str, bar: list[float]) -> bool:
-        """Keep an alert's bar in the candle store even when the alert itself was refused for
-        want of a market price: the bars alerts carry are one way to give the gateway one. Never
-        into a market whose candles are synthetic (False then)."""
-        if candle_store.is_synthetic_market(self.storage, symbol):
-            return False
+    def store_bar(self, symbol: str, timeframe: str, bar: list[float]) -> None:
+        """Keep an alert's bar in the candle store when the gateway knew no price for its market:
+        the bars alerts carry are one way to give it one (never called for a synthetic market:
+        :meth:`serve` drops the bar there)."""
         candle_store.upsert_candles(self.storage, symbol, timeframe, [bar], "alert")
-        return True
 
     # --- models --------------------------------------------------------------------------------
     def _market(self, symbol: str, timeframe: str) -> _Market:

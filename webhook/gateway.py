@@ -185,8 +185,9 @@ class Gateway:
             if exc.code != "no_market_price" or self.settings.broker != "paper":
                 raise
             bar = first_price_bar(served)
-            if bar is None or not self.signals.store_bar(served.symbol or "", served.timeframe or "", bar):
+            if bar is None or served.symbol is None or served.timeframe is None:
                 raise
+            self.signals.store_bar(served.symbol, served.timeframe, bar)
         return self.engine.process_signal(alert, served, receipt=receipt)
 
     def _serve(self, alert: Alert, strategy: StrategySettings) -> ServedSignal:
@@ -257,7 +258,7 @@ def first_price_bar(served: ServedSignal) -> list[float] | None:
     book (an exchange's own ticker is the price there), and never in a synthetic market (its
     bar is not even served then)."""
     bar = served.bar
-    if bar is None or served.symbol is None or served.timeframe is None:
+    if bar is None:
         return None
     _, open_, high, low, close, _ = bar
     if not (0 < low <= min(open_, close) and max(open_, close) <= high):

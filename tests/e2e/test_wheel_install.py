@@ -59,8 +59,8 @@ def _build_wheel(workdir: Path) -> Path:
             shutil.copy2(source, src / name)
     dist = workdir / "dist"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(dist),
-         str(src)],
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+         "-w", str(dist), str(src)],
         check=True, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     (wheel,) = dist.glob("tvgw-*.whl")

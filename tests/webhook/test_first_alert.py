@@ -138,7 +138,9 @@ def test_the_first_alert_with_its_bar_is_decided_on_that_bar(tmp_path: Path) -> 
         ({"high": ANCHOR * 0.99}, "a high below the close is no bar"),
     ],
 )
-def test_a_stale_or_incoherent_bar_is_no_first_price(tmp_path: Path, change: dict[str, Any], why: str) -> None:
+def test_a_stale_or_incoherent_bar_is_no_first_price(
+    tmp_path: Path, change: dict[str, Any], why: str
+) -> None:
     settings = make_settings(tmp_path)
     client = market_app(settings, prices={}).test_client()
     fields = bar(ANCHOR, hours_ago=change.pop("hours_ago", 0.0))
@@ -165,8 +167,9 @@ def test_an_exchange_gateway_never_takes_an_alerts_bar_as_its_price(
     monkeypatch.setenv("TVGW_BINANCE_API_KEY", DEFAULT_API_KEY)
     monkeypatch.setenv("TVGW_BINANCE_SECRET", DEFAULT_SECRET)
     settings = make_settings(
-        tmp_path, TVGW_BROKER="binance", TVGW_EXCHANGE_API_URL=fake_exchange.url, TVGW_EXCHANGE_TIMEOUT_MS="600"
-    )
+        tmp_path, TVGW_BROKER="binance", TVGW_EXCHANGE_API_URL=fake_exchange.url,
+        TVGW_EXCHANGE_TIMEOUT_MS="600",
+    )  # fmt: skip
     client = market_app(settings, prices={}).test_client()
     for endpoint in ("GET /api/v3/ticker/price", "GET /api/v3/ticker/24hr", "GET /api/v3/klines"):
         fake_exchange.fail_next(endpoint, "500", times=100)

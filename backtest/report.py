@@ -18,7 +18,7 @@ import numpy as np
 
 from backtest.run import BacktestResult
 
-__all__ = ["clean_json", "json_path", "write_report"]
+__all__ = ["NOT_APPLICABLE", "clean_json", "json_path", "page_header", "write_report"]
 
 #: A figure that does not apply (a win rate without a closed trade): a dash, never a 0.
 NOT_APPLICABLE = "—"
@@ -87,16 +87,21 @@ def _html(result: BacktestResult) -> str:
         _section("Monte Carlo over the trades", _figure(_monte_carlo_figure(s)) + _monte_carlo_table(s)),
         _section("Run", _run_table(s)),
     ]
-    synthetic = bool(s.get("candles", {}).get("synthetic"))
-    title = f"tvgw backtest: {s['symbol']} {s['timeframe']}, {s['period'][0][:10]} .. {s['period'][1][:10]}"
-    title += " (SYNTHETIC candles)" if synthetic else ""
-    banner = f"<p class='synthetic' id='synthetic'>{SYNTHETIC_BANNER}</p>" if synthetic else ""
+    title, banner = page_header(s)
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title><style>{_CSS}</style>"
         f"<script type='text/javascript'>{plotly.offline.get_plotlyjs()}</script></head><body>"
         f"<h1>{html.escape(title)}</h1>{banner}{''.join(sections)}</body></html>"
     )
+
+
+def page_header(s: dict[str, Any]) -> tuple[str, str]:
+    """The report's title, and the banner that opens it when its candles are synthetic."""
+    title = f"tvgw backtest: {s['symbol']} {s['timeframe']}, {s['period'][0][:10]} .. {s['period'][1][:10]}"
+    if not s.get("candles", {}).get("synthetic"):
+        return title, ""
+    return f"{title} (SYNTHETIC candles)", f"<p class='synthetic' id='synthetic'>{SYNTHETIC_BANNER}</p>"
 
 
 #: The report's first words when its candles are generated.

@@ -13,12 +13,9 @@ from flask import Blueprint, request
 
 from engine.brokers.base import Broker
 from engine.exceptions import BrokerError
-from storage import Storage
 from storage import alerts as alert_store
-from storage import candles as candle_store
-from storage import models as model_store
 from storage import orders as order_store
-from tvgw.config import B64TOKEN, Settings
+from tvgw.config import B64TOKEN
 from webhook import current_gateway
 from webhook.api_json import api_response, query_int, with_synthetic
 from webhook.errors import ApiError
@@ -139,13 +136,6 @@ def account_book(broker: Broker) -> dict[str, Any]:
     except BrokerError as exc:
         book["equity"], book["equity_error"] = None, str(exc)
     return book
-
-
-def synthetic_markets(storage: Storage, settings: Settings) -> list[str]:
-    """The markets the gateway trades or serves whose candles are synthetic (one seek each)."""
-    symbols = {p.symbol for p in order_store.list_positions(storage, settings.broker)}
-    symbols |= {row["symbol"] for row in model_store.list_models(storage, limit=100)}
-    return sorted(s for s in symbols if candle_store.is_synthetic_market(storage, s))
 
 
 @bp.get("/accuracy")

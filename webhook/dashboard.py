@@ -31,10 +31,11 @@ from flask import (
 
 from storage import alerts as alert_store
 from storage import analytics
+from storage import candles as candle_store
 from storage import orders as order_store
 from storage import predictions as prediction_store
 from webhook import current_gateway
-from webhook.api import MAX_ROW_ID, account_book, synthetic_markets
+from webhook.api import MAX_ROW_ID, account_book
 from webhook.api_json import api_response, query_int, with_synthetic
 from webhook.errors import ApiError
 from webhook.events import drift_now
@@ -150,13 +151,18 @@ def data() -> Any:
         for desk in gateway.engine.desks()
         for p in with_synthetic(storage, order_store.list_positions(storage, desk.broker.name))
     ]
+    models, health = model_views(limit=50), gateway.signals.status()
+    markets = {p["symbol"] for p in positions} | {m["symbol"] for m in models}
+    markets |= {m.symbol for m in health.store}
     return api_response({
         "alerts": [_alert_view(a) for a in alert_store.list_alerts(gateway.storage, limit=50)],
-        "models": model_views(limit=50), "model_health": gateway.signals.status(), "drift": drift,
+        "models": models, "model_health": health, "drift": drift,
         "calibration": analytics.calibration_bins(gateway.storage),
         "accuracy": analytics.accuracy_by_day(gateway.storage, days=30),
         "equity": equity, "broker": gateway.broker.name, "equity_error": book.get("equity_error"),
-        "positions": positions, "synthetic_markets": synthetic_markets(gateway.storage, gateway.settings),
+        "positions": positions,
+        # The markets shown whose prices are generated (one index seek each): the page says so.
+        "synthetic_markets": sorted(m for m in markets if candle_store.is_synthetic_market(storage, m)),
     })  # fmt: skip
 
 

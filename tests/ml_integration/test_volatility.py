@@ -242,3 +242,19 @@ def test_arch_missing_trains_with_one_line_and_serves_as_before(candles, monkeyp
         got = without.generate_signal(window, "BTC/USDT", now=now).to_dict()
         assert got == as_before.generate_signal(window, "BTC/USDT", now=now).to_dict()
         assert got["volatility_forecast"] is None
+
+
+def test_a_model_trained_without_arch_loads_quietly(edge_strategy, tmp_path, caplog):
+    """A serve-only install trains without ``arch``: training says once why it skipped the
+    forecast; every worker's load of that model stays quiet (it is not an old artifact)."""
+    strategy = _twin(edge_strategy, None)
+    strategy.training_report = {
+        **(strategy.training_report or {}),
+        "volatility": {"skipped": "volatility forecast skipped: arch is not installed"},
+    }
+    folder = strategy.save_strategy(tmp_path / "serve-only", version="serve-only")
+    assert not (folder / "volatility.json").exists()
+    with caplog.at_level(logging.WARNING):
+        loaded = MLTradingStrategy().load_strategy(folder)
+    assert loaded.volatility is None
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

@@ -33,6 +33,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from ml_integration.store import latest_version
 from tests.conftest import ROOT, free_port, wait_until
 
 pytestmark = pytest.mark.slow
@@ -144,7 +145,9 @@ def test_the_wheel_serves_from_an_empty_directory_and_writes_nothing_outside_it(
         assert "SYNTHETIC" in text and "100,000" in text  # the offline history says what it is
         curl = next(line.strip() for line in text.splitlines() if line.strip().startswith("curl -s http"))
         args = shlex.split(curl)
-        first = requests.post(url + "/webhook", data=args[args.index("-d") + 1], timeout=30)
+        body = json.loads(args[args.index("-d") + 1])
+        assert body["passphrase"] == PASSPHRASE
+        first = requests.post(url + "/webhook", data=json.dumps(body), timeout=30)
         assert first.status_code == 200 and first.json()["status"] == "executed", first.text
         assert first.json()["ml_analysis"]["model_version"] == small
         readme = subprocess.run(
@@ -157,10 +160,20 @@ def test_the_wheel_serves_from_an_empty_directory_and_writes_nothing_outside_it(
         assert "SYNTHETIC" in pine["decision"]["details"]["price"]["source"]
         assert "SYNTHETIC" in pine["ml_analysis"]["market"]
 
+        models = work / "models"
         full = wait_until(
-            lambda: (v := _served_model(url)) != small and v, 900, "the full model was not swapped in", tail
+            lambda: (v := latest_version(models, "BTC/USDT", "1h")) != small and v, 900, "no full model", tail
         )
-        assert full > small and process.poll() is None  # the same gateway, never restarted
+
+        def swapped() -> bool:
+            # A worker looks for a newer version when an alert for the market arrives (its
+            # decision may be a risk refusal by then: the model it consulted is what counts).
+            again = {**body, "order_id": f"swap-{time.time_ns()}"}
+            answer = requests.post(url + "/webhook", data=json.dumps(again), timeout=30).json()
+            return bool(answer["ml_analysis"].get("model_version") == full)
+
+        wait_until(swapped, 120, "the full model was not swapped in", tail)
+        assert process.poll() is None  # the same gateway, never restarted
     finally:
         os.killpg(process.pid, signal.SIGTERM)  # the gateway and the background training
         process.wait(timeout=60)

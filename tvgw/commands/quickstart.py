@@ -242,7 +242,7 @@ def next_steps(bind: str, passphrase: str, settings: Settings) -> str:
             f"  API ({url}/api/alerts, /api/orders, /api/positions, /api/accuracy): {api}",
             f"  {dashboard_hint(settings, bind)}",
             "  stop: Ctrl-C here (stops the gateway and any background training)",
-            "  production: HTTPS on 443 behind deploy/nginx/tvgw.conf (README 'HTTPS on port 443')",
+            "  production: HTTPS on 443 behind deploy/nginx/tvgw.conf (docs/deployment.md)",
             "",
         ]
     )

@@ -1,4 +1,4 @@
-"""`tvgw schema`: print the alert schema (the README's table is made from this)."""
+"""`tvgw schema`: print the alert schema (the manual's table in docs/alerts.md is made from this)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from tvgw.commands import add_command
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = add_command(sub, "schema")
-    parser.add_argument("--markdown", action="store_true", help="a Markdown table for the README")
+    parser.add_argument("--markdown", action="store_true", help="a Markdown table (the one in docs/alerts.md)")
     parser.set_defaults(func=run)
 
 

@@ -29,13 +29,14 @@ COPY requirements/serve.txt ./requirements/serve.txt
 RUN pip install -r requirements/serve.txt
 COPY pyproject.toml README.md ./
 COPY tvgw ./tvgw
+COPY settings ./settings
+COPY common ./common
+COPY backtest ./backtest
 COPY webhook ./webhook
 COPY engine ./engine
 COPY ml_integration ./ml_integration
 COPY storage ./storage
 COPY pine ./pine
-COPY common ./common
-COPY backtest ./backtest
 RUN pip install --no-deps . && rm -rf /app
 
 # The state directory: relative paths (var/, models/) would resolve here; TVGW_DATABASE and

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from tvgw.commands import add_command
 
 if TYPE_CHECKING:
-    from tvgw.config import Settings
+    from settings import Settings
 
 #: gunicorn's settings module inside the package (the checkout's gunicorn.conf.py imports it).
 GUNICORN_CONFIG = "python:tvgw.gunicorn_conf"
@@ -65,7 +65,7 @@ def dashboard_hint(settings: Settings, bind: str | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tvgw.config import load_settings
+    from settings import load_settings
 
     settings = load_settings()  # fail here, with the variable named, rather than in every worker
     print(dashboard_hint(settings, args.bind), flush=True)

@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -38,9 +39,9 @@ from tests.conftest import ROOT, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 
-#: What the wheel is built from: the package metadata and the packages it lists.
-SOURCES = ("pyproject.toml", "README.md", "tvgw", "webhook", "engine", "ml_integration", "storage",
-           "pine", "common", "backtest")  # fmt: skip
+#: What the wheel is built from: the package metadata and the packages pyproject.toml lists.
+_FIND = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+SOURCES = ("pyproject.toml", "README.md", *(pattern.rstrip("*") for pattern in _FIND["include"]))
 #: The README's passphrase (its first alert is run exactly as written, only the port changed).
 PASSPHRASE = "change-me"
 #: The comment that marks the README's first-alert block.

@@ -258,3 +258,16 @@ def test_a_model_trained_without_arch_loads_quietly(edge_strategy, tmp_path, cap
         loaded = MLTradingStrategy().load_strategy(folder)
     assert loaded.volatility is None
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_a_skipped_forecast_is_said_once_per_process(caplog):
+    """A backtest trains one model per window: the reason to skip is logged once, not per window."""
+    from ml_integration.synthetic import synthetic_candles
+    from ml_integration.volatility import train_or_skip
+
+    short = synthetic_candles(43, seed=5, n_gaps=0)  # too few rows, a length no other test uses
+    with caplog.at_level(logging.WARNING):
+        first, why = train_or_skip(short, horizon=5, timeframe_sec=3600)
+        second, again = train_or_skip(short, horizon=5, timeframe_sec=3600)
+    assert first is None and second is None and why == again and "skipped" in why["skipped"]
+    assert [r.getMessage() for r in caplog.records].count(why["skipped"]) == 1

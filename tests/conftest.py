@@ -252,8 +252,20 @@ def start_gateway(
 
 @pytest.fixture(autouse=True)
 def _stop_background_loops() -> Iterator[None]:
-    """After each test, the background loops of every app it built (exit watcher, outcome
-    resolver) stop: none outlives its test's database."""
+    """After each test, the background loops (exit watcher, outcome resolver) of every app the
+    test built stop: none outlives its test's database. Apps of wider-scoped fixtures keep theirs
+    until the session ends (see :func:`_stop_every_background_loop`)."""
+    webhook = sys.modules.get("webhook")
+    before = set(webhook.background_loops()) if webhook is not None else set()
+    yield
+    webhook = sys.modules.get("webhook")
+    if webhook is not None:
+        for stop in set(webhook.background_loops()) - before:
+            stop.set()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _stop_every_background_loop() -> Iterator[None]:
     yield
     webhook = sys.modules.get("webhook")
     if webhook is not None:

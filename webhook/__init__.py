@@ -23,7 +23,7 @@ from storage import Storage
 from webhook.errors import register_error_handlers
 from webhook.gateway import Gateway
 
-__all__ = ["create_app", "current_gateway", "get_gateway", "stop_background"]
+__all__ = ["background_loops", "create_app", "current_gateway", "get_gateway", "stop_background"]
 
 #: The stop signal of every app's background loops in this process (see :func:`stop_background`).
 _BACKGROUND: weakref.WeakSet[threading.Event] = weakref.WeakSet()
@@ -120,6 +120,11 @@ def start_exit_watcher(
     thread = threading.Thread(target=loop, name="tvgw-exits", daemon=True)
     thread.start()
     return thread
+
+
+def background_loops() -> list[threading.Event]:
+    """The stop signals of the background loops of every app this process built and not stopped."""
+    return [event for event in _BACKGROUND if not event.is_set()]
 
 
 def stop_background(app: Flask | None = None) -> None:

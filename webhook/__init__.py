@@ -6,14 +6,16 @@ import json
 import logging
 import os
 import threading
+import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
 from flask import Flask, current_app
 from flask.json.provider import DefaultJSONProvider
 
+from engine.brokers.base import Broker
 from engine.brokers.factory import create_account_brokers, create_broker
 from engine.engine import TradingEngine
 from ml_integration.serving import SignalService
@@ -28,6 +30,11 @@ __all__ = ["background_loops", "create_app", "current_gateway", "get_gateway", "
 #: The stop signal of every app's background loops in this process (see :func:`stop_background`).
 _BACKGROUND: weakref.WeakSet[threading.Event] = weakref.WeakSet()
 
+#: How long a starting worker waits for its exchanges' market tables before it serves anyway
+#: (what needs a table not loaded yet then fails at once, saying so, while the load goes on in
+#: the background): well inside gunicorn's 10 s worker timeout, which a longer wait would trip.
+MARKETS_START_WAIT_S = 5.0
+
 
 def create_app(settings: Settings | None = None, test_config: Mapping[str, Any] | None = None) -> Flask:
     """Application factory: settings (defaults → ``TVGW_*`` → ``test_config``), storage
@@ -41,6 +48,7 @@ def create_app(settings: Settings | None = None, test_config: Mapping[str, Any] 
     storage.migrate()
     broker = create_broker(settings, storage, exchange_credentials(settings.broker))
     accounts = create_account_brokers(settings, storage, account_credentials)
+    start_brokers([broker, *accounts.values()], settings.markets_refresh_s)
     market_data = None
     if settings.market_data:
         from ml_integration.market_data import create_exchange
@@ -134,6 +142,22 @@ def stop_background(app: Flask | None = None) -> None:
     events = [app.extensions["tvgw_stop"]] if app is not None else list(_BACKGROUND)
     for event in events:
         event.set()
+
+
+def start_brokers(brokers: Iterable[Broker], refresh_s: float) -> None:
+    """As the worker starts, not inside a request: each broker loads what it keeps up in the
+    background (an exchange's market table, refreshed every ``refresh_s``), all at once, and the
+    worker waits up to MARKETS_START_WAIT_S for them together."""
+    brokers = list(brokers)
+    for broker in brokers:
+        broker.start(refresh_s=refresh_s)
+    deadline = time.monotonic() + MARKETS_START_WAIT_S
+    for broker in brokers:
+        if not broker.ready(max(0.0, deadline - time.monotonic())):
+            logging.getLogger("tvgw").warning(
+                "%s: markets not loaded within %.0f s of start-up; serving anyway (alerts for it fail, "
+                "saying so, until the background load succeeds)", broker.name, MARKETS_START_WAIT_S,
+            )  # fmt: skip
 
 
 def _preload(signals: SignalService) -> None:

@@ -122,9 +122,10 @@ def test_the_first_alert_with_its_bar_is_decided_on_that_bar(tmp_path: Path) -> 
     client = market_app(settings, prices={}).test_client()
     answer = post(client, price=ANCHOR, contracts=0.001, **bar(ANCHOR)).json
     assert answer["status"] == "executed", answer
-    assert answer["decision"]["details"]["price"] == {
-        "reference": ANCHOR, "source": "candle store 1h close (an alert's bar)", "alert": ANCHOR,
-    }  # fmt: skip
+    price = answer["decision"]["details"]["price"]
+    assert (price["reference"], price["source"], price["alert"]) == (
+        ANCHOR, "candle store 1h close (an alert's bar)", ANCHOR,
+    )  # fmt: skip
     assert len(alert_bars(settings)) == 1
     assert len(db_rows(settings.database, "SELECT * FROM alerts")) == 1  # decided once, recorded once
     assert len(db_rows(settings.database, "SELECT * FROM orders")) == 1

@@ -257,6 +257,30 @@ ALTER TABLE exits ADD COLUMN placed_amount REAL;
 CREATE INDEX exits_on_exchange ON exits(broker, symbol) WHERE exchange_status IN ('placing', 'open')
 """
 
+#: Data lifecycle and shared stores (issue 23; renumber freely when merging). ``leases`` holds
+#: the single owner of a background job across every worker and host: a row per job name, taken
+#: when free or expired (the store's own clock decides), so a SIGKILLed owner's job passes to
+#: another after ``expires_at``. The indexes let retention find what it prunes without a scan:
+#: alerts that still hold their raw body, by arrival (partial: a pruned body leaves the index),
+#: and notifications by when they were sent (resolved predictions have theirs since version 3).
+#: ``shared_reports`` holds a computed report every worker and host serves alike (the drift
+#: report of /healthz), with the time it was computed, instead of one copy per worker.
+_V11_RETENTION = """
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    acquired_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX alerts_with_body ON alerts(received_at) WHERE payload IS NOT NULL;
+CREATE INDEX notifications_sent_at ON notifications_sent(sent_at);
+CREATE TABLE shared_reports (
+    name TEXT PRIMARY KEY,
+    computed_at REAL NOT NULL,
+    payload TEXT NOT NULL
+)
+"""
+
 #: First run (issue 19; renumber freely when merging): which markets' candles are synthetic (the
 #: offline quickstart's generated history) is asked on every alert, so that no alert's real bar
 #: is written into a synthetic market and no synthetic price is shown as a market price; this
@@ -265,11 +289,11 @@ _V10_FIRST_RUN = """
 CREATE INDEX candles_symbol_source ON candles(symbol, source)
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6_EXCHANGE_EXITS, _V10_FIRST_RUN]
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6_EXCHANGE_EXITS, _V11_RETENTION, _V10_FIRST_RUN]
 
 #: Every table the current schema has (``/healthz`` checks the file against it).
 TABLES = (
     "alerts", "orders", "positions", "balances", "equity_snapshots", "candles", "ml_models",
     "ml_training_jobs", "ml_predictions", "sentiment_cache", "strategy_state", "notifications_sent",
-    "marks", "exits",
+    "marks", "exits", "leases", "shared_reports",
 )  # fmt: skip

@@ -22,6 +22,8 @@ from ml_integration.serving import SignalService
 from ml_integration.tracking import start_outcome_resolver
 from settings import Settings, account_credentials, exchange_credentials, load_settings
 from storage import Storage
+from storage.leases import start_owned_job
+from storage.retention import RetentionPolicy, prune
 from webhook.errors import register_error_handlers
 from webhook.gateway import Gateway
 
@@ -68,6 +70,8 @@ def create_app(settings: Settings | None = None, test_config: Mapping[str, Any] 
         start_outcome_resolver(storage, settings.resolve_interval_s, stop)
     if settings.exit_watch_interval_s > 0:
         start_exit_watcher(gateway.engine, settings.exit_watch_interval_s, stop)
+    if settings.retention.prune_interval_s > 0:
+        start_pruner(storage, settings.retention.policy(), settings.retention.prune_interval_s, stop)
 
     from webhook import api, dashboard, metrics, ml_api, notify, openapi, routes
     from webhook.events import watch_webhook
@@ -84,7 +88,7 @@ def create_app(settings: Settings | None = None, test_config: Mapping[str, Any] 
     watch_webhook(app, metrics.observe_alert, notifier.alert)
     register_error_handlers(app)
     logging.getLogger("tvgw").info(
-        "gateway ready (pid %d): broker %s, database %s, ML %s", os.getpid(), broker.name, settings.database,
+        "gateway ready (pid %d): broker %s, database %s, ML %s", os.getpid(), broker.name, storage.describe(),
         "on" if settings.ml_enabled else "off",
     )  # fmt: skip
     return app
@@ -130,15 +134,32 @@ def start_exit_watcher(
     return thread
 
 
+def start_pruner(
+    storage: Storage, policy: RetentionPolicy, interval_s: float, stop: threading.Event | None = None
+) -> threading.Thread:
+    """Apply the retention periods every ``interval_s`` seconds, in one worker of one host (the
+    ``retention`` lease holder): two pruners would only fight over the same rows. ``stop`` ends
+    the loop (see :func:`stop_background`)."""
+    log = logging.getLogger("tvgw.retention")
+
+    def run() -> None:
+        done = prune(storage, policy)
+        if done.total():
+            log.info("retention pruned %s", done)
+
+    return start_owned_job(storage, "retention", interval_s, run, stop=stop)
+
+
 def background_loops() -> list[threading.Event]:
     """The stop signals of the background loops of every app this process built and not stopped."""
     return [event for event in _BACKGROUND if not event.is_set()]
 
 
 def stop_background(app: Flask | None = None) -> None:
-    """Stop the background loops (exit watcher, outcome resolver) of ``app``, or of every app
-    this process built: gunicorn's ``worker_exit`` calls it, and the tests' teardown, so that no
-    loop outlives its database (it would log "unable to open database file" every interval)."""
+    """Stop the background loops (exit watcher, outcome resolver, retention pruner) of ``app``, or
+    of every app this process built: gunicorn's ``worker_exit`` calls it, and the tests' teardown,
+    so that no loop outlives its database (it would log "unable to open database file" every
+    interval)."""
     events = [app.extensions["tvgw_stop"]] if app is not None else list(_BACKGROUND)
     for event in events:
         event.set()

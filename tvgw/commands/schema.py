@@ -13,7 +13,9 @@ from tvgw.commands import add_command
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = add_command(sub, "schema")
-    parser.add_argument("--markdown", action="store_true", help="the fields as a Markdown table (docs/alerts.md)")
+    parser.add_argument(
+        "--markdown", action="store_true", help="the fields as a Markdown table (docs/alerts.md)"
+    )
     parser.set_defaults(func=run)
 
 

@@ -26,7 +26,7 @@ from tvgw.cli import main
 from tvgw.commands.quickstart import next_steps
 from webhook import create_app
 
-HEAVY = ("pandas", "numpy", "pydantic", "ccxt", "sqlite_utils", "sklearn", "tensorflow")
+HEAVY = ("pandas", "numpy", "pydantic", "ccxt", "psycopg", "sklearn", "tensorflow")
 
 #: Run the ``tvgw`` command in a child where importing TensorFlow fails, as in a serve-only install.
 WITHOUT_TF = textwrap.dedent(

@@ -10,7 +10,6 @@ from pathlib import Path
 from tests.conftest import make_settings, market_app, wait_until
 from webhook import stop_background
 
-
 LOOPS = {"tvgw-exits", "tvgw-outcome-resolver", "tvgw-retention"}
 
 
@@ -20,9 +19,8 @@ def _loops() -> list[threading.Thread]:
 
 def test_stop_background_ends_the_loops_of_an_app(tmp_path: Path) -> None:
     before = set(_loops())
-    settings = make_settings(
-        tmp_path, TVGW_EXIT_WATCH_INTERVAL_S="0.05", TVGW_RESOLVE_INTERVAL_S="0.05", TVGW_PRUNE_INTERVAL_S="0.05"
-    )
+    every = ("TVGW_EXIT_WATCH_INTERVAL_S", "TVGW_RESOLVE_INTERVAL_S", "TVGW_PRUNE_INTERVAL_S")
+    settings = make_settings(tmp_path, **dict.fromkeys(every, "0.05"))
     app = market_app(settings)
     mine = [t for t in _loops() if t not in before]
     assert {t.name for t in mine} == LOOPS

@@ -445,6 +445,7 @@ class _Progress:
         "lstm",
         "evaluation",
         "final fit",
+        "tournament",
         "volatility",
         "save",
         "done",

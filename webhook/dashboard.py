@@ -29,11 +29,14 @@ from flask import (
     url_for,
 )
 
+from ml_integration.champions import ChampionRules, market_report
 from storage import alerts as alert_store
 from storage import analytics
 from storage import candles as candle_store
 from storage import orders as order_store
 from storage import predictions as prediction_store
+from storage.champions import list_roles
+from storage.reconciliation import book_checks
 from webhook import current_gateway
 from webhook.api import MAX_ROW_ID, account_book
 from webhook.api_json import api_response, query_int, with_synthetic
@@ -135,7 +138,8 @@ def _session_required() -> None:
 
 @bp.get("/dashboard/data")
 def data() -> Any:
-    """Everything the page shows, in one read: alerts, models, accuracy, equity, positions."""
+    """Everything the page shows, in one read: alerts, models and their roles (why the champion
+    is champion, the challenger's paired test), accuracy, equity, positions."""
     _session_required()
     gateway = current_gateway()
     drift = drift_now(gateway.storage, gateway.settings)
@@ -154,16 +158,27 @@ def data() -> Any:
     models, health = model_views(limit=50), gateway.signals.status()
     markets = {p["symbol"] for p in positions} | {m["symbol"] for m in models}
     markets |= {m.symbol for m in health.store}
+    rules = ChampionRules.from_settings(gateway.settings)
     return api_response({
         "alerts": [_alert_view(a) for a in alert_store.list_alerts(gateway.storage, limit=50)],
-        "models": models, "model_health": health, "drift": drift,
+        "models": models, "model_health": health.to_dict(), "drift": drift,
+        "champions": [market_report(gateway.storage, r, rules) for r in list_roles(gateway.storage)],
         "calibration": analytics.calibration_bins(gateway.storage),
         "accuracy": analytics.accuracy_by_day(gateway.storage, days=30),
         "equity": equity, "broker": gateway.broker.name, "equity_error": book.get("equity_error"),
-        "positions": positions,
+        "positions": positions, "books": books_view(gateway.storage),
         # The markets shown whose prices are generated (one index seek each): the page says so.
         "synthetic_markets": sorted(m for m in markets if candle_store.is_synthetic_market(storage, m)),
     })  # fmt: skip
+
+
+def books_view(storage: Any) -> dict[str, Any]:
+    """The reconciler's verdict for the page and ``/healthz``: how many markets it compared,
+    and those whose books disagree with the exchange (confirmed on two passes)."""
+    checks = book_checks(storage)
+    off = [{"account": c.broker, "symbol": c.symbol, "difference": c.difference, "detail": c.detail,
+            "since": c.off_since} for c in checks if c.status == "off"]  # fmt: skip
+    return {"checked": len(checks), "off": off}
 
 
 def _alert_view(row: dict[str, Any]) -> dict[str, Any]:

@@ -92,9 +92,7 @@ def _files(folder: Path) -> set[str]:
     """Every file under ``folder`` but Python's byte-code caches (which Python itself writes
     beside the modules it imports, in any install)."""
     return {
-        str(p.relative_to(folder))
-        for p in folder.rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts
+        str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts
     }
 
 

@@ -81,7 +81,8 @@ def test_a_backtest_on_synthetic_candles_says_so_first() -> None:
     title, banner = page_header({**summary, "candles": {"synthetic": True}})
     assert "SYNTHETIC" in title and "SYNTHETIC" in banner
     assert page_header({**summary, "candles": {"synthetic": False}}) == (
-        "tvgw backtest: BTC/USDT 1h, 2025-01-01 .. 2025-02-01", ""
+        "tvgw backtest: BTC/USDT 1h, 2025-01-01 .. 2025-02-01",
+        "",
     )
 
 

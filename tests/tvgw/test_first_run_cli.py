@@ -171,37 +171,3 @@ def test_quickstart_next_steps_hold_a_curl_that_works(tmp_path: Path) -> None:
     reply: Any = market_app(settings).test_client().post("/webhook", data=json.dumps(body))
     assert reply.json["status"] == "executed", reply.json
     assert "TVGW_API_TOKEN" in text and "Ctrl-C" in text and "/healthz" in text
-
-
-def test_quickstart_trains_its_small_model_on_one_native_thread(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The first model is the wait between install and a served model: its OpenMP and BLAS pools
-    run one thread each (threads that meet at every split cost twice as much on a busy machine),
-    and the process's pools are as they were afterwards (the gateway is exec'd from it)."""
-    from threadpoolctl import threadpool_info, threadpool_limits
-
-    import ml_integration.training
-    from tvgw.commands import quickstart
-
-    def pools() -> dict[str, set[int]]:
-        found: dict[str, set[int]] = {}
-        for pool in threadpool_info():
-            found.setdefault(pool["user_api"], set()).add(pool["num_threads"])
-        return found
-
-    seen: list[dict[str, set[int]]] = []
-
-    class Pipeline:
-        def run(self, config: Any) -> Any:
-            seen.append(pools())
-            return type("Result", (), {"version": "v1", "wall_time_s": 0.0})()
-
-    monkeypatch.setattr(ml_integration.training, "create_ml_training_pipeline", lambda **_: Pipeline())
-    settings = make_settings(tmp_path)
-    with threadpool_limits(limits=2):  # two threads unless quickstart says otherwise (even on 1 core)
-        before = pools()
-        quickstart._train_small_on_synthetic_data(settings, Storage(settings.database), 100_000.0)
-        after = pools()
-    assert seen == [{"openmp": {1}, "blas": {1}}]
-    assert before == after == {"openmp": {2}, "blas": {2}}

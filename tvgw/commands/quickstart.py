@@ -1,9 +1,9 @@
 """`tvgw quickstart`: from a fresh clone to a gateway that enriches alerts, in one command.
 
 1. Make sure a model exists for the default market (BTC/USDT 1h) in TVGW_MODEL_DIR. If none,
-   train a *small* one first (forest and boosting at reduced size, no LSTM, native thread pools
-   at one thread: seconds), so the gateway serves within a minute of the install: on a year of
-   candles fetched through ccxt,
+   train a *small* one first (forest and boosting at reduced size, the boosting on one OpenMP
+   thread as every fit is, no LSTM: seconds), so the gateway serves within a minute of the
+   install: on a year of candles fetched through ccxt,
    or, when the network is not there, on the seeded synthetic generator (the candle store gets
    a synthetic history up to now, its last close at ``--price``, so that an alert carrying the
    price of the user's chart passes the price check; every ``ml_analysis``, every refusal and
@@ -23,8 +23,6 @@ import math
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -119,21 +117,6 @@ def _small_config(**extra: object) -> TrainingConfig:
     return create_training_config(SYMBOL, {"timeframe": TIMEFRAME, "days": DAYS, "model": model, **extra})
 
 
-@contextmanager
-def _one_native_thread() -> Iterator[None]:
-    """The small model's native thread pools (the boosting's OpenMP, BLAS) at one thread each.
-    Their threads meet at every split; on a machine whose cores are busy with other work each
-    meeting waits for a thread that is not running, and two threads cost twice the CPU and more
-    than twice the time of one (``python -m bench.bench_first_model --omp-threads 1``). On an
-    idle machine one thread costs the small model a few seconds. The forest keeps its two
-    joblib threads (no meetings)."""
-    import sklearn.ensemble  # noqa: F401 - loads the OpenMP and BLAS libraries the limit applies to
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1):
-        yield
-
-
 def _train_small_on_real_data(settings: Settings, storage: Storage) -> bool:
     from ml_integration.exceptions import MLError
     from ml_integration.market_data import create_exchange
@@ -145,8 +128,7 @@ def _train_small_on_real_data(settings: Settings, storage: Storage) -> bool:
         exchange_factory=lambda ex: create_exchange(ex, timeout_ms=5000), progress=True,
     )  # fmt: skip
     try:
-        with _one_native_thread():
-            result = pipeline.run(_small_config())
+        result = pipeline.run(_small_config())
     except (MLError, ValueError, OSError) as exc:
         print(f"quickstart: real candles unavailable: {exc}")
         return False
@@ -163,8 +145,7 @@ def _train_small_on_synthetic_data(settings: Settings, storage: Storage, price: 
     )
     print(_synthetic_notice(price))
     pipeline = create_ml_training_pipeline(storage=storage, model_dir=settings.model_dir, progress=True)
-    with _one_native_thread():
-        result = pipeline.run(_small_config(synthetic=True, seed=SEED, synthetic_price=price))
+    result = pipeline.run(_small_config(synthetic=True, seed=SEED, synthetic_price=price))
     print(f"quickstart: small model {result.version} (synthetic) trained in {result.wall_time_s:.0f} s")
 
 
@@ -204,6 +185,9 @@ def full_training_argv(*, synthetic: bool, lstm: bool, price: float | None = Non
         argv += ["--synthetic-price", repr(price)] if price is not None else []
     else:
         argv += ["--offline"]
+    # The small model was a stand-in for the minutes this one trains: it takes over at once
+    # rather than shadowing the stand-in until it wins on live alerts.
+    argv += ["--promote", "quickstart: the full model replaces the small stand-in trained before it"]
     return argv if lstm else [*argv, "--no-lstm"]
 
 

@@ -108,12 +108,20 @@ def _latest_is_synthetic(settings: Settings) -> bool:
     return bool(json.loads((folder / "strategy.json").read_text()).get("synthetic", True))
 
 
+#: The small model's tournament: the default blend against no opinion at all, so the stand-in
+#: still serves no call when it finds no edge; the context families and the baseline forest
+#: (three more cross-fitted candidates, two thirds of ``--quick``'s tournament time) are left to
+#: the full model, which runs the whole tournament minutes later and replaces it.
+SMALL_TOURNAMENT = ("no_model", "default_blend")
+
+
 def _small_config(**extra: object) -> TrainingConfig:
-    """The first model: reduced forest and boosting, no LSTM (seconds, and no TensorFlow)."""
+    """The first model: reduced forest and boosting, a two-candidate tournament, no LSTM
+    (seconds, and no TensorFlow)."""
     from ml_integration.training import create_training_config
     from tvgw.commands.train import model_options
 
-    model = model_options(quick=True, lstm=False)
+    model = {**model_options(quick=True, lstm=False), "tournament": SMALL_TOURNAMENT}
     return create_training_config(SYMBOL, {"timeframe": TIMEFRAME, "days": DAYS, "model": model, **extra})
 
 

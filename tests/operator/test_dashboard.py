@@ -19,7 +19,7 @@ from storage import Storage
 from storage import champions as role_store
 from storage.predictions import insert_prediction, set_outcome
 from tests.conftest import CSRF_FIELD, LiveGateway, dashboard_login, sample_alert, start_gateway
-from tests.operator.browser import Browser, find_chromium
+from tests.operator.browser import Browser
 from tests.operator.conftest import TOKEN
 
 
@@ -108,16 +108,6 @@ def test_plotly_is_served_from_the_installed_package(api: Any) -> None:
     response = api.get("/dashboard/plotly.min.js")
     assert response.status_code == 200 and response.mimetype == "text/javascript"
     assert b"plotly.js" in response.data[:2000]
-
-
-@pytest.fixture
-def chromium() -> Iterator[Browser]:
-    executable = find_chromium()
-    if executable is None:
-        pytest.skip("no Chromium installed (apt-get install chromium; .ci/run installs it)")
-    browser = Browser(executable)
-    yield browser
-    browser.close()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from backtest.report import NOT_APPLICABLE, _fmt, page_header
 from ml_integration.training import store_synthetic_history
 from storage import Storage
 from tests.conftest import LiveGateway, dashboard_login, make_settings, market_app, sample_alert, seed_market
-from tests.operator.browser import Browser, find_chromium
+from tests.operator.browser import Browser
 from tests.operator.conftest import AUTH, TOKEN
 
 
@@ -90,16 +90,6 @@ def test_a_backtest_on_synthetic_candles_says_so_first() -> None:
 
 
 @pytest.fixture
-def chromium() -> Iterator[Browser]:
-    executable = find_chromium()
-    if executable is None:
-        pytest.skip("no Chromium installed (apt-get install chromium; .ci/run installs it)")
-    browser = Browser(executable)
-    yield browser
-    browser.close()
-
-
-@pytest.fixture
 def synthetic_gateway(tmp_path: Path) -> Iterator[LiveGateway]:
     from tests.conftest import start_gateway
 
@@ -126,6 +116,8 @@ def test_the_page_says_what_is_empty_and_what_is_synthetic(
     )
     chromium.wait_for("document.querySelector('#alerts td.empty') !== null", what="the empty alerts table")
     assert "No alerts yet" in chromium.evaluate("document.querySelector('#alerts').innerText")
+    champions = chromium.evaluate("document.querySelector('#champions tbody').innerText")
+    assert "No champion yet: the first model trained for a market" in champions
     for chart in ("accuracy-chart", "calibration-chart"):
         note = chromium.evaluate(f"document.getElementById('{chart}-empty').innerText")
         assert "No resolved predictions yet" in note

@@ -127,6 +127,10 @@ function pairedTest(test) {
 }
 
 function renderChampions(markets) {
+  if (!markets.length) {
+    emptyRow("champions", "No champion yet: the first model trained for a market (tvgw train, tvgw quickstart) becomes its champion.");
+    return;
+  }
   fill("champions", markets, (tr, m) => {
     const why = m.champion.why;
     const challenger = m.challenger;

@@ -12,7 +12,9 @@ instance ``git worktree add --detach /tmp/ref 0989746``), run with this interpre
 virtualenv's libraries, so only the code differs; ``--extra-path`` adds a folder of packages the
 reference still needs (an older dependency). ``--omp-threads N`` adds this checkout once more
 per round with ``OMP_NUM_THREADS=N`` (the boosting's OpenMP threads: on a crowded machine,
-threads that wait for each other cost wall time). Prints each run and the ratios of the medians.
+threads that wait for each other cost wall time; since main fits every boosting model inside a
+one-thread OpenMP limit, ``direction.one_openmp_thread``, the variable changes little on current
+code). Prints each run and the ratios of the medians.
 """
 
 from __future__ import annotations

@@ -191,3 +191,16 @@ def test_the_market_is_not_synthetic_once_real_candles_replaced_it(tmp_path: Pat
     upsert_candles(storage, "BTC/USDT", "4h", [[0, 1.0, 1.0, 1.0, 1.0, 1.0]], "ccxt:binance")
     assert not store_synthetic_history(storage, "BTC/USDT", "1h", bars=50, seed=7)
     assert not is_synthetic_market(storage, "BTC/USDT")
+
+
+def test_the_model_never_sees_a_real_bar_in_a_synthetic_market(tmp_path: Path) -> None:
+    """The alert's bar is kept out of the model's candle window too, not only out of the store:
+    a real close in a generated window would be the same mix at the model's input."""
+    _, client = synthetic_app(tmp_path, TVGW_ML_ENABLED="true")
+    signals = client.application.extensions["tvgw"].signals
+    opened = int(time.time() // 3600 * 3600 * 1000)  # the synthetic history's current hour
+    served = signals.serve("BTC/USDT", "1h", [opened, 49_950.0, 50_100.0, 49_900.0, 50_000.0, 3.0])
+    assert served.synthetic_market and served.bar is None
+    assert served.candles is not None and len(served.candles) > 0
+    assert 50_000.0 not in served.candles["close"].to_list()
+    assert "SYNTHETIC" in served.analysis()["market"]

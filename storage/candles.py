@@ -10,6 +10,7 @@ from storage.database import Db, query, query_one, writing
 
 __all__ = [
     "SYNTHETIC",
+    "bars_since",
     "candle_source",
     "candle_sources",
     "close_at",
@@ -20,6 +21,7 @@ __all__ = [
     "load_candles",
     "newest_candle",
     "newest_synthetic_close",
+    "recent_bars",
     "upsert_candles",
 ]
 
@@ -168,3 +170,29 @@ def candle_source(db: Db, symbol: str, timeframe: str, opened_ms: int) -> str | 
         (symbol, timeframe, opened_ms),
     )
     return None if row is None else str(row[0])
+
+
+def recent_bars(db: Db, symbol: str, timeframe: str, limit: int) -> list[tuple[float, ...]]:
+    """The newest ``limit`` stored bars ``(ms, open, high, low, close)``, ascending (for an ATR)."""
+    rows = query(
+        db,
+        "SELECT ts_ms, open, high, low, close FROM candles WHERE symbol = ? AND timeframe = ?"
+        " ORDER BY ts_ms DESC LIMIT ?",
+        (symbol, timeframe, limit),
+    )
+    return [tuple(float(r[k]) for k in ("ts_ms", "open", "high", "low", "close")) for r in reversed(rows)]
+
+
+def bars_since(
+    db: Db, symbol: str, timeframe: str, since_ms: int, *, after_ms: int
+) -> list[tuple[int, float, float, float]]:
+    """Stored bars ``(ms, open, high, low)`` opening at or after ``since_ms`` (the last checked
+    bar is read again: it may have grown) and strictly after ``after_ms`` (an entry's bar: the
+    exits armed in it watch only the bars after it)."""
+    rows = query(
+        db,
+        "SELECT ts_ms, open, high, low FROM candles WHERE symbol = ? AND timeframe = ?"
+        " AND ts_ms >= ? AND ts_ms > ? ORDER BY ts_ms",
+        (symbol, timeframe, since_ms, after_ms),
+    )
+    return [(int(r["ts_ms"]), float(r["open"]), float(r["high"]), float(r["low"])) for r in rows]

@@ -20,6 +20,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -30,7 +31,7 @@ from ml_integration.tracking import evaluate_recent_performance
 from webhook import current_gateway
 from webhook.events import AlertEvent, drift_now
 
-__all__ = ["ALERTS", "NOTIFICATIONS", "bp", "observe_alert"]
+__all__ = ["ALERTS", "EXIT_WATCHER_PASSES", "NOTIFICATIONS", "bp", "observe_alert"]
 
 bp = Blueprint("metrics", __name__)
 
@@ -46,6 +47,12 @@ ENRICHMENT_SECONDS = Histogram(
 ORDERS = Counter("tvgw_orders", "Orders sent, by outcome (the fill status, or failed)", ["outcome"])
 EXCHANGE_ERRORS = Counter("tvgw_exchange_errors", "Alerts whose order the exchange failed")
 NOTIFICATIONS = Counter("tvgw_notifications", "Notifications, by channel and outcome", ["channel", "outcome"])
+#: Per worker (a ``pid`` label under gunicorn, live workers only): a watcher whose count stops
+#: growing has stopped acting on exits.
+EXIT_WATCHER_PASSES = Gauge(
+    "tvgw_exit_watcher_passes", "Passes of this worker's exit watcher since it started, by outcome",
+    ["outcome"], multiprocess_mode="liveall",
+)  # fmt: skip
 
 
 def observe_alert(event: AlertEvent) -> None:
@@ -106,6 +113,7 @@ def _registry() -> CollectorRegistry:
             ORDERS,
             EXCHANGE_ERRORS,
             NOTIFICATIONS,
+            EXIT_WATCHER_PASSES,
         ):
             registry.register(collector)
     registry.register(ModelQuality())

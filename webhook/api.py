@@ -17,7 +17,7 @@ from settings import B64TOKEN
 from storage import alerts as alert_store
 from storage import orders as order_store
 from webhook import current_gateway
-from webhook.api_json import api_response, query_limit
+from webhook.api_json import api_response, query_limit, with_synthetic
 from webhook.errors import ApiError
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -127,7 +127,7 @@ def account_book(broker: Broker) -> dict[str, Any]:
     storage = current_gateway().storage
     book: dict[str, Any] = {
         "account": broker.name,
-        "positions": [p.__dict__ for p in order_store.list_positions(storage, broker.name)],
+        "positions": with_synthetic(storage, order_store.list_positions(storage, broker.name)),
     }
     try:
         book["equity"] = broker.equity()

@@ -170,8 +170,10 @@ def test_without_candles_the_exchange_ticker_is_the_reference(
     tmp_path: Path, fake_exchange: FakeBinance, exchange_env: None
 ) -> None:
     settings = binance_settings(tmp_path, fake_exchange)
-    client = market_app(settings, prices={}).test_client()
+    # The price is set before the app starts: a ticker reading taken while it starts (of the
+    # fake's default price) would still be fresh for the alerts below, which then saw 50000.
     fake_exchange.set_price("BTCUSDT", 40000)
+    client = market_app(settings, prices={}).test_client()
     far = post(client, contracts=0.01, price=30000.0)
     assert far.status_code == 422 and far.json["error"]["code"] == "price_out_of_band"
     assert "40000" in far.json["error"]["message"] and "ticker" in far.json["error"]["message"]

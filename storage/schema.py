@@ -323,6 +323,14 @@ CREATE TABLE shared_reports (
 )
 """
 
+#: First run (issue 19; renumber freely when merging): which markets' candles are synthetic (the
+#: offline quickstart's generated history) is asked on every alert, so that no alert's real bar
+#: is written into a synthetic market and no synthetic price is shown as a market price; this
+#: index answers it in one seek.
+_V10_FIRST_RUN = """
+CREATE INDEX candles_symbol_source ON candles(symbol, source)
+"""
+
 #: The order lifecycle and the reconciler (issue 18; renumber freely when merging).
 #:
 #: ``orders``: every order is followed until the exchange says it is done. ``booked`` is the
@@ -397,6 +405,7 @@ CREATE TABLE book_checks (
 
 MIGRATIONS: list[str] = [
     _V1, _V2, _V3, _V4, _V5, _V6_EXCHANGE_EXITS, _V11_RETENTION, _V7_ORDER_LIFECYCLE, _V9_CHAMPION,
+    _V10_FIRST_RUN,
 ]  # fmt: skip
 
 #: Every table the current schema has (``/healthz`` checks the file against it).

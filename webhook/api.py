@@ -17,7 +17,7 @@ from settings import B64TOKEN
 from storage import alerts as alert_store
 from storage import orders as order_store
 from webhook import current_gateway
-from webhook.api_json import api_response, query_int
+from webhook.api_json import api_response, query_limit, with_synthetic
 from webhook.errors import ApiError
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -70,10 +70,6 @@ def check_bearer(header: str | None, token: str) -> None:
 MAX_ROW_ID = 2**63 - 1
 
 
-def _limit() -> int:
-    return query_int("limit", 50, low=1, high=1000) or 50
-
-
 def _days() -> float:
     raw = request.args.get("days", "30")
     try:
@@ -91,7 +87,9 @@ def _days() -> float:
 @token_required
 def alerts() -> Any:
     return api_response(
-        alert_store.list_alerts(current_gateway().storage, limit=_limit(), status=request.args.get("status"))
+        alert_store.list_alerts(
+            current_gateway().storage, limit=query_limit(), status=request.args.get("status")
+        )
     )
 
 
@@ -108,7 +106,7 @@ def alert(alert_id: int) -> Any:
 @bp.get("/orders")
 @token_required
 def orders() -> Any:
-    return api_response(order_store.list_orders(current_gateway().storage, limit=_limit()))
+    return api_response(order_store.list_orders(current_gateway().storage, limit=query_limit()))
 
 
 @bp.get("/positions")
@@ -129,7 +127,7 @@ def account_book(broker: Broker) -> dict[str, Any]:
     storage = current_gateway().storage
     book: dict[str, Any] = {
         "account": broker.name,
-        "positions": [p.__dict__ for p in order_store.list_positions(storage, broker.name)],
+        "positions": with_synthetic(storage, order_store.list_positions(storage, broker.name)),
     }
     try:
         book["equity"] = broker.equity()

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import Response, jsonify, request
 
+from storage import Storage
+from storage.candles import is_synthetic_market
 from webhook.errors import ApiError
 
 __all__ = [
@@ -22,8 +24,10 @@ __all__ = [
     "query_choice",
     "query_float",
     "query_int",
+    "query_limit",
     "query_text",
     "to_api",
+    "with_synthetic",
 ]
 
 #: Columns that hold UTC epoch seconds in SQLite (storage/schema.py); the API shows them as ISO.
@@ -86,6 +90,11 @@ def query_int(name: str, default: int | None, *, low: int, high: int) -> int | N
             where=name,
         )  # fmt: skip
     return int(raw)
+
+
+def query_limit(default: int = 50) -> int:
+    """A listing's ``?limit=``: how many rows, 1 to 1000 (``default`` when absent), or a 400."""
+    return query_int("limit", default, low=1, high=1000) or default
 
 
 def query_float(name: str, default: float | None, *, low: float, high: float) -> float | None:
@@ -152,3 +161,10 @@ def json_body() -> dict[str, Any]:
             400, "invalid_body", "send a JSON object (Content-Type: application/json) as the request body"
         )
     return data
+
+
+def with_synthetic(storage: Storage, positions: Sequence[Any]) -> list[dict[str, Any]]:
+    """Position rows as the API, the dashboard and ``tvgw positions`` show them, each saying
+    whether its market's prices are synthetic (the offline quickstart's generated candles): its
+    mark, and so the equity it adds, is then no market's price."""
+    return [{**p.__dict__, "synthetic": is_synthetic_market(storage, p.symbol)} for p in positions]

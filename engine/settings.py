@@ -77,6 +77,9 @@ class StrategySettings(FrozenSettings):
     #: each with its own sizing, risk limits and position. None: the gateway's default account,
     #: named after TVGW_BROKER (``paper`` or the exchange id), as before accounts existed.
     accounts: tuple[str, ...] | None = Field(default=None, min_length=1)
+    #: Seconds after a heartbeat's bar closed before it counts as missed, for this strategy's
+    #: charts (None: the gateway's TVGW_HEARTBEAT_GRACE_S; see engine.continuity).
+    heartbeat_grace_s: float | None = Field(default=None, gt=0, le=86_400)
 
     @field_validator("accounts")
     @classmethod

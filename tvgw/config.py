@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 
 from common.errors import ConfigError
+from engine.continuity import ContinuitySettings
 from engine.settings import (
     ACCOUNT_NAME,
     AccountSettings,
@@ -145,6 +146,8 @@ class Settings(FrozenSettings):
     #: Send the dashboard's session cookie over HTTPS only: set it when a TLS proxy is in front.
     dashboard_secure_cookie: bool = False
     notify: NotifySettings = NotifySettings()
+    #: Heartbeats and sequence numbers: the grace, the overdue check's rhythm, the /healthz window.
+    continuity: ContinuitySettings = ContinuitySettings()
 
     @field_validator("allowed_ips", "trusted_proxies")
     @classmethod
@@ -221,6 +224,9 @@ _ENV: dict[str, tuple[tuple[str, ...], str]] = {
     "TVGW_NOTIFY_WEBHOOK_URL": (("notify", "webhook_url"), "str"),
     "TVGW_NOTIFY_TIMEOUT_S": (("notify", "timeout_s"), "str"),
     "TVGW_NOTIFY_QUEUE_SIZE": (("notify", "queue_size"), "str"),
+    "TVGW_HEARTBEAT_GRACE_S": (("continuity", "grace_s"), "str"),
+    "TVGW_CONTINUITY_CHECK_S": (("continuity", "check_interval_s"), "str"),
+    "TVGW_GAP_PROBLEM_S": (("continuity", "problem_window_s"), "str"),
 }
 
 

@@ -511,7 +511,8 @@ def _heartbeat_lines(kind: str, identity: list[str]) -> list[str]:
     """The heartbeat: its bar spacing, its message (after ``identity``, the Pine parts naming the
     strategy and passphrase) and the ``alert()`` that sends it, at bar close, only when on."""
     parts = list(identity)
-    for name, expression in heartbeat_fields(kind).items():
+    for name, value in heartbeat_fields(kind).items():
+        expression = f"({value})" if " " in value else value  # a ternary binds looser than +
         if not _is_numeric(name) and name not in _WHOLE:
             parts.append(_pine_string(f'"{name}": "') + f" + {expression} + " + "'\"'")
         elif name in _WHOLE and not _is_numeric(name):  # a time, as quoted epoch milliseconds

@@ -96,7 +96,8 @@ def bar_seconds(interval: str | None, default_timeframe: str) -> tuple[str, int]
 
 def cadence(heartbeats: Iterable[FeedMark]) -> int:
     """Bars between heartbeats: what the newest says (``heartbeat_bars``), else the smallest
-    spacing of their sequence numbers, else 1."""
+    spacing of their sequence numbers, else 1. Learn it from heartbeats already on file, never
+    from one that just arrived: its jump may be the very gap to find."""
     marks = sorted((m for m in heartbeats if m.sequence is not None), key=lambda m: m.id, reverse=True)
     if marks and marks[0].heartbeat_bars:
         return int(marks[0].heartbeat_bars)
@@ -374,7 +375,7 @@ class Continuity:
         if mark is None:
             return HeartbeatOutcome(feed, None, (), None)
         heartbeats = [m for m in marks if m.kind == "heartbeat"]
-        step = cadence([mark, *heartbeats])
+        step = int(mark.heartbeat_bars) if mark.heartbeat_bars else cadence(heartbeats)
         findings = []
         gap = sequence_gap(last, mark, step, feed.bar_seconds)
         if gap is not None:

@@ -9,6 +9,7 @@ one due a few seconds from now, and only waits, on a condition, for the gateway 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -173,3 +174,53 @@ def test_the_timeline_of_an_alert_lists_every_step_with_times(
         requests.get(f"{gateway.url}/api/alerts/999999/timeline", headers=AUTH, timeout=10).status_code == 404
     )
     assert TOKEN not in out
+
+
+@pytest.fixture
+def chromium() -> Iterator[Any]:
+    from tests.operator.browser import Browser, find_chromium
+
+    executable = find_chromium()
+    if executable is None:
+        pytest.skip("no Chromium installed (apt-get install chromium; .ci/run installs it)")
+    browser = Browser(executable)
+    yield browser
+    browser.close()
+
+
+def test_the_dashboard_flags_the_missing_alerts_and_shows_a_timeline(
+    gateway: LiveGateway, chromium: Any
+) -> None:
+    """In a real Chromium: the feeds table flags the feed whose heartbeat went missing (named with
+    its missed bar), and clicking an alert shows its timeline, step by step."""
+    bar_open = time.time() - 2 * BAR_S - 10  # its successor is overdue at once
+    gateway.post(heartbeat("ADAUSDT", 7, bar_open))
+    missed_bar = iso(bar_open + BAR_S)
+    wait_until(
+        lambda: db_rows(gateway.database, "SELECT * FROM feed_gaps WHERE sequence_from = 8"), 60,
+        "the overdue check recorded the missing heartbeat", gateway.log,
+    )  # fmt: skip
+    alert_id = gateway.post(sample_alert(ticker="ETHUSDT", price=1800.0, order_id="eth-timeline")).json()[
+        "alert_id"
+    ]
+    chromium.navigate(gateway.url + "/")
+    chromium.wait_for("document.querySelector('#token') !== null", what="the login form")
+    chromium.evaluate(
+        f"document.querySelector('#token').value = {json.dumps(TOKEN)};"
+        " document.querySelector('#login').submit(); true"
+    )
+    feed = '#feeds tr[data-feed="default ADA/USDT 1m"]'
+    chromium.wait_for(f"document.querySelector('{feed}') !== null", what="the ADA feed in the table")
+    row = chromium.evaluate(f"document.querySelector('{feed}').innerText")
+    assert "gap" in row and missed_bar.replace("T", " ")[:19] in row, row
+    flag = chromium.evaluate("document.querySelector('#feed-flag').innerText")
+    assert flag.startswith("MISSING ALERTS") and "ADA/USDT" in flag and missed_bar in flag, flag
+
+    chromium.evaluate(f"document.querySelector('#alerts tr[data-alert-id=\"{alert_id}\"]').click(); true")
+    chromium.wait_for("document.querySelectorAll('#timeline tr[data-step]').length >= 5", what="the timeline")
+    steps = chromium.evaluate(
+        "[...document.querySelectorAll('#timeline tr[data-step]')].map(r => r.dataset.step)"
+    )
+    assert steps == ["fired", "received", "decided", "ordered", "fill"], steps
+    assert chromium.evaluate("document.querySelector('#timeline-alert').innerText") == str(alert_id)
+    assert chromium.errors == []

@@ -46,7 +46,7 @@ def start(app: str, env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
         try:
             if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
                 return proc
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up yet, or a busy machine
             time.sleep(0.2)
     stop(proc)
     raise SystemExit(f"{app} did not start")

@@ -60,6 +60,9 @@ __all__ = [
 #: Positions that differ by less than this share of their size are the same position (the
 #: chart prints sizes with few decimals).
 SAME_POSITION = 1e-6
+#: Marks a new one is placed among (in chart order) to find the message before it: alerts of
+#: one chart arrive at most a few out of order.
+RECENT_MARKS = 20
 #: The lease that gives the overdue-heartbeat check one owner.
 OVERDUE_LEASE = "continuity-overdue-check"
 #: Heartbeats whose spacing teaches a feed's cadence when the chart does not say it.
@@ -334,6 +337,7 @@ class Continuity:
         self.settings = settings
         self.strategies = strategies
         self.clock = clock or time.time
+        self._known: dict[tuple[str, str, str], Feed] = {}
 
     def grace(self, strategy_id: str) -> float:
         strategy = self.strategies.get(strategy_id)
@@ -341,12 +345,21 @@ class Continuity:
         return own if own is not None else self.settings.grace_s
 
     def _feed(self, conn: sqlite3.Connection, alert: Alert, strategy_id: str, symbol: str) -> Feed:
+        """The alert's feed; one already on file is remembered (feeds are never deleted), so a
+        burst of alerts does not ask for it again (a new one is not: its row might roll back)."""
         strategy = self.strategies.get(strategy_id)
         timeframe, length = bar_seconds(alert.interval, strategy.timeframe if strategy else "1h")
-        return feed_store.feed_of(
+        key = (strategy_id, symbol, timeframe)
+        known = self._known.get(key)
+        if known is not None:
+            return known
+        feed, created = feed_store.feed_of(
             conn, strategy_id=strategy_id, symbol=symbol, timeframe=timeframe, bar_seconds=length,
             now=self.clock(),
         )  # fmt: skip
+        if not created:
+            self._known[key] = feed
+        return feed
 
     def heartbeat(self, alert: Alert, symbol: str, received_at: float) -> HeartbeatOutcome:
         """Record heartbeat ``alert`` of strategy ``alert.strategy_id`` on ``symbol`` (one write
@@ -365,7 +378,7 @@ class Continuity:
         number = alert.sequence
         if number is None:  # the bar time makes one: the bar's count since 1970
             number = int((bar if bar is not None else received_at) // feed.bar_seconds)
-        marks = feed_store.recent_marks(conn, feed.id)
+        marks = feed_store.recent_marks(conn, feed.id, limit=RECENT_MARKS)
         last = feed_store.newest_heartbeat(conn, feed.id)
         mark = feed_store.add_mark(
             conn, feed_id=feed.id, kind="heartbeat", received_at=received_at, sequence=number, bar_time=bar,
@@ -396,7 +409,7 @@ class Continuity:
         order alert lost before it), and the gaps it fills by arriving late."""
         assert alert.strategy_id is not None
         feed = self._feed(conn, alert, alert.strategy_id, symbol)
-        marks = feed_store.recent_marks(conn, feed.id)
+        marks = feed_store.recent_marks(conn, feed.id, limit=RECENT_MARKS)
         mark = feed_store.add_mark(
             conn, feed_id=feed.id, kind="order", received_at=received_at, alert_id=alert_id,
             sequence=alert.sequence, bar_time=alert.time.timestamp() if alert.time else None,

@@ -119,10 +119,13 @@ def _gap(row: sqlite3.Row) -> FeedGap:
 _FEED_COLUMNS = "id, strategy_id, symbol, timeframe, bar_seconds, created_at"
 
 
-def feed_of(db: Db, *, strategy_id: str, symbol: str, timeframe: str, bar_seconds: int, now: float) -> Feed:
-    """The feed of (strategy, market, timeframe), created on its first message."""
+def feed_of(
+    db: Db, *, strategy_id: str, symbol: str, timeframe: str, bar_seconds: int, now: float
+) -> tuple[Feed, bool]:
+    """The feed of (strategy, market, timeframe), created on its first message; and whether
+    this call created it (its row then commits, or not, with the caller's transaction)."""
     with writing(db) as conn:
-        conn.execute(
+        cur = conn.execute(
             "INSERT INTO feeds (strategy_id, symbol, timeframe, bar_seconds, created_at)"
             " VALUES (?, ?, ?, ?, ?) ON CONFLICT (strategy_id, symbol, timeframe) DO NOTHING",
             (strategy_id, symbol, timeframe, bar_seconds, now),
@@ -131,7 +134,7 @@ def feed_of(db: Db, *, strategy_id: str, symbol: str, timeframe: str, bar_second
             f"SELECT {_FEED_COLUMNS} FROM feeds WHERE strategy_id = ? AND symbol = ? AND timeframe = ?",
             (strategy_id, symbol, timeframe),
         ).fetchone()
-    return _feed(row)
+    return _feed(row), cur.rowcount == 1
 
 
 def feed(db: Db, feed_id: int) -> Feed | None:
@@ -156,8 +159,7 @@ def add_mark(db: Db, *, feed_id: int, kind: str, received_at: float, **fields: A
         )
         if cur.rowcount != 1:
             return None
-        row = conn.execute("SELECT * FROM feed_marks WHERE id = ?", (cur.lastrowid,)).fetchone()
-    return _mark(row)
+    return FeedMark(id=int(cur.lastrowid or 0), feed_id=feed_id, kind=kind, received_at=received_at, **fields)
 
 
 def recent_marks(db: Db, feed_id: int, *, limit: int = 50, kind: str | None = None) -> list[FeedMark]:

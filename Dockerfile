@@ -30,6 +30,9 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
     && pip install -r /tmp/requirements.txt && rm /tmp/requirements.txt
 COPY wsgi.py gunicorn.conf.py ./
 COPY tvgw ./tvgw
+COPY settings ./settings
+COPY common ./common
+COPY backtest ./backtest
 COPY webhook ./webhook
 COPY engine ./engine
 COPY ml_integration ./ml_integration

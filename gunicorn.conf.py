@@ -35,7 +35,7 @@ errorlog = "-"
 
 def on_starting(server):
     """Before any worker starts: migrate the schema and settle what a crash left half-done."""
-    from tvgw.config import ConfigError
+    from settings import ConfigError
     from webhook.recovery import recover
 
     try:

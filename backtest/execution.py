@@ -23,10 +23,10 @@ from engine.decision import Decision, Receipt, SignalPort
 from engine.engine import TradingEngine
 from engine.exceptions import PriceCheckError
 from engine.market import ReferencePrice
+from settings import Settings
 from storage import Storage
 from storage import alerts as alert_store
 from storage import orders as order_store
-from tvgw.config import Settings
 
 __all__ = ["Account", "EngineReplay", "replay_settings"]
 

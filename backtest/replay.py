@@ -22,7 +22,7 @@ from backtest.execution import EngineReplay
 from backtest.rules import PineOrder
 from engine.alert import Alert
 from ml_integration.serving import ServedSignal
-from tvgw.config import Settings
+from settings import Settings
 
 __all__ = ["Arm", "ArmResult", "Fill", "build_alert", "run_arm"]
 

@@ -36,7 +36,7 @@ from ml_integration.labels import make_labels
 from ml_integration.prediction import ModelConfig
 from ml_integration.serving import ServedSignal
 from ml_integration.strategy import StrategyConfig
-from tvgw.config import Settings
+from settings import Settings
 
 __all__ = ["BacktestConfig", "BacktestResult", "run_backtest"]
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.bench_gateway import PASSPHRASE, gateway_env
+from settings import load_settings
 from tests.conftest import seed_market
-from tvgw.config import load_settings
 from webhook import create_app
 
 

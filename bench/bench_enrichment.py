@@ -18,8 +18,8 @@ from pathlib import Path
 
 from bench.ml_fixture import candles_until_now, seed_candles, train_model
 from ml_integration.serving import SignalService
+from settings import load_settings
 from storage import Storage
-from tvgw.config import load_settings
 
 
 def percentile(values: list[float], q: float) -> float:

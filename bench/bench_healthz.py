@@ -23,8 +23,8 @@ import numpy as np
 
 from ml_integration.evaluation import rank_auc
 from ml_integration.tracking import DriftThresholds, drift_report
+from settings import load_settings
 from storage import Storage
-from tvgw.config import load_settings
 
 
 def fill(storage: Storage, n: int, now: float) -> None:

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tvgw.config import load_settings
+from settings import load_settings
 from webhook import create_app
 from webhook.events import AlertEvent
 from webhook.metrics import observe_alert

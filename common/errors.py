@@ -1,7 +1,7 @@
 """The one exception root. Every error tvgw raises on purpose derives from :class:`TvgwError`,
 so a caller that must never fail (the webhook's answer, a background loop) catches one base;
 each layer's tree below it (``engine.exceptions``, ``ml_integration.exceptions``,
-``webhook.errors.ApiError``, ``tvgw.config.ConfigError``, ``pine.render.RenderError``) says in its
+``webhook.errors.ApiError``, ``settings.ConfigError``, ``pine.render.RenderError``) says in its
 docstrings what the operator must do."""
 
 from __future__ import annotations
@@ -15,5 +15,5 @@ class TvgwError(Exception):
 
 class ConfigError(TvgwError, ValueError):
     """Start-up configuration is invalid; the message names the variable (or the record) to fix.
-    Raised by the one loader (:mod:`tvgw.config`) and by a layer that finds its stored state
+    Raised by the one loader (:mod:`settings`) and by a layer that finds its stored state
     disagrees with the configuration (the paper book's starting balance)."""

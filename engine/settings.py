@@ -1,8 +1,8 @@
 """The settings the engine and its brokers read, declared here as the engine's own types.
 
-The ``tvgw`` command composes them (with every other layer's) from defaults, the ``TVGW_*``
-environment and the config file, once, at start-up (:func:`tvgw.config.load_settings`); the
-engine never reads the environment and never imports the command package.
+The :mod:`settings` package composes them (with every other layer's) from defaults, the
+``TVGW_*`` environment and the config file, once, at start-up (:func:`settings.load_settings`);
+the engine never reads the environment and never imports the settings or command packages.
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ class AccountSettings(FrozenSettings):
 
 class EngineSettings(Protocol):
     """What the engine and building its broker read (:class:`engine.engine.TradingEngine`,
-    :func:`engine.brokers.factory.create_broker`); :class:`tvgw.config.Settings` provides it."""
+    :func:`engine.brokers.factory.create_broker`); :class:`settings.Settings` provides it."""
 
     @property
     def broker(self) -> str: ...

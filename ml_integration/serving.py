@@ -75,7 +75,7 @@ class _RecentAccuracy:
 
 
 class ServingSettings(Protocol):
-    """What serving reads of the gateway's settings (composed by ``tvgw.config``)."""
+    """What serving reads of the gateway's settings (composed by :mod:`settings`)."""
 
     @property
     def ml_enabled(self) -> bool: ...

@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 import pytest
 import requests
 
+from settings import Settings, load_settings
 from tvgw.commands.serve import gunicorn_argv
-from tvgw.config import Settings, load_settings
 
 T = TypeVar("T")
 

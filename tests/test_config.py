@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from settings import TRADINGVIEW_IPS, ConfigError, exchange_credentials, load_settings
 from tests.conftest import make_settings
-from tvgw.config import TRADINGVIEW_IPS, ConfigError, exchange_credentials, load_settings
 
 
 def test_defaults_need_only_a_passphrase() -> None:

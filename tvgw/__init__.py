@@ -1,3 +1,6 @@
 """tvgw: a TradingView webhook signal gateway. The ``tvgw`` command lives in ``tvgw.cli``."""
 
-__version__ = "0.1.0"
+from importlib.metadata import version
+
+#: The installed distribution's version: pyproject.toml is its one source.
+__version__ = version("tvgw")

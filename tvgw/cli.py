@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     args_in = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(args_in).parse_args(args_in)
-    from tvgw.config import ConfigError
+    from settings import ConfigError
 
     try:
         return int(args.func(args) or 0)

@@ -18,8 +18,8 @@ from engine.brokers.factory import create_account_brokers, create_broker
 from engine.engine import TradingEngine
 from ml_integration.serving import SignalService
 from ml_integration.tracking import start_outcome_resolver
+from settings import Settings, account_credentials, exchange_credentials, load_settings
 from storage import Storage
-from tvgw.config import Settings, account_credentials, exchange_credentials, load_settings
 from webhook.errors import register_error_handlers
 from webhook.gateway import Gateway
 

@@ -15,10 +15,10 @@ from flask import Blueprint, request
 
 from engine.brokers.base import Broker
 from engine.exceptions import BrokerError
+from settings import B64TOKEN
 from storage import alerts as alert_store
 from storage import orders as order_store
 from storage import timeline as step_store
-from tvgw.config import B64TOKEN
 from webhook import current_gateway
 from webhook.api_json import api_response, query_int
 from webhook.errors import ApiError

@@ -9,7 +9,7 @@ from functools import lru_cache
 from typing import Any
 
 from engine.alert import FieldConflict, credentials
-from tvgw.config import Settings, StrategySettings
+from settings import Settings, StrategySettings
 from webhook.errors import ApiError
 
 __all__ = ["CLIENT_VERIFY_HEADER", "authenticate", "check_client_certificate", "client_ip", "ip_allowed"]

@@ -13,8 +13,8 @@ from typing import Any
 from flask import Flask, Response, g, request
 
 from ml_integration.tracking import drift_report
+from settings import Settings
 from storage import Storage
-from tvgw.config import Settings
 
 __all__ = ["AlertEvent", "drift_now", "watch_webhook"]
 

@@ -25,10 +25,10 @@ from engine.engine import TradingEngine
 from engine.exceptions import AlertRefusedError, BrokerError
 from ml_integration.serving import ServedSignal, SignalService
 from ml_integration.tracking import DriftMonitor, DriftThresholds
+from settings import Settings, StrategySettings, secret_values
 from storage import Storage
 from storage import alerts as alert_store
 from storage import timeline as step_store
-from tvgw.config import Settings, StrategySettings, secret_values
 from webhook.auth import authenticate, check_client_certificate, client_ip, ip_allowed
 from webhook.errors import ApiError
 from webhook.parsing import parse_alert_body

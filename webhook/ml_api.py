@@ -23,11 +23,11 @@ from common.timeframes import seconds
 from ml_integration.evaluation import wilson_interval
 from ml_integration.exceptions import ModelIntegrityError
 from ml_integration.store import activate_version, latest_version, list_versions, model_key, version_metadata
+from settings import Settings
 from storage import analytics
 from storage import models as model_store
 from storage import predictions as prediction_store
 from storage.models import ACTIVE_JOB_STATES
-from tvgw.config import Settings
 from webhook import current_gateway
 from webhook.api import MAX_ROW_ID, token_required
 from webhook.api_json import (

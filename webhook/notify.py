@@ -24,9 +24,9 @@ from typing import Any
 
 import requests
 
+from settings import Settings, secret_values
 from storage import Storage
 from storage.state import claim_notification
-from tvgw.config import Settings, secret_values
 from webhook.events import AlertEvent, drift_now
 from webhook.redaction import Redactor
 

@@ -8,6 +8,7 @@ and fuzz every operation against it (schemathesis), so a route that drifts from 
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from typing import Any
 
 from flask import Blueprint, jsonify
@@ -301,13 +302,11 @@ def _closed(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def openapi_document() -> dict[str, Any]:
-    from tvgw import __version__
-
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "tvgw operator API",
-            "version": __version__,
+            "version": version("tvgw"),
             "description": "What the gateway recorded, and the ML operations. Send "
             "`Authorization: Bearer <TVGW_API_TOKEN>`. Times are ISO 8601 UTC; errors are JSON whose "
             "message says what to change.",

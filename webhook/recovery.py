@@ -10,11 +10,11 @@ from __future__ import annotations
 from engine.brokers.factory import create_account_brokers, create_broker
 from engine.brokers.paper import PaperBroker
 from engine.engine import TradingEngine
+from settings import ConfigError, Settings, account_credentials, exchange_credentials, load_settings
 from storage import Storage
 from storage import alerts as alert_store
 from storage import orders as order_store
 from storage.models import mark_interrupted_jobs
-from tvgw.config import ConfigError, Settings, account_credentials, exchange_credentials, load_settings
 
 __all__ = ["recover"]
 

@@ -17,7 +17,7 @@ def create_broker(
     settings: EngineSettings, storage: Storage, credentials: Mapping[str, str] | None = None
 ) -> Broker:
     """The broker ``settings.broker`` names (the default account). Exchange ``credentials`` are
-    read from the environment by the command package (``tvgw.config.exchange_credentials``) and
+    read from the environment by the command package (``settings.exchange_credentials``) and
     handed in: the engine never reads the environment."""
     default = AccountSettings(broker=settings.broker, risk=settings.risk)
     return _build(settings.broker, default, settings, storage, credentials or {})
@@ -30,7 +30,7 @@ def create_account_brokers(
 ) -> dict[str, Broker]:
     """One broker per named account, named after it (its orders, positions, marks and equity
     are recorded under that name). ``credentials(name, account)`` gives an exchange account's
-    keys (``tvgw.config.account_credentials``)."""
+    keys (``settings.account_credentials``)."""
     return {
         name: _build(name, account, settings, storage, credentials(name, account))
         for name, account in settings.accounts.items()

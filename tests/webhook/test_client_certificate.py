@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from settings import ConfigError
 from tests.conftest import make_settings, market_app, sample_alert
-from tvgw.config import ConfigError
 
 PROXY, OUTSIDER = "127.0.0.1", "127.0.0.9"
 

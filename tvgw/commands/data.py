@@ -15,9 +15,9 @@ import argparse
 import os
 import sys
 
+from settings import Settings, load_settings
 from storage.database import Storage
 from tvgw.commands import add_command
-from tvgw.config import Settings, load_settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -45,7 +45,7 @@ def _passphrase(variable: str | None) -> str:
     """The passphrase from the variable the user named on the command line.
 
     This is a direct read of one variable the user chose explicitly for this command, not
-    gateway configuration (which only ``tvgw.config`` reads).
+    gateway configuration (which only :mod:`settings` reads).
     """
     if variable is None:
         return ""

@@ -29,8 +29,8 @@ from tvgw.commands.serve import dashboard_hint, exec_gunicorn
 
 if TYPE_CHECKING:
     from ml_integration.training import TrainingConfig
+    from settings import Settings
     from storage.database import Storage
-    from tvgw.config import Settings
 
 SYMBOL, TIMEFRAME, DAYS, EXCHANGE, SEED = "BTC/USDT", "1h", 365, "binance", 7
 DEFAULT_BIND = "127.0.0.1:8000"

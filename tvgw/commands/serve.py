@@ -12,7 +12,7 @@ import tvgw
 from tvgw.commands import add_command
 
 if TYPE_CHECKING:
-    from tvgw.config import Settings
+    from settings import Settings
 
 #: The project checkout (wsgi.py and gunicorn.conf.py live at its top).
 ROOT = Path(tvgw.__file__).resolve().parents[1]
@@ -59,7 +59,7 @@ def dashboard_hint(settings: Settings, bind: str | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tvgw.config import load_settings
+    from settings import load_settings
 
     settings = load_settings()  # fail here, with the variable named, rather than in every worker
     print(dashboard_hint(settings, args.bind), flush=True)

@@ -62,6 +62,8 @@ def test_the_next_heartbeat_is_due_when_its_bar_closes_plus_the_grace() -> None:
 def test_a_skipped_heartbeat_number_is_a_gap_naming_the_first_missed_bar() -> None:
     last = mark(1, sequence=10, bar_time=T0)
     assert sequence_gap(last, mark(2, sequence=11, bar_time=T0 + 60), 1, 60) is None
+    one = sequence_gap(last, mark(2, sequence=12, bar_time=T0 + 120), 1, 60)  # 11 never came
+    assert one is not None and (one.sequence_from, one.sequence_to, one.missed) == (11, 11, 1)
     gap = sequence_gap(last, mark(2, sequence=14, bar_time=T0 + 240), 1, 60)
     assert gap is not None
     assert (gap.kind, gap.sequence_from, gap.sequence_to, gap.missed, gap.bar_time) == (

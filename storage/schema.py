@@ -264,7 +264,8 @@ CREATE INDEX exits_on_exchange ON exits(broker, symbol) WHERE exchange_status IN
 #: first missing number (a UNIQUE key, whichever worker sees it first): a heartbeat overdue
 #: (``heartbeat_missed``, found by the clock), a jump in heartbeat numbers (``sequence_gap``, found
 #: when the next arrives), or an order alert whose position before is not the one the feed last
-#: said (``position_gap``: an order alert was lost between them). ``alert_steps`` are the moments
+#: said (``position_gap``: an order alert was lost between them), or a heartbeat's position that
+#: is not the booked one (``position_mismatch``, told, never acted on). ``alert_steps`` are the moments
 #: of an alert's life that no other row keeps (``decided``; later ``repaired``, ``superseded``
 #: ...), for its timeline; ``leases`` give a background job one owner across workers. Later
 #: phases add rows (a repair is an ``alert_steps`` row naming its gap), not columns.
@@ -300,7 +301,8 @@ CREATE INDEX feed_marks_alert ON feed_marks(alert_id);
 CREATE TABLE feed_gaps (
     id INTEGER PRIMARY KEY,
     feed_id INTEGER NOT NULL REFERENCES feeds(id),
-    kind TEXT NOT NULL CHECK (kind IN ('heartbeat_missed', 'sequence_gap', 'position_gap')),
+    kind TEXT NOT NULL
+        CHECK (kind IN ('heartbeat_missed', 'sequence_gap', 'position_gap', 'position_mismatch')),
     sequence_from BIGINT,
     sequence_to BIGINT,
     bar_time REAL,

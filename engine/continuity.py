@@ -54,7 +54,9 @@ __all__ = [
     "expectation",
     "position_gap",
     "predecessor",
+    "same_position",
     "sequence_gap",
+    "utc_text",
 ]
 
 #: Positions that differ by less than this share of their size are the same position (the
@@ -171,7 +173,8 @@ def chart_order(mark: FeedMark) -> tuple[float, int, int]:
     return (when, -1 if mark.sequence is None else int(mark.sequence), _RANK.get(mark.kind, 2))
 
 
-def _same(a: float | None, b: float | None) -> bool:
+def same_position(a: float | None, b: float | None) -> bool:
+    """Whether two positions are one (within :data:`SAME_POSITION` of their size)."""
     if a is None or b is None:
         return False
     return abs(a - b) <= SAME_POSITION * max(1.0, abs(a), abs(b))
@@ -189,7 +192,7 @@ def predecessor(marks: Iterable[FeedMark], new: FeedMark) -> FeedMark | None:
     mine = chart_order(new)
     known = [m for m in marks if m.id != new.id and m.position is not None]
     for m in known:
-        if chart_order(m) == mine and _same(m.position, _before(new)):
+        if chart_order(m) == mine and same_position(m.position, _before(new)):
             return m
     earlier = [m for m in known if chart_order(m) < mine]
     return max(earlier, key=lambda m: (chart_order(m), m.id), default=None)
@@ -199,7 +202,9 @@ def position_gap(previous: FeedMark | None, new: FeedMark) -> Finding | None:
     """An order alert lost between ``previous`` and ``new``: the position ``new`` says the
     strategy held before it is not the one ``previous`` left."""
     before = _before(new)
-    if previous is None or previous.position is None or before is None or _same(previous.position, before):
+    if previous is None or previous.position is None or before is None:
+        return None
+    if same_position(previous.position, before):
         return None
     what = "order alert" if new.kind == "order" else "heartbeat"
     return Finding(
@@ -212,10 +217,11 @@ def position_gap(previous: FeedMark | None, new: FeedMark) -> Finding | None:
 
 def _describe(mark: FeedMark) -> str:
     what = f"alert {mark.alert_id}" if mark.alert_id is not None else "the heartbeat"
-    return f"{what} of bar {_iso(mark.bar_time)}" if mark.bar_time is not None else what
+    return f"{what} of bar {utc_text(mark.bar_time)}" if mark.bar_time is not None else what
 
 
-def _iso(epoch: float | None) -> str:
+def utc_text(epoch: float | None) -> str:
+    """An epoch as the UTC text the messages show (``2024-05-01T12:00:00Z``), ``?`` for none."""
     if epoch is None or not math.isfinite(epoch):
         return "?"
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -237,25 +243,25 @@ class Notice:
         where = f"strategy {f.strategy_id} on {f.symbol} {f.timeframe}"
         if g.kind == "heartbeat_missed":
             return (
-                f"MISSED heartbeat of {where}: bar {_iso(g.bar_time)} (sequence {g.sequence_from}) "
-                f"not heard by {_iso(g.expected_by)}"
+                f"MISSED heartbeat of {where}: bar {utc_text(g.bar_time)} (sequence {g.sequence_from}) "
+                f"not heard by {utc_text(g.expected_by)}"
             )
         if g.kind == "sequence_gap":
             numbers = f"{g.sequence_from}" if g.missed == 1 else f"{g.sequence_from}..{g.sequence_to}"
             plural = "s" if g.missed > 1 else ""
             return (
-                f"MISSED {g.missed} heartbeat{plural} of {where} from bar {_iso(g.bar_time)} "
+                f"MISSED {g.missed} heartbeat{plural} of {where} from bar {utc_text(g.bar_time)} "
                 f"(sequence {numbers}): {g.detail}"
             )
-        return f"MISSING order alert of {where} before bar {_iso(g.bar_time)}: {g.detail}"
+        return f"MISSING order alert of {where} before bar {utc_text(g.bar_time)}: {g.detail}"
 
     def to_dict(self) -> dict[str, Any]:
         g, f = self.gap, self.feed
         return {
             "gap_id": g.id, "kind": g.kind, "strategy_id": f.strategy_id, "symbol": f.symbol,
-            "timeframe": f.timeframe, "bar_time": _iso(g.bar_time) if g.bar_time is not None else None,
+            "timeframe": f.timeframe, "bar_time": utc_text(g.bar_time) if g.bar_time is not None else None,
             "sequence_from": g.sequence_from, "sequence_to": g.sequence_to, "missed": g.missed,
-            "expected_by": _iso(g.expected_by) if g.expected_by is not None else None,
+            "expected_by": utc_text(g.expected_by) if g.expected_by is not None else None,
             "alert_id": g.alert_id, "detail": g.detail, "text": self.text,
         }  # fmt: skip
 
@@ -278,8 +284,8 @@ class HeartbeatOutcome:
         }  # fmt: skip
         if self.next is not None:
             out["next"] = {
-                "sequence": self.next.sequence, "bar_time": _iso(self.next.bar_time)
-                if self.next.bar_time is not None else None, "overdue_after": _iso(self.next.due_at),
+                "sequence": self.next.sequence, "bar_time": utc_text(self.next.bar_time)
+                if self.next.bar_time is not None else None, "overdue_after": utc_text(self.next.due_at),
                 "every_bars": self.next.step,
             }  # fmt: skip
         return out
@@ -303,14 +309,14 @@ class FeedStatus:
         return {
             "strategy_id": f.strategy_id, "symbol": f.symbol, "timeframe": f.timeframe, "status": status,
             "last_heartbeat": None if last is None else {
-                "sequence": last.sequence, "bar_time": _iso(last.bar_time) if last.bar_time else None,
-                "received_at": _iso(last.received_at), "position": last.position,
+                "sequence": last.sequence, "bar_time": utc_text(last.bar_time) if last.bar_time else None,
+                "received_at": utc_text(last.received_at), "position": last.position,
             },
-            "last_message_at": _iso(self.last_message_at) if self.last_message_at else None,
+            "last_message_at": utc_text(self.last_message_at) if self.last_message_at else None,
             "next": None if self.next is None else {
                 "sequence": self.next.sequence, "every_bars": self.next.step,
-                "bar_time": _iso(self.next.bar_time) if self.next.bar_time is not None else None,
-                "overdue_after": _iso(self.next.due_at),
+                "bar_time": utc_text(self.next.bar_time) if self.next.bar_time is not None else None,
+                "overdue_after": utc_text(self.next.due_at),
             },
             "gaps": [n.to_dict() for n in self.gaps],
         }  # fmt: skip
@@ -431,7 +437,7 @@ class Continuity:
         mine = chart_order(new)
         later = {
             m.id: m for m in marks
-            if chart_order(m) >= mine and m.id != new.id and _same(_before(m), new.position)
+            if chart_order(m) >= mine and m.id != new.id and same_position(_before(m), new.position)
         }  # fmt: skip
         if not later:
             return
@@ -481,7 +487,7 @@ class Continuity:
                 continue
             finding = Finding(
                 "heartbeat_missed",
-                f"no heartbeat since sequence {last.sequence} (bar {_iso(last.bar_time)})",
+                f"no heartbeat since sequence {last.sequence} (bar {utc_text(last.bar_time)})",
                 sequence_from=due.sequence, bar_time=due.bar_time, expected_by=due.due_at,
             )  # fmt: skip
             record = functools.partial(self._record, feed=feed, findings=[finding], mark=None, alert_id=None)

@@ -283,11 +283,11 @@ def test_workers_read_the_same_peak_and_day_start_equity(tmp_path: Path) -> None
         storage = Storage(settings.database)
         storage.migrate()
         workers.append((storage, TradingEngine(settings, storage, PaperBroker(storage, settings.paper))))
-    (_, first), (storage_b, second) = workers
-    assert first._equity_marks(10_000.0) == (10_000.0, 10_000.0)
+    (storage_a, first), (storage_b, second) = workers
+    assert first.desk.equity_marks(storage_a, 10_000.0) == (10_000.0, 10_000.0)
     with storage_b.transaction() as conn:
-        second._note_equity(conn, 12_000.0)
-    assert first._equity_marks(10_000.0) == (12_000.0, 12_000.0)
+        second.desk.note_equity(conn, 12_000.0)
+    assert first.desk.equity_marks(storage_a, 10_000.0) == (12_000.0, 12_000.0)
     with storage_b.transaction() as conn:
-        first._note_equity(conn, 9_000.0)  # within EQUITY_TTL_S of the other worker's snapshot
+        first.desk.note_equity(conn, 9_000.0)  # within EQUITY_TTL_S of the other worker's snapshot
     assert rows(settings, "SELECT COUNT(*) FROM equity_snapshots")[0][0] == 1

@@ -324,12 +324,12 @@ def test_unknown_route_and_method_are_json(client: Any) -> None:
 def test_a_gateway_fault_is_answered_in_json_and_kept_on_file(
     client: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from engine.engine import TradingEngine
+    from engine import engine as engine_module
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(TradingEngine, "_decide", broken)
+    monkeypatch.setattr(engine_module, "decide", broken)
     response = post(client, sample_alert())
     assert response.status_code == 500
     assert response.json["status"] == "error" and "ZeroDivisionError" in response.json["error"]["message"]

@@ -1,7 +1,7 @@
 """The strategy's intended position as the truth (issue 20): which alerts of a chart still
-apply, and whether moving to an alert's intended position repairs a gap. Pure: the door reads
-what it needs (the account's booked position, the chart's marks) inside the alert's transaction
-and hands it in.
+apply, whether moving to an alert's intended position repairs a gap, and a flip as one step.
+The rules (:func:`intend`, :func:`split_flip`) are pure; the door (:mod:`engine.engine`) calls
+:func:`chart_marks` and :func:`record_steps` inside the alert's transaction around them.
 
 * **Order.** Alerts of one chart (strategy, market, timeframe) are applied in the chart's order
   (bar time, then sequence number; see :func:`engine.continuity.chart_order`), not in the order
@@ -15,21 +15,41 @@ and hands it in.
   *repairs* that gap: the answer says so, and the repair is recorded once, with the alert. One
   repair may trade at most ``max_repair_fraction`` of equity beyond the alert's own order; a
   larger one is refused and told, never guessed at.
+* **Flip.** Long to short (or back) is one step of two orders: a reduce-only close of the booked
+  position first, then the opening order (:mod:`engine.settlement` sends the second only once
+  the first filled whole), so the opening order never acts on a position that is not there.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass
+import sqlite3
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from typing import Any
 
-from engine.alert import Action, Alert
-from engine.continuity import chart_order, same_position, utc_text
+from engine.alert import Alert
+from engine.continuity import RECENT_MARKS, bar_seconds, chart_order, same_position, utc_text
+from engine.decide import EPSILON, Book, order_matters
+from engine.decision import Decision, MarketSnapshot
 from engine.settings import StrategySettings
+from storage import feeds as feed_store
+from storage import timeline as step_store
 from storage.feeds import FeedMark
 
-__all__ = ["Intent", "Repair", "intend", "later_in_chart", "mark_of"]
+__all__ = [
+    "Intent",
+    "Repair",
+    "applied",
+    "chart_marks",
+    "for_account",
+    "intend",
+    "later_in_chart",
+    "mark_of",
+    "record_steps",
+    "refused",
+    "split_flip",
+]
 
 
 @dataclass(frozen=True)
@@ -86,14 +106,6 @@ def later_in_chart(marks: Iterable[FeedMark], new: FeedMark) -> FeedMark | None:
     return None
 
 
-def _order_matters(alert: Alert, strategy: StrategySettings) -> bool:
-    """A position (or a close or a reversal) is overtaken by a later one; a buy or sell of
-    some contracts adds up with the others in any order."""
-    if strategy.target_position and alert.intended_position is not None:
-        return True
-    return alert.action not in (Action.BUY, Action.SELL)
-
-
 def intend(
     alert: Alert,
     strategy: StrategySettings,
@@ -106,10 +118,10 @@ def intend(
     """The alert's :class:`Intent` on an account holding ``booked`` (its position and pending
     orders), given ``later``, a message of its chart sent after it already on file (see
     :func:`later_in_chart`), and the price and equity the decision uses (for the repair's cap)."""
-    if later is not None and _order_matters(alert, strategy):
+    if later is not None and order_matters(alert, strategy):
         where = f"bar {utc_text(later.bar_time)}, sequence {later.sequence}"
         return Intent(
-            superseded=f"superseded: alert {later.alert_id} ({where}), which its chart sent after this "
+            superseded=f"out of order: alert {later.alert_id} ({where}), which its chart sent after this "
             "one, was already applied; acting on this one would undo it",
             superseded_by=later.alert_id,
         )
@@ -136,3 +148,104 @@ def intend(
 
 def _side(amount: float) -> int:
     return 0 if abs(amount) <= 1e-12 else (1 if amount > 0 else -1)
+
+
+# --- around the rules, in the alert's transaction --------------------------------------------
+
+
+def chart_marks(
+    conn: sqlite3.Connection, alert: Alert, strategy: StrategySettings, symbol: str | None
+) -> list[FeedMark]:
+    """The newest order alerts on file of the chart that sent ``alert`` (its feed)."""
+    if symbol is None or alert.strategy_id is None:
+        return []
+    timeframe, _ = bar_seconds(alert.interval, strategy.timeframe)
+    return feed_store.chart_marks(conn, alert.strategy_id, symbol, timeframe, limit=RECENT_MARKS)
+
+
+def for_account(
+    alert: Alert,
+    terms: StrategySettings,
+    symbol: str | None,
+    book: Book,
+    snapshot: MarketSnapshot,
+    chart: Iterable[FeedMark],
+) -> Intent:
+    """:func:`intend` on one account's book as the alert's transaction reads it (an annotating
+    strategy, which books nothing, has none)."""
+    if symbol is None or terms.mode == "annotate":
+        return Intent()
+    held = next((p.amount for p in book.positions if p.symbol == symbol), 0.0)
+    price = snapshot.price.price if snapshot.price is not None else None
+    return intend(
+        alert, terms, booked=held + book.pending, later=later_in_chart(chart, mark_of(alert)), price=price,
+        equity=snapshot.equity,
+    )  # fmt: skip
+
+
+def applied(intent: Intent, decision: Decision) -> Decision:
+    """``decision`` with what the intent says about it: a repair it carried out, in its details
+    and its reason (an order to place, or already at the intended position)."""
+    if intent.repair is None or decision.status not in ("processing", "annotated"):
+        return decision
+    return decision.with_result(
+        reason=f"{decision.reason}; {intent.repair.text}",
+        details={**decision.details, "repair": intent.repair.to_dict()},
+    )
+
+
+def refused(intent: Intent, decision: Decision) -> Decision:
+    """The decision of an alert its intent stops (superseded, or a repair over its cap)."""
+    if intent.superseded is not None:
+        details = {**decision.details, "superseded_by": intent.superseded_by}
+        return decision.with_result(status="rejected", reason=intent.superseded, details=details)
+    assert intent.refusal is not None
+    return decision.with_result(
+        status="rejected",
+        reason=intent.refusal,
+        risk_codes=("repair_over_cap",),
+        risk_reasons=(intent.refusal,),
+    )
+
+
+def split_flip(decision: Decision, fit: Callable[[float], tuple[float, str | None]]) -> Decision:
+    """A decision whose order crosses from one side to the other, as its reduce-only close of
+    the booked position (``close_first``) and the opening order of what is left, ``fit`` to the
+    market; a rest too small to trade leaves the close alone, saying so."""
+    order, before = decision.order, decision.current_position or 0.0
+    if order is None or order.reduce_only or abs(before) <= EPSILON:
+        return decision
+    after = before + (order.amount if order.side == "buy" else -order.amount)
+    if abs(after) <= EPSILON or (after > 0) == (before > 0):
+        return decision
+    close = replace(order, amount=abs(before), reduce_only=True, exits=None, stop_loss=None, leverage=None,
+                    margin_mode=None)  # fmt: skip
+    rest, problem = fit(order.amount - abs(before))
+    flip = {"close": abs(before), "open": rest if problem is None else 0.0}
+    if problem is not None or rest <= EPSILON:
+        return decision.with_result(
+            order=close, reason=f"{decision.reason}; the flip's opening order is not sent: {problem}",
+            details={**decision.details, "flip": flip},
+        )  # fmt: skip
+    return decision.with_result(
+        order=replace(order, amount=rest), close_first=close, details={**decision.details, "flip": flip}
+    )
+
+
+def record_steps(conn: sqlite3.Connection, alert_id: int, decisions: Iterable[Decision], now: float) -> None:
+    """Each account's repair (linked to the gap its chart's marks showed for this alert, when
+    they showed one) and each supersession, as steps of the alert: the repair is on file once,
+    with the alert that made it, and settles that gap."""
+    gaps = [g for g in feed_store.gaps_for_alert(conn, alert_id) if g.kind == "position_gap"]
+    for decision in decisions:
+        repair = decision.details.get("repair")
+        if repair is not None:
+            step_store.add_step(
+                conn, alert_id, "repaired", now, gap_id=gaps[0].id if gaps else None,
+                detail={"account": decision.account, **repair},
+            )  # fmt: skip
+        elif decision.details.get("superseded_by") is not None:
+            step_store.add_step(
+                conn, alert_id, "superseded", now,
+                detail={"account": decision.account, "by_alert": decision.details["superseded_by"]},
+            )  # fmt: skip

@@ -1,5 +1,10 @@
 """Send, settle, record: what happens to an order once an account decided on it.
 
+A flip (long to short, or back) is two orders in one step: a reduce-only close of the booked
+position, recorded and sent first, then the opening order, sent only once the close filled
+whole (a close that fails or fills in part stops the flip, saying so); both commit with the
+alert for the paper book, both are settled together for a remote one.
+
 The intent is recorded first (a ``pending`` row under its client order id, in the alert's
 transaction), then the order is sent once, then what the broker answered is recorded: the order
 row and, for a fill, the ledger (position and cash). A broker that settles instantly (the paper
@@ -47,10 +52,19 @@ def place(
         return decision
     broker = desk.broker
     client_order_id = f"tvgw-{alert_id}-{broker.name}-{int(receipt.received_at) % 100000}"
+    close = decision.close_first
+    if close is not None:  # a flip: its reduce-only close is recorded, and sent, first
+        close_id = f"{client_order_id}-c"
+        order_store.create_pending_order(
+            conn, alert_id=alert_id, client_order_id=close_id, broker=broker.name, symbol=close.symbol,
+            side=close.side, order_type="market", amount=close.amount, price=close.price,
+        )  # fmt: skip
+        decision = decision.with_result(close_client_order_id=close_id)
+    order = decision.order
+    assert order is not None
     order_store.create_pending_order(
-        conn, alert_id=alert_id, client_order_id=client_order_id,
-        broker=broker.name, symbol=decision.order.symbol, side=decision.order.side,
-        order_type="market", amount=decision.order.amount, price=decision.order.price,
+        conn, alert_id=alert_id, client_order_id=client_order_id, broker=broker.name, symbol=order.symbol,
+        side=order.side, order_type="market", amount=order.amount, price=order.price,
     )  # fmt: skip
     desk.note_equity(conn, snapshot.equity)
     decision = decision.with_result(client_order_id=client_order_id)
@@ -69,6 +83,10 @@ def send(desk: Desk, decision: Decision, client_order_id: str) -> Decision:
     broker that ``settles_instantly`` (the paper book) runs it inside the decision's
     transaction, so the order, its fill and the alert commit together.
     """
+    if decision.close_first is not None and decision.close_result is None:
+        decision = _send_close(desk, decision)
+        if decision.close_result is None or decision.close_result.status != "filled":
+            return decision  # the flip stops after its close: the opening order is not sent
     assert decision.order is not None
     request = decision.order.request(client_order_id)
     try:
@@ -89,10 +107,37 @@ def send(desk: Desk, decision: Decision, client_order_id: str) -> Decision:
     )
 
 
+def _send_close(desk: Desk, decision: Decision) -> Decision:
+    """The reduce-only close that opens a flip. Unless it filled whole, the decision stops
+    here, saying why; its opening order is then recorded as not sent (``canceled``)."""
+    close, close_id = decision.close_first, decision.close_client_order_id
+    assert close is not None and close_id is not None
+    try:
+        result = desk.broker.execute(close.request(close_id))
+    except BrokerError as exc:
+        state = "unknown" if isinstance(exc, OrderUncertainError) else "failed"
+        log.warning("flip close %s %s: %s", close_id, state, exc)
+        return decision.with_result(
+            status="failed", order_status="canceled",
+            reason=f"flip halted: its reduce-only close {close_id} {state} ({exc}); "
+            "the opening order was not sent",
+            details={**decision.details, "close_error": {"status": state, "error": str(exc)}},
+        )  # fmt: skip
+    decision = decision.with_result(close_result=result)
+    if result.status == "filled":
+        return decision
+    return decision.with_result(
+        status="executed" if result.filled > 0 else "failed", order_status="canceled",
+        reason=f"flip halted: its reduce-only close {close_id} is {result.status} ({result.filled:g} of "
+        f"{close.amount:g}); the opening order was not sent",
+    )  # fmt: skip
+
+
 def settle(desk: Desk, conn: sqlite3.Connection, decision: Decision) -> order_store.Position | None:
-    """Record what :func:`send` found: the order row and, for a fill, the ledger. Returns
-    the position after a fill (None without one)."""
+    """Record what :func:`send` found: the order rows (a flip's close first) and, for a fill,
+    the ledger. Returns the position after the last fill (None without one)."""
     assert decision.order is not None and decision.client_order_id is not None
+    closed = _settle_close(desk, conn, decision)
     if decision.result is not None:
         return record_result(
             desk, conn, decision.order.symbol, decision.order.side, decision.result, decision.order.stop_loss
@@ -103,6 +148,19 @@ def settle(desk: Desk, conn: sqlite3.Connection, decision: Decision) -> order_st
         status=decision.order_status or "failed",
         error=decision.reason,
     )
+    return closed
+
+
+def _settle_close(desk: Desk, conn: sqlite3.Connection, decision: Decision) -> order_store.Position | None:
+    """A flip's close, recorded before its opening order: the position after it (None when
+    it did not fill, or the decision is no flip)."""
+    close, close_id = decision.close_first, decision.close_client_order_id
+    if close is None or close_id is None:
+        return None
+    if decision.close_result is not None:
+        return record_result(desk, conn, close.symbol, close.side, decision.close_result)
+    error = decision.details.get("close_error") or {}
+    order_store.update_order(conn, close_id, status=error.get("status", "failed"), error=error.get("error"))
     return None
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "FeedMark",
     "GapRow",
     "add_mark",
+    "chart_marks",
     "claim_lease",
     "close_gap",
     "feed",
@@ -172,6 +173,19 @@ def recent_marks(db: Db, feed_id: int, *, limit: int = 50, kind: str | None = No
     sql += " ORDER BY id DESC LIMIT ?"
     params.append(limit)
     return [_mark(r) for r in query(db, sql, params)]
+
+
+def chart_marks(db: Db, strategy_id: str, symbol: str, timeframe: str, *, limit: int = 20) -> list[FeedMark]:
+    """The newest order alerts on file of one chart (its feed), newest first."""
+    return [
+        _mark(r)
+        for r in query(
+            db,
+            "SELECT m.* FROM feed_marks m JOIN feeds f ON f.id = m.feed_id WHERE f.strategy_id = ?"
+            " AND f.symbol = ? AND f.timeframe = ? AND m.kind = 'order' ORDER BY m.id DESC LIMIT ?",
+            (strategy_id, symbol, timeframe, limit),
+        )
+    ]
 
 
 def newest_heartbeat(db: Db, feed_id: int) -> FeedMark | None:

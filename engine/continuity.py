@@ -246,6 +246,8 @@ class Notice:
                 f"MISSED heartbeat of {where}: bar {utc_text(g.bar_time)} (sequence {g.sequence_from}) "
                 f"not heard by {utc_text(g.expected_by)}"
             )
+        if g.kind == "position_mismatch":
+            return f"POSITION MISMATCH of {where} at bar {utc_text(g.bar_time)}: {g.detail}"
         if g.kind == "sequence_gap":
             numbers = f"{g.sequence_from}" if g.missed == 1 else f"{g.sequence_from}..{g.sequence_to}"
             plural = "s" if g.missed > 1 else ""
@@ -367,17 +369,27 @@ class Continuity:
             self._known[key] = feed
         return feed
 
-    def heartbeat(self, alert: Alert, symbol: str, received_at: float) -> HeartbeatOutcome:
+    def heartbeat(
+        self, alert: Alert, symbol: str, received_at: float, booked: float | None = None
+    ) -> HeartbeatOutcome:
         """Record heartbeat ``alert`` of strategy ``alert.strategy_id`` on ``symbol`` (one write
-        transaction) and the gaps it reveals."""
+        transaction) and the gaps it reveals; with ``booked`` (the account's position in the
+        chart's units), a position the chart holds that the book does not is told too, once a
+        problem window, never acted on: no alert came to say how to get there."""
         assert alert.strategy_id is not None
         strategy_id = alert.strategy_id
         return self.storage.write_batched(
-            lambda conn: self._heartbeat(conn, alert, strategy_id, symbol, received_at)
+            lambda conn: self._heartbeat(conn, alert, strategy_id, symbol, received_at, booked)
         )
 
     def _heartbeat(
-        self, conn: sqlite3.Connection, alert: Alert, strategy_id: str, symbol: str, received_at: float
+        self,
+        conn: sqlite3.Connection,
+        alert: Alert,
+        strategy_id: str,
+        symbol: str,
+        received_at: float,
+        booked: float | None,
     ) -> HeartbeatOutcome:
         feed = self._feed(conn, alert, strategy_id, symbol)
         bar = alert.time.timestamp() if alert.time else None
@@ -402,10 +414,29 @@ class Continuity:
         hole = position_gap(predecessor(marks, mark), mark)
         if hole is not None:
             findings.append(hole)
+        elif (drift := self._mismatch(conn, feed, mark, booked)) is not None:
+            findings.append(drift)
         notices = self._record(conn, feed, findings, mark=mark, alert_id=None)
         newest = mark if last is None or last.sequence is None or (number or 0) >= last.sequence else last
         return HeartbeatOutcome(
             feed, mark, tuple(notices), expectation(newest, step, feed.bar_seconds, self.grace(strategy_id))
+        )
+
+    def _mismatch(
+        self, conn: sqlite3.Connection, feed: Feed, mark: FeedMark, booked: float | None
+    ) -> Finding | None:
+        """The chart's position at this heartbeat against the booked one, once a problem window."""
+        if booked is None or mark.position is None or same_position(booked, mark.position):
+            return None
+        since = self.clock() - self.settings.problem_window_s
+        told = feed_store.gap_rows(conn, since=since, feed_id=feed.id, limit=50)
+        if any(r.gap.kind == "position_mismatch" and not r.settled_by for r in told):
+            return None
+        return Finding(
+            "position_mismatch",
+            f"the chart holds {mark.position:g}, the book {booked:g}, and no alert came to move it: "
+            "nothing was traded (the next alert that says its position repairs it, or set it by hand)",
+            bar_time=mark.bar_time,
         )
 
     def order_mark(

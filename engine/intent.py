@@ -233,10 +233,11 @@ def split_flip(decision: Decision, fit: Callable[[float], tuple[float, str | Non
 
 
 def record_steps(conn: sqlite3.Connection, alert_id: int, decisions: Iterable[Decision], now: float) -> None:
-    """Each account's repair (linked to the gap its chart's marks showed for this alert, when
-    they showed one) and each supersession, as steps of the alert: the repair is on file once,
-    with the alert that made it, and settles that gap."""
+    """Each account's repair (linked to the gap its chart's marks showed for this alert, else to
+    a position mismatch told on its chart, when there is one) and each supersession, as steps of
+    the alert: the repair is on file once, with the alert that made it, and settles that gap."""
     gaps = [g for g in feed_store.gaps_for_alert(conn, alert_id) if g.kind == "position_gap"]
+    gaps += feed_store.open_mismatches(conn, alert_id)
     for decision in decisions:
         repair = decision.details.get("repair")
         if repair is not None:

@@ -32,6 +32,7 @@ __all__ = [
     "insert_gap",
     "newest_heartbeat",
     "open_gap",
+    "open_mismatches",
     "recent_marks",
 ]
 
@@ -236,6 +237,20 @@ def close_gap(db: Db, gap_id: int, *, sequence_to: int, missed: int) -> None:
 def gaps_for_alert(db: Db, alert_id: int) -> list[FeedGap]:
     """The gaps an alert's arrival revealed."""
     return [_gap(r) for r in query(db, "SELECT * FROM feed_gaps WHERE alert_id = ? ORDER BY id", (alert_id,))]
+
+
+def open_mismatches(db: Db, alert_id: int) -> list[FeedGap]:
+    """Position mismatches told on the feed of alert ``alert_id`` that no alert repaired yet."""
+    return [
+        _gap(r)
+        for r in query(
+            db,
+            "SELECT g.* FROM feed_gaps g WHERE g.kind = 'position_mismatch'"
+            " AND g.feed_id IN (SELECT feed_id FROM feed_marks WHERE alert_id = ?)"
+            " AND NOT EXISTS (SELECT 1 FROM alert_steps s WHERE s.gap_id = g.id) ORDER BY g.id",
+            (alert_id,),
+        )
+    ]
 
 
 def gap_rows(db: Db, *, since: float, feed_id: int | None = None, limit: int = 200) -> list[GapRow]:

@@ -147,7 +147,9 @@ class Gateway:
             symbol = self.broker.resolve_symbol(alert.ticker, alert.exchange)
         except BrokerError:
             symbol = alert.ticker  # still a feed to watch: named as the chart spells it
-        outcome = self.continuity.heartbeat(alert, symbol, received_at)
+        assert alert.strategy_id is not None
+        booked = self.engine.booked(alert.strategy_id, symbol)
+        outcome = self.continuity.heartbeat(alert, symbol, received_at, booked)
         return Reply(200, {
             "alert_id": None, "status": "heartbeat" if outcome.mark is not None else "duplicate",
             "feed": outcome.to_dict(), "gaps": [n.to_dict() for n in outcome.notices],

@@ -212,6 +212,16 @@ def daily_summary(db: Db, *, since: float, strategy_id: str | None = None) -> li
             continue  # not missed after all: it came, late
         missed[key] += r["missed"]
         repaired[key] += 1 if r["repairs"] else 0
+    for r in query(
+        db,
+        "SELECT a.strategy_id, s.at FROM alert_steps s JOIN alerts a ON a.id = s.alert_id"
+        " WHERE s.step = 'repaired' AND s.gap_id IS NULL AND s.at >= ?" + where.format("a."),
+        params,
+    ):
+        # A repair no recorded gap stands for: the book, not the chart, showed the lost message.
+        key = (_day(r["at"]), r["strategy_id"])
+        missed[key] += 1
+        repaired[key] += 1
     keys = sorted(sorted(set(received) | set(missed), key=lambda k: k[1]), key=lambda k: k[0], reverse=True)
     return [
         DailySummary(

@@ -1,7 +1,9 @@
 """No alert missed in silence, through a real gunicorn (issue 20): a heartbeat that never comes
 and a skipped sequence number each raise a notification (fake Telegram, Discord and webhook
-servers) and a /healthz problem naming the strategy, market and missed bar; the timeline of an
-alert lists every step with its time (API and ``tvgw alerts --id``).
+servers) and a /healthz problem naming the strategy, market and missed bar; a missed entry is
+repaired by the next alert's intended position, once; a close delivered after the reversal it
+preceded does not undo it (the reversal itself a reduce-only close, then the short); the
+timeline of an alert lists every step with its time (API and ``tvgw alerts --id``).
 
 Time is the chart's, not the machine's: a heartbeat says which bar it closed, so a test that
 sends one for a bar that closed nearly a minute ago (1-minute chart, 2 s grace) makes the next
@@ -27,7 +29,7 @@ pytestmark = pytest.mark.slow
 
 GRACE_S = 2.0
 BAR_S = 60
-PRICES = {"BTC/USDT": 30000.0, "ETH/USDT": 1800.0, "SOL/USDT": 20.5}
+PRICES = {"BTC/USDT": 30000.0, "ETH/USDT": 1800.0, "SOL/USDT": 20.5, "BNB/USDT": 300.0}
 
 
 @pytest.fixture(scope="module")
@@ -224,3 +226,103 @@ def test_the_dashboard_flags_the_missing_alerts_and_shows_a_timeline(
     assert steps == ["fired", "received", "decided", "ordered", "fill"], steps
     assert chromium.evaluate("document.querySelector('#timeline-alert').innerText") == str(alert_id)
     assert chromium.errors == []
+
+
+def order_alert(
+    ticker: str,
+    price: float,
+    action: str,
+    bar_open: float,
+    sequence: int,
+    after: tuple[str, float],
+    before: tuple[str, float],
+    order_id: str,
+    contracts: float,
+) -> dict[str, Any]:
+    """An order alert as the bundled strategy sends it: its bar, its number, its contracts, and
+    the strategy's position after and before it (side and unsigned size)."""
+    return sample_alert(
+        ticker=ticker, price=price, action=action, contracts=contracts, order_id=order_id,
+        time=int(bar_open * 1000), sequence=sequence, market_position=after[0], market_position_size=after[1],
+        prev_market_position=before[0], prev_market_position_size=before[1],
+    )  # fmt: skip
+
+
+def position(gateway: LiveGateway, symbol: str) -> float:
+    rows = db_rows(
+        gateway.database, "SELECT amount FROM positions WHERE broker = 'paper' AND symbol = ?", (symbol,)
+    )
+    return float(rows[0]["amount"]) if rows else 0.0
+
+
+def test_a_missed_entry_is_repaired_by_the_next_alerts_intended_position_once(gateway: LiveGateway) -> None:
+    bar = time.time() // 3600 * 3600
+    entry = order_alert(
+        "BTCUSDT", 30000.0, "buy", bar - 7200, 100, ("long", 0.01), ("flat", 0), "entry", 0.01
+    )
+    add = order_alert("BTCUSDT", 30000.0, "buy", bar - 3600, 101, ("long", 0.02), ("long", 0.01), "add", 0.01)
+    # The entry never arrives (TradingView dropped it); the add does.
+    answer = gateway.post(add).json()
+    assert answer["status"] == "executed", answer
+    decision = answer["decision"]
+    assert "repaired a gap: booked 0 where the chart had 0.01" in decision["reason"], decision
+    assert decision["details"]["repair"] == {"chart_before": 0.01, "booked_before": 0.0, "extra_traded": 0.01}
+    assert (decision["order"]["side"], decision["order"]["amount"]) == ("buy", pytest.approx(0.02))
+    assert position(gateway, "BTC/USDT") == pytest.approx(0.02)
+
+    # The lost entry turns up late: its chart sent it before the add, which already applied.
+    late = gateway.post(entry).json()
+    assert late["status"] == "rejected" and late["decision"]["reason"].startswith("out of order"), late
+    assert "order" not in late["decision"]
+    # The close after it: the book is where the chart says, so nothing more is repaired.
+    close = order_alert(
+        "BTCUSDT", 30000.0, "close_long", bar, 102, ("flat", 0), ("long", 0.02), "close", 0.02
+    )
+    closed = gateway.post(close).json()
+    assert closed["status"] == "executed" and "repair" not in closed["decision"].get("details", {}), closed
+    assert position(gateway, "BTC/USDT") == pytest.approx(0.0)
+
+    ids = (answer["alert_id"], late["alert_id"], closed["alert_id"])
+    sql = "SELECT alert_id, step FROM alert_steps WHERE step != 'decided' AND alert_id IN (?, ?, ?)"
+    steps = db_rows(gateway.database, sql, ids)
+    assert sorted((r["alert_id"], r["step"]) for r in steps) == [
+        (answer["alert_id"], "repaired"), (late["alert_id"], "superseded")
+    ]  # fmt: skip
+    timeline = requests.get(
+        f"{gateway.url}/api/alerts/{answer['alert_id']}/timeline", headers=AUTH, timeout=10
+    )
+    assert "repaired" in [s["step"] for s in timeline.json()["steps"]]
+
+
+def test_a_close_delivered_after_its_reversal_does_not_undo_it(gateway: LiveGateway) -> None:
+    bar = time.time() // 3600 * 3600
+    entry = order_alert("BNBUSDT", 300.0, "buy", bar - 3600, 7, ("long", 1.0), ("flat", 0), "Long", 1.0)
+    assert gateway.post(entry).json()["status"] == "executed"
+    # The strategy's stop closes the long and its short entry opens on the same bar (one number):
+    close = order_alert("BNBUSDT", 300.0, "close_long", bar, 8, ("flat", 0), ("long", 1.0), "Long exit", 1.0)
+    short = order_alert("BNBUSDT", 300.0, "sell", bar, 8, ("short", 1.0), ("flat", 0), "Short", 1.0)
+    # ... and the short arrives first.
+    flipped = gateway.post(short).json()
+    assert flipped["status"] == "executed", flipped
+    decision = flipped["decision"]
+    assert "repaired a gap" in decision["reason"], decision
+    # One step of two orders: the reduce-only close of the long first, then the short.
+    first = decision["close_first"]
+    assert (first["side"], first["amount"], first["reduce_only"], first["fill"]["filled"]) == (
+        "sell", pytest.approx(1.0), True, pytest.approx(1.0)
+    )  # fmt: skip
+    assert (decision["order"]["side"], decision["order"]["amount"]) == ("sell", pytest.approx(1.0))
+    orders = db_rows(gateway.database, "SELECT client_order_id, side, amount, filled, status FROM orders"
+                     " WHERE alert_id = ? ORDER BY id", (flipped["alert_id"],))  # fmt: skip
+    assert [(o["client_order_id"].endswith("-c"), o["side"], o["filled"], o["status"]) for o in orders] == [
+        (True, "sell", pytest.approx(1.0), "filled"), (False, "sell", pytest.approx(1.0), "filled")
+    ]  # fmt: skip
+    assert position(gateway, "BNB/USDT") == pytest.approx(-1.0)
+
+    late = gateway.post(close).json()
+    assert late["status"] == "rejected" and late["decision"]["reason"].startswith("out of order"), late
+    assert f"alert {flipped['alert_id']}" in late["decision"]["reason"]
+    assert position(gateway, "BNB/USDT") == pytest.approx(-1.0)  # the reversal stands
+    assert not db_rows(gateway.database, "SELECT * FROM orders WHERE alert_id = ?", (late["alert_id"],))
+    # The gap the short's arrival showed is settled (repaired), so it is no /healthz problem.
+    assert not [p for p in health(gateway)["problems"] if "BNB/USDT" in p]

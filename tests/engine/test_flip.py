@@ -1,0 +1,54 @@
+"""A flip (long to short) on an exchange is one step of two orders, a reduce-only close first
+(issue 20), against the fake Binance futures: the close goes out before the short, and when the
+exchange refuses the close (the position is not there), the short is never sent."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import db_rows
+from tests.engine.test_exchange_exits import exchange_env, gateway, position, send
+from tests.fake_exchange import FakeBinance
+
+__all__ = ["exchange_env"]
+
+
+def test_the_reduce_only_close_goes_out_before_the_short(
+    tmp_path: Path, fake_exchange: FakeBinance, exchange_env: None
+) -> None:
+    settings, app = gateway(tmp_path, fake_exchange)
+    assert send(app, contracts=0.04, order_id="long")["status"] == "executed"
+    body = send(app, action="reverse", contracts=None, order_id="flip")
+    assert body["status"] == "executed", body
+    sent = [(o["side"], o["origQty"], o["reduceOnly"]) for o in fake_exchange.futures.orders]
+    assert sent == [("BUY", "0.04", False), ("SELL", "0.04", True), ("SELL", "0.04", False)]
+    assert fake_exchange.futures_position() == pytest.approx(-0.04) and position(settings) == pytest.approx(
+        -0.04
+    )
+    assert body["decision"]["close_first"]["client_order_id"].endswith("-c")
+
+
+def test_a_refused_close_stops_the_flip_before_its_short(
+    tmp_path: Path, fake_exchange: FakeBinance, exchange_env: None
+) -> None:
+    settings, app = gateway(tmp_path, fake_exchange)
+    assert send(app, contracts=0.04, order_id="long")["status"] == "executed"
+    # The exchange closed the long behind the gateway's back (a liquidation, a manual close).
+    fake_exchange.futures.position("BTCUSDT").amount = Decimal(0)
+    body = send(app, 502, action="reverse", contracts=None, order_id="flip")
+    assert body["status"] == "failed" and body["decision"]["reason"].startswith("flip halted"), body
+    # One sell was tried, the reduce-only close; the short was never sent: nothing to undo.
+    assert [(o["side"], o["reduceOnly"]) for o in fake_exchange.futures.orders] == [
+        ("BUY", False),
+        ("SELL", True),
+    ]
+    assert fake_exchange.futures_position() == 0
+    legs_sql = "SELECT client_order_id, status FROM orders WHERE alert_id = ? ORDER BY id"
+    rows = db_rows(settings.database, legs_sql, (body["alert_id"],))
+    assert [(r["client_order_id"].endswith("-c"), r["status"]) for r in rows] == [
+        (True, "failed"),
+        (False, "canceled"),
+    ]

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 
 GRACE_S = 2.0
 BAR_S = 60
-PRICES = {"BTC/USDT": 30000.0, "ETH/USDT": 1800.0, "SOL/USDT": 20.5, "BNB/USDT": 300.0}
+PRICES = {"BTC/USDT": 30000.0, "ETH/USDT": 1800.0, "SOL/USDT": 20.5, "BNB/USDT": 300.0, "LTC/USDT": 80.0}
 
 
 @pytest.fixture(scope="module")
@@ -326,3 +326,27 @@ def test_a_close_delivered_after_its_reversal_does_not_undo_it(gateway: LiveGate
     assert not db_rows(gateway.database, "SELECT * FROM orders WHERE alert_id = ?", (late["alert_id"],))
     # The gap the short's arrival showed is settled (repaired), so it is no /healthz problem.
     assert not [p for p in health(gateway)["problems"] if "BNB/USDT" in p]
+
+
+def test_a_position_the_book_does_not_hold_is_told_not_traded_until_an_alert_repairs_it(
+    gateway: LiveGateway, chat: FakeChat
+) -> None:
+    """The chart is long 1 (its entry alert never came): the heartbeat says so, the gateway
+    tells it once and trades nothing; the next alert that says its position repairs it."""
+    bar = time.time() // 3600 * 3600
+    beat = heartbeat("LTCUSDT", 50, bar - 3600, interval="60", market_position="long", market_position_size=1)
+    answer = gateway.post(beat).json()
+    (gap,) = answer["gaps"]
+    assert gap["kind"] == "position_mismatch" and "the chart holds 1, the book 0" in gap["detail"], gap
+    assert position(gateway, "LTC/USDT") == 0.0  # told, not guessed at
+    text = wait_until(lambda: told(chat, "POSITION MISMATCH", "LTC/USDT"), 30, "the mismatch was told")[0]
+    assert "strategy default" in text
+    again = gateway.post({**beat, "sequence": 51, "time": int(bar * 1000)}).json()
+    assert again["gaps"] == [], "told once, not at every heartbeat"
+    assert any("LTC/USDT" in p for p in health(gateway)["problems"])
+
+    add = order_alert("LTCUSDT", 80.0, "buy", bar, 52, ("long", 2.0), ("long", 1.0), "add", 1.0)
+    repaired = gateway.post({**add, "interval": "60"}).json()
+    assert repaired["status"] == "executed" and "repaired a gap" in repaired["decision"]["reason"], repaired
+    assert position(gateway, "LTC/USDT") == pytest.approx(2.0)
+    assert not [p for p in health(gateway)["problems"] if "LTC/USDT" in p]

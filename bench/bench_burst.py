@@ -123,11 +123,11 @@ def main() -> int:
         row = []
         for port, (name, app) in enumerate(cases, start=18_500 + 10 * round_no):
             env = gateway_env(tmp, f"burst-{round_no}-{port}", TVGW_CONFIG=str(config))
-            if app == "wsgi:app":
-                seed_market(env["TVGW_DATABASE"], {t.removesuffix("USDT") + "/USDT": PRICE for t in tickers},
-                            timeframe="1m")  # fmt: skip
             proc = start(app, env, port)
             try:
+                if app == "wsgi:app":  # the markets' current 1-minute bar, fresh when the burst fires
+                    prices = {t.removesuffix("USDT") + "/USDT": PRICE for t in tickers}
+                    seed_market(env["TVGW_DATABASE"], prices, timeframe="1m")
                 url = f"http://127.0.0.1:{port}/webhook"
                 requests.post(url, json={"passphrase": "warm-up"}, timeout=10)  # connect once
                 alerts = burst(tickers, args.per_market, env["TVGW_PASSPHRASE"], f"r{round_no}")

@@ -96,14 +96,29 @@ def later_in_chart(marks: Iterable[FeedMark], new: FeedMark) -> FeedMark | None:
     """An order alert of the chart already on file that the chart sent after ``new``: one on a
     later bar or with a later number, or one on the same bar and number whose position before
     is ``new``'s position after (the entry that followed this close)."""
-    mine = chart_order(new)
     for m in marks:
         if m.kind != "order" or m.alert_id is None:
             continue
-        order = chart_order(m)
-        if order[:2] > mine[:2] or (order[:2] == mine[:2] and same_position(m.prev_position, new.position)):
+        mine, theirs = _comparable(new, m)
+        if mine is None or theirs is None:
+            continue  # told in different ways (bar time, or only when fired): no order to judge
+        if theirs > mine or (theirs == mine and same_position(m.prev_position, new.position)):
             return m
     return None
+
+
+def _comparable(a: FeedMark, b: FeedMark) -> tuple[tuple[float, int] | None, tuple[float, int] | None]:
+    """The chart order of two messages by what both say: their bars (then numbers) when both
+    name a bar, else when both fired; else nothing (a bar's open and a firing time do not
+    compare: the alert fired on a bar opens after it)."""
+    if a.bar_time is not None and b.bar_time is not None:
+        return chart_order(a)[:2], chart_order(b)[:2]
+    if a.fired_at is not None and b.fired_at is not None and a.bar_time is None and b.bar_time is None:
+        return (a.fired_at, -1 if a.sequence is None else a.sequence), (
+            b.fired_at,
+            -1 if b.sequence is None else b.sequence,
+        )
+    return None, None
 
 
 def intend(

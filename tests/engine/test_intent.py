@@ -47,6 +47,17 @@ def test_a_close_arriving_after_the_reversal_it_preceded_is_superseded() -> None
     assert later_in_chart([on_file(8, T0 + 60, 11, 0.0, 1.0)], mark_of(entry_after)) is None
 
 
+def test_a_bar_time_and_a_firing_time_are_not_compared() -> None:
+    """A message that names its bar and one that only says when it fired do not order: the bar
+    opened before the alert fired on it, so comparing them would refuse a real alert."""
+    fired_late = FeedMark(id=1, feed_id=1, kind="order", received_at=T0, alert_id=1, fired_at=T0 + 3000,
+                          position=1.0, prev_position=0.0)  # fmt: skip
+    on_its_bar = alert("sell", ("flat", 0), ("long", 1), time=T0)  # fired later, on the bar of T0
+    assert later_in_chart([fired_late], mark_of(on_its_bar)) is None
+    both_fired = alert("sell", ("flat", 0), ("long", 1), timenow=T0 + 10)
+    assert later_in_chart([fired_late], mark_of(both_fired)) is fired_late
+
+
 def test_the_newest_alert_and_plain_buys_are_never_superseded() -> None:
     older = on_file(3, T0, 10, 1.0, 0.0)
     newer = alert("sell", ("short", 1), ("long", 1), time=T0 + 60, sequence=11)

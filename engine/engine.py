@@ -10,7 +10,10 @@ The act, in order (the webhook, the backtest and the API's on-demand actions all
    is decided), and each account's equity, market limits and exit holder
    (:meth:`engine.desk.Desk.view`). These may need the network.
 2. One write transaction (``BEGIN IMMEDIATE``, group-committed with other threads' alerts):
-   each account's book is read (:meth:`engine.desk.Desk.book`) and decided on by the pure
+   each account's book is read (:meth:`engine.desk.Desk.book`); what the strategy's intended
+   position says of the alert on it (superseded by a later alert of its chart, a gap to repair
+   or one too large to repair, a flip as a reduce-only close then the opening order) comes from
+   the pure rules of :mod:`engine.intent`; it is decided on by the pure
    :func:`engine.decide.decide`; the idempotency key is claimed (a UNIQUE key: a duplicate acts
    once across every worker); the alert, the ML layer's rows and the order intent are recorded
    (:mod:`engine.settlement`). A broker that settles instantly (the paper book) fills inside

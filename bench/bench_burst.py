@@ -30,7 +30,7 @@ from typing import Any
 import requests
 
 from bench.bench_gateway import gateway_env, start, stop
-from tests.conftest import seed_market
+from tests.conftest import free_port, seed_market
 
 TRADINGVIEW_TIMEOUT_S = 3.0
 PRICE = 100.0
@@ -70,6 +70,7 @@ def burst(tickers: list[str], per_market: int, passphrase: str, run: str) -> lis
 def fire(url: str, alerts: list[dict[str, Any]], spread: float) -> list[tuple[float, int]]:
     """(seconds from due to answer, HTTP status) per alert, each on its own connection."""
     results: list[tuple[float, int]] = [(float("nan"), 0)] * len(alerts)
+    refusals: list[str] = []
     start_at = time.monotonic() + 0.5
     gap = spread / max(1, len(alerts) - 1)
 
@@ -77,7 +78,11 @@ def fire(url: str, alerts: list[dict[str, Any]], spread: float) -> list[tuple[fl
         due = start_at + i * gap
         time.sleep(max(0.0, due - time.monotonic()))
         try:
-            status = requests.post(url, json=alerts[i], timeout=30).status_code
+            response = requests.post(url, json=alerts[i], timeout=30)
+            status = response.status_code
+            if status != 200 and not refusals:
+                refusals.append(response.text[:300])
+                print(f"first answer that is not 200: HTTP {status} {refusals[0]}", file=sys.stderr)
         except requests.RequestException:
             status = 0
         results[i] = (time.monotonic() - due, status)
@@ -121,7 +126,8 @@ def main() -> int:
     rounds: list[list[dict[str, float]]] = []
     for round_no in range(args.rounds):
         row = []
-        for port, (name, app) in enumerate(cases, start=18_500 + 10 * round_no):
+        for name, app in cases:
+            port = free_port()  # never a fixed port: a server left on one would answer instead
             env = gateway_env(tmp, f"burst-{round_no}-{port}", TVGW_CONFIG=str(config))
             proc = start(app, env, port)
             try:

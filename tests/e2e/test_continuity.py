@@ -23,9 +23,11 @@ import requests
 from tests.conftest import LiveGateway, db_rows, sample_alert, seed_market, start_gateway, wait_until
 from tests.operator.conftest import AUTH, TOKEN
 from tests.operator.fake_chat import FakeChat
+from tests.operator.test_dashboard import chromium
 from tests.operator.test_notify import chat_env
 
 pytestmark = pytest.mark.slow
+__all__ = ["chromium"]  # the real-browser fixture, shared with the dashboard's own test
 
 GRACE_S = 2.0
 BAR_S = 60
@@ -176,18 +178,6 @@ def test_the_timeline_of_an_alert_lists_every_step_with_times(
         requests.get(f"{gateway.url}/api/alerts/999999/timeline", headers=AUTH, timeout=10).status_code == 404
     )
     assert TOKEN not in out
-
-
-@pytest.fixture
-def chromium() -> Iterator[Any]:
-    from tests.operator.browser import Browser, find_chromium
-
-    executable = find_chromium()
-    if executable is None:
-        pytest.skip("no Chromium installed (apt-get install chromium; .ci/run installs it)")
-    browser = Browser(executable)
-    yield browser
-    browser.close()
 
 
 def test_the_dashboard_flags_the_missing_alerts_and_shows_a_timeline(

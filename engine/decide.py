@@ -71,6 +71,9 @@ class MarketFacts:
     symbol_error: BrokerError | None = None
     limits: MarketLimits | None = None
     limits_error: str | None = None
+    #: When the limits were read (an exchange's market table, loaded in the background), and from.
+    limits_taken_at: float | None = None
+    limits_source: str | None = None
     exit_holder: ExitHolder | None = None
 
 
@@ -139,12 +142,19 @@ def decide(
     if reference is None:
         return outcome("rejected", f"no market price for {symbol}: {NO_PRICE_HINT}")
     price = reference.price
-    known["details"] = {"price": {"reference": price, "source": reference.source, "alert": alert.price}}
+    known["details"] = {
+        "price": {"reference": price, "source": reference.source, "age_s": reference.age(book.now),
+                  "alert": alert.price},
+    }  # fmt: skip
     if snapshot.equity is None or not math.isfinite(snapshot.equity):
+        why = snapshot.equity_error or f"it is {snapshot.equity}"
         return outcome(
-            "failed",
-            f"cannot read a finite account equity from {account} ({snapshot.equity}); not trading blind",
+            "failed", f"cannot read a finite account equity from {account} ({why}); not trading blind"
         )
+    known["details"]["equity"] = {
+        "value": snapshot.equity, "age_s": _age(snapshot.equity_taken_at, book.now),
+        "source": snapshot.equity_source,
+    }  # fmt: skip
     positions = book.positions
     held = next((p.amount for p in positions if p.symbol == symbol), 0.0)
     current = held + book.pending
@@ -202,6 +212,10 @@ def decide(
             )
         amount = verdict.amount
     amount, problem = fit_to_market(market, symbol, amount, price, reduces)
+    if market.limits is not None:
+        known["details"]["market_limits"] = {
+            "age_s": _age(market.limits_taken_at, book.now), "source": market.limits_source,
+        }  # fmt: skip
     if problem is not None:
         return outcome("rejected", problem, risk_codes=codes, risk_reasons=reasons)
     if contract and not reduces:
@@ -226,6 +240,11 @@ def fit_to_market(
         kind = "exit" if reduces else "order"
         return fitted, f"{kind} of {amount:.10g} {symbol} not sent: {problem}"
     return fitted, None
+
+
+def _age(taken_at: float | None, now: float) -> float:
+    """Seconds between a reading and the decision (0 for one read just now, ``taken_at`` None)."""
+    return 0.0 if taken_at is None else round(max(0.0, now - taken_at), 3)
 
 
 def leverage_for(

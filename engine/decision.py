@@ -121,10 +121,17 @@ def probability_for(signal: SignalPort, side: str) -> float:
 
 @dataclass(frozen=True, kw_only=True)
 class MarketSnapshot:
-    """Inputs gathered *before* the write transaction (they may need the network)."""
+    """Inputs gathered *before* the write transaction (they may need the network).
+
+    An exchange's equity may be a cached reading: ``equity_taken_at`` is when it was read (epoch
+    seconds; None for a book read just now), ``equity_source`` what from, and ``equity_error``
+    why there is none when ``equity`` is None."""
 
     equity: float | None  # None: the broker could not say
     price: ReferencePrice | None  # the price the gateway trusts, never the alert's claim
+    equity_taken_at: float | None = None
+    equity_source: str | None = None
+    equity_error: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

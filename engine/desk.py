@@ -41,7 +41,7 @@ __all__ = ["EQUITY_TTL_S", "AccountView", "Desk"]
 
 log = logging.getLogger(__name__)
 
-#: Seconds a remote broker's equity reading is reused.
+#: Seconds between the equity snapshots the drawdown and daily-loss limits are judged from.
 EQUITY_TTL_S = 5.0
 
 
@@ -78,7 +78,6 @@ class Desk:
         self.prices: PriceSource = prices or MarketPrices(storage, broker, clock=clock.now)
         self.account = account
         self.risk = RiskManager(account.risk if account is not None else settings.risk)
-        self._equity_cache: tuple[float, float | None] = (-EQUITY_TTL_S, None)
         #: One thread that places and cancels a live broker's resting exits after an alert's fill,
         #: in order, so the answer never waits on them (see :meth:`sync_soon`).
         self._exit_sync = (
@@ -125,10 +124,16 @@ class Desk:
             return MarketFacts(symbol=None, symbol_error=exc)
         if strategy.mode == "annotate":
             return MarketFacts(symbol=symbol)
-        limits, problem = self.limits(symbol)
+        try:
+            limits = self.broker.limits_reading(symbol)
+        except BrokerError as exc:
+            return MarketFacts(symbol=symbol, limits_error=str(exc), exit_holder=self.exit_holder(symbol))
+        # A local book's limits are its settings: read now, on the caller's (maybe simulated) clock.
+        taken_at = None if self.broker.settles_instantly else limits.taken_at
         return MarketFacts(
-            symbol=symbol, limits=limits, limits_error=problem, exit_holder=self.exit_holder(symbol)
-        )
+            symbol=symbol, limits=limits.value, limits_taken_at=taken_at, limits_source=limits.source,
+            exit_holder=self.exit_holder(symbol),
+        )  # fmt: skip
 
     def limits(self, symbol: str) -> tuple[MarketLimits | None, str | None]:
         """The market's order limits, or None and why they could not be read."""
@@ -156,28 +161,28 @@ class Desk:
 
         The price is ``reference``, the one the engine trusts (see :mod:`engine.market`), never
         the alert's own: the alert's price was only checked against it. A remote broker's
-        equity costs round trips (balance, tickers), so it is cached for EQUITY_TTL_S; when it
-        cannot be read at all, equity is None and any decision that needs it is refused with
-        the reason rather than guessed.
+        equity costs round trips (balance, tickers): the broker keeps it as a reading with its
+        age, refreshed by one thread and backed off when it fails
+        (:mod:`engine.brokers.readings`). When none can be had, equity is None with the reason,
+        and any decision that needs it is refused with that reason rather than guessed.
         """
         if strategy.mode == "annotate":
             return MarketSnapshot(equity=0.0, price=None)
-        return MarketSnapshot(equity=self.equity(), price=reference)
-
-    def equity(self) -> float | None:
-        if self.broker.settles_instantly:
-            return self.broker.equity()
-        cached_at, value = self._equity_cache
-        now = self.clock.now()
-        if 0 <= now - cached_at < EQUITY_TTL_S:
-            return value
+        if self.broker.settles_instantly:  # a local book: read now, on the caller's clock
+            return MarketSnapshot(
+                equity=self.broker.equity(), price=reference, equity_source=f"{self.name} book"
+            )
         try:
-            value = self.broker.equity()
+            reading = self.broker.equity_reading()
         except BrokerError as exc:
             log.warning("cannot read %s equity: %s", self.broker.name, exc)
-            return None
-        self._equity_cache = (now, value)
-        return value
+            return MarketSnapshot(equity=None, price=reference, equity_error=str(exc))
+        return MarketSnapshot(
+            equity=reading.value,
+            price=reference,
+            equity_taken_at=reading.taken_at,
+            equity_source=reading.source,
+        )
 
     # --- inside the transaction (local records only) --------------------------------------------
     def book(self, conn: sqlite3.Connection, alert: Alert, view: AccountView) -> Book:

@@ -38,12 +38,19 @@ class ReferencePrice:
     """A price the gateway trusts for ``symbol``, and where it came from.
 
     ``trusted`` is False for the last recorded mark (or the entry price) used when no current
-    price is known: good enough to value an exit, never to open or add exposure.
+    price is known: good enough to value an exit, never to open or add exposure. ``taken_at``
+    is when an exchange's ticker was read (it may be a cached reading a few seconds old); None
+    for a price whose source names its own time (a bar's close, a mark).
     """
 
     price: float
     source: str
     trusted: bool = True
+    taken_at: float | None = None
+
+    def age(self, now: float) -> float | None:
+        """Seconds since the price was read, when known."""
+        return None if self.taken_at is None else round(max(0.0, now - self.taken_at), 3)
 
 
 class PriceSource(Protocol):
@@ -68,17 +75,19 @@ class MarketPrices:
         self.clock = clock
 
     def reference(self, symbol: str, timeframe: str) -> ReferencePrice | None:
-        """The candle store's latest close when recent, else the broker's ticker, else None."""
+        """The candle store's latest close when recent, else the broker's ticker (a cached
+        reading, with the time it was read), else None."""
         candle = self._recent_close(symbol, timeframe)
         if candle is not None:
             return candle
         try:
-            price = self.broker.last_price(symbol)
+            reading = self.broker.price_reading(symbol)
         except BrokerError:
             return None
+        price = reading.value
         if price is None or not (math.isfinite(price) and price > 0):
             return None
-        return ReferencePrice(float(price), f"{self.broker.name} ticker")
+        return ReferencePrice(float(price), reading.source, taken_at=reading.taken_at)
 
     def last_known(self, symbol: str) -> ReferencePrice | None:
         """For exits without a current price: the shared mark, else the position's entry price.

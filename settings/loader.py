@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from common.errors import ConfigError
 from engine.continuity import ContinuitySettings
@@ -53,6 +53,15 @@ class Settings(WebSettings):
     #: Base URL replacing the exchange's REST API (a local fake exchange in tests, a proxy).
     exchange_api_url: str | None = None
     exchange_timeout_ms: int = Field(default=1_200, ge=100, le=60_000)
+    #: Seconds between reloads of an exchange's market table (loaded as each worker starts and
+    #: then in the background; no alert waits on it).
+    markets_refresh_s: float = Field(default=3_600.0, ge=1)
+    #: An exchange's ticker or equity younger than this is used as it is; an older one is read
+    #: again (an alert waits a fraction of a second for that, then takes the older one).
+    exchange_fresh_s: float = Field(default=5.0, gt=0)
+    #: The oldest ticker or equity reading an alert may still be decided with while the exchange
+    #: does not answer; after that the alert fails, saying why.
+    exchange_max_age_s: float = Field(default=60.0, gt=0)
     #: Largest relative distance between an alert's price and the market price the gateway
     #: knows (candle store close or ticker); beyond it the alert is refused.
     max_price_deviation: float = Field(default=0.03, gt=0, le=1)
@@ -107,6 +116,15 @@ class Settings(WebSettings):
                 )
         return value
 
+    @model_validator(mode="after")
+    def _readings_age_in_order(self) -> Settings:
+        if self.exchange_max_age_s < self.exchange_fresh_s:
+            raise ValueError(
+                f"exchange_max_age_s ({self.exchange_max_age_s:g}) must be at least exchange_fresh_s "
+                f"({self.exchange_fresh_s:g}): a reading cannot expire before it goes stale"
+            )
+        return self
+
     def strategy(self, strategy_id: str | None) -> StrategySettings | None:
         """The settings of ``strategy_id`` (the default strategy when None), or None."""
         return self.strategies.get(strategy_id or self.default_strategy)
@@ -122,6 +140,9 @@ _ENV: dict[str, tuple[tuple[str, ...], str]] = {
     "TVGW_SANDBOX": (("sandbox",), "bool"),
     "TVGW_EXCHANGE_API_URL": (("exchange_api_url",), "str"),
     "TVGW_EXCHANGE_TIMEOUT_MS": (("exchange_timeout_ms",), "str"),
+    "TVGW_MARKETS_REFRESH_S": (("markets_refresh_s",), "str"),
+    "TVGW_EXCHANGE_FRESH_S": (("exchange_fresh_s",), "str"),
+    "TVGW_EXCHANGE_MAX_AGE_S": (("exchange_max_age_s",), "str"),
     "TVGW_ALLOWED_IPS": (("allowed_ips",), "ips"),
     "TVGW_TRUSTED_PROXIES": (("trusted_proxies",), "ips"),
     "TVGW_REQUIRE_CLIENT_CERT": (("require_client_cert",), "bool"),

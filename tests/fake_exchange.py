@@ -8,7 +8,8 @@ candles, orders and balances, with Binance-shaped JSON and Binance error codes, 
 real order book of the account: orders debit and credit balances.
 
 It also injects the failures a live exchange produces (``fail_next``): a request that times
-out (with or without the order having been created), HTTP 429, 5xx and insufficient balance.
+out (with or without the order having been created), HTTP 429, 5xx and insufficient balance;
+and slow answers per endpoint and symbol (``stalls``: one market's ticker answering after 10 s).
 
 Use it three ways:
 
@@ -43,7 +44,7 @@ import pytest
 
 from tests.fake_futures import FakeFutures, FuturesError, _crossed
 
-__all__ = ["FAILURE_MODES", "FakeBinance", "FakeMarket", "fake_exchange"]
+__all__ = ["FAILURE_MODES", "FakeBinance", "FakeMarket", "Stalls", "fake_exchange"]
 
 #: Spot order types every fake market lists (Binance's own list); ccxt checks a type against it.
 SPOT_ORDER_TYPES: tuple[str, ...] = (
@@ -210,6 +211,8 @@ class FakeBinance:
         self._server.daemon_threads = True
         self._server.fake = self  # type: ignore[attr-defined]
         self._thread: threading.Thread | None = None
+        #: Answers held back per endpoint and symbol (see :class:`Stalls`).
+        self.stalls = Stalls()
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -231,6 +234,7 @@ class FakeBinance:
         self._server.serve_forever(poll_interval=0.05)  # short poll: stop() returns quickly
 
     def stop(self) -> None:
+        self.stalls.remove()  # release held requests: shutdown must not wait out a stall
         self._server.shutdown()
         self._server.server_close()
         if self._thread is not None:
@@ -262,6 +266,11 @@ class FakeBinance:
             raise ValueError(f"endpoint must be '/path' or 'METHOD /path', got {endpoint!r}")
         with self._lock:
             self._failures.append([method.upper() or None, path, mode, times])
+
+    def clear_failures(self) -> None:
+        """Forget every failure ``fail_next`` has not used up yet."""
+        with self._lock:
+            self._failures.clear()
 
     def set_price(self, symbol: str, price: str | float) -> None:
         """Move the last price of ``symbol`` (e.g. ``BTCUSDT``, spot and perpetual alike): resting
@@ -916,6 +925,7 @@ class _Handler(BaseHTTPRequestHandler):
             params.update(parse_qsl(body, keep_blank_values=True))
         with self.fake._lock:
             self.fake.requests.append((method, path, params))
+        self.fake.stalls.hold(method, path, params)
         mode = self.fake._take_failure(method, path)
         if mode is not None and self._inject(mode, method, path, params):
             return
@@ -970,6 +980,13 @@ class _Handler(BaseHTTPRequestHandler):
                 spec = json.loads(body or "{}")
                 self.fake.fail_next(spec["endpoint"], str(spec["mode"]), int(spec.get("times", 1)))
                 self._send(200, {"ok": True})
+            elif path == "/__fake__/stall" and method in ("POST", "DELETE"):
+                spec = json.loads(body or "{}")
+                if method == "POST":
+                    self.fake.stalls.add(spec["endpoint"], float(spec["seconds"]), times=spec.get("times"))
+                else:
+                    self.fake.stalls.remove(spec.get("endpoint"))
+                self._send(200, {"ok": True})
             elif method == "POST" and path == "/__fake__/price":
                 spec = json.loads(body or "{}")
                 self.fake.set_price(spec["symbol"], spec["price"])
@@ -992,6 +1009,84 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             # The client gave up (its timeout was shorter than our delay): that is the point.
             self.close_connection = True
+
+
+# --- stalls: slow answers per endpoint and symbol ---------------------------------------------
+
+
+@dataclass
+class _Stall:
+    endpoint: str
+    method: str | None
+    path: str
+    params: dict[str, str]
+    seconds: float
+    times: int | None
+    released: threading.Event
+
+
+class Stalls:
+    """Answers held back per endpoint, and per symbol (or any other parameter): what a live
+    exchange does when one market's data is slow while the rest answer at once.
+
+    ``fake.stalls.add("/api/v3/ticker/24hr?symbol=BTCUSDT", 10)`` holds every request that
+    matches (the method is optional: ``"GET /path"``; each ``name=value`` after ``?`` must be among
+    the request's parameters) for 10 s before the fake handles it, so the answer reflects the
+    state when it is sent. Other requests are answered meanwhile (each has its own thread). A stall
+    lasts until :meth:`remove` (which releases the requests it holds at once) or for ``times``
+    requests. ``holding`` counts the requests held right now; ``held`` lists ``(method, path,
+    symbol, seconds held)`` of every request held and since answered.
+    Over HTTP: ``POST /__fake__/stall`` ``{"endpoint": ..., "seconds": 10}``, ``DELETE`` to remove.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active: list[_Stall] = []
+        self.holding = 0
+        self.held: list[tuple[str, str, str | None, float]] = []
+
+    def add(self, endpoint: str, seconds: float, *, times: int | None = None) -> None:
+        method, _, target = endpoint.rpartition(" ")
+        split = urlsplit(target)
+        if not split.path.startswith("/") or not seconds > 0 or (times is not None and times < 1):
+            raise ValueError(
+                f"stall needs '[METHOD ]/path[?name=value]', seconds > 0, times >= 1: {endpoint!r}"
+            )
+        stall = _Stall(endpoint, method.upper() or None, split.path, dict(parse_qsl(split.query)), seconds,
+                       times, threading.Event())  # fmt: skip
+        with self._lock:
+            self._active.append(stall)
+
+    def remove(self, endpoint: str | None = None) -> None:
+        """Remove the stalls of ``endpoint`` (as given to :meth:`add`; None: every stall)."""
+        with self._lock:
+            for stall in list(self._active):
+                if endpoint is None or endpoint == stall.endpoint:
+                    self._active.remove(stall)
+                    stall.released.set()
+
+    def hold(self, method: str, path: str, params: Mapping[str, str]) -> None:
+        """Called by the handler before it answers: wait out the first stall that matches."""
+        with self._lock:
+            stall = next((s for s in self._active if _stall_matches(s, method, path, params)), None)
+            if stall is None:
+                return
+            if stall.times is not None:
+                stall.times -= 1
+                if stall.times == 0:
+                    self._active.remove(stall)
+            self.holding += 1
+        started = time.monotonic()
+        stall.released.wait(stall.seconds)
+        with self._lock:
+            self.holding -= 1
+            self.held.append((method, path, params.get("symbol"), time.monotonic() - started))
+
+
+def _stall_matches(stall: _Stall, method: str, path: str, params: Mapping[str, str]) -> bool:
+    if stall.path != path or (stall.method is not None and stall.method != method):
+        return False
+    return all(params.get(name) == value for name, value in stall.params.items())
 
 
 @pytest.fixture

@@ -7,13 +7,14 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
 from flask import Flask, current_app
 from flask.json.provider import DefaultJSONProvider
 
+from engine.brokers.base import Broker
 from engine.brokers.factory import create_account_brokers, create_broker
 from engine.engine import TradingEngine
 from ml_integration.serving import SignalService
@@ -24,6 +25,11 @@ from webhook.errors import register_error_handlers
 from webhook.gateway import Gateway
 
 __all__ = ["create_app", "current_gateway", "get_gateway"]
+
+#: How long a starting worker waits for its exchanges' market tables before it serves anyway
+#: (what needs a table not loaded yet then fails at once, saying so, while the load goes on in
+#: the background): well inside gunicorn's 10 s worker timeout, which a longer wait would trip.
+MARKETS_START_WAIT_S = 5.0
 
 
 def create_app(settings: Settings | None = None, test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -38,6 +44,7 @@ def create_app(settings: Settings | None = None, test_config: Mapping[str, Any] 
     storage.migrate()
     broker = create_broker(settings, storage, exchange_credentials(settings.broker))
     accounts = create_account_brokers(settings, storage, account_credentials)
+    start_brokers([broker, *accounts.values()], settings.markets_refresh_s)
     market_data = None
     if settings.market_data:
         from ml_integration.market_data import create_exchange
@@ -116,6 +123,22 @@ def start_exit_watcher(engine: TradingEngine, interval_s: float) -> threading.Th
     thread = threading.Thread(target=loop, name="tvgw-exits", daemon=True)
     thread.start()
     return thread
+
+
+def start_brokers(brokers: Iterable[Broker], refresh_s: float) -> None:
+    """As the worker starts, not inside a request: each broker loads what it keeps up in the
+    background (an exchange's market table, refreshed every ``refresh_s``), all at once, and the
+    worker waits up to MARKETS_START_WAIT_S for them together."""
+    brokers = list(brokers)
+    for broker in brokers:
+        broker.start(refresh_s=refresh_s)
+    deadline = time.monotonic() + MARKETS_START_WAIT_S
+    for broker in brokers:
+        if not broker.ready(max(0.0, deadline - time.monotonic())):
+            logging.getLogger("tvgw").warning(
+                "%s: markets not loaded within %.0f s of start-up; serving anyway (alerts for it fail, "
+                "saying so, until the background load succeeds)", broker.name, MARKETS_START_WAIT_S,
+            )  # fmt: skip
 
 
 def _preload(signals: SignalService) -> None:

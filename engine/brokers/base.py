@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
 from typing import Any, Literal
+
+from engine.brokers.readings import Reading
 
 __all__ = [
     "Broker",
@@ -145,6 +148,27 @@ class Broker(ABC):
     @abstractmethod
     def equity(self) -> float:
         """Account value in the quote currency (cash plus marked positions)."""
+
+    def equity_reading(self) -> Reading[float]:
+        """:meth:`equity` with the time it was read. A broker that reads it over the network
+        caches it and says how old it is; here it is read now."""
+        return Reading(self.equity(), time.time(), f"{self.name} book")
+
+    def price_reading(self, symbol: str, *, wait_s: float | None = None) -> Reading[float | None]:
+        """:meth:`last_price` with the time it was read (see :meth:`equity_reading`)."""
+        return Reading(self.last_price(symbol), time.time(), f"{self.name} price")
+
+    def limits_reading(self, symbol: str) -> Reading[MarketLimits]:
+        """:meth:`market_limits` with the time they were read (see :meth:`equity_reading`)."""
+        return Reading(self.market_limits(symbol), time.time(), f"{self.name} settings")
+
+    def start(self, *, refresh_s: float) -> None:  # noqa: B027 - optional hook
+        """Begin what a serving process keeps up in the background (an exchange's market table,
+        refreshed every ``refresh_s``); nothing to do for a broker that reads nothing remote."""
+
+    def ready(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for what :meth:`start` loads first; True when ready."""
+        return True
 
     def starting_cash(self) -> float:
         """The cash a ledger of this broker starts from: the paper book's starting balance; an

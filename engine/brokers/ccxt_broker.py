@@ -8,6 +8,9 @@ Two rules shape it:
 
 * Reads (markets, tickers, balances, orders, candles) are retried with exponential backoff on
   temporary errors, because reading twice is harmless.
+* Reads that may be stale (the ticker, the equity) are cached with their age
+  (``engine.brokers.readings``), and the markets are loaded at start-up and refreshed in the
+  background (:meth:`CcxtBroker.start`): nothing on an alert's path waits on loading them.
 * An order is sent once, with a client order id. When the answer is lost (timeout, connection
   drop, 5xx: Binance documents that a 5xx leaves the order's status unknown), the order is
   looked up by that id, retrying the lookup with backoff; if it cannot be found the broker raises
@@ -40,6 +43,8 @@ from engine.brokers.base import (
     ProtectiveOrder,
     Side,
 )
+from engine.brokers.ccxt_pool import ExchangePool
+from engine.brokers.readings import ReadCache, Reading, ReadPolicy
 from engine.exceptions import (
     BrokerError,
     ExchangeUnavailableError,
@@ -141,8 +146,7 @@ def _retried_read(method: Callable[P, R]) -> Callable[P, R]:
         retries: int = self.read_retries  # type: ignore[attr-defined]
         for attempt in range(retries + 1):
             try:
-                with self._calls:  # type: ignore[attr-defined]
-                    return method(*args, **kwargs)
+                return method(*args, **kwargs)
             except TemporaryError as e:
                 if attempt == retries:
                     raise
@@ -168,9 +172,12 @@ class CcxtBroker(Broker):
 
     Budget: a lost answer costs up to ``timeout_ms`` for the order plus ``read_retries + 1``
     lookups with backoff; callers on the webhook's 3-second path should size ``timeout_ms``,
-    ``read_retries`` and ``backoff_s`` for that. One instance per process, its calls serialised by
-    a lock: ccxt's sync client and its rate limiter are not designed for concurrent calls from the
-    threads of a gunicorn worker.
+    ``read_retries`` and ``backoff_s`` for that.
+
+    Concurrency: ccxt's sync client is not made for concurrent calls on one instance, and one
+    instance behind one lock made every symbol wait behind the slowest. Calls lease an instance
+    from a small pool (``engine.brokers.ccxt_pool``: up to ``pool_size``, one rate limit and one
+    market table shared by all), so a stalled answer holds one instance and nothing else.
     """
 
     def __init__(
@@ -187,6 +194,8 @@ class CcxtBroker(Broker):
         rate_limit_ms: int | None = None,
         quote_currency: str = "USDT",
         storage: object | None = None,
+        pool_size: int = 8,
+        reads: ReadPolicy | None = None,
     ):
         if exchange_id not in ccxt.exchanges:
             raise OperationalError(f"unknown ccxt exchange id {exchange_id!r}{_did_you_mean(exchange_id)}")
@@ -204,37 +213,115 @@ class CcxtBroker(Broker):
         self.name = name or exchange_id
         self.exchange_id = exchange_id
         self.read_retries = read_retries
-        #: Serialises every call into ccxt (re-entrant: equity() reads balances and tickers).
-        self._calls = threading.RLock()
         self.backoff_s = backoff_s
         self.quote_currency = quote_currency.upper()
         self.storage = storage
         #: (leverage, margin mode) last set per contract symbol: set again only when they change.
         self._margin: dict[str, tuple[int | None, str | None]] = {}
+        #: One lock per contract symbol around "set its margin, then place": two threads never
+        #: interleave those on one symbol (other symbols go on meanwhile).
+        self._symbol_locks: dict[str, threading.Lock] = {}
+        self._symbol_locks_guard = threading.Lock()
         config: dict[str, Any] = {"enableRateLimit": True, "timeout": timeout_ms, **credentials}
         if rate_limit_ms is not None:
             config["rateLimit"] = rate_limit_ms
-        self._exchange: ccxt.Exchange = getattr(ccxt, exchange_id)(config)
-        self._exchange.options.update(_EXCHANGE_OPTIONS.get(exchange_id, {}))
-        if api_url:
-            self._exchange.urls["api"] = _with_base_url(self._exchange.urls["api"], api_url)
-        elif sandbox:
-            try:
-                self._exchange.set_sandbox_mode(True)
-            except ccxt.NotSupported as e:
-                raise OperationalError(
-                    f"{exchange_id} has no sandbox in ccxt; set sandbox off or use another exchange"
-                ) from e
+
+        def make() -> ccxt.Exchange:
+            exchange: ccxt.Exchange = getattr(ccxt, exchange_id)(dict(config))
+            exchange.options.update(_EXCHANGE_OPTIONS.get(exchange_id, {}))
+            if api_url:
+                exchange.urls["api"] = _with_base_url(exchange.urls["api"], api_url)
+            elif sandbox:
+                try:
+                    exchange.set_sandbox_mode(True)
+                except ccxt.NotSupported as e:
+                    raise OperationalError(
+                        f"{exchange_id} has no sandbox in ccxt; set sandbox off or use another exchange"
+                    ) from e
+            return exchange
+
+        # A caller waits for a free instance no longer than one request may take.
+        self._pool = ExchangePool(self.name, make, size=pool_size, wait_s=timeout_ms / 1000)
+        self._readings = ReadCache(self.name, reads or ReadPolicy())
+        #: The background market loader (:meth:`start`); once it runs, no caller loads markets.
+        self._loader: threading.Thread | None = None
+        self._loaded = threading.Event()
+        self._closed = threading.Event()
+        self._markets_error: BrokerError | None = None
+
+    def _ccxt(self, call: Callable[[ccxt.Exchange], R]) -> R:
+        """``call`` on a ccxt instance leased for this thread alone (see the class docstring)."""
+        with self._pool.lease() as exchange:
+            return call(exchange)
 
     # --- markets and symbols ------------------------------------------------------------
 
-    @_retried_read
-    def load_markets(self, reload: bool = False) -> Mapping[str, Mapping[str, Any]]:
-        """The exchange's markets (ccxt caches them after the first call)."""
+    def start(self, *, refresh_s: float) -> None:
+        """Load the markets in the background now and again every ``refresh_s`` seconds (a
+        failed load is tried again with back-off), then read the equity once so the first alert
+        finds a reading. From then on nothing that serves a request loads the markets: until
+        the first load succeeds, what needs them fails at once, saying so. A gunicorn worker
+        calls this as it starts (``webhook.create_app``), then :meth:`ready`."""
+        if self._loader is not None:
+            return
+        self._loader = threading.Thread(
+            target=self._keep_markets, args=(refresh_s,), name=f"tvgw-markets-{self.name}", daemon=True
+        )
+        self._loader.start()
+
+    def ready(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the first market load; True once loaded."""
+        return self._pool.markets is not None or self._loaded.wait(timeout)
+
+    def _keep_markets(self, refresh_s: float) -> None:
+        failures = 0
+        while not self._closed.is_set():
+            try:
+                self._load_markets()
+            except BrokerError as exc:
+                failures += 1
+                self._markets_error = exc
+                delay = min(self.backoff_s * 2**failures + 1.0, refresh_s)
+                log.warning("%s: cannot load the markets (%s); trying again in %.0f s", self.name, exc, delay)
+            else:
+                first, failures, self._markets_error = not self._loaded.is_set(), 0, None
+                self._loaded.set()
+                delay = refresh_s
+                if first:
+                    self._prime_equity()
+            if self._closed.wait(delay):
+                return
+
+    def _prime_equity(self) -> None:
         try:
-            return self._exchange.load_markets(reload)
-        except ccxt.BaseError as e:
-            raise map_ccxt_error(e, f"{self.name} load_markets") from e
+            self.equity_reading()
+        except BrokerError as exc:  # said by the read cache; the first alert asks again
+            log.debug("%s: no equity at start-up: %s", self.name, exc)
+
+    def load_markets(self, reload: bool = False) -> Mapping[str, Mapping[str, Any]]:
+        """The exchange's markets: the table loaded by :meth:`start` and kept fresh in the
+        background. A process that never started the loader (a command-line tool, start-up
+        recovery) loads them here on first use, or when ``reload`` asks."""
+        markets = self._pool.markets
+        if markets is not None and not reload:
+            return markets
+        if self._loader is not None and not reload:
+            why = f" (last attempt: {self._markets_error})" if self._markets_error else ""
+            raise ExchangeUnavailableError(
+                f"{self.name}: the markets are not loaded yet; the gateway is loading them in the "
+                f"background{why}"
+            )
+        return self._load_markets()
+
+    @_retried_read
+    def _load_markets(self) -> Mapping[str, Mapping[str, Any]]:
+        with self._pool.lease() as exchange:
+            try:
+                exchange.load_markets(True)
+            except ccxt.BaseError as e:
+                raise map_ccxt_error(e, f"{self.name} load_markets") from e
+            self._pool.install_markets(exchange)
+            return exchange.markets
 
     def resolve_symbol(self, ticker: str, exchange: str | None = None) -> str:
         """Map a TradingView ticker onto one of this exchange's markets (see ``engine.symbols``).
@@ -269,10 +356,15 @@ class CcxtBroker(Broker):
             price_tick=self._step(precision.get("price")),
         )
 
+    def limits_reading(self, symbol: str) -> Reading[MarketLimits]:
+        """:meth:`market_limits` with the time the market table was loaded."""
+        limits = self.market_limits(symbol)
+        return Reading(limits, self._pool.loaded_at or time.time(), f"{self.name} markets")
+
     def _step(self, precision: Any) -> float | None:
         if precision is None:
             return None
-        mode = getattr(self._exchange, "precisionMode", ccxt.TICK_SIZE)
+        mode = getattr(self._pool.first, "precisionMode", ccxt.TICK_SIZE)
         if mode == ccxt.TICK_SIZE:
             return float(precision)
         if mode == ccxt.DECIMAL_PLACES:
@@ -284,39 +376,79 @@ class CcxtBroker(Broker):
     @_retried_read
     def fetch_ticker(self, symbol: str) -> dict[str, Any]:
         try:
-            return self._exchange.fetch_ticker(symbol)
+            return self._ccxt(lambda exchange: exchange.fetch_ticker(symbol))
         except ccxt.BaseError as e:
             raise map_ccxt_error(e, f"{self.name} fetch_ticker {symbol}") from e
 
-    def last_price(self, symbol: str) -> float | None:
+    def price_reading(self, symbol: str, *, wait_s: float | None = None) -> Reading[float | None]:
+        """The last traded price of ``symbol``, cached with its age (``engine.brokers.readings``:
+        fresh for a few seconds, refreshed by one thread, a failing ticker backed off).
+        ``wait_s`` bounds the wait for a refresh while an older reading is still usable."""
+        return self._readings.get(f"ticker {symbol}", lambda: self._read_price(symbol), wait_s=wait_s)
+
+    def _read_price(self, symbol: str) -> Reading[float | None]:
+        taken = time.time()
         ticker = self.fetch_ticker(symbol)
         price = ticker.get("last") or ticker.get("close")
-        return float(price) if price is not None else None
+        return Reading(float(price) if price is not None else None, taken, f"{self.name} ticker")
+
+    def last_price(self, symbol: str) -> float | None:
+        return self.price_reading(symbol).value
 
     @_retried_read
     def fetch_balance(self) -> dict[str, float]:
         """Total (free + used) balance per currency, zero balances left out."""
         try:
-            balance = self._exchange.fetch_balance()
+            balance = self._ccxt(lambda exchange: exchange.fetch_balance())
         except ccxt.BaseError as e:
             raise map_ccxt_error(e, f"{self.name} fetch_balance") from e
         return {c: float(v) for c, v in (balance.get("total") or {}).items() if v}
 
+    def equity_reading(self) -> Reading[float]:
+        """The account's value (see :meth:`equity`), cached with its age: a failed read is
+        backed off, not repeated by every alert, and the last reading serves while recent."""
+        return self._readings.get("equity", self._read_equity)
+
     def equity(self) -> float:
         """Quote-currency balance plus every other holding marked at its last price on the
         ``<asset>/<quote>`` spot market. Holdings without such a market are left out (they
-        cannot be valued without a second conversion; keep the account in one quote currency)."""
+        cannot be valued without a second conversion; keep the account in one quote currency).
+        The value of :meth:`equity_reading`: it may be a few seconds old."""
+        return self.equity_reading().value
+
+    def _read_equity(self) -> Reading[float]:
+        """A balance read now, its holdings valued at their cached prices without waiting for
+        a slow ticker: one stalled market must not hold the equity (and every alert) back. A
+        holding whose ticker keeps failing is valued at its last price, however old; its age is
+        said in the reading's source. Raises when a holding has never had a price."""
+        taken = time.time()
         balances = self.fetch_balance()
         markets = self.load_markets()
         total = balances.get(self.quote_currency, 0.0)
+        oldest: tuple[float, str] | None = None
         for currency, amount in balances.items():
             symbol = f"{currency}/{self.quote_currency}"
             if currency == self.quote_currency or symbol not in markets:
                 continue
-            price = self.last_price(symbol)
-            if price is not None:
-                total += amount * price
-        return total
+            price = self._holding_price(symbol)
+            if price.value is None:
+                continue
+            total += amount * price.value
+            if oldest is None or price.taken_at < oldest[0]:
+                oldest = (price.taken_at, symbol)
+        source = f"{self.name} balance"
+        if oldest is not None:
+            source += f", holdings at cached prices ({oldest[1]}'s {taken - oldest[0]:.0f} s old)"
+        return Reading(total, taken, source)
+
+    def _holding_price(self, symbol: str) -> Reading[float | None]:
+        try:
+            return self.price_reading(symbol, wait_s=0.0)
+        except BrokerError:
+            last = self._readings.peek(f"ticker {symbol}")
+            if last is None:
+                raise
+            return last
 
     @_retried_read
     def fetch_ohlcv(
@@ -324,7 +456,7 @@ class CcxtBroker(Broker):
     ) -> list[list[float]]:
         """Candles ``[ms, open, high, low, close, volume]``, oldest first."""
         try:
-            rows = self._exchange.fetch_ohlcv(symbol, timeframe, since_ms, limit)
+            rows = self._ccxt(lambda exchange: exchange.fetch_ohlcv(symbol, timeframe, since_ms, limit))
         except ccxt.BaseError as e:
             raise map_ccxt_error(e, f"{self.name} fetch_ohlcv {symbol} {timeframe}") from e
         return [[float(x) for x in row[:6]] for row in rows]
@@ -339,14 +471,13 @@ class CcxtBroker(Broker):
         context = f"{self.name} fetch_order {symbol} client id {client_order_id}"
         param = _FETCH_BY_CLIENT_ID.get(self.exchange_id)
         try:
-            if param is not None:
-                return self._exchange.fetch_order(None, symbol, {param: client_order_id})
-            if self._exchange.has.get("fetchOrders"):
-                candidates = self._exchange.fetch_orders(symbol)
-            else:
-                candidates = self._exchange.fetch_open_orders(symbol) + self._exchange.fetch_closed_orders(
-                    symbol
-                )
+            with self._pool.lease() as exchange:
+                if param is not None:
+                    return exchange.fetch_order(None, symbol, {param: client_order_id})
+                if exchange.has.get("fetchOrders"):
+                    candidates = exchange.fetch_orders(symbol)
+                else:
+                    candidates = exchange.fetch_open_orders(symbol) + exchange.fetch_closed_orders(symbol)
         except ccxt.OrderNotFound:
             return None
         except ccxt.BaseError as e:
@@ -356,13 +487,20 @@ class CcxtBroker(Broker):
     # --- orders ---------------------------------------------------------------------------
 
     def execute(self, order: OrderRequest) -> OrderResult:
-        with self._calls:
-            return self._execute(order)
-
-    def _execute(self, order: OrderRequest) -> OrderResult:
         """Check ``order`` against the market's precision and minimums, send it once, and
-        reconcile by client order id if the answer is lost."""
+        reconcile by client order id if the answer is lost. On a contract market the margin is
+        set first, under the symbol's own lock (other symbols' orders go on meanwhile)."""
         market = self._market(order.symbol)
+        if not market.get("contract"):
+            return self._execute(order, market)
+        with self._symbol_lock(order.symbol):
+            return self._execute(order, market)
+
+    def _symbol_lock(self, symbol: str) -> threading.Lock:
+        with self._symbol_locks_guard:
+            return self._symbol_locks.setdefault(symbol, threading.Lock())
+
+    def _execute(self, order: OrderRequest, market: Mapping[str, Any]) -> OrderResult:
         amount, price = self._checked_amount_price(order, market)
         context = _describe(self.name, order, amount, price)
         if market.get("contract") and not order.reduce_only:
@@ -394,7 +532,9 @@ class CcxtBroker(Broker):
         holds: that order is the answer."""
         client_order_id = params["clientOrderId"]
         try:
-            raw = self._exchange.create_order(symbol, order_type, side, amount, price, params)
+            raw = self._ccxt(
+                lambda exchange: exchange.create_order(symbol, order_type, side, amount, price, params)
+            )
         except (ccxt.RateLimitExceeded, ccxt.DDoSProtection) as e:
             raise map_ccxt_error(e, context) from e
         except (ccxt.NetworkError, ccxt.OperationFailed) as e:
@@ -421,10 +561,9 @@ class CcxtBroker(Broker):
         if order.order_type == "limit" and (order.price is None or not order.price > 0):
             raise InvalidOrderError(f"{described}: a limit order needs a positive price")
         try:
-            amount = float(self._exchange.amount_to_precision(order.symbol, order.amount))
-            price = (
-                float(self._exchange.price_to_precision(order.symbol, order.price)) if order.price else None
-            )
+            with self._pool.lease() as exchange:
+                amount = float(exchange.amount_to_precision(order.symbol, order.amount))
+                price = float(exchange.price_to_precision(order.symbol, order.price)) if order.price else None
         except ccxt.BaseError as e:
             raise map_ccxt_error(e, described) from e
         limits = market.get("limits") or {}
@@ -484,10 +623,11 @@ class CcxtBroker(Broker):
         if wanted == (None, None) or self._margin.get(order.symbol) == wanted:
             return
         try:
-            if order.margin_mode is not None:
-                self._exchange.set_margin_mode(order.margin_mode, order.symbol)
-            if leverage is not None:
-                self._exchange.set_leverage(leverage, order.symbol)
+            with self._pool.lease() as exchange:
+                if order.margin_mode is not None:
+                    exchange.set_margin_mode(order.margin_mode, order.symbol)
+                if leverage is not None:
+                    exchange.set_leverage(leverage, order.symbol)
         except ccxt.BaseError as e:
             self._margin.pop(order.symbol, None)
             raise map_ccxt_error(e, f"{context}: setting {order.margin_mode} margin at {leverage}x") from e
@@ -503,7 +643,7 @@ class CcxtBroker(Broker):
         market = self._market(symbol)
         if not market.get("contract"):
             return ExitHolder(False, SPOT_EXIT_REASON)
-        has = self._exchange.has
+        has = self._pool.first.has
         if not (has.get("createStopLossOrder") and has.get("createTakeProfitOrder")):
             return ExitHolder(False, f"ccxt cannot create stop-loss and take-profit orders on {self.name}")
         listed = (market.get("info") or {}).get("orderTypes")
@@ -533,18 +673,15 @@ class CcxtBroker(Broker):
         return f"{self.name}: " + "; ".join(parts or ["no spot or perpetual markets loaded"])
 
     def place_exit(self, order: ProtectiveOrder) -> OrderResult:
-        with self._calls:
-            return self._place_exit(order)
-
-    def _place_exit(self, order: ProtectiveOrder) -> OrderResult:
         """One stop or take-profit through ccxt's unified ``stopLossPrice``/``takeProfitPrice``
         (reduce-only on a contract), sent once: a lost answer is looked up by client id."""
         market = self._market(order.symbol)
         what = f"{order.kind} {order.side} {order.amount:.10g} {order.symbol} at {order.trigger:.10g}"
         context = f"{self.name} {what} (client id {order.client_order_id})"
         try:
-            amount = float(self._exchange.amount_to_precision(order.symbol, order.amount))
-            trigger = float(self._exchange.price_to_precision(order.symbol, order.trigger))
+            with self._pool.lease() as exchange:
+                amount = float(exchange.amount_to_precision(order.symbol, order.amount))
+                trigger = float(exchange.price_to_precision(order.symbol, order.trigger))
         except ccxt.BaseError as e:
             raise map_ccxt_error(e, context) from e
         key = "stopLossPrice" if order.kind == "stop" else "takeProfitPrice"
@@ -569,7 +706,7 @@ class CcxtBroker(Broker):
         if result.status != "filled" or result.filled > 0 or not fired_as:
             return result
         try:
-            fill = self._exchange.fetch_order(str(fired_as), symbol)
+            fill = self._ccxt(lambda exchange: exchange.fetch_order(str(fired_as), symbol))
         except ccxt.BaseError as e:
             raise map_ccxt_error(e, f"{self.name} fetch the fill of exit {client_order_id}") from e
         return dataclasses.replace(_to_result(fill, client_order_id), client_order_id=client_order_id)
@@ -583,44 +720,42 @@ class CcxtBroker(Broker):
         lookup = self._conditional(symbol)
         if lookup is None:
             return self._find_order_raw(client_order_id, symbol)
+        params = {"clientOrderId": client_order_id, **lookup[0]}
         try:
-            return self._exchange.fetch_order(None, symbol, {"clientOrderId": client_order_id, **lookup[0]})
+            return self._ccxt(lambda exchange: exchange.fetch_order(None, symbol, params))
         except ccxt.OrderNotFound:
             return None
         except ccxt.BaseError as e:
             raise map_ccxt_error(e, f"{self.name} fetch exit {symbol} client id {client_order_id}") from e
 
     def cancel_exit(self, client_order_id: str, symbol: str) -> OrderResult | None:
-        with self._calls:
-            lookup = self._conditional(symbol)
-            if lookup is None:
-                found = self.fetch_order(client_order_id, symbol)
-                if found is None:
-                    return None
-                if found.status in ("open", "partially_filled"):
-                    return self._cancel_order(client_order_id, symbol)
-                return found
-            context = f"{self.name} cancel exit {symbol} client id {client_order_id}"
-            try:
-                self._exchange.cancel_order(None, symbol, {"clientOrderId": client_order_id, **lookup[0]})
-            except ccxt.OrderNotFound:
-                pass  # fired or gone meanwhile: its state below says which
-            except ccxt.BaseError as e:
-                raise map_ccxt_error(e, context) from e
-            return self.fetch_exit(client_order_id, symbol)
+        lookup = self._conditional(symbol)
+        if lookup is None:
+            found = self.fetch_order(client_order_id, symbol)
+            if found is None:
+                return None
+            if found.status in ("open", "partially_filled"):
+                return self.cancel_order(client_order_id, symbol)
+            return found
+        context = f"{self.name} cancel exit {symbol} client id {client_order_id}"
+        params = {"clientOrderId": client_order_id, **lookup[0]}
+        try:
+            self._ccxt(lambda exchange: exchange.cancel_order(None, symbol, params))
+        except ccxt.OrderNotFound:
+            pass  # fired or gone meanwhile: its state below says which
+        except ccxt.BaseError as e:
+            raise map_ccxt_error(e, context) from e
+        return self.fetch_exit(client_order_id, symbol)
 
     def cancel_order(self, client_order_id: str, symbol: str) -> OrderResult:
-        with self._calls:
-            return self._cancel_order(client_order_id, symbol)
-
-    def _cancel_order(self, client_order_id: str, symbol: str) -> OrderResult:
         """Cancel an open order by client order id and return its final state."""
         context = f"{self.name} cancel {symbol} client id {client_order_id}"
         found = self.fetch_order(client_order_id, symbol)
         if found is None or found.exchange_order_id is None:
             raise InvalidOrderError(f"{context}: no such order on the exchange")
+        order_id = found.exchange_order_id
         try:
-            self._exchange.cancel_order(found.exchange_order_id, symbol)
+            self._ccxt(lambda exchange: exchange.cancel_order(order_id, symbol))
         except ccxt.BaseError as e:
             raise map_ccxt_error(e, context) from e
         after = self.fetch_order(client_order_id, symbol)
@@ -631,7 +766,9 @@ class CcxtBroker(Broker):
         return after
 
     def close(self) -> None:
-        self._exchange.close()
+        self._closed.set()
+        self._readings.close()
+        self._pool.close()
 
 
 def _spot(market: Mapping[str, Any]) -> bool:

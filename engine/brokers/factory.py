@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 
 from engine.brokers.base import Broker
 from engine.brokers.paper import PaperBroker
+from engine.brokers.readings import ReadPolicy
 from engine.settings import AccountSettings, EngineSettings
 from storage import Storage
 
@@ -63,4 +64,5 @@ def _build(
         read_retries=1,
         backoff_s=0.1,
         quote_currency=settings.paper.quote_currency,
+        reads=ReadPolicy(fresh_s=settings.exchange_fresh_s, max_age_s=settings.exchange_max_age_s),
     )

@@ -352,7 +352,7 @@ def test_unknown_credential_key_is_refused() -> None:
 def test_sandbox_switches_to_the_test_network_without_api_url() -> None:
     b = CcxtBroker("binance", credentials={}, sandbox=True)
     try:
-        assert "testnet" in b._exchange.urls["api"]["public"]
+        assert "testnet" in b._pool.first.urls["api"]["public"]
     finally:
         b.close()
 

@@ -107,6 +107,7 @@ def test_fill_uses_the_market_price_not_a_close_alert_price(book: tuple[Any, Any
     assert close_all["decision"]["details"]["price"] == {
         "reference": REFERENCE,
         "source": "candle store 1h close",
+        "age_s": None,  # a bar's close: its source names its time
         "alert": REFERENCE * 1.02,
     }
 

@@ -95,14 +95,20 @@ def mark_of(alert: Alert) -> FeedMark:
 def later_in_chart(marks: Iterable[FeedMark], new: FeedMark) -> FeedMark | None:
     """An order alert of the chart already on file that the chart sent after ``new``: one on a
     later bar or with a later number, or one on the same bar and number whose position before
-    is ``new``'s position after (the entry that followed this close)."""
+    is ``new``'s position after (the entry that followed this close) while its position after
+    is not ``new``'s before (then it is the entry this close ends)."""
     for m in marks:
         if m.kind != "order" or m.alert_id is None:
             continue
         mine, theirs = _comparable(new, m)
         if mine is None or theirs is None:
             continue  # told in different ways (bar time, or only when fired): no order to judge
-        if theirs > mine or (theirs == mine and same_position(m.prev_position, new.position)):
+        if theirs > mine:
+            return m
+        # One bar, one number (an entry and its stop's exit fill on the same bar): ``m`` came
+        # after ``new`` when it starts where ``new`` ends, unless ``new`` starts where it ends.
+        follows = same_position(m.prev_position, new.position)
+        if theirs == mine and follows and not same_position(m.position, new.prev_position):
             return m
     return None
 

@@ -45,6 +45,12 @@ def test_a_close_arriving_after_the_reversal_it_preceded_is_superseded() -> None
     assert later_in_chart([reversal], mark_of(same_bar)) is reversal
     entry_after = alert("sell", ("short", 1), ("flat", 0), time=T0 + 60, sequence=11)
     assert later_in_chart([on_file(8, T0 + 60, 11, 0.0, 1.0)], mark_of(entry_after)) is None
+    # An entry and the stop exit that ends it, filled on one bar with one number: the exit
+    # that arrives after its entry applies (the entry leads to it, though the exit could lead
+    # to the entry too).
+    own_entry = on_file(9, T0 + 120, 12, 1.0, 0.0)
+    its_exit = alert("close_long", ("flat", 0), ("long", 1), time=T0 + 120, sequence=12)
+    assert later_in_chart([own_entry], mark_of(its_exit)) is None
 
 
 def test_a_bar_time_and_a_firing_time_are_not_compared() -> None:

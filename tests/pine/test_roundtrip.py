@@ -249,7 +249,8 @@ def test_heartbeats_of_both_scripts_are_accepted_by_a_running_gateway(live_gatew
             scope = chart(
                 heartbeatOn=True, heartbeatBars=1, bar_index=index, gatewayPassphrase=live_gateway.passphrase,
                 time=int((bar + timedelta(minutes=minutes)).timestamp() * 1000),
-                timenow=int(now.timestamp() * 1000), **{"syminfo.ticker": ticker},
+                timenow=int(now.timestamp() * 1000), emulatedPosition=0, emulatedSize=0.0,
+                **{"syminfo.ticker": ticker, "strategy.position_size": 0.0},  # flat, as the book is
             )  # fmt: skip
             fires, sent = heartbeat(script, scope)
             assert fires

@@ -36,11 +36,12 @@ errorlog = "-"
 def on_starting(server):
     """Before any worker starts: migrate the schema and settle what a crash left half-done."""
     from settings import ConfigError
+    from storage.database import SchemaTooNewError
     from webhook.recovery import recover
 
     try:
         lines = recover()
-    except ConfigError as exc:  # a one-line reason, not a traceback, and no worker starts
+    except (ConfigError, SchemaTooNewError) as exc:  # a one-line reason, not a traceback; no worker starts
         server.log.error("tvgw: %s", exc)
         raise SystemExit(2) from None
     for line in lines:

@@ -1,6 +1,7 @@
 """Gateway throughput and latency against a bare Flask app, under the same gunicorn settings.
 
 Usage: python -m bench.bench_gateway [--seconds 10] [--connections 8] [--worker gthread] [--accounts]
+       [--postgres URL | --start-postgres]
 
 Starts, one at a time, on loopback: the bare app (bench/bare_app.py: parse JSON, answer), the
 gateway in annotate mode (durable SQLite write, no ML), the gateway executing on the paper book,
@@ -9,7 +10,9 @@ TVGW_MODEL_DIR or --ml) the gateway with ML enrichment. Each is driven by
 wrk with unique alerts. Prints requests/s, p50 and p99 for each and the ratio to the bare app
 measured in the same run (this machine is shared and noisy: absolute numbers mean little).
 ``--worker CLASS`` repeats every case with that gunicorn worker class (``-k CLASS``) in the same
-rounds, to compare worker classes under the same load.
+rounds, to compare worker classes under the same load. ``--postgres URL`` (or
+``--start-postgres``: a throwaway server from Debian's package, fsync on) adds the annotate and
+paper cases on PostgreSQL (a fresh schema each round), beside SQLite in the same rounds.
 Needs wrk (Debian package ``wrk``).
 """
 
@@ -29,7 +32,8 @@ from pathlib import Path
 
 import requests
 
-from tests.conftest import seed_market  # the tests' market seed: one helper for both
+from tests import pg_server
+from tests.conftest import PostgresSchemas, seed_market  # the tests' helpers: one of each
 from tvgw.commands.serve import gunicorn_argv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,9 +48,9 @@ def start(app: str, env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
-            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200:
                 return proc
-        except (requests.ConnectionError, requests.Timeout):  # not up yet, or a busy machine
+        except requests.RequestException:  # not up yet, or a busy machine answered slowly
             time.sleep(0.2)
     stop(proc)
     raise SystemExit(f"{app} did not start")
@@ -136,7 +140,19 @@ def main() -> int:
     parser.add_argument(
         "--worker", action="append", default=[], help="also run every case with this worker class"
     )
+    parser.add_argument("--postgres", help="add the gateway cases on this PostgreSQL server")
+    parser.add_argument("--start-postgres", action="store_true", help="start a throwaway PostgreSQL server")
     args = parser.parse_args()
+    server = Path(tempfile.mkdtemp(prefix="tvgw-bench-pg-")) if args.start_postgres else None
+    postgres = pg_server.start(server, durable=True) if server is not None else args.postgres
+    try:
+        return run(args, postgres)
+    finally:
+        if server is not None:
+            pg_server.stop(server)
+
+
+def run(args: argparse.Namespace, postgres: str | None) -> int:
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: apt-get install wrk")
     tmp = Path(tempfile.mkdtemp(prefix="tvgw-bench-"))
@@ -150,6 +166,13 @@ def main() -> int:
         cases.append(("gateway paper, two accounts", "wsgi:app", accounts_env(tmp, sync)))
     if args.ml:
         cases.append(("gateway paper + ML", "wsgi:app", ml_env(tmp, sync)))
+    schemas = PostgresSchemas(postgres) if postgres else None
+    if schemas is not None:
+        annotate = gateway_env(tmp, "pg-annotate", TVGW_STRATEGY_MODE="annotate")
+        cases += [
+            ("gateway annotate [PostgreSQL]", "wsgi:app", annotate),
+            ("gateway paper execute [PostgreSQL]", "wsgi:app", gateway_env(tmp, "pg-paper")),
+        ]
     cases += [
         (f"{name} [{worker}]", app, {**env, "GUNICORN_CMD_ARGS": f"-k {worker}"})
         for worker in args.worker
@@ -165,6 +188,8 @@ def main() -> int:
                     leftover.unlink()
                 shutil.copy(tmp / "ml-seed.sqlite", database)
             elif app == "wsgi:app":  # the market the alerts trade in, at their price
+                if schemas is not None and _name.endswith("[PostgreSQL]"):  # a fresh store per run
+                    env["TVGW_DATABASE"] = schemas.new("bench")
                 seed_market(env["TVGW_DATABASE"], {"BTC/USDT": 30000.0})
             proc = start(app, env, port)
             try:

@@ -18,11 +18,11 @@ Run: ``.venv/bin/python -m bench.bench_sentiment``
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 import time
 from pathlib import Path
 
+from ml_integration.evaluation import wilson_interval
 from ml_integration.sentiment import SentimentAnalysis, TextItem
 from ml_integration.sentiment.scoring import classify, score_text
 from ml_integration.sentiment.sources import Kind
@@ -30,16 +30,6 @@ from storage.database import Storage
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "ml_integration" / "data" / "sentiment_headlines.json"
 BAND = 0.05
-
-
-def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval for a proportion (sound for small n, unlike the normal one)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = hits / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
 
 
 def labelled() -> list[tuple[str, str]]:
@@ -61,11 +51,11 @@ def accuracy_table() -> None:
     print(f"labelled headlines: {n} ({', '.join(f'{k}={truth.count(k)}' for k in sorted(set(truth)))})")
     print(f"{'scorer':<16}{'accuracy':>9}  95% interval")
     hits = truth.count(majority)
-    lo, hi = wilson(hits, n)
+    lo, hi = wilson_interval(hits, n)
     print(f"{'majority ' + majority:<16}{hits / n:>9.3f}  [{lo:.3f}, {hi:.3f}]")
     for name, values in scorers.items():
         hits = sum(classify(v, BAND) == t for v, t in zip(values, truth, strict=True))
-        lo, hi = wilson(hits, n)
+        lo, hi = wilson_interval(hits, n)
         print(f"{name:<16}{hits / n:>9.3f}  [{lo:.3f}, {hi:.3f}]")
 
 

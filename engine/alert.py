@@ -1,9 +1,9 @@
 """The alert schema: the one definition of what a TradingView alert may say.
 
 The pydantic model :class:`Alert` is the source of truth. The Pine alert-message template
-(``pine/``), the README table (``tvgw schema --markdown``) and the tests are generated from or
-checked against ``Alert.model_fields``; each field's ``json_schema_extra`` carries the
-TradingView placeholder that fills it.
+(``pine/``), the field table for people (:mod:`pine.field_table`, ``tvgw schema --markdown``)
+and the tests are generated from or checked against ``Alert.model_fields``; each field's
+``json_schema_extra`` carries the TradingView placeholder that fills it.
 
 Accepted shapes besides the canonical flat one (see :func:`_normalise`):
 
@@ -23,7 +23,6 @@ import functools
 import hashlib
 import math
 import re
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -38,12 +37,9 @@ __all__ = [
     "PLACEHOLDER_RE",
     "Action",
     "Alert",
-    "Credentials",
     "FieldConflict",
     "MarketPosition",
-    "alert_field_table",
     "canonical_fields",
-    "credentials",
 ]
 
 #: A TradingView placeholder that was not substituted, such as ``{{plot("x")}}``.
@@ -556,24 +552,6 @@ class FieldConflict(TvgwError, ValueError):
         )
 
 
-@dataclass(frozen=True)
-class Credentials:
-    """Who an alert claims to be, read through the same aliases the schema uses."""
-
-    strategy_id: Any
-    passphrase: Any = field(repr=False)
-
-
-def credentials(data: dict[str, Any]) -> Credentials:
-    """The strategy id and passphrase of a raw alert, whatever spelling or nesting it used.
-
-    Authentication calls this so that it acts for the very strategy the schema will see;
-    raises :class:`FieldConflict` when two spellings disagree.
-    """
-    fields, _ = canonical_fields(data)
-    return Credentials(fields.get("strategy_id"), fields.get("passphrase"))
-
-
 def _normalise(data: dict[str, Any]) -> dict[str, Any]:
     """Map the shapes people paste into TradingView onto the canonical flat fields."""
     return _checked(*canonical_fields(data))
@@ -770,32 +748,3 @@ def _number(key: str, value: str | float) -> float | None:
     if not math.isfinite(value):
         raise ValueError(f"field {key!r} is {value!r}, not a finite number")
     return value
-
-
-def _literal_choices(match: re.Match[str]) -> str:
-    """``Literal['isolated', 'cross']`` as the README says it: ``isolated or cross``."""
-    return match[1].replace("'", "").replace(", ", " or ")
-
-
-def alert_field_table() -> list[dict[str, str]]:
-    """Rows (field, type, placeholder, description) for the README and ``tvgw schema``."""
-    rows = []
-    for name, info in Alert.model_fields.items():
-        if name == "extras":
-            continue
-        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
-        annotation = str(info.annotation).replace("typing.", "").replace("engine.alert.", "")
-        annotation = re.sub(r"<(?:class|enum) '([\w.]+)'>", r"\1", annotation).replace("datetime.", "")
-        annotation = annotation.replace(" | ", " or ")
-        annotation = re.sub(r"^Optional\[(.*)\]$", r"\1 or None", annotation)
-        annotation = re.sub(r"Literal\[([^\]]*)\]", _literal_choices, annotation)
-        rows.append(
-            {
-                "field": name,
-                "type": annotation,
-                "required": "yes" if info.is_required() else "no",
-                "placeholder": str(extra.get("placeholder") or ""),
-                "description": info.description or "",
-            }
-        )
-    return rows

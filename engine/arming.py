@@ -9,12 +9,12 @@ and recorded with each exit.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import TYPE_CHECKING
 
 from common.timeframes import seconds
 from engine.decide import EPSILON
 from engine.decision import Decision
+from storage import Connection
 from storage import exits as exit_store
 from storage import orders as order_store
 
@@ -25,7 +25,7 @@ __all__ = ["rearm"]
 
 
 def rearm(
-    desk: Desk, conn: sqlite3.Connection, decision: Decision, alert_id: int, position: order_store.Position
+    desk: Desk, conn: Connection, decision: Decision, alert_id: int, position: order_store.Position
 ) -> None:
     """After an alert's own fill: an entry with exits replaces the symbol's open exits with
     its own, sized on the whole position; a fill that closed or reversed the position
@@ -66,7 +66,7 @@ def rearm(
         )  # fmt: skip
 
 
-def _bar_open_ms(conn: sqlite3.Connection, symbol: str, timeframe: str, now: float) -> int:
+def _bar_open_ms(conn: Connection, symbol: str, timeframe: str, now: float) -> int:
     """The bar an entry filled in: the newest stored one, else the clock's current bar. Exits
     watch only the bars after it (its range may hold prices from before the entry)."""
     newest = exit_store.recent_bars(conn, symbol, timeframe, 1)

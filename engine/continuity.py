@@ -24,7 +24,6 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,7 +34,7 @@ from pydantic import Field
 from common.timeframes import canonical_interval, from_tradingview, seconds
 from engine.alert import Alert
 from engine.settings import FrozenSettings, StrategySettings
-from storage import Storage
+from storage import Connection, Storage
 from storage import feeds as feed_store
 from storage import timeline as step_store
 from storage.feeds import Feed, FeedGap, FeedMark
@@ -352,7 +351,7 @@ class Continuity:
         own = strategy.heartbeat_grace_s if strategy is not None else None
         return own if own is not None else self.settings.grace_s
 
-    def _feed(self, conn: sqlite3.Connection, alert: Alert, strategy_id: str, symbol: str) -> Feed:
+    def _feed(self, conn: Connection, alert: Alert, strategy_id: str, symbol: str) -> Feed:
         """The alert's feed; one already on file is remembered (feeds are never deleted), so a
         burst of alerts does not ask for it again (a new one is not: its row might roll back)."""
         strategy = self.strategies.get(strategy_id)
@@ -384,7 +383,7 @@ class Continuity:
 
     def _heartbeat(
         self,
-        conn: sqlite3.Connection,
+        conn: Connection,
         alert: Alert,
         strategy_id: str,
         symbol: str,
@@ -422,9 +421,7 @@ class Continuity:
             feed, mark, tuple(notices), expectation(newest, step, feed.bar_seconds, self.grace(strategy_id))
         )
 
-    def _mismatch(
-        self, conn: sqlite3.Connection, feed: Feed, mark: FeedMark, booked: float | None
-    ) -> Finding | None:
+    def _mismatch(self, conn: Connection, feed: Feed, mark: FeedMark, booked: float | None) -> Finding | None:
         """The chart's position at this heartbeat against the booked one, once a problem window."""
         if booked is None or mark.position is None or same_position(booked, mark.position):
             return None
@@ -440,7 +437,7 @@ class Continuity:
         )
 
     def order_mark(
-        self, conn: sqlite3.Connection, alert: Alert, alert_id: int, symbol: str, received_at: float
+        self, conn: Connection, alert: Alert, alert_id: int, symbol: str, received_at: float
     ) -> list[Notice]:
         """Inside the order alert's own transaction: its mark on its feed, a gap it reveals (an
         order alert lost before it), and the gaps it fills by arriving late."""
@@ -458,9 +455,7 @@ class Continuity:
         hole = position_gap(predecessor(marks, mark), mark)
         return self._record(conn, feed, [hole] if hole else [], mark=mark, alert_id=alert_id)
 
-    def _arrived_late(
-        self, conn: sqlite3.Connection, feed: Feed, marks: list[FeedMark], new: FeedMark
-    ) -> None:
+    def _arrived_late(self, conn: Connection, feed: Feed, marks: list[FeedMark], new: FeedMark) -> None:
         """A position gap that ``new`` explains: a later message found the position changed
         without an order alert, and here that alert is, late. Recorded as a step of ``new``."""
         if new.position is None:
@@ -480,7 +475,7 @@ class Continuity:
 
     def _record(
         self,
-        conn: sqlite3.Connection,
+        conn: Connection,
         feed: Feed,
         findings: list[Finding],
         *,

@@ -7,7 +7,6 @@ without one), and what the answer's ``ml_analysis`` shows is the object the engi
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -16,6 +15,7 @@ from typing import Any, Literal, Protocol
 from engine.brokers.base import MarginMode, OrderRequest, OrderResult
 from engine.exits import ExitPlan
 from engine.market import ReferencePrice
+from storage import Connection
 
 __all__ = [
     "Clock",
@@ -61,7 +61,7 @@ class Receipt:
     source_ip: str | None = None
     payload: str = "{}"
     ml_analysis: dict[str, Any] | None = None
-    record: Callable[[sqlite3.Connection, int, float], None] | None = None
+    record: Callable[[Connection, int, float], None] | None = None
 
 
 class SignalPort(Protocol):

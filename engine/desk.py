@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -28,7 +27,7 @@ from engine.exits import ATR_BARS, atr
 from engine.market import MarketPrices, PriceSource, ReferencePrice
 from engine.risk import RiskManager
 from engine.settings import AccountSettings, EngineSettings, StrategySettings
-from storage import Storage
+from storage import Connection, Storage
 from storage import exits as exit_store
 from storage import marks as mark_store
 from storage import orders as order_store
@@ -185,7 +184,7 @@ class Desk:
         )
 
     # --- inside the transaction (local records only) --------------------------------------------
-    def book(self, conn: sqlite3.Connection, alert: Alert, view: AccountView) -> Book:
+    def book(self, conn: Connection, alert: Alert, view: AccountView) -> Book:
         """The account's records the decision of ``alert`` reads, through the transaction's
         ``conn``: positions, the symbol's unsettled orders, the strategy's newest alert time,
         marks, the equity marks of the drawdown and daily-loss limits, and the ATR when a level
@@ -228,7 +227,7 @@ class Desk:
         """The signed position of ``symbol`` as ``db`` sees it."""
         return order_store.position_amount(db, self.broker.name, symbol)
 
-    def note_equity(self, conn: sqlite3.Connection, equity: float | None) -> None:
+    def note_equity(self, conn: Connection, equity: float | None) -> None:
         """Snapshot the account value for the drawdown and daily-loss limits, at most every
         EQUITY_TTL_S per broker (judged from the newest snapshot in the file, so all workers
         share one rhythm): a row per order would grow the table for nothing."""

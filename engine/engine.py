@@ -34,7 +34,6 @@ broker ticker live, a simulated clock and replayed candles in a backtest.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -53,7 +52,7 @@ from engine.exits import Bar
 from engine.market import PriceSource, ReferencePrice, check_alert_price
 from engine.settings import AccountSettings, EngineSettings, StrategySettings
 from engine.symbols import is_contract
-from storage import Storage
+from storage import Connection, Storage
 from storage import alerts as alert_store
 from storage import marks as mark_store
 from storage import orders as order_store
@@ -143,7 +142,7 @@ class TradingEngine:
         fields = alert.record_fields()
         seen = _alert_bar(alert)
 
-        def act(conn: sqlite3.Connection) -> list[Decision]:
+        def act(conn: Connection) -> list[Decision]:
             chart = intent.chart_marks(conn, alert, strategy, symbol)
             decided = [
                 _decide_on_account(desk, conn, alert, view, signal, seen, chart)
@@ -255,7 +254,7 @@ class TradingEngine:
 
     def _record(
         self,
-        conn: sqlite3.Connection,
+        conn: Connection,
         alert: Alert,
         key: str,
         fields: dict[str, Any],
@@ -296,7 +295,7 @@ class TradingEngine:
             self._finish(conn, combine(decided), receipt)
         return decided
 
-    def _finish(self, conn: sqlite3.Connection, decision: Decision, receipt: Receipt) -> None:
+    def _finish(self, conn: Connection, decision: Decision, receipt: Receipt) -> None:
         assert decision.alert_id is not None
         alert_store.finish_alert(
             conn, decision.alert_id, status=decision.status, http_status=decision.http_status,
@@ -320,11 +319,13 @@ class TradingEngine:
         )
 
     # --- outside an alert -----------------------------------------------------------------------
-    def reconcile(self) -> list[str]:
+    def reconcile(self, *, updated_before: float | None = None) -> list[str]:
         """Settle orders left ``pending`` by a crash: ask the broker by client order id, never
-        re-send. Returns one line per order for the log. Called at start-up, before workers."""
+        re-send. Returns one line per order for the log. Called at start-up, before workers;
+        on a store other hosts share, only for orders untouched since ``updated_before``."""
         desks = {desk.broker.name: desk for desk in self.desks()}
-        return settlement.recover_pending(self.storage, desks, self.desk if self._desks is None else None)
+        default = self.desk if self._desks is None else None
+        return settlement.recover_pending(self.storage, desks, default, updated_before=updated_before)
 
     def watch_exits(self) -> int:
         """Act on every account's open exits (the periodic watcher of each worker calls this;
@@ -342,7 +343,7 @@ class TradingEngine:
 
 def _decide_on_account(
     desk: Desk,
-    conn: sqlite3.Connection,
+    conn: Connection,
     alert: Alert,
     view: AccountView,
     signal: SignalPort | None,

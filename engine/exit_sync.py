@@ -13,7 +13,6 @@ import dataclasses
 import functools
 import logging
 import math
-import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from engine.brokers.base import OrderRequest, OrderResult, ProtectiveOrder, Side
@@ -22,6 +21,7 @@ from engine.exceptions import BrokerError, OrderUncertainError, TemporaryError
 from engine.exit_watch import bar_exits, exit_amount, to_break_even
 from engine.exits import Bar
 from engine.settlement import record_result
+from storage import Connection
 from storage import exits as exit_store
 from storage import orders as order_store
 
@@ -106,7 +106,7 @@ def _poll_exit(desk: Desk, e: exit_store.ArmedExit) -> int:
 
 
 def _exchange_fill(
-    desk: Desk, conn: sqlite3.Connection, *, e: exit_store.ArmedExit, result: OrderResult
+    desk: Desk, conn: Connection, *, e: exit_store.ArmedExit, result: OrderResult
 ) -> dict[str, Any] | None:
     """Record, once, an exit the exchange filled: its order (client id of the placement,
     reason the exit's kind) and the ledger; then what follows from it: a stop closes the
@@ -135,7 +135,7 @@ def _exchange_fill(
             "side": side, "filled": result.filled, "average": result.average}  # fmt: skip
 
 
-def _price_exits(desk: Desk, conn: sqlite3.Connection, *, symbol: str, price: float) -> list[dict[str, Any]]:
+def _price_exits(desk: Desk, conn: Connection, *, symbol: str, price: float) -> list[dict[str, Any]]:
     """Inside a write transaction: trailing stops the exchange holds follow ``price``; the
     exits the gateway holds itself fire when ``price`` crossed them (as a bar of one price)."""
     live = exit_store.open_exits(conn, desk.broker.name, symbol)

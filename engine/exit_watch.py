@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from engine.brokers.base import Side
@@ -21,6 +20,7 @@ from engine.decision import PlannedOrder
 from engine.exceptions import BrokerError
 from engine.exits import Bar, check_level
 from engine.settlement import record_result
+from storage import Connection
 from storage import exits as exit_store
 from storage import orders as order_store
 
@@ -42,7 +42,7 @@ def watch_book(desk: Desk) -> int:
     return filled
 
 
-def watch(desk: Desk, conn: sqlite3.Connection, *, symbol: str, seen: Bar | None) -> list[dict[str, Any]]:
+def watch(desk: Desk, conn: Connection, *, symbol: str, seen: Bar | None) -> list[dict[str, Any]]:
     """Inside a write transaction: fill the exits of ``symbol`` that the bars since their
     last check crossed, in time order; within a bar the stops before the targets (the
     cautious reading of a bar whose path is unknown), and a trailing stop follows the bar's
@@ -76,7 +76,7 @@ def watch(desk: Desk, conn: sqlite3.Connection, *, symbol: str, seen: Bar | None
 
 
 def bar_exits(
-    desk: Desk, conn: sqlite3.Connection, live: list[exit_store.ArmedExit], bar: Bar
+    desk: Desk, conn: Connection, live: list[exit_store.ArmedExit], bar: Bar
 ) -> list[dict[str, Any]]:
     """One bar against the open exits of one position (see :func:`watch`)."""
     name = desk.broker.name
@@ -111,7 +111,7 @@ def bar_exits(
 
 
 def to_break_even(
-    conn: sqlite3.Connection, live: list[exit_store.ArmedExit], target: exit_store.ArmedExit
+    conn: Connection, live: list[exit_store.ArmedExit], target: exit_store.ArmedExit
 ) -> None:
     """After a target filled: the stop moves to the entry price, never backwards."""
     for e in live:
@@ -132,7 +132,7 @@ def exit_amount(e: exit_store.ArmedExit, held: float) -> float:
 
 
 def _fill_exit(
-    desk: Desk, conn: sqlite3.Connection, e: exit_store.ArmedExit, amount: float, price: float
+    desk: Desk, conn: Connection, e: exit_store.ArmedExit, amount: float, price: float
 ) -> dict[str, Any] | None:
     """Fill one exit once: claim it (a second worker's claim finds it filled), record its
     order with its reason, fill it on the paper book at ``price`` with the same fee and

@@ -23,7 +23,6 @@ The rules (:func:`intend`, :func:`split_flip`) are pure; the door (:mod:`engine.
 from __future__ import annotations
 
 import math
-import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -33,6 +32,7 @@ from engine.continuity import RECENT_MARKS, bar_seconds, chart_order, same_posit
 from engine.decide import EPSILON, Book, order_matters
 from engine.decision import Decision, MarketSnapshot
 from engine.settings import StrategySettings
+from storage import Connection
 from storage import feeds as feed_store
 from storage import timeline as step_store
 from storage.feeds import FeedMark
@@ -175,7 +175,7 @@ def _side(amount: float) -> int:
 
 
 def chart_marks(
-    conn: sqlite3.Connection, alert: Alert, strategy: StrategySettings, symbol: str | None
+    conn: Connection, alert: Alert, strategy: StrategySettings, symbol: str | None
 ) -> list[FeedMark]:
     """The newest order alerts on file of the chart that sent ``alert`` (its feed)."""
     if symbol is None or alert.strategy_id is None:
@@ -253,7 +253,7 @@ def split_flip(decision: Decision, fit: Callable[[float], tuple[float, str | Non
     )
 
 
-def record_steps(conn: sqlite3.Connection, alert_id: int, decisions: Iterable[Decision], now: float) -> None:
+def record_steps(conn: Connection, alert_id: int, decisions: Iterable[Decision], now: float) -> None:
     """Each account's repair (linked to the gap its chart's marks showed for this alert, else to
     a position mismatch told on its chart, when there is one) and each supersession, as steps of
     the alert: the repair is on file once, with the alert that made it, and settles that gap."""

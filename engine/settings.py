@@ -7,7 +7,6 @@ the engine never reads the environment and never imports the settings or command
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -211,7 +210,7 @@ class EngineSettings(Protocol):
     @property
     def risk(self) -> RiskSettings: ...
     @property
-    def database(self) -> Path: ...
+    def database(self) -> str: ...
     @property
     def strategies(self) -> dict[str, StrategySettings]: ...
     @property

@@ -16,13 +16,13 @@ id, never re-sent.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from typing import TYPE_CHECKING
 
 from engine.arming import rearm
 from engine.brokers.base import OrderResult
 from engine.decision import Decision, MarketSnapshot, Receipt
 from engine.exceptions import BrokerError, InvalidOrderError, OrderUncertainError
+from storage import Connection
 from storage import orders as order_store
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 def place(
     desk: Desk,
-    conn: sqlite3.Connection,
+    conn: Connection,
     decision: Decision,
     alert_id: int,
     receipt: Receipt,
@@ -133,7 +133,7 @@ def _send_close(desk: Desk, decision: Decision) -> Decision:
     )  # fmt: skip
 
 
-def settle(desk: Desk, conn: sqlite3.Connection, decision: Decision) -> order_store.Position | None:
+def settle(desk: Desk, conn: Connection, decision: Decision) -> order_store.Position | None:
     """Record what :func:`send` found: the order rows (a flip's close first) and, for a fill,
     the ledger. Returns the position after the last fill (None without one)."""
     assert decision.order is not None and decision.client_order_id is not None
@@ -151,7 +151,7 @@ def settle(desk: Desk, conn: sqlite3.Connection, decision: Decision) -> order_st
     return closed
 
 
-def _settle_close(desk: Desk, conn: sqlite3.Connection, decision: Decision) -> order_store.Position | None:
+def _settle_close(desk: Desk, conn: Connection, decision: Decision) -> order_store.Position | None:
     """A flip's close, recorded before its opening order: the position after it (None when
     it did not fill, or the decision is no flip)."""
     close, close_id = decision.close_first, decision.close_client_order_id
@@ -166,7 +166,7 @@ def _settle_close(desk: Desk, conn: sqlite3.Connection, decision: Decision) -> o
 
 def record_result(
     desk: Desk,
-    conn: sqlite3.Connection,
+    conn: Connection,
     symbol: str,
     side: str,
     result: OrderResult,
@@ -204,12 +204,16 @@ def _failed(
     )
 
 
-def recover_pending(storage: Storage, desks: Mapping[str, Desk], default: Desk | None) -> list[str]:
+def recover_pending(
+    storage: Storage, desks: Mapping[str, Desk], default: Desk | None, *, updated_before: float | None = None
+) -> list[str]:
     """Settle orders left ``pending`` by a crash: ask the broker by client order id, never
     re-send. Returns one line per order for the log. Called at start-up, before workers.
-    ``desks`` are the accounts by name; ``default`` (when given) settles every order."""
+    ``desks`` are the accounts by name; ``default`` (when given) settles every order; with
+    ``updated_before``, only orders untouched since then (a shared store's younger ones may be
+    in flight on another host)."""
     lines = []
-    for row in order_store.pending_orders(storage):
+    for row in order_store.pending_orders(storage, updated_before=updated_before):
         cid = row["client_order_id"]
         desk = default or desks.get(row["broker"])
         if desk is None:

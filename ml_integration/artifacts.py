@@ -9,15 +9,30 @@ model that was edited or half-copied from serving silently different numbers.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
+import platform
 from pathlib import Path
 from typing import Any
 
 from ml_integration.exceptions import ModelIntegrityError
 
-__all__ = ["METADATA_FILE", "seal", "sha256_file", "verify"]
+__all__ = ["METADATA_FILE", "library_versions", "seal", "sha256_file", "verify"]
 
 METADATA_FILE = "metadata.json"
+
+
+def library_versions(*distributions: str) -> dict[str, str]:
+    """Python's version and each distribution's (``"not installed"`` when absent), for a
+    model's metadata: pickled or exported weights are read back reliably only by the library
+    versions that wrote them, so a model says which those were."""
+    versions = {"python": platform.python_version()}
+    for dist in distributions:
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = "not installed"
+    return versions
 
 
 def sha256_file(path: Path) -> str:

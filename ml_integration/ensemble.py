@@ -36,7 +36,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,8 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
+from common.checks import refuse_unknown_keys
+from ml_integration.artifacts import library_versions
 from ml_integration.calibration import ConfidenceCalibrator
 from ml_integration.candles import epoch_seconds, validate_candles
 from ml_integration.evaluation import DirectionReport, brier_score, direction_report, log_loss
@@ -75,6 +77,11 @@ log = logging.getLogger(__name__)
 
 COMBINERS: tuple[str, ...] = ("soft", "weighted", "majority", "stacking")
 ENSEMBLE_FILE = "ensemble.joblib"
+#: The libraries whose objects ``ensemble.joblib`` pickles (a pickle is read back reliably only
+#: by the versions that wrote it), recorded in the model's metadata.
+ZOO_DISTRIBUTIONS = (
+    "scikit-learn", "xgboost", "xgboost-cpu", "lightgbm", "catboost", "imbalanced-learn", "joblib",
+)  # fmt: skip
 COMPARISON_FILE = "comparison.json"
 _ATR = MODEL_FEATURES.index("atr_14")
 
@@ -130,10 +137,7 @@ class EnsembleConfig:
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> EnsembleConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown ensemble options {unknown}; known: {sorted(known)}")
+        refuse_unknown_keys("ensemble options", values, cls)
         data = dict(values)
         if isinstance(data.get("models"), str):
             data["models"] = tuple(m for m in data["models"].split(",") if m.strip())
@@ -587,7 +591,7 @@ class EnsemblePricePrediction(MLPricePrediction):
         ensemble, ensemble_report = train_ensemble(x, y, fitted.horizon, self._ensemble_config())
         self.ensemble_ = ensemble
         fitted.confidence = ensemble.confidence
-        ensemble_report["library_versions"] = _zoo_library_versions()
+        ensemble_report["library_versions"] = library_versions(*ZOO_DISTRIBUTIONS)
         fitted.info["ensemble"] = ensemble_report
         return {**report, "ensemble": ensemble_report}
 
@@ -662,25 +666,3 @@ class EnsemblePricePrediction(MLPricePrediction):
         super().read_artifacts(directory, metadata)
         self.ensemble_ = joblib.load(Path(directory) / ENSEMBLE_FILE)
         return self
-
-
-def _zoo_library_versions() -> dict[str, str]:
-    """Versions of the libraries whose objects ``ensemble.joblib`` pickles (a pickle is read
-    back reliably only by the versions that wrote it)."""
-    import importlib.metadata
-
-    versions = {}
-    for dist in (
-        "scikit-learn",
-        "xgboost",
-        "xgboost-cpu",
-        "lightgbm",
-        "catboost",
-        "imbalanced-learn",
-        "joblib",
-    ):
-        try:
-            versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return versions

@@ -22,7 +22,6 @@ invalid for the same reason (no full window).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,7 +40,6 @@ from common.indicators import safe_div as _div
 from common.indicators import shift as _shift
 from common.indicators import windows as _win
 from ml_integration.candles import epoch_seconds, infer_timeframe_seconds, missing_in_window, validate_candles
-from ml_integration.exceptions import CandleDataError
 
 __all__ = [
     "DUPLICATE_FEATURES",
@@ -274,10 +272,6 @@ class FeatureEngineering:
         self.max_missing_bars = max_missing_bars
         self.timeframe_sec = timeframe_sec
 
-    @property
-    def feature_names(self) -> list[str]:
-        return list(FEATURE_NAMES)
-
     def _timeframe(self, df: pd.DataFrame) -> int:
         return self.timeframe_sec or infer_timeframe_seconds(df.index)
 
@@ -291,47 +285,3 @@ class FeatureEngineering:
             df.to_numpy(), stamps, self._timeframe(df), max_missing_bars=self.max_missing_bars
         )
         return pd.DataFrame(matrix, index=df.index, columns=FEATURE_NAMES)
-
-    def get_feature_importance_analysis(self, ohlcv_df: pd.DataFrame, *, horizon: int = 5) -> dict[str, Any]:
-        """Which features a random forest leans on to predict the direction ``horizon`` bars on.
-
-        The forest is fit on the first 80% of rows (in time order) and scored on the rest after
-        a purge gap, so the hold-out accuracy next to the majority-class baseline tells whether
-        the importances describe anything real. Importances are impurity-based (mean decrease
-        in impurity), which favours high-cardinality features: read them as a ranking.
-        """
-        from sklearn.ensemble import RandomForestClassifier
-
-        from ml_integration.labels import make_labels, purged_split
-
-        features = self.create_features(ohlcv_df)
-        labels = make_labels(ohlcv_df, horizon, timeframe_sec=self._timeframe(ohlcv_df))
-        usable = features.notna().all(axis=1).to_numpy() & labels.valid
-        rows = np.flatnonzero(usable)
-        if len(rows) < 100:
-            raise CandleDataError(f"too few usable rows for an importance analysis: {len(rows)} (need 100)")
-        split = purged_split(len(rows), test_fraction=0.2, gap=horizon)
-        x = features.to_numpy()[rows]
-        y = labels.direction[rows]
-        forest = RandomForestClassifier(
-            n_estimators=100, max_depth=6, min_samples_leaf=20, n_jobs=1, random_state=0
-        )
-        forest.fit(x[split.train], y[split.train])
-        test_y = y[split.test]
-        ranked = sorted(zip(FEATURE_NAMES, forest.feature_importances_, strict=True), key=lambda t: -t[1])
-        family_totals: dict[str, float] = {}
-        for name, weight in ranked:
-            family_totals[FEATURE_FAMILIES[name]] = family_totals.get(FEATURE_FAMILIES[name], 0.0) + float(
-                weight
-            )
-        majority = float(max(test_y.mean(), 1 - test_y.mean()))
-        return {
-            "top_features": [{"name": n, "weight": float(w)} for n, w in ranked[:15]],
-            "family_importance": dict(sorted(family_totals.items(), key=lambda t: -t[1])),
-            "n_features": len(FEATURE_NAMES),
-            "n_rows": len(rows),
-            "horizon": horizon,
-            "holdout_accuracy": float((forest.predict(x[split.test]) == test_y).mean()),
-            "majority_baseline": majority,
-            "method": "impurity importance of a RandomForest fit on the first 80% (time order)",
-        }

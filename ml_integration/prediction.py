@@ -45,12 +45,9 @@ Combination (the outer dict's fields):
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
-import platform
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -58,6 +55,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from common.checks import refuse_unknown_keys
+from ml_integration.artifacts import library_versions
 from ml_integration.calibration import ConfidenceCalibrator, PlattCalibrator
 from ml_integration.candles import (
     COLUMNS,
@@ -143,11 +142,19 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        lstm = data.get("lstm", {})
-        lstm_config = LSTMConfig(**{**lstm, "units": tuple(lstm.get("units", LSTMConfig().units))})
-        learners = tuple(data.get("direction_learners", DirectionParams.learners))
-        return cls(**{**data, "lstm": lstm_config, "direction_learners": learners})
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
+        """The config a dict describes: a model's stored ``config`` (JSON, so its tuples came
+        back as lists) or a training run's ``model`` options. Keys it does not know, here or in
+        ``lstm``, are refused; what it leaves out keeps its default."""
+        refuse_unknown_keys("model options", data, cls)
+        values = dict(data)
+        lstm = values.get("lstm", {})
+        if not isinstance(lstm, LSTMConfig):
+            refuse_unknown_keys("LSTM options", lstm, LSTMConfig)
+            lstm = LSTMConfig(**{**lstm, "units": tuple(lstm.get("units", LSTMConfig().units))})
+        values["lstm"] = lstm
+        values["direction_learners"] = tuple(values.get("direction_learners", DirectionParams.learners))
+        return cls(**values)
 
     def direction_params(self) -> DirectionParams:
         return DirectionParams(
@@ -268,14 +275,8 @@ def learned_gb_weight(actual: np.ndarray, gb: np.ndarray, lstm: np.ndarray) -> f
     return float(np.clip((np.asarray(actual, dtype=float) - lstm) @ diff / denominator, 0.0, 1.0))
 
 
-def _library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for dist in ("numpy", "pandas", "scikit-learn", "tensorflow-cpu", "keras"):
-        try:
-            versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            versions[dist] = "not installed"
-    return versions
+#: The libraries whose numbers a model's artifacts hold, recorded in its metadata.
+MODEL_DISTRIBUTIONS = ("numpy", "pandas", "scikit-learn", "tensorflow-cpu", "keras")
 
 
 class MLPricePrediction:
@@ -284,9 +285,7 @@ class MLPricePrediction:
 
     def __init__(self, config: ModelConfig | None = None, **overrides: Any):
         base = config or ModelConfig()
-        unknown = sorted(set(overrides) - set(ModelConfig.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"unknown MLPricePrediction options {unknown}")
+        refuse_unknown_keys("MLPricePrediction options", overrides, ModelConfig)
         self.config = replace(base, **overrides)
         if self.config.gb_weight is not None and not 0 <= self.config.gb_weight <= 1:
             raise ValueError(f"gb_weight must be in [0, 1], got {self.config.gb_weight}")
@@ -408,7 +407,7 @@ class MLPricePrediction:
             "magnitude_weights": {"boosting": gb_weight, "lstm": 1.0 - gb_weight if cfg.use_lstm else 0.0},
             "holdout": report,
             "timings_s": {**timings, "total_s": time.perf_counter() - started},
-            "library_versions": _library_versions(),
+            "library_versions": library_versions(*MODEL_DISTRIBUTIONS),
         }
         return dict(self.fitted_.info)
 
@@ -727,7 +726,3 @@ class MLPricePrediction:
         if fitted.lstm is not None:
             fitted.lstm.predict(np.zeros((1, self.sequence_length, len(MODEL_FEATURES))))
 
-
-def tensorflow_loaded() -> bool:
-    """Whether TensorFlow has been imported in this process (serving must keep this False)."""
-    return "tensorflow" in sys.modules

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import threading
 import time
 import zipfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
@@ -29,7 +29,7 @@ import pandas as pd
 
 from common.timeframes import seconds
 from ml_integration.technical import TECHNICAL_MIN_ROWS, technical_score
-from storage import Storage
+from storage import Connection, Storage
 from storage import candles as candle_store
 from storage import predictions as prediction_store
 
@@ -200,7 +200,7 @@ class ServedSignal:
             "price_at_prediction": signal.entry_price, "synthetic": int(signal.synthetic),
         }  # fmt: skip
 
-    def record(self, conn: sqlite3.Connection, alert_id: int | None, now: float) -> None:
+    def record(self, conn: Connection, alert_id: int | None, now: float) -> None:
         """Inside the alert's transaction: the alert's bar into the candle store, and the
         prediction row (so every enriched alert has exactly one)."""
         if self.bar is not None and self.symbol is not None and self.timeframe is not None:
@@ -274,8 +274,12 @@ class SignalService:
         *,
         live_exchange: bool = False,
         market_data: Any = None,
+        now: Callable[[], float] = time.time,
     ):
         self.settings = settings
+        #: Wall-clock epoch seconds: how old the newest candle is and whether a newer one is due
+        #: (a test passes a fixed instant; intervals between checks use the monotonic clock).
+        self.now = now
         self.storage = storage
         self.live_exchange = live_exchange
         self.market_data = market_data  # a ccxt exchange for public candles, or None
@@ -283,6 +287,11 @@ class SignalService:
         self._sentiment: Any = None
         self._sentiment_symbols: set[str] = set()
         self._sentiment_lock = threading.Lock()
+        #: Symbols a background sentiment pass has refreshed (see :meth:`wait_for_sentiment`).
+        self._sentiment_refreshed: set[str] = set()
+        self._sentiment_refreshed_cv = threading.Condition()
+        #: Set when :meth:`preload` has finished (whatever it loaded).
+        self.preloaded = threading.Event()
         self._markets: dict[tuple[str, str], _Market] = {}
         self._markets_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tvgw-ml")
@@ -397,6 +406,12 @@ class SignalService:
         """Load and warm every model in the store now, at worker start, so that no alert pays
         for loading one; returns "SYMBOL TF version" per model. Failures are logged, not fatal:
         the alert path reports them as ml_analysis.error and /healthz as ``degraded``."""
+        try:
+            return self._preload()
+        finally:
+            self.preloaded.set()
+
+    def _preload(self) -> list[str]:
         from ml_integration.store import stored_models
 
         try:
@@ -437,7 +452,16 @@ class SignalService:
                 result = self._sentiment.get_combined_sentiment(symbol, allow_fetch=True)
                 if result.get("failed_sources"):
                     log.warning("sentiment %s: failed sources %s", symbol, result["failed_sources"])
+                with self._sentiment_refreshed_cv:
+                    self._sentiment_refreshed.add(symbol)
+                    self._sentiment_refreshed_cv.notify_all()
             time.sleep(self.settings.sentiment_refresh_s)
+
+    def wait_for_sentiment(self, symbol: str, timeout: float) -> bool:
+        """Whether the background refresh has fetched ``symbol``'s sentiment (at least once)
+        within ``timeout`` seconds: what a caller waits on to know the cache it reads is filled."""
+        with self._sentiment_refreshed_cv:
+            return self._sentiment_refreshed_cv.wait_for(lambda: symbol in self._sentiment_refreshed, timeout)
 
     def status(self) -> ModelsStatus:
         """For /healthz: the store's models (the same on every worker) and this worker's load
@@ -508,7 +532,7 @@ class SignalService:
             return
         step = seconds(timeframe)
         newest = candle_store.latest_candle_ms(self.storage, symbol, timeframe)
-        due = newest is None or newest / 1000 + 2 * step <= time.time()
+        due = newest is None or newest / 1000 + 2 * step <= self.now()
         now = time.monotonic()
         with market.lock:
             if not due or (market.fetch is not None and not market.fetch.done()):
@@ -538,7 +562,7 @@ class SignalService:
     def _staleness(self, candles: pd.DataFrame, timeframe: str) -> str | None:
         if candles.empty:
             return "no candles in the candle store for this market: run `tvgw data fetch` or send bars"
-        age = time.time() - candles.index[-1].timestamp()
+        age = self.now() - candles.index[-1].timestamp()
         limit = 3 * seconds(timeframe)
         if age > limit:
             return (

@@ -62,12 +62,13 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
 
+from common.checks import refuse_unknown_keys
 from ml_integration.artifacts import seal, verify
 from ml_integration.evaluation import wilson_interval
 from ml_integration.exceptions import GapInWindowError, NotTrainedError
@@ -181,10 +182,7 @@ class StrategyConfig:
     @classmethod
     def from_mapping(cls, config: dict[str, Any] | None) -> StrategyConfig:
         config = dict(config or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"unknown strategy config keys {unknown}; known keys: {sorted(known)}")
+        refuse_unknown_keys("strategy config keys", config, cls)
         return cls(**config)
 
 

@@ -32,6 +32,8 @@ from ml_integration.evaluation import brier_score, rank_auc, wilson_interval
 from storage import Storage
 from storage import candles as candle_store
 from storage import predictions as prediction_store
+from storage import reports as report_store
+from storage.leases import start_owned_job
 
 __all__ = [
     "DriftMonitor",
@@ -218,14 +220,20 @@ def _sharpe(returns: list[float], *, per_year: float) -> float | None:
     return mean / std * math.sqrt(per_year) if std > 0 else None
 
 
+#: The drift report's name among the store's shared reports.
+DRIFT_REPORT = "drift"
+
+
 class DriftMonitor:
-    """The drift report of one worker, recomputed at most once per ``ttl_s``.
+    """The drift report every worker of every host serves, recomputed at most once per ``ttl_s``.
 
     ``/healthz`` is polled by load balancers and uptime checks, often every few seconds per
     worker; the report changes only when outcomes resolve (every ``TVGW_RESOLVE_INTERVAL_S``,
-    60 s by default). Caching it per worker (rather than writing it to SQLite from the
-    resolver) keeps it correct when the resolver is off and adds no writes to the database
-    the alert path shares; each worker pays one bounded computation per ``ttl_s`` at most.
+    60 s by default). The report is kept in the store (:mod:`storage.reports`) with the time it
+    was computed: a health check reads it (one keyed row), and the first worker to find it older
+    than ``ttl_s`` computes and stores a new one, so two hosts behind one proxy answer alike. It
+    stays correct when the resolver is off, and adds one small write per ``ttl_s`` to the store.
+    ``clock`` is wall-clock time shared by the hosts (epoch seconds).
     """
 
     def __init__(
@@ -234,21 +242,21 @@ class DriftMonitor:
         thresholds: DriftThresholds,
         *,
         ttl_s: float = 60.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ):
         self.storage = storage
         self.thresholds = thresholds
         self.ttl_s = ttl_s
         self.clock = clock
         self._lock = threading.Lock()
-        self._cached: tuple[float, dict[str, Any]] | None = None
 
     def report(self) -> dict[str, Any]:
-        """The cached report, or a fresh one when it is older than ``ttl_s`` (one computation
-        at a time: concurrent health checks wait for it rather than repeat it)."""
+        """The stored report, or a fresh one when it is older than ``ttl_s`` (one computation
+        at a time in this worker: concurrent health checks wait for it rather than repeat it)."""
         with self._lock:
             now = self.clock()
-            if self._cached is None or now - self._cached[0] >= self.ttl_s:
+            stored = report_store.get_report(self.storage, DRIFT_REPORT)
+            if stored is None or not 0 <= now - stored[0] < self.ttl_s:
                 t = self.thresholds
                 report = drift_report(
                     self.storage, min_accuracy=t.min_accuracy, max_drawdown=t.max_drawdown,
@@ -256,24 +264,19 @@ class DriftMonitor:
                 )  # fmt: skip
                 if report["needs_retraining"]:  # once per computation, not once per health check
                     log.warning("model needs retraining: %s", "; ".join(report["reasons"]))
-                self._cached = (now, report)
-            return dict(self._cached[1])
+                report_store.put_report(self.storage, DRIFT_REPORT, now, report)
+                stored = report_store.get_report(self.storage, DRIFT_REPORT) or (now, report)
+            return dict(stored[1])
 
 
 def start_outcome_resolver(storage: Storage, interval_s: float) -> threading.Thread:
-    """A daemon thread per worker that resolves due outcomes every ``interval_s`` seconds."""
+    """Resolve due outcomes every ``interval_s`` seconds in one worker of all hosts (the lease
+    holder; the ``resolved_at IS NULL`` guard would make two safe, the lease makes them not
+    read the same candles twice)."""
 
-    def loop() -> None:
-        while True:
-            time.sleep(interval_s)
-            try:
-                count = resolve_outcomes(storage)
-            except Exception:
-                log.exception("outcome resolver failed; retrying in %.0f s", interval_s)
-                continue
-            if count:
-                log.info("resolved %d prediction outcomes", count)
+    def resolve() -> None:
+        count = resolve_outcomes(storage)
+        if count:
+            log.info("resolved %d prediction outcomes", count)
 
-    thread = threading.Thread(target=loop, name="tvgw-outcomes", daemon=True)
-    thread.start()
-    return thread
+    return start_owned_job(storage, "outcome-resolver", interval_s, resolve)

@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from common.checks import refuse_unknown_keys
 from ml_integration.candles import read_candle_file, timeframe_seconds, validate_candles
 from ml_integration.ensemble import EnsembleConfig, EnsemblePricePrediction
 from ml_integration.exceptions import CandleDataError, TrainingCancelled
-from ml_integration.lstm import LSTMConfig
 from ml_integration.prediction import MLPricePrediction, ModelConfig, make_forest
 from ml_integration.store import save_version
 from ml_integration.strategy import MLTradingStrategy, StrategyConfig
@@ -76,17 +76,14 @@ def create_training_config(symbol: str, overrides: dict[str, Any] | None = None)
     if not symbol or "/" not in symbol:
         raise ValueError(f"symbol must look like 'BTC/USDT', got {symbol!r}")
     values = dict(overrides or {})
-    known = {f.name for f in fields(TrainingConfig)} - {"symbol"}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown training options {unknown}; known: {sorted(known)}")
+    refuse_unknown_keys("training options", values, TrainingConfig, exclude={"symbol"})
     strategy = values.pop("strategy", {})
     model = values.pop("model", {})
     ensemble = values.pop("ensemble", None)
     if isinstance(ensemble, dict):
         ensemble = EnsembleConfig.from_mapping(ensemble)
     strategy_cfg = strategy if isinstance(strategy, StrategyConfig) else StrategyConfig.from_mapping(strategy)
-    model_cfg = model if isinstance(model, ModelConfig) else _model_config(model)
+    model_cfg = model if isinstance(model, ModelConfig) else ModelConfig.from_dict(model)
     config = TrainingConfig(
         symbol=symbol, strategy=strategy_cfg, model=model_cfg, ensemble=ensemble, **values
     )
@@ -98,17 +95,6 @@ def create_training_config(symbol: str, overrides: dict[str, Any] | None = None)
     if config.n_trials < 1:
         raise ValueError(f"n_trials must be >= 1, got {config.n_trials}")
     return config
-
-
-def _model_config(values: dict[str, Any]) -> ModelConfig:
-    values = dict(values)
-    known = {f.name for f in fields(ModelConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown model options {unknown}; known: {sorted(known)}")
-    lstm = values.pop("lstm", {})
-    lstm_cfg = lstm if isinstance(lstm, LSTMConfig) else LSTMConfig(**lstm)
-    return replace(ModelConfig(), lstm=lstm_cfg, **values)
 
 
 @dataclass(frozen=True)
@@ -307,7 +293,10 @@ class TrainingPipeline:
 
     def _tune(self, frame: pd.DataFrame, config: TrainingConfig) -> TuningResult | None:
         """The forest search ``config`` asks for (None without one), cached in :attr:`tuning_dir`."""
-        return None if config.tuning_method is None else tune_forest(frame, config, self.tuning_dir)
+        if config.tuning_method is None:
+            return None
+        studies = None if self.storage is None else self.storage.rdb_url()
+        return tune_forest(frame, config, self.tuning_dir, study_storage=studies)
 
     def _save(
         self, config: TrainingConfig, job: int | None, trained: Trained, frame: pd.DataFrame, source: str
@@ -398,10 +387,13 @@ def forest_factory(model: ModelConfig) -> Factory:
     return partial(_forest_with, model)
 
 
-def tune_forest(frame: pd.DataFrame, config: TrainingConfig, tuning_dir: str | Path) -> TuningResult:
+def tune_forest(
+    frame: pd.DataFrame, config: TrainingConfig, tuning_dir: str | Path, *, study_storage: str | None = None
+) -> TuningResult:
     """Tune the served direction forest on the *training* rows of the split train_models will
     make (never on its calibration or test rows, so the hold-out report stays out of sample),
-    with purged folds whose gap is the label horizon."""
+    with purged folds whose gap is the label horizon. ``study_storage`` keeps an Optuna study in
+    that database (the shared PostgreSQL store) instead of a file in ``tuning_dir``."""
     horizon = config.strategy.target_periods
     design = MLPricePrediction(config.model).design(frame, horizon)
     train_rows = design.rows[design.split.train]
@@ -419,6 +411,7 @@ def tune_forest(frame: pd.DataFrame, config: TrainingConfig, tuning_dir: str | P
         seed=config.model.random_state,
         cache_dir=tuning_dir,
         retune=config.retune,
+        storage=study_storage,
     )
 
 

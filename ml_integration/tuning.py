@@ -26,7 +26,6 @@ Estimators come from a *factory*: ``factory(params) -> classifier`` with ``fit``
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import math
 import time
@@ -41,6 +40,7 @@ import numpy as np
 
 from ml_integration.evaluation import brier_score, log_loss
 from ml_integration.labels import purged_folds
+from ml_integration.zoo import make_model
 
 __all__ = [
     "SPACES",
@@ -119,13 +119,10 @@ Factory = Callable[[dict[str, Any]], Classifier]
 
 
 def model_factory(name: str, *, seed: int = 0) -> Factory:
-    """The zoo's ``make_model`` for ``name`` as a factory (imported when first called, so
-    tuning works with any factory before and without the zoo)."""
+    """The zoo's ``make_model`` for ``name`` as a factory of models with given parameters."""
 
     def make(params: dict[str, Any]) -> Classifier:
-        zoo = importlib.import_module("ml_integration.zoo")  # lands with the zoo branch
-
-        model: Classifier = zoo.make_model(name, params, seed=seed)
+        model: Classifier = make_model(name, params, seed=seed)
         return model
 
     return make
@@ -348,32 +345,38 @@ def _search_optuna(
     from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=study_name,
-        storage=storage,
-        direction="minimize",
-        sampler=optuna.samplers.TPESampler(seed=seed),
-        load_if_exists=True,
-    )
-    # A resumed study draws from a generator advanced by its finished trials, so it does not
-    # repeat the first run's random start-up points; a fresh study stays reproducible.
-    finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    study.sampler = optuna.samplers.TPESampler(seed=seed + finished)
-    batch_size = max(1, effective_n_jobs(n_jobs))
-    while (done := len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))) < n_trials:
-        batch = [study.ask() for _ in range(min(batch_size, n_trials - done))]
-        candidates = [_suggest(trial, space) for trial in batch]
-        try:
-            scores = _run_trials(factory, candidates, x, y, folds, scoring, n_jobs)
-        except BaseException:
-            for trial in batch:
-                study.tell(trial, state=TrialState.FAIL)
-            raise
-        for trial, params, score in zip(batch, candidates, scores, strict=True):
-            trial.set_user_attr("params", _jsonable(params))
-            study.tell(trial, score)
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return [{"params": t.user_attrs["params"], "score": t.value} for t in complete if t.value is not None]
+    # Its connections are closed when the search ends (a shared PostgreSQL store keeps no idle
+    # connection of a finished study; the SQLite file is not left open).
+    rdb = optuna.storages.RDBStorage(storage)
+    try:
+        study = optuna.create_study(
+            study_name=study_name,
+            storage=rdb,
+            direction="minimize",
+            sampler=optuna.samplers.TPESampler(seed=seed),
+            load_if_exists=True,
+        )
+        # A resumed study draws from a generator advanced by its finished trials, so it does not
+        # repeat the first run's random start-up points; a fresh study stays reproducible.
+        finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        study.sampler = optuna.samplers.TPESampler(seed=seed + finished)
+        batch_size = max(1, effective_n_jobs(n_jobs))
+        while (done := len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))) < n_trials:
+            batch = [study.ask() for _ in range(min(batch_size, n_trials - done))]
+            candidates = [_suggest(trial, space) for trial in batch]
+            try:
+                scores = _run_trials(factory, candidates, x, y, folds, scoring, n_jobs)
+            except BaseException:
+                for trial in batch:
+                    study.tell(trial, state=TrialState.FAIL)
+                raise
+            for trial, params, score in zip(batch, candidates, scores, strict=True):
+                trial.set_user_attr("params", _jsonable(params))
+                study.tell(trial, score)
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        return [{"params": t.user_attrs["params"], "score": t.value} for t in complete if t.value is not None]
+    finally:
+        rdb.engine.dispose()
 
 
 def _default_storage(cache_dir: Path) -> str:

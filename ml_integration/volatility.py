@@ -148,8 +148,11 @@ class GarchParams:
         return self.alpha * self.beta ** np.arange(VOL_WINDOW)[::-1]
 
     def _constant(self) -> float:
-        b_w = self.beta**VOL_WINDOW
-        return self.omega * (1.0 - b_w) / (1.0 - self.beta) + b_w * self.long_run_variance
+        """omega over the recursion's W steps (Σ beta^k, k < W) plus the long-run start's share
+        beta^W. The sum is added up term by term: its closed form (1 − beta^W) / (1 − beta)
+        divides by zero at beta = 1, where ``arch`` can land (an integrated fit)."""
+        steps = float(np.sum(self.beta ** np.arange(VOL_WINDOW)))
+        return self.omega * steps + self.beta**VOL_WINDOW * self.long_run_variance
 
     def next_variance(self, returns: np.ndarray) -> np.ndarray:
         """σ²_{t+1} for every row: the recursion run over the last ``VOL_WINDOW`` returns up to

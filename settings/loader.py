@@ -22,8 +22,16 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from common.errors import ConfigError
 from engine.continuity import ContinuitySettings
-from engine.settings import ACCOUNT_NAME, AccountSettings, PaperSettings, RiskSettings, StrategySettings
+from engine.settings import (
+    ACCOUNT_NAME,
+    AccountSettings,
+    FrozenSettings,
+    PaperSettings,
+    RiskSettings,
+    StrategySettings,
+)
 from settings.web import LOOPBACK, TRADINGVIEW_IPS, WebSettings
+from storage.retention import RetentionPolicy
 
 __all__ = [
     "Settings",
@@ -40,13 +48,39 @@ SENTIMENT_VARIABLES = (
 )  # fmt: skip
 
 
+class RetentionSettings(FrozenSettings):
+    """How long the store keeps what piles up under a steady alert stream (days; 0 keeps it
+    forever), and how often the one pruner runs (``storage.retention`` says what is never pruned).
+    A year of equity and predictions covers the dashboard's curves and every accuracy window."""
+
+    equity_days: float = Field(default=365.0, ge=0)
+    predictions_days: float = Field(default=365.0, ge=0)
+    notifications_days: float = Field(default=30.0, ge=0)
+    alert_bodies_days: float = Field(default=90.0, ge=0)
+    #: Seconds between pruning runs; one worker of one host runs each (0: no background pruning).
+    prune_interval_s: float = Field(default=3600.0, ge=0)
+
+    def policy(self) -> RetentionPolicy:
+        return RetentionPolicy(
+            equity_days=self.equity_days, predictions_days=self.predictions_days,
+            notifications_days=self.notifications_days, alert_bodies_days=self.alert_bodies_days,
+        )  # fmt: skip
+
+
+#: Shortest periods that keep what the gateway reads: the day's opening equity (daily loss),
+#: the dashboard's 30 days of accuracy, a notification's day (its key names it), a body's day.
+MIN_RETENTION_DAYS = {"equity_days": 2.0, "predictions_days": 30.0, "notifications_days": 2.0,
+                      "alert_bodies_days": 1.0}  # fmt: skip
+
+
 class Settings(WebSettings):
     """Everything the gateway needs to know at start-up: the web layer's settings
     (:class:`settings.web.WebSettings`), the engine's (its types from :mod:`engine.settings`; it
     reads them through :class:`engine.settings.EngineSettings`), and what serving, outcome
     tracking and training read (each through a Protocol of its own in ``ml_integration``)."""
 
-    database: Path = Path("var/tvgw.sqlite")
+    #: A SQLite file path (one machine), or a ``postgresql://`` URL (several gateway hosts).
+    database: str = "var/tvgw.sqlite"
     model_dir: Path = Path("models")
     broker: str = "paper"
     sandbox: bool = True
@@ -104,6 +138,14 @@ class Settings(WebSettings):
     log_level: str = "INFO"
     #: Heartbeats and sequence numbers: the grace, the overdue check's rhythm, the /healthz window.
     continuity: ContinuitySettings = ContinuitySettings()
+    retention: RetentionSettings = RetentionSettings()
+
+    @field_validator("database", mode="before")
+    @classmethod
+    def _database_text(cls, value: object) -> object:
+        """A path (``Path`` from code, text from the environment) or a PostgreSQL URL, as text:
+        a URL must not pass through ``Path``, which would fold its ``//``."""
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
 
     @field_validator("accounts")
     @classmethod
@@ -175,6 +217,11 @@ _ENV: dict[str, tuple[tuple[str, ...], str]] = {
     "TVGW_HEARTBEAT_GRACE_S": (("continuity", "grace_s"), "str"),
     "TVGW_CONTINUITY_CHECK_S": (("continuity", "check_interval_s"), "str"),
     "TVGW_GAP_PROBLEM_S": (("continuity", "problem_window_s"), "str"),
+    "TVGW_RETAIN_EQUITY_DAYS": (("retention", "equity_days"), "str"),
+    "TVGW_RETAIN_PREDICTIONS_DAYS": (("retention", "predictions_days"), "str"),
+    "TVGW_RETAIN_NOTIFICATIONS_DAYS": (("retention", "notifications_days"), "str"),
+    "TVGW_RETAIN_ALERT_BODIES_DAYS": (("retention", "alert_bodies_days"), "str"),
+    "TVGW_PRUNE_INTERVAL_S": (("retention", "prune_interval_s"), "str"),
 }
 
 
@@ -342,12 +389,27 @@ def load_settings(
             "is verified by the TLS proxy, so name that proxy's address"
         )
     _check_routes(settings)
+    _check_retention(settings, origin)
     if not settings.strategies:
         raise ConfigError(
             "no strategy has a passphrase: set TVGW_PASSPHRASE (the default strategy's secret) "
             "or define [strategies.<id>] with a passphrase in the TVGW_CONFIG file"
         )
     return settings
+
+
+def _check_retention(settings: Settings, origin: Mapping[str, str]) -> None:
+    """A retention period shorter than what the gateway reads back would prune it: refused."""
+    for name, least in MIN_RETENTION_DAYS.items():
+        days = getattr(settings.retention, name)
+        if name == "predictions_days":
+            least = max(least, settings.drift_window_days)
+        if 0 < days < least:
+            source = origin.get(f"retention.{name}", f"[retention] {name}")
+            raise ConfigError(
+                f"{source}={days:g} days would prune what the gateway still reads: "
+                f"use at least {least:g} days (or 0 to keep everything)"
+            )
 
 
 def secret_values(settings: Settings, environ: Mapping[str, str] | None = None) -> tuple[str, ...]:

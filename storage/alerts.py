@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from storage.database import Db, query, query_one, reading, writing
+from storage.database import Connection, Db, Row, query, query_one, reading, writing
 
 __all__ = [
     "AlertRecord",
@@ -65,23 +64,11 @@ def insert_refused(
 ) -> int:
     """Record an alert refused at the gate (bad JSON, bad passphrase, stale, ...), or one the
     gateway itself failed on (``status="error"``)."""
-    columns = {k: v for k, v in (fields or {}).items() if k in _ALERT_FIELDS}
+    tail = {"status": status, "http_status": http_status, "error_code": error_code, "reason": reason}
     with writing(db) as conn:
-        cur = conn.execute(
-            _insert_sql(columns, ["status", "http_status", "error_code", "reason"]),
-            (
-                received_at,
-                received_at,
-                source_ip,
-                _dumps(payload),
-                *columns.values(),
-                status,
-                http_status,
-                error_code,
-                reason,
-            ),
-        )
-    return int(cur.lastrowid or 0)
+        inserted = _insert(conn, received_at, source_ip, payload, fields or {}, tail)
+    assert inserted is not None
+    return inserted
 
 
 _ALERT_FIELDS = (
@@ -90,9 +77,28 @@ _ALERT_FIELDS = (
 )  # fmt: skip
 
 
-def _insert_sql(columns: dict[str, Any], tail: list[str]) -> str:
-    names = ["received_at", "updated_at", "source_ip", "payload", *columns, *tail]
-    return f"INSERT INTO alerts ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+def _insert(
+    conn: Connection,
+    received_at: float,
+    source_ip: str | None,
+    payload: Any,
+    fields: dict[str, Any],
+    tail: dict[str, Any],
+    on_conflict: str = "",
+) -> int | None:
+    """Insert one alert row: when and from where it came, its payload, the alert fields the table
+    has columns for, and ``tail`` (what the gateway made of it). The new row's id (None when
+    ``on_conflict`` skipped it)."""
+    values = {
+        "received_at": received_at, "updated_at": received_at, "source_ip": source_ip,
+        "payload": _dumps(payload), **{k: v for k, v in fields.items() if k in _ALERT_FIELDS}, **tail,
+    }  # fmt: skip
+    rows = conn.execute(
+        f"INSERT INTO alerts ({', '.join(values)}) VALUES ({', '.join('?' * len(values))}){on_conflict}"
+        " RETURNING id",
+        tuple(values.values()),
+    ).fetchall()
+    return int(rows[0][0]) if rows else None
 
 
 def claim_alert(
@@ -114,23 +120,16 @@ def claim_alert(
     ml_analysis) is written with it, in one statement.
     """
     with writing(db) as conn:
-        columns = {k: v for k, v in fields.items() if k in _ALERT_FIELDS}
         tail: dict[str, Any] = {"idempotency_key": idempotency_key, "status": status}
         if outcome is not None:
             tail.update(
                 http_status=outcome["http_status"], reason=outcome["reason"],
                 decision=_dumps(outcome["decision"]), ml_analysis=_dumps(outcome["ml_analysis"]),
             )  # fmt: skip
-        try:
-            cur = conn.execute(
-                _insert_sql(columns, list(tail)),
-                (received_at, received_at, source_ip, _dumps(payload), *columns.values(), *tail.values()),
-            )
-        except sqlite3.IntegrityError as exc:
-            if "idempotency_key" not in str(exc):
-                raise
-            return None
-        return int(cur.lastrowid or 0)
+        # On a conflict of the key alone: any other constraint's violation is still an error.
+        return _insert(
+            conn, received_at, source_ip, payload, fields, tail, " ON CONFLICT (idempotency_key) DO NOTHING"
+        )
 
 
 def original_for_key(db: Db, idempotency_key: str) -> int | None:
@@ -149,23 +148,14 @@ def insert_duplicate(
     fields: dict[str, Any],
 ) -> int:
     """Record a repeat of ``original_id``; it never acts, but it is on file."""
+    tail = {
+        "duplicate_of": original_id, "status": "duplicate", "http_status": 200,
+        "reason": f"duplicate of alert {original_id}",
+    }  # fmt: skip
     with writing(db) as conn:
-        columns = {k: v for k, v in fields.items() if k in _ALERT_FIELDS}
-        cur = conn.execute(
-            _insert_sql(columns, ["duplicate_of", "status", "http_status", "reason"]),
-            (
-                received_at,
-                received_at,
-                source_ip,
-                _dumps(payload),
-                *columns.values(),
-                original_id,
-                "duplicate",
-                200,
-                f"duplicate of alert {original_id}",
-            ),
-        )
-        return int(cur.lastrowid or 0)
+        inserted = _insert(conn, received_at, source_ip, payload, fields, tail)
+    assert inserted is not None
+    return inserted
 
 
 def finish_alert(
@@ -197,7 +187,7 @@ def finish_alert(
         )
 
 
-def _record(row: sqlite3.Row) -> AlertRecord:
+def _record(row: Row) -> AlertRecord:
     return AlertRecord(
         id=row["id"], status=row["status"], http_status=row["http_status"], reason=row["reason"],
         decision=_loads(row["decision"]), ml_analysis=_loads(row["ml_analysis"]),
@@ -216,7 +206,7 @@ def get_alert_row(db: Db, alert_id: int) -> dict[str, Any] | None:
     return None if row is None else _decoded(row)
 
 
-def _decoded(row: sqlite3.Row) -> dict[str, Any]:
+def _decoded(row: Row) -> dict[str, Any]:
     item = dict(row)
     for key in ("payload", "decision", "ml_analysis"):
         item[key] = _loads(item[key])
@@ -235,6 +225,10 @@ def list_alerts(db: Db, *, limit: int = 50, status: str | None = None) -> list[d
     return [_decoded(row) for row in query(db, sql, params)]
 
 
-def orphaned_alerts(db: Db) -> list[int]:
-    """Alerts left ``processing`` by a worker that died mid-way (checked at start-up)."""
-    return [int(r[0]) for r in query(db, "SELECT id FROM alerts WHERE status = 'processing'")]
+def orphaned_alerts(db: Db, *, updated_before: float | None = None) -> list[int]:
+    """Alerts left ``processing`` by a worker that died mid-way (checked at start-up); on a store
+    other hosts share, only those untouched since ``updated_before`` (younger ones may be a live
+    host's alert in flight)."""
+    cutoff = float("inf") if updated_before is None else updated_before
+    rows = query(db, "SELECT id FROM alerts WHERE status = 'processing' AND updated_at < ?", (cutoff,))
+    return [int(r[0]) for r in rows]

@@ -6,9 +6,10 @@ so the numbers are the record, not a cache that can drift from it.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from storage.database import Db, query, query_one
+from storage.database import Db, dialect_of, query, query_one
 
 __all__ = [
     "accuracy_by_day",
@@ -33,9 +34,10 @@ def strategy_counts(db: Db, strategy_id: str) -> dict[str, dict[str, int]]:
     alerts = query(
         db, "SELECT status, COUNT(*) FROM alerts WHERE strategy_id = ? GROUP BY status", (strategy_id,)
     )
+    action = dialect_of(db).json_text("decision", "action")
     decisions = query(
         db,
-        "SELECT COALESCE(json_extract(decision, '$.action'), 'none'), COUNT(*) FROM alerts"
+        f"SELECT COALESCE({action}, 'none'), COUNT(*) FROM alerts"
         " WHERE strategy_id = ? AND decision IS NOT NULL GROUP BY 1",
         (strategy_id,),
     )
@@ -85,12 +87,13 @@ def strategy_hits(db: Db, strategy_id: str) -> tuple[int, int]:
 def calibration_bins(db: Db, *, strategy_id: str | None = None, bins: int = 10) -> list[dict[str, Any]]:
     """Reliability table: resolved predictions grouped by predicted P(up) into ``bins`` equal
     bins; each with its count, mean prediction and how often the price really went up."""
+    cell = dialect_of(db).floor_int("COALESCE(p.direction_prob, 0.5) * ?")
     sql = (
-        "SELECT MIN(CAST(COALESCE(p.direction_prob, 0.5) * ? AS INTEGER), ? - 1) AS bin, COUNT(*) AS n,"
+        f"SELECT CASE WHEN {cell} > ? THEN ? ELSE {cell} END AS bin, COUNT(*) AS n,"
         " AVG(COALESCE(p.direction_prob, 0.5)) AS predicted, AVG(p.actual_direction) AS observed"
         " FROM ml_predictions p LEFT JOIN alerts a ON a.id = p.alert_id WHERE p.resolved_at IS NOT NULL"
     )
-    params: list[Any] = [bins, bins]
+    params: list[Any] = [bins, bins - 1, bins - 1, bins]
     if strategy_id is not None:
         sql += " AND a.strategy_id = ?"
         params.append(strategy_id)
@@ -132,12 +135,13 @@ def model_live_stats(db: Db) -> dict[tuple[str, str, str], dict[str, Any]]:
 
 def accuracy_by_day(db: Db, days: int = 30) -> list[dict[str, Any]]:
     """Resolved predictions per UTC day (by when they were made): count and hit rate."""
+    day = dialect_of(db).utc_day("timestamp")
     rows = query(
         db,
-        "SELECT date(timestamp, 'unixepoch') AS day, COUNT(*) AS n, AVG(prediction_accuracy) AS accuracy"
-        " FROM ml_predictions WHERE resolved_at IS NOT NULL AND timestamp >= strftime('%s', 'now') - ?"
+        f"SELECT {day} AS day, COUNT(*) AS n, AVG(prediction_accuracy) AS accuracy"
+        " FROM ml_predictions WHERE resolved_at IS NOT NULL AND timestamp >= ?"
         " GROUP BY day ORDER BY day",
-        (days * 86_400,),
+        (time.time() - days * 86_400,),
     )
     return [{"day": r["day"], "n": int(r["n"]), "accuracy": round(float(r["accuracy"]), 4)} for r in rows]
 
@@ -147,7 +151,7 @@ def equity_curve(db: Db, broker: str, limit: int = 2000) -> list[dict[str, Any]]
     rows = query(
         db,
         "SELECT at, equity FROM (SELECT at, equity FROM equity_snapshots WHERE broker = ?"
-        " ORDER BY at DESC LIMIT ?) ORDER BY at",
+        " ORDER BY at DESC LIMIT ?) AS newest ORDER BY at",
         (broker, limit),
     )
     return [{"at": float(r["at"]), "equity": float(r["equity"])} for r in rows]

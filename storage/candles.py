@@ -39,8 +39,10 @@ def upsert_candles(db: Db, symbol: str, timeframe: str, rows: Iterable[Sequence[
     ]
     with writing(db) as conn:
         conn.executemany(
-            "INSERT OR REPLACE INTO candles (symbol, timeframe, ts_ms, open, high, low, close,"
-            " volume, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO candles (symbol, timeframe, ts_ms, open, high, low, close, volume, source)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (symbol, timeframe, ts_ms) DO UPDATE SET"
+            " open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,"
+            " volume = excluded.volume, source = excluded.source",
             data,
         )
     return len(data)

@@ -11,11 +11,10 @@ and a placement whose answer was lost stays ``placing`` until its client id is l
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass
 
-from storage.database import Db, reading, writing
+from storage.database import Db, Row, insert_id, reading, writing
 
 __all__ = [
     "ArmedExit",
@@ -67,7 +66,7 @@ class ArmedExit:
     placed_amount: float | None = None
 
 
-def _exit(r: sqlite3.Row) -> ArmedExit:
+def _exit(r: Row) -> ArmedExit:
     return ArmedExit(
         r["id"], r["broker"], r["symbol"], r["timeframe"], r["alert_id"], r["entry_side"],
         r["entry_price"], r["entry_amount"], r["kind"], r["trigger"], r["share"], r["trail"],
@@ -97,14 +96,14 @@ def arm_exit(
 ) -> int:
     with writing(db) as conn:
         now = time.time()
-        cur = conn.execute(
+        return insert_id(
+            conn,
             "INSERT INTO exits (broker, symbol, timeframe, alert_id, entry_side, entry_price, entry_amount,"
             " kind, trigger, share, trail, break_even, armed_ms, checked_ms, created_at, updated_at, held_by)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (broker, symbol, timeframe, alert_id, entry_side, entry_price, entry_amount, kind, trigger,
              share, trail, int(break_even), armed_ms, armed_ms, now, now, held_by),
         )  # fmt: skip
-        return int(cur.lastrowid or 0)
 
 
 def open_exits(db: Db, broker: str, symbol: str) -> list[ArmedExit]:
@@ -245,10 +244,10 @@ def set_checked(db: Db, exit_id: int, ms: int, high: float, low: float) -> None:
     with writing(db) as conn:
         conn.execute(
             "UPDATE exits SET"
-            " seen_high = CASE WHEN checked_ms = ? THEN MAX(COALESCE(seen_high, ?), ?) ELSE ? END,"
-            " seen_low = CASE WHEN checked_ms = ? THEN MIN(COALESCE(seen_low, ?), ?) ELSE ? END,"
+            " seen_high = CASE WHEN checked_ms = ? AND seen_high > ? THEN seen_high ELSE ? END,"
+            " seen_low = CASE WHEN checked_ms = ? AND seen_low < ? THEN seen_low ELSE ? END,"
             " checked_ms = ? WHERE id = ? AND status = 'open' AND checked_ms <= ?",
-            (ms, high, high, high, ms, low, low, low, ms, exit_id, ms),
+            (ms, high, high, ms, low, low, ms, exit_id, ms),
         )
 
 

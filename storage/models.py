@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from typing import Any
 
-from storage.database import Db, query, query_one, writing
+from storage.database import Db, Row, insert_id, query, query_one, writing
 
 __all__ = [
     "ACTIVE_JOB_STATES",
@@ -43,13 +42,15 @@ def record_model(
 ) -> None:
     with writing(db) as conn:
         conn.execute(
-            "INSERT OR REPLACE INTO ml_models (symbol, timeframe, version, path, created_at,"
-            " synthetic, metrics) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO ml_models (symbol, timeframe, version, path, created_at, synthetic, metrics)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (symbol, timeframe, version) DO UPDATE SET"
+            " path = excluded.path, created_at = excluded.created_at, synthetic = excluded.synthetic,"
+            " metrics = excluded.metrics, retired_at = NULL",
             (symbol, timeframe, version, path, time.time(), int(synthetic), json.dumps(metrics)),
         )
 
 
-def _model_row(row: sqlite3.Row) -> dict[str, Any]:
+def _model_row(row: Row) -> dict[str, Any]:
     item = dict(row)
     item["metrics"] = json.loads(item["metrics"]) if item["metrics"] else {}
     item["synthetic"] = bool(item["synthetic"])
@@ -112,12 +113,12 @@ def _insert_job(
     db: Db, symbol: str, timeframe: str, params: dict[str, Any], *, status: str, stage: str | None
 ) -> int:
     with writing(db) as conn:
-        cur = conn.execute(
+        return insert_id(
+            conn,
             "INSERT INTO ml_training_jobs (symbol, timeframe, status, params, started_at, stage)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
             (symbol, timeframe, status, json.dumps(params, default=str), time.time(), stage),
         )
-    return int(cur.lastrowid or 0)
 
 
 def claim_training_job(db: Db, job_id: int) -> bool:
@@ -178,7 +179,7 @@ def request_cancel(db: Db, job_id: int) -> str | None:
     return None if row is None else str(row[0])
 
 
-def _job_row(row: sqlite3.Row) -> dict[str, Any]:
+def _job_row(row: Row) -> dict[str, Any]:
     item = dict(row)
     item["params"] = json.loads(item["params"]) if item["params"] else {}
     return item

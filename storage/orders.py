@@ -8,12 +8,11 @@ gateway's own view of what it traded.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from storage.database import Db, query, query_one, reading, writing
+from storage.database import Db, Row, insert_id, query, query_one, reading, writing
 
 __all__ = [
     "Position",
@@ -46,7 +45,7 @@ class Position:
     entries: int = 0  # fills that opened or added to it (the pyramiding limit counts them)
 
 
-def _position(r: sqlite3.Row) -> Position:
+def _position(r: Row) -> Position:
     return Position(
         r["symbol"],
         r["amount"],
@@ -76,13 +75,13 @@ def create_pending_order(
     ``reason`` names what placed it when not the alert itself (an exit: ``stop``, ...)."""
     with writing(db) as conn:
         now = time.time()
-        cur = conn.execute(
+        return insert_id(
+            conn,
             "INSERT INTO orders (alert_id, client_order_id, broker, symbol, side, order_type, amount,"
             " price, status, reason, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?) RETURNING id",
             (alert_id, client_order_id, broker, symbol, side, order_type, amount, price, reason, now, now),
         )
-        return int(cur.lastrowid or 0)
 
 
 def update_order(
@@ -115,7 +114,7 @@ def update_order(
         )
 
 
-def _position_row(db: Db, broker: str, symbol: str) -> sqlite3.Row | None:
+def _position_row(db: Db, broker: str, symbol: str) -> Row | None:
     conn = reading(db)
     return conn.execute(
         "SELECT * FROM positions WHERE broker = ? AND symbol = ?", (broker, symbol)
@@ -178,7 +177,7 @@ def apply_fill(
         cash_change = -signed * price - fee
         conn.execute(
             "INSERT INTO balances (broker, currency, total, updated_at) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (broker, currency) DO UPDATE SET total = total + ?,"
+            " ON CONFLICT (broker, currency) DO UPDATE SET total = balances.total + ?,"
             " updated_at = excluded.updated_at",
             (broker, quote_currency, starting_cash + cash_change, now, cash_change),
         )
@@ -244,9 +243,14 @@ def pending_exposure(db: Db, broker: str, symbol: str) -> float:
     return float(row[0])
 
 
-def pending_orders(db: Db) -> list[dict[str, Any]]:
-    """Orders whose fate was never recorded (the worker died between send and answer)."""
-    return [dict(r) for r in query(db, "SELECT * FROM orders WHERE status = 'pending' ORDER BY id")]
+def pending_orders(db: Db, *, updated_before: float | None = None) -> list[dict[str, Any]]:
+    """Orders whose fate was never recorded (the worker died between send and answer); with
+    ``updated_before``, only those untouched since then (a younger one may be in flight on a live
+    host sharing the store)."""
+    cutoff = float("inf") if updated_before is None else updated_before
+    sql = "SELECT * FROM orders WHERE status = 'pending' AND updated_at < ? ORDER BY id"
+    rows = query(db, sql, (cutoff,))
+    return [dict(r) for r in rows]
 
 
 def record_equity(db: Db, broker: str, equity: float, at: float | None = None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from storage.database import Db, query, query_one, writing
+from storage.database import Db, insert_id, query, query_one, writing
 
 __all__ = [
     "get_prediction",
@@ -23,11 +23,9 @@ __all__ = [
 def insert_prediction(db: Db, **row: Any) -> int:
     """Insert inside the caller's transaction (the alert's), so no alert lacks its prediction."""
     with writing(db) as conn:
-        names = ", ".join(row)
-        cur = conn.execute(
-            f"INSERT INTO ml_predictions ({names}) VALUES ({', '.join('?' * len(row))})", tuple(row.values())
-        )
-        return int(cur.lastrowid or 0)
+        names, values = ", ".join(row), ", ".join("?" * len(row))
+        sql = f"INSERT INTO ml_predictions ({names}) VALUES ({values}) RETURNING id"
+        return insert_id(conn, sql, tuple(row.values()))
 
 
 def unresolved_due(db: Db, now: float, limit: int = 500) -> list[dict[str, Any]]:
@@ -94,12 +92,13 @@ def recent_accuracy(db: Db, symbol: str, model_version: str | None, limit: int) 
     index backwards and stops at the LIMIT, so its cost is fixed however long the log grows."""
     row = query(
         db,
-        "SELECT COUNT(*) AS n, COALESCE(SUM(prediction_accuracy), 0) AS right FROM ("
-        " SELECT prediction_accuracy FROM ml_predictions WHERE symbol = ? AND model_version IS ?"
-        " AND resolved_at IS NOT NULL ORDER BY timestamp DESC LIMIT ?)",
+        "SELECT COUNT(*) AS n, COALESCE(SUM(prediction_accuracy), 0) AS hits FROM ("
+        " SELECT prediction_accuracy FROM ml_predictions WHERE symbol = ?"
+        " AND model_version IS NOT DISTINCT FROM ? AND resolved_at IS NOT NULL"
+        " ORDER BY timestamp DESC LIMIT ?) AS newest",
         (symbol, model_version, limit),
     )[0]
-    return round(float(row["right"])), int(row["n"])
+    return round(float(row["hits"])), int(row["n"])
 
 
 def list_predictions(

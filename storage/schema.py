@@ -257,7 +257,7 @@ ALTER TABLE exits ADD COLUMN placed_amount REAL;
 CREATE INDEX exits_on_exchange ON exits(broker, symbol) WHERE exchange_status IN ('placing', 'open')
 """
 
-#: Alert continuity (issue 20; renumber freely when merging). A *feed* is what one chart sends
+#: Alert continuity (issue 20). A *feed* is what one chart sends
 #: for one (strategy, market, timeframe); ``feed_marks`` holds every heartbeat and every order
 #: alert seen on it (its sequence number, bar time, when it fired and arrived, and the strategy's
 #: intended position after and before it); ``feed_gaps`` every message found missing, once per
@@ -267,9 +267,10 @@ CREATE INDEX exits_on_exchange ON exits(broker, symbol) WHERE exchange_status IN
 #: said (``position_gap``: an order alert was lost between them), or a heartbeat's position that
 #: is not the booked one (``position_mismatch``, told, never acted on). ``alert_steps`` are the moments
 #: of an alert's life that no other row keeps (``decided``; later ``repaired``, ``superseded``
-#: ...), for its timeline; ``leases`` give a background job one owner across workers. Later
-#: phases add rows (a repair is an ``alert_steps`` row naming its gap), not columns.
-_V8_ALERT_CONTINUITY = """
+#: ...), for its timeline. The overdue-heartbeat check's single owner is a ``leases`` row
+#: (:data:`_V8_RETENTION`). Later phases add rows (a repair is an ``alert_steps`` row naming its
+#: gap), not columns.
+_V7_ALERT_CONTINUITY = """
 CREATE TABLE feeds (
     id INTEGER PRIMARY KEY,
     strategy_id TEXT NOT NULL,
@@ -325,20 +326,40 @@ CREATE TABLE alert_steps (
     detail TEXT
 );
 CREATE INDEX alert_steps_alert ON alert_steps(alert_id, at);
-CREATE INDEX alert_steps_gap ON alert_steps(gap_id) WHERE gap_id IS NOT NULL;
+CREATE INDEX alert_steps_gap ON alert_steps(gap_id) WHERE gap_id IS NOT NULL
+"""
 
+#: Data lifecycle and shared stores (issue 23). ``leases`` holds
+#: the single owner of a background job across every worker and host: a row per job name, taken
+#: when free or expired (the store's own clock decides), so a SIGKILLed owner's job passes to
+#: another after ``expires_at``. The indexes let retention find what it prunes without a scan:
+#: alerts that still hold their raw body, by arrival (partial: a pruned body leaves the index),
+#: and notifications by when they were sent (resolved predictions have theirs since version 3).
+#: ``shared_reports`` holds a computed report every worker and host serves alike (the drift
+#: report of /healthz), with the time it was computed, instead of one copy per worker.
+_V8_RETENTION = """
 CREATE TABLE leases (
     name TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
+    acquired_at REAL NOT NULL,
     expires_at REAL NOT NULL
+);
+CREATE INDEX alerts_with_body ON alerts(received_at) WHERE payload IS NOT NULL;
+CREATE INDEX notifications_sent_at ON notifications_sent(sent_at);
+CREATE TABLE shared_reports (
+    name TEXT PRIMARY KEY,
+    computed_at REAL NOT NULL,
+    payload TEXT NOT NULL
 )
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6_EXCHANGE_EXITS, _V8_ALERT_CONTINUITY]
+MIGRATIONS: list[str] = [
+    _V1, _V2, _V3, _V4, _V5, _V6_EXCHANGE_EXITS, _V7_ALERT_CONTINUITY, _V8_RETENTION,
+]  # fmt: skip
 
 #: Every table the current schema has (``/healthz`` checks the file against it).
 TABLES = (
     "alerts", "orders", "positions", "balances", "equity_snapshots", "candles", "ml_models",
     "ml_training_jobs", "ml_predictions", "sentiment_cache", "strategy_state", "notifications_sent",
-    "marks", "exits", "feeds", "feed_marks", "feed_gaps", "alert_steps", "leases",
+    "marks", "exits", "feeds", "feed_marks", "feed_gaps", "alert_steps", "leases", "shared_reports",
 )  # fmt: skip

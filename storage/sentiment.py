@@ -22,7 +22,8 @@ def get_cached(db: Db, key: str, max_age_s: float) -> dict[str, Any] | None:
 def put_cached(db: Db, key: str, payload: dict[str, Any]) -> None:
     with writing(db) as conn:
         conn.execute(
-            "INSERT OR REPLACE INTO sentiment_cache (key, fetched_at, payload) VALUES (?, ?, ?)",
+            "INSERT INTO sentiment_cache (key, fetched_at, payload) VALUES (?, ?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET fetched_at = excluded.fetched_at, payload = excluded.payload",
             (key, time.time(), json.dumps(payload)),
         )
 

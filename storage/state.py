@@ -23,7 +23,8 @@ def set_last_alert_time(db: Db, strategy_id: str, symbol: str, at: float) -> Non
         conn.execute(
             "INSERT INTO strategy_state (strategy_id, symbol, last_alert_time) VALUES (?, ?, ?)"
             " ON CONFLICT (strategy_id, symbol) DO UPDATE SET"
-            " last_alert_time = MAX(COALESCE(last_alert_time, 0), excluded.last_alert_time)",
+            " last_alert_time = CASE WHEN strategy_state.last_alert_time > excluded.last_alert_time"
+            " THEN strategy_state.last_alert_time ELSE excluded.last_alert_time END",
             (strategy_id, symbol, at),
         )
 
@@ -32,6 +33,7 @@ def claim_notification(db: Db, key: str) -> bool:
     """True for the first caller of ``key`` across every worker (a UNIQUE key, not a dict)."""
     with writing(db) as conn:
         cur = conn.execute(
-            "INSERT OR IGNORE INTO notifications_sent (key, sent_at) VALUES (?, ?)", (key, time.time())
+            "INSERT INTO notifications_sent (key, sent_at) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+            (key, time.time()),
         )
     return cur.rowcount == 1

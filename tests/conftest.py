@@ -1,8 +1,15 @@
-"""Shared fixtures: settings on a temporary SQLite file, the Flask app and client, and a real
-gunicorn gateway. Exchange fixtures live in tests/fake_exchange.py (loaded as a plugin)."""
+"""Shared fixtures: settings on a temporary store, the Flask app and client, and a real gunicorn
+gateway. Exchange fixtures live in tests/fake_exchange.py (loaded as a plugin).
+
+The store: a SQLite file in the test's ``tmp_path`` unless ``--store=postgresql`` (or
+``TVGW_TEST_STORE=postgresql``), which runs the storage, engine and end-to-end tests on a fresh
+PostgreSQL schema each (:func:`store_target`): the server at ``TVGW_TEST_POSTGRES_URL``, else one
+started from Debian's binaries for the session (``tests/pg_server.py``), else a skip that says
+why (a failure instead when ``TVGW_REQUIRE_POSTGRES=1``, as in ``.ci/run``)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -11,12 +18,15 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import requests
@@ -44,18 +54,201 @@ def wait_until(
         value = condition()
         if value:
             return value
+        # The poll interval. What is waited on here is done by another process (gunicorn, a
+        # training runner, quickstart), which a test cannot hand an event; the engine's exit
+        # tests still use it for the watcher thread until the watcher counts its passes.
         time.sleep(0.05)
     raise AssertionError(f"{what} within {timeout:.0f} s\n{explain()}")
 
 
-def db_rows(database: str | Path, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-    """Rows of the gateway's SQLite file, read through a connection of the test's own."""
+def db_rows(database: str | Path, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    """Rows of the gateway's store (``?`` placeholders), read through a connection of the test's
+    own; by column name or position on both stores."""
+    from storage.database import is_url
+
+    if is_url(database):
+        from storage import Storage
+        from storage.database import query
+
+        storage = Storage(database)
+        try:
+            return query(storage, sql, params)
+        finally:
+            storage.close()
     conn = sqlite3.connect(database)
     conn.row_factory = sqlite3.Row
     try:
         return conn.execute(sql, params).fetchall()
     finally:
         conn.close()
+
+
+def db_write(database: str | Path, *statements: str | tuple[str, tuple[Any, ...]]) -> None:
+    """Run ``statements`` (SQL, or SQL with its parameters) in one transaction of the test's own
+    on the gateway's store: a test setting up a state, or breaking one on purpose."""
+    from storage import Storage
+
+    storage = Storage(database)
+    try:
+        with storage.transaction() as conn:
+            for statement in statements:
+                sql, params = (statement, ()) if isinstance(statement, str) else statement
+                conn.execute(sql, params)
+    finally:
+        storage.close()
+
+
+# --- which store the tests run on ----------------------------------------------------------------
+
+#: The test directories that run on the store ``--store`` selects (the rest always use SQLite).
+STORE_DIRS = ("storage", "engine", "e2e")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--store",
+        choices=("sqlite", "postgresql"),
+        default=os.environ.get("TVGW_TEST_STORE", "sqlite"),
+        help=f"the store the tests under tests/{{{','.join(STORE_DIRS)}}} run on (default: sqlite)",
+    )
+
+
+class PostgresSchemas:
+    """Fresh schemas on one PostgreSQL server: each is a store of its own (``search_path``).
+    They are dropped when the session ends, not after each test: a test's in-process gateway
+    leaves daemon threads (the exit watcher) that would log errors against a dropped schema."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.created: list[str] = []
+        self.databases: list[str] = []
+        self.by_key: dict[tuple[str, str], str] = {}
+
+    def new(self, label: str = "t") -> str:
+        import uuid
+
+        import psycopg
+
+        name = re.sub(r"[^a-z0-9_]", "_", f"{label[:20].lower()}_{uuid.uuid4().hex[:10]}")
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {name}")
+        self.created.append(name)
+        separator = "&" if "?" in self.url else "?"
+        return f"{self.url}{separator}options=-csearch_path%3D{name}"
+
+    def new_database(self) -> str:
+        """A fresh database (its ``public`` schema the store): for what must see a whole database,
+        a backup restored into another store with the same schema name."""
+        import uuid
+
+        import psycopg
+
+        name = f"db_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        self.databases.append(name)
+        parts = urlsplit(self.url)
+        return urlunsplit(parts._replace(path=f"/{name}"))
+
+    def drop_all(self) -> None:
+        """Drop every schema and database made (not waiting on what a leftover process holds)."""
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute("SET lock_timeout = '5s'")
+            for name in self.created:
+                with contextlib.suppress(psycopg.errors.LockNotAvailable):
+                    conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+            for name in self.databases:
+                with contextlib.suppress(psycopg.errors.OperationalError):
+                    conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        self.created.clear()
+        self.databases.clear()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL server's URL for the session, or a skip (a failure in CI) saying why not."""
+    url = os.environ.get("TVGW_TEST_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    from tests import pg_server
+
+    if pg_server.bindir() is None:
+        reason = (
+            "no PostgreSQL server: set TVGW_TEST_POSTGRES_URL, or apt-get install postgresql "
+            "(the tests start one from its binaries)"
+        )
+        if os.environ.get("TVGW_REQUIRE_POSTGRES") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    folder = Path(tempfile.mkdtemp(prefix="tvgw-pg-"))
+    try:
+        yield pg_server.start(folder)
+    finally:
+        pg_server.stop(folder)
+
+
+@pytest.fixture(scope="session")
+def postgres_schemas(postgres_server: str) -> Iterator[PostgresSchemas]:
+    schemas = PostgresSchemas(postgres_server)
+    yield schemas
+    schemas.drop_all()
+
+
+#: The schemas of the running test when it runs on PostgreSQL (None: SQLite).
+_SCHEMAS: PostgresSchemas | None = None
+
+
+def store_target(tmp_path: Path, name: str = "tvgw.sqlite") -> str:
+    """Where a test's store ``name`` lives: ``tmp_path / name`` (SQLite), or, when the test runs
+    on PostgreSQL, a fresh schema (the same one for the same ``tmp_path`` and ``name``)."""
+    if _SCHEMAS is None:
+        return str(tmp_path / name)
+    key = (str(tmp_path), name)
+    if key not in _SCHEMAS.by_key:
+        _SCHEMAS.by_key[key] = _SCHEMAS.new(Path(name).stem)
+    return _SCHEMAS.by_key[key]
+
+
+def fresh_store(tmp_path: Path, name: str) -> str:
+    """A store of its own that a backup can be restored into: ``tmp_path / name`` on SQLite, a
+    new database on PostgreSQL (backups name their schema; every database's is ``public``)."""
+    return str(tmp_path / name) if _SCHEMAS is None else _SCHEMAS.new_database()
+
+
+def runs_on_postgres() -> bool:
+    """Whether this test's store is PostgreSQL (for the few checks that differ by store)."""
+    return _SCHEMAS is not None
+
+
+@pytest.fixture(autouse=True)
+def _selected_store(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Point :func:`store_target` at PostgreSQL for the store-selected directories' tests."""
+    global _SCHEMAS
+    here = Path(str(request.node.path)).relative_to(ROOT / "tests").parts[0]
+    if request.config.getoption("--store") != "postgresql" or here not in STORE_DIRS:
+        yield
+        return
+    _SCHEMAS = request.getfixturevalue("postgres_schemas")
+    try:
+        yield
+    finally:
+        _SCHEMAS = None
+
+
+@pytest.fixture
+def postgres_url(postgres_schemas: PostgresSchemas) -> str:
+    """A fresh PostgreSQL store (its own schema) for a test about PostgreSQL itself, whichever
+    store ``--store`` selects."""
+    return postgres_schemas.new()
+
+
+def skip_on_postgres(why: str) -> None:
+    """Skip a check that is about the SQLite file itself when this test runs on PostgreSQL."""
+    if runs_on_postgres():
+        pytest.skip(f"SQLite only: {why}")
 
 
 def property_settings(max_examples: int) -> Any:
@@ -75,7 +268,7 @@ def property_settings(max_examples: int) -> Any:
 def base_environ(tmp_path: Path, **extra: str) -> dict[str, str]:
     """A clean TVGW_* environment for one test (nothing leaks in from the developer's shell)."""
     env = {
-        "TVGW_DATABASE": str(tmp_path / "tvgw.sqlite"),
+        "TVGW_DATABASE": store_target(tmp_path),
         "TVGW_MODEL_DIR": str(tmp_path / "models"),
         "TVGW_PASSPHRASE": PASSPHRASE,
         "TVGW_ALLOWED_IPS": "any",
@@ -168,10 +361,32 @@ def shared_candle_file(name: str) -> Path:
     return path
 
 
+class ManualClock:
+    """Epoch seconds that move only when the test moves them (``clock.now += 60``): the clock a
+    test passes where the code takes one (``now=`` of serving and sentiment, a drift monitor's
+    clock), instead of reading the machine's or waiting for it."""
+
+    def __init__(self, now: float = 1_717_416_000.0) -> None:  # 2024-06-03 12:00 UTC
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextmanager
+def refused_port() -> Iterator[int]:
+    """A loopback port that refuses connections for as long as the block runs: this socket
+    holds it, bound and never listening, so no other program on the machine can take the port
+    and answer (a port merely bound and released may be reused by anything at once)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield int(s.getsockname()[1])
 
 
 @dataclass
@@ -179,7 +394,7 @@ class LiveGateway:
     """A real ``gunicorn wsgi:app`` process on a loopback port."""
 
     url: str
-    database: Path
+    database: str
     passphrase: str
     process: subprocess.Popen[bytes]
     env: dict[str, str]
@@ -231,7 +446,7 @@ def start_gateway(
             cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
     gateway = LiveGateway(
-        f"http://127.0.0.1:{port}", Path(full_env["TVGW_DATABASE"]), PASSPHRASE, process, full_env, log_path
+        f"http://127.0.0.1:{port}", full_env["TVGW_DATABASE"], PASSPHRASE, process, full_env, log_path
     )
     deadline = time.monotonic() + 120  # generous: workers import pandas and load models
     while time.monotonic() < deadline:
@@ -244,7 +459,7 @@ def start_gateway(
         # Every worker, not just the first, must be up: tests rely on N workers sharing the load.
         if healthy and gateway.log().count("gateway ready (pid") >= workers:
             return gateway
-        time.sleep(0.1)
+        time.sleep(0.1)  # gunicorn and its workers (other processes) are still starting
     gateway.stop()
     raise RuntimeError(f"gunicorn did not become healthy in 120 s:\n{gateway.log()}")
 
@@ -253,7 +468,7 @@ def start_gateway(
 def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """`tvgw` commands read their settings from the environment: a database and a model store in
     ``tmp_path``, and no config file or Dask scheduler of the machine's leaking in."""
-    monkeypatch.setenv("TVGW_DATABASE", str(tmp_path / "tvgw.sqlite"))
+    monkeypatch.setenv("TVGW_DATABASE", store_target(tmp_path))
     monkeypatch.setenv("TVGW_MODEL_DIR", str(tmp_path / "models"))
     for name in ("TVGW_CONFIG", "TVGW_DASK_SCHEDULER"):
         monkeypatch.delenv(name, raising=False)

@@ -944,11 +944,13 @@ class _Handler(BaseHTTPRequestHandler):
                 status = 200
             except _BinanceError as e:
                 payload, status = {"code": e.code, "msg": e.msg}, e.status
+            # Not a wait: the simulated exchange answering late, past the client's socket timeout
+            # (ccxt's timer is the real clock, so the lateness is real time too).
             time.sleep(self.fake.timeout_delay_s)
             self._send(status, payload)
             return True
         if mode == "timeout_lost":
-            time.sleep(self.fake.timeout_delay_s)
+            time.sleep(self.fake.timeout_delay_s)  # as above: late past the client's timeout, then no answer
             self.close_connection = True
             return True
         if mode == "429":

@@ -79,3 +79,23 @@ def test_an_api_token_that_cannot_be_sent_as_a_bearer_token_stops_start_up(tmp_p
         make_settings(tmp_path, TVGW_API_TOKEN="two words")
     assert "two words" not in str(caught.value)  # a bad secret is still a secret
     assert make_settings(tmp_path, TVGW_API_TOKEN="aZ0-._~+/==").api_token == "aZ0-._~+/=="
+
+
+def test_a_postgresql_url_is_kept_as_written_and_a_path_as_text() -> None:
+    url = "postgresql://tvgw:pw@db.internal:5432/tvgw?options=-csearch_path%3Dgw"
+    settings = load_settings(environ={"TVGW_PASSPHRASE": "s-secret-1", "TVGW_DATABASE": url})
+    assert settings.database == url  # a Path would have folded "//"
+    from_code = load_settings({"database": Path("/var/x.sqlite")}, environ={"TVGW_PASSPHRASE": "s-secret-1"})
+    assert from_code.database == "/var/x.sqlite"
+
+
+def test_retention_shorter_than_what_the_gateway_reads_is_refused() -> None:
+    env = {"TVGW_PASSPHRASE": "s-secret-1"}
+    with pytest.raises(ConfigError, match=r"TVGW_RETAIN_PREDICTIONS_DAYS=10 days .* at least 30 days"):
+        load_settings(environ={**env, "TVGW_RETAIN_PREDICTIONS_DAYS": "10"})
+    with pytest.raises(ConfigError, match="at least 45 days"):  # the drift window reads further back
+        load_settings({"drift_window_days": 45.0}, environ={**env, "TVGW_RETAIN_PREDICTIONS_DAYS": "40"})
+    with pytest.raises(ConfigError, match="TVGW_RETAIN_EQUITY_DAYS"):
+        load_settings(environ={**env, "TVGW_RETAIN_EQUITY_DAYS": "1"})
+    kept = load_settings(environ={**env, "TVGW_RETAIN_ALERT_BODIES_DAYS": "0", "TVGW_PRUNE_INTERVAL_S": "60"})
+    assert kept.retention.policy().alert_bodies_days == 0 and kept.retention.prune_interval_s == 60

@@ -42,10 +42,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(args_in).parse_args(args_in)
     from settings import ConfigError
+    from storage.backup import BackupError
+    from storage.database import SchemaTooNewError
 
     try:
         return int(args.func(args) or 0)
-    except ConfigError as exc:
+    except (ConfigError, SchemaTooNewError, BackupError) as exc:
         print(f"tvgw: {exc}", file=sys.stderr)
         return 2
 

@@ -21,6 +21,8 @@ from ml_integration.serving import SignalService
 from ml_integration.tracking import start_outcome_resolver
 from settings import Settings, account_credentials, exchange_credentials, load_settings
 from storage import Storage
+from storage.leases import start_owned_job
+from storage.retention import RetentionPolicy, prune
 from webhook.errors import register_error_handlers
 from webhook.gateway import Gateway
 
@@ -62,6 +64,8 @@ def create_app(settings: Settings | None = None, test_config: Mapping[str, Any] 
         start_outcome_resolver(storage, settings.resolve_interval_s)
     if settings.exit_watch_interval_s > 0:
         start_exit_watcher(gateway.engine, settings.exit_watch_interval_s)
+    if settings.retention.prune_interval_s > 0:
+        start_pruner(storage, settings.retention.policy(), settings.retention.prune_interval_s)
 
     from webhook import api, dashboard, metrics, ml_api, notify, openapi, routes
     from webhook.events import watch_webhook
@@ -82,7 +86,7 @@ def create_app(settings: Settings | None = None, test_config: Mapping[str, Any] 
         start_continuity_watch(gateway.continuity, notifier, settings.continuity.check_interval_s)
     register_error_handlers(app)
     logging.getLogger("tvgw").info(
-        "gateway ready (pid %d): broker %s, database %s, ML %s", os.getpid(), broker.name, settings.database,
+        "gateway ready (pid %d): broker %s, database %s, ML %s", os.getpid(), broker.name, storage.describe(),
         "on" if settings.ml_enabled else "off",
     )  # fmt: skip
     return app
@@ -123,6 +127,19 @@ def start_exit_watcher(engine: TradingEngine, interval_s: float) -> threading.Th
     thread = threading.Thread(target=loop, name="tvgw-exits", daemon=True)
     thread.start()
     return thread
+
+
+def start_pruner(storage: Storage, policy: RetentionPolicy, interval_s: float) -> threading.Thread:
+    """Apply the retention periods every ``interval_s`` seconds, in one worker of one host (the
+    ``retention`` lease holder): two pruners would only fight over the same rows."""
+    log = logging.getLogger("tvgw.retention")
+
+    def run() -> None:
+        done = prune(storage, policy)
+        if done.total():
+            log.info("retention pruned %s", done)
+
+    return start_owned_job(storage, "retention", interval_s, run)
 
 
 def start_brokers(brokers: Iterable[Broker], refresh_s: float) -> None:

@@ -8,7 +8,7 @@ import ipaddress
 from functools import lru_cache
 from typing import Any
 
-from engine.alert import FieldConflict, credentials
+from engine.alert import FieldConflict, canonical_fields
 from settings import Settings, StrategySettings
 from webhook.errors import ApiError
 
@@ -93,15 +93,16 @@ def authenticate(data: dict[str, Any], settings: Settings) -> StrategySettings:
     is compared: the alert is ambiguous, about who sent it (``strategy`` vs ``strategy_id``,
     ``passphrase`` vs ``secret``) or about what it asks.
 
-    The strategy id and passphrase are read by the alert schema's own normalisation
-    (:func:`engine.alert.credentials`), so every alias, nesting and key case the schema accepts
-    names the strategy that is authenticated, and the one whose mode, sizing and limits apply.
+    The strategy id and passphrase are read through the alert schema's own normalisation
+    (:func:`engine.alert.canonical_fields`), so every alias, nesting and key case the schema
+    accepts names the strategy that is authenticated, and the one whose mode, sizing and limits
+    apply.
     """
     try:
-        claimed = credentials(data)
+        fields, _ = canonical_fields(data)
     except FieldConflict as exc:
         raise _conflict_error(exc) from None
-    strategy_id, passphrase = claimed.strategy_id, claimed.passphrase
+    strategy_id, passphrase = fields.get("strategy_id"), fields.get("passphrase")
     if strategy_id is not None and not isinstance(strategy_id, str):
         raise ApiError(401, "unauthorized", "strategy_id must be a string")
     strategy = settings.strategy(strategy_id)
@@ -109,7 +110,7 @@ def authenticate(data: dict[str, Any], settings: Settings) -> StrategySettings:
         # Still compare, so the time taken does not tell which strategy ids exist.
         hmac.compare_digest(b"x" * 32, str(passphrase or "").encode())
         raise ApiError(401, "unauthorized", f"unknown strategy {strategy_id or settings.default_strategy!r}")
-    if passphrase is None or passphrase == "":
+    if passphrase is None or (isinstance(passphrase, str) and not passphrase):
         raise ApiError(401, "unauthorized", 'missing passphrase: add a "passphrase" field to the alert')
     if not isinstance(passphrase, str) or not hmac.compare_digest(
         passphrase.encode(), strategy.passphrase.encode()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
-import sqlite3
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from engine.exceptions import AlertRefusedError, BrokerError
 from ml_integration.serving import ServedSignal, SignalService
 from ml_integration.tracking import DriftMonitor, DriftThresholds
 from settings import Settings, StrategySettings, secret_values
-from storage import Storage
+from storage import Connection, Storage
 from storage import alerts as alert_store
 from storage import timeline as step_store
 from webhook.auth import authenticate, check_client_certificate, client_ip, ip_allowed
@@ -184,7 +183,7 @@ class Gateway:
         served = self._serve(alert, strategy)
         notices: list[Notice] = []
 
-        def record(conn: sqlite3.Connection, alert_id: int, now: float) -> None:
+        def record(conn: Connection, alert_id: int, now: float) -> None:
             """Inside the alert's transaction, once it is claimed: the ML rows, the moment it
             was decided, and its mark on its chart's feed (with any gap that reveals)."""
             served.record(conn, alert_id, now)

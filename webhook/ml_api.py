@@ -27,6 +27,7 @@ from settings import Settings
 from storage import analytics
 from storage import models as model_store
 from storage import predictions as prediction_store
+from storage.database import is_url
 from storage.models import ACTIVE_JOB_STATES
 from webhook import current_gateway
 from webhook.api import MAX_ROW_ID, token_required
@@ -448,6 +449,9 @@ def backtests() -> Any:
 
 
 def _backtest_dir(settings: Settings) -> Path:
+    """Beside the SQLite file; beside the model store when the store is a PostgreSQL server."""
+    if is_url(settings.database):
+        return Path(settings.model_dir).resolve().parent / "backtests"
     return Path(settings.database).parent / "backtests"
 
 

@@ -98,23 +98,25 @@ def _check_placeholders(data: dict[str, Any], prefix: str = "") -> None:
         elif isinstance(value, str) and key != "comment" and "{{" in value:
             found = PLACEHOLDER_RE.search(value)
             if found is not None:
-                raise ApiError(
-                    400, "unfilled_placeholder",
-                    f"field {prefix + key!r} holds the unfilled TradingView placeholder {found.group(0)}: "
-                    "check its spelling in the alert message",
-                    where=f"field {prefix + key}",
-                )  # fmt: skip
+                raise _unfilled(prefix + key, found.group(0), "check its spelling in the alert message")
+
+
+def _unfilled(field: str, placeholder: str, hint: str) -> ApiError:
+    """A placeholder TradingView left unfilled, named with the field that holds it."""
+    return ApiError(
+        400, "unfilled_placeholder",
+        f"field {field!r} holds the unfilled TradingView placeholder {placeholder}: {hint}",
+        where=f"field {field}",
+    )  # fmt: skip
 
 
 def _json_error(text: str, exc: json.JSONDecodeError) -> ApiError:
     where = f"line {exc.lineno} column {exc.colno} (char {exc.pos})"
     match = _UNFILLED_FIELD.search(text)
     if match is not None:
-        return ApiError(
-            400, "unfilled_placeholder",
-            f"field {match.group(1)!r} holds the unfilled TradingView placeholder {match.group(2)}: "
+        return _unfilled(
+            match.group(1), match.group(2),
             "TradingView left it as text, so the message is not valid JSON; check its spelling",
-            where=f"field {match.group(1)}",
         )  # fmt: skip
     if PLACEHOLDER_RE.search(text):
         found = PLACEHOLDER_RE.search(text)

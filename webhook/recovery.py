@@ -1,11 +1,15 @@
 """Start-up recovery: settle what a crash (SIGKILL, power loss) left half-done.
 
-Runs once in the gunicorn master before any worker exists, so every ``processing`` alert and
-``pending`` order it finds is an orphan. Orders are reconciled with the broker by client order
-id, never re-sent.
+Runs once in the gunicorn master before any worker exists, so on a store of its own every
+``processing`` alert and ``pending`` order it finds is an orphan. On a store several hosts share
+(PostgreSQL) another host may be in the middle of one: only rows untouched for
+:data:`IN_FLIGHT_S` are orphans (no request lives that long). Orders are reconciled with the
+broker by client order id, never re-sent.
 """
 
 from __future__ import annotations
+
+import time
 
 from engine.brokers.factory import create_account_brokers, create_broker
 from engine.brokers.paper import PaperBroker
@@ -16,7 +20,11 @@ from storage import alerts as alert_store
 from storage import orders as order_store
 from storage.models import mark_interrupted_jobs
 
-__all__ = ["recover"]
+__all__ = ["IN_FLIGHT_S", "recover"]
+
+#: Longer than any alert can be in flight on a live host (the exchange timeout is at most 60 s,
+#: an alert's accounts are sent side by side).
+IN_FLIGHT_S = 300.0
 
 
 def recover(settings: Settings | None = None) -> list[str]:
@@ -29,16 +37,17 @@ def recover(settings: Settings | None = None) -> list[str]:
     for book in (broker, *accounts.values()):
         if isinstance(book, PaperBroker):
             try:
-                book.check_starting_balance(settings.database)
+                book.check_starting_balance(storage.describe())
             except ConfigError:
                 storage.close()
                 raise
-    lines = TradingEngine(settings, storage, broker, accounts=accounts).reconcile()
+    before = time.time() - IN_FLIGHT_S if storage.shared else None
+    lines = TradingEngine(settings, storage, broker, accounts=accounts).reconcile(updated_before=before)
     for book in (broker, *accounts.values()):
         notice = book.exit_notice()  # where exits are held: said once, before any worker starts
         if notice:
             lines.append(notice)
-    for alert_id in alert_store.orphaned_alerts(storage):
+    for alert_id in alert_store.orphaned_alerts(storage, updated_before=before):
         orders = order_store.list_orders(storage, alert_id=alert_id)
         filled = [o for o in orders if o["filled"] > 0]
         status = "executed" if filled else "failed"
@@ -58,7 +67,8 @@ def recover(settings: Settings | None = None) -> list[str]:
                 ml_analysis=None,
             )
         lines.append(f"alert {alert_id}: {status} ({reason})")
-    lines += [f"training job {job_id}: interrupted" for job_id in mark_interrupted_jobs(storage)]
+    if not storage.shared:  # a shared store's running jobs may be another host's (hours long)
+        lines += [f"training job {job_id}: interrupted" for job_id in mark_interrupted_jobs(storage)]
     for book in (broker, *accounts.values()):
         book.close()
     storage.close()

@@ -24,10 +24,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sqlite3
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -57,7 +56,7 @@ from ml_integration.sentiment.sources import (
     XSource,
 )
 from storage import sentiment as sentiment_store
-from storage.database import Storage
+from storage.database import Storage, database_errors
 
 __all__ = ["ENVIRONMENT_KEYS", "SentimentAnalysis", "keys_from_environ"]
 
@@ -173,6 +172,7 @@ class SentimentAnalysis:
         recency_half_life_s: float | None = 12 * 3600.0,
         trend_window_s: float = 24 * 3600.0,
         trend_threshold: float = 0.05,
+        now: Callable[[], float] = time.time,
     ):
         _require(cache_ttl_s > 0, f"cache_ttl_s must be > 0, got {cache_ttl_s}")
         _require(failure_ttl_s > 0, f"failure_ttl_s must be > 0, got {failure_ttl_s}")
@@ -197,6 +197,9 @@ class SentimentAnalysis:
         self.recency_half_life_s = recency_half_life_s
         self.trend_window_s = float(trend_window_s)
         self.trend_threshold = float(trend_threshold)
+        #: Wall-clock epoch seconds: when a result was fetched and whether it is still fresh (a
+        #: test passes its own clock instead of waiting out a TTL).
+        self.now = now
         self._session = requests.Session()
         self._http_get: HttpGet = http_get or self._session.get
         self._cache: _Cache = _SqliteCache(storage) if storage is not None else _MemoryCache()
@@ -275,8 +278,9 @@ class SentimentAnalysis:
             return {**cached, "symbol": symbol, "cached": True}
         if not allow_fetch:
             return _no_data(
-                symbol, asset, f"no fresh cached sentiment for {asset}; refresh runs in background"
-            )
+                symbol, asset, f"no fresh cached sentiment for {asset}; refresh runs in background",
+                now=self.now(),
+            )  # fmt: skip
         return self.refresh(symbol)
 
     def refresh(self, symbol: str) -> dict[str, Any]:
@@ -287,9 +291,9 @@ class SentimentAnalysis:
         ``timeout_s`` in the worst case. That is why the webhook path never calls this.
         """
         asset = base_asset(symbol)
-        now = time.time()
+        now = self.now()
         if not self.sources:
-            result = _no_data(symbol, asset, "no sentiment sources configured")
+            result = _no_data(symbol, asset, "no sentiment sources configured", now=now)
             self._write_cache(asset, result, now, self.failure_ttl_s)
             return result
         items, failed = self._fetch_all(asset)
@@ -300,7 +304,7 @@ class SentimentAnalysis:
                 if len(failed) == len(self.sources)
                 else f"no headlines or posts mention {asset}"
             )
-            result = _no_data(symbol, asset, reason, failed=failed)
+            result = _no_data(symbol, asset, reason, failed=failed, now=now)
             ttl = self.failure_ttl_s if failed else self.cache_ttl_s
             self._write_cache(asset, result, now, ttl)
             return result
@@ -418,12 +422,12 @@ class SentimentAnalysis:
     def _read_cache(self, asset: str) -> dict[str, Any] | None:
         try:
             entry = self._cache.get(self._cache_key(asset), max(self.cache_ttl_s, self.failure_ttl_s))
-        except sqlite3.Error as e:
+        except database_errors() as e:
             log.warning("sentiment cache read failed for %s: %s", asset, e)
             return None
         if not isinstance(entry, dict) or not {"result", "fetched_epoch", "ttl_s"} <= entry.keys():
             return None  # nothing cached, or a row in an older layout: fetch afresh
-        if time.time() - float(entry["fetched_epoch"]) > float(entry["ttl_s"]):
+        if self.now() - float(entry["fetched_epoch"]) > float(entry["ttl_s"]):
             return None
         result: dict[str, Any] = entry["result"]
         return result
@@ -432,7 +436,7 @@ class SentimentAnalysis:
         entry = {"result": result, "fetched_epoch": now, "ttl_s": ttl_s}
         try:
             self._cache.put(self._cache_key(asset), entry)
-        except sqlite3.Error as e:
+        except database_errors() as e:
             log.warning("sentiment cache write failed for %s: %s", asset, e)
 
     def _write_snapshot(self, asset: str, result: dict[str, Any], now: float) -> None:
@@ -454,14 +458,14 @@ class SentimentAnalysis:
         }
         try:
             self._cache.put(f"{self._history_prefix(asset)}{slot}", snapshot)
-        except sqlite3.Error as e:
+        except database_errors() as e:
             log.warning("sentiment trend snapshot write failed for %s: %s", asset, e)
 
     def _previous_snapshot(self, asset: str, now: float) -> dict[str, Any]:
         """The newest earlier snapshot within ``trend_window_s``, or {} when there is none."""
         try:
             rows = self._cache.history(self._history_prefix(asset))
-        except sqlite3.Error as e:
+        except database_errors() as e:
             log.warning("sentiment history read failed for %s: %s", asset, e)
             return {}
         earlier = [p for _, p in rows if now - self.trend_window_s <= float(p["fetched_epoch"]) < now]
@@ -521,7 +525,9 @@ def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
-def _no_data(symbol: str, asset: str, reason: str, *, failed: dict[str, str] | None = None) -> dict[str, Any]:
+def _no_data(
+    symbol: str, asset: str, reason: str, *, now: float, failed: dict[str, str] | None = None
+) -> dict[str, Any]:
     """The neutral result: same keys as a scored one, zero confidence, says why."""
     return {
         "symbol": symbol,
@@ -557,6 +563,6 @@ def _no_data(symbol: str, asset: str, reason: str, *, failed: dict[str, str] | N
         "reason": reason,
         "sources": [],
         "failed_sources": dict(failed or {}),
-        "fetched_at": _iso(time.time()),
+        "fetched_at": _iso(now),
         "cached": False,
     }

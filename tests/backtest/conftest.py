@@ -31,6 +31,17 @@ def small_config(**changes: object) -> BacktestConfig:
     return BacktestConfig(**values)  # type: ignore[arg-type]
 
 
+def backtest_argv(
+    data: object, report: object, *extra: str, train: str = "40d", test: str = "14d", quick: bool = True
+) -> list[str]:
+    """``tvgw backtest`` on BTC/USDT from the candle file ``data``, without the LSTM, writing
+    ``report``; ``--quick`` models unless ``quick`` is False; ``extra`` options last."""
+    return [
+        "backtest", "--symbol", "BTC/USDT", "--data", str(data), "--train-window", train,
+        "--test-window", test, "--no-lstm", *(["--quick"] if quick else []), "--report", str(report), *extra,
+    ]  # fmt: skip
+
+
 def random_walk(n: int, *, seed: int, start: str = "2023-01-01") -> pd.DataFrame:
     """Hourly candles of a driftless random walk (nothing in the past predicts the future)."""
     rng = np.random.default_rng(seed)

@@ -9,6 +9,7 @@ import pytest
 from ml_integration.candles import frame_to_rows
 from ml_integration.store import model_key
 from ml_integration.synthetic import synthetic_candles
+from tests.backtest.conftest import backtest_argv
 from tests.conftest import shared_candle_file
 from tvgw.cli import main
 
@@ -94,28 +95,8 @@ def test_evaluate_refuses_a_directory_that_is_no_model(cli_env, capsys):
 def test_walk_forward_on_real_btc_candles(cli_env, capsys):
     """Two monthly windows of real BTC/USDT with --quick models: every arm, real gaps handled."""
     path = shared_candle_file("BTC_USDT-1h.json")
-    code = main(
-        [
-            "backtest",
-            "--symbol",
-            "BTC/USDT",
-            "--data",
-            str(path),
-            "--start",
-            "2022-08-01",
-            "--end",
-            "2022-09-30",
-            "--train-window",
-            "90d",
-            "--test-window",
-            "30d",
-            "--no-lstm",
-            "--quick",
-            "--no-progress",
-            "--report",
-            str(cli_env / "real.html"),
-        ]
-    )
+    argv = backtest_argv(path, cli_env / "real.html", train="90d", test="30d")
+    code = main([*argv, "--start", "2022-08-01", "--end", "2022-09-30", "--no-progress"])
     assert code == 0, capsys.readouterr().err
     summary = json.loads((cli_env / "real.json").read_text())
     assert len(summary["windows"]) == 2 and set(summary["trading"]) == {

@@ -12,7 +12,7 @@ from backtest.errors import BacktestInputError
 from backtest.run import run_backtest
 from ml_integration.candles import frame_to_rows
 from ml_integration.synthetic import synthetic_candles
-from tests.backtest.conftest import small_config
+from tests.backtest.conftest import backtest_argv, small_config
 from tests.conftest import make_settings
 from tvgw.cli import main
 
@@ -23,24 +23,7 @@ def _write_json(path, frame):
 
 
 def _backtest(path, report, *extra):
-    return main(
-        [
-            "backtest",
-            "--symbol",
-            "BTC/USDT",
-            "--data",
-            str(path),
-            "--train-window",
-            "40d",
-            "--test-window",
-            "14d",
-            "--no-lstm",
-            "--quick",
-            "--report",
-            str(report),
-            *extra,
-        ]
-    )
+    return main(backtest_argv(path, report, *extra))
 
 
 def _refused(capsys, report) -> str:
@@ -86,22 +69,7 @@ def test_a_test_window_longer_than_the_traded_period_is_refused(cli_env, capsys)
 
 def test_a_training_window_too_short_for_the_models_is_refused(cli_env, capsys):
     path = _write_json(cli_env / "c.json", synthetic_candles(2000, seed=3, n_gaps=0))
-    code = main(
-        [
-            "backtest",
-            "--symbol",
-            "BTC/USDT",
-            "--data",
-            str(path),
-            "--train-window",
-            "5d",
-            "--test-window",
-            "14d",
-            "--no-lstm",
-            "--report",
-            str(cli_env / "out.html"),
-        ]
-    )
+    code = main(backtest_argv(path, cli_env / "out.html", train="5d", quick=False))
     assert code == 2
     assert "lengthen --train-window" in _refused(capsys, cli_env / "out.html")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,18 +12,13 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import LiveGateway, sample_alert, start_gateway
+from tests.conftest import LiveGateway, db_rows, sample_alert, start_gateway
 
 pytestmark = pytest.mark.slow
 
 
-def query(db: Path, sql: str) -> list[sqlite3.Row]:
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
+def query(db: str, sql: str) -> list[Any]:
+    return db_rows(db, sql)
 
 
 def test_sample_alert_gives_an_executed_paper_order(live_gateway: LiveGateway) -> None:
@@ -89,7 +83,7 @@ def test_sigkill_under_load_loses_no_acknowledged_alert(tmp_path: Path) -> None:
         t.start()
     deadline = time.monotonic() + 30
     while len(acked) < 150 and time.monotonic() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.05)  # gunicorn (another process) has not acknowledged 150 alerts yet
     gateway.kill()
     stop.set()
     for t in threads:
@@ -105,7 +99,8 @@ def test_sigkill_under_load_loses_no_acknowledged_alert(tmp_path: Path) -> None:
         orders = query(restarted.database, "SELECT * FROM orders")
         assert all(o["alert_id"] in alerts for o in orders), "an order without its alert"
         per_alert = query(
-            restarted.database, "SELECT alert_id, COUNT(*) n FROM orders GROUP BY alert_id HAVING n > 1"
+            restarted.database,
+            "SELECT alert_id, COUNT(*) AS n FROM orders GROUP BY alert_id HAVING COUNT(*) > 1",
         )
         assert not per_alert, "an alert placed more than one order"
         assert not query(restarted.database, "SELECT * FROM orders WHERE status = 'pending'")

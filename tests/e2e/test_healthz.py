@@ -29,7 +29,7 @@ def health_by_worker(
         seen[body["model"]["worker"]["pid"]] = body
         if len(seen) == 2 and done(seen):
             return seen
-        time.sleep(0.05)
+        time.sleep(0.05)  # the gunicorn workers (other processes) have not both got there yet
     raise AssertionError(f"never saw both workers satisfy the condition: {seen}")
 
 

@@ -4,7 +4,6 @@ decisions per mode, risk refusals, outcomes and accuracy, and ML failures that d
 from __future__ import annotations
 
 import shutil
-import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from ml_integration import MLTradingStrategy, save_version, synthetic_candles
 from ml_integration.tracking import evaluate_recent_performance, resolve_outcomes
 from storage import Storage
 from storage.candles import upsert_candles
-from tests.conftest import LiveGateway, sample_alert, start_gateway
+from tests.conftest import LiveGateway, db_rows, sample_alert, start_gateway, store_target
 from tests.ml_integration.conftest import TINY
 
 pytestmark = pytest.mark.slow
@@ -65,7 +64,7 @@ def ml_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0xFF
     victim.write_bytes(bytes(data))
-    storage = Storage(tmp / "tvgw.sqlite")
+    storage = Storage(store_target(tmp))
     storage.migrate()
     upsert_candles(storage, "BTC/USDT", "1h", _rows(candles), "synthetic")
     upsert_candles(storage, "SOL/USDT", "1h", _rows(candles), "synthetic")
@@ -101,13 +100,8 @@ def model_side(gateway: LiveGateway) -> tuple[str, str]:
     return ("buy", "sell") if p > 0.5 else ("sell", "buy")
 
 
-def query(gateway: LiveGateway, sql: str) -> list[sqlite3.Row]:
-    conn = sqlite3.connect(gateway.database)
-    conn.row_factory = sqlite3.Row
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
+def query(gateway: LiveGateway, sql: str) -> list[Any]:
+    return db_rows(gateway.database, sql)
 
 
 def test_every_alert_is_enriched_and_logged(ml_gateway: LiveGateway) -> None:

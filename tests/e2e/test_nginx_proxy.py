@@ -13,7 +13,6 @@ from __future__ import annotations
 import http.client
 import json
 import shutil
-import sqlite3
 import ssl
 import subprocess
 import time
@@ -24,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, LiveGateway, free_port, sample_alert, start_gateway
+from tests.conftest import ROOT, LiveGateway, db_rows, free_port, sample_alert, start_gateway
 
 pytestmark = pytest.mark.slow
 
@@ -202,7 +201,7 @@ def start_proxy(tmp_path: Path, *, verify_client: bool, **gateway_env: str) -> P
             with ssl.create_connection(("127.0.0.1", port), timeout=1):
                 return proxy
         except OSError:
-            time.sleep(0.05)
+            time.sleep(0.05)  # nginx (another process) is not listening yet
     stop_proxy(proxy)
     raise RuntimeError(f"nginx did not listen in 30 s:\n{proxy.log()}")
 
@@ -217,13 +216,8 @@ def stop_proxy(proxy: Proxy) -> None:
     proxy.gateway.stop()
 
 
-def recorded(gateway: LiveGateway, alert_id: int) -> sqlite3.Row:
-    db = sqlite3.connect(gateway.database)
-    db.row_factory = sqlite3.Row
-    try:
-        return db.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()
-    finally:
-        db.close()
+def recorded(gateway: LiveGateway, alert_id: int) -> Any:
+    return db_rows(gateway.database, "SELECT * FROM alerts WHERE id = ?", (alert_id,))[0]
 
 
 @pytest.fixture(scope="module")

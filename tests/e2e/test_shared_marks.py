@@ -3,25 +3,20 @@ the book at the same stored market price (a real 2-worker gunicorn on one SQLite
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.conftest import sample_alert, seed_market, start_gateway
+from tests.conftest import db_rows, sample_alert, seed_market, start_gateway
 
 pytestmark = pytest.mark.slow
 
 TOKEN = "marks-token"
 
 
-def cash(database: Path) -> float:
-    conn = sqlite3.connect(database)
-    try:
-        return float(conn.execute("SELECT total FROM balances WHERE broker = 'paper'").fetchone()[0])
-    finally:
-        conn.close()
+def cash(database: str) -> float:
+    return float(db_rows(database, "SELECT total FROM balances WHERE broker = 'paper'")[0][0])
 
 
 def test_positions_equity_is_identical_on_every_worker(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ import contextlib
 import json
 import select
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import LiveGateway, sample_alert, start_gateway
+from tests.conftest import LiveGateway, db_rows, sample_alert, start_gateway
 
 pytestmark = pytest.mark.slow
 
@@ -121,18 +120,11 @@ def closed_now(sock: socket.socket) -> bool:
         return True
 
 
-@pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[LiveGateway]:
-    gateway = start_gateway(tmp_path)
-    yield gateway
-    gateway.stop()
-
-
-def test_64_held_connections_do_not_delay_an_alert_and_are_closed(gateway: LiveGateway) -> None:
+def test_64_held_connections_do_not_delay_an_alert_and_are_closed(live_gateway: LiveGateway) -> None:
     for n in range(4):  # both workers warm: the first alert of a worker opens its database
-        assert timed_alert(gateway, order_id=f"warm-{n}")[1].status_code == 200
-    with slow_clients(port_of(gateway)) as groups:
-        latency, response = timed_alert(gateway, order_id="legit")
+        assert timed_alert(live_gateway, order_id=f"warm-{n}")[1].status_code == 200
+    with slow_clients(port_of(live_gateway)) as groups:
+        latency, response = timed_alert(live_gateway, order_id="legit")
         assert response.status_code == 200 and response.json()["status"] == "executed"
         assert latency < ALERT_LATENCY_LIMIT_S, f"the alert took {latency:.2f} s behind 64 slow clients"
 
@@ -144,7 +136,7 @@ def test_64_held_connections_do_not_delay_an_alert_and_are_closed(gateway: LiveG
                 expected = b"HTTP/1.1 200" if name == "never closes" else b"HTTP/1.1 408"
                 assert received.startswith(expected), (name, received[:80])
     # The gateway recorded the genuine alerts only: a request that never arrived is no alert.
-    assert requests.get(gateway.url + "/healthz", timeout=10).status_code == 200
+    assert requests.get(live_gateway.url + "/healthz", timeout=10).status_code == 200
 
 
 def test_held_connections_are_bounded_by_worker_connections(tmp_path: Path) -> None:
@@ -171,11 +163,11 @@ def test_held_connections_are_bounded_by_worker_connections(tmp_path: Path) -> N
         gateway.stop()
 
 
-def test_a_graceful_stop_logs_no_logging_error(gateway: LiveGateway) -> None:
+def test_a_graceful_stop_logs_no_logging_error(live_gateway: LiveGateway) -> None:
     """gunicorn's own lines from inside a worker (``[%(process)d]``) and ours both format."""
-    assert timed_alert(gateway)[1].status_code == 200
-    gateway.stop()
-    log = gateway.log()
+    assert timed_alert(live_gateway)[1].status_code == 200
+    live_gateway.stop()
+    log = live_gateway.log()
     assert log.count("Worker exiting (pid:") == 2, log[-2000:]
     assert "alert id=1 status=executed" in log
     assert "Logging error" not in log, log[log.find("Logging error") - 200 :][:3000]
@@ -196,10 +188,10 @@ def exchange(port: int, request: bytes, *, wait_for_continue: bool = False) -> b
     return received
 
 
-def test_every_framing_reaches_the_app_or_gets_its_error(gateway: LiveGateway) -> None:
+def test_every_framing_reaches_the_app_or_gets_its_error(live_gateway: LiveGateway) -> None:
     """Chunked and 100-continue alerts are served; a body over the limit is refused (413) from its
     header without waiting for the body; a malformed length gets gunicorn's 400 at once."""
-    port = port_of(gateway)
+    port = port_of(live_gateway)
     alert = json.dumps(sample_alert(order_id="chunked")).encode()
     chunked = (
         b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (alert[:10], alert[10:])) + b"0\r\n\r\n"
@@ -223,6 +215,5 @@ def test_every_framing_reaches_the_app_or_gets_its_error(gateway: LiveGateway) -
 
     answer = exchange(port, b"POST /webhook HTTP/1.1\r\n" + close + b"Content-Length: 1x\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
-    with sqlite3.connect(gateway.database) as db:
-        statuses = sorted(row[0] for row in db.execute("SELECT status FROM alerts"))
+    statuses = sorted(row[0] for row in db_rows(live_gateway.database, "SELECT status FROM alerts"))
     assert statuses == ["executed", "executed", "refused"], statuses  # the 413 is on file too

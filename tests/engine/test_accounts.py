@@ -6,7 +6,6 @@ sizes, limits and orders on its own; one account's failure never blocks or repea
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -15,7 +14,15 @@ from typing import Any
 import pytest
 
 from common.errors import ConfigError
-from tests.conftest import dashboard_login, db_rows, make_settings, market_app, sample_alert, start_gateway
+from tests.conftest import (
+    dashboard_login,
+    db_rows,
+    db_write,
+    make_settings,
+    market_app,
+    sample_alert,
+    start_gateway,
+)
 from tests.fake_exchange import DEFAULT_API_KEY, DEFAULT_SECRET, FakeBinance, _BinanceError
 from tvgw.config import account_credentials, secret_values
 from webhook.recovery import recover
@@ -313,11 +320,12 @@ def test_a_crash_between_send_and_record_is_reconciled_on_each_account(
     assert post(client, contracts=0.01).json["status"] == "executed"
     conn_rows = orders(settings)
     live_id = next(r["client_order_id"] for r in conn_rows if r["broker"] == "live")
-    conn = sqlite3.connect(settings.database)
-    with conn:  # a worker that died after the live order was sent, before its fill was recorded
-        conn.execute("UPDATE orders SET status = 'pending', filled = 0, average = NULL WHERE broker = 'live'")
-        conn.execute("DELETE FROM positions WHERE broker = 'live'")
-    conn.close()
+    db_write(  # a worker that died after the live order was sent, before its fill was recorded
+        settings.database,  # an hour ago: on a store hosts share, a younger one may be in flight
+        "UPDATE orders SET status = 'pending', filled = 0, average = NULL, updated_at = updated_at - 3600"
+        " WHERE broker = 'live'",
+        "DELETE FROM positions WHERE broker = 'live'",
+    )
     lines = recover(settings)
     assert any(live_id in line and "filled" in line for line in lines), lines
     held = {p["broker"]: p["amount"] for p in db_rows(settings.database, "SELECT * FROM positions")}

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import make_settings, market_app, sample_alert
+from tests.conftest import db_rows, make_settings, market_app, sample_alert
 
 
 def position(settings: Any, symbol: str = "BTC/USDT") -> float:
-    conn = sqlite3.connect(settings.database)
-    try:
-        row = conn.execute("SELECT amount FROM positions WHERE symbol = ?", (symbol,)).fetchone()
-    finally:
-        conn.close()
-    return 0.0 if row is None else row[0]
+    found = db_rows(settings.database, "SELECT amount FROM positions WHERE symbol = ?", (symbol,))
+    return 0.0 if not found else float(found[0]["amount"])
 
 
 def stamp(seconds_ago: float) -> str:

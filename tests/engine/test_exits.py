@@ -19,7 +19,15 @@ from engine.decision import Receipt
 from engine.engine import TradingEngine
 from storage import Storage
 from storage.candles import upsert_candles
-from tests.conftest import db_rows, make_settings, sample_alert, seed_market, start_gateway, wait_until
+from tests.conftest import (
+    db_rows,
+    make_settings,
+    sample_alert,
+    seed_market,
+    start_gateway,
+    store_target,
+    wait_until,
+)
 from webhook import create_app, get_gateway
 
 HOUR_MS = 3_600_000
@@ -282,7 +290,7 @@ def test_an_atr_stop_is_measured_on_the_stored_bars(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_two_workers_fill_each_exit_once(tmp_path: Path) -> None:
     """A real 2-worker gunicorn whose exit watchers both run every 50 ms on the same bars."""
-    database = tmp_path / "tvgw.sqlite"
+    database = store_target(tmp_path)
     seed_market(database, at=time.time() - 3600)
     gateway_ = start_gateway(tmp_path, prices=None, TVGW_EXIT_WATCH_INTERVAL_S="0.05")
     try:

@@ -5,13 +5,12 @@ reconciliation of an order a crash left pending."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import make_settings, market_app, sample_alert
+from tests.conftest import db_rows, db_write, make_settings, market_app, sample_alert
 from tests.fake_exchange import DEFAULT_API_KEY, DEFAULT_SECRET, FakeBinance
 from webhook.recovery import recover
 
@@ -33,13 +32,8 @@ def post(client: Any, **fields: Any) -> Any:
     return client.post("/webhook", data=json.dumps(sample_alert(**fields)))
 
 
-def orders(settings: Any) -> list[sqlite3.Row]:
-    conn = sqlite3.connect(settings.database)
-    conn.row_factory = sqlite3.Row
-    try:
-        return conn.execute("SELECT * FROM orders ORDER BY id").fetchall()
-    finally:
-        conn.close()
+def orders(settings: Any) -> list[Any]:
+    return db_rows(settings.database, "SELECT * FROM orders ORDER BY id")
 
 
 def test_buy_executes_on_the_exchange(tmp_path: Path, fake_exchange: FakeBinance, exchange_env: None) -> None:
@@ -102,20 +96,18 @@ def test_pending_order_left_by_a_crash_is_reconciled_at_start(
     body = post(client, contracts=0.01).json
     assert body["status"] == "executed"
     # Simulate a worker that died after sending and before recording: mark it pending again.
-    conn = sqlite3.connect(settings.database)
-    with conn:
-        conn.execute("UPDATE orders SET status = 'pending', filled = 0, average = NULL")
-        conn.execute("DELETE FROM positions")
-        conn.execute("UPDATE alerts SET status = 'processing'")
-    conn.close()
+    db_write(  # an hour ago: on a store hosts share, a younger one may be in flight on another host
+        settings.database,
+        "UPDATE orders SET status = 'pending', filled = 0, average = NULL, updated_at = updated_at - 3600",
+        "DELETE FROM positions",
+        "UPDATE alerts SET status = 'processing', updated_at = updated_at - 3600",
+    )
     lines = recover(settings)
     assert any("filled" in line for line in lines), lines
     (row,) = orders(settings)
     assert (row["status"], row["filled"]) == ("filled", 0.01)
-    conn = sqlite3.connect(settings.database)
-    (status,) = conn.execute("SELECT status FROM alerts").fetchone()
-    (amount,) = conn.execute("SELECT amount FROM positions").fetchone()
-    conn.close()
+    (status,) = db_rows(settings.database, "SELECT status FROM alerts")[0]
+    (amount,) = db_rows(settings.database, "SELECT amount FROM positions")[0]
     assert status == "executed" and amount == pytest.approx(0.01)
 
 

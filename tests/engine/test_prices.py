@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -16,14 +15,14 @@ from engine.brokers.base import OrderRequest
 from engine.brokers.paper import PaperBroker
 from engine.exceptions import InvalidOrderError
 from storage import Storage
-from tests.conftest import db_rows, make_settings, market_app, sample_alert, seed_market
+from tests.conftest import db_rows, db_write, make_settings, market_app, sample_alert, seed_market
 
 TOKEN = "price-token"
 REFERENCE = 30000.0
 SLIP = 5 / 10_000
 
 
-def rows(settings: Any, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+def rows(settings: Any, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
     return db_rows(settings.database, sql, params)
 
 
@@ -188,10 +187,7 @@ def test_exit_without_market_price_fills_at_the_last_mark_never_the_alerts_price
     settings = make_settings(tmp_path, TVGW_API_TOKEN=TOKEN)
     client = market_app(settings).test_client()
     assert post(client, action="sell", contracts=0.1, order_id="short").json["status"] == "executed"
-    conn = sqlite3.connect(settings.database)
-    conn.execute("DELETE FROM candles")  # the market data is gone (or has gone stale)
-    conn.commit()
-    conn.close()
+    db_write(settings.database, "DELETE FROM candles")  # the market data is gone (or has gone stale)
     assert (
         post(client, action="sell", contracts=0.1, order_id="more").json["error"]["code"] == "no_market_price"
     )

@@ -7,7 +7,6 @@ call did not touch the network.
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -117,10 +116,3 @@ def rss_document(headlines: list[str], *, pub_date: str = "Tue, 14 May 2024 12:0
         '<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel><title>test</title>'
         f"<link>https://example.test</link><description>test</description>{items}</channel></rss>"
     )
-
-
-def closed_port() -> int:
-    """A loopback port with nothing listening (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

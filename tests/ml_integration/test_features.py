@@ -101,15 +101,6 @@ def test_windows_straddling_a_gap_are_invalid_and_recover_after(candles):
     assert tolerant.notna().all(axis=1).to_numpy()[1000:].all()
 
 
-def test_importance_analysis_reports_top_features_and_baseline(candles):
-    analysis = FeatureEngineering().get_feature_importance_analysis(candles)
-    top = analysis["top_features"]
-    assert len(top) == 15 and {t["name"] for t in top} <= set(FEATURE_NAMES)
-    assert top[0]["weight"] >= top[-1]["weight"] > 0
-    assert sum(analysis["family_importance"].values()) == pytest.approx(1.0)
-    assert 0 <= analysis["holdout_accuracy"] <= 1 and 0.5 <= analysis["majority_baseline"] <= 1
-
-
 def test_the_models_read_no_exact_duplicate_feature(candles):
     """The 80+ set keeps its families, but no two columns the models read are copies of each
     other (``williams_r_14`` = ``stoch_k_14`` − 100 and ``bb_pctb_n`` = ``close_z_n`` / 4 + 0.5

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -12,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.indicators import atr
+from ml_integration.candles import read_candle_file
 from ml_integration.market_call import (
     HIGH_VOLATILITY,
     LEVERAGE_CEILING,
@@ -220,10 +220,7 @@ def test_helpers_refuse_short_or_broken_frames() -> None:
 
 @pytest.mark.shared_data
 def test_on_real_btc_candles_the_call_is_sane() -> None:
-    path = shared_candle_file("BTC_USDT-1h.json")
-    rows = json.loads(path.read_text())[-2000:]
-    df = pd.DataFrame(rows, columns=["ts", "open", "high", "low", "close", "volume"])
-    df.index = pd.to_datetime(df.pop("ts"), unit="ms", utc=True)
+    df = read_candle_file(shared_candle_file("BTC_USDT-1h.json")).iloc[-2000:]
     a = float(atr(*(df[c].to_numpy() for c in ("high", "low", "close")), 14)[-1])
     v = realized_volatility(df)
     price = float(df["close"].iloc[-1])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +13,8 @@ import pytest
 from ml_integration.sentiment import SentimentAnalysis, SourceError, TextItem, keys_from_environ
 from ml_integration.sentiment.sources import Kind
 from storage.database import Storage
-from tests.ml_integration.sentiment_fakes import ReplayServer, closed_port, rss_document, running_server
+from tests.conftest import ManualClock, refused_port
+from tests.ml_integration.sentiment_fakes import ReplayServer, rss_document, running_server
 
 HEADLINES = json.loads((Path(__file__).resolve().parent / "data" / "sentiment_headlines.json").read_text())
 BTC_BULLISH = [h for h in HEADLINES["bullish"] if "Bitcoin" in h or "BTC" in h]
@@ -126,8 +126,9 @@ def test_all_sources_weighted_into_combined(storage: Storage, server: ReplayServ
 
 def test_no_keys_and_no_network_gives_neutral_no_data_without_raising(storage: Storage) -> None:
     analysis = SentimentAnalysis(storage, timeout_s=1)
-    analysis.configure_apis(rss_feeds=[f"http://127.0.0.1:{closed_port()}/rss"])
-    result = analysis.get_combined_sentiment("BTC/USDT")
+    with refused_port() as port:
+        analysis.configure_apis(rss_feeds=[f"http://127.0.0.1:{port}/rss"])
+        result = analysis.get_combined_sentiment("BTC/USDT")
     assert result["no_data"] is True
     assert result["combined_sentiment"] == 0.0 and result["confidence"] == 0.0
     assert result["sentiment_classification"] == "neutral"
@@ -177,11 +178,13 @@ def test_cache_expires_after_ttl(storage: Storage, server: ReplayServer) -> None
     server.serve_file("GET", "/rss", "coindesk_rss.xml")
     # A TTL far above the time between two back-to-back calls even on a busy machine (0.2 s was
     # not: a slow first call made the second one miss the cache).
-    analysis = _rss_only(storage, server, cache_ttl_s=1.0)
+    clock = ManualClock()
+    analysis = _rss_only(storage, server, cache_ttl_s=60.0, now=clock)
     analysis.get_combined_sentiment("BTC/USDT")
-    analysis.get_combined_sentiment("BTC/USDT")
+    clock.now += 60  # the TTL's last second: still fresh
+    assert analysis.get_combined_sentiment("BTC/USDT")["cached"] is True
     assert len(server.hits("/rss")) == 1
-    time.sleep(1.1)  # let the TTL pass: the one thing the test waits for
+    clock.now += 1
     assert analysis.get_combined_sentiment("BTC/USDT")["cached"] is False
     assert len(server.hits("/rss")) == 2
 
@@ -190,12 +193,14 @@ def test_failed_fetch_is_retried_after_the_shorter_failure_ttl(
     storage: Storage, server: ReplayServer
 ) -> None:
     server.serve("GET", "/rss", "down", status=503, content_type="text/plain")
-    analysis = _rss_only(storage, server, failure_ttl_s=1.0)  # see test_cache_expires_after_ttl
+    clock = ManualClock()
+    analysis = _rss_only(storage, server, cache_ttl_s=3600.0, failure_ttl_s=60.0, now=clock)
     assert analysis.get_combined_sentiment("BTC/USDT")["no_data"] is True
+    clock.now += 60
     assert analysis.get_combined_sentiment("BTC/USDT")["cached"] is True
     assert len(server.hits("/rss")) == 1
     server.serve_file("GET", "/rss", "coindesk_rss.xml")
-    time.sleep(1.1)
+    clock.now += 1  # past the failure TTL, long before the success TTL
     assert analysis.get_combined_sentiment("BTC/USDT")["no_data"] is False
     assert len(server.hits("/rss")) == 2
 
@@ -275,9 +280,12 @@ def test_trend_follows_the_change_against_the_previous_result(storage: Storage, 
 
 
 def test_trend_ignores_snapshots_older_than_the_window(storage: Storage) -> None:
-    analysis = SentimentAnalysis(storage, sources=[_StaticSource(BTC_BULLISH)], trend_window_s=0.2)
+    clock = ManualClock()
+    analysis = SentimentAnalysis(storage, sources=[_StaticSource(BTC_BULLISH)], trend_window_s=600, now=clock)
     analysis.refresh("BTC/USDT")
-    time.sleep(0.3)
+    clock.now += 600  # the window's edge: the snapshot still counts
+    assert analysis.refresh("BTC/USDT")["sentiment_trend"] == "stable"
+    clock.now += 601  # the newest snapshot is now 601 s old
     assert analysis.refresh("BTC/USDT")["sentiment_trend"] == "unknown"
 
 

@@ -14,7 +14,8 @@ from ml_integration.sentiment.sources import (
     SourceError,
     XSource,
 )
-from tests.ml_integration.sentiment_fakes import ReplayServer, closed_port, running_server
+from tests.conftest import refused_port
+from tests.ml_integration.sentiment_fakes import ReplayServer, running_server
 
 
 @pytest.fixture
@@ -56,9 +57,9 @@ def test_rss_http_error_status_is_a_source_error(server: ReplayServer, session: 
         RssSource(f"{server.url}/rss", http_get=session.get, timeout_s=2).fetch("BTC")
 
 
-def test_rss_closed_port_is_a_source_error(session: requests.Session) -> None:
-    with pytest.raises(SourceError, match="ConnectionError"):
-        RssSource(f"http://127.0.0.1:{closed_port()}/rss", http_get=session.get, timeout_s=2).fetch("BTC")
+def test_rss_refused_port_is_a_source_error(session: requests.Session) -> None:
+    with refused_port() as port, pytest.raises(SourceError, match="ConnectionError"):
+        RssSource(f"http://127.0.0.1:{port}/rss", http_get=session.get, timeout_s=2).fetch("BTC")
 
 
 def test_rss_url_must_be_http() -> None:

@@ -4,9 +4,7 @@ candle store, a model slower than its budget. Each gives ml_analysis.error, neve
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +28,20 @@ def _rows(frame: pd.DataFrame) -> list[list[float]]:
     ]
 
 
+#: The instant these tests serve at: the newest synthetic bar opened at NEWEST_BAR, ten minutes
+#: before NOW (the service reads NOW, not the machine's clock, for the candles' age).
+NEWEST_BAR = 1_717_416_000  # 2024-06-03 12:00 UTC
+NOW = NEWEST_BAR + 600.0
+
+
 @pytest.fixture(scope="module")
 def model_dir(
     tmp_path_factory: pytest.TempPathFactory, model_store: Path
 ) -> Iterator[tuple[Path, pd.DataFrame]]:
     folder = tmp_path_factory.mktemp("guards")
     models = copy_model_store(model_store, folder / "models")
-    hour = int(time.time() // 3600 * 3600)
     candles = synthetic_candles(
-        1500, seed=9, n_gaps=0, start=pd.Timestamp(hour - 1499 * 3600, unit="s", tz="UTC").isoformat()
+        1500, seed=9, n_gaps=0, start=pd.Timestamp(NEWEST_BAR - 1499 * 3600, unit="s", tz="UTC").isoformat()
     )
     yield models, candles
 
@@ -54,7 +57,7 @@ def service(tmp_path: Path, models: Path, candles: pd.DataFrame, **kwargs: objec
     storage.migrate()
     upsert_candles(storage, "BTC/USDT", "1h", _rows(candles), "test")
     live = bool(kwargs.get("live_exchange", False))
-    return SignalService(settings, storage, live_exchange=live)
+    return SignalService(settings, storage, live_exchange=live, now=lambda: NOW)
 
 
 ALERT = Alert.model_validate(
@@ -63,7 +66,7 @@ ALERT = Alert.model_validate(
         "action": "buy",
         "interval": "60",
         "price": 30000,
-        "timenow": datetime.now(UTC).isoformat(),
+        "timenow": NOW,
     }
 )
 
@@ -168,14 +171,9 @@ def test_models_are_loaded_when_the_worker_starts(
     settings = make_settings(tmp_path, TVGW_ML_ENABLED="true", TVGW_MODEL_DIR=str(models))
     gateway = get_gateway(create_app(settings))
     latest = (models / "BTC_USDT_1h" / "latest").read_text().strip()
-    deadline = time.monotonic() + 60  # generous: loading is slow on a busy machine
-
-    def loaded() -> dict[str, str | None]:
-        return gateway.signals.status().worker_models()
-
-    while loaded().get("BTC/USDT 1h") != latest and time.monotonic() < deadline:
-        time.sleep(0.05)  # a background thread loads every model at start-up, before any alert
-    assert loaded() == {"BTC/USDT 1h": latest}
+    # A background thread loads every model at start-up, before any alert; 60 s is generous.
+    assert gateway.signals.preloaded.wait(60), "the start-up preload did not finish in 60 s"
+    assert gateway.signals.status().worker_models() == {"BTC/USDT 1h": latest}
 
 
 def test_recent_accuracy_in_the_prediction_log_reaches_the_signal(
@@ -190,7 +188,7 @@ def test_recent_accuracy_in_the_prediction_log_reaches_the_signal(
     models, candles = model_dir
     subject = service(tmp_path, models, candles)
     version = latest_version(models, "BTC/USDT", "1h")
-    now = time.time()
+    now = NOW
     with subject.storage.conn as conn:
         for i in range(120):
             mine = i < 60

@@ -5,7 +5,6 @@ Two SignalServices on one SQLite file stand for two gunicorn workers (each has i
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +14,19 @@ from engine.alert import Alert
 from ml_integration.serving import SignalService
 from storage import Storage
 from storage.candles import upsert_candles
-from tests.conftest import make_settings, sample_alert
+from tests.conftest import ManualClock, make_settings, sample_alert
 
 HOUR_MS = 3_600_000
+#: The newest bar's open time; the services' clock reads ten minutes later (never the machine's).
+NEWEST = ManualClock().now * 1000 // HOUR_MS * HOUR_MS
 
 
 def worker(settings: Any) -> SignalService:
-    return SignalService(settings, Storage(settings.database))
+    return SignalService(settings, Storage(settings.database), now=ManualClock(NEWEST / 1000 + 600))
 
 
 def window(subject: SignalService, settings: Any, **fields: Any) -> pd.DataFrame:
-    alert = Alert.model_validate(sample_alert(**fields))
+    alert = Alert.model_validate(sample_alert(timenow=NEWEST / 1000 + 600, **fields))
     result = subject.serve("BTC/USDT", "1h", alert.bar_row())
     assert result.candles is not None
     return result.candles
@@ -35,7 +36,7 @@ def test_a_replaced_newest_bar_is_seen_by_every_worker(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, TVGW_ML_ENABLED="true")  # no model: the window still loads
     store = Storage(settings.database)
     store.migrate()
-    newest = int(time.time() * 1000) // HOUR_MS * HOUR_MS
+    newest = int(NEWEST)
     bars = [[newest - k * HOUR_MS, 100.0, 101.0, 99.0, 100.0, 5.0] for k in range(5, -1, -1)]
     upsert_candles(store, "BTC/USDT", "1h", bars, "test")
     first, second = worker(settings), worker(settings)
@@ -54,7 +55,7 @@ def test_a_bar_only_one_window_holds_is_dropped_for_the_stored_truth(tmp_path: P
     settings = make_settings(tmp_path, TVGW_ML_ENABLED="true")
     store = Storage(settings.database)
     store.migrate()
-    newest = int(time.time() * 1000) // HOUR_MS * HOUR_MS
+    newest = int(NEWEST)
     upsert_candles(store, "BTC/USDT", "1h", [[newest - HOUR_MS, 1.0, 1.0, 1.0, 1.0, 1.0]], "test")
     subject = worker(settings)
     stamp = pd.Timestamp(newest, unit="ms", tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -10,6 +9,7 @@ import pandas as pd
 import pytest
 
 from engine.hybrid import HYBRID_ENTRY_SCORE, ml_bonus
+from ml_integration.candles import read_candle_file
 from ml_integration.technical import (
     COMPONENTS,
     MAX_SCORE,
@@ -205,10 +205,7 @@ def test_no_look_ahead_on_generated_candles() -> None:
 
 @pytest.mark.shared_data
 def test_no_look_ahead_and_sane_scores_on_real_btc_candles() -> None:
-    path = shared_candle_file("BTC_USDT-1h.json")
-    rows = json.loads(path.read_text())[-3000:]
-    df = pd.DataFrame(rows, columns=["ts", "open", "high", "low", "close", "volume"])
-    df.index = pd.to_datetime(df.pop("ts"), unit="ms", utc=True)
+    df = read_candle_file(shared_candle_file("BTC_USDT-1h.json")).iloc[-3000:]
     _assert_no_look_ahead(df.iloc[:600], [TECHNICAL_MIN_ROWS, 150, 333, 599])
     scores = technical_components(df, "buy")["score"].dropna()
     # Real markets are rarely a textbook setup: most hours score low, a few score high.

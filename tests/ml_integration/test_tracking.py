@@ -20,7 +20,7 @@ from storage import Storage
 from storage.candles import upsert_candles
 from storage.database import query_one
 from storage.predictions import insert_prediction
-from tests.conftest import ROOT, base_environ
+from tests.conftest import ROOT, ManualClock, base_environ
 
 HOUR = 3600
 T0 = 1_700_000_000 // HOUR * HOUR
@@ -134,18 +134,8 @@ def test_drift_reads_only_the_newest_window(storage: Storage) -> None:
     assert newest["accuracy"] == 1.0 and not newest["needs_retraining"], newest
 
 
-class FakeClock:
-    """A monotonic clock the test moves by hand (a collaborator, as the engine's clock is)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_drift_monitor_computes_once_per_ttl(storage: Storage) -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     monitor = DriftMonitor(
         storage, DriftThresholds(min_accuracy=0.5, max_drawdown=0.15, min_sharpe=0.5, days=10_000),
         ttl_s=60, clock=clock,
@@ -159,3 +149,21 @@ def test_drift_monitor_computes_once_per_ttl(storage: Storage) -> None:
     clock.now += 1
     fresh = monitor.report()
     assert fresh["samples"] == 25 and fresh["needs_retraining"]
+
+
+def test_every_worker_and_host_serves_the_one_stored_drift_report(storage: Storage) -> None:
+    """Two monitors (two hosts' workers) on one store: the second serves the report the first
+    stored, not one of its own, until it is older than the TTL; then one fresh report for both."""
+    clock = ManualClock(1000.0)
+    thresholds = DriftThresholds(min_accuracy=0.5, max_drawdown=0.15, min_sharpe=0.5, days=10_000)
+    host_a = DriftMonitor(storage, thresholds, ttl_s=60, clock=clock)
+    host_b = DriftMonitor(storage, thresholds, ttl_s=60, clock=clock)
+    first = host_a.report()
+    seed(storage, [(0.8, -0.01)] * 25)
+    resolve_outcomes(storage, now=T0 + 40 * HOUR)
+    clock.now += 30
+    assert host_b.report() == first  # host b computed nothing: it read host a's
+    clock.now += 30
+    fresh = host_b.report()
+    assert fresh["samples"] == 25
+    assert host_a.report() == fresh

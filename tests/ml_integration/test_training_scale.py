@@ -135,23 +135,13 @@ def test_tvgw_train_sends_work_to_the_scheduler_the_environment_names(cli_env, m
     """TVGW_DASK_SCHEDULER is read by the command; an unreachable scheduler is a clear error."""
     import dask
 
-    from tests.conftest import free_port
+    from tests.conftest import refused_port
 
-    address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
-    monkeypatch.setenv("TVGW_DASK_SCHEDULER", address)
-    argv = [
-        "train",
-        "--symbol",
-        "BTC/USDT",
-        "--synthetic",
-        "--days",
-        "30",
-        "--quick",
-        "--no-lstm",
-        "--no-progress",
-    ]
-    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
-        assert main(argv) == 1
+    argv = ["train", "--symbol", "BTC/USDT", "--synthetic", "--days", "30", "--quick", "--no-lstm"]
+    # The port is held (bound, never listening) for the whole run: nothing else can answer there.
+    with refused_port() as port, dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        monkeypatch.setenv("TVGW_DASK_SCHEDULER", f"tcp://127.0.0.1:{port}")
+        assert main([*argv, "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("tvgw train: ") and "127.0.0.1" in err and "Traceback" not in err
     (job,) = query(Storage(cli_env / "tvgw.sqlite"), "SELECT status, error FROM ml_training_jobs")

@@ -27,6 +27,7 @@ from ml_integration.strategy import MLTradingStrategy
 from ml_integration.synthetic import garch_candles, planted_edge_candles
 from ml_integration.volatility import (
     VOL_WINDOW,
+    GarchParams,
     VolatilityModel,
     log_returns,
     train_volatility,
@@ -109,6 +110,18 @@ def test_a_gap_in_the_window_gives_no_forecast(garch_market, garch_fit):
     model, _ = garch_fit
     window = garch_market.iloc[-(VOL_WINDOW + 1) :].drop(garch_market.index[-50])
     assert model.forecast(window) is None
+
+
+@pytest.mark.parametrize("beta", [0.9, 1.0])
+def test_the_recursion_holds_for_an_integrated_fit(beta):
+    """arch can fit beta = 1 (an integrated GARCH): the window recursion is still the plain
+    loop σ² ← omega + alpha·r² + beta·σ², started from the long-run variance."""
+    params = GarchParams(omega=4e-9, alpha=0.05 if beta < 1 else 0.0, beta=beta, long_run_variance=2e-5)
+    returns = np.random.default_rng(5).normal(0.0, 0.004, VOL_WINDOW)
+    variance = params.long_run_variance
+    for r in returns:
+        variance = params.omega + params.alpha * r * r + params.beta * variance
+    assert params.next_variance(returns)[-1] == pytest.approx(variance, rel=1e-9)
 
 
 def test_qlike_and_r2_score_a_perfect_forecast_best():

@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +68,7 @@ class Browser:
                 return str(pages[0]["webSocketDebuggerUrl"])
             if self.process.poll() is not None:
                 raise RuntimeError(f"chromium exited with {self.process.returncode}")
-            time.sleep(0.1)
+            time.sleep(0.1)  # chromium (another process) has not opened its DevTools endpoint yet
         raise RuntimeError("chromium's DevTools endpoint did not come up in 30 s")
 
     def call(self, method: str, **params: Any) -> dict[str, Any]:
@@ -118,7 +117,7 @@ class Browser:
                 value = None  # the page is between documents
             if value:
                 return value
-            time.sleep(0.1)
+            time.sleep(0.1)  # the page runs in chromium, another process: poll it
         raise AssertionError(
             f"timed out after {timeout} s waiting for {what or expression}; errors: {self.errors}"
         )
@@ -133,11 +132,3 @@ class Browser:
             except subprocess.TimeoutExpired:
                 self.process.kill()
             shutil.rmtree(self.profile, ignore_errors=True)
-
-
-def drain(browser: Browser, seconds: float, sleep: Callable[[float], None] = time.sleep) -> None:
-    """Let the page run for a while, still collecting its events."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        browser.evaluate("1")
-        sleep(0.1)

@@ -1,12 +1,12 @@
 """Local stand-ins for Telegram's Bot API and a Discord webhook: they record what they are
-sent and can be told to fail (HTTP 500) or to hang (longer than the notifier's timeout)."""
+sent and can be told to fail (HTTP 500) or to hang (hold every request until the test releases
+them)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -21,17 +21,21 @@ class FakeChat:
 
     def __init__(self) -> None:
         self.received: list[tuple[str, dict[str, Any]]] = []
+        self._arrived = threading.Condition()
         self.mode = "ok"  # "ok" | "fail" | "hang"
-        self.hang_s = 3.0
+        #: In "hang" mode every request is held until this is set (by the test, or by close()).
+        self.released = threading.Event()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = json.loads(self.rfile.read(length) or b"{}")
-                fake.received.append((self.path, body))
+                with fake._arrived:
+                    fake.received.append((self.path, body))
+                    fake._arrived.notify_all()
                 if fake.mode == "hang":
-                    time.sleep(fake.hang_s)
+                    fake.released.wait(timeout=120)
                 status = 500 if fake.mode == "fail" else 200
                 payload = b'{"ok": true, "result": {}}' if status == 200 else b'{"ok": false}'
                 self.send_response(status)
@@ -50,12 +54,13 @@ class FakeChat:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def wait_for(self, count: int, timeout: float = 15) -> list[tuple[str, dict[str, Any]]]:
-        deadline = time.monotonic() + timeout
-        while len(self.received) < count and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return list(self.received)
+        """What has arrived once ``count`` requests have (or ``timeout`` seconds have passed)."""
+        with self._arrived:
+            self._arrived.wait_for(lambda: len(self.received) >= count, timeout)
+            return list(self.received)
 
     def close(self) -> None:
+        self.released.set()
         self.server.shutdown()
         self.server.server_close()
 

@@ -165,13 +165,16 @@ def test_on_demand_prediction_says_when_ml_is_off(api: Any) -> None:
 
 
 def _wait_for_job(client: Any, job_id: int, timeout: float = 240) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = next(j for j in client.get("/api/ml/training", headers=AUTH).json if j["id"] == job_id)
-        if job["status"] not in ("queued", "running", "cancelling"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"training job {job_id} still {job['status']} after {timeout} s")
+    """The job once its runner process has finished with it (done, failed or cancelled)."""
+
+    def job() -> dict[str, Any]:
+        return next(j for j in client.get("/api/ml/training", headers=AUTH).json if j["id"] == job_id)
+
+    def finished() -> dict[str, Any] | None:
+        found = job()
+        return found if found["status"] not in ("queued", "running", "cancelling") else None
+
+    return wait_until(finished, timeout, f"training job {job_id} did not finish", lambda: str(job()))
 
 
 TRAIN = {"symbol": "BTC/USDT", "timeframe": "1h", "days": 40, "synthetic": True, "quick": True, "lstm": False}
@@ -206,10 +209,8 @@ def test_cancelled_training_saves_nothing(ml_api: Any, store: dict[str, Any]) ->
     assert again.status_code == 409 and "already cancelled" in again.json["error"]["message"]
     # A job already running stops at its next stage (the runner reads its row between stages).
     job_id = ml_api.post("/api/ml/training", headers=AUTH, json={**TRAIN, "days": 1500}).json["id"]
-    deadline = time.monotonic() + 60
-    while ml_api.get("/api/ml/training?status=running", headers=AUTH).json == []:
-        assert time.monotonic() < deadline, "the runner never started"
-        time.sleep(0.05)
+    running = "/api/ml/training?status=running"
+    wait_until(lambda: ml_api.get(running, headers=AUTH).json, 60, "the runner never started")
     cancel = ml_api.put("/api/ml/training", headers=AUTH, json={"id": job_id, "action": "cancel"})
     assert cancel.status_code == 200 and cancel.json["status"] == "cancelling"
     job = _wait_for_job(ml_api, job_id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -147,7 +148,7 @@ def test_a_failing_chat_is_logged_and_counted_once_never_retried(
     with caplog.at_level(logging.WARNING, logger="webhook.notify"):
         client.post("/webhook", data=json.dumps(sample_alert()))
         assert notifier_of(client).wait_idle()
-    time.sleep(0.3)  # a retry, if there were one, would arrive now
+    # Idle means every message was handled: a retry, inline or queued again, would have been sent.
     assert len(fake_chat.received) == 3  # one attempt per channel
     assert _count("telegram", "failed") == failed_before + 1
     assert "telegram notification (trade) failed: HTTP 500; not retried" in caplog.text
@@ -155,18 +156,30 @@ def test_a_failing_chat_is_logged_and_counted_once_never_retried(
 
 
 def test_a_hanging_chat_never_delays_the_webhook(tmp_path: Path, fake_chat: FakeChat) -> None:
-    fake_chat.mode, fake_chat.hang_s = "hang", 2.0
-    env = chat_env(fake_chat, TVGW_NOTIFY_TIMEOUT_S="0.5", TVGW_NOTIFY_QUEUE_SIZE="2")
+    """The chat holds every request until the test lets go, under a 60 s notifier timeout: six
+    alerts are answered while the first send is still held (a webhook that waited on a send
+    would sit out that timeout before its first answer, past the 45 s this allows), and what
+    the full queue cannot take is dropped and counted."""
+    fake_chat.mode = "hang"
+    env = chat_env(fake_chat, TVGW_NOTIFY_TIMEOUT_S="60", TVGW_NOTIFY_QUEUE_SIZE="2")
     client = market_app(make_settings(tmp_path, **env)).test_client()
     notifier = notifier_of(client)
     dropped_before = _count("telegram", "dropped")
-    started = time.monotonic()
-    answers = [client.post("/webhook", data=json.dumps(sample_alert(order_id=f"o{i}"))) for i in range(6)]
-    elapsed = time.monotonic() - started
-    assert all(a.status_code == 200 for a in answers)
-    # Six answers while every send hangs for its 0.5 s timeout: waiting on them would take 9 s.
-    assert elapsed < 3, elapsed
-    assert notifier.wait_idle(timeout=30)
+    answers: list[Any] = []
+    posting = threading.Thread(
+        target=lambda: answers.extend(
+            client.post("/webhook", data=json.dumps(sample_alert(order_id=f"o{i}"))) for i in range(6)
+        ),
+        daemon=True,
+    )
+    posting.start()
+    posting.join(timeout=45)
+    assert not posting.is_alive(), "the webhook waited on the held chat"
+    assert len(answers) == 6 and all(a.status_code == 200 for a in answers)
+    assert fake_chat.wait_for(1) and not fake_chat.released.is_set()
+    assert notifier.queue.unfinished_tasks > 0  # the sends are still going on behind the answers
+    fake_chat.released.set()
+    assert notifier.wait_idle(timeout=60)
     assert notifier.dropped >= 1 and _count("telegram", "dropped") >= dropped_before + 1
 
 

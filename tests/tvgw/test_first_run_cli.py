@@ -21,7 +21,7 @@ from ml_integration.market_data import MarketDataError, create_exchange, fetch_o
 from ml_integration.synthetic import synthetic_candles
 from storage.candles import candle_sources, latest_candle_ms, load_candles, upsert_candles
 from storage.database import Storage, query_one
-from tests.conftest import PASSPHRASE, ROOT, base_environ, free_port, make_settings, market_app
+from tests.conftest import PASSPHRASE, ROOT, base_environ, make_settings, market_app, refused_port
 from tvgw.cli import main
 from tvgw.commands.quickstart import next_steps
 from webhook import create_app
@@ -138,8 +138,8 @@ def test_synthetic_history_never_writes_over_real_candles(
 
 
 def test_an_offline_fetch_names_the_cause_and_shows_a_date() -> None:
-    exchange = create_exchange("binance", timeout_ms=3000, api_url=f"http://127.0.0.1:{free_port()}")
-    with pytest.raises(MarketDataError) as failed:
+    with refused_port() as port, pytest.raises(MarketDataError) as failed:
+        exchange = create_exchange("binance", timeout_ms=3000, api_url=f"http://127.0.0.1:{port}")
         fetch_ohlcv_history(exchange, "BTC/USDT", "1h", 1_700_000_000_000)
     message = str(failed.value)
     assert "connection refused" in message

@@ -172,6 +172,53 @@ def test_conflicting_spellings_of_any_field_are_refused(multi: tuple[Any, Any]) 
     assert "'BTCUSDT' vs 'ETHUSDT'" in response.json["error"]["message"]
 
 
+class _NoEquals(str):
+    """A passphrase that fails the test the moment anything compares it, or its UTF-8 bytes,
+    with ``==`` or ``!=`` (either side: Python asks the subclass first). Only a comparison that
+    reads the bytes without those operators, such as ``hmac.compare_digest``, gets through."""
+
+    def __eq__(self, other: object) -> bool:
+        raise AssertionError("the passphrase was compared with == (not in constant time)")
+
+    __ne__ = __eq__
+    __hash__ = str.__hash__
+
+    def __str__(self) -> str:
+        return self
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return _NoEqualsBytes(str.encode(self, encoding, errors))
+
+
+class _NoEqualsBytes(bytes):
+    def __eq__(self, other: object) -> bool:
+        raise AssertionError("the passphrase's bytes were compared with == (not in constant time)")
+
+    __ne__ = __eq__
+    __hash__ = bytes.__hash__
+
+
+def test_the_passphrase_is_compared_in_constant_time_only(multi: tuple[Any, Any]) -> None:
+    """The right passphrase, a wrong one, one for an unknown strategy and an empty one are all
+    judged without ``==`` on the secret: a comparison that stops at the first differing byte
+    tells an attacker, by its timing, how much of a guess was right."""
+    from webhook.auth import authenticate
+    from webhook.errors import ApiError
+
+    _, settings = multi
+    assert authenticate({"strategy": "swing", "passphrase": _NoEquals(SWING)}, settings).id == "swing"
+    assert authenticate({"passphrase": _NoEquals(PASSPHRASE)}, settings).id == "default"
+    for data, message in (
+        ({"strategy": "swing", "passphrase": _NoEquals(SWING[:-1] + "?")}, "wrong passphrase"),
+        ({"strategy": "swing", "passphrase": _NoEquals(SCALP)}, "wrong passphrase"),
+        ({"strategy": "nope", "passphrase": _NoEquals(SWING)}, "unknown strategy"),
+        ({"strategy": "swing", "passphrase": _NoEquals("")}, "missing passphrase"),
+    ):
+        with pytest.raises(ApiError, match=message) as refused:
+            authenticate(data, settings)
+        assert refused.value.status == 401
+
+
 # --- idempotency: what makes two alerts the same ---------------------------------------------
 
 
@@ -253,6 +300,44 @@ def test_an_alert_differing_in_one_key_field_acts(multi: tuple[Any, Any], field:
     other = post(client, NEW_ALERT[field](base_alert(stamp), stamp))
     assert other.status_code == 200 and other.json["status"] == "executed", other.json
     assert len(rows(settings.database, "SELECT * FROM orders")) == 2
+
+
+def test_two_strategies_sending_the_same_explicit_id_are_two_alerts(multi: tuple[Any, Any]) -> None:
+    """An explicit ``id`` is the key within its strategy: the same id from another strategy acts
+    (and from the same strategy, with every other field changed, it is the duplicate)."""
+    client, settings = multi
+    stamp = _fresh()
+    first = post(client, {**base_alert(stamp), "id": "sig-1"})
+    scalp = post(client, {**base_alert(stamp), "id": "sig-1", "strategy": "scalp", "passphrase": SCALP})
+    again = post(client, {**base_alert(stamp), "id": "sig-1", "contracts": 2, "order_id": "Other"})
+    assert [first.json["status"], scalp.json["status"], again.json["status"]] == [
+        "executed", "executed", "duplicate",
+    ], (first.json, scalp.json, again.json)  # fmt: skip
+    assert again.json["duplicate_of"] == first.json["alert_id"]
+    assert len(rows(settings.database, "SELECT * FROM orders")) == 2
+
+
+def test_closes_of_different_shares_at_one_instant_are_two_alerts(multi: tuple[Any, Any]) -> None:
+    """The share a close acts on is part of the key: "close 50%" and "close 25%" sent together
+    both act; the same "close 25%" again is the duplicate."""
+    client, settings = multi
+    stamp = _fresh()
+    assert post(client, base_alert(stamp)).json["status"] == "executed"
+    close = {**base_alert(stamp), "order_id": "Close", "contracts": None}
+    answers = [post(client, {**close, "action": a}).json for a in ("close 50%", "close 25%", "close 25%")]
+    assert [a["status"] for a in answers] == ["executed", "executed", "duplicate"], answers
+    assert len(rows(settings.database, "SELECT * FROM orders")) == 3
+
+
+def test_without_a_time_the_receive_minute_stands_in() -> None:
+    """An alert with neither ``timenow`` nor ``time``: a retry within the same minute is the same
+    alert, the same message in the next minute a new one."""
+    from engine.alert import Alert
+
+    alert = Alert.model_validate({"ticker": "SOLUSDT", "action": "buy", "contracts": 1})
+    at = datetime(2024, 6, 3, 12, 0, tzinfo=UTC)
+    keys = [alert.idempotency_key(at + timedelta(seconds=s), "SOL/USDT") for s in (0, 59, 60)]
+    assert keys[0] == keys[1] != keys[2]
 
 
 def test_a_1h_and_a_4h_strategy_firing_together_both_act(multi: tuple[Any, Any]) -> None:

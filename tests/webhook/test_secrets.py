@@ -216,3 +216,54 @@ def test_valid_json_with_secrets_in_any_field_leaks_nothing(
 ) -> None:
     post(world, json.dumps(alert))
     assert_no_secret_anywhere(world)
+
+
+# --- the masks: order, escaped forms and the cut, on the Redactor itself ----------------------
+
+#: Each secret holds the one before it: masking any of them before a longer one would cut the
+#: longer one apart and leave its edges readable. A chain of five has 120 orders; only
+#: longest-first masks every one whole.
+NESTED = ("k9Vq2wX", "Ak9Vq2wXz", "BAk9Vq2wXzy", 'C"BAk9Vq2wXzy\\x', 'DC"BAk9Vq2wXzy\\xw')
+
+
+@pytest.mark.parametrize("order", [NESTED, NESTED[::-1], NESTED[2:] + NESTED[:2]])
+def test_a_secret_holding_another_is_masked_whole_in_any_order(order: tuple[str, ...]) -> None:
+    from webhook.redaction import MASK, Redactor
+
+    redactor = Redactor(order)
+    for secret in NESTED:
+        assert redactor.text(f"<{secret}>") == f"<{MASK}>"
+        # serialised (its quote and backslash escaped), as in a stored row or a raw body
+        assert redactor.text(json.dumps({"note": f"<{secret}>"})) == json.dumps({"note": f"<{MASK}>"})
+        assert redactor.value({"note": [f"<{secret}>"]}) == {"note": [f"<{MASK}>"]}
+
+
+def test_a_secret_s_json_escaped_form_is_masked() -> None:
+    from webhook.redaction import MASK, Redactor
+
+    redactor = Redactor([QUOTED_SECRET])
+    serialised = json.dumps({"comment": QUOTED_SECRET})
+    assert QUOTED_SECRET not in serialised  # only its escaped form is there
+    assert redactor.text(serialised) == json.dumps({"comment": MASK})
+    assert redactor.answer({"comment": QUOTED_SECRET}) == {"comment": MASK}
+
+
+@pytest.mark.parametrize("broken", [False, True], ids=["parsed", "raw"])
+def test_the_cut_never_keeps_part_of_a_secret(broken: bool) -> None:
+    """A refused body is kept to a limit, and the cut is made after masking: for every position
+    of the limit across a secret (in a field that is not secret-named), what is kept is exactly
+    the masked text cut there, never the secret's first characters."""
+    from webhook.redaction import MASK, Redactor
+
+    redactor = Redactor([SECRET])
+    head = '{"comment":"' + "x" * 40
+    for limit in range(len(head) - 2, len(head) + len(SECRET) + 2):
+        body = head + SECRET + '", "ticker":"BTCUSDT"' + ("" if broken else "}")
+        if broken:
+            kept = redactor.raw_body(body.encode(), limit)["raw"]
+            whole = body.replace(SECRET, MASK)
+        else:
+            kept = redactor.body(json.loads(body), limit)["raw"]
+            whole = json.dumps({"comment": "x" * 40 + MASK, "ticker": "BTCUSDT"}, separators=(",", ":"))
+        assert kept == whole[:limit], limit
+        assert not any(SECRET[:n] in kept for n in range(3, len(SECRET) + 1)), limit

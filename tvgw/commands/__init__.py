@@ -26,11 +26,18 @@ COMMANDS: dict[str, str] = {
     "evaluate": "prediction metrics of a saved model on new candles (JSON)",
     "pine": "the bundled TradingView Pine scripts",
     "schema": "print the alert schema (JSON Schema or a Markdown table)",
+    "migrate": "show the store's pending schema migrations and apply them (--dry-run: show only)",
+    "backup": "write a consistent copy of the store while the gateway runs (SQLite or PostgreSQL)",
+    "restore": "bring a backup back (refuses a store that holds data without --force)",
+    "prune": "apply the retention periods now (the gateway also prunes in the background)",
 }
 
 
 #: Commands registered by a module that serves several (``register(sub, name)``).
-SHARED_MODULES: dict[str, str] = {"alerts": "records", "orders": "records", "positions": "records"}
+SHARED_MODULES: dict[str, str] = {
+    "alerts": "records", "orders": "records", "positions": "records",
+    "migrate": "store", "backup": "store", "restore": "store", "prune": "store",
+}  # fmt: skip
 
 
 def add_command(sub: argparse._SubParsersAction, name: str) -> argparse.ArgumentParser:

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from storage.database import is_url, redacted
 from tvgw.commands import add_command
 from tvgw.commands.data import cli_settings, open_storage
 from tvgw.commands.serve import dashboard_hint, exec_gunicorn
@@ -147,10 +148,13 @@ def _start_full_training(settings: Settings, *, synthetic: bool) -> None:
     """Train the full model in a child process that outlives the exec into gunicorn; it stays
     in this process group, so Ctrl-C stops it together with the gateway."""
     lstm = _tensorflow_installed()
-    log_path = Path(settings.database).resolve().parent / "quickstart-full-model.log"
+    shared = is_url(settings.database)  # a PostgreSQL URL is absolute already; a file path may not be
+    database = settings.database if shared else str(Path(settings.database).resolve())
+    log_dir = Path(settings.model_dir).resolve() if shared else Path(database).parent
+    log_path = log_dir / "quickstart-full-model.log"
     env = {
         **os.environ,
-        "TVGW_DATABASE": str(Path(settings.database).resolve()),
+        "TVGW_DATABASE": database,
         "TVGW_MODEL_DIR": str(Path(settings.model_dir).resolve()),
     }
     with open(log_path, "ab") as log:
@@ -185,7 +189,7 @@ def next_steps(bind: str, passphrase: str, settings: Settings) -> str:
     quoted = alert.replace("'", "'\\''")
     return "\n".join(
         [
-            f"quickstart: serving on {url} (paper broker, {settings.database})",
+            f"quickstart: serving on {url} (paper broker, {redacted(settings.database)})",
             "",
             "Next steps (from another shell):",
             "  first alert:",

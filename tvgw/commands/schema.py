@@ -1,28 +1,20 @@
-"""`tvgw schema`: print the alert schema (the README's table is made from this)."""
+"""`tvgw schema`: print the alert schema (JSON Schema, or with ``--markdown`` the documentation's
+field table)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from engine.alert import Alert, alert_field_table
+from engine.alert import Alert
+from pine.field_table import markdown_table
 from tvgw.commands import add_command
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = add_command(sub, "schema")
-    parser.add_argument("--markdown", action="store_true", help="a Markdown table for the README")
+    parser.add_argument("--markdown", action="store_true", help="the fields as a Markdown table")
     parser.set_defaults(func=run)
-
-
-def markdown_table() -> str:
-    lines = ["| field | type | required | TradingView placeholder | meaning |", "|---|---|---|---|---|"]
-    for row in alert_field_table():
-        placeholder = f"`{row['placeholder']}`" if row["placeholder"] else ""
-        lines.append(
-            f"| `{row['field']}` | {row['type']} | {row['required']} | {placeholder} | {row['description']} |"
-        )
-    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -520,14 +520,6 @@ class Continuity:
             notices += self.storage.write_batched(record)
         return notices
 
-    def check_if_owner(self, owner: str, ttl: float) -> list[Notice] | None:
-        """:meth:`check_overdue`, by the one holder of the check's lease across every worker and
-        host (None when another holds it): each run renews it, and it passes to another worker
-        ``ttl`` seconds after its holder stops."""
-        if not feed_store.claim_lease(self.storage, OVERDUE_LEASE, owner, now=self.clock(), ttl=ttl):
-            return None
-        return self.check_overdue()
-
     def statuses(self, now: float | None = None) -> list[FeedStatus]:
         """Every feed's :class:`FeedStatus` (for the API and the dashboard)."""
         now = self.clock() if now is None else now

@@ -1,5 +1,6 @@
 """Chart feeds, the marks each message leaves on them, and the gaps found in them (schema
-``_V8_ALERT_CONTINUITY``); and the lease that gives the overdue-heartbeat check one owner.
+``_V7_ALERT_CONTINUITY``). The overdue-heartbeat check's single owner is a lease of
+:mod:`storage.leases`, like every background job's.
 
 A *feed* is what one chart sends for one (strategy, market, timeframe). Every heartbeat and
 every order alert leaves a *mark* on its feed; a missing message is a *gap*, recorded once per
@@ -9,11 +10,10 @@ first records it, and only that worker tells anyone.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from storage.database import Db, query, query_one, writing
+from storage.database import Db, Row, query, query_one, writing
 
 __all__ = [
     "Feed",
@@ -22,7 +22,6 @@ __all__ = [
     "GapRow",
     "add_mark",
     "chart_marks",
-    "claim_lease",
     "close_gap",
     "feed",
     "feed_of",
@@ -93,14 +92,14 @@ class GapRow:
     settled_by: tuple[tuple[str, int, float], ...] = ()
 
 
-def _feed(row: sqlite3.Row) -> Feed:
+def _feed(row: Row) -> Feed:
     return Feed(
         id=row["id"], strategy_id=row["strategy_id"], symbol=row["symbol"], timeframe=row["timeframe"],
         bar_seconds=row["bar_seconds"], created_at=row["created_at"],
     )  # fmt: skip
 
 
-def _mark(row: sqlite3.Row) -> FeedMark:
+def _mark(row: Row) -> FeedMark:
     return FeedMark(
         id=row["id"], feed_id=row["feed_id"], kind=row["kind"], received_at=row["received_at"],
         alert_id=row["alert_id"], sequence=row["sequence"], bar_time=row["bar_time"],
@@ -109,7 +108,7 @@ def _mark(row: sqlite3.Row) -> FeedMark:
     )  # fmt: skip
 
 
-def _gap(row: sqlite3.Row) -> FeedGap:
+def _gap(row: Row) -> FeedGap:
     return FeedGap(
         id=row["id"], feed_id=row["feed_id"], kind=row["kind"], detected_at=row["detected_at"],
         missed=row["missed"], sequence_from=row["sequence_from"], sequence_to=row["sequence_to"],
@@ -119,6 +118,22 @@ def _gap(row: sqlite3.Row) -> FeedGap:
 
 
 _FEED_COLUMNS = "id, strategy_id, symbol, timeframe, bar_seconds, created_at"
+_MARK_COLUMNS = (
+    "id, feed_id, kind, alert_id, sequence, bar_time, fired_at, received_at, heartbeat_bars, position,"
+    " prev_position"
+)
+_GAP_COLUMNS = (
+    "id, feed_id, kind, sequence_from, sequence_to, bar_time, missed, expected_by, detected_at, alert_id,"
+    " mark_id, detail"
+)
+#: A feed's heartbeats by number, highest first; one without a number after every numbered one
+#: (SQLite sorts NULL last in DESC, PostgreSQL first: the first key says it for both).
+_BY_NUMBER = "ORDER BY (sequence IS NULL), sequence DESC, id DESC"
+
+
+def _qualified(columns: str, alias: str) -> str:
+    """``columns`` of table ``alias`` in a join (``g.id, g.feed_id, ...``)."""
+    return ", ".join(f"{alias}.{c.strip()}" for c in columns.split(","))
 
 
 def feed_of(
@@ -154,19 +169,19 @@ def add_mark(db: Db, *, feed_id: int, kind: str, received_at: float, **fields: A
     columns = ["feed_id", "kind", "received_at", *fields]
     values = [feed_id, kind, received_at, *fields.values()]
     with writing(db) as conn:
-        cur = conn.execute(
+        rows = conn.execute(
             f"INSERT INTO feed_marks ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-            " ON CONFLICT DO NOTHING",
+            " ON CONFLICT DO NOTHING RETURNING id",
             values,
-        )
-        if cur.rowcount != 1:
-            return None
-    return FeedMark(id=int(cur.lastrowid or 0), feed_id=feed_id, kind=kind, received_at=received_at, **fields)
+        ).fetchall()
+    if not rows:
+        return None
+    return FeedMark(id=int(rows[0]["id"]), feed_id=feed_id, kind=kind, received_at=received_at, **fields)
 
 
 def recent_marks(db: Db, feed_id: int, *, limit: int = 50, kind: str | None = None) -> list[FeedMark]:
     """The feed's newest marks by arrival (``kind`` only, when given), newest first."""
-    sql = "SELECT * FROM feed_marks WHERE feed_id = ?"
+    sql = f"SELECT {_MARK_COLUMNS} FROM feed_marks WHERE feed_id = ?"
     params: list[Any] = [feed_id]
     if kind is not None:
         sql += " AND kind = ?"
@@ -182,8 +197,9 @@ def chart_marks(db: Db, strategy_id: str, symbol: str, timeframe: str, *, limit:
         _mark(r)
         for r in query(
             db,
-            "SELECT m.* FROM feed_marks m JOIN feeds f ON f.id = m.feed_id WHERE f.strategy_id = ?"
-            " AND f.symbol = ? AND f.timeframe = ? AND m.kind = 'order' ORDER BY m.id DESC LIMIT ?",
+            f"SELECT {_MARK_COLUMNS} FROM feed_marks WHERE kind = 'order' AND feed_id IN"
+            " (SELECT id FROM feeds WHERE strategy_id = ? AND symbol = ? AND timeframe = ?)"
+            " ORDER BY id DESC LIMIT ?",
             (strategy_id, symbol, timeframe, limit),
         )
     ]
@@ -193,8 +209,8 @@ def newest_heartbeat(db: Db, feed_id: int) -> FeedMark | None:
     """The heartbeat with the highest sequence number (else the newest to arrive)."""
     row = query_one(
         db,
-        "SELECT * FROM feed_marks WHERE feed_id = ? AND kind = 'heartbeat'"
-        " ORDER BY sequence DESC, id DESC LIMIT 1",
+        f"SELECT {_MARK_COLUMNS} FROM feed_marks WHERE feed_id = ? AND kind = 'heartbeat' {_BY_NUMBER}"
+        " LIMIT 1",
         (feed_id,),
     )
     return None if row is None else _mark(row)
@@ -206,21 +222,20 @@ def insert_gap(db: Db, *, feed_id: int, kind: str, detected_at: float, **fields:
     columns = ["feed_id", "kind", "detected_at", *fields]
     values = [feed_id, kind, detected_at, *fields.values()]
     with writing(db) as conn:
-        cur = conn.execute(
+        rows = conn.execute(
             f"INSERT INTO feed_gaps ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-            " ON CONFLICT DO NOTHING",
+            f" ON CONFLICT DO NOTHING RETURNING {_GAP_COLUMNS}",
             values,
-        )
-        if cur.rowcount != 1:
-            return None
-        row = conn.execute("SELECT * FROM feed_gaps WHERE id = ?", (cur.lastrowid,)).fetchone()
-    return _gap(row)
+        ).fetchall()
+    return _gap(rows[0]) if rows else None
 
 
 def open_gap(db: Db, feed_id: int, sequence_from: int) -> FeedGap | None:
     """The gap that starts at ``sequence_from`` on the feed, if one was recorded."""
     row = query_one(
-        db, "SELECT * FROM feed_gaps WHERE feed_id = ? AND sequence_from = ?", (feed_id, sequence_from)
+        db,
+        f"SELECT {_GAP_COLUMNS} FROM feed_gaps WHERE feed_id = ? AND sequence_from = ?",
+        (feed_id, sequence_from),
     )
     return None if row is None else _gap(row)
 
@@ -236,7 +251,8 @@ def close_gap(db: Db, gap_id: int, *, sequence_to: int, missed: int) -> None:
 
 def gaps_for_alert(db: Db, alert_id: int) -> list[FeedGap]:
     """The gaps an alert's arrival revealed."""
-    return [_gap(r) for r in query(db, "SELECT * FROM feed_gaps WHERE alert_id = ? ORDER BY id", (alert_id,))]
+    sql = f"SELECT {_GAP_COLUMNS} FROM feed_gaps WHERE alert_id = ? ORDER BY id"
+    return [_gap(r) for r in query(db, sql, (alert_id,))]
 
 
 def open_mismatches(db: Db, alert_id: int) -> list[FeedGap]:
@@ -245,7 +261,7 @@ def open_mismatches(db: Db, alert_id: int) -> list[FeedGap]:
         _gap(r)
         for r in query(
             db,
-            "SELECT g.* FROM feed_gaps g WHERE g.kind = 'position_mismatch'"
+            f"SELECT {_GAP_COLUMNS} FROM feed_gaps g WHERE g.kind = 'position_mismatch'"
             " AND g.feed_id IN (SELECT feed_id FROM feed_marks WHERE alert_id = ?)"
             " AND NOT EXISTS (SELECT 1 FROM alert_steps s WHERE s.gap_id = g.id) ORDER BY g.id",
             (alert_id,),
@@ -257,7 +273,8 @@ def gap_rows(db: Db, *, since: float, feed_id: int | None = None, limit: int = 2
     """Gaps detected since ``since``, newest first, with their feed and the alert steps that
     settled them (a repair, or the missing alert arriving late)."""
     sql = (
-        "SELECT g.*, f.strategy_id, f.symbol, f.timeframe, f.bar_seconds, f.created_at AS feed_created"
+        f"SELECT {_qualified(_GAP_COLUMNS, 'g')}, f.strategy_id, f.symbol, f.timeframe, f.bar_seconds,"
+        " f.created_at AS feed_created"
         " FROM feed_gaps g JOIN feeds f ON f.id = g.feed_id WHERE g.detected_at >= ?"
     )
     params: list[Any] = [since]
@@ -284,18 +301,3 @@ def gap_rows(db: Db, *, since: float, feed_id: int | None = None, limit: int = 2
         )  # fmt: skip
         out.append(GapRow(gap=_gap(r), feed=owner, settled_by=tuple(settled.get(r["id"], ()))))
     return out
-
-
-def claim_lease(db: Db, name: str, owner: str, *, now: float, ttl: float) -> bool:
-    """Hold the lease ``name`` for ``ttl`` seconds: True when ``owner`` holds it now (it was
-    free, expired, or already its own). A background job that takes it before each run has one
-    owner across every worker; when that worker dies, another takes over once it expires."""
-    with writing(db) as conn:
-        conn.execute(
-            "INSERT INTO leases (name, owner, expires_at) VALUES (?, ?, ?)"
-            " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at"
-            " WHERE leases.owner = excluded.owner OR leases.expires_at < ?",
-            (name, owner, now + ttl, now),
-        )
-        row = conn.execute("SELECT owner FROM leases WHERE name = ?", (name,)).fetchone()
-    return row is not None and row["owner"] == owner

@@ -1,26 +1,21 @@
-"""The background half of alert continuity: a thread per worker that, while its worker holds
-the check's lease (one owner across every worker), looks for overdue heartbeats every
-``TVGW_CONTINUITY_CHECK_S`` and tells each gap it records (notification and metric). Gaps found
-on arrival are told from the webhook's answer instead (:mod:`webhook.events`)."""
+"""The background half of alert continuity: the overdue-heartbeat check, run every
+``TVGW_CONTINUITY_CHECK_S`` by the one worker (of every host) that holds its lease
+(:func:`storage.leases.start_owned_job`, as the pruner and the outcome resolver are), telling each
+gap it records (notification and metric). Gaps found on arrival are told from the webhook's
+answer instead (:mod:`webhook.events`)."""
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
-import time
 
-from engine.continuity import Continuity, Notice
+from engine.continuity import OVERDUE_LEASE, Continuity, Notice
+from storage.leases import start_owned_job
 from webhook.notify import Notifier
 
 __all__ = ["start_continuity_watch", "tell"]
 
 log = logging.getLogger("tvgw.continuity")
-
-#: The lease outlives a few missed runs of its holder before another worker takes over.
-LEASE_RUNS = 3
-MIN_LEASE_S = 10.0
 
 
 def tell(notices: list[Notice], notifier: Notifier) -> None:
@@ -34,22 +29,25 @@ def tell(notices: list[Notice], notifier: Notifier) -> None:
         log.warning("%s", notice.text)
 
 
-def start_continuity_watch(continuity: Continuity, notifier: Notifier, interval_s: float) -> threading.Thread:
-    """Start this worker's watcher thread (a daemon: it dies with the worker, and the lease
-    then passes to another worker's)."""
-    owner = f"{socket.gethostname()}:{os.getpid()}"
-    ttl = max(LEASE_RUNS * interval_s, MIN_LEASE_S)
+def start_continuity_watch(
+    continuity: Continuity,
+    notifier: Notifier,
+    interval_s: float,
+    *,
+    owner: str | None = None,
+    stop: threading.Event | None = None,
+    ttl_s: float | None = None,
+) -> threading.Thread:
+    """Start this worker's watcher thread (a daemon: it dies with the worker, and the lease then
+    passes to another worker's). Each gap is recorded once whoever finds it (a UNIQUE key); the
+    lease only spares the other workers the reading. ``owner``, ``stop`` and ``ttl_s`` as
+    :func:`~storage.leases.start_owned_job` takes them."""
 
-    def loop() -> None:
-        while True:
-            time.sleep(interval_s)
-            try:
-                notices = continuity.check_if_owner(owner, ttl)
-                if notices:
-                    tell(notices, notifier)
-            except Exception:
-                log.exception("overdue-heartbeat check failed; retrying in %.1f s", interval_s)
+    def run() -> None:
+        notices = continuity.check_overdue()
+        if notices:
+            tell(notices, notifier)
 
-    thread = threading.Thread(target=loop, name="tvgw-continuity", daemon=True)
-    thread.start()
-    return thread
+    return start_owned_job(
+        continuity.storage, OVERDUE_LEASE, interval_s, run, owner=owner, stop=stop, ttl_s=ttl_s
+    )

@@ -1,10 +1,11 @@
-"""The rules that find a missing alert (engine.continuity), pure and on a real SQLite file: a
+"""The rules that find a missing alert (engine.continuity), pure and on the selected store: a
 feed's cadence, when its next heartbeat is overdue, a skipped number, an order alert lost
 between two that arrived (and the late one that explains it), the overdue check's single owner,
 and the daily summary."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,12 @@ from engine.continuity import (
 )
 from engine.settings import StrategySettings
 from storage import Storage
-from storage.feeds import FeedMark, claim_lease
+from storage.database import query_one
+from storage.feeds import FeedMark
+from storage.leases import lease_holder
 from storage.timeline import add_step, daily_summary
+from tests.conftest import store_target, wait_until
+from webhook.continuity import start_continuity_watch
 
 T0 = 1_714_564_800.0  # a bar open, 2024-05-01T12:00:00Z
 
@@ -130,7 +135,7 @@ class Clock:
 
 @pytest.fixture
 def storage(tmp_path: Path) -> Storage:
-    db = Storage(tmp_path / "tvgw.sqlite")
+    db = Storage(store_target(tmp_path))
     db.migrate()
     return db
 
@@ -172,17 +177,58 @@ def test_an_overdue_heartbeat_is_recorded_once_and_closed_when_the_feed_resumes(
     assert (gap.kind, gap.sequence_from, gap.sequence_to, gap.missed) == ("heartbeat_missed", 101, 103, 3)
 
 
-def test_the_overdue_check_has_one_owner_until_its_lease_runs_out(storage: Storage) -> None:
-    clock = Clock(T0 + 1000)
-    first, second = watcher(storage, clock), watcher(storage, clock)
-    first.heartbeat(beat(1, T0), "BTC/USDT", T0 + 60)
-    assert first.check_if_owner("worker-a", ttl=10) is not None
-    assert second.check_if_owner("worker-b", ttl=10) is None  # worker-a holds it
-    clock.now += 5
-    assert first.check_if_owner("worker-a", ttl=10) == []  # renewed; the gap was told already
-    clock.now += 10.5  # worker-a stopped renewing
-    assert second.check_if_owner("worker-b", ttl=10) == []
-    assert claim_lease(storage, "continuity-overdue-check", "worker-a", now=clock.now, ttl=10) is False
+class Told:
+    """A notifier's stand-in: the gaps it was given to tell."""
+
+    def __init__(self) -> None:
+        self.facts: list[dict[str, Any]] = []
+
+    def gaps(self, facts: list[dict[str, Any]]) -> None:
+        self.facts.extend(facts)
+
+
+def test_the_overdue_check_runs_in_the_lease_holder_and_moves_when_it_stops(storage: Storage) -> None:
+    clock = Clock(T0 + 61)
+    workers = {
+        name: (watcher(storage, clock), Told(), threading.Event()) for name in ("host-a:1", "host-b:2")
+    }
+    checks: list[str] = []  # which worker ran each check
+
+    def counted(feeds: Continuity, name: str) -> None:
+        original = feeds.check_overdue
+
+        def check(now: float | None = None) -> list[Any]:
+            checks.append(name)
+            return original(now)
+
+        feeds.check_overdue = check  # type: ignore[method-assign]
+
+    for name, (feeds, _, _) in workers.items():
+        counted(feeds, name)
+    workers["host-a:1"][0].heartbeat(beat(1, T0), "BTC/USDT", clock())
+    clock.now = T0 + 1000  # number 2 (bar T0 + 60) is long overdue
+    try:
+        for name, (feeds, told, stop) in workers.items():
+            # A term of 2 s: long beside the 0.1 s period, so a busy machine's stalls keep the owner.
+            start_continuity_watch(feeds, told, 0.1, owner=name, stop=stop, ttl_s=2.0)  # type: ignore[arg-type]
+        wait_until(lambda: len(checks) >= 6, 60, "six runs of the overdue check")
+        holder = checks[0]
+        assert set(checks) == {holder}  # one worker checks, however many run the loop
+        assert lease_holder(storage, "continuity-overdue-check").owner == holder  # type: ignore[union-attr]
+        other = next(name for name in workers if name != holder)
+        (gap,) = workers[holder][1].facts  # told once, by the holder
+        assert (gap["kind"], gap["sequence_from"]) == ("heartbeat_missed", 2) and workers[other][
+            1
+        ].facts == []
+        # The holder stops (a dead worker stops renewing the same way); number 2 arrives late, then
+        # number 3 is overdue: the other worker takes the check over and tells that one.
+        workers[holder][2].set()
+        workers[other][0].heartbeat(beat(2, T0 + 60), "BTC/USDT", clock())
+        wait_until(lambda: workers[other][1].facts, 60, "the other worker telling the next gap")
+        assert [g["sequence_from"] for g in workers[other][1].facts] == [3]
+    finally:
+        for _, _, stop in workers.values():
+            stop.set()
 
 
 def test_a_late_order_alert_settles_the_gap_its_absence_opened(storage: Storage) -> None:
@@ -221,7 +267,7 @@ def test_the_daily_summary_counts_per_strategy_and_day(storage: Storage) -> None
     feeds = watcher(storage, clock)
     feeds.heartbeat(beat(1, T0), "BTC/USDT", T0 + 61.5)  # fired at T0 + 60: 1.5 s on the way
     feeds.heartbeat(beat(4, T0 + 180), "BTC/USDT", T0 + 242)  # 2 and 3 missed
-    gap_id = storage.conn.execute("SELECT id FROM feed_gaps").fetchone()[0]
+    gap_id = query_one(storage, "SELECT id FROM feed_gaps")["id"]
     with storage.transaction() as conn:
         conn.execute(
             "INSERT INTO alerts (id, received_at, updated_at, status, strategy_id, timenow)"

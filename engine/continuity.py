@@ -62,11 +62,12 @@ __all__ = [
 #: chart prints sizes with few decimals).
 SAME_POSITION = 1e-6
 #: Marks a new one is placed among (in chart order) to find the message before it: alerts of
-#: one chart arrive at most a few out of order.
-RECENT_MARKS = 20
+#: one chart arrive at most a few out of order. Retention keeps at least these of each feed.
+RECENT_MARKS = feed_store.RECENT_MARKS
 #: The lease that gives the overdue-heartbeat check one owner.
 OVERDUE_LEASE = "continuity-overdue-check"
-#: Heartbeats whose spacing teaches a feed's cadence when the chart does not say it.
+#: Heartbeats whose spacing teaches a feed's cadence when the chart does not say it (at most
+#: RECENT_MARKS: retention keeps that many of each feed's heartbeats).
 CADENCE_SAMPLE = 10
 
 

@@ -57,6 +57,8 @@ class RetentionSettings(FrozenSettings):
     predictions_days: float = Field(default=365.0, ge=0)
     notifications_days: float = Field(default=30.0, ge=0)
     alert_bodies_days: float = Field(default=90.0, ge=0)
+    #: Heartbeats and the marks order alerts leave on their chart's feed (engine.continuity).
+    feed_marks_days: float = Field(default=30.0, ge=0)
     #: Seconds between pruning runs; one worker of one host runs each (0: no background pruning).
     prune_interval_s: float = Field(default=3600.0, ge=0)
 
@@ -64,13 +66,15 @@ class RetentionSettings(FrozenSettings):
         return RetentionPolicy(
             equity_days=self.equity_days, predictions_days=self.predictions_days,
             notifications_days=self.notifications_days, alert_bodies_days=self.alert_bodies_days,
+            feed_marks_days=self.feed_marks_days,
         )  # fmt: skip
 
 
 #: Shortest periods that keep what the gateway reads: the day's opening equity (daily loss),
-#: the dashboard's 30 days of accuracy, a notification's day (its key names it), a body's day.
+#: the dashboard's 30 days of accuracy, a notification's day (its key names it), a body's day,
+#: the week of heartbeats the daily continuity summary counts by default.
 MIN_RETENTION_DAYS = {"equity_days": 2.0, "predictions_days": 30.0, "notifications_days": 2.0,
-                      "alert_bodies_days": 1.0}  # fmt: skip
+                      "alert_bodies_days": 1.0, "feed_marks_days": 7.0}  # fmt: skip
 
 
 class Settings(WebSettings):
@@ -221,6 +225,7 @@ _ENV: dict[str, tuple[tuple[str, ...], str]] = {
     "TVGW_RETAIN_PREDICTIONS_DAYS": (("retention", "predictions_days"), "str"),
     "TVGW_RETAIN_NOTIFICATIONS_DAYS": (("retention", "notifications_days"), "str"),
     "TVGW_RETAIN_ALERT_BODIES_DAYS": (("retention", "alert_bodies_days"), "str"),
+    "TVGW_RETAIN_FEED_MARKS_DAYS": (("retention", "feed_marks_days"), "str"),
     "TVGW_PRUNE_INTERVAL_S": (("retention", "prune_interval_s"), "str"),
 }
 

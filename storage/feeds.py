@@ -16,6 +16,7 @@ from typing import Any
 from storage.database import Db, Row, query, query_one, writing
 
 __all__ = [
+    "RECENT_MARKS",
     "Feed",
     "FeedGap",
     "FeedMark",
@@ -34,6 +35,11 @@ __all__ = [
     "open_mismatches",
     "recent_marks",
 ]
+
+
+#: The newest marks of each kind a feed keeps whatever their age (retention prunes older ones):
+#: the continuity rules read at most this many (``engine.continuity.RECENT_MARKS``).
+RECENT_MARKS = 20
 
 
 @dataclass(frozen=True, kw_only=True)

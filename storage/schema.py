@@ -268,8 +268,9 @@ CREATE INDEX exits_on_exchange ON exits(broker, symbol) WHERE exchange_status IN
 #: is not the booked one (``position_mismatch``, told, never acted on). ``alert_steps`` are the moments
 #: of an alert's life that no other row keeps (``decided``; later ``repaired``, ``superseded``
 #: ...), for its timeline. The overdue-heartbeat check's single owner is a ``leases`` row
-#: (:data:`_V8_RETENTION`). Later phases add rows (a repair is an ``alert_steps`` row naming its
-#: gap), not columns.
+#: (:data:`_V8_RETENTION`). ``feed_marks_received`` and ``feed_gaps_mark`` let retention find
+#: old marks, and the marks a gap names, without a scan. Later phases add rows (a repair is an
+#: ``alert_steps`` row naming its gap), not columns.
 _V7_ALERT_CONTINUITY = """
 CREATE TABLE feeds (
     id INTEGER PRIMARY KEY,
@@ -316,6 +317,7 @@ CREATE TABLE feed_gaps (
     UNIQUE (feed_id, sequence_from)
 );
 CREATE INDEX feed_gaps_detected ON feed_gaps(detected_at);
+CREATE INDEX feed_gaps_mark ON feed_gaps(mark_id) WHERE mark_id IS NOT NULL;
 
 CREATE TABLE alert_steps (
     id INTEGER PRIMARY KEY,

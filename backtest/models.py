@@ -1,6 +1,13 @@
 """Per-window training: the baseline forest and the full ML strategy, each fit on one training
 window only (``windows``), optionally several windows at once (joblib), with a progress bar.
 
+Refit schedule: the model tournament and the default blend's column selection (the costly
+choices) run on the first window of every ``choose_every`` windows, on that window's training
+rows only; the windows until the next choice refit the chosen candidate, on the chosen columns,
+on their own rows, and still check it against "no model" (the base rate), so a window whose rows
+show no edge serves none. By default a choice is made again once the training rows have turned
+over entirely (train window / test window: every 6 windows for 180 days / 30 days).
+
 What a window's models are given is cut at ``train_end``: the candle frame (warm-up included)
 ends there, so neither its features nor its labels can read a later bar. The full strategy is
 trained by ``ml_integration`` itself (``MLTradingStrategy.train_strategy``), exactly as
@@ -11,14 +18,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from backtest.baseline import BASELINE_FEATURES, BaselineModel, baseline_features
 from backtest.windows import Window
+from ml_integration.baseline import BASELINE_FEATURES, BaselineModel, baseline_features
 from ml_integration.candles import COLUMNS
+from ml_integration.features import MODEL_FEATURES
 from ml_integration.labels import make_labels
 from ml_integration.prediction import ModelConfig
 from ml_integration.strategy import MLTradingStrategy
@@ -37,6 +46,10 @@ class WindowModels:
     train_rows: int
     seconds: float
     strategy_importances: list[tuple[str, float]] = field(default_factory=list)
+    #: the candidate this window's strategy serves, and whether this window chose it
+    served: str | None = None
+    chose: bool = False
+    blend_columns: tuple[int, ...] = ()
 
 
 def train_window(
@@ -61,15 +74,22 @@ def train_window(
     baseline = BaselineModel().fit(features[usable], y, names)
     strategy = None
     importances: list[tuple[str, float]] = []
+    served: str | None = None
+    blend_columns: tuple[int, ...] = ()
     if model_config is not None:
         strategy = MLTradingStrategy({"target_periods": horizon}, model_config=model_config)
-        strategy.train_strategy(cut[list(COLUMNS)], symbol=None, timeframe=None)
+        report = strategy.train_strategy(cut[list(COLUMNS)], symbol=None, timeframe=None)
         assert strategy.predictor.fitted_ is not None
         importances = list(strategy.predictor.fitted_.importances)
+        served = report.get("served_direction")
+        blend_columns = tuple(
+            MODEL_FEATURES.index(n) for n in report["selected_features"] if n in MODEL_FEATURES
+        )
     return WindowModels(
         window=window, baseline=baseline, strategy=strategy, train_up_rate=float(np.mean(y)),
         train_rows=int(usable.sum()), seconds=time.perf_counter() - started,
-        strategy_importances=importances,
+        strategy_importances=importances, served=served, blend_columns=blend_columns,
+        chose=model_config is not None and not model_config.direction_columns,
     )  # fmt: skip
 
 
@@ -97,19 +117,46 @@ def train_windows(
     step_s: int,
     jobs: int = 1,
     progress: bool = True,
+    choose_every: int = 1,
 ) -> list[WindowModels]:
-    """Train every window (``jobs`` at a time with joblib), with a tqdm bar over windows."""
+    """Train every window (``jobs`` at a time with joblib), with a tqdm bar over windows; the
+    tournament and column selection run on every ``choose_every``-th window (module docstring):
+    those windows first, then the others with what their choosing window chose."""
     from tqdm import tqdm
 
-    def one(window: Window) -> WindowModels:
-        return train_window(frame, extras, window, horizon=horizon, model_config=model_config, step_s=step_s)
+    def one(window: Window, config: ModelConfig | None) -> WindowModels:
+        return train_window(frame, extras, window, horizon=horizon, model_config=config, step_s=step_s)
 
-    results: Iterator[WindowModels]
-    if jobs == 1:
-        results = (one(w) for w in windows)
-    else:
-        from joblib import Parallel, delayed
+    bar = tqdm(total=len(windows), desc="train windows", unit="window", disable=not progress)
+    heads = list(range(0, len(windows), max(1, choose_every)))
+    done: dict[int, WindowModels] = {}
+    for k, model in zip(heads, _run([(one, windows[k], model_config) for k in heads], jobs), strict=True):
+        done[k] = model
+        bar.update()
+    rest = [k for k in range(len(windows)) if k not in done]
+    followers = [(one, windows[k], _follower(model_config, done[k - k % max(1, choose_every)])) for k in rest]
+    for k, model in zip(rest, _run(followers, jobs), strict=True):
+        done[k] = model
+        bar.update()
+    bar.close()
+    return [done[k] for k in range(len(windows))]
 
-        results = Parallel(n_jobs=jobs, return_as="generator")(delayed(one)(w) for w in windows)
-    bar = tqdm(results, total=len(windows), desc="train windows", unit="window", disable=not progress)
-    return list(bar)
+
+def _follower(config: ModelConfig | None, head: WindowModels) -> ModelConfig | None:
+    """What a window between two choices trains: the choosing window's columns and candidate
+    (checked against "no model" on its own rows)."""
+    if config is None or head.strategy is None:
+        return config
+    served = head.served or "default_blend"
+    if not config.tournament:
+        return replace(config, direction_columns=head.blend_columns)
+    candidates = ("no_model",) if served == "no_model" else ("no_model", served)
+    return replace(config, direction_columns=head.blend_columns, tournament=candidates)
+
+
+def _run(tasks: list[tuple[Any, Window, ModelConfig | None]], jobs: int) -> Iterator[WindowModels]:
+    if jobs == 1 or len(tasks) <= 1:
+        return (fn(window, config) for fn, window, config in tasks)
+    from joblib import Parallel, delayed
+
+    return iter(Parallel(n_jobs=jobs)(delayed(fn)(window, config) for fn, window, config in tasks))

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from common import indicators
+from common.kelly import kelly_fraction
 
 __all__ = ["PineInputs", "PineOrder", "pine_signals", "replay_orders"]
 
@@ -100,7 +101,7 @@ def pine_signals(df: pd.DataFrame, inputs: PineInputs = PineInputs()) -> pd.Data
     reward_risk = inputs.take_profit_atr / inputs.stop_atr
 
     def kelly(p: pd.Series) -> pd.Series:
-        return (inputs.kelly_multiplier * (p - (1 - p) / reward_risk)).clip(-1.0, 1.0)
+        return (inputs.kelly_multiplier * kelly_fraction(p, reward_risk)).clip(-1.0, 1.0)
 
     kelly_long, kelly_short = kelly(p_long), kelly(1 - p_long)
     cap = inputs.max_position_pct / 100

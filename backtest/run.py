@@ -6,7 +6,7 @@ Arms, all on the same windows, alerts, fees and slippage:
 * ``buy_and_hold``: the whole starting balance bought at the first traded bar's open (one fill,
   with the fee and slippage), marked at every close;
 * ``pine``: the script's rules alone (strategy mode ``execute``, no model);
-* ``baseline``: the rules with the plain RandomForest's opinion (``backtest.baseline``);
+* ``baseline``: the rules with the plain RandomForest's opinion (``ml_integration.baseline``);
 * ``ml``: the rules with the full ML strategy's opinion (``ml_integration``), unless skipped.
 """
 
@@ -69,6 +69,9 @@ class BacktestConfig:
     jobs: int = 1
     progress: bool = True
     monte_carlo_runs: int = 1000
+    #: Windows per refit schedule: the tournament and column selection run on the first of each
+    #: (``backtest.models``). None: once the training rows have turned over (train / test windows).
+    choose_every: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -86,6 +89,15 @@ class BacktestConfig:
             )
         if self.jobs < 1:
             raise BacktestInputError(f"--jobs must be at least 1, got {self.jobs}")
+        if self.choose_every is not None and self.choose_every < 1:
+            raise BacktestInputError(f"--choose-every must be at least 1 window, got {self.choose_every}")
+
+    @property
+    def schedule(self) -> int:
+        """Windows per refit schedule (see ``choose_every``)."""
+        if self.choose_every is not None:
+            return self.choose_every
+        return max(1, int(np.ceil(self.train_window / self.test_window)))
 
     @property
     def embargo(self) -> int:
@@ -133,7 +145,7 @@ def run_backtest(
     trained_at = time.perf_counter()
     models = train_windows(
         frame, extras, windows, horizon=config.horizon, model_config=model_config, step_s=step,
-        jobs=config.jobs, progress=config.progress,
+        jobs=config.jobs, progress=config.progress, choose_every=config.schedule,
     )  # fmt: skip
     training_s = time.perf_counter() - trained_at
     first = int(frame.index.searchsorted(windows[0].test_start))
@@ -349,7 +361,8 @@ def _summary(
         hi = int(frame.index.searchsorted(window.test_end)) - first
         alerts = sum(1 for o in orders if window.test_start <= o.at < window.test_end)
         row: dict[str, Any] = {**window.to_dict(), "train_rows": model.train_rows,
-                               "train_seconds": round(model.seconds, 2), "alerts": alerts}  # fmt: skip
+                               "train_seconds": round(model.seconds, 2), "alerts": alerts,
+                               "served": model.served, "chose": model.chose}  # fmt: skip
         for name, curve in curves.items():
             before = curve[lo - 1] if lo > 0 else start_equity
             row[f"return_{name}"] = float(curve[hi - 1] / before - 1) if hi > lo else 0.0
@@ -364,6 +377,7 @@ def _summary(
         "train_window_days": config.train_window / pd.Timedelta(days=1),
         "test_window_days": config.test_window / pd.Timedelta(days=1),
         "fees": config.fees, "slippage_bps": config.slippage_bps, "starting_equity": start_equity,
+        "choose_every_windows": config.schedule,
         "lstm": bool(config.models() and config.models().use_lstm),  # type: ignore[union-attr]
         "arms": labels, "alerts": len(orders), "trading": trading, "monte_carlo": carlo,
         "prediction": prediction, "windows": per_window,

@@ -1,19 +1,26 @@
-"""Arming an entry's protective exits on its fill, and keeping them fitted to the position.
+"""Arming an entry's protective exits on what actually filled, and keeping them fitted to the
+position as fills grow, shrink or reverse it.
 
-An entry that planned exits (:class:`~engine.exits.ExitPlan`) arms them when it fills, sized on
-the position it leaves: a stop, a trailing stop, take-profit levels. A fill that closes or
-reverses the position cancels the old ones; a partial close scales them to what is left. Who
-then acts on them (the exchange's resting orders, or the gateway's own watcher) is decided here
-and recorded with each exit.
+An alert's order keeps its terms with it (:func:`terms_json`: the exit plan, the timeframe its
+exits watch, the stop the risk limits count), so whoever books one of its fills, the alert's own
+request, the order lifecycle seconds later or start-up recovery after a crash, arms the same
+exits (:func:`on_fill`): the first fill of an entry with exits replaces the symbol's open exits
+with its own, sized on the whole position; a later fill of the same entry resizes them; a fill
+that closes or reverses the position cancels them; a partial close scales them to what is left.
+Who then acts on them (the exchange's resting orders, or the gateway's own watcher) is decided
+here and recorded with each exit.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from common.timeframes import seconds
 from engine.decide import EPSILON
-from engine.decision import Decision
+from engine.decision import PlannedOrder
+from engine.exits import ExitPlan
 from storage import Connection
 from storage import exits as exit_store
 from storage import orders as order_store
@@ -21,49 +28,110 @@ from storage import orders as order_store
 if TYPE_CHECKING:
     from engine.desk import Desk
 
-__all__ = ["rearm"]
+__all__ = ["EntryTerms", "on_exit_fill", "on_fill", "terms_json", "to_break_even"]
 
 
-def rearm(
-    desk: Desk, conn: Connection, decision: Decision, alert_id: int, position: order_store.Position
+@dataclass(frozen=True)
+class EntryTerms:
+    """What an alert's order keeps for whoever books its fills."""
+
+    timeframe: str
+    stop_loss: float | None
+    plan: ExitPlan | None
+
+    @classmethod
+    def of(cls, order: order_store.Order) -> EntryTerms | None:
+        """The terms kept with ``order`` (None for an order that kept none: an exit's)."""
+        if not order.exits:
+            return None
+        data = json.loads(order.exits)
+        plan = data.get("exits")
+        entry = float(order.price or 0.0)
+        return cls(
+            timeframe=str(data["timeframe"]), stop_loss=data.get("stop_loss"),
+            plan=None if plan is None else ExitPlan.from_dict(order.side, entry, plan),
+        )  # fmt: skip
+
+
+def terms_json(order: PlannedOrder) -> str:
+    """The terms of a planned order as its row keeps them."""
+    plan = None if order.exits is None or order.exits.empty else order.exits.to_dict()
+    return json.dumps({"timeframe": order.timeframe, "stop_loss": order.stop_loss, "exits": plan})
+
+
+def on_fill(
+    desk: Desk,
+    conn: Connection,
+    order: order_store.Order,
+    before: float,
+    position: order_store.Position,
+    *,
+    first: bool,
 ) -> None:
-    """After an alert's own fill: an entry with exits replaces the symbol's open exits with
-    its own, sized on the whole position; a fill that closed or reversed the position
-    cancels them (a partial close keeps them: they act on what is left)."""
-    order = decision.order
-    assert order is not None
-    name = desk.broker.name
-    before = decision.current_position or 0.0
+    """After a fill of an alert's ``order`` moved the position from ``before`` to ``position``
+    (``first``: its first booked fill): arm, resize, scale or cancel the symbol's exits."""
+    terms = EntryTerms.of(order)
+    plan = None if terms is None else terms.plan
+    name, symbol = desk.broker.name, order.symbol
     closed = abs(position.amount) <= EPSILON
     flipped = not closed and abs(before) > EPSILON and (before > 0) != (position.amount > 0)
-    plan = order.exits
-    if closed or flipped or (plan is not None and not plan.empty):
+    grew = abs(position.amount) > abs(before) and not flipped
+    if closed or flipped or (plan is not None and first):
         why = "closed" if closed else "reversed" if flipped else "replaced by a new entry"
-        exit_store.cancel_exits(conn, name, order.symbol, f"{why} (alert {alert_id})")
-    elif order.reduce_only and abs(before) > EPSILON:
-        # A partial close: the exits keep protecting what is left, resized to it.
-        exit_store.scale_exits(conn, name, order.symbol, abs(position.amount) / abs(before))
-    if closed or plan is None or plan.empty or not position.avg_price:
+        exit_store.cancel_exits(conn, name, symbol, f"{why} (alert {order.alert_id})")
+    elif plan is not None and grew:
+        # A later fill of the same entry: its exits protect the whole position it has become.
+        exit_store.resize_exits(conn, name, symbol, order.alert_id, abs(position.amount))
         return
-    holder = desk.exit_holder(order.symbol)
-    armed_ms = _bar_open_ms(conn, order.symbol, order.timeframe, desk.clock.now())
+    elif not grew and abs(before) > EPSILON:
+        # A partial close: the exits keep protecting what is left, resized to it.
+        exit_store.scale_exits(conn, name, symbol, abs(position.amount) / abs(before))
+    if closed or plan is None or not first or not position.avg_price or terms is None:
+        return
+    holder = desk.exit_holder(symbol)
+    armed_ms = _bar_open_ms(conn, symbol, terms.timeframe, desk.clock.now())
     entry = position.avg_price
     common = dict(
-        broker=name, symbol=order.symbol, timeframe=order.timeframe, alert_id=alert_id,
+        broker=name, symbol=symbol, timeframe=terms.timeframe, alert_id=order.alert_id,
         entry_side="buy" if position.amount > 0 else "sell", entry_price=entry,
         entry_amount=abs(position.amount), armed_ms=armed_ms,
-        held_by="exchange" if holder.on_exchange else "gateway",
+        held_by=holder.held_by,
     )  # fmt: skip
     if plan.stop is not None:
         exit_store.arm_exit(conn, kind="stop", trigger=plan.stop, **common)  # type: ignore[arg-type]
     if plan.trail is not None:
-        first = entry - plan.trail if position.amount > 0 else entry + plan.trail
-        exit_store.arm_exit(conn, kind="trailing", trigger=first, trail=plan.trail, **common)  # type: ignore[arg-type]
+        first_trigger = entry - plan.trail if position.amount > 0 else entry + plan.trail
+        exit_store.arm_exit(conn, kind="trailing", trigger=first_trigger, trail=plan.trail, **common)  # type: ignore[arg-type]
     for i, (price, share) in enumerate(plan.targets, start=1):
         exit_store.arm_exit(
             conn, kind=f"take_profit_{i}", trigger=price, share=share,
             break_even=plan.break_even, **common,  # type: ignore[arg-type]
         )  # fmt: skip
+
+
+def on_exit_fill(
+    desk: Desk, conn: Connection, e: exit_store.ArmedExit, position: order_store.Position
+) -> None:
+    """After exit ``e``'s order filled (confirmed, and ``e`` claimed): a stop, or any exit that
+    left nothing, closes the position (its other exits are cancelled); a target may move the
+    stop to break-even."""
+    name = desk.broker.name
+    if e.kind in ("stop", "trailing") or abs(position.amount) <= EPSILON:
+        exit_store.cancel_exits(conn, name, e.symbol, f"position closed by {e.kind}")
+    elif e.break_even:
+        to_break_even(conn, exit_store.open_exits(conn, name, e.symbol), e)
+
+
+def to_break_even(
+    conn: Connection, live: list[exit_store.ArmedExit], target: exit_store.ArmedExit
+) -> None:
+    """After a target filled: the stop moves to the entry price, never backwards."""
+    for e in live:
+        if e.kind != "stop":
+            continue
+        entry = target.entry_price
+        if entry > e.trigger if e.entry_side == "buy" else entry < e.trigger:
+            exit_store.move_trigger(conn, e.id, target.entry_price)
 
 
 def _bar_open_ms(conn: Connection, symbol: str, timeframe: str, now: float) -> int:

@@ -27,6 +27,7 @@ from engine.decision import (
     SignalPort,
     agrees_with,
     has_opinion,
+    judged_probability,
     probability_for,
     stop_for,
 )
@@ -75,6 +76,9 @@ class MarketFacts:
     limits_taken_at: float | None = None
     limits_source: str | None = None
     exit_holder: ExitHolder | None = None
+    #: Whether the account can hold a short on this market (a perpetual, the paper book); a spot
+    #: market on an exchange cannot: selling from flat would sell coins the gateway never bought.
+    shortable: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -160,7 +164,19 @@ def decide(
     current = held + book.pending
     leverage, margin_mode = leverage_for(alert, strategy, ml, symbol)
     contract = is_contract(symbol)
-    plan = _plan(alert, strategy, snapshot, ml, current, price, leverage if contract else 1.0)
+    plan = _plan(alert, strategy, snapshot, ml, current, price, risk, leverage if contract else 1.0)
+    if plan.target is not None and plan.target < -EPSILON and not market.shortable:
+        if current <= EPSILON:
+            field = (
+                "target_position"
+                if strategy.target_position and alert.target_position is not None
+                else "action"
+            )
+            known.update(current_position=current, target_position=plan.target)
+            return outcome(
+                "rejected", _spot_short(alert, symbol, account, field), refusal=("spot_short", field)
+            )
+        plan = _Plan(0.0, f"{plan.reason}; {symbol} is a spot market: sold down to flat, never short")
     known.update(current_position=current, target_position=plan.target)
     if plan.target is None:
         return outcome("rejected", plan.reason)
@@ -173,6 +189,16 @@ def decide(
         return outcome("annotated" if gate[0] else "rejected", gate[1])
     reduces = abs(plan.target) <= abs(current) and (plan.target == 0 or (plan.target > 0) == (current > 0))
     amount = abs(delta)
+    if reduces:
+        # A close never asks for more than the account holds: what is booked, not what open
+        # orders may still bring (their fills are booked, and protected, as they come).
+        amount = min(amount, abs(held)) if held * current > 0 else 0.0
+        if amount <= EPSILON:
+            return outcome(
+                "rejected",
+                f"nothing filled to close on {symbol} yet: {current - held:+g} is still open on {account} "
+                "(the gateway books what fills and arms its exits)",
+            )
     codes: tuple[str, ...] = ()
     reasons: tuple[str, ...] = ()
     stop = stop_for(ml, side, price) if ml else None
@@ -192,8 +218,8 @@ def decide(
         if not exits.empty:
             holder = market.exit_holder or ExitHolder(False, "no exit holder was read")
             known["details"]["exits"] = {
-                **exits.to_dict(), "watched": not holder.on_exchange,
-                "held_by": "exchange" if holder.on_exchange else "gateway", "held_because": holder.reason,
+                **exits.to_dict(), "watched": not holder.on_exchange, "held_by": holder.held_by,
+                "held_because": holder.reason,
             }  # fmt: skip
     if not reduces:
         verdict = risk.check(
@@ -226,6 +252,16 @@ def decide(
         margin_mode=margin_mode if contract and not reduces else None,
     )  # fmt: skip
     return outcome("processing", plan.reason, order=order, risk_codes=codes, risk_reasons=reasons)
+
+
+def _spot_short(alert: Alert, symbol: str, account: str, field: str) -> str:
+    """Why a short on a spot market is refused, and what to send instead."""
+    return (
+        f"{field}: {alert.action.value} from a flat position would open a short, and {symbol} on "
+        f"{account} is a spot market: it would sell coins the gateway never bought and book a short the "
+        "exchange does not hold. Send close_long to exit a long, or trade the perpetual "
+        f"({alert.ticker.split(':')[-1]}.P) to go short"
+    )
 
 
 def fit_to_market(
@@ -264,11 +300,14 @@ def leverage_for(
     return leverage, mode
 
 
-def _kelly_size(fraction: float, whose: str, equity: float | None, price: float) -> tuple[float | None, str]:
-    """``fraction`` of equity in base units; no order when the fraction sees no edge."""
+def _kelly_size(
+    fraction: float, whose: str, equity: float | None, price: float, risk: RiskManager
+) -> tuple[float | None, str]:
+    """``fraction`` of equity in base units (:meth:`RiskManager.kelly_size`: capped at the
+    position limit); no order when the fraction sees no edge."""
     if fraction <= 0:
         return None, f"{whose} Kelly fraction is {fraction:g}: no edge, no order"
-    return fraction * (equity or 0.0) / price, f"{whose} Kelly fraction {fraction:.3f} of equity"
+    return risk.kelly_size(fraction, equity or 0.0, price), f"{whose} Kelly fraction {fraction:.3f} of equity"
 
 
 def _plan(
@@ -278,6 +317,7 @@ def _plan(
     ml: SignalPort | None,
     current: float,
     price: float,
+    risk: RiskManager,
     leverage: float = 1.0,
 ) -> _Plan:
     """The position the alert asks for, sized by the strategy's rule (``leverage`` times
@@ -296,7 +336,12 @@ def _plan(
         if abs(current) <= EPSILON:
             return _Plan(None, "reverse: there is no position to reverse")
         return _Plan(-current, "reverse the position")
-    size, why = _size(alert, strategy, snapshot, ml, price, leverage)
+    side: Side = (
+        "buy"
+        if (target_from_alert > 0 if target_from_alert is not None else action == Action.BUY)
+        else "sell"
+    )
+    size, why = _size(alert, strategy, snapshot, ml, price, side, risk, leverage)
     if target_from_alert is not None:
         if strategy.sizing == "alert":
             return _Plan(target_from_alert, "move to the alert's target position")
@@ -315,18 +360,23 @@ def _size(
     snapshot: MarketSnapshot,
     ml: SignalPort | None,
     price: float,
+    side: Side,
+    risk: RiskManager,
     leverage: float = 1.0,
 ) -> tuple[float | None, str]:
     """Order size in base units by the strategy's sizing rule, or None with the reason.
     A quote amount or a Kelly fraction is the margin: the position is ``leverage`` times it
     (the risk manager then judges that notional); contracts are the position itself.
 
+    ``kelly`` sizing takes the model's Kelly fraction of the side traded (``side``): a sell
+    against a bullish model is sized with the short side's, from 1 - p (usually 0: no order).
     ``alert`` sizing takes the alert's contracts; an alert without them that carries a
     ``kelly_fraction`` (the short "ML enhanced" message) is sized by that fraction of equity,
     so the message trades out of the box, capped by the risk manager like any order."""
     levered = f" at {leverage:g}x" if leverage != 1 else ""
     if strategy.sizing == "kelly" and ml is not None:
-        size, why = _kelly_size(ml.kelly_fraction, "the model's", snapshot.equity, price)
+        whose = "the model's " + ("long" if side == "buy" else "short") + "-side"
+        size, why = _kelly_size(ml.kelly_for(side), whose, snapshot.equity, price, risk)
         return (None if size is None else size * leverage), why + levered
     if strategy.sizing == "fixed_quote":
         amount = strategy.quote_amount * leverage / price
@@ -334,7 +384,7 @@ def _size(
     if alert.contracts is not None and alert.contracts > 0:
         return alert.contracts, "sized by the alert's contracts"
     if alert.kelly_fraction is not None:
-        size, why = _kelly_size(alert.kelly_fraction, "the alert's", snapshot.equity, price)
+        size, why = _kelly_size(alert.kelly_fraction, "the alert's", snapshot.equity, price, risk)
         return (None if size is None else size * leverage), why + levered
     return None, "the alert has neither contracts nor kelly_fraction to size the order with"
 
@@ -358,7 +408,7 @@ def _gate(
         if ml is None:
             return True, "ml_gate: no ML opinion available, fallback rule is to annotate only"
         if not agrees_with(ml, side):
-            return True, (f"ml_gate: model disagrees (P(up)={ml.direction_probability:.2f} for a {side})")
+            return True, f"ml_gate: model disagrees (P(up)={judged_probability(ml):.2f} for a {side})"
         if ml.confidence < strategy.ml_threshold:
             return True, (
                 f"ml_gate: confidence {ml.confidence:.2f} below threshold {strategy.ml_threshold:.2f}"

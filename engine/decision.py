@@ -29,11 +29,14 @@ __all__ = [
     "agrees_with",
     "combine",
     "has_opinion",
+    "judged_probability",
     "probability_for",
     "stop_for",
 ]
 
-DecisionStatus = Literal["executed", "annotated", "rejected", "failed", "processing"]
+#: ``placed``: the exchange holds the order with nothing filled yet; the order lifecycle follows
+#: it, books what fills and arms its exits.
+DecisionStatus = Literal["executed", "placed", "annotated", "rejected", "failed", "processing"]
 
 
 class Clock(Protocol):
@@ -77,7 +80,9 @@ class SignalPort(Protocol):
     @property
     def confidence(self) -> float: ...  # 0..1
     @property
-    def kelly_fraction(self) -> float: ...  # fraction of equity; 0 when there is no edge
+    def kelly_fraction(self) -> float: ...  # the favoured side's fraction of equity; 0: no edge
+
+    def kelly_for(self, side: str) -> float: ...  # the fraction for a trade on ``side`' (buy/sell)
     @property
     def stop_loss(self) -> float | None: ...
     @property
@@ -95,8 +100,16 @@ def has_opinion(signal: SignalPort | None) -> bool:
     return signal is not None and signal.direction_probability is not None
 
 
+def judged_probability(signal: SignalPort) -> float | None:
+    """The P(up) a signal's side and Kelly fraction were computed from: the combined one (the
+    ML one when there is no combined)."""
+    combined = signal.combined_probability
+    return combined if combined is not None else signal.direction_probability
+
+
 def agrees_with(signal: SignalPort, side: str) -> bool:
-    p = signal.direction_probability
+    """Whether the signal favours ``side``, judged on :func:`judged_probability`."""
+    p = judged_probability(signal)
     return p is not None and (p > 0.5 if side == "buy" else p < 0.5)
 
 
@@ -189,6 +202,8 @@ class Decision:
     close_first: PlannedOrder | None = None
     close_client_order_id: str | None = None
     close_result: OrderResult | None = None
+    #: A refusal the sender must fix (answered 422): (stable code, the alert's field at fault).
+    refusal: tuple[str, str] | None = None
 
     def with_result(self, **changes: Any) -> Decision:
         return replace(self, **changes)
@@ -196,7 +211,10 @@ class Decision:
     @property
     def http_status(self) -> int:
         """The status code the alert is answered with (and kept with its row): a broker's
-        failure is the gateway's upstream failing (502); every other decision is 200."""
+        failure is the gateway's upstream failing (502); a refusal the sender must fix is 422;
+        every other decision is 200."""
+        if self.refusal is not None:
+            return 422
         return 502 if self.status == "failed" else 200
 
     def as_json(self) -> dict[str, Any]:
@@ -228,6 +246,8 @@ class Decision:
                 "average": self.result.average, "fee": self.result.fee,
                 "fee_currency": self.result.fee_currency,
                 "exchange_order_id": self.result.exchange_order_id,
+                "fees": [{"currency": f.currency, "cost": f.cost, "value": f.value, "note": f.note}
+                         for f in self.result.fees],
             }  # fmt: skip
         if self.close_first is not None:
             c, r = self.close_first, self.close_result
@@ -240,6 +260,8 @@ class Decision:
             out["risk"] = {"codes": list(self.risk_codes), "reasons": list(self.risk_reasons)}
         if self.details:
             out["details"] = self.details
+        if self.refusal is not None:
+            out["refusal"] = {"code": self.refusal[0], "field": self.refusal[1]}
         if self.account is not None:
             out["account"] = self.account
         if self.accounts:
@@ -260,9 +282,10 @@ class Decision:
         return out
 
 
-#: Which account's decision leads an alert's answer: the first that filled, else the first still
-#: sending, else the first whose broker failed, else the first (routing order breaks ties).
-_LEAD_RANK: dict[str, int] = {"executed": 0, "processing": 1, "failed": 2}
+#: Which account's decision leads an alert's answer: the first that filled, else the first the
+#: exchange holds, else the first still sending, else the first whose broker failed, else the
+#: first (routing order breaks ties).
+_LEAD_RANK: dict[str, int] = {"executed": 0, "placed": 1, "processing": 2, "failed": 3}
 
 
 def combine(decisions: list[Decision] | tuple[Decision, ...]) -> Decision:

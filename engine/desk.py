@@ -32,6 +32,7 @@ from storage import exits as exit_store
 from storage import marks as mark_store
 from storage import orders as order_store
 from storage import state as state_store
+from storage.installation import installation_id
 
 if TYPE_CHECKING:
     from storage.database import Db
@@ -77,11 +78,20 @@ class Desk:
         self.prices: PriceSource = prices or MarketPrices(storage, broker, clock=clock.now)
         self.account = account
         self.risk = RiskManager(account.risk if account is not None else settings.risk)
+        self._prefix: str | None = None
         #: One thread that places and cancels a live broker's resting exits after an alert's fill,
         #: in order, so the answer never waits on them (see :meth:`sync_soon`).
         self._exit_sync = (
             None if broker.settles_instantly else ThreadPoolExecutor(1, thread_name_prefix="tvgw-exit-sync")
         )
+
+    def client_prefix(self, db: Db) -> str:
+        """What every client order id of this installation starts with (``tvgw-<installation
+        id>``): unique per database, so a fresh one on the same account never reuses an id.
+        ``db`` is the caller's transaction when it has one (the id is drawn on first use)."""
+        if self._prefix is None:
+            self._prefix = f"tvgw-{installation_id(db)}"
+        return self._prefix
 
     @property
     def name(self) -> str:
@@ -131,7 +141,7 @@ class Desk:
         taken_at = None if self.broker.settles_instantly else limits.taken_at
         return MarketFacts(
             symbol=symbol, limits=limits.value, limits_taken_at=taken_at, limits_source=limits.source,
-            exit_holder=self.exit_holder(symbol),
+            exit_holder=self.exit_holder(symbol), shortable=self.broker.can_short(symbol),
         )  # fmt: skip
 
     def limits(self, symbol: str) -> tuple[MarketLimits | None, str | None]:
@@ -153,7 +163,7 @@ class Desk:
         try:
             return self.broker.exit_holder(symbol)
         except BrokerError as exc:
-            return ExitHolder(False, f"cannot ask {self.broker.name} about {symbol} ({exc})")
+            return ExitHolder(False, f"cannot ask {self.broker.name} about {symbol} yet ({exc})", known=False)
 
     def snapshot(self, strategy: StrategySettings, reference: ReferencePrice | None) -> MarketSnapshot:
         """Price and equity for the decision; annotate-only strategies need neither.

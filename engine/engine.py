@@ -40,9 +40,8 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from common.timeframes import from_tradingview
-from engine import exit_sync, exit_watch, intent, settlement
+from engine import exit_sync, exit_watch, intent, lifecycle, settlement
 from engine.alert import Alert
-from engine.arming import rearm
 from engine.brokers.base import Broker
 from engine.decide import NO_PRICE_HINT, decide, fit_to_market, pure_exit
 from engine.decision import Clock, Decision, Receipt, SignalPort, SystemClock, combine
@@ -169,10 +168,7 @@ class TradingEngine:
                 decided[i] = decision
             with self.storage.transaction() as conn:
                 for i in sending:
-                    desk, sent_decision = desks[i], decided[i]
-                    position = settlement.settle(desk, conn, sent_decision)
-                    if position is not None and sent_decision.alert_id is not None:
-                        rearm(desk, conn, sent_decision, sent_decision.alert_id, position)
+                    settlement.settle(desks[i], conn, decided[i])
                 self._finish(conn, combine(decided), receipt)
             for i in sending:
                 placed_on = decided[i].symbol
@@ -320,12 +316,17 @@ class TradingEngine:
 
     # --- outside an alert -----------------------------------------------------------------------
     def reconcile(self, *, updated_before: float | None = None) -> list[str]:
-        """Settle orders left ``pending`` by a crash: ask the broker by client order id, never
-        re-send. Returns one line per order for the log. Called at start-up, before workers;
-        on a store other hosts share, only for orders untouched since ``updated_before``."""
-        desks = {desk.broker.name: desk for desk in self.desks()}
+        """Settle every order a crash (or a lost answer) left not terminal: ask the broker by
+        client order id, never re-send; book what filled and arm its exits. Returns one line
+        per order for the log. Called at start-up, before workers; on a store other hosts
+        share, a ``pending`` order only when untouched since ``updated_before``."""
         default = self.desk if self._desks is None else None
-        return settlement.recover_pending(self.storage, desks, default, updated_before=updated_before)
+        return lifecycle.recover(self.storage, self.accounts(), default, updated_before=updated_before)
+
+    def accounts(self) -> dict[str, Desk]:
+        """Every account's desk by its name (the name its orders and positions are recorded
+        under)."""
+        return {desk.broker.name: desk for desk in self.desks()}
 
     def watch_exits(self) -> int:
         """Act on every account's open exits (the periodic watcher of each worker calls this;

@@ -3,7 +3,7 @@ their fills learnt and recorded, and the exits the exchange cannot hold fired on
 
 Every call here goes to the exchange, outside any write transaction; what it learns is recorded
 in short transactions of its own. A resting exit is placed under a client id claimed in the book
-first (``tvgw-x<exit id>-<n>``), so a second worker or a retry never places it twice, and a
+first (``tvgw-<installation>-x<exit id>-<n>``), so a second worker or a retry never places it twice, and a
 placement whose answer was lost is looked up by that id before anything else.
 """
 
@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from engine.brokers.base import OrderRequest, OrderResult, ProtectiveOrder, Side
 from engine.decide import EPSILON
-from engine.exceptions import BrokerError, OrderUncertainError, TemporaryError
-from engine.exit_watch import bar_exits, exit_amount, to_break_even
+from engine.exceptions import BrokerError, InvalidOrderError, OrderUncertainError, TemporaryError
+from engine.exit_watch import bar_exits, exit_amount
 from engine.exits import Bar
-from engine.settlement import record_result
+from engine.lifecycle import book
 from storage import Connection
 from storage import exits as exit_store
 from storage import orders as order_store
@@ -28,7 +28,7 @@ from storage import orders as order_store
 if TYPE_CHECKING:
     from engine.desk import Desk
 
-__all__ = ["sync_exits", "watch_live"]
+__all__ = ["send_exit", "sync_exits", "watch_live"]
 
 log = logging.getLogger(__name__)
 
@@ -45,33 +45,66 @@ def watch_symbol(desk: Desk, symbol: str) -> int:
     exchange's resting orders match (:func:`sync_exits`). Returns how many exits filled."""
     name = desk.broker.name
     filled = sum(_poll_exit(desk, e) for e in exit_store.exchange_exits(desk.storage, name, symbol))
+    _decide_holders(desk, symbol)
     live = exit_store.open_exits(desk.storage, name, symbol)
-    if any(e.held_by == "gateway" or e.kind == "trailing" for e in live):
+    if any(e.held_by != "exchange" or e.kind == "trailing" for e in live):
         price = _live_price(desk, symbol)
         if price is not None:
             act = functools.partial(_price_exits, desk, symbol=symbol, price=price)
             fills = desk.storage.write_batched(act)
-            filled += sum(_send_exit(desk, f["request"], f["side"]) for f in fills if "request" in f)
+            filled += sum(send_exit(desk, f["request"]) for f in fills if "request" in f)
     sync_exits(desk, symbol)
     return filled
 
 
-def _send_exit(desk: Desk, request: OrderRequest, side: Side) -> bool:
-    """Send an exit the gateway claimed (its pending order is on file), once, and record
-    what came of it; True when it filled. A lost answer is reconciled by the broker; one it
-    cannot settle stays ``unknown`` (start-up reconciliation asks again), never re-sent."""
+def _decide_holders(desk: Desk, symbol: str) -> None:
+    """Exits armed while the exchange could not be asked who holds them (``undecided``: the
+    gateway watches them meanwhile) are decided now, when it answers."""
+    undecided = [
+        e
+        for e in exit_store.open_exits(desk.storage, desk.broker.name, symbol)
+        if e.held_by == "undecided" and not e.firing_cid
+    ]
+    if not undecided:
+        return
+    holder = desk.exit_holder(symbol)
+    if not holder.known:
+        return
+    for e in undecided:
+        exit_store.set_held_by(desk.storage, e.id, holder.held_by)
+    log.info("exits of %s: now held by %s (%s)", symbol, holder.held_by, holder.reason)
+
+
+def send_exit(desk: Desk, request: OrderRequest) -> bool:
+    """Send an exit the gateway fired (its order is on file, ``pending``, and the exit is in
+    flight), once, and book what came of it; True when it filled. The exit is spent only by a
+    confirmed fill (:func:`engine.lifecycle.book`): a refusal before the exchange took it (a 429,
+    a 503) or any other failure frees it to fire again on the next pass; a lost answer leaves
+    the order ``unknown`` for the lifecycle to settle, never re-sent."""
+    cid = request.client_order_id
     try:
         result = desk.broker.execute(request)
-    except BrokerError as exc:
-        status = "unknown" if isinstance(exc, OrderUncertainError) else "failed"
+    except OrderUncertainError as exc:
         with desk.storage.transaction() as conn:
-            order_store.update_order(conn, request.client_order_id, status=status, error=str(exc))
-        log.warning("exit order %s of %s %s: %s", request.client_order_id, request.symbol, status, exc)
+            order_store.schedule_poll(conn, cid, desk.clock.now(), status="unknown", error=str(exc))
+        log.warning(
+            "exit order %s of %s unknown (%s): the order lifecycle settles it", cid, request.symbol, exc
+        )
+        return False
+    except BrokerError as exc:
+        with desk.storage.transaction() as conn:
+            order_store.close_order(
+                conn, cid, "rejected" if isinstance(exc, InvalidOrderError) else "failed", str(exc)
+            )
+            exit_store.end_firing(conn, cid)
+        log.warning(
+            "exit order %s of %s not filled (%s); fired again on the next pass", cid, request.symbol, exc
+        )
         return False
     with desk.storage.transaction() as conn:
-        record_result(desk, conn, request.symbol, side, result)
-    log.info("exit order %s: %s %.10g %s at %s", request.client_order_id, side, result.filled,
-             request.symbol, result.average)  # fmt: skip
+        book(desk, conn, result)
+    log.info("exit order %s: %s %.10g %s at %s", cid, request.side, result.filled, request.symbol,
+             result.average)  # fmt: skip
     return result.filled > 0
 
 
@@ -109,27 +142,21 @@ def _exchange_fill(
     desk: Desk, conn: Connection, *, e: exit_store.ArmedExit, result: OrderResult
 ) -> dict[str, Any] | None:
     """Record, once, an exit the exchange filled: its order (client id of the placement,
-    reason the exit's kind) and the ledger; then what follows from it: a stop closes the
-    position (its other exits are cancelled), a target may move the stop to break-even.
-    None when another worker recorded it first (the order's client id is UNIQUE)."""
-    name = desk.broker.name
+    reason the exit's kind) and its fill, booked with what follows from it
+    (:func:`engine.lifecycle.book`: a stop closes the position and cancels its other exits, a
+    target may move the stop to break-even). None when another worker recorded it first (the
+    order's client id is UNIQUE)."""
     cid = str(e.exchange_cid)
     exit_store.set_exchange_state(conn, e.id, cid, "filled", result.exchange_order_id)
     if order_store.get_order(conn, cid) is not None:
         return None
-    exit_store.claim_exit(conn, e.id, cid, e.kind)  # False after a cancel that came too late
     side: Side = "sell" if e.entry_side == "buy" else "buy"
     order_store.create_pending_order(
-        conn, alert_id=e.alert_id, client_order_id=cid, broker=name, symbol=e.symbol,
+        conn, alert_id=e.alert_id, client_order_id=cid, broker=desk.broker.name, symbol=e.symbol,
         side=side, order_type="market", amount=result.filled, price=e.trigger, reason=e.kind,
     )  # fmt: skip
-    record_result(desk, conn, e.symbol, side, dataclasses.replace(result, client_order_id=cid))
-    held = desk.held(conn, e.symbol)
-    if e.kind in ("stop", "trailing") or abs(held) <= EPSILON:
-        exit_store.cancel_exits(conn, name, e.symbol, f"position closed by {e.kind}")
-    elif e.break_even:
-        to_break_even(conn, exit_store.open_exits(conn, name, e.symbol), e)
-    log.info("exit %s filled on %s: %s %.10g %s at %s", e.kind, name, side,
+    book(desk, conn, dataclasses.replace(result, client_order_id=cid))
+    log.info("exit %s filled on %s: %s %.10g %s at %s", e.kind, desk.broker.name, side,
              result.filled, e.symbol, result.average)  # fmt: skip
     return {"exit": e.kind, "trigger": e.trigger, "client_order_id": cid, "status": result.status,
             "side": side, "filled": result.filled, "average": result.average}  # fmt: skip
@@ -144,9 +171,9 @@ def _price_exits(desk: Desk, conn: Connection, *, symbol: str, price: float) -> 
             best = price - e.trail if e.entry_side == "buy" else price + e.trail
             if (best > e.trigger) if e.entry_side == "buy" else (best < e.trigger):
                 exit_store.move_trigger(conn, e.id, best)
-    mine = [e for e in live if e.held_by == "gateway"]
-    if not mine:
-        return []
+    mine = [e for e in live if e.held_by != "exchange"]  # the gateway's, and those not decided yet
+    if not mine or any(e.firing_cid for e in mine):
+        return []  # an exit in flight is settled first (by its order's answer or the lifecycle)
     return bar_exits(desk, conn, mine, Bar(int(desk.clock.now() * 1000), None, price, price))
 
 
@@ -197,9 +224,9 @@ def _cancel_exit(desk: Desk, e: exit_store.ArmedExit) -> bool:
 
 
 def _place_exit(desk: Desk, e: exit_store.ArmedExit, amount: float) -> None:
-    """Place exit ``e`` on the exchange under a fresh client id ``tvgw-x<exit id>-<n>``,
+    """Place exit ``e`` on the exchange under a fresh client id ``tvgw-<installation>-x<exit id>-<n>``,
     claimed in the book first: a second worker, or a retry, never places it twice."""
-    cid = f"tvgw-x{e.id}-{e.placements + 1}"
+    cid = f"{desk.client_prefix(desk.storage)}-x{e.id}-{e.placements + 1}"
     if not exit_store.begin_placement(desk.storage, e, cid, e.trigger, amount):
         return
     order = ProtectiveOrder(

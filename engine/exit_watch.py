@@ -14,12 +14,13 @@ import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
+from engine.arming import to_break_even
 from engine.brokers.base import Side
 from engine.decide import EPSILON
 from engine.decision import PlannedOrder
 from engine.exceptions import BrokerError
 from engine.exits import Bar, check_level
-from engine.settlement import record_result
+from engine.lifecycle import PENDING_GRACE_S, book
 from storage import Connection
 from storage import exits as exit_store
 from storage import orders as order_store
@@ -27,7 +28,7 @@ from storage import orders as order_store
 if TYPE_CHECKING:
     from engine.desk import Desk
 
-__all__ = ["bar_exits", "exit_amount", "to_break_even", "watch", "watch_book"]
+__all__ = ["bar_exits", "exit_amount", "watch", "watch_book"]
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +86,13 @@ def bar_exits(
     if abs(held) <= EPSILON:
         exit_store.cancel_exits(conn, name, symbol, "no position left")
         return []
+    instant = desk.broker.settles_instantly
     for e in (x for x in live if x.kind in ("stop", "trailing")):
         price = check_level(e.entry_side, e.trigger, bar, profit=False)
         if price is not None:
+            if not instant:  # spent only once its order is confirmed (engine.lifecycle.book)
+                fired = _fire_exit(desk, conn, e, abs(held), price)
+                return [fired] if fired else []
             fill = _fill_exit(desk, conn, e, abs(held), price)
             exit_store.cancel_exits(conn, name, symbol, f"position closed by {e.kind}")
             return [fill] if fill else []
@@ -100,7 +105,13 @@ def bar_exits(
         price = check_level(e.entry_side, e.trigger, bar, profit=True)
         if price is None:
             continue
-        fill = _fill_exit(desk, conn, e, exit_amount(e, abs(desk.held(conn, symbol))), price)
+        amount = exit_amount(e, abs(desk.held(conn, symbol)))
+        if not instant:
+            fired = _fire_exit(desk, conn, e, amount, price)
+            if fired:
+                fills.append(fired)
+            continue
+        fill = _fill_exit(desk, conn, e, amount, price)
         if fill:
             fills.append(fill)
         if e.break_even:
@@ -108,18 +119,6 @@ def bar_exits(
     if abs(desk.held(conn, symbol)) <= EPSILON:
         exit_store.cancel_exits(conn, name, symbol, "position closed by its targets")
     return fills
-
-
-def to_break_even(
-    conn: Connection, live: list[exit_store.ArmedExit], target: exit_store.ArmedExit
-) -> None:
-    """After a target filled: the stop moves to the entry price, never backwards."""
-    for e in live:
-        if e.kind != "stop":
-            continue
-        entry = target.entry_price
-        if entry > e.trigger if e.entry_side == "buy" else entry < e.trigger:
-            exit_store.move_trigger(conn, e.id, target.entry_price)
 
 
 def exit_amount(e: exit_store.ArmedExit, held: float) -> float:
@@ -134,11 +133,10 @@ def exit_amount(e: exit_store.ArmedExit, held: float) -> float:
 def _fill_exit(
     desk: Desk, conn: Connection, e: exit_store.ArmedExit, amount: float, price: float
 ) -> dict[str, Any] | None:
-    """Fill one exit once: claim it (a second worker's claim finds it filled), record its
-    order with its reason, fill it on the paper book at ``price`` with the same fee and
-    slippage model as any order, and book the fill. None when another pass claimed it.
-    On a remote broker the order is only claimed and recorded here: the caller sends it."""
-    cid = f"tvgw-exit-{e.id}"
+    """Fill one exit of the paper book once: claim it (a second worker's claim finds it
+    filled), record its order with its reason, fill it at ``price`` with the same fee and
+    slippage model as any order, and book the fill. None when another pass claimed it."""
+    cid = f"{desk.client_prefix(conn)}-e{e.id}-1"
     if not exit_store.claim_exit(conn, e.id, cid, e.kind):
         return None
     side: Side = "sell" if e.entry_side == "buy" else "buy"
@@ -149,20 +147,42 @@ def _fill_exit(
     )  # fmt: skip
     out: dict[str, Any] = {"exit": e.kind, "trigger": e.trigger, "client_order_id": cid}
     if problem is not None:
-        order_store.update_order(conn, cid, status="rejected", error=problem)
+        order_store.close_order(conn, cid, "rejected", problem)
         return {**out, "status": "rejected", "reason": problem}
     request = PlannedOrder(symbol=e.symbol, side=side, amount=fitted, price=price, reduce_only=True)
-    if not desk.broker.settles_instantly:
-        # A remote broker is never called inside the write transaction: the caller sends it
-        # once the claim and the pending order committed (:func:`engine.exit_sync.send_exit`).
-        return {**out, "status": "pending", "side": side, "request": request.request(cid)}
     try:
         result = desk.broker.execute(request.request(cid))
     except BrokerError as exc:
-        order_store.update_order(conn, cid, status="failed", error=str(exc))
+        order_store.close_order(conn, cid, "failed", str(exc))
         log.warning("exit %s of %s failed: %s", e.kind, e.symbol, exc)
         return {**out, "status": "failed", "reason": str(exc)}
-    record_result(desk, conn, e.symbol, side, result)
+    book(desk, conn, result)
     log.info("exit %s: %s %.10g %s at %.10g", e.kind, side, result.filled, e.symbol, result.average or 0)
     filled = {"side": side, "filled": result.filled, "average": result.average}
     return {**out, "status": result.status, **filled}
+
+
+def _fire_exit(
+    desk: Desk, conn: Connection, e: exit_store.ArmedExit, amount: float, price: float
+) -> dict[str, Any] | None:
+    """Claim the firing of a gateway-held exit on a remote broker and record its order,
+    ``pending``: the caller sends it once this transaction committed
+    (:func:`engine.exit_sync.send_exit`). The exit stays open until the order is confirmed
+    filled; an order that fails or never reaches the exchange frees it to fire again. None when
+    it is already in flight, or the market would refuse the amount (said in the log)."""
+    cid = f"{desk.client_prefix(conn)}-e{e.id}-{e.firings + 1}"
+    side: Side = "sell" if e.entry_side == "buy" else "buy"
+    fitted, problem = desk.fit(e.symbol, amount, price, True)
+    if problem is not None:
+        log.warning("exit %s of %s not fired: %s", e.kind, e.symbol, problem)
+        return None
+    if not exit_store.begin_firing(conn, e.id, cid):
+        return None
+    order_store.create_pending_order(
+        conn, alert_id=e.alert_id, client_order_id=cid, broker=desk.broker.name, symbol=e.symbol,
+        side=side, order_type="market", amount=fitted, price=price, reason=e.kind,
+        next_poll_at=desk.clock.now() + PENDING_GRACE_S,
+    )  # fmt: skip
+    request = PlannedOrder(symbol=e.symbol, side=side, amount=fitted, price=price, reduce_only=True)
+    return {"exit": e.kind, "trigger": e.trigger, "client_order_id": cid, "status": "pending", "side": side,
+            "request": request.request(cid)}  # fmt: skip

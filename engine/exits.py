@@ -188,6 +188,8 @@ class ExitPlan:
         return self.stop is None and not self.targets and self.trail is None
 
     def to_dict(self) -> dict[str, Any]:
+        """The plan as the answer shows it (and as it is kept with its entry order: with the
+        entry's side and price, :meth:`from_dict` reads it back)."""
         return {
             "stop_loss": self.stop,
             "take_profit": [{"price": p, "share": s} for p, s in self.targets],
@@ -195,6 +197,16 @@ class ExitPlan:
             "source": dict(self.sources or {}),
             "break_even": self.break_even,
         }
+
+    @classmethod
+    def from_dict(cls, side: str, entry: float, data: dict[str, Any]) -> ExitPlan:
+        """The plan :meth:`to_dict` wrote, for an entry on ``side`` at ``entry``."""
+        return cls(
+            side=side, entry=entry, stop=data.get("stop_loss"),
+            targets=tuple((float(t["price"]), float(t["share"])) for t in data.get("take_profit") or ()),
+            trail=data.get("trailing_stop"), sources=dict(data.get("source") or {}),
+            break_even=bool(data.get("break_even")),
+        )  # fmt: skip
 
 
 def check_level(side: str, trigger: float, bar: Bar, *, profit: bool) -> float | None:

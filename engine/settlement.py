@@ -1,16 +1,18 @@
-"""Send, settle, record: what happens to an order once an account decided on it.
+"""Send, settle, record: what happens to an alert's order once an account decided on it.
 
 A flip (long to short, or back) is two orders in one step: a reduce-only close of the booked
 position, recorded and sent first, then the opening order, sent only once the close filled
-whole (a close that fails or fills in part stops the flip, saying so); both commit with the
-alert for the paper book, both are settled together for a remote one.
+whole (a close that fails or fills in part stops the flip, saying so, and the lifecycle follows
+the close like any order); both commit with the alert for the paper book, both are settled
+together for a remote one.
 
-The intent is recorded first (a ``pending`` row under its client order id, in the alert's
-transaction), then the order is sent once, then what the broker answered is recorded: the order
-row and, for a fill, the ledger (position and cash). A broker that settles instantly (the paper
-book) does all three inside the alert's transaction; a remote one is sent outside any
-transaction and settled in one more. A lost answer is reconciled by the broker by client order
-id, never re-sent.
+The intent is recorded first (a ``pending`` row under its client order id, with the entry's
+terms, in the alert's transaction), then the order is sent once, then what the broker answered
+is booked (:func:`engine.lifecycle.book`). A broker that settles instantly (the paper book) does
+all three inside the alert's transaction; a remote one is sent outside any transaction and
+settled in one more. A lost answer is reconciled by the broker by client order id, never
+re-sent; an order the exchange has not closed (open, part filled, unknown) is followed from then
+on by the order lifecycle.
 """
 
 from __future__ import annotations
@@ -18,20 +20,17 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from engine.arming import rearm
-from engine.brokers.base import OrderResult
+from engine.arming import terms_json
 from engine.decision import Decision, MarketSnapshot, Receipt
 from engine.exceptions import BrokerError, InvalidOrderError, OrderUncertainError
+from engine.lifecycle import PENDING_GRACE_S, book
 from storage import Connection
 from storage import orders as order_store
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from engine.desk import Desk
-    from storage import Storage
 
-__all__ = ["place", "record_result", "recover_pending", "send", "settle"]
+__all__ = ["place", "send", "settle"]
 
 log = logging.getLogger(__name__)
 
@@ -44,44 +43,50 @@ def place(
     receipt: Receipt,
     snapshot: MarketSnapshot,
 ) -> Decision:
-    """Record this account's order intent under a client order id naming the alert and the
-    account (so each account's order is placed once, and two accounts on one exchange never
-    collide); an instant broker fills it here, in the alert's transaction."""
+    """Record this account's order intent under a client order id naming this installation, the
+    alert and the account (so each account's order is placed once, two accounts on one exchange
+    never collide, and neither does a fresh database on the same account); an instant broker
+    fills it here, in the alert's transaction."""
     decision = decision.with_result(alert_id=alert_id)
     if decision.order is None:
         return decision
     broker = desk.broker
-    client_order_id = f"tvgw-{alert_id}-{broker.name}-{int(receipt.received_at) % 100000}"
+    client_order_id = f"{desk.client_prefix(conn)}-{alert_id}-{broker.name}"
+    next_poll_at = None if broker.settles_instantly else receipt.received_at + PENDING_GRACE_S
     close = decision.close_first
     if close is not None:  # a flip: its reduce-only close is recorded, and sent, first
         close_id = f"{client_order_id}-c"
         order_store.create_pending_order(
             conn, alert_id=alert_id, client_order_id=close_id, broker=broker.name, symbol=close.symbol,
             side=close.side, order_type="market", amount=close.amount, price=close.price,
+            next_poll_at=next_poll_at,
         )  # fmt: skip
         decision = decision.with_result(close_client_order_id=close_id)
     order = decision.order
     assert order is not None
     order_store.create_pending_order(
-        conn, alert_id=alert_id, client_order_id=client_order_id, broker=broker.name, symbol=order.symbol,
-        side=order.side, order_type="market", amount=order.amount, price=order.price,
+        conn, alert_id=alert_id, client_order_id=client_order_id,
+        broker=broker.name, symbol=order.symbol, side=order.side,
+        order_type="market", amount=order.amount, price=order.price,
+        exits=terms_json(order), next_poll_at=next_poll_at,
     )  # fmt: skip
     desk.note_equity(conn, snapshot.equity)
     decision = decision.with_result(client_order_id=client_order_id)
     if broker.settles_instantly:
         decision = send(desk, decision, client_order_id)
-        position = settle(desk, conn, decision)
-        if position is not None:
-            rearm(desk, conn, decision, alert_id, position)
+        settle(desk, conn, decision)
     return decision
 
 
 def send(desk: Desk, decision: Decision, client_order_id: str) -> Decision:
-    """Send the planned order once (no storage here) and return the decision with its fate.
+    """Send the planned order once (no storage here) and return the decision with its fate:
+    ``executed`` when something filled, ``placed`` when the exchange holds it with nothing
+    filled yet (the lifecycle follows it), else ``failed`` or ``rejected``.
 
     For a remote broker this runs outside any transaction (it waits on the network); a
     broker that ``settles_instantly`` (the paper book) runs it inside the decision's
-    transaction, so the order, its fill and the alert commit together.
+    transaction, so the order, its fill and the alert commit together. A flip's close goes
+    first; unless it filled whole, the opening order is not sent.
     """
     if decision.close_first is not None and decision.close_result is None:
         decision = _send_close(desk, decision)
@@ -94,17 +99,27 @@ def send(desk: Desk, decision: Decision, client_order_id: str) -> Decision:
     except InvalidOrderError as exc:
         return _failed(decision, client_order_id, "rejected", "rejected", str(exc))
     except OrderUncertainError as exc:
-        return _failed(decision, client_order_id, "failed", "unknown", str(exc))
+        why = f"{exc}; the gateway keeps asking {desk.broker.name} about it by client order id"
+        return _failed(decision, client_order_id, "failed", "unknown", why)
     except BrokerError as exc:
         return _failed(decision, client_order_id, "failed", "failed", str(exc))
-    filled = result.filled > 0
+    if result.filled > 0:
+        return decision.with_result(
+            status="executed", result=result, order_status=result.status, client_order_id=client_order_id
+        )
+    if result.status in order_store.NON_TERMINAL:
+        reason = (
+            f"order {result.status} on {desk.broker.name}, nothing filled yet: the gateway follows it until "
+            "the exchange is done with it, and books and protects what fills"
+        )
+        return decision.with_result(
+            status="placed", result=result, order_status=result.status, reason=reason,
+            client_order_id=client_order_id,
+        )  # fmt: skip
     return decision.with_result(
-        status="executed" if filled else "failed",
-        result=result,
-        order_status=result.status,
-        reason=decision.reason if filled else f"order {result.status}, nothing filled",
-        client_order_id=client_order_id,
-    )
+        status="failed", result=result, order_status=result.status,
+        reason=f"order {result.status}, nothing filled", client_order_id=client_order_id,
+    )  # fmt: skip
 
 
 def _send_close(desk: Desk, decision: Decision) -> Decision:
@@ -134,65 +149,37 @@ def _send_close(desk: Desk, decision: Decision) -> Decision:
 
 
 def settle(desk: Desk, conn: Connection, decision: Decision) -> order_store.Position | None:
-    """Record what :func:`send` found: the order rows (a flip's close first) and, for a fill,
-    the ledger. Returns the position after the last fill (None without one)."""
+    """Record what :func:`send` found, a flip's close first: a broker's answer is booked (the
+    position after the last fill is returned; None without one); a lost answer leaves the order
+    ``unknown`` for the lifecycle to ask about at once; a refusal closes it."""
     assert decision.order is not None and decision.client_order_id is not None
     closed = _settle_close(desk, conn, decision)
     if decision.result is not None:
-        return record_result(
-            desk, conn, decision.order.symbol, decision.order.side, decision.result, decision.order.stop_loss
-        )
-    order_store.update_order(
-        conn,
-        decision.client_order_id,
-        status=decision.order_status or "failed",
-        error=decision.reason,
-    )
+        return book(desk, conn, decision.result)
+    _unanswered(desk, conn, decision.client_order_id, decision.order_status or "failed", decision.reason)
     return closed
 
 
 def _settle_close(desk: Desk, conn: Connection, decision: Decision) -> order_store.Position | None:
     """A flip's close, recorded before its opening order: the position after it (None when
     it did not fill, or the decision is no flip)."""
-    close, close_id = decision.close_first, decision.close_client_order_id
-    if close is None or close_id is None:
+    close_id = decision.close_client_order_id
+    if decision.close_first is None or close_id is None:
         return None
     if decision.close_result is not None:
-        return record_result(desk, conn, close.symbol, close.side, decision.close_result)
+        return book(desk, conn, decision.close_result)
     error = decision.details.get("close_error") or {}
-    order_store.update_order(conn, close_id, status=error.get("status", "failed"), error=error.get("error"))
+    _unanswered(desk, conn, close_id, error.get("status", "failed"), error.get("error"))
     return None
 
 
-def record_result(
-    desk: Desk,
-    conn: Connection,
-    symbol: str,
-    side: str,
-    result: OrderResult,
-    stop_loss: float | None = None,
-) -> order_store.Position | None:
-    """Apply a broker result to the order row and, for a fill, to the ledger (the position
-    after it is returned; None when nothing filled)."""
-    order_store.update_order(
-        conn, result.client_order_id, status=result.status, filled=result.filled,
-        average=result.average, fee=result.fee, fee_currency=result.fee_currency,
-        exchange_order_id=result.exchange_order_id,
-    )  # fmt: skip
-    if result.filled > 0 and result.average:
-        return order_store.apply_fill(
-            conn, broker=desk.broker.name, symbol=symbol, side=side, filled=result.filled,
-            price=result.average, fee=_fee_in_quote(desk, result),
-            quote_currency=desk.settings.paper.quote_currency, starting_cash=desk.broker.starting_cash(),
-            stop_loss=stop_loss, at=desk.clock.now(),
-        )  # fmt: skip
-    return None
-
-
-def _fee_in_quote(desk: Desk, result: OrderResult) -> float:
-    if result.fee_currency in (None, desk.settings.paper.quote_currency):
-        return result.fee
-    return result.fee * (result.average or 0.0)  # fee charged in base: convert at the fill price
+def _unanswered(desk: Desk, conn: Connection, cid: str, status: str, why: str | None) -> None:
+    """An order the broker gave no result for: ``unknown`` is asked about again at once by the
+    lifecycle; anything else is closed with its reason."""
+    if status == "unknown":
+        order_store.schedule_poll(conn, cid, desk.clock.now(), status="unknown", error=why)
+    else:
+        order_store.close_order(conn, cid, status, why)
 
 
 def _failed(
@@ -202,35 +189,3 @@ def _failed(
     return decision.with_result(
         status=status, order_status=order_status, reason=message, client_order_id=client_order_id
     )
-
-
-def recover_pending(
-    storage: Storage, desks: Mapping[str, Desk], default: Desk | None, *, updated_before: float | None = None
-) -> list[str]:
-    """Settle orders left ``pending`` by a crash: ask the broker by client order id, never
-    re-send. Returns one line per order for the log. Called at start-up, before workers.
-    ``desks`` are the accounts by name; ``default`` (when given) settles every order; with
-    ``updated_before``, only orders untouched since then (a shared store's younger ones may be
-    in flight on another host)."""
-    lines = []
-    for row in order_store.pending_orders(storage, updated_before=updated_before):
-        cid = row["client_order_id"]
-        desk = default or desks.get(row["broker"])
-        if desk is None:
-            lines.append(f"order {cid}: account {row['broker']!r} is not configured; left pending")
-            continue
-        try:
-            result = desk.broker.fetch_order(cid, row["symbol"])
-        except BrokerError as exc:
-            lines.append(f"order {cid}: still unknown ({exc}); left pending")
-            continue
-        with storage.transaction() as conn:
-            if result is None:
-                order_store.update_order(
-                    conn, cid, status="canceled", error="never reached the broker (crash before send)"
-                )
-                lines.append(f"order {cid}: never placed; marked canceled")
-            else:
-                record_result(desk, conn, row["symbol"], row["side"], result)
-                lines.append(f"order {cid}: {result.status}, filled {result.filled}")
-    return lines

@@ -20,7 +20,14 @@ from typing import Any
 
 from engine.exceptions import UnknownSymbolError
 
-__all__ = ["KNOWN_QUOTES", "ParsedTicker", "is_contract", "parse_tradingview_ticker", "to_ccxt_symbol"]
+__all__ = [
+    "KNOWN_QUOTES",
+    "ParsedTicker",
+    "base_currency",
+    "is_contract",
+    "parse_tradingview_ticker",
+    "to_ccxt_symbol",
+]
 
 #: Quote currencies recognised when no market list is available, longest matched first.
 KNOWN_QUOTES: tuple[str, ...] = tuple(
@@ -156,3 +163,8 @@ def is_contract(symbol: str) -> bool:
     """A contract market (perpetual or future): ccxt's unified symbol names its settle
     currency after a colon (``BTC/USDT:USDT``); a spot symbol has none."""
     return ":" in symbol
+
+
+def base_currency(symbol: str) -> str:
+    """The coin a unified symbol trades: ``BTC`` of ``BTC/USDT`` and of ``BTC/USDT:USDT``."""
+    return symbol.split("/", 1)[0]

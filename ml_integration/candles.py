@@ -10,7 +10,10 @@ plausible-looking prediction.
 Gaps: exchanges have outages, so real history skips bars (the shared BTC/USDT 1h file has 27
 holes, the largest 34 h). :func:`find_gaps` lists them; :func:`missing_in_window` counts the
 bars missing inside any trailing window, which is what ``features`` and ``labels`` use to
-refuse windows that straddle a hole (see the policy in ``features``).
+refuse windows that straddle a hole (see the policy in ``features``). A hole of at most
+``FILL_GAP_BARS`` bars (one missing hour, which Binance has) is filled instead
+(:func:`fill_short_gaps`): one flat bar at the previous close, volume 0, so a single lost bar no
+longer switches the model off for the 200-bar window that contains it.
 """
 
 from __future__ import annotations
@@ -27,9 +30,12 @@ from ml_integration.exceptions import CandleDataError
 
 __all__ = [
     "COLUMNS",
+    "FILL_GAP_BARS",
     "Gap",
     "check_candle_values",
     "epoch_seconds",
+    "fill_short_gaps",
+    "filled_bar_times",
     "find_gaps",
     "frame_from_rows",
     "frame_to_rows",
@@ -220,3 +226,42 @@ def missing_in_window(stamps_sec: np.ndarray, window: int, timeframe_sec: int) -
         span = (stamps_sec[window - 1 :] - stamps_sec[: len(stamps_sec) - window + 1]) // timeframe_sec
         out[window - 1 :] = span - (window - 1)
     return out
+
+
+#: Holes of at most this many bars are filled with flat bars (features, serving, the backtest).
+FILL_GAP_BARS = 1
+
+
+def fill_short_gaps(
+    values: np.ndarray, stamps_sec: np.ndarray, timeframe_sec: int, max_bars: int = FILL_GAP_BARS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``values`` (columns open, high, low, close, volume) with every hole of at most
+    ``max_bars`` missing bars filled by flat bars at the previous close with volume 0; returns
+    ``(values, stamps, positions)`` where ``positions[i]`` is row i's place in the filled arrays.
+
+    A filled bar is built from the bar before it only, so no feature at or before a real bar can
+    read a later one; larger holes are left as they are (the windows over them stay invalid)."""
+    n = len(stamps_sec)
+    if n < 2 or max_bars < 1:
+        return values, stamps_sec, np.arange(n)
+    missing = np.diff(stamps_sec) // timeframe_sec - 1
+    fill = np.where((missing > 0) & (missing <= max_bars), missing, 0).astype(np.int64)
+    if not fill.any():
+        return values, stamps_sec, np.arange(n)
+    positions = np.arange(n) + np.concatenate([[0], np.cumsum(fill)])
+    out = np.empty((n + int(fill.sum()), values.shape[1]))
+    stamps = np.empty(len(out), dtype=np.int64)
+    out[positions], stamps[positions] = values, stamps_sec
+    for row in np.flatnonzero(fill):
+        close = values[row, 3]
+        for k in range(1, int(fill[row]) + 1):
+            out[positions[row] + k] = (close, close, close, close, 0.0)
+            stamps[positions[row] + k] = stamps_sec[row] + k * timeframe_sec
+    return out, stamps, positions
+
+
+def filled_bar_times(stamps_sec: np.ndarray, timeframe_sec: int, max_bars: int = FILL_GAP_BARS) -> list[int]:
+    """Open times (epoch seconds) of the bars :func:`fill_short_gaps` would fill in ``stamps_sec``."""
+    missing = np.diff(stamps_sec) // timeframe_sec - 1
+    rows = np.flatnonzero((missing > 0) & (missing <= max_bars))
+    return [int(stamps_sec[r] + k * timeframe_sec) for r in rows for k in range(1, int(missing[r]) + 1)]

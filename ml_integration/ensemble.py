@@ -70,6 +70,7 @@ __all__ = [
     "WeightedVoting",
     "format_table",
     "oof_probabilities",
+    "tournament_ensemble",
     "train_ensemble",
 ]
 
@@ -535,6 +536,22 @@ def train_ensemble(
     return Ensemble(names, models, combiner, confidence, cfg.label), report
 
 
+def tournament_ensemble(tournament: Any, x: np.ndarray, y: np.ndarray, params: Any) -> Ensemble:
+    """The served ensemble of a tournament won by a zoo combiner: the zoo's models refit on
+    ``x``/``y`` (the model columns of the rows the served model learns from), the combiner fit
+    on every out-of-fold row of the tournament, the confidence on the winner's scored rows."""
+    from ml_integration.tournament import zoo_sizes
+
+    names = list(tournament.zoo_models)
+    sizes = zoo_sizes(params)
+    models = [make_model(n, sizes.get(n), seed=params.random_state).fit(x, y) for n in names]
+    for model in models:
+        _single_threaded(model)
+    rows = tournament.oof_rows
+    combiner = make_combiner(tournament.winner).fit(tournament.oof["zoo"][rows], np.asarray(y)[rows], names)
+    return Ensemble(names, models, combiner, tournament.confidence(), "binary")
+
+
 def _table(
     names: list[str], combiners: dict[str, Combiner], probs_test: np.ndarray, y: np.ndarray,
     split: Any, horizon: int, seconds: dict[str, float],
@@ -565,9 +582,29 @@ class EnsemblePricePrediction(MLPricePrediction):
     out-of-sample calibrated P(side right), which also feeds Kelly's win-rate bounds."""
 
     def __init__(self, config: Any = None, *, ensemble: EnsembleConfig | None = None, **overrides: Any):
-        super().__init__(config, **overrides)
+        # ``--ensemble`` names the served model itself: no tournament chooses another
+        super().__init__(config, **{"tournament": (), **overrides})
         self.ensemble_config = ensemble or EnsembleConfig()
         self.ensemble_: Ensemble | None = None
+
+    @classmethod
+    def adopt(cls, predictor: MLPricePrediction, ensemble: Ensemble) -> EnsemblePricePrediction:
+        """``predictor`` (trained) serving ``ensemble``'s direction probability and confidence:
+        how a tournament won by a zoo combiner is served."""
+        served = EnsembleConfig(models=tuple(ensemble.names), combiner=ensemble.combiner.name)
+        out = cls(predictor.config, ensemble=served)
+        out.config = predictor.config  # the constructor switched the tournament off; this one had it
+        out.fitted_, out.validation_, out.tournament_ = (
+            predictor.fitted_,
+            predictor.validation_,
+            predictor.tournament_,
+        )
+        out.ensemble_ = ensemble
+        fitted = out._require()
+        fitted.confidence = ensemble.confidence
+        fitted.info["ensemble"] = {"source": "tournament", "models": ensemble.names,
+                                   "chosen_combiner": ensemble.combiner.name}  # fmt: skip
+        return out
 
     @property
     def sequence_length(self) -> int:

@@ -11,8 +11,11 @@ Every feature at bar t is a function of the ``LOOKBACK`` bars ending at t and of
 * OBV and the accumulation/distribution line, which are cumulative in the textbook, are
   expressed as their change over a trailing window normalised by the window's volume.
 
-Gap policy: a row whose ``LOOKBACK``-bar window is missing more than ``max_missing_bars`` bars
-(default 0: any hole) is *invalid*: :meth:`FeatureEngineering.create_features` returns NaN for
+Gap policy: a hole of at most ``candles.FILL_GAP_BARS`` bars (one missing hour) is filled with
+a flat bar at the previous close, volume 0, before the features are computed (serving says so
+in the signal). A row whose ``LOOKBACK``-bar window is then still missing more than
+``max_missing_bars`` bars (default 0: any larger hole) is *invalid*:
+:meth:`FeatureEngineering.create_features` returns NaN for
 all of its features, training drops it, and serving returns a hold naming the gap. A window
 that straddles an exchange outage would otherwise mix prices from either side of a hole of
 unknown length as if they were neighbours. Rows inside the first ``LOOKBACK - 1`` bars are
@@ -39,7 +42,14 @@ from common.indicators import rolling_sum as _sum
 from common.indicators import safe_div as _div
 from common.indicators import shift as _shift
 from common.indicators import windows as _win
-from ml_integration.candles import epoch_seconds, infer_timeframe_seconds, missing_in_window, validate_candles
+from ml_integration.candles import (
+    FILL_GAP_BARS,
+    epoch_seconds,
+    fill_short_gaps,
+    infer_timeframe_seconds,
+    missing_in_window,
+    validate_candles,
+)
 
 __all__ = [
     "DUPLICATE_FEATURES",
@@ -231,14 +241,17 @@ def _compute(values: np.ndarray, stamps_sec: np.ndarray) -> tuple[list[str], lis
 
 
 def compute_feature_matrix(
-    values: np.ndarray, stamps_sec: np.ndarray, timeframe_sec: int, *, max_missing_bars: int = 0
-) -> np.ndarray:
+    values: np.ndarray, stamps_sec: np.ndarray, timeframe_sec: int, *, max_missing_bars: int = 0,
+    fill_bars: int = FILL_GAP_BARS,
+) -> np.ndarray:  # fmt: skip
     """Features for every row of ``values`` (columns open, high, low, close, volume), in
-    :data:`FEATURE_NAMES` order. Rows without a full, gap-free window are all-NaN."""
-    _, _, matrix = _compute(values, stamps_sec)
-    missing = missing_in_window(stamps_sec, LOOKBACK, timeframe_sec)
+    :data:`FEATURE_NAMES` order. Holes of at most ``fill_bars`` bars are filled first
+    (``candles.fill_short_gaps``); rows without a full window free of other holes are all-NaN."""
+    filled, stamps, positions = fill_short_gaps(values, stamps_sec, timeframe_sec, fill_bars)
+    _, _, matrix = _compute(filled, stamps)
+    missing = missing_in_window(stamps, LOOKBACK, timeframe_sec)
     matrix[~(missing <= max_missing_bars)] = np.nan
-    return matrix
+    return matrix[positions]
 
 
 def _names() -> tuple[list[str], dict[str, str]]:

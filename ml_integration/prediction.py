@@ -62,16 +62,20 @@ from ml_integration.candles import (
     COLUMNS,
     check_candle_values,
     epoch_seconds,
+    filled_bar_times,
     infer_timeframe_seconds,
     validate_candles,
 )
+from ml_integration.context import EXTENDED_FEATURES, EXTRA_FEATURES, FAMILY_COLUMNS, extra_matrix
 from ml_integration.direction import (
     LEARNERS,
     DirectionModel,
     DirectionParams,
+    LogisticModel,
     blend_weights,
     cross_fitted_predictions,
     fit_learners,
+    one_openmp_thread,
     select_columns,
 )
 from ml_integration.direction import make_forest as direction_forest
@@ -86,7 +90,14 @@ from ml_integration.features import (
 )
 from ml_integration.labels import Labels, TimeSplit, make_labels, purged_split
 from ml_integration.lstm import LSTMConfig, NumpyLSTM, build_sequences, sequence_ready
-from ml_integration.trees import CompiledTrees, compile_hist_gradient_boosting
+from ml_integration.tournament import (
+    CANDIDATES,
+    COMBINER_CANDIDATES,
+    Tournament,
+    TournamentConfig,
+    run_tournament,
+)
+from ml_integration.trees import CompiledTrees, compile_forest_classifier, compile_hist_gradient_boosting
 
 __all__ = [
     "ConfidenceCalibrator",
@@ -137,6 +148,14 @@ class ModelConfig:
     #: Refit the forest and boosting model on every usable row after validation (the report
     #: keeps the validation figures); False serves the validation models themselves.
     final_fit: bool = True
+    #: The tournament's candidates (``tournament.CANDIDATES``); empty: serve the default blend
+    #: without a tournament (what models trained before it did).
+    tournament: tuple[str, ...] = CANDIDATES
+    tournament_folds: int = 4
+    #: The default blend's columns chosen beforehand (positions in a ``MODEL_FEATURES`` row);
+    #: empty: chosen here by permutation importance. A walk-forward chooses them once per refit
+    #: schedule and hands them to the windows between (``backtest.models``).
+    direction_columns: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -154,6 +173,10 @@ class ModelConfig:
             lstm = LSTMConfig(**{**lstm, "units": tuple(lstm.get("units", LSTMConfig().units))})
         values["lstm"] = lstm
         values["direction_learners"] = tuple(values.get("direction_learners", DirectionParams.learners))
+        if "tournament" in values:  # JSON gives a list; a model saved before the tournament has none
+            values["tournament"] = tuple(values["tournament"])
+        if "direction_columns" in values:
+            values["direction_columns"] = tuple(int(c) for c in values["direction_columns"])
         return cls(**values)
 
     def direction_params(self) -> DirectionParams:
@@ -176,8 +199,8 @@ class Design(NamedTuple):
     labels: Labels
     rows: np.ndarray
     split: TimeSplit
-
-
+    #: ``context.EXTRA_FEATURES`` for every row (the baseline's columns and context families)
+    extra: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -197,6 +220,8 @@ class Prediction:
     candle_time: pd.Timestamp
     close: float
     atr: float
+    #: Open times of bars missing from the candles read and filled flat (``candles.fill_short_gaps``).
+    filled_bars: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -224,6 +249,15 @@ class _Fitted:
     atr_percentiles: list[float]
     importances: list[tuple[str, float]]
     info: dict[str, Any] = field(default_factory=dict)
+    #: What the direction probability comes from: "trees" (``direction``, calibrated), or
+    #: "no_model" (the tournament found no edge: ``base_rate`` and no opinion).
+    direction_kind: str = "trees"
+    base_rate: float = 0.5
+
+    @property
+    def reads_extra(self) -> bool:
+        """Whether the direction model reads ``context.EXTRA_FEATURES`` columns."""
+        return self.direction_kind == "trees" and max(self.direction.columns) >= len(MODEL_FEATURES)
 
 
 @dataclass(frozen=True)
@@ -264,6 +298,25 @@ def _ranked_importances(direction: DirectionModel, importance: dict[int, float])
     return [(MODEL_FEATURES[j], float(weights[j])) for j in ranked[:15]]
 
 
+def _baseline_direction(
+    x: np.ndarray, y: np.ndarray, cfg: ModelConfig
+) -> tuple[DirectionModel, list[tuple[str, float]]]:
+    """The plain baseline forest as a served direction model: compiled trees reading its own
+    columns of an extended row, no logistic part; and its impurity importances."""
+    from ml_integration.baseline import BaselineModel
+
+    columns = FAMILY_COLUMNS["baseline"]
+    model = BaselineModel(n_jobs=cfg.n_jobs, random_state=cfg.random_state).fit(x[:, list(columns)], y)
+    zero = np.zeros(len(columns))
+    direction = DirectionModel(
+        columns=columns, forest=compile_forest_classifier(model.forest_), boosting=None,
+        logistic=LogisticModel(mean=zero, scale=zero + 1.0, coef=zero, intercept=0.0),
+        weights=(1.0, 0.0, 0.0),
+    )  # fmt: skip
+    ranked = sorted(zip(columns, model.forest_.feature_importances_, strict=True), key=lambda t: -t[1])
+    return direction, [(EXTENDED_FEATURES[j], float(w)) for j, w in ranked[:15]]
+
+
 def learned_gb_weight(actual: np.ndarray, gb: np.ndarray, lstm: np.ndarray) -> float:
     """The boosting regressor's weight w in ``w·GB + (1 − w)·LSTM`` minimising the squared error
     on rows neither model was fit on, clipped to [0, 1]: 1 (the LSTM's weight 0) when the LSTM
@@ -291,6 +344,9 @@ class MLPricePrediction:
             raise ValueError(f"gb_weight must be in [0, 1], got {self.config.gb_weight}")
         self.fitted_: _Fitted | None = None
         self.validation_: _Validation | None = None
+        self.tournament_: Tournament | None = None
+        #: the served ensemble when a zoo combiner won (the strategy serves it; see ``ensemble``)
+        self.tournament_ensemble_: Any = None
 
     # --- training ----------------------------------------------------------------------------
     @property
@@ -326,7 +382,10 @@ class MLPricePrediction:
             calibration_fraction=cfg.calibration_fraction,
             gap=horizon,
         )
-        return Design(df, tf, matrix, labels, rows, split)
+        extra = extra_matrix(
+            df.to_numpy(), epoch_seconds(df.index), tf, max_missing_bars=cfg.max_missing_bars
+        )
+        return Design(df, tf, matrix, labels, rows, split, extra)
 
     def train_models(
         self,
@@ -343,7 +402,7 @@ class MLPricePrediction:
         stage("features")
         started = time.perf_counter()
         horizon = int(target_periods)
-        df, tf, matrix, labels, rows, split = self.design(df, horizon, timeframe_sec=timeframe_sec)
+        df, tf, matrix, labels, rows, split, extra = self.design(df, horizon, timeframe_sec=timeframe_sec)
         cfg = self.config
         x, y_dir, y_mag = matrix[rows], labels.direction[rows], labels.forward_return[rows]
         tr, cal, te = split.train, split.calibration, split.test
@@ -388,6 +447,18 @@ class MLPricePrediction:
             self.fitted_ = self._fitted(direction, boosting, lstm_model, gb_weight, calibrator, confidence,
                                         horizon, tf, matrix[rows, _ATR], y_mag, importances)  # fmt: skip
             timings["final_fit_s"] = time.perf_counter() - t0
+        tournament = None
+        if cfg.tournament:
+            stage("tournament")
+            t0 = time.perf_counter()
+            x_ext = np.hstack([x, extra[rows]])
+            tournament = run_tournament(
+                x_ext, y_dir, blend_columns=direction.columns, params=cfg.direction_params(), horizon=horizon,
+                config=TournamentConfig(candidates=cfg.tournament, n_folds=cfg.tournament_folds),
+            )  # fmt: skip
+            self._serve_winner(tournament, x_ext, y_dir, split, report)
+            timings["tournament_s"] = time.perf_counter() - t0
+        self.tournament_ = tournament
         times = df.index[rows]
         served = np.arange(len(rows)) if cfg.final_fit else tr
         self.fitted_.info = {
@@ -402,14 +473,62 @@ class MLPricePrediction:
             "direction_training_window": [str(times[before_test[0]]), str(times[before_test[-1]])],
             "direction_out_of_fold_window": [str(times[oof_rows[0]]), str(times[oof_rows[-1]])],
             "served_model_window": [str(times[served[0]]), str(times[served[-1]])],
-            "selected_features": [MODEL_FEATURES[j] for j in direction.columns],
+            "selected_features": [EXTENDED_FEATURES[j] for j in direction.columns],
+            "served_direction": tournament.winner if tournament is not None else "default_blend",
             "direction_weights": dict(zip(LEARNERS, self.fitted_.direction.weights, strict=True)),
             "magnitude_weights": {"boosting": gb_weight, "lstm": 1.0 - gb_weight if cfg.use_lstm else 0.0},
             "holdout": report,
+            "tournament": tournament.report() if tournament is not None else None,
             "timings_s": {**timings, "total_s": time.perf_counter() - started},
             "library_versions": library_versions(*MODEL_DISTRIBUTIONS),
         }
         return dict(self.fitted_.info)
+
+    def _serve_winner(
+        self, tournament: Tournament, x: np.ndarray, y: np.ndarray, split: TimeSplit, report: dict[str, Any]
+    ) -> None:
+        """Serve the tournament's winner: the default blend stays as fitted (its calibrators on
+        its own out-of-fold predictions, as before); any other winner is fit on the rows the
+        served model learns from (all of them with ``final_fit``), its confidence calibrated on
+        its tournament predictions, and the hold-out figures become its out-of-sample ones on
+        the test slice's rows. A zoo combiner's ensemble is built by the strategy
+        (``served_ensemble``), which serves it through ``EnsemblePricePrediction``."""
+        fitted = self._require()
+        winner = tournament.winner
+        if winner == "default_blend":
+            return
+        learn = np.arange(len(y)) if self.config.final_fit else np.arange(split.calibration[-1] + 1)
+        fitted.confidence = tournament.confidence()
+        if winner == "no_model":
+            fitted.direction_kind, fitted.base_rate = "no_model", float(np.mean(y[learn]))
+            fitted.importances = []
+        elif winner == "baseline_forest":
+            fitted.direction, fitted.importances = _baseline_direction(x[learn], y[learn], self.config)
+            fitted.calibrator = PlattCalibrator()  # the plain forest's own probabilities, as scored
+        elif winner.startswith("blend+"):
+            oof = tournament.oof[winner][tournament.oof_rows]
+            weights = blend_weights(oof, y[tournament.oof_rows], self.config.direction_learners)
+            columns = (*fitted.direction.columns, *FAMILY_COLUMNS[winner.split("+", 1)[1]])
+            fitted.direction = fit_learners(
+                x[learn], y[learn], columns, self.config.direction_params()
+            ).with_weights(weights)
+            fitted.calibrator = PlattCalibrator.fit(
+                oof @ np.asarray(weights), y[tournament.oof_rows], horizon=fitted.horizon
+            )
+        elif winner in COMBINER_CANDIDATES:
+            from ml_integration.ensemble import tournament_ensemble
+
+            model_columns = np.arange(len(MODEL_FEATURES))
+            self.tournament_ensemble_ = tournament_ensemble(
+                tournament, x[learn][:, model_columns], y[learn], self.config.direction_params()
+            )
+        test = np.isin(tournament.scored_rows, split.test)
+        if test.sum() >= 50:
+            report["direction"] = direction_report(
+                tournament.y_scored[test], tournament.predictions[winner][test],
+                float(np.mean(y[: split.test[0]])), block=max(24, fitted.horizon),
+            ).to_dict()  # fmt: skip
+            report["direction_model"] = f"{winner} (tournament predictions on the test slice's rows)"
 
     def _fit_direction(
         self, x: np.ndarray, y: np.ndarray, horizon: int
@@ -418,7 +537,11 @@ class MLPricePrediction:
         with the out-of-fold rows and per-learner predictions the calibrators learn from, and
         the columns' permutation importances."""
         params = self.config.direction_params()
-        columns, importance = select_columns(x, y, gap=horizon, params=params)
+        importance: dict[int, float] = {}
+        if self.config.direction_columns:
+            columns = tuple(self.config.direction_columns)
+        else:
+            columns, importance = select_columns(x, y, gap=horizon, params=params)
         oof_rows, oof = cross_fitted_predictions(
             x, y, columns, params, n_folds=self.config.calibration_folds, gap=horizon
         )
@@ -449,7 +572,9 @@ class MLPricePrediction:
             l2_regularization=1.0,
             early_stopping=False,
             random_state=cfg.random_state,
-        ).fit(x, y)
+        )
+        with one_openmp_thread():
+            model.fit(x, y)
         return compile_hist_gradient_boosting(model), time.perf_counter() - t0
 
     def _fit_lstm(
@@ -607,8 +732,11 @@ class MLPricePrediction:
         fitted = self._require()
         close = float(values[-1, 3])
         last = matrix[-1:]
-        raw = float(fitted.direction.predict(last)[0])
-        p = float(fitted.calibrator(np.array([raw]))[0])
+        row = self._extended_last(last, values, times)
+        raw = (
+            float(fitted.direction.predict(row)[0]) if fitted.direction_kind == "trees" else fitted.base_rate
+        )
+        p = float(fitted.calibrator(np.array([raw]))[0]) if fitted.direction_kind == "trees" else raw
         gb = float(fitted.boosting.predict(last)[0])
         lstm = float(fitted.lstm.predict(matrix[None])[0]) if fitted.lstm is not None else None
         w = fitted.gb_weight if lstm is not None else 1.0
@@ -628,11 +756,34 @@ class MLPricePrediction:
             agreement=agreement,
             signal_strength=strength,
             top_features=fitted.importances[:5],
-            feature_values={n: float(last[0, MODEL_FEATURES.index(n)]) for n, _ in fitted.importances[:5]},
+            feature_values={
+                n: float(row[0, EXTENDED_FEATURES.index(n)])
+                for n, _ in fitted.importances[:5]
+                if EXTENDED_FEATURES.index(n) < row.shape[1]
+            },
             candle_time=times[-1],
             close=close,
             atr=float(matrix[-1, _ATR] * close),
+            filled_bars=tuple(
+                pd.Timestamp(t, unit="s", tz="UTC").isoformat()
+                for t in filled_bar_times(epoch_seconds(times), fitted.timeframe_sec)
+            ),
         )
+
+    def _extended_last(self, last: np.ndarray, values: np.ndarray, times: pd.DatetimeIndex) -> np.ndarray:
+        """The last feature row, extended with ``context.EXTRA_FEATURES`` when the served
+        direction model reads them (computed on the same candle tail)."""
+        fitted = self._require()
+        if not fitted.reads_extra:
+            return last
+        extra = extra_matrix(values, epoch_seconds(times), fitted.timeframe_sec,
+                             max_missing_bars=self.config.max_missing_bars)[-1:]  # fmt: skip
+        if not np.isfinite(extra).all():
+            raise GapInWindowError(
+                f"the last {len(values)} candles cannot give the context features the model reads",
+                len(values) - 1, times[-1],
+            )  # fmt: skip
+        return np.hstack([last, extra])
 
     def direction_probabilities(self, df: pd.DataFrame) -> np.ndarray:
         """Calibrated P(up) for every row of ``df`` at once (NaN where the row has no full,
@@ -643,14 +794,22 @@ class MLPricePrediction:
         precedes it, and the forest and calibrator are the ones serving uses."""
         fitted = self._require()
         frame = validate_candles(df)
+        values, stamps = frame.to_numpy(), epoch_seconds(frame.index)
         matrix = compute_feature_matrix(
-            frame.to_numpy(), epoch_seconds(frame.index), fitted.timeframe_sec,
-            max_missing_bars=self.config.max_missing_bars,
-        )[:, MODEL_COLUMNS]  # fmt: skip
+            values, stamps, fitted.timeframe_sec, max_missing_bars=self.config.max_missing_bars
+        )[:, MODEL_COLUMNS]
+        if fitted.reads_extra:
+            extra = extra_matrix(
+                values, stamps, fitted.timeframe_sec, max_missing_bars=self.config.max_missing_bars
+            )
+            matrix = np.hstack([matrix, extra])
         out = np.full(len(frame), np.nan)
         ok = np.isfinite(matrix).all(axis=1)
         if ok.any():
-            out[ok] = fitted.calibrator(fitted.direction.predict(matrix[ok]))
+            out[ok] = (
+                fitted.calibrator(fitted.direction.predict(matrix[ok])) if fitted.direction_kind == "trees"
+                else fitted.base_rate
+            )  # fmt: skip
         return out
 
     # --- persistence --------------------------------------------------------------------------
@@ -676,6 +835,9 @@ class MLPricePrediction:
             "typical_move": fitted.typical_move,
             "atr_percentiles": fitted.atr_percentiles,
             "importances": fitted.importances,
+            "direction_kind": fitted.direction_kind,
+            "base_rate": fitted.base_rate,
+            "extra_features": list(EXTRA_FEATURES),
         }
         (folder / "model.json").write_text(json.dumps(model, indent=2))
         return {"model": fitted.info}
@@ -689,7 +851,9 @@ class MLPricePrediction:
                 f"{folder}: model format {model.get('format_version')} is not supported (this version reads "
                 f"format {_FORMAT_VERSION}); retrain it with `tvgw train`"
             )
-        if model["features"] != MODEL_FEATURES:
+        if model["features"] != MODEL_FEATURES or model.get("extra_features", list(EXTRA_FEATURES)) != list(
+            EXTRA_FEATURES
+        ):
             raise NotTrainedError(
                 f"{folder}: trained with a different feature set; retrain with this version"
             )
@@ -708,6 +872,8 @@ class MLPricePrediction:
             atr_percentiles=[float(v) for v in model["atr_percentiles"]],
             importances=[(str(n), float(w)) for n, w in model["importances"]],
             info=dict(metadata.get("model", {})),
+            direction_kind=str(model.get("direction_kind", "trees")),
+            base_rate=float(model.get("base_rate", 0.5)),
         )
         return self
 
@@ -720,9 +886,9 @@ class MLPricePrediction:
         compute_feature_matrix(
             candles, np.arange(n, dtype=np.int64) * fitted.timeframe_sec, fitted.timeframe_sec
         )
-        x = np.zeros((1, len(MODEL_FEATURES)))
+        x = np.zeros((1, len(EXTENDED_FEATURES)))
         fitted.direction.learner_predictions(x)
-        fitted.boosting.predict(x)
+        fitted.boosting.predict(x[:, : len(MODEL_FEATURES)])
         if fitted.lstm is not None:
             fitted.lstm.predict(np.zeros((1, self.sequence_length, len(MODEL_FEATURES))))
 

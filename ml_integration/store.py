@@ -1,10 +1,12 @@
 """The model store: ``<model_dir>/<SYMBOL>_<TF>/<version>/`` directories and a ``latest`` file.
 
 A version directory is written under a temporary name and renamed into place when complete,
-then ``latest`` (a one-line text file naming the version) is replaced atomically, so a
-gateway that hot-reloads when :func:`latest_version` changes never sees half a model. Loading
-goes through :meth:`MLTradingStrategy.load_strategy`, which checks every artifact's sha256
-against ``metadata.json`` and refuses on mismatch.
+then ``latest`` (a one-line text file naming the newest version) is replaced atomically, so a
+gateway that looks at :func:`latest_version` never sees half a model. ``latest`` says what was
+trained last, not what is served: the gateway enrolls it as champion or challenger and serves
+the versions the database names (:mod:`ml_integration.champions`). Loading goes through
+:meth:`MLTradingStrategy.load_strategy`, which checks every artifact's sha256 against
+``metadata.json`` and refuses on mismatch.
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ from ml_integration.strategy import MLTradingStrategy, SentimentSource
 
 __all__ = [
     "StoredModel",
-    "activate_version",
     "latest_version",
     "list_versions",
     "load_latest_strategy",
+    "load_version_strategy",
     "model_key",
     "save_version",
     "stored_models",
+    "version_error",
     "version_metadata",
 ]
 
@@ -115,14 +118,6 @@ def version_metadata(model_dir: str | Path, symbol: str, timeframe: str, version
     return verify(path)
 
 
-def activate_version(model_dir: str | Path, symbol: str, timeframe: str, version: str) -> dict[str, Any]:
-    """Point ``latest`` at an existing, intact version; every worker hot-reloads it (the
-    model cache re-reads ``latest`` every few seconds). Returns the version's metadata."""
-    metadata = version_metadata(model_dir, symbol, timeframe, version)
-    _point_latest(_folder(model_dir, symbol, timeframe), version)
-    return metadata
-
-
 def load_latest_strategy(
     model_dir: str | Path, symbol: str, timeframe: str, *, sentiment: SentimentSource | None = None
 ) -> MLTradingStrategy:
@@ -133,7 +128,26 @@ def load_latest_strategy(
             f"no trained model for {symbol} {timeframe} in {model_dir}: run "
             f"`tvgw train --symbol {symbol} --timeframe {timeframe}`"
         )
-    return MLTradingStrategy(sentiment=sentiment).load_strategy(_folder(model_dir, symbol, timeframe) / name)
+    return load_version_strategy(model_dir, symbol, timeframe, name, sentiment=sentiment)
+
+
+def load_version_strategy(
+    model_dir: str | Path,
+    symbol: str,
+    timeframe: str,
+    version: str,
+    *,
+    sentiment: SentimentSource | None = None,
+) -> MLTradingStrategy:
+    """Saved version ``version`` (the gateway serves the versions the database names champion
+    and challenger), hashes verified and warmed up. Raises ``FileNotFoundError`` when it is
+    not in the store."""
+    if not _SAFE.match(version) or version.startswith(".") or version == "latest":
+        raise FileNotFoundError(f"version {version!r} must be letters, digits, '.', '_' or '-'")
+    folder = _folder(model_dir, symbol, timeframe) / version
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no saved version {version!r} of {symbol} {timeframe} in {model_dir}")
+    return MLTradingStrategy(sentiment=sentiment).load_strategy(folder)
 
 
 @dataclass(frozen=True)
@@ -170,6 +184,15 @@ def stored_models(model_dir: str | Path) -> list[StoredModel]:
         return []
     folders = sorted(root.iterdir())  # raises when unreadable, where a glob would say "no models"
     return [_stored(folder / "latest") for folder in folders if (folder / "latest").is_file()]
+
+
+def version_error(model_dir: str | Path, symbol: str, timeframe: str, version: str) -> str | None:
+    """Why saved version ``version`` cannot be served (absent, or an artifact altered), or None.
+    Like :func:`stored_models`, it hashes the files again only when one of them changed."""
+    folder = _folder(model_dir, symbol, timeframe) / version
+    if not _SAFE.match(version) or not folder.is_dir():
+        return f"{symbol} {timeframe} version {version!r} is not in the model store {model_dir}"
+    return _integrity_error(folder)
 
 
 def _stored(pointer: Path) -> StoredModel:

@@ -69,6 +69,7 @@ from typing import Any, Protocol
 import pandas as pd
 
 from common.checks import refuse_unknown_keys
+from common.kelly import kelly_fraction
 from ml_integration.artifacts import seal, verify
 from ml_integration.evaluation import wilson_interval
 from ml_integration.exceptions import GapInWindowError, NotTrainedError
@@ -186,13 +187,6 @@ class StrategyConfig:
         return cls(**config)
 
 
-def kelly_fraction(p: float, b: float) -> float:
-    """Full Kelly f* = (b·p − (1 − p)) / b for win probability p and win/loss ratio b."""
-    if b <= 0:
-        raise ValueError(f"win/loss ratio b must be > 0, got {b}")
-    return (b * p - (1.0 - p)) / b
-
-
 @dataclass(frozen=True)
 class EdgeEstimate:
     """The win probability Kelly sizes from and why (see the module docstring)."""
@@ -225,7 +219,7 @@ def conservative_edge(
     win, loss = b - cost, 1.0 + cost
     if win <= 0:
         return EdgeEstimate(p, 1.0, 0.0, note + f"; costs {cost:.2f}R exceed the target")
-    return EdgeEstimate(p, loss / (win + loss), p / loss - (1.0 - p) / win, note)
+    return EdgeEstimate(p, loss / (win + loss), kelly_fraction(p, win, loss), note)
 
 
 def _volatility_note(vol: VolatilityForecast | None, target: float) -> str:
@@ -234,6 +228,15 @@ def _volatility_note(vol: VolatilityForecast | None, target: float) -> str:
     return (
         f"; forecast volatility {vol.annualised:.0%}/yr over {vol.horizon} bars ({vol.method}): "
         f"stop yardstick {vol.atr_equivalent:.8g}, stake x{vol_target_scale(vol.annualised, target):.2f}"
+    )
+
+
+def _filled_note(filled: tuple[str, ...]) -> str:
+    if not filled:
+        return ""
+    return (
+        f"; {len(filled)} missing bar(s) in the candles read ({', '.join(filled)}) filled flat at the "
+        "previous close, volume 0"
     )
 
 
@@ -251,6 +254,16 @@ def _predictor_for(folder: Path) -> MLPricePrediction:
     return MLPricePrediction()
 
 
+def no_model_reason(report: dict[str, Any] | None) -> str:
+    """Why a market whose tournament ended with ``no_model`` gives no ML opinion."""
+    tournament = (report or {}).get("tournament") or {}
+    return (
+        "no model: no candidate beat the base rate out of sample in training's tournament "
+        f"({tournament.get('reason', 'see the model metadata')}); the ML makes no call here, "
+        "the strategy's fallback rule decides"
+    )
+
+
 def grade_for_score(score: float) -> str:
     return next((grade for floor, grade in _GRADES if score >= floor), "F")
 
@@ -265,6 +278,8 @@ class TradingSignal:
     stop_loss: float | None
     take_profit: float | None
     confidence: float
+    #: The Kelly fraction of the side the signal favours (``action``'s; the side
+    #: ``combined_probability`` is on), and of the other side (from 1 - p).
     kelly_fraction: float
     ml_probability: float | None
     sentiment_score: float
@@ -289,6 +304,17 @@ class TradingSignal:
     feature_analysis: dict[str, Any] = field(default_factory=dict)
     #: The volatility forecast the stop, leverage and size came from (None: ATR(14) as before).
     volatility_forecast: dict[str, Any] | None = None
+    kelly_other: float = 0.0
+
+    def kelly_for(self, side: str) -> float:
+        """The Kelly fraction of a trade on ``side`` (``buy`` or ``sell``): this signal's own
+        when ``side`` is the one ``combined_probability`` favours, else the other side's."""
+        favoured = (
+            "buy"
+            if (self.combined_probability if self.combined_probability is not None else 0.5) >= 0.5
+            else "sell"
+        )
+        return self.kelly_fraction if side == favoured else self.kelly_other
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -366,6 +392,12 @@ class MLTradingStrategy:
         self.training_report = self.predictor.train_models(
             df, target_periods=self.config.target_periods, on_stage=on_stage
         )
+        if self.predictor.tournament_ensemble_ is not None:  # a zoo combiner won the tournament
+            from ml_integration.ensemble import EnsemblePricePrediction
+
+            self.predictor = EnsemblePricePrediction.adopt(
+                self.predictor, self.predictor.tournament_ensemble_
+            )
         self._train_volatility(df, on_stage)
         self.synthetic = bool(synthetic)
         self.symbol, self.timeframe = symbol, timeframe
@@ -464,6 +496,8 @@ class MLTradingStrategy:
                 "MLTradingStrategy is not trained: call train_strategy() or load_strategy()"
             )
         clock = time.time() if now is None else now
+        if self.predictor.fitted_.direction_kind == "no_model":
+            return self._gap_hold(df, symbol, no_model_reason(self.training_report))
         try:
             prediction = self.predictor.predict(df, features=features)
         except GapInWindowError as gap:
@@ -479,9 +513,11 @@ class MLTradingStrategy:
         yardstick = vol.atr_equivalent if vol is not None else prediction.atr
         edge = self._edge(prediction, side, p_side, symbol, yardstick)
         tradeable = edge.positive and abs(combined - 0.5) >= cfg.min_edge
-        kelly = min(cfg.max_kelly, edge.full_kelly * cfg.kelly_multiplier) if tradeable else 0.0
-        if vol is not None:
-            kelly *= vol_target_scale(vol.annualised, cfg.vol_target)
+        kelly = self._stake(edge, tradeable, vol)
+        # The other side's Kelly, from 1 - p by the same rule: what a trade against the call is
+        # sized with (no edge, and so 0, unless sentiment and costs say otherwise).
+        other = self._edge(prediction, -side, 1.0 - p_side, symbol, yardstick)
+        kelly_other = self._stake(other, other.positive and abs(combined - 0.5) >= cfg.min_edge, vol)
         entry = prediction.close
         call = self._market_call(df, combined, prediction, tradeable, vol)
         action = {"long": "buy", "short": "sell"}.get(call.direction, "hold")
@@ -493,6 +529,7 @@ class MLTradingStrategy:
             f" {edge.break_even:.3f} after costs, f* {edge.full_kelly:+.3f}"
             + ("" if tradeable else f", no edge beyond {cfg.min_edge:.2f} and costs: hold")
             + _volatility_note(vol, cfg.vol_target)
+            + _filled_note(prediction.filled_bars)
         )
         return TradingSignal(
             action=action,
@@ -502,6 +539,7 @@ class MLTradingStrategy:
             take_profit=call.take_profit,
             confidence=prediction.confidence,
             kelly_fraction=kelly,
+            kelly_other=kelly_other,
             ml_probability=prediction.direction_probability,
             sentiment_score=sentiment,
             combined_probability=combined,
@@ -523,9 +561,19 @@ class MLTradingStrategy:
             feature_analysis={
                 "top_features": [{"name": n, "weight": w} for n, w in prediction.top_features],
                 "values": prediction.feature_values,
+                "filled_bars": list(prediction.filled_bars),
             },
             volatility_forecast=None if vol is None else vol.to_dict(),
         )
+
+    def _stake(self, edge: EdgeEstimate, tradeable: bool, vol: VolatilityForecast | None) -> float:
+        """The fraction of the account a side with ``edge`` stakes: f* x ``kelly_multiplier``,
+        capped at ``max_kelly``, cut by volatility targeting; 0 when not tradeable."""
+        cfg = self.config
+        kelly = min(cfg.max_kelly, edge.full_kelly * cfg.kelly_multiplier) if tradeable else 0.0
+        if vol is not None:
+            kelly *= vol_target_scale(vol.annualised, cfg.vol_target)
+        return kelly
 
     def _edge(
         self, prediction: Prediction, side: int, p_side: float, symbol: str, yardstick: float

@@ -16,7 +16,13 @@ import pandas as pd
 
 from ml_integration.candles import COLUMNS, timeframe_seconds
 
-__all__ = ["garch_candles", "planted_edge_candles", "synthetic_candles", "synthetic_history"]
+__all__ = [
+    "garch_candles",
+    "planted_edge_candles",
+    "planted_week_candles",
+    "synthetic_candles",
+    "synthetic_history",
+]
 
 #: (drift per bar, volatility per bar) of each regime.
 _REGIMES = np.array([[0.0, 0.004], [0.0012, 0.006], [-0.0012, 0.007], [0.0, 0.015]])
@@ -87,6 +93,26 @@ def planted_edge_candles(
     high, low = np.maximum(open_, close) * np.exp(wick[0]), np.minimum(open_, close) * np.exp(-wick[1])
     volume = 50.0 * np.exp(rng.normal(0.0, 0.4, n_bars))
     index = pd.date_range(start, periods=n_bars, freq="1h", tz="UTC", name="time")
+    values = np.column_stack([open_, high, low, close, volume])
+    return pd.DataFrame(values, index=index, columns=list(COLUMNS))
+
+
+def planted_week_candles(
+    n_bars: int = 3000, *, drift: float = 0.0015, vol: float = 0.005, seed: int = 0, start: str = "2023-01-02"
+) -> pd.DataFrame:
+    """Gap-free hourly candles that drift up in the first half of each week (Monday 00:00 to
+    Thursday 12:00 UTC) and down in the second, by ``drift`` per bar, over normal noise: an edge
+    that the hour of the day cannot see (the plain baseline's only clock) and the week's
+    calendar can, for testing that a richer candidate wins the tournament when it should."""
+    rng = np.random.default_rng(seed)
+    index = pd.date_range(start, periods=n_bars, freq="1h", tz="UTC", name="time")
+    hour_of_week = (index.day_of_week * 24 + index.hour).to_numpy()
+    returns = np.where(hour_of_week < 84, drift, -drift) + rng.normal(0.0, vol, n_bars)
+    close = 100.0 * np.exp(np.cumsum(returns))
+    open_ = np.concatenate([[100.0], close[:-1]])
+    wick = np.abs(rng.normal(0.0, vol * 0.5, (2, n_bars)))
+    high, low = np.maximum(open_, close) * np.exp(wick[0]), np.minimum(open_, close) * np.exp(-wick[1])
+    volume = 50.0 * np.exp(rng.normal(0.0, 0.4, n_bars))
     values = np.column_stack([open_, high, low, close, volume])
     return pd.DataFrame(values, index=index, columns=list(COLUMNS))
 

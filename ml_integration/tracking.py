@@ -269,14 +269,19 @@ class DriftMonitor:
             return dict(stored[1])
 
 
-def start_outcome_resolver(storage: Storage, interval_s: float) -> threading.Thread:
+def start_outcome_resolver(
+    storage: Storage, interval_s: float, *, review: Callable[[], object] | None = None
+) -> threading.Thread:
     """Resolve due outcomes every ``interval_s`` seconds in one worker of all hosts (the lease
     holder; the ``resolved_at IS NULL`` guard would make two safe, the lease makes them not
-    read the same candles twice)."""
+    read the same candles twice), then run ``review`` (the champion/challenger review of the
+    outcomes: its changes are guarded too, so a second reviewer would only repeat the work)."""
 
     def resolve() -> None:
         count = resolve_outcomes(storage)
         if count:
             log.info("resolved %d prediction outcomes", count)
+        if review is not None:
+            review()
 
     return start_owned_job(storage, "outcome-resolver", interval_s, resolve)

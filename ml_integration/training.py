@@ -427,6 +427,7 @@ class _Progress:
         "lstm",
         "evaluation",
         "final fit",
+        "tournament",
         "volatility",
         "save",
         "done",

@@ -127,10 +127,28 @@ class Settings(WebSettings):
     #: gateway holds itself (0 turns it off: paper exits then act only when an alert for their
     #: market arrives, and an exchange's exit fills are not recorded until it is on again).
     exit_watch_interval_s: float = Field(default=5.0, ge=0)
+    #: Seconds between passes of the order lifecycle in each worker (one worker acts, holding
+    #: the ``orders`` lease): orders the exchange has not closed are asked about by client id,
+    #: each on its own back-off (0.5 s doubling to 30 s). 0 turns it off (then only start-up
+    #: recovery settles them).
+    order_poll_interval_s: float = Field(default=1.0, ge=0)
+    #: Seconds after which an order the exchange still does not know (sent, but its answer was
+    #: lost) is closed as ``not_placed`` and stops counting as exposure.
+    order_not_found_grace_s: float = Field(default=60.0, ge=0)
+    #: Seconds between reconciler passes (one worker acts, holding the ``reconcile`` lease):
+    #: booked positions against the exchange's balances (spot) or positions (perpetuals). 0
+    #: turns the schedule off (``tvgw reconcile`` still checks on demand).
+    reconcile_interval_s: float = Field(default=10.0, ge=0)
     drift_min_accuracy: float = Field(default=0.5, ge=0, le=1)
     drift_max_drawdown: float = Field(default=0.15, gt=0, le=1)
     drift_min_sharpe: float = 0.5
     drift_window_days: float = Field(default=7.0, gt=0)
+    #: Champion and challenger: resolved alerts both versions predicted before a challenger can
+    #: be promoted, and resolved predictions of the champion before it is judged against the
+    #: base rate (ML-driven sizing off when it is no better).
+    champion_min_outcomes: int = Field(default=100, ge=10, le=100_000)
+    #: The newest resolved alerts each of those tests reads (a rolling window).
+    champion_window: int = Field(default=500, ge=10, le=100_000)
     #: Seconds between background sentiment refreshes for models that use sentiment (0: off).
     sentiment_refresh_s: float = Field(default=300.0, ge=0)
     #: Dask scheduler address (``tcp://host:8786``) that ``tvgw train`` sends batch training
@@ -204,7 +222,12 @@ _ENV: dict[str, tuple[tuple[str, ...], str]] = {
     "TVGW_MARKET_DATA_BUDGET_MS": (("market_data_budget_ms",), "str"),
     "TVGW_RESOLVE_INTERVAL_S": (("resolve_interval_s",), "str"),
     "TVGW_EXIT_WATCH_INTERVAL_S": (("exit_watch_interval_s",), "str"),
+    "TVGW_ORDER_POLL_INTERVAL_S": (("order_poll_interval_s",), "str"),
+    "TVGW_ORDER_NOT_FOUND_GRACE_S": (("order_not_found_grace_s",), "str"),
+    "TVGW_RECONCILE_INTERVAL_S": (("reconcile_interval_s",), "str"),
     "TVGW_SENTIMENT_REFRESH_S": (("sentiment_refresh_s",), "str"),
+    "TVGW_CHAMPION_MIN_OUTCOMES": (("champion_min_outcomes",), "str"),
+    "TVGW_CHAMPION_WINDOW": (("champion_window",), "str"),
     "TVGW_DASK_SCHEDULER": (("dask_scheduler",), "str"),
     "TVGW_PAPER_BALANCE": (("paper", "starting_balance"), "str"),
     "TVGW_PAPER_FEE_RATE": (("paper", "fee_rate"), "str"),
@@ -395,6 +418,11 @@ def load_settings(
         )
     _check_routes(settings)
     _check_retention(settings, origin)
+    if settings.champion_window < settings.champion_min_outcomes:
+        raise ConfigError(
+            f"TVGW_CHAMPION_WINDOW ({settings.champion_window}) is below TVGW_CHAMPION_MIN_OUTCOMES "
+            f"({settings.champion_min_outcomes}): no test could ever have enough outcomes"
+        )
     if not settings.strategies:
         raise ConfigError(
             "no strategy has a passphrase: set TVGW_PASSPHRASE (the default strategy's secret) "

@@ -21,6 +21,7 @@ __all__ = [
     "insert_refused",
     "list_alerts",
     "orphaned_alerts",
+    "settle_alert",
 ]
 
 
@@ -185,6 +186,19 @@ def finish_alert(
                 alert_id,
             ),
         )
+
+
+def settle_alert(db: Db, alert_id: int, *, status: str, reason: str, only_if: tuple[str, ...]) -> bool:
+    """An alert's order ended after its answer (the order lifecycle learnt its fate): its status
+    and reason become what happened, when it still says one of ``only_if``. The decision it was
+    answered with is kept as it was. True when it changed."""
+    marks = ", ".join("?" for _ in only_if)
+    with writing(db) as conn:
+        cur = conn.execute(
+            f"UPDATE alerts SET status = ?, reason = ?, updated_at = ? WHERE id = ? AND status IN ({marks})",
+            (status, reason, time.time(), alert_id, *only_if),
+        )
+    return bool(cur.rowcount == 1)
 
 
 def _record(row: Row) -> AlertRecord:

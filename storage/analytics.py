@@ -78,7 +78,8 @@ def strategy_hits(db: Db, strategy_id: str) -> tuple[int, int]:
     row = query_one(
         db,
         "SELECT COUNT(*), COALESCE(SUM(p.prediction_accuracy), 0) FROM ml_predictions p"
-        " JOIN alerts a ON a.id = p.alert_id WHERE a.strategy_id = ? AND p.resolved_at IS NOT NULL",
+        " JOIN alerts a ON a.id = p.alert_id WHERE a.strategy_id = ? AND p.resolved_at IS NOT NULL"
+        " AND p.role = 'champion'",
         (strategy_id,),
     )
     return (int(row[0]), int(row[1])) if row else (0, 0)
@@ -92,6 +93,7 @@ def calibration_bins(db: Db, *, strategy_id: str | None = None, bins: int = 10) 
         f"SELECT CASE WHEN {cell} > ? THEN ? ELSE {cell} END AS bin, COUNT(*) AS n,"
         " AVG(COALESCE(p.direction_prob, 0.5)) AS predicted, AVG(p.actual_direction) AS observed"
         " FROM ml_predictions p LEFT JOIN alerts a ON a.id = p.alert_id WHERE p.resolved_at IS NOT NULL"
+        " AND p.role = 'champion'"
     )
     params: list[Any] = [bins, bins - 1, bins - 1, bins]
     if strategy_id is not None:
@@ -139,7 +141,7 @@ def accuracy_by_day(db: Db, days: int = 30) -> list[dict[str, Any]]:
     rows = query(
         db,
         f"SELECT {day} AS day, COUNT(*) AS n, AVG(prediction_accuracy) AS accuracy"
-        " FROM ml_predictions WHERE resolved_at IS NOT NULL AND timestamp >= ?"
+        " FROM ml_predictions WHERE resolved_at IS NOT NULL AND role = 'champion' AND timestamp >= ?"
         " GROUP BY day ORDER BY day",
         (time.time() - days * 86_400,),
     )

@@ -20,14 +20,18 @@ __all__ = [
     "ArmedExit",
     "arm_exit",
     "bars_since",
+    "begin_firing",
     "begin_placement",
     "cancel_exits",
     "claim_exit",
+    "end_firing",
     "exchange_exits",
+    "exit_for_order",
     "move_trigger",
     "open_exit_symbols",
     "open_exits",
     "recent_bars",
+    "resize_exits",
     "scale_exits",
     "set_checked",
     "set_exchange_state",
@@ -64,6 +68,10 @@ class ArmedExit:
     exchange_status: str | None = None
     placed_trigger: float | None = None
     placed_amount: float | None = None
+    #: A gateway-held exit whose market order is in flight under this client id (see
+    #: :func:`begin_firing`), and how many times it was fired.
+    firing_cid: str | None = None
+    firings: int = 0
 
 
 def _exit(r: Row) -> ArmedExit:
@@ -72,7 +80,7 @@ def _exit(r: Row) -> ArmedExit:
         r["entry_price"], r["entry_amount"], r["kind"], r["trigger"], r["share"], r["trail"],
         r["armed_ms"], r["checked_ms"], bool(r["break_even"]), r["seen_high"], r["seen_low"],
         r["status"], r["held_by"], r["placements"], r["exchange_cid"], r["exchange_order_id"],
-        r["exchange_status"], r["placed_trigger"], r["placed_amount"],
+        r["exchange_status"], r["placed_trigger"], r["placed_amount"], r["firing_cid"], r["firings"],
     )  # fmt: skip
 
 
@@ -206,6 +214,53 @@ def scale_exits(db: Db, broker: str, symbol: str, factor: float) -> None:
             " WHERE broker = ? AND symbol = ? AND status = 'open'",
             (factor, time.time(), broker, symbol),
         )
+
+
+def resize_exits(db: Db, broker: str, symbol: str, alert_id: int, entry_amount: float) -> None:
+    """A later fill of an entry grew its position: the entry's open exits protect all of it."""
+    with writing(db) as conn:
+        conn.execute(
+            "UPDATE exits SET entry_amount = ?, updated_at = ?"
+            " WHERE broker = ? AND symbol = ? AND alert_id = ? AND status = 'open'",
+            (entry_amount, time.time(), broker, symbol, alert_id),
+        )
+
+
+def begin_firing(db: Db, exit_id: int, client_order_id: str) -> bool:
+    """Claim the firing of a gateway-held exit under ``client_order_id`` (its market order goes
+    out next). False when it is already in flight, or no longer open. The exit stays open until
+    its order is confirmed (:func:`claim_exit`), or is freed for another attempt
+    (:func:`end_firing`)."""
+    with writing(db) as conn:
+        cur = conn.execute(
+            "UPDATE exits SET firing_cid = ?, firings = firings + 1, updated_at = ?"
+            " WHERE id = ? AND status = 'open' AND firing_cid IS NULL",
+            (client_order_id, time.time(), exit_id),
+        )
+        return cur.rowcount == 1
+
+
+def end_firing(db: Db, client_order_id: str) -> None:
+    """The firing under ``client_order_id`` did not close the position (refused, or the exchange
+    never saw it): the exit is open again, and fires again when its price is crossed."""
+    with writing(db) as conn:
+        conn.execute(
+            "UPDATE exits SET firing_cid = NULL, updated_at = ? WHERE firing_cid = ? AND status = 'open'",
+            (time.time(), client_order_id),
+        )
+
+
+def exit_for_order(db: Db, client_order_id: str) -> ArmedExit | None:
+    """The exit whose order went out under ``client_order_id``: fired by the gateway
+    (``firing_cid``) or resting on the exchange (``exchange_cid``); None for any other order."""
+    row = (
+        reading(db)
+        .execute(
+            "SELECT * FROM exits WHERE firing_cid = ? OR exchange_cid = ?", (client_order_id, client_order_id)
+        )
+        .fetchone()
+    )
+    return None if row is None else _exit(row)
 
 
 def claim_exit(db: Db, exit_id: int, client_order_id: str, reason: str) -> bool:

@@ -8,29 +8,46 @@ gateway's own view of what it traded.
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from storage.database import Db, Row, insert_id, query, query_one, reading, writing
 
 __all__ = [
+    "NON_TERMINAL",
+    "Order",
     "Position",
+    "adopt_position",
     "apply_fill",
+    "book_fill",
+    "charge",
+    "close_order",
     "create_pending_order",
     "equity_marks",
+    "following",
     "get_cash",
     "get_order",
     "ledger_start",
     "list_orders",
     "list_positions",
     "newest_equity_at",
+    "order_record",
     "pending_exposure",
     "pending_orders",
     "position_amount",
     "record_equity",
+    "schedule_poll",
+    "unsettled_orders",
     "update_order",
 ]
+
+#: Order states the exchange has not closed yet: the order lifecycle follows each until it is
+#: ``filled``, ``canceled``, ``rejected``, ``failed`` (refused before it reached the exchange)
+#: or ``not_placed`` (the exchange never saw it).
+NON_TERMINAL = ("pending", "open", "partially_filled", "unknown")
+_NON_TERMINAL_SQL = "('pending', 'open', 'partially_filled', 'unknown')"
 
 
 @dataclass(frozen=True)
@@ -43,6 +60,63 @@ class Position:
     stop_loss: float | None = None
     updated_at: float | None = None
     entries: int = 0  # fills that opened or added to it (the pyramiding limit counts them)
+
+
+@dataclass(frozen=True)
+class Order:
+    """One order row, by column name. ``filled`` is the exchange's gross amount; ``booked`` the
+    part of it already in the ledger (see the schema's version 7)."""
+
+    id: int
+    alert_id: int
+    client_order_id: str
+    broker: str
+    symbol: str
+    side: str
+    amount: float
+    price: float | None
+    status: str
+    filled: float
+    average: float | None
+    exchange_order_id: str | None
+    reason: str | None
+    error: str | None
+    created_at: float
+    booked: float = 0.0
+    booked_cost: float = 0.0
+    booked_net: float = 0.0
+    booked_fees: dict[str, float] = field(default_factory=dict)
+    fees: dict[str, float] = field(default_factory=dict)
+    fee_value: float | None = None
+    fee_note: str | None = None
+    exits: str | None = None
+    polls: int = 0
+    next_poll_at: float | None = None
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the exchange may still fill (more of) it."""
+        return self.status in NON_TERMINAL
+
+
+def _order(r: Row) -> Order:
+    return Order(
+        id=r["id"], alert_id=r["alert_id"], client_order_id=r["client_order_id"], broker=r["broker"],
+        symbol=r["symbol"], side=r["side"], amount=r["amount"], price=r["price"], status=r["status"],
+        filled=r["filled"], average=r["average"], exchange_order_id=r["exchange_order_id"],
+        reason=r["reason"], error=r["error"], created_at=r["created_at"], booked=r["booked"],
+        booked_cost=r["booked_cost"], booked_net=r["booked_net"], booked_fees=_amounts(r["booked_fees"]),
+        fees=_amounts(r["fees"]), fee_value=r["fee_value"], fee_note=r["fee_note"], exits=r["exits"],
+        polls=r["polls"], next_poll_at=r["next_poll_at"],
+    )  # fmt: skip
+
+
+def _json(amounts: dict[str, float]) -> str | None:
+    return json.dumps(amounts, sort_keys=True) if amounts else None
+
+
+def _amounts(text: str | None) -> dict[str, float]:
+    return {str(k): float(v) for k, v in json.loads(text).items()} if text else {}
 
 
 def _position(r: Row) -> Position:
@@ -70,18 +144,105 @@ def create_pending_order(
     amount: float,
     price: float | None,
     reason: str | None = None,
+    exits: str | None = None,
+    next_poll_at: float | None = None,
 ) -> int:
     """Record the intent to place an order *before* it is sent (inside the caller's transaction).
-    ``reason`` names what placed it when not the alert itself (an exit: ``stop``, ...)."""
+    ``reason`` names what placed it when not the alert itself (an exit: ``stop``, ...); ``exits``
+    is the entry's exit plan (JSON); ``next_poll_at`` when the lifecycle may first ask the
+    exchange about it (None: the caller settles it in this transaction)."""
     with writing(db) as conn:
         now = time.time()
         return insert_id(
             conn,
             "INSERT INTO orders (alert_id, client_order_id, broker, symbol, side, order_type, amount,"
-            " price, status, reason, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?) RETURNING id",
-            (alert_id, client_order_id, broker, symbol, side, order_type, amount, price, reason, now, now),
+            " price, status, reason, exits, next_poll_at, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?) RETURNING id",
+            (alert_id, client_order_id, broker, symbol, side, order_type, amount, price, reason, exits,
+             next_poll_at, now, now),
+        )  # fmt: skip
+
+
+def order_record(db: Db, client_order_id: str) -> Order | None:
+    """The order placed under ``client_order_id``, as the caller's transaction sees it."""
+    row = query_one(db, "SELECT * FROM orders WHERE client_order_id = ?", (client_order_id,))
+    return None if row is None else _order(row)
+
+
+def book_fill(
+    db: Db,
+    client_order_id: str,
+    *,
+    status: str,
+    filled: float,
+    average: float | None,
+    fees: dict[str, float],
+    exchange_order_id: str | None,
+    booked: float,
+    booked_cost: float,
+    booked_net: float,
+    booked_fees: dict[str, float],
+    fee_value: float | None,
+    fee_note: str | None,
+    next_poll_at: float | None,
+) -> None:
+    """What the exchange says of the order now, and how much of it the ledger holds (inside the
+    transaction that booked the increment). ``fee``/``fee_currency`` keep the fee when it was
+    charged in one currency (0 and NULL when in several: see ``fees``)."""
+    single = next(iter(fees.items())) if len(fees) == 1 else (None, 0.0)
+    with writing(db) as conn:
+        conn.execute(
+            "UPDATE orders SET status = ?, filled = ?, average = ?, fee = ?, fee_currency = ?, fees = ?,"
+            " exchange_order_id = COALESCE(?, exchange_order_id), booked = ?, booked_cost = ?,"
+            " booked_net = ?, booked_fees = ?, fee_value = ?, fee_note = ?, next_poll_at = ?,"
+            " polls = polls + 1, error = NULL, updated_at = ? WHERE client_order_id = ?",
+            (status, filled, average, single[1], single[0], _json(fees), exchange_order_id, booked,
+             booked_cost, booked_net, _json(booked_fees), fee_value, fee_note, next_poll_at, time.time(),
+             client_order_id),
+        )  # fmt: skip
+
+
+def close_order(db: Db, client_order_id: str, status: str, error: str | None) -> None:
+    """End the order as ``status`` (it will not be followed again), saying why."""
+    with writing(db) as conn:
+        conn.execute(
+            "UPDATE orders SET status = ?, error = ?, next_poll_at = NULL, updated_at = ?"
+            " WHERE client_order_id = ?",
+            (status, error, time.time(), client_order_id),
         )
+
+
+def schedule_poll(
+    db: Db, client_order_id: str, at: float, *, status: str | None = None, error: str | None = None
+) -> None:
+    """Ask the exchange about the order again at ``at`` (one more poll counted); ``status`` and
+    ``error`` when the answer changed what is known (``unknown`` after a lost answer)."""
+    with writing(db) as conn:
+        conn.execute(
+            "UPDATE orders SET next_poll_at = ?, polls = polls + 1, status = COALESCE(?, status),"
+            " error = COALESCE(?, error), updated_at = ? WHERE client_order_id = ?",
+            (at, status, error, time.time(), client_order_id),
+        )
+
+
+def following(db: Db, now: float, *, limit: int = 200) -> list[Order]:
+    """Orders not yet terminal whose next poll is due, the longest waiting first."""
+    rows = query(
+        db,
+        "SELECT * FROM orders WHERE next_poll_at IS NOT NULL AND next_poll_at <= ?"
+        f" AND status IN {_NON_TERMINAL_SQL} ORDER BY next_poll_at LIMIT ?",
+        (now, limit),
+    )
+    return [_order(r) for r in rows]
+
+
+def unsettled_orders(db: Db, broker: str, symbol: str | None = None) -> list[Order]:
+    """The account's orders the exchange has not closed yet (of ``symbol``, when given)."""
+    sql = f"SELECT * FROM orders WHERE broker = ? AND status IN {_NON_TERMINAL_SQL}"
+    params: tuple[Any, ...] = (broker,)
+    if symbol is not None:
+        sql, params = sql + " AND symbol = ?", (broker, symbol)
+    return [_order(r) for r in query(db, sql + " ORDER BY id", params)]
 
 
 def update_order(
@@ -184,6 +345,51 @@ def apply_fill(
         return Position(symbol, new, avg, realized, opened_at, stop, now, entries)
 
 
+def charge(
+    db: Db,
+    *,
+    broker: str,
+    symbol: str,
+    fee: float,
+    position_change: float,
+    quote_currency: str,
+    at: float | None = None,
+) -> None:
+    """A fee the exchange reported after the fill it belongs to was booked: ``fee`` (in quote)
+    comes off the realised P&L and the cash ledger, and ``position_change`` (a fee taken in the
+    base coin) off the position."""
+    with writing(db) as conn:
+        now = time.time() if at is None else at
+        conn.execute(
+            "UPDATE positions SET amount = amount + ?, realized_pnl = realized_pnl - ?, updated_at = ?"
+            " WHERE broker = ? AND symbol = ?",
+            (position_change, fee, now, broker, symbol),
+        )
+        conn.execute(
+            "UPDATE balances SET total = total - ?, updated_at = ? WHERE broker = ? AND currency = ?",
+            (fee, now, broker, quote_currency),
+        )
+
+
+def adopt_position(db: Db, *, broker: str, symbol: str, amount: float, price: float | None) -> None:
+    """Set the booked position to ``amount`` (the exchange's view, adopted by the operator): its
+    entry price is kept while it stays on the same side, else ``price``; flat clears it."""
+    with writing(db) as conn:
+        now = time.time()
+        row = _position_row(conn, broker, symbol)
+        old = float(row["amount"]) if row else 0.0
+        same_side = old * amount > 0
+        avg = (row["avg_price"] if row and same_side else price) if amount else None
+        opened = (row["opened_at"] if row and same_side else now) if amount else None
+        conn.execute(
+            "INSERT INTO positions (broker, symbol, amount, avg_price, realized_pnl, opened_at,"
+            " updated_at, entries) VALUES (?, ?, ?, ?, 0, ?, ?, ?) ON CONFLICT (broker, symbol)"
+            " DO UPDATE SET amount = excluded.amount, avg_price = excluded.avg_price,"
+            " opened_at = excluded.opened_at, updated_at = excluded.updated_at, entries = excluded.entries",
+            (broker, symbol, amount, avg, opened, now, 1 if amount else 0),
+        )
+
+
 def position_amount(db: Db, broker: str, symbol: str) -> float:
     """The signed position of ``symbol`` as the caller's transaction sees it (0 when none)."""
     row = _position_row(db, broker, symbol)
@@ -233,24 +439,28 @@ def get_order(db: Db, client_order_id: str) -> dict[str, Any] | None:
 
 
 def pending_exposure(db: Db, broker: str, symbol: str) -> float:
-    """Signed amount of orders sent (or about to be) whose fills are not yet recorded."""
+    """Signed amount of the symbol's orders the exchange may still fill and the ledger does not
+    hold yet: each order not terminal counts its amount less what of it is booked. An order that
+    never reached the exchange (``not_placed``) or is done no longer counts."""
     conn = reading(db)
     row = conn.execute(
-        "SELECT COALESCE(SUM(CASE side WHEN 'buy' THEN amount ELSE -amount END), 0) FROM orders"
-        " WHERE broker = ? AND symbol = ? AND status IN ('pending', 'open', 'unknown')",
+        "SELECT COALESCE(SUM(CASE WHEN amount <= booked THEN 0 WHEN side = 'buy' THEN amount - booked"
+        " ELSE booked - amount END), 0)"
+        f" FROM orders WHERE broker = ? AND symbol = ? AND status IN {_NON_TERMINAL_SQL}",
         (broker, symbol),
     ).fetchone()
     return float(row[0])
 
 
-def pending_orders(db: Db, *, updated_before: float | None = None) -> list[dict[str, Any]]:
-    """Orders whose fate was never recorded (the worker died between send and answer); with
-    ``updated_before``, only those untouched since then (a younger one may be in flight on a live
-    host sharing the store)."""
+def pending_orders(db: Db, *, updated_before: float | None = None) -> list[Order]:
+    """Every order the exchange has not closed yet, of every account (start-up recovery asks
+    the exchange about each: no worker is running, so a ``pending`` one is an orphan); with
+    ``updated_before``, a ``pending`` one only when untouched since then (on a store hosts
+    share, a younger one may be in flight on another host)."""
     cutoff = float("inf") if updated_before is None else updated_before
-    sql = "SELECT * FROM orders WHERE status = 'pending' AND updated_at < ? ORDER BY id"
-    rows = query(db, sql, (cutoff,))
-    return [dict(r) for r in rows]
+    sql = f"SELECT * FROM orders WHERE status IN {_NON_TERMINAL_SQL}"
+    sql += " AND (status <> 'pending' OR updated_at < ?)"
+    return [_order(r) for r in query(db, sql + " ORDER BY id", (cutoff,))]
 
 
 def record_equity(db: Db, broker: str, equity: float, at: float | None = None) -> None:

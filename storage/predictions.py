@@ -58,11 +58,12 @@ def resolve_prediction(
 
 
 def resolved_since(db: Db, since: float, symbol: str | None = None) -> list[dict[str, Any]]:
-    """Resolved predictions made at or after ``since`` (epoch seconds), oldest first."""
+    """Resolved predictions acted on (a challenger's shadow rows are its own record, not the
+    gateway's) made at or after ``since`` (epoch seconds), oldest first."""
     sql = (
         "SELECT timestamp, symbol, model_version, direction_prob, magnitude_pred, confidence,"
         " actual_direction, actual_magnitude, prediction_accuracy, synthetic FROM ml_predictions"
-        " WHERE resolved_at IS NOT NULL AND timestamp >= ?"
+        " WHERE resolved_at IS NOT NULL AND timestamp >= ? AND role = 'champion'"
     )
     params: list[Any] = [since]
     if symbol:
@@ -72,7 +73,7 @@ def resolved_since(db: Db, since: float, symbol: str | None = None) -> list[dict
 
 
 def recent_outcomes(db: Db, since: float, limit: int) -> list[dict[str, Any]]:
-    """The newest ``limit`` resolved predictions made at or after ``since``, oldest first.
+    """The newest ``limit`` resolved predictions acted on, made at or after ``since``, oldest first.
 
     Only what the drift report needs, read backwards along the ``ml_predictions_resolved_time``
     partial index and stopped by the LIMIT: its cost is fixed, however long the log grows.
@@ -80,7 +81,8 @@ def recent_outcomes(db: Db, since: float, limit: int) -> list[dict[str, Any]]:
     rows = query(
         db,
         "SELECT timestamp, direction_prob, actual_magnitude, prediction_accuracy FROM ml_predictions"
-        " WHERE resolved_at IS NOT NULL AND timestamp >= ? ORDER BY timestamp DESC LIMIT ?",
+        " WHERE resolved_at IS NOT NULL AND timestamp >= ? AND role = 'champion'"
+        " ORDER BY timestamp DESC LIMIT ?",
         (since, limit),
     )
     return [dict(r) for r in reversed(rows)]

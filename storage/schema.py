@@ -257,7 +257,145 @@ ALTER TABLE exits ADD COLUMN placed_amount REAL;
 CREATE INDEX exits_on_exchange ON exits(broker, symbol) WHERE exchange_status IN ('placing', 'open')
 """
 
-#: Alert continuity (issue 20). A *feed* is what one chart sends
+#: Champion and challenger (issue 21; renumber freely when merging). ``ml_champions`` holds, per
+#: market, the version whose predictions are acted on (``champion``) and the newer one served in
+#: shadow beside it (``challenger``), read by every worker on every alert so all agree; ``revision``
+#: counts changes. ``fallback_since``/``fallback_reason`` say when and why ML-driven sizing is off
+#: (the champion's rolling log loss no better than the base rate's). ``ml_model_events`` is the
+#: record of every change: who (``actor``), why (``reason``) and the test behind it (``evidence``,
+#: JSON). A prediction's ``role`` says whether its version was acted on (``champion``) or only
+#: logged beside it (``challenger``); rows before this version were all acted on.
+_V9_CHAMPION = """
+ALTER TABLE ml_predictions ADD COLUMN role TEXT NOT NULL DEFAULT 'champion';
+CREATE INDEX ml_predictions_version ON ml_predictions(symbol, timeframe, model_version, timestamp);
+CREATE INDEX ml_predictions_alert ON ml_predictions(alert_id);
+
+CREATE TABLE ml_champions (
+    symbol TEXT NOT NULL,
+    timeframe TEXT NOT NULL,
+    champion TEXT NOT NULL,
+    champion_since REAL NOT NULL,
+    challenger TEXT,
+    challenger_since REAL,
+    fallback_since REAL,
+    fallback_reason TEXT,
+    revision INTEGER NOT NULL DEFAULT 1,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (symbol, timeframe)
+);
+
+CREATE TABLE ml_model_events (
+    id INTEGER PRIMARY KEY,
+    symbol TEXT NOT NULL,
+    timeframe TEXT NOT NULL,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    version TEXT NOT NULL,
+    previous TEXT,
+    actor TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    evidence TEXT
+);
+CREATE INDEX ml_model_events_version ON ml_model_events(symbol, timeframe, version)
+"""
+
+#: Data lifecycle and shared stores (issue 23; renumber freely when merging). ``leases`` holds
+#: the single owner of a background job across every worker and host: a row per job name, taken
+#: when free or expired (the store's own clock decides), so a SIGKILLed owner's job passes to
+#: another after ``expires_at``. The indexes let retention find what it prunes without a scan:
+#: alerts that still hold their raw body, by arrival (partial: a pruned body leaves the index),
+#: and notifications by when they were sent (resolved predictions have theirs since version 3).
+#: ``shared_reports`` holds a computed report every worker and host serves alike (the drift
+#: report of /healthz), with the time it was computed, instead of one copy per worker.
+_V11_RETENTION = """
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    acquired_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX alerts_with_body ON alerts(received_at) WHERE payload IS NOT NULL;
+CREATE INDEX notifications_sent_at ON notifications_sent(sent_at);
+CREATE TABLE shared_reports (
+    name TEXT PRIMARY KEY,
+    computed_at REAL NOT NULL,
+    payload TEXT NOT NULL
+)
+"""
+
+#: The order lifecycle and the reconciler (issue 18; renumber freely when merging).
+#:
+#: ``orders``: every order is followed until the exchange says it is done. ``booked`` is the
+#: part of ``filled`` (the exchange's gross amount) already in the ledger, ``booked_cost`` its
+#: quote value, ``booked_net`` how far it moved the position (net of a fee taken in the base
+#: coin, rounded down to the market's step), ``booked_fees`` the fees booked so far per currency
+#: (JSON ``{currency: cost}``): a poll that finds more filled books the increment once. ``fees``
+#: is what the exchange reports per currency (never added across currencies); ``fee_value`` the
+#: booked fees valued in the account's quote currency, ``fee_note`` what could not be valued.
+#: ``exits`` is the entry's exit plan (JSON), so whoever books a late fill arms its exits.
+#: ``next_poll_at`` is when the lifecycle asks the exchange again (NULL: terminal); ``polls``
+#: counts the asks (the back-off). Rows filled before this version were booked whole.
+#:
+#: ``exits.firing_cid``: an exit the gateway fires itself is in flight under that client id and
+#: spent only when its order is confirmed (``firings`` counts the attempts).
+#: The lifecycle and the reconciler each run under a lease (``leases``, version 11's).
+#: ``installation``: this database's id, part of every client
+#: order id, so a fresh database on the same exchange account never reuses an earlier id.
+#: ``holdings``: per account and coin, what the exchange holds that is not the gateway's
+#: position (coins held before, dust left by fee rounding). ``book_checks``: the reconciler's
+#: last comparison per account and market, and since when they disagree.
+_V7_ORDER_LIFECYCLE = """
+ALTER TABLE orders ADD COLUMN booked REAL NOT NULL DEFAULT 0;
+ALTER TABLE orders ADD COLUMN booked_cost REAL NOT NULL DEFAULT 0;
+ALTER TABLE orders ADD COLUMN booked_net REAL NOT NULL DEFAULT 0;
+ALTER TABLE orders ADD COLUMN booked_fees TEXT;
+ALTER TABLE orders ADD COLUMN fees TEXT;
+ALTER TABLE orders ADD COLUMN fee_value REAL;
+ALTER TABLE orders ADD COLUMN fee_note TEXT;
+ALTER TABLE orders ADD COLUMN exits TEXT;
+ALTER TABLE orders ADD COLUMN polls INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE orders ADD COLUMN next_poll_at REAL;
+UPDATE orders SET booked = filled, booked_net = filled, booked_cost = filled * average
+    WHERE filled > 0 AND average IS NOT NULL;
+UPDATE orders SET next_poll_at = 0 WHERE status IN ('pending', 'open', 'partially_filled', 'unknown');
+CREATE INDEX orders_following ON orders(next_poll_at) WHERE next_poll_at IS NOT NULL;
+
+ALTER TABLE exits ADD COLUMN firing_cid TEXT;
+ALTER TABLE exits ADD COLUMN firings INTEGER NOT NULL DEFAULT 0;
+
+CREATE TABLE installation (
+    id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL
+);
+
+CREATE TABLE holdings (
+    broker TEXT NOT NULL,
+    currency TEXT NOT NULL,
+    outside REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (broker, currency)
+);
+
+CREATE TABLE book_checks (
+    broker TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    booked REAL NOT NULL,
+    exchange REAL NOT NULL,
+    outside REAL NOT NULL,
+    difference REAL NOT NULL,
+    step REAL NOT NULL,
+    stray_orders INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    misses INTEGER NOT NULL,
+    detail TEXT,
+    checked_at REAL NOT NULL,
+    off_since REAL,
+    PRIMARY KEY (broker, symbol)
+)
+"""
+
+#: Alert continuity (issue 20; renumber freely when merging). A *feed* is what one chart sends
 #: for one (strategy, market, timeframe); ``feed_marks`` holds every heartbeat and every order
 #: alert seen on it (its sequence number, bar time, when it fired and arrived, and the strategy's
 #: intended position after and before it); ``feed_gaps`` every message found missing, once per
@@ -268,10 +406,10 @@ CREATE INDEX exits_on_exchange ON exits(broker, symbol) WHERE exchange_status IN
 #: is not the booked one (``position_mismatch``, told, never acted on). ``alert_steps`` are the moments
 #: of an alert's life that no other row keeps (``decided``; later ``repaired``, ``superseded``
 #: ...), for its timeline. The overdue-heartbeat check's single owner is a ``leases`` row
-#: (:data:`_V8_RETENTION`). ``feed_marks_received`` and ``feed_gaps_mark`` let retention find
+#: (:data:`_V11_RETENTION`). ``feed_marks_received`` and ``feed_gaps_mark`` let retention find
 #: old marks, and the marks a gap names, without a scan. Later phases add rows (a repair is an
 #: ``alert_steps`` row naming its gap), not columns.
-_V7_ALERT_CONTINUITY = """
+_V10_ALERT_CONTINUITY = """
 CREATE TABLE feeds (
     id INTEGER PRIMARY KEY,
     strategy_id TEXT NOT NULL,
@@ -331,37 +469,15 @@ CREATE INDEX alert_steps_alert ON alert_steps(alert_id, at);
 CREATE INDEX alert_steps_gap ON alert_steps(gap_id) WHERE gap_id IS NOT NULL
 """
 
-#: Data lifecycle and shared stores (issue 23). ``leases`` holds
-#: the single owner of a background job across every worker and host: a row per job name, taken
-#: when free or expired (the store's own clock decides), so a SIGKILLed owner's job passes to
-#: another after ``expires_at``. The indexes let retention find what it prunes without a scan:
-#: alerts that still hold their raw body, by arrival (partial: a pruned body leaves the index),
-#: and notifications by when they were sent (resolved predictions have theirs since version 3).
-#: ``shared_reports`` holds a computed report every worker and host serves alike (the drift
-#: report of /healthz), with the time it was computed, instead of one copy per worker.
-_V8_RETENTION = """
-CREATE TABLE leases (
-    name TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    acquired_at REAL NOT NULL,
-    expires_at REAL NOT NULL
-);
-CREATE INDEX alerts_with_body ON alerts(received_at) WHERE payload IS NOT NULL;
-CREATE INDEX notifications_sent_at ON notifications_sent(sent_at);
-CREATE TABLE shared_reports (
-    name TEXT PRIMARY KEY,
-    computed_at REAL NOT NULL,
-    payload TEXT NOT NULL
-)
-"""
-
 MIGRATIONS: list[str] = [
-    _V1, _V2, _V3, _V4, _V5, _V6_EXCHANGE_EXITS, _V7_ALERT_CONTINUITY, _V8_RETENTION,
+    _V1, _V2, _V3, _V4, _V5, _V6_EXCHANGE_EXITS, _V11_RETENTION, _V7_ORDER_LIFECYCLE, _V9_CHAMPION,
+    _V10_ALERT_CONTINUITY,
 ]  # fmt: skip
 
 #: Every table the current schema has (``/healthz`` checks the file against it).
 TABLES = (
     "alerts", "orders", "positions", "balances", "equity_snapshots", "candles", "ml_models",
     "ml_training_jobs", "ml_predictions", "sentiment_cache", "strategy_state", "notifications_sent",
-    "marks", "exits", "feeds", "feed_marks", "feed_gaps", "alert_steps", "leases", "shared_reports",
+    "marks", "exits", "leases", "shared_reports", "installation", "holdings", "book_checks",
+    "ml_champions", "ml_model_events", "feeds", "feed_marks", "feed_gaps", "alert_steps",
 )  # fmt: skip

@@ -274,6 +274,11 @@ def base_environ(tmp_path: Path, **extra: str) -> dict[str, str]:
         "TVGW_ALLOWED_IPS": "any",
         "TVGW_ML_ENABLED": "false",
         "TVGW_LOG_LEVEL": "WARNING",
+        # The order lifecycle and the reconciler call the exchange from background threads that
+        # outlive the test's app: a test that wants them turns them on (tests/engine/
+        # test_exchange_truth.py), so no other test's fake exchange hears from an earlier app.
+        "TVGW_ORDER_POLL_INTERVAL_S": "0",
+        "TVGW_RECONCILE_INTERVAL_S": "0",
     }
     env.update(extra)
     return env

@@ -8,8 +8,12 @@ candles, orders and balances, with Binance-shaped JSON and Binance error codes, 
 real order book of the account: orders debit and credit balances.
 
 It also injects the failures a live exchange produces (``fail_next``): a request that times
-out (with or without the order having been created), HTTP 429, 5xx and insufficient balance;
-and slow answers per endpoint and symbol (``stalls``: one market's ticker answering after 10 s).
+out (with or without the order having been created), one whose answer never comes (``hang``),
+HTTP 429, 5xx and insufficient balance; slow answers per endpoint and symbol (``stalls``: one
+market's ticker answering after 10 s); and behaves as a loaded exchange does when told to:
+market orders acknowledged ``NEW`` with nothing or part filled and filled later, when the test
+says (``hold_fills``, ``complete_fills``), commissions in BNB (``commission_asset = "BNB"``,
+valued at BNBUSDT, which it lists).
 
 Use it three ways:
 
@@ -26,6 +30,7 @@ require the ``X-MBX-APIKEY`` header and a ``signature`` parameter, as Binance do
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import random
@@ -57,7 +62,7 @@ _PUBLIC_FAPI = frozenset(
 )
 
 #: What ``fail_next`` can make an endpoint do.
-FAILURE_MODES = ("timeout", "timeout_lost", "429", "500", "503", "insufficient_balance")
+FAILURE_MODES = ("timeout", "timeout_lost", "hang", "429", "500", "503", "insufficient_balance")
 
 #: The API key the fake accepts unless told otherwise.
 DEFAULT_API_KEY = "fake-api-key"
@@ -65,6 +70,8 @@ DEFAULT_SECRET = "fake-secret"
 
 #: Taker fee, charged in the asset received (Binance's default without BNB discounts).
 TAKER_FEE = Decimal("0.001")
+#: Taker fee when it is paid in BNB (Binance's 25% discount), on the quote value of the fill.
+BNB_TAKER_FEE = Decimal("0.00075")
 
 _PRIVATE_PATHS = frozenset(
     {"/api/v3/order", "/api/v3/openOrders", "/api/v3/allOrders", "/api/v3/account", "/api/v3/myTrades"}
@@ -138,6 +145,7 @@ DEFAULT_MARKETS: tuple[FakeMarket, ...] = (
     FakeMarket("ETHUSDT", "ETH", "USDT", "0.00010000", "0.01000000", "5.00000000", "3000.00"),
     FakeMarket("SOLUSDT", "SOL", "USDT", "0.00100000", "0.01000000", "5.00000000", "150.00"),
     FakeMarket("ETHBTC", "ETH", "BTC", "0.00010000", "0.00001000", "0.00010000", "0.06000"),
+    FakeMarket("BNBUSDT", "BNB", "USDT", "0.00100000", "0.01000000", "5.00000000", "600.00"),
 )
 
 #: USDⓈ-M perpetuals listed on /fapi/v1/exchangeInfo (markets only: the fake trades spot).
@@ -205,6 +213,12 @@ class FakeBinance:
         self.unknown_paths: list[tuple[str, str]] = []
         self._klines: dict[tuple[str, str], list[list[Any]]] = {}
         self._failures: list[list[Any]] = []  # [method or None, path, mode, remaining]
+        #: Symbol -> the share of a market order filled at once (the rest waits for complete_fills).
+        self._held_fills: dict[str, Decimal] = {}
+        #: "BNB": commissions are paid in BNB (valued at BNBUSDT) while the account holds enough.
+        self.commission_asset: str | None = None
+        #: Released by release() (or stop()): a "hang" failure holds its answer until then.
+        self._released = threading.Event()
         self._next_order_id = 1000
         self._lock = threading.RLock()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
@@ -234,6 +248,7 @@ class FakeBinance:
         self._server.serve_forever(poll_interval=0.05)  # short poll: stop() returns quickly
 
     def stop(self) -> None:
+        self._released.set()
         self.stalls.remove()  # release held requests: shutdown must not wait out a stall
         self._server.shutdown()
         self._server.server_close()
@@ -254,8 +269,10 @@ class FakeBinance:
         ``endpoint`` is a path (``/api/v3/account``, any method) or ``"METHOD /path"``
         (``"POST /api/v3/order"``). Modes: ``timeout`` (hold the connection for
         ``timeout_delay_s``; an order POST is still executed first, so reconciliation can find
-        it), ``timeout_lost`` (hold, then drop; nothing executed), ``429`` (rate limit with
-        ``Retry-After``), ``500``, ``503``, ``insufficient_balance`` (Binance's -2010 refusal).
+        it), ``hang`` (execute, then hold the answer until :meth:`release`: a gateway killed
+        meanwhile never records it), ``timeout_lost`` (hold, then drop; nothing executed),
+        ``429`` (rate limit with ``Retry-After``), ``500``, ``503``, ``insufficient_balance``
+        (Binance's -2010 refusal).
         """
         if mode not in FAILURE_MODES:
             raise ValueError(f"unknown failure mode {mode!r}; choose one of {', '.join(FAILURE_MODES)}")
@@ -267,6 +284,35 @@ class FakeBinance:
         with self._lock:
             self._failures.append([method.upper() or None, path, mode, times])
 
+    def hold_fills(self, symbol: str = "BTCUSDT", fraction: str | float = 0) -> None:
+        """Market orders on ``symbol`` are acknowledged with only ``fraction`` of them filled at
+        once (0: ``NEW``, nothing filled; 0.4: ``PARTIALLY_FILLED``), as a live exchange under
+        load does; the rest fills when the test calls :meth:`complete_fills`."""
+        with self._lock:
+            self._market(symbol)
+            self._held_fills[symbol] = Decimal(str(fraction))
+
+    def complete_fills(self, client_order_id: str | None = None) -> int:
+        """Fill the rest of every held market order (or of the one under ``client_order_id``) at
+        the last price; how many were completed. Later market orders fill at once again."""
+        with self._lock:
+            self._held_fills.clear()
+            done = 0
+            for order in self.orders:
+                held = order.get("_held") and order["status"] in ("NEW", "PARTIALLY_FILLED")
+                if held and client_order_id in (None, order["clientOrderId"]):
+                    self._fill_part(order, Decimal(order["origQty"]) - Decimal(order["executedQty"]))
+                    done += 1
+            return done
+
+    def set_balance(self, asset: str, amount: str | float) -> None:
+        """Set the free balance of ``asset`` (nothing locked)."""
+        with self._lock:
+            self.balances[asset] = {"free": Decimal(str(amount)), "locked": Decimal(0)}
+
+    def release(self) -> None:
+        """Let the answers held by ``hang`` failures go (to a client long gone, usually)."""
+        self._released.set()
     def clear_failures(self) -> None:
         """Forget every failure ``fail_next`` has not used up yet."""
         with self._lock:
@@ -281,7 +327,7 @@ class FakeBinance:
             self._market(symbol)
             self.prices[symbol] = Decimal(str(price))
             for order in self.orders:
-                if order["symbol"] == symbol and order["status"] == "NEW":
+                if order["symbol"] == symbol and order["status"] == "NEW" and not order.get("_held"):
                     self._fill_if_marketable(order)
             self.futures.trigger(symbol, self.prices[symbol])
 
@@ -707,7 +753,7 @@ class FakeBinance:
 
     def _fill_if_marketable(self, order: dict[str, Any]) -> None:
         """Fill the whole order at the last price when it is a market order or a limit order
-        that crosses it; the fee is taken from what the account receives."""
+        that crosses it (a market order on a symbol under :meth:`hold_fills`: only its share)."""
         market = self.markets[order["symbol"]]
         last = self.prices[market.symbol]
         limit: Decimal = order["_limit"]
@@ -719,33 +765,68 @@ class FakeBinance:
         ):
             return  # a resting stop or take-profit: it fires when set_price crosses it
         qty = Decimal(order["origQty"])
+        if order["type"] == "MARKET" and market.symbol in self._held_fills:
+            order["_held"] = True
+            qty = (qty * self._held_fills[market.symbol]).quantize(
+                Decimal(market.step_size), rounding=ROUND_DOWN
+            )
+            if qty <= 0:
+                return  # acknowledged NEW, nothing filled yet
+        self._fill_part(order, qty)
+
+    def _fill_part(self, order: dict[str, Any], qty: Decimal) -> None:
+        """Fill ``qty`` more of ``order`` at the last price: the fee is taken from what the
+        account receives, or paid in BNB (see ``commission_asset``); balances move, the order's
+        executed amount, quote amount, status and fills grow."""
+        market = self.markets[order["symbol"]]
+        last = self.prices[market.symbol]
+        buy = order["side"] == "BUY"
         cost = qty * last
-        locked: Decimal = order["_locked"]
+        executed = Decimal(order["executedQty"]) + qty
+        done = executed >= Decimal(order["origQty"])
+        locked_total: Decimal = order.setdefault("_locked_total", order["_locked"])
+        share = qty / Decimal(order["origQty"])
+        release = order["_locked"] if done else min(locked_total * share, order["_locked"])
+        fee, fee_asset = self._commission(market, qty, cost, buy)
         if buy:
-            self.balances[market.quote]["locked"] -= locked
-            self._credit(market.quote, locked - cost)  # a limit buy locked at its price, filled lower
-            fee, fee_asset = qty * TAKER_FEE, market.base
-            self._credit(market.base, qty - fee)
+            self.balances[market.quote]["locked"] -= release
+            self._credit(market.quote, release - cost)  # a limit buy locked at its price, filled lower
+            self._credit(market.base, qty - (fee if fee_asset == market.base else 0))
         else:
-            self.balances[market.base]["locked"] -= locked
-            fee, fee_asset = cost * TAKER_FEE, market.quote
-            self._credit(market.quote, cost - fee)
+            self.balances[market.base]["locked"] -= release
+            self._credit(market.quote, cost - (fee if fee_asset == market.quote else 0))
         order.update(
-            status="FILLED",
-            executedQty=_fmt(qty),
-            cummulativeQuoteQty=_fmt(cost),
+            status="FILLED" if done else "PARTIALLY_FILLED",
+            executedQty=_fmt(executed),
+            cummulativeQuoteQty=_fmt(Decimal(order["cummulativeQuoteQty"]) + cost),
             updateTime=_now_ms(),
-            _locked=Decimal(0),
+            _locked=order["_locked"] - release,
         )
-        order["fills"] = [
+        order["fills"].append(
             {
                 "price": _fmt(last),
                 "qty": _fmt(qty),
                 "commission": _fmt(fee),
                 "commissionAsset": fee_asset,
-                "tradeId": order["orderId"] * 10,
+                "tradeId": order["orderId"] * 10 + len(order["fills"]),
             }
-        ]
+        )
+
+    def _commission(self, market: FakeMarket, qty: Decimal, cost: Decimal, buy: bool) -> tuple[Decimal, str]:
+        """The fee of a fill and its asset: in BNB when so set and the account holds enough
+        (debited here), else in the asset received."""
+        if self.commission_asset == "BNB" and "BNBUSDT" in self.prices:
+            quote_value = (
+                cost if market.quote == "USDT" else cost * self.prices.get(f"{market.quote}USDT", Decimal(0))
+            )
+            fee = (quote_value * BNB_TAKER_FEE / self.prices["BNBUSDT"]).quantize(Decimal("0.00000001"))
+            bnb = self.balances.get("BNB")
+            if bnb is not None and bnb["free"] >= fee > 0:
+                bnb["free"] -= fee
+                return fee, "BNB"
+        if buy:
+            return qty * TAKER_FEE, market.base
+        return cost * TAKER_FEE, market.quote
 
     def _find_order(self, params: Mapping[str, str]) -> dict[str, Any]:
         market = self._market(params.get("symbol"))
@@ -767,7 +848,7 @@ class FakeBinance:
 
     def _cancel_order(self, params: Mapping[str, str]) -> dict[str, Any]:
         order = self._find_order(params)
-        if order["status"] != "NEW":
+        if order["status"] not in ("NEW", "PARTIALLY_FILLED"):
             raise _BinanceError(400, -2011, "Unknown order sent.")
         market = self.markets[order["symbol"]]
         asset = market.quote if order["side"] == "BUY" else market.base
@@ -783,7 +864,7 @@ class FakeBinance:
         return [
             _public_order(o)
             for o in self.orders
-            if o["status"] == "NEW" and (symbol is None or o["symbol"] == symbol)
+            if o["status"] in ("NEW", "PARTIALLY_FILLED") and (symbol is None or o["symbol"] == symbol)
         ]
 
     def _all_orders(self, params: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -794,7 +875,7 @@ class FakeBinance:
         symbol = self._market(params.get("symbol")).symbol
         trades = []
         for o in self.orders:
-            if o["symbol"] != symbol:
+            if o["symbol"] != symbol or ("orderId" in params and str(o["orderId"]) != params["orderId"]):
                 continue
             for fill in o["fills"]:
                 trades.append(
@@ -949,6 +1030,12 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(self.fake.timeout_delay_s)
             self._send(status, payload)
             return True
+        if mode == "hang":  # the exchange did the work; the answer waits until release()
+            with contextlib.suppress(_BinanceError):  # a refusal is held all the same
+                self.fake._route(method, path, params, self.headers)
+            self.fake._released.wait(120)
+            self.close_connection = True
+            return True
         if mode == "timeout_lost":
             time.sleep(self.fake.timeout_delay_s)  # as above: late past the client's timeout, then no answer
             self.close_connection = True
@@ -982,6 +1069,13 @@ class _Handler(BaseHTTPRequestHandler):
                 spec = json.loads(body or "{}")
                 self.fake.fail_next(spec["endpoint"], str(spec["mode"]), int(spec.get("times", 1)))
                 self._send(200, {"ok": True})
+            elif method == "POST" and path == "/__fake__/hold_fills":
+                spec = json.loads(body or "{}")
+                self.fake.hold_fills(spec.get("symbol", "BTCUSDT"), spec.get("fraction", 0))
+                self._send(200, {"ok": True})
+            elif method == "POST" and path == "/__fake__/complete_fills":
+                spec = json.loads(body or "{}")
+                self._send(200, {"completed": self.fake.complete_fills(spec.get("client_order_id"))})
             elif path == "/__fake__/stall" and method in ("POST", "DELETE"):
                 spec = json.loads(body or "{}")
                 if method == "POST":

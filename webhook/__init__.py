@@ -17,6 +17,7 @@ from flask.json.provider import DefaultJSONProvider
 from engine.brokers.base import Broker
 from engine.brokers.factory import create_account_brokers, create_broker
 from engine.engine import TradingEngine
+from ml_integration.champions import ChampionRules, review
 from ml_integration.serving import SignalService
 from ml_integration.tracking import start_outcome_resolver
 from settings import Settings, account_credentials, exchange_credentials, load_settings
@@ -61,11 +62,17 @@ def create_app(settings: Settings | None = None, test_config: Mapping[str, Any] 
         threading.Thread(target=_preload, args=(signals,), name="tvgw-preload", daemon=True).start()
     gateway = app.extensions["tvgw"] = Gateway(settings, storage, broker, signals, accounts=accounts)
     if settings.resolve_interval_s > 0:
-        start_outcome_resolver(storage, settings.resolve_interval_s)
+        rules = ChampionRules.from_settings(settings)
+        start_outcome_resolver(
+            storage, settings.resolve_interval_s,
+            review=lambda: review(storage, rules, model_dir=settings.model_dir),
+        )  # fmt: skip
     if settings.exit_watch_interval_s > 0:
         start_exit_watcher(gateway.engine, settings.exit_watch_interval_s)
     if settings.retention.prune_interval_s > 0:
         start_pruner(storage, settings.retention.policy(), settings.retention.prune_interval_s)
+    if any(not desk.broker.settles_instantly for desk in gateway.engine.desks()):
+        start_book_keeping(gateway.engine, storage, settings)
 
     from webhook import api, dashboard, metrics, ml_api, notify, openapi, routes
     from webhook.events import watch_webhook
@@ -140,6 +147,28 @@ def start_pruner(storage: Storage, policy: RetentionPolicy, interval_s: float) -
             log.info("retention pruned %s", done)
 
     return start_owned_job(storage, "retention", interval_s, run)
+
+
+def start_book_keeping(engine: TradingEngine, storage: Storage, settings: Settings) -> None:
+    """The order lifecycle (``orders`` lease) and the reconciler (``reconcile`` lease), each run
+    by one worker of one host: for accounts on an exchange only (the paper book settles every
+    order in its own transaction, and is its own truth)."""
+    from engine.lifecycle import OrderKeeper
+    from engine.reconciler import Reconciler
+
+    log = logging.getLogger("tvgw.orders")
+    if settings.order_poll_interval_s > 0:
+        keeper = OrderKeeper(storage, engine.accounts, not_found_grace_s=settings.order_not_found_grace_s)
+
+        def follow() -> None:
+            for line in keeper.run_once(time.time()):
+                log.info("%s", line)
+
+        start_owned_job(storage, "orders", settings.order_poll_interval_s, follow)
+    if settings.reconcile_interval_s > 0:
+        reconciler = Reconciler(storage, engine.accounts)  # drift is logged (and told) by itself
+        interval = settings.reconcile_interval_s
+        start_owned_job(storage, "reconcile", interval, lambda: reconciler.run_once(time.time()))
 
 
 def start_brokers(brokers: Iterable[Broker], refresh_s: float) -> None:

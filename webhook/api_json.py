@@ -30,7 +30,7 @@ __all__ = [
 TIME_KEYS = frozenset({
     "received_at", "updated_at", "alert_time", "timenow", "created_at", "opened_at", "started_at",
     "finished_at", "resolved_at", "timestamp", "candle_time", "target_time", "retired_at", "at",
-    "saved_at",
+    "saved_at", "since", "off_since",
 })  # fmt: skip
 #: Quantities and prices. The paper book has no exchange market to ask for its precision, so
 #: they are cut to 8 decimals (a satoshi), the finest precision crypto markets quote.

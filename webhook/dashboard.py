@@ -30,10 +30,13 @@ from flask import (
     url_for,
 )
 
+from ml_integration.champions import ChampionRules, market_report
 from storage import alerts as alert_store
 from storage import analytics
 from storage import orders as order_store
 from storage import predictions as prediction_store
+from storage.champions import list_roles
+from storage.reconciliation import book_checks
 from storage import timeline as step_store
 from webhook import current_gateway
 from webhook.api import MAX_ROW_ID
@@ -139,7 +142,8 @@ def _session_required() -> None:
 
 @bp.get("/dashboard/data")
 def data() -> Any:
-    """Everything the page shows, in one read: alerts, models, accuracy, equity, positions."""
+    """Everything the page shows, in one read: alerts, models and their roles (why the champion
+    is champion, the challenger's paired test), accuracy, equity, positions."""
     _session_required()
     gateway = current_gateway()
     drift = drift_now(gateway.storage, gateway.settings)
@@ -150,16 +154,27 @@ def data() -> Any:
         for p in order_store.list_positions(gateway.storage, desk.broker.name)
     ]
     since = time.time() - DAILY_DAYS * 86_400
+    rules = ChampionRules.from_settings(gateway.settings)
     return api_response({
         "feeds": [status.to_dict() for status in gateway.continuity.statuses()],
         "daily": [dataclasses.asdict(d) for d in step_store.daily_summary(gateway.storage, since=since)],
         "alerts": [_alert_view(a) for a in alert_store.list_alerts(gateway.storage, limit=50)],
-        "models": model_views(limit=50), "model_health": gateway.signals.status(), "drift": drift,
+        "models": model_views(limit=50), "model_health": gateway.signals.status().to_dict(), "drift": drift,
+        "champions": [market_report(gateway.storage, r, rules) for r in list_roles(gateway.storage)],
         "calibration": analytics.calibration_bins(gateway.storage),
         "accuracy": analytics.accuracy_by_day(gateway.storage, days=30),
         "equity": equity, "broker": gateway.broker.name,
-        "positions": positions,
+        "positions": positions, "books": books_view(gateway.storage),
     })  # fmt: skip
+
+
+def books_view(storage: Any) -> dict[str, Any]:
+    """The reconciler's verdict for the page and ``/healthz``: how many markets it compared,
+    and those whose books disagree with the exchange (confirmed on two passes)."""
+    checks = book_checks(storage)
+    off = [{"account": c.broker, "symbol": c.symbol, "difference": c.difference, "detail": c.detail,
+            "since": c.off_since} for c in checks if c.status == "off"]  # fmt: skip
+    return {"checked": len(checks), "off": off}
 
 
 def _alert_view(row: dict[str, Any]) -> dict[str, Any]:

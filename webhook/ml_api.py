@@ -20,11 +20,13 @@ from flask import Blueprint
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from common.timeframes import seconds
+from ml_integration import champions
 from ml_integration.evaluation import wilson_interval
 from ml_integration.exceptions import ModelIntegrityError
-from ml_integration.store import activate_version, latest_version, list_versions, model_key, version_metadata
+from ml_integration.store import list_versions, model_key, version_metadata
 from settings import Settings
 from storage import analytics
+from storage import champions as role_store
 from storage import models as model_store
 from storage import predictions as prediction_store
 from storage.database import is_url
@@ -77,7 +79,11 @@ class ModelVersion(Market):
 
 
 class ModelChange(ModelVersion):
+    """``activate`` makes the version champion at once (a human's promotion, recorded with
+    ``reason``); ``retire`` stops a challenger shadowing, or retires any version but the champion."""
+
     action: Literal["activate", "retire"]
+    reason: str = Field(default="changed through the operator API", min_length=1, max_length=500)
 
 
 class Outcome(_Body):
@@ -126,12 +132,24 @@ def _parse(model: type[B]) -> B:
 
 
 # --- models ------------------------------------------------------------------------------------------
-def _model_view(row: dict[str, Any], active: str | None, live: dict[str, Any] | None) -> dict[str, Any]:
+def _role(row: dict[str, Any], roles: role_store.MarketRoles | None) -> str:
+    if roles is not None and row["version"] == roles.champion:
+        return "champion"
+    if roles is not None and row["version"] == roles.challenger:
+        return "challenger"
+    return "retired" if row["retired_at"] is not None else "inactive"
+
+
+def _model_view(
+    row: dict[str, Any], roles: role_store.MarketRoles | None, live: dict[str, Any] | None
+) -> dict[str, Any]:
     model_type = "trees_lstm" if row.get("has_lstm") else "trees"
+    role = _role(row, roles)
     return {
         "symbol": row["symbol"], "timeframe": row["timeframe"], "version": row["version"],
-        "type": model_type, "active": row["version"] == active, "retired": row["retired_at"] is not None,
-        "retired_at": row["retired_at"], "created_at": row["created_at"], "synthetic": row["synthetic"],
+        "type": model_type, "role": role, "active": role == "champion",
+        "retired": row["retired_at"] is not None, "retired_at": row["retired_at"],
+        "created_at": row["created_at"], "synthetic": row["synthetic"],
         "holdout": row["metrics"], "live": live or {"predictions": 0, "resolved": 0, "accuracy": None,
                                                     "brier": None},
     }  # fmt: skip
@@ -146,7 +164,8 @@ def _has_lstm(settings: Settings, row: dict[str, Any]) -> bool:
 @bp.get("/models")
 @token_required
 def models() -> Any:
-    """Registered versions; ``?symbol=&timeframe=&type=trees|trees_lstm&active=true``."""
+    """Registered versions with their role; ``?symbol=&timeframe=&type=trees|trees_lstm&active=true``
+    (active: the champion)."""
     model_type, active_only = query_choice("type", MODEL_TYPES), query_bool("active")
     views = model_views(
         symbol=query_text("symbol"), timeframe=query_text("timeframe"),
@@ -165,24 +184,19 @@ def models() -> Any:
 def model_views(
     *, symbol: str | None = None, timeframe: str | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:
-    """Registered versions as the API and the dashboard show them: active or not, retired or
-    not, hold-out metrics from training and live accuracy/Brier from the prediction log."""
+    """Registered versions as the API and the dashboard show them: their role (champion,
+    challenger, retired, inactive), hold-out metrics from training and live accuracy/Brier from
+    the prediction log (a challenger's are its shadow predictions)."""
     gateway = current_gateway()
     rows = model_store.list_models(gateway.storage, symbol=symbol, timeframe=timeframe, limit=limit)
     live = analytics.model_live_stats(gateway.storage)
+    roles = {(r.symbol, r.timeframe): r for r in role_store.list_roles(gateway.storage)}
     views = []
     for row in rows:
         row["has_lstm"] = _has_lstm(gateway.settings, row)
-        active = _latest(gateway.settings, row["symbol"], row["timeframe"])
-        views.append(_model_view(row, active, live.get((row["symbol"], row["timeframe"], row["version"]))))
+        market = (row["symbol"], row["timeframe"])
+        views.append(_model_view(row, roles.get(market), live.get((*market, row["version"]))))
     return views
-
-
-def _latest(settings: Settings, symbol: str, timeframe: str) -> str | None:
-    try:
-        return latest_version(settings.model_dir, symbol, timeframe)
-    except ValueError:
-        return None
 
 
 def _sealed(settings: Settings, body: ModelVersion) -> dict[str, Any]:
@@ -203,17 +217,19 @@ def _sealed(settings: Settings, body: ModelVersion) -> dict[str, Any]:
 @bp.post("/models")
 @token_required
 def register_model() -> Any:
-    """Register a version already saved in the model store (its hashes are checked first)."""
+    """Register a version already saved in the model store (its hashes are checked first). The
+    store's newest version of that market is enrolled too (champion when the market has none,
+    else challenger), as a worker would on its next look at the store."""
     gateway = current_gateway()
     body = _parse(ModelVersion)
     metadata = _sealed(gateway.settings, body)
-    strategy = metadata.get("strategy") or {}
-    path = Path(gateway.settings.model_dir) / model_key(body.symbol, body.timeframe) / body.version
-    model_store.record_model(
-        gateway.storage, symbol=body.symbol, timeframe=body.timeframe, version=body.version,
-        path=str(path), synthetic=bool(strategy.get("synthetic", True)),
-        metrics=(metadata.get("model") or {}).get("holdout", {}),
-    )  # fmt: skip
+    champions.register_version(
+        gateway.storage, gateway.settings.model_dir, body.symbol, body.timeframe, body.version, metadata
+    )
+    try:
+        champions.enroll_latest(gateway.storage, gateway.settings.model_dir, body.symbol, body.timeframe)
+    except (OSError, ModelIntegrityError) as exc:  # the newest is another version: told by /healthz
+        log.warning("newest model of %s %s not enrolled: %s", body.symbol, body.timeframe, exc)
     return _one_model(gateway.settings, body, 201)
 
 
@@ -223,14 +239,16 @@ def _one_model(settings: Settings, body: ModelVersion, status: int = 200) -> Any
     assert row is not None
     row["has_lstm"] = _has_lstm(settings, row)
     live = analytics.model_live_stats(gateway.storage).get((body.symbol, body.timeframe, body.version))
-    return api_response(_model_view(row, _latest(settings, body.symbol, body.timeframe), live), status)
+    roles = role_store.get_roles(gateway.storage, body.symbol, body.timeframe)
+    return api_response(_model_view(row, roles, live), status)
 
 
 @bp.put("/models")
 @token_required
 def change_model() -> Any:
-    """``activate`` points the store's ``latest`` at the version (every worker reloads it within
-    seconds); ``retire`` marks a version that is not active as retired."""
+    """``activate`` makes the version champion now, on every worker's next alert (a human's
+    promotion: no paired test needed, ``reason`` is recorded with it; the champion it replaces is
+    retired); ``retire`` stops a challenger shadowing or retires any version but the champion."""
     gateway = current_gateway()
     body = _parse(ModelChange)
     if model_store.get_model(gateway.storage, body.symbol, body.timeframe, body.version) is None:
@@ -239,19 +257,42 @@ def change_model() -> Any:
             f"version {body.version!r} of {body.symbol} {body.timeframe} is not registered: POST it to "
             "/api/ml/models first", where="version",
         )  # fmt: skip
-    if body.action == "activate":
-        _sealed(gateway.settings, body)
-        activate_version(gateway.settings.model_dir, body.symbol, body.timeframe, body.version)
-        model_store.unretire_model(gateway.storage, body.symbol, body.timeframe, body.version)
-    else:
-        if _latest(gateway.settings, body.symbol, body.timeframe) == body.version:
-            raise ApiError(
-                409, "model_active",
-                f"version {body.version!r} is the active model of {body.symbol} {body.timeframe}: "
-                "activate another version first, then retire this one", where="version",
+    roles = role_store.get_roles(gateway.storage, body.symbol, body.timeframe)
+    try:
+        if body.action == "retire":
+            champions.retire(gateway.storage, body.symbol, body.timeframe, body.version, actor="operator API",
+                             reason=body.reason)  # fmt: skip
+        elif roles is not None and roles.champion == body.version:
+            _sealed(gateway.settings, body)  # already champion: nothing to change, but say if altered
+            model_store.unretire_model(gateway.storage, body.symbol, body.timeframe, body.version)
+        else:
+            _sealed(gateway.settings, body)
+            rules = champions.ChampionRules.from_settings(gateway.settings)
+            champions.promote(
+                gateway.storage, gateway.settings.model_dir, body.symbol, body.timeframe, body.version,
+                actor="operator API", reason=body.reason, rules=rules,
             )  # fmt: skip
-        model_store.retire_model(gateway.storage, body.symbol, body.timeframe, body.version)
+    except champions.ChampionError as exc:
+        raise ApiError(409, "model_active" if body.action == "retire" else "roles_changed", str(exc),
+                       where="version") from None  # fmt: skip
     return _one_model(gateway.settings, body)
+
+
+@bp.get("/champions")
+@token_required
+def champion_reports() -> Any:
+    """Per market: the champion and why (the event that made it, with its test), the challenger's
+    paired test as it stands (n, the log-loss difference and its interval, the verdict), the
+    champion's test against the base rate (ML-driven sizing on or off), and the newest events.
+    ``?symbol=&timeframe=``."""
+    gateway = current_gateway()
+    symbol, timeframe = query_text("symbol"), query_text("timeframe")
+    rules = champions.ChampionRules.from_settings(gateway.settings)
+    return api_response([
+        champions.market_report(gateway.storage, roles, rules)
+        for roles in role_store.list_roles(gateway.storage)
+        if symbol in (None, roles.symbol) and timeframe in (None, roles.timeframe)
+    ])  # fmt: skip
 
 
 # --- predictions -------------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """Telegram, Discord and generic-webhook messages when a trade executes, risk refuses an
-order, the exchange fails, the model drifts, or a chart's alert goes missing (a heartbeat
-overdue, a gap in its numbers, an order alert lost: engine.continuity).
+order, the exchange fails, the books disagree with the exchange, the model drifts, a model
+changes role (a challenger enrolled or promoted, a human's promotion or rollback, ML-driven sizing
+switched off or back on), or a chart's alert goes missing (a heartbeat overdue, a gap in its
+numbers, an order alert lost: engine.continuity).
 
 Sent from one background thread per worker, never from the request: the webhook only puts a
 message on a bounded queue (a full queue drops it and counts the drop). Each send has a timeout
@@ -8,7 +10,9 @@ and is tried once: a failed notification is logged and counted, never retried, s
 Telegram cannot become a storm. Messages are built from the gateway's answer (already free of
 secrets) and passed through the redactor again; Discord mentions are switched off, so an alert
 field cannot ping @everyone. Drift is checked every ``DRIFT_CHECK_S`` and told once per day per
-set of reasons across all workers (a UNIQUE key in SQLite).
+set of reasons across all workers (a UNIQUE key in SQLite). Role changes are read from their
+record (``ml_model_events``) every ``MODEL_EVENTS_CHECK_S``, whichever process made them (a
+worker's review, ``tvgw models promote``), and each is told once across all workers.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +31,9 @@ import requests
 
 from settings import Settings, secret_values
 from storage import Storage
+from storage import champions as role_store
+from storage.champions import ModelEvent
+from storage.reconciliation import book_checks
 from storage.state import claim_notification
 from webhook.events import AlertEvent, drift_now
 from webhook.redaction import Redactor
@@ -36,6 +44,12 @@ log = logging.getLogger(__name__)
 
 #: Seconds between drift checks on the notifier's thread.
 DRIFT_CHECK_S = 300.0
+#: Seconds between looks at the reconciler's verdicts (books that disagree with the exchange).
+BOOKS_CHECK_S = 5.0
+#: Seconds between looks at the record of model role changes, and how far back the first look
+#: of a worker reaches (a change made while it was starting is still told; each only once).
+MODEL_EVENTS_CHECK_S = 15.0
+MODEL_EVENTS_LOOKBACK_S = 3600.0
 _DROP_LOG_EVERY = 100
 
 
@@ -70,6 +84,31 @@ def alert_message(event: AlertEvent) -> Message | None:
     return Message(kind, text, facts)
 
 
+#: How each kind of role change reads in a message.
+_MODEL_EVENT_TITLES = {
+    "champion": "model {version} is champion",
+    "challenger": "model {version} serves in shadow as the challenger of {previous}",
+    "promoted": "challenger {version} PROMOTED to champion over {previous}",
+    "promote": "model {version} promoted to champion by {actor} (was {previous})",
+    "rollback": "ROLLED BACK to {version} by {actor} (from {previous})",
+    "retired": "model {version} retired",
+    "sizing_off": "ML-driven sizing OFF (champion {version})",
+    "sizing_on": "ML-driven sizing back ON (champion {version})",
+}
+
+
+def model_event_message(event: ModelEvent) -> Message:
+    """The message of one role change: what changed, in which market, and why."""
+    title = _MODEL_EVENT_TITLES.get(event.kind, event.kind + " {version}").format(
+        version=event.version, previous=event.previous or "none", actor=event.actor
+    )
+    text = f"tvgw: {event.symbol} {event.timeframe} {title}: {event.reason}"
+    facts = {"event_id": event.id, "kind": event.kind, "symbol": event.symbol, "timeframe": event.timeframe,
+             "version": event.version, "previous": event.previous, "actor": event.actor,
+             "reason": event.reason, "evidence": event.evidence}  # fmt: skip
+    return Message(f"model_{event.kind}", text, facts)
+
+
 def account_failure_messages(event: AlertEvent) -> list[Message]:
     """An exchange failure on an account that did not lead the alert's answer (another account
     filled): told like any exchange failure, naming the account."""
@@ -94,7 +133,14 @@ def gap_message(facts: dict[str, Any]) -> Message:
 class Notifier:
     """The outgoing channels of one worker and the thread that feeds them."""
 
-    def __init__(self, settings: Settings, storage: Storage, *, drift_check_s: float = DRIFT_CHECK_S):
+    def __init__(
+        self,
+        settings: Settings,
+        storage: Storage,
+        *,
+        drift_check_s: float = DRIFT_CHECK_S,
+        model_events_check_s: float = MODEL_EVENTS_CHECK_S,
+    ):
         self.settings = settings
         self.storage = storage
         self.config = settings.notify
@@ -103,6 +149,8 @@ class Notifier:
         self.queue: queue.Queue[Message] = queue.Queue(maxsize=self.config.queue_size)
         self.dropped = 0
         self.drift_check_s = drift_check_s
+        self.model_events_check_s = model_events_check_s
+        self._last_event_id = 0
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         if self.channels:
@@ -173,6 +221,34 @@ class Notifier:
         text = f"tvgw: model drift, retraining advised ({reasons}; {drift['samples']} resolved predictions)"
         return self.put(Message("drift", text, {"reasons": drift["reasons"], "samples": drift["samples"]}))
 
+    def check_books(self) -> int:
+        """Queue a message for each market whose books the reconciler found off and no worker
+        told yet (once per episode: the key names when it started); how many were queued."""
+        told = 0
+        for check in book_checks(self.storage):
+            if check.status != "off":
+                continue
+            key = f"books:{check.broker}:{check.symbol}:{check.off_since}"
+            if not claim_notification(self.storage, key):
+                continue
+            text = f"tvgw: books DISAGREE with the exchange on account {check.broker}: {check.detail}"
+            facts = {"account": check.broker, "symbol": check.symbol, "booked": check.booked,
+                     "exchange": check.exchange, "difference": check.difference}  # fmt: skip
+            told += self.put(Message("books_off", text, facts))
+        return told
+
+    def check_model_events(self) -> int:
+        """Queue a message for each model role change recorded since this worker last looked
+        (the last hour on its first look) that no worker told yet; returns how many."""
+        since = time.time() - MODEL_EVENTS_LOOKBACK_S if self._last_event_id == 0 else None
+        events = role_store.list_events(self.storage, after_id=self._last_event_id, since=since, limit=100)
+        told = 0
+        for event in reversed(events):  # oldest first
+            self._last_event_id = max(self._last_event_id, event.id)
+            if claim_notification(self.storage, f"model-event:{event.id}"):
+                told += self.put(model_event_message(event))
+        return told
+
     # --- the sender thread -----------------------------------------------------------------------------
     def _start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="tvgw-notify", daemon=True)
@@ -180,23 +256,31 @@ class Notifier:
 
     def _run(self) -> None:
         session = requests.Session()
-        next_drift = time.monotonic() + self.drift_check_s
+        checks = (
+            (self.check_drift, self.drift_check_s, "drift check"),
+            (self.check_books, BOOKS_CHECK_S, "books check"),
+            (self.check_model_events, self.model_events_check_s, "model events check"),
+        )
+        due = [time.monotonic() + interval for _, interval, _ in checks]
         while True:
             try:
-                message = self.queue.get(timeout=max(0.1, next_drift - time.monotonic()))
+                message = self.queue.get(timeout=max(0.1, min(due) - time.monotonic()))
             except queue.Empty:
-                next_drift = time.monotonic() + self.drift_check_s
-                self._drift_safely()
-                continue
-            for channel in self.channels:
-                self.send(session, channel, message)
-            self.queue.task_done()
+                message = None
+            if message is not None:
+                for channel in self.channels:
+                    self.send(session, channel, message)
+                self.queue.task_done()
+            for i, (check, interval, what) in enumerate(checks):
+                if due[i] <= time.monotonic():  # also between messages: a busy queue starves no check
+                    due[i] = time.monotonic() + interval
+                    self._safely(check, what)
 
-    def _drift_safely(self) -> None:
+    def _safely(self, check: Callable[[], object], what: str) -> None:
         try:
-            self.check_drift()
+            check()
         except Exception:
-            log.exception("drift check for notifications failed; next try in %.0f s", self.drift_check_s)
+            log.exception("%s for notifications failed; tried again later", what)
 
     def send(self, session: requests.Session, channel: str, message: Message) -> bool:
         """One attempt, with the timeout; the outcome is counted, a failure logged (without the

@@ -110,8 +110,14 @@ def _paths() -> dict[str, Any]:
             "post": _op("Register a version saved in the model store (hashes checked)", {
                 **_ok("registered", _ref("Model"), 201), **_errors(400, 409)},
                 requestBody=_body("ModelVersion")),
-            "put": _op("Activate (becomes the store's latest, every worker reloads it) or retire a version", {
+            "put": _op("Activate (champion now, on every worker's next alert; recorded with its reason) or "
+                       "retire a version", {
                 **_ok("changed", _ref("Model")), **_errors(400, 409)}, requestBody=_body("ModelChange")),
+        },
+        "/api/ml/champions": {
+            "get": _op("Per market: the champion and why, the challenger's paired test, ML-driven sizing",
+                       {**_ok("markets", _list_of("Champion")), **_errors(400)},
+                       parameters=[_text("symbol", "market"), _text("timeframe", "bar size")]),
         },
         "/api/ml/predictions": {
             "get": _op("The prediction log", {**_ok("predictions", _list_of("Prediction")), **_errors(400)},
@@ -207,8 +213,9 @@ def _record_schemas() -> dict[str, Any]:
     the answers too, not only the status codes."""
     model = {
         "symbol": _STR, "timeframe": _STR, "version": _STR, "type": {"enum": ["trees", "trees_lstm"]},
-        "active": _BOOL, "retired": _BOOL, "retired_at": _TIME, "created_at": _TIME, "synthetic": _BOOL,
-        "holdout": _MAP, "live": _MAP,
+        "role": {"enum": ["champion", "challenger", "retired", "inactive"]}, "active": _BOOL,
+        "retired": _BOOL, "retired_at": _TIME, "created_at": _TIME, "synthetic": _BOOL, "holdout": _MAP,
+        "live": _MAP,
     }  # fmt: skip
     prediction = {
         "id": _INT, "timestamp": _TIME, "symbol": _STR, "timeframe": _STR, "alert_id": _nullable("integer"),
@@ -225,10 +232,15 @@ def _record_schemas() -> dict[str, Any]:
         "strategy_id": _STR, "alerts": _MAP, "decisions": _MAP, "orders": _MAP, "pnl": _NUM,
         "accuracy": _MAP, "calibration": {"type": "array", "items": _MAP},
     }  # fmt: skip
+    champion = {
+        "symbol": _STR, "timeframe": _STR, "champion": _MAP, "challenger": {"type": ["object", "null"]},
+        "ml_sizing": _MAP, "rules": _MAP, "events": {"type": "array", "items": _MAP},
+    }  # fmt: skip
     return {
         **_decision_schemas(),
         **_continuity_schemas(),
         "Model": _object(model, *model),
+        "Champion": _object(champion, *champion),
         "Prediction": _object(prediction, "id", "timestamp", "symbol", "timeframe", "horizon", "target_time"),
         "TrainingJob": _object(
             job, "id", "symbol", "timeframe", "status", "params", "started_at", "progress"
@@ -242,7 +254,8 @@ def _decision_schemas() -> dict[str, Any]:
     account's decision, and every account's outcome in ``accounts`` (README "Accounts")."""
     number, text = _nullable("number"), _nullable("string")
     outcome = {
-        "account": _STR, "status": {"enum": ["executed", "annotated", "rejected", "failed", "processing"]},
+        "account": _STR,
+        "status": {"enum": ["executed", "placed", "annotated", "rejected", "failed", "processing"]},
         "reason": _STR, "symbol": text, "side": {"enum": ["buy", "sell", None]}, "amount": number,
         "client_order_id": text, "filled": number, "average": number,
         "risk_codes": {"type": "array", "items": _STR},

@@ -1,7 +1,8 @@
 """Start-up recovery: settle what a crash (SIGKILL, power loss) left half-done.
 
 Runs once in the gunicorn master before any worker exists, so on a store of its own every
-``processing`` alert and ``pending`` order it finds is an orphan. On a store several hosts share
+``processing`` alert and ``pending`` order it finds is an orphan (and every order not yet
+terminal is asked about: :func:`engine.lifecycle.recover`). On a store several hosts share
 (PostgreSQL) another host may be in the middle of one: only rows untouched for
 :data:`IN_FLIGHT_S` are orphans (no request lives that long). Orders are reconciled with the
 broker by client order id, never re-sent.
@@ -14,6 +15,7 @@ import time
 from engine.brokers.factory import create_account_brokers, create_broker
 from engine.brokers.paper import PaperBroker
 from engine.engine import TradingEngine
+from engine.reconciler import Reconciler
 from settings import ConfigError, Settings, account_credentials, exchange_credentials, load_settings
 from storage import Storage
 from storage import alerts as alert_store
@@ -42,7 +44,11 @@ def recover(settings: Settings | None = None) -> list[str]:
                 storage.close()
                 raise
     before = time.time() - IN_FLIGHT_S if storage.shared else None
-    lines = TradingEngine(settings, storage, broker, accounts=accounts).reconcile(updated_before=before)
+    engine = TradingEngine(settings, storage, broker, accounts=accounts)
+    lines = engine.reconcile(updated_before=before)
+    # The books against the exchange once, before any worker: coins first seen are counted as the
+    # account's own, and drift a crash left is on file (and said) from the first request.
+    lines += Reconciler(storage, engine.accounts).run_once(time.time())
     for book in (broker, *accounts.values()):
         notice = book.exit_notice()  # where exits are held: said once, before any worker starts
         if notice:

@@ -11,6 +11,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from storage import SCHEMA_VERSION
 from webhook import current_gateway
 from webhook.auth import CLIENT_VERIFY_HEADER, client_ip
+from webhook.dashboard import books_view
 
 bp = Blueprint("webhook", __name__)
 log = logging.getLogger(__name__)
@@ -43,8 +44,9 @@ def webhook() -> Any:
 @bp.get("/healthz")
 def healthz() -> Any:
     """Liveness and what needs a human: 200 ``ok``; 200 ``degraded`` (serving, but the schema or a
-    model is wrong, or a chart's alert went missing within TVGW_GAP_PROBLEM_S, each named in
-    ``problems``); 503 ``down`` (no database). Its cost is fixed: the
+    model is wrong, the books disagree with the exchange, or a chart's alert went missing within
+    TVGW_GAP_PROBLEM_S, each named in ``problems``); 503 ``down`` (no database). Its cost is
+    fixed: the
     model store is read from disk (hashes remembered until a file changes) and the drift report
     is cached per worker, so polling it never grows with the prediction log."""
     gateway = current_gateway()
@@ -62,6 +64,11 @@ def healthz() -> Any:
     except Exception as exc:
         body["status"] = "down"
         body["database"] = {"ok": False, "error": str(exc)}
+    if body["status"] != "down":
+        books = books_view(gateway.storage)
+        body["books"] = {"ok": not books["off"], **books}
+        problems.extend(f"books of {c['symbol']} on {c['account']} disagree with the exchange: {c['detail']}"
+                        for c in books["off"])  # fmt: skip
     models = gateway.signals.status()
     if not models.ok:
         problems.extend(models.problems)

@@ -14,6 +14,7 @@ from engine.brokers.readings import Reading
 __all__ = [
     "Broker",
     "ExitHolder",
+    "Fee",
     "MarginMode",
     "MarketLimits",
     "OrderRequest",
@@ -62,24 +63,69 @@ class ProtectiveOrder:
 @dataclass(frozen=True)
 class ExitHolder:
     """Who acts on a market's protective exits: the exchange (a resting order that holds while
-    the gateway is down) or the gateway's own watcher, and why."""
+    the gateway is down) or the gateway's own watcher, and why. ``known`` is False when the
+    broker could not be asked (a transient error): the question is asked again later, and the
+    gateway's watcher acts on the exits meanwhile."""
 
     on_exchange: bool
     reason: str
+    known: bool = True
+
+    @property
+    def held_by(self) -> str:
+        """What an exit's row records: ``exchange``, ``gateway``, or ``undecided``."""
+        if not self.known:
+            return "undecided"
+        return "exchange" if self.on_exchange else "gateway"
+
+
+@dataclass(frozen=True)
+class Fee:
+    """A fee as the exchange charged it, in one currency (fees in different currencies are
+    never added together), and what it is worth in the account's quote currency: ``value`` is
+    None when it could not be valued (a third currency with no market to the quote), and
+    ``note`` says why."""
+
+    currency: str
+    cost: float
+    value: float | None = None
+    note: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
 class OrderResult:
-    """What the broker says happened to an order."""
+    """What the broker says happened to an order, cumulatively: ``filled`` is the gross amount
+    the exchange has filled so far, at ``average`` (``cost`` in quote), with ``fees``.
+
+    ``net`` is how far the fills moved the account's holding of the base coin when that differs
+    from ``filled``: a buy whose fee was taken in the base coin received ``filled`` less that
+    fee (rounded down to the market's step: what can be sold again), a sell with such a fee gave
+    ``filled`` plus it. None means ``filled``."""
 
     client_order_id: str
     status: OrderStatus
     filled: float
     average: float | None
-    fee: float = 0.0
-    fee_currency: str | None = None
+    fees: tuple[Fee, ...] = ()
+    cost: float | None = None
+    net: float | None = None
     exchange_order_id: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fee(self) -> float:
+        """The fee's cost when it was charged in one currency (0.0 when in several: see ``fees``)."""
+        return self.fees[0].cost if len(self.fees) == 1 else 0.0
+
+    @property
+    def fee_currency(self) -> str | None:
+        """The one currency the fee was charged in (None when none or several)."""
+        return self.fees[0].currency if len(self.fees) == 1 else None
+
+    @property
+    def fee_value(self) -> float:
+        """The fees that could be valued, in the account's quote currency."""
+        return sum(f.value for f in self.fees if f.value is not None)
 
 
 @dataclass(frozen=True)
@@ -183,6 +229,11 @@ class Broker(ABC):
         """The market's order limits (amount, step, cost); a broker without any says so."""
         return MarketLimits()
 
+    def can_short(self, symbol: str) -> bool:
+        """Whether the account can hold a short on ``symbol``. The base broker simulates one
+        account that can (the paper book)."""
+        return True
+
     def exit_holder(self, symbol: str) -> ExitHolder:
         """Whether ``symbol``'s exits can rest on the exchange. The base broker has none, so
         the gateway's watcher acts on them."""
@@ -205,6 +256,19 @@ class Broker(ABC):
     def cancel_exit(self, client_order_id: str, symbol: str) -> OrderResult | None:
         """Cancel a resting exit; its final state (None when the exchange has no such order)."""
         raise NotImplementedError(f"{self.name} cannot hold exits")
+
+    def balances(self) -> dict[str, float]:
+        """What the account holds per currency (free and locked), for the reconciler. The base
+        broker keeps no account apart from the gateway's own book."""
+        raise NotImplementedError(f"{self.name} has no account of its own to compare the book with")
+
+    def contract_positions(self, symbols: list[str]) -> dict[str, float]:
+        """The signed position the exchange holds in each contract market of ``symbols``."""
+        raise NotImplementedError(f"{self.name} has no account of its own to compare the book with")
+
+    def open_client_ids(self, symbol: str) -> set[str]:
+        """Client order ids of the orders open on ``symbol`` (the exchange's view)."""
+        raise NotImplementedError(f"{self.name} has no account of its own to compare the book with")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

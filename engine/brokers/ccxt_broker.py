@@ -28,6 +28,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
+from decimal import ROUND_DOWN, Decimal
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -36,6 +37,7 @@ import ccxt
 from engine.brokers.base import (
     Broker,
     ExitHolder,
+    Fee,
     MarketLimits,
     OrderRequest,
     OrderResult,
@@ -404,6 +406,33 @@ class CcxtBroker(Broker):
             raise map_ccxt_error(e, f"{self.name} fetch_balance") from e
         return {c: float(v) for c, v in (balance.get("total") or {}).items() if v}
 
+    def balances(self) -> dict[str, float]:
+        return self.fetch_balance()
+
+    @_retried_read
+    def contract_positions(self, symbols: list[str]) -> dict[str, float]:
+        """Signed contracts per symbol (long positive), from ccxt's unified positions."""
+        if not symbols:
+            return {}
+        try:
+            raw = self._ccxt(lambda exchange: exchange.fetch_positions(symbols))
+        except ccxt.BaseError as e:
+            raise map_ccxt_error(e, f"{self.name} fetch_positions {symbols}") from e
+        held = {symbol: 0.0 for symbol in symbols}
+        for p in raw:
+            amount = float(p.get("contracts") or 0.0) * float(p.get("contractSize") or 1.0)
+            if p.get("symbol") in held:
+                held[p["symbol"]] += -amount if p.get("side") == "short" else amount
+        return held
+
+    @_retried_read
+    def open_client_ids(self, symbol: str) -> set[str]:
+        try:
+            raw = self._ccxt(lambda exchange: exchange.fetch_open_orders(symbol))
+        except ccxt.BaseError as e:
+            raise map_ccxt_error(e, f"{self.name} fetch_open_orders {symbol}") from e
+        return {str(o["clientOrderId"]) for o in raw if o.get("clientOrderId")}
+
     def equity_reading(self) -> Reading[float]:
         """The account's value (see :meth:`equity`), cached with its age: a failed read is
         backed off, not repeated by every alert, and the last reading serves while recent."""
@@ -465,7 +494,61 @@ class CcxtBroker(Broker):
     def fetch_order(self, client_order_id: str, symbol: str) -> OrderResult | None:
         """The order placed with ``client_order_id`` on ``symbol``, or None if the exchange has none."""
         raw = self._find_order_raw(client_order_id, symbol)
-        return None if raw is None else _to_result(raw, client_order_id)
+        return None if raw is None else self._as_booked(_to_result(raw, client_order_id), symbol)
+
+    def _as_booked(self, result: OrderResult, symbol: str) -> OrderResult:
+        """``result`` as the account books it: its fees from the order's trades when the order
+        itself carries none (Binance's order query has no fills), each fee valued in the market's
+        quote currency (a fee in the base coin at the fill's average, one in a third currency
+        through that currency's own market to the quote, else left unvalued and said so), and
+        ``net``, what the base holding moved by when a fee was taken in the base coin."""
+        if result.filled <= 0:
+            return result
+        market = self._market(symbol)
+        if not result.fees and result.exchange_order_id and market.get("spot"):
+            result = self._with_trade_fees(result, symbol)
+        base, quote = str(market.get("base")), str(market.get("quote"))
+        fees = tuple(self._valued(fee, base, quote, result.average) for fee in result.fees)
+        net = None
+        base_fee = sum(f.cost for f in fees if f.currency == base)
+        if base_fee and not market.get("contract"):
+            exact = result.filled - base_fee if _buys(result) else result.filled + base_fee
+            step = self._step((market.get("precision") or {}).get("amount"))
+            net = _floor_to(exact, step) if _buys(result) else exact
+        return dataclasses.replace(result, fees=fees, net=net)
+
+    def _with_trade_fees(self, result: OrderResult, symbol: str) -> OrderResult:
+        """The order's fees (and cost) from its trades, when the exchange lists them."""
+        if not self._pool.first.has.get("fetchOrderTrades"):
+            return result
+        order_id = result.exchange_order_id
+        try:
+            trades = self._ccxt(lambda exchange: exchange.fetch_order_trades(order_id, symbol))
+        except ccxt.NotSupported:
+            return result
+        except ccxt.BaseError as e:
+            raise map_ccxt_error(e, f"{self.name} fetch the trades of order {result.client_order_id}") from e
+        fees = _fees_by_currency([t["fee"] for t in trades if t.get("fee")])
+        cost = sum(float(t.get("cost") or 0.0) for t in trades) or result.cost
+        return dataclasses.replace(result, fees=fees, cost=cost)
+
+    def _valued(self, fee: Fee, base: str, quote: str, average: float | None) -> Fee:
+        """``fee`` with its value in ``quote``."""
+        if fee.currency == quote:
+            return dataclasses.replace(fee, value=fee.cost)
+        if fee.currency == base:
+            if average is None:
+                return dataclasses.replace(fee, note=f"{fee.currency} fee not valued: the fill has no price")
+            return dataclasses.replace(fee, value=fee.cost * average)
+        market = f"{fee.currency}/{quote}"
+        try:
+            price = self.last_price(market) if market in self.load_markets() else None
+        except BrokerError as e:
+            return dataclasses.replace(fee, note=f"{fee.currency} fee not valued: no {market} price ({e})")
+        if price is None:
+            note = f"{fee.currency} fee not valued: {self.name} lists no {market}"
+            return dataclasses.replace(fee, note=note)
+        return dataclasses.replace(fee, value=fee.cost * price)
 
     def _find_order_raw(self, client_order_id: str, symbol: str) -> dict[str, Any] | None:
         context = f"{self.name} fetch_order {symbol} client id {client_order_id}"
@@ -488,8 +571,12 @@ class CcxtBroker(Broker):
 
     def execute(self, order: OrderRequest) -> OrderResult:
         """Check ``order`` against the market's precision and minimums, send it once, and
-        reconcile by client order id if the answer is lost. On a contract market the margin is
-        set first, under the symbol's own lock (other symbols' orders go on meanwhile)."""
+        reconcile by client order id if the answer is lost; the result as the account books it
+        (:meth:`_as_booked`). On a contract market the margin is set first, under the symbol's
+        own lock (other symbols' orders go on meanwhile)."""
+        return self._as_booked(self._send(order), order.symbol)
+
+    def _send(self, order: OrderRequest) -> OrderResult:
         market = self._market(order.symbol)
         if not market.get("contract"):
             return self._execute(order, market)
@@ -636,6 +723,11 @@ class CcxtBroker(Broker):
 
     # --- protective exits held by the exchange ----------------------------------------------
 
+    def can_short(self, symbol: str) -> bool:
+        """A contract market can be short; on a spot market the gateway trades no margin, so a
+        sale can only sell coins the account holds."""
+        return bool(self._market(symbol).get("contract"))
+
     def exit_holder(self, symbol: str) -> ExitHolder:
         """Contract markets hold reduce-only stop and take-profit market orders where ccxt can
         create them and the market lists the types; spot exits are the gateway's (see
@@ -704,12 +796,13 @@ class CcxtBroker(Broker):
         lookup = self._conditional(symbol)
         fired_as = (raw.get("info") or {}).get(lookup[1]) if lookup else None
         if result.status != "filled" or result.filled > 0 or not fired_as:
-            return result
+            return self._as_booked(result, symbol)
         try:
             fill = self._ccxt(lambda exchange: exchange.fetch_order(str(fired_as), symbol))
         except ccxt.BaseError as e:
             raise map_ccxt_error(e, f"{self.name} fetch the fill of exit {client_order_id}") from e
-        return dataclasses.replace(_to_result(fill, client_order_id), client_order_id=client_order_id)
+        result = dataclasses.replace(_to_result(fill, client_order_id), client_order_id=client_order_id)
+        return self._as_booked(result, symbol)
 
     def _conditional(self, symbol: str) -> tuple[Mapping[str, Any], str] | None:
         if not self._market(symbol).get("contract"):
@@ -771,6 +864,18 @@ class CcxtBroker(Broker):
         self._pool.close()
 
 
+def _buys(result: OrderResult) -> bool:
+    return result.info.get("side") != "sell"
+
+
+def _floor_to(amount: float, step: float | None) -> float:
+    """``amount`` rounded down to a multiple of ``step`` (exactly, in decimal)."""
+    if not step:
+        return amount
+    steps = (Decimal(repr(amount)) / Decimal(repr(step))).to_integral_value(ROUND_DOWN)
+    return float(steps * Decimal(repr(step)))
+
+
 def _spot(market: Mapping[str, Any]) -> bool:
     return bool(market.get("spot"))
 
@@ -789,26 +894,42 @@ def _describe(exchange: str, order: OrderRequest, amount: float, price: float | 
 
 
 def _to_result(raw: Mapping[str, Any], client_order_id: str) -> OrderResult:
-    """ccxt's unified order structure as an :class:`OrderResult`."""
+    """ccxt's unified order structure as an :class:`OrderResult`: fees summed per currency
+    (never across currencies), unvalued; an average the exchange left out is ``cost / filled``."""
     filled = float(raw.get("filled") or 0.0)
     status: OrderStatus = _STATUS.get(str(raw.get("status")), "unknown")
     if raw.get("status") == "open":
         status = "partially_filled" if filled > 0 else "open"
     fee = raw.get("fee") or {}
-    fees = raw.get("fees") or ([fee] if fee else [])
-    fee_cost = sum(float(f.get("cost") or 0.0) for f in fees)
-    currencies = {f.get("currency") for f in fees if f.get("currency")}
-    average = raw.get("average")
+    cost = float(raw["cost"]) if raw.get("cost") else None
+    average = float(raw["average"]) if raw.get("average") else None
+    if average is None and cost and filled > 0:
+        average = cost / filled
     return OrderResult(
         client_order_id=str(raw.get("clientOrderId") or client_order_id),
         status=status,
         filled=filled,
-        average=float(average) if average is not None else None,
-        fee=fee_cost,
-        fee_currency=currencies.pop() if len(currencies) == 1 else None,
+        average=average,
+        fees=_fees_by_currency(raw.get("fees") or ([fee] if fee else [])),
+        cost=cost,
         exchange_order_id=str(raw["id"]) if raw.get("id") is not None else None,
-        info={"exchange_status": raw.get("status"), "amount": raw.get("amount"), "symbol": raw.get("symbol")},
+        info={
+            "exchange_status": raw.get("status"),
+            "amount": raw.get("amount"),
+            "symbol": raw.get("symbol"),
+            "side": raw.get("side"),
+        },
     )
+
+
+def _fees_by_currency(fees: list[Mapping[str, Any]]) -> tuple[Fee, ...]:
+    """ccxt's fee entries (one per fill, or already reduced) as one :class:`Fee` per currency."""
+    totals: dict[str, float] = {}
+    for f in fees:
+        currency, cost = f.get("currency"), f.get("cost")
+        if currency and cost:
+            totals[str(currency)] = totals.get(str(currency), 0.0) + float(cost)
+    return tuple(Fee(currency, cost) for currency, cost in sorted(totals.items()))
 
 
 def _with_base_url(urls: Any, base_url: str) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from common.errors import ConfigError
-from engine.brokers.base import Broker, MarketLimits, OrderRequest, OrderResult
+from engine.brokers.base import Broker, Fee, MarketLimits, OrderRequest, OrderResult
 from engine.exceptions import InsufficientFundsError, InvalidOrderError
 from engine.settings import PaperSettings
 from engine.symbols import to_ccxt_symbol
@@ -111,8 +111,8 @@ class PaperBroker(Broker):
             status="filled",
             filled=order.amount,
             average=fill,
-            fee=fee,
-            fee_currency=self.settings.quote_currency,
+            fees=(Fee(self.settings.quote_currency, fee, fee),),
+            cost=notional,
             exchange_order_id=f"paper-{order.client_order_id}",
         )
 
@@ -126,8 +126,7 @@ class PaperBroker(Broker):
                 status="filled",
                 filled=row["filled"],
                 average=row["average"],
-                fee=row["fee"],
-                fee_currency=row["fee_currency"],
+                fees=(Fee(row["fee_currency"], row["fee"], row["fee"]),) if row["fee_currency"] else (),
                 exchange_order_id=row["exchange_order_id"],
             )
         return None

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backtest.baseline import baseline_features
 from backtest.errors import BacktestInputError
 from backtest.models import train_window
 from backtest.windows import parse_duration, plan_windows
+from ml_integration.baseline import baseline_features
 from ml_integration.synthetic import synthetic_candles
 
 HOUR = pd.Timedelta(hours=1)

@@ -98,7 +98,8 @@ def test_a_failing_exchange_account_leaves_the_paper_shadow_filled_once(
     assert set(rows) == {"live", "shadow"}
     assert rows["shadow"]["status"] == "filled" and rows["live"]["status"] in ("failed", "unknown")
     assert rows["live"]["client_order_id"] != rows["shadow"]["client_order_id"]
-    assert "-live-" in rows["live"]["client_order_id"] and "-shadow-" in rows["shadow"]["client_order_id"]
+    assert rows["live"]["client_order_id"].endswith("-live")
+    assert rows["shadow"]["client_order_id"].endswith("-shadow")
     # The alert is recorded once, its stored decision listing both accounts.
     (alert,) = db_rows(settings.database, "SELECT * FROM alerts")
     assert alert["status"] == "executed" and alert["http_status"] == 200
@@ -309,7 +310,7 @@ def test_no_accounts_configured_is_the_one_default_account(tmp_path: Path) -> No
     assert body["decision"]["account"] == "paper"
     assert [line["account"] for line in body["decision"]["accounts"]] == ["paper"]
     (row,) = orders(settings)
-    assert row["broker"] == "paper" and row["client_order_id"].startswith(f"tvgw-{body['alert_id']}-paper-")
+    assert row["broker"] == "paper" and row["client_order_id"].endswith(f"-{body['alert_id']}-paper")
 
 
 def test_a_crash_between_send_and_record_is_reconciled_on_each_account(
@@ -322,14 +323,15 @@ def test_a_crash_between_send_and_record_is_reconciled_on_each_account(
     live_id = next(r["client_order_id"] for r in conn_rows if r["broker"] == "live")
     db_write(  # a worker that died after the live order was sent, before its fill was recorded
         settings.database,  # an hour ago: on a store hosts share, a younger one may be in flight
-        "UPDATE orders SET status = 'pending', filled = 0, average = NULL, updated_at = updated_at - 3600"
-        " WHERE broker = 'live'",
+        "UPDATE orders SET status = 'pending', filled = 0, average = NULL, booked = 0, booked_cost = 0,"
+        " booked_net = 0, booked_fees = NULL, updated_at = updated_at - 3600 WHERE broker = 'live'",
         "DELETE FROM positions WHERE broker = 'live'",
     )
     lines = recover(settings)
     assert any(live_id in line and "filled" in line for line in lines), lines
     held = {p["broker"]: p["amount"] for p in db_rows(settings.database, "SELECT * FROM positions")}
-    assert held == {"live": pytest.approx(0.01), "shadow": pytest.approx(0.01)}
+    # The exchange took its 0.1% fee in BTC: the live account holds 0.00999 (the paper book's fee is in USDT).
+    assert held == {"live": pytest.approx(0.00999), "shadow": pytest.approx(0.01)}
     assert len(fake_exchange.orders_for(live_id)) == 1  # asked about, never re-sent
 
 

@@ -15,6 +15,10 @@ TINY = ModelConfig(
     gb_max_iter=30,
     lstm=LSTMConfig(units=(8, 4), epochs=2, batch_size=256),
     n_jobs=1,
+    # The suite's shared model serves the default blend without a tournament (which would cost
+    # every training here several fits, and serve "no model" on the edgeless synthetic candles);
+    # tests/ml_integration/test_tournament.py runs the tournament itself.
+    tournament=(),
 )
 
 # ``candles`` and ``trained`` (the one tiny strategy the whole suite shares) are in tests/conftest.py.

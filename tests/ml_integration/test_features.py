@@ -116,3 +116,65 @@ def test_the_models_read_no_exact_duplicate_feature(candles):
     np.fill_diagonal(corr, 0.0)
     worst = np.unravel_index(np.nanargmax(np.abs(corr)), corr.shape)
     assert np.nanmax(np.abs(corr)) < 0.9999, [MODEL_FEATURES[i] for i in worst]
+
+
+@pytest.mark.parametrize("t", [LOOKBACK + 10, 901, 1802, 1803])
+def test_no_context_feature_at_or_before_t_moves_when_the_future_changes(candles, t):
+    """The baseline's columns, the higher timeframes (only completed 4h and daily bars: t = 1802
+    and 1803 are rows inside and at the end of a 4h bar) and the week's calendar."""
+    from ml_integration.candles import epoch_seconds
+    from ml_integration.context import EXTRA_FEATURES, extra_matrix
+
+    changed = _perturb_after(candles, t, seed=t)
+    stamps = epoch_seconds(candles.index)
+    before = extra_matrix(candles.to_numpy(), stamps, 3600)
+    after = extra_matrix(changed.to_numpy(), stamps, 3600)
+    np.testing.assert_array_equal(np.isnan(before[: t + 1]), np.isnan(after[: t + 1]))
+    past = ~np.isnan(before[: t + 1])
+    np.testing.assert_array_equal(before[: t + 1][past], after[: t + 1][past])
+    # strong enough to be seen in every price-based column (the calendar's cannot move)
+    moved = ~np.isclose(before[t + 1 :], after[t + 1 :], equal_nan=True)
+    calendar = [i for i, name in enumerate(EXTRA_FEATURES) if "hour" in name or name == "weekend"]
+    prices = [i for i in range(len(EXTRA_FEATURES)) if i not in calendar]
+    assert moved[:, prices].any(axis=0).all()
+
+
+def test_a_higher_timeframe_bar_is_read_only_once_complete(candles):
+    """The 4h return at a row inside a 4h bar is the previous *completed* bar's; it changes only
+    at the row whose close completes the next one (open time hh:00 with (hh + 1) % 4 == 0)."""
+    from ml_integration.candles import epoch_seconds
+    from ml_integration.context import EXTRA_FEATURES, extra_matrix
+
+    stamps = epoch_seconds(candles.index)
+    ret = extra_matrix(candles.to_numpy(), stamps, 3600)[:, EXTRA_FEATURES.index("htf_4h_ret_1")]
+    hours = (stamps // 3600) % 24
+    rows = np.arange(LOOKBACK + 8, len(stamps) - 1)
+    completes = (hours[rows] + 1) % 4 == 0
+    changed = ret[rows] != ret[rows - 1]
+    assert changed[completes].all() and not changed[~completes].any()
+    close = candles["close"].to_numpy()
+    row = rows[completes][0]
+    assert ret[row] == pytest.approx(np.log(close[row] / close[row - 4]))
+
+
+def test_context_tail_computation_equals_full_history(candles):
+    from ml_integration.candles import epoch_seconds
+    from ml_integration.context import extra_matrix
+
+    values, stamps = candles.to_numpy(), epoch_seconds(candles.index)
+    full = extra_matrix(values, stamps, 3600)
+    tail = extra_matrix(values[-(LOOKBACK + 23) :], stamps[-(LOOKBACK + 23) :], 3600)
+    np.testing.assert_allclose(tail[-24:], full[-24:], rtol=1e-12, atol=1e-12)
+
+
+def test_one_missing_bar_is_filled_and_a_longer_hole_is_not(candles):
+    """One lost hour (Binance has them) no longer makes the 200 windows over it invalid: the
+    bar is filled flat at the previous close; two missing bars still invalidate the windows."""
+    one = candles.drop(candles.index[1000])
+    features = FeatureEngineering().create_features(one).to_numpy()
+    assert np.isfinite(features[999:]).all()
+    two = candles.drop(candles.index[1000:1002])
+    assert not np.isfinite(FeatureEngineering().create_features(two).to_numpy()[1000]).all()
+    # the filled bar is built from the bar before it: no row before the hole moved
+    full = FeatureEngineering().create_features(candles).to_numpy()
+    np.testing.assert_array_equal(features[:1000], full[:1000])

@@ -171,3 +171,31 @@ def test_store_versions_latest_and_reload(trained, candles, tmp_path):
     (second / "strategy.json").write_text((second / "strategy.json").read_text().replace("0.6", "0.9"))
     with pytest.raises(ModelIntegrityError, match=r"strategy\.json"):
         load_latest_strategy(tmp_path, "BTC/USDT", "1h")
+
+
+def test_the_signal_sizes_each_side_from_its_own_probability(trained, candles):
+    """The favoured side's Kelly is the signal's own; the other side's comes from 1 - p by the
+    same rule (with b = 1 and p < 0.5 there is no edge: 0), never the favoured side's."""
+    signal = trained.generate_signal(candles, "BTC/USDT", now=_now(candles))
+    favoured = "buy" if signal.combined_probability >= 0.5 else "sell"
+    other = "sell" if favoured == "buy" else "buy"
+    assert signal.kelly_for(favoured) == signal.kelly_fraction
+    assert signal.kelly_for(other) == signal.kelly_other == 0.0
+    p_other = 1 - max(signal.combined_probability, 1 - signal.combined_probability)
+    assert kelly_fraction(p_other, 1.0) <= 0  # why: the other side has no edge at b = 1
+
+
+def test_a_signal_over_one_missing_bar_is_served_and_says_the_bar_was_filled(trained, candles):
+    """A single missing hour inside the window gives a real signal naming the filled bar, not a
+    week of holds; two missing bars still give the gap hold."""
+    window = candles.iloc[-400:]
+    hole = window.index[-50]
+    one = window.drop(hole)
+    now = float(window.index[-1].timestamp() + 3600)
+    signal = trained.generate_signal(one, "BTC/USDT", now=now)
+    assert signal.ml_probability is not None
+    assert hole.isoformat() in signal.reason and "filled flat" in signal.reason
+    assert signal.feature_analysis["filled_bars"] == [hole.isoformat()]
+    two = window.drop(window.index[-51:-49])
+    held = trained.generate_signal(two, "BTC/USDT", now=now)
+    assert held.ml_probability is None and held.action == "hold"

@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from storage import Storage
+from storage import champions as role_store
 from storage.predictions import insert_prediction
 from tests.conftest import CSRF_FIELD, LiveGateway, dashboard_login, sample_alert, start_gateway
 from tests.operator.browser import Browser, find_chromium
@@ -129,6 +130,14 @@ def gateway(tmp_path: Path) -> Iterator[LiveGateway]:
 @pytest.mark.slow
 def test_dashboard_in_a_real_browser(chromium: Browser, gateway: LiveGateway) -> None:
     alert_id = gateway.post(sample_alert()).json()["alert_id"]
+    storage = Storage(gateway.database)
+    role_store.insert_champion(storage, "ETH/USDT", "1h", "v1", now=time.time())  # a market's roles
+    role_store.add_event(
+        storage, symbol="ETH/USDT", timeframe="1h", kind="promote", version="v1", actor="ana",
+        reason="planted for the page",
+    )  # fmt: skip
+    roles = role_store.get_roles(storage, "ETH/USDT", "1h")
+    assert roles is not None and role_store.set_challenger(storage, roles, "v2", now=time.time())
     chromium.call(
         "Emulation.setDeviceMetricsOverride", width=390, height=844, deviceScaleFactor=2, mobile=True
     )
@@ -144,6 +153,11 @@ def test_dashboard_in_a_real_browser(chromium: Browser, gateway: LiveGateway) ->
     )
     row = chromium.evaluate(f"document.querySelector('#alerts tr[data-alert-id=\"{alert_id}\"]').innerText")
     assert "executed" in row and "BTC/USDT" in row
+    market = chromium.evaluate(
+        "document.querySelector('#champions tr[data-market=\"ETH/USDT 1h\"]').innerText"
+    )
+    assert "v1" in market and "promote by ana: planted for the page" in market and "v2" in market
+    assert "no resolved alerts both predicted yet" in market and "waiting: 0 of 100" in market
     for chart in ("equity-chart", "accuracy-chart", "calibration-chart"):
         chromium.wait_for(
             f"document.querySelectorAll('#{chart} .main-svg').length > 0", what=f"{chart} drawn"
@@ -152,7 +166,6 @@ def test_dashboard_in_a_real_browser(chromium: Browser, gateway: LiveGateway) ->
 
     # The live feed: a prediction logged now appears without a reload.
     chromium.evaluate("window.__sameDocument = true")
-    storage = Storage(gateway.database)
     with storage.transaction() as conn:
         prediction_id = insert_prediction(
             conn, timestamp=time.time(), symbol="ETH/USDT", timeframe="1h", direction_prob=0.61, horizon=5,

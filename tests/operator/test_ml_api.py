@@ -22,7 +22,7 @@ ROUTES = [
     ("GET", "/api/ml/models"), ("POST", "/api/ml/models"), ("PUT", "/api/ml/models"),
     ("GET", "/api/ml/predictions"), ("POST", "/api/ml/predictions"), ("PUT", "/api/ml/predictions"),
     ("GET", "/api/ml/training"), ("POST", "/api/ml/training"), ("PUT", "/api/ml/training"),
-    ("GET", "/api/ml/strategies"), ("POST", "/api/ml/strategies"),
+    ("GET", "/api/ml/strategies"), ("POST", "/api/ml/strategies"), ("GET", "/api/ml/champions"),
 ]  # fmt: skip
 
 
@@ -39,27 +39,38 @@ def _register(client: Any, version: str) -> Any:
                                                              "version": version})  # fmt: skip
 
 
-def _change(client: Any, version: str, action: str) -> Any:
-    body = {"symbol": "BTC/USDT", "timeframe": "1h", "version": version, "action": action}
+def _change(client: Any, version: str, action: str, **extra: str) -> Any:
+    body = {"symbol": "BTC/USDT", "timeframe": "1h", "version": version, "action": action, **extra}
     return client.put("/api/ml/models", headers=AUTH, json=body)
 
 
 def test_models_register_list_activate_retire(ml_api: Any, store: dict[str, Any]) -> None:
     first = _register(ml_api, "v1")
     assert first.status_code == 201, first.json
-    assert first.json["active"] is False and first.json["type"] == "trees" and first.json["synthetic"] is True
+    assert first.json["type"] == "trees" and first.json["synthetic"] is True
     assert ISO.match(first.json["created_at"])
-    assert _register(ml_api, "v2").json["active"] is True  # save_version pointed latest at v2
+    # Registering enrolls the store's newest version (v2): the market's first model, so champion.
+    assert first.json["active"] is False and first.json["role"] == "inactive"
+    second = _register(ml_api, "v2").json
+    assert second["active"] is True and second["role"] == "champion"
     listed = ml_api.get("/api/ml/models", headers=AUTH).json
     assert sorted(m["version"] for m in listed) == ["v1", "v2"]
     assert [m["version"] for m in ml_api.get("/api/ml/models?active=true", headers=AUTH).json] == ["v2"]
     assert ml_api.get("/api/ml/models?type=trees_lstm", headers=AUTH).json == []
     assert len(ml_api.get("/api/ml/models?type=trees", headers=AUTH).json) == 2
 
-    activated = _change(ml_api, "v1", "activate")
+    activated = _change(ml_api, "v1", "activate", reason="v1 held up better live")
     assert activated.status_code == 200 and activated.json["active"] is True
-    assert (store["model_dir"] / "BTC_USDT_1h" / "latest").read_text().strip() == "v1"
-    assert [m["version"] for m in ml_api.get("/api/ml/models?active=true", headers=AUTH).json] == ["v1"]
+    assert activated.json["role"] == "champion"
+    # The store's pointer still names what was trained last; the database names what is served.
+    assert (store["model_dir"] / "BTC_USDT_1h" / "latest").read_text().strip() == "v2"
+    roles = {m["version"]: m["role"] for m in ml_api.get("/api/ml/models", headers=AUTH).json}
+    assert roles == {"v1": "champion", "v2": "retired"}
+    why = ml_api.get("/api/ml/champions?symbol=BTC/USDT", headers=AUTH).json[0]["champion"]["why"]
+    assert (why["kind"], why["actor"], why["reason"], why["previous"]) == (
+        "promote", "operator API", "v1 held up better live", "v2"
+    )
+    assert ml_api.get("/api/ml/champions?symbol=ETH/USDT", headers=AUTH).json == []
 
     refused = _change(ml_api, "v1", "retire")
     assert refused.status_code == 409 and "activate another version first" in refused.json["error"]["message"]
@@ -70,6 +81,7 @@ def test_models_register_list_activate_retire(ml_api: Any, store: dict[str, Any]
         and ISO.match(retired.json["retired_at"])
     )
     assert _change(ml_api, "v2", "activate").json["retired"] is False  # activating on purpose un-retires
+    assert _change(ml_api, "v2", "activate").status_code == 200  # already champion: nothing to do
 
 
 def test_models_refuse_what_is_not_in_the_store(ml_api: Any, store: dict[str, Any]) -> None:
@@ -182,6 +194,7 @@ TRAIN = {"symbol": "BTC/USDT", "timeframe": "1h", "days": 40, "synthetic": True,
 
 @pytest.mark.slow
 def test_training_job_runs_outside_the_request_and_registers_its_model(ml_api: Any) -> None:
+    assert _register(ml_api, "v2").json["role"] == "champion"  # the store's newest, enrolled first
     started = time.monotonic()
     queued = ml_api.post("/api/ml/training", headers=AUTH, json=TRAIN)
     assert time.monotonic() - started < 5  # answered at once, the fit happens elsewhere
@@ -191,9 +204,10 @@ def test_training_job_runs_outside_the_request_and_registers_its_model(ml_api: A
     job = _wait_for_job(ml_api, queued.json["id"])
     assert job["status"] == "done", job
     assert job["progress"] == 1 and job["stage"] == "done" and ISO.match(job["finished_at"])
-    models = ml_api.get("/api/ml/models?active=true", headers=AUTH).json
-    assert [m["version"] for m in models] == [job["model_version"]]
-    assert models[0]["type"] == "trees" and models[0]["holdout"]
+    # The new version serves in shadow beside the champion until it wins on live alerts.
+    models = {m["version"]: m for m in ml_api.get("/api/ml/models", headers=AUTH).json}
+    assert models[job["model_version"]]["role"] == "challenger" and models["v2"]["role"] == "champion"
+    assert models[job["model_version"]]["type"] == "trees" and models[job["model_version"]]["holdout"]
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from storage import Storage
+from storage import champions as role_store
 from storage.predictions import insert_prediction, resolve_prediction
 from tests.conftest import PASSPHRASE, make_settings, market_app, sample_alert
 from tests.fake_exchange import DEFAULT_API_KEY, DEFAULT_SECRET, FakeBinance
@@ -199,6 +200,29 @@ def test_drift_is_told_once_across_workers(tmp_path: Path, fake_chat: FakeChat) 
     assert workers[0].wait_idle()
     texts = [b["text"] for p, b in fake_chat.wait_for(3) if p == "/generic"]
     assert len(texts) == 1 and texts[0].startswith("tvgw: model drift") and "accuracy 0.00" in texts[0]
+
+
+def test_model_role_changes_are_told_once_across_workers(tmp_path: Path, fake_chat: FakeChat) -> None:
+    """ML-driven sizing switched off, and a promotion, recorded by whichever process made them,
+    reach the channels once, with the reason; a worker that looks again finds nothing new."""
+    settings = make_settings(tmp_path, **chat_env(fake_chat))
+    storage = Storage(settings.database)
+    storage.migrate()
+    workers = [Notifier(settings, storage, model_events_check_s=3600) for _ in range(2)]
+    market = {"symbol": "BTC/USDT", "timeframe": "1h", "actor": "gateway"}
+    off = "champion v1's rolling log loss 0.7100 is no better than the base rate's"
+    role_store.add_event(storage, kind="sizing_off", version="v1", reason=off, **market)
+    role_store.add_event(
+        storage, kind="promoted", version="v2", previous="v1", evidence={"n": 120, "difference": -0.02},
+        reason="challenger v2 beat champion v1 on the same 120 resolved alerts", **market,
+    )  # fmt: skip
+    assert workers[0].check_model_events() == 2
+    assert workers[1].check_model_events() == 0 and workers[0].check_model_events() == 0
+    assert workers[0].wait_idle()
+    generic = [b for p, b in fake_chat.wait_for(6) if p == "/generic"]
+    assert [b["event"] for b in generic] == ["model_sizing_off", "model_promoted"]
+    assert generic[0]["text"] == f"tvgw: BTC/USDT 1h ML-driven sizing OFF (champion v1): {off}"
+    assert "PROMOTED to champion over v1" in generic[1]["text"] and generic[1]["evidence"]["n"] == 120
 
 
 def test_no_channel_configured_means_no_thread_and_no_message(tmp_path: Path) -> None:

@@ -49,6 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--quick", action="store_true", help="small models (a smoke run, not for decisions)")
     parser.add_argument("--jobs", type=int, default=1, help="windows trained in parallel (joblib)")
+    parser.add_argument(
+        "--choose-every", type=int, metavar="N",
+        help="run the model tournament and column selection every N windows (default: train / test window)",
+    )  # fmt: skip
     parser.add_argument("--report", required=True, help="HTML report path; the JSON summary goes beside it")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -69,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
             test_window=parse_duration(args.test_window, "--test-window"), fees=args.fees,
             slippage_bps=args.slippage_bps, mode=args.mode, horizon=args.horizon, embargo_bars=args.embargo,
             use_lstm=not args.no_lstm, jobs=args.jobs, progress=not args.no_progress,
+            choose_every=args.choose_every,
             model_config=_quick_models(args.symbol, lstm=not args.no_lstm) if args.quick else None,
         )  # fmt: skip
         result = run_backtest(config, cli_settings())

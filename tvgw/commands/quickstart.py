@@ -135,6 +135,9 @@ def full_training_argv(*, synthetic: bool, lstm: bool) -> list[str]:
     argv = [sys.executable, "-m", "tvgw.cli", "train", "--symbol", SYMBOL, "--timeframe", TIMEFRAME]
     argv += ["--days", str(DAYS), "--no-progress"]
     argv += ["--synthetic", "--seed", str(SEED)] if synthetic else ["--offline"]
+    # The small model was a stand-in for the minutes this one trains: it takes over at once
+    # rather than shadowing the stand-in until it wins on live alerts.
+    argv += ["--promote", "quickstart: the full model replaces the small stand-in trained before it"]
     return argv if lstm else [*argv, "--no-lstm"]
 
 

@@ -24,10 +24,18 @@ from tvgw.commands.data import cli_settings, open_storage
 
 if TYPE_CHECKING:
     from ml_integration.training import TrainingResult
+    from settings import Settings
+    from storage import Storage
 
 
-#: ``--quick``: a fraction of the default sizes, for trying the pipeline out.
-QUICK_MODEL = {"n_estimators": 50, "gb_max_iter": 50, "lstm": {"units": (16, 8), "epochs": 3}}
+#: ``--quick``: a fraction of the default sizes, for trying the pipeline out; its tournament
+#: leaves out the zoo's combiners (three more models per fold).
+QUICK_MODEL = {
+    "n_estimators": 50,
+    "gb_max_iter": 50,
+    "lstm": {"units": (16, 8), "epochs": 3},
+    "tournament": ("no_model", "baseline_forest", "default_blend", "blend+htf", "blend+week"),
+}
 
 
 def model_options(*, quick: bool, lstm: bool) -> dict[str, object]:
@@ -56,6 +64,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--no-lstm", action="store_true", help="forest and boosting only (no TensorFlow needed, faster)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--promote", metavar="REASON",
+        help="make the new version champion at once (a human's promotion, no live test), kept with REASON",
+    )  # fmt: skip
     _register_ensemble(parser)
     parser.add_argument(
         "--job", type=int, metavar="ID", help="run the queued training job ID (started by the operator API)"
@@ -172,6 +184,47 @@ def _print_ensemble(report: dict[str, object]) -> None:
     print("  " + format_table(ensemble["table"]).replace("\n", "\n  "))
 
 
+def format_tournament(tournament: dict[str, object]) -> str:
+    """The tournament's table and verdict as text (``tvgw train`` prints it)."""
+    rows = tournament["candidates"]
+    assert isinstance(rows, list)
+    lines = [
+        f"tournament ({tournament['scored_rows']} out-of-sample rows, "
+        f"{tournament['scored_folds']} scored folds, "
+        f"purge {tournament['purge_gap_rows']} rows; lower log loss is better):",
+        f"  {'candidate':<16} {'log loss':>9} {'[95% CI]':>19} {'vs best':>9} {'[95% CI]':>19} {'AUC':>6} "
+        f"{'Brier':>7}  features",
+    ]
+    for r in rows:
+        lo, hi = r["log_loss_ci"]
+        dlo, dhi = r["delta_log_loss_ci"]
+        mark = " <- served" if r["name"] == tournament["winner"] else ""
+        lines.append(
+            f"  {r['name']:<16} {r['log_loss']:9.5f} [{lo:.5f}, {hi:.5f}] {r['delta_log_loss']:+9.5f} "
+            f"[{dlo:+.5f}, {dhi:+.5f}] {r['auc']:6.3f} {r['brier']:7.4f}  {r['features']}{mark}"
+        )
+    lines.append(f"  served {tournament['winner']}: {tournament['reason']}")
+    versus = tournament.get("served_vs_baseline") or {}
+    assert isinstance(versus, dict)
+    if versus:
+        lo, hi = versus["delta_log_loss_ci"]
+        lines.append(
+            f"  served against the plain baseline forest: {versus['delta_log_loss']:+.5f} "
+            f"[{lo:+.5f}, {hi:+.5f}] "
+            "log loss (negative: the served model is better)"
+        )
+    families = tournament.get("families") or {}
+    assert isinstance(families, dict)
+    for family, f in families.items():
+        lo, hi = f["delta_log_loss_ci"]
+        lines.append(
+            f"  context family {family}: {f['delta_log_loss']:+.5f} [{lo:+.5f}, {hi:+.5f}] "
+            f"log loss on the default "
+            f"blend, {f['verdict']}{' (served)' if f['served'] else ''}"
+        )
+    return "\n".join(lines)
+
+
 def _print_report(result: TrainingResult) -> None:
     report = result.report
     holdout = report["holdout"]["direction"]
@@ -180,7 +233,14 @@ def _print_report(result: TrainingResult) -> None:
     print(
         f"  candles {result.n_candles} from {result.data_source}{synthetic}, wall {result.wall_time_s:.1f} s"
     )
-    print(f"  test window {report['test_window'][0]} .. {report['test_window'][1]} ({holdout['n']} rows)")
+    tournament = report.get("tournament")
+    if tournament:
+        print("  " + format_tournament(tournament).replace("\n", "\n  "))
+    source = report["holdout"].get("direction_model", "default_blend")
+    print(
+        f"  test window {report['test_window'][0]} .. {report['test_window'][1]} "
+        f"({holdout['n']} rows, {source})"
+    )
     acc, (lo, hi) = holdout["accuracy"], holdout["accuracy_ci"]
     maj, (mlo, mhi) = holdout["majority_accuracy"], holdout["majority_accuracy_ci"]
     print(f"  accuracy {acc:.3f} [{lo:.3f}, {hi:.3f}] vs majority class {maj:.3f} [{mlo:.3f}, {mhi:.3f}]")
@@ -254,9 +314,39 @@ def run(args: argparse.Namespace) -> int:
     except (MLError, ValueError) as exc:
         print(f"tvgw train: {exc}", file=sys.stderr)
         return 1
+    from ml_integration.champions import ChampionError
+
     for result in results:
         _print_report(result)
+        try:
+            _enroll(storage, settings, result, promote=args.promote)
+        except ChampionError as exc:
+            print(f"tvgw train: {result.version} saved, not promoted: {exc}", file=sys.stderr)
+            return 1
     return 0
+
+
+def _enroll(
+    storage: Storage, settings: Settings, result: TrainingResult, *, promote: str | None = None
+) -> None:
+    """Give the new version its role now (champion of a new market, else challenger serving in
+    shadow until it wins on live alerts) rather than at a gateway's next look at the store; with
+    ``promote`` (a reason), make it champion at once, as ``tvgw models promote`` would."""
+    from ml_integration.champions import ChampionRules, enroll_latest
+    from ml_integration.champions import promote as crown
+    from storage.champions import get_roles
+    from tvgw.commands.models import login_name
+
+    events = enroll_latest(storage, settings.model_dir, result.symbol, result.timeframe)
+    roles = get_roles(storage, result.symbol, result.timeframe)
+    if promote and (roles is None or roles.champion != result.version):
+        events.append(crown(
+            storage, settings.model_dir, result.symbol, result.timeframe, result.version,
+            actor=f"{login_name()} (tvgw train --promote)", reason=promote,
+            rules=ChampionRules.from_settings(settings),
+        ))  # fmt: skip
+    for event in events:
+        print(f"  {event.kind} {event.version}: {event.reason}")
 
 
 def run_job(job_id: int) -> int:
@@ -294,4 +384,5 @@ def run_job(job_id: int) -> int:
         print(f"tvgw train: job {job_id} failed: {exc}", file=sys.stderr)
         return 1
     _print_report(result)
+    _enroll(storage, settings, result)
     return 0

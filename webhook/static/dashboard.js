@@ -94,10 +94,20 @@ function renderPositions(positions) {
   });
 }
 
+function renderBooks(books) {
+  const line = document.getElementById("books");
+  const off = books.off || [];
+  line.textContent = off.length
+    ? "Books disagree with the exchange: " + off.map((c) => c.account + " " + c.detail).join("; ") +
+      " (tvgw reconcile shows it; --adopt takes the exchange's view)"
+    : books.checked ? "Books agree with the exchange (" + books.checked + " market(s) checked)" : "";
+  line.className = off.length ? "warn" : "";
+}
+
 function renderModels(models, health, drift) {
-  const loaded = (health && health.models) || {};
+  const loaded = (health && health.worker && health.worker.models) || {};
   fill("models", models, (tr, m) => {
-    const state = m.retired ? "retired" : m.active ? (loaded[m.symbol + " " + m.timeframe] === m.version ? "serving" : "active") : "standby";
+    const state = m.role === "champion" ? (loaded[m.symbol + " " + m.timeframe] === m.version ? "champion, serving" : "champion") : m.role;
     cell(tr, m.symbol + " " + m.timeframe); cell(tr, m.version); cell(tr, m.type); cell(tr, state);
     cell(tr, pct(m.holdout && m.holdout.direction ? m.holdout.direction.accuracy : null));
     cell(tr, pct(m.live.accuracy)); cell(tr, m.live.brier);
@@ -107,6 +117,29 @@ function renderModels(models, health, drift) {
     ? "Drift: retraining advised (" + drift.reasons.join("; ") + ")"
     : "Drift: none flagged (" + drift.samples + " resolved predictions in " + drift.days + " days)";
   driftLine.className = drift.needs_retraining ? "warn" : "";
+}
+
+function signed(x) { return (x >= 0 ? "+" : "") + x.toFixed(4); }
+
+function pairedTest(test) {
+  if (!test || !test.n) return "no resolved alerts both predicted yet";
+  return "log loss " + test.candidate_log_loss.toFixed(4) + " vs " + test.reference_log_loss.toFixed(4) +
+    ", difference " + signed(test.difference) + " [" + signed(test.ci95[0]) + ", " + signed(test.ci95[1]) +
+    "], n=" + test.n;
+}
+
+function renderChampions(markets) {
+  fill("champions", markets, (tr, m) => {
+    const why = m.champion.why;
+    const challenger = m.challenger;
+    tr.dataset.market = m.symbol + " " + m.timeframe;
+    cell(tr, m.symbol + " " + m.timeframe); cell(tr, m.champion.version);
+    cell(tr, why ? why.kind + " by " + why.actor + ": " + why.reason : "", "reason");
+    cell(tr, challenger ? challenger.version : "none");
+    cell(tr, challenger ? pairedTest(challenger.test) : "", "reason");
+    cell(tr, challenger ? challenger.verdict : "", "reason");
+    cell(tr, m.ml_sizing.on ? "on" : "OFF: " + m.ml_sizing.reason, m.ml_sizing.on ? "reason" : "reason warn");
+  });
 }
 
 function renderCharts(data) {
@@ -132,7 +165,8 @@ async function refresh() {
     const data = await getJson("/dashboard/data");
     if (!data) return;
     renderFeeds(data.feeds, data.daily); renderAlerts(data.alerts); renderPositions(data.positions);
-    renderModels(data.models, data.model_health, data.drift); renderCharts(data);
+    renderBooks(data.books); renderModels(data.models, data.model_health, data.drift);
+    renderChampions(data.champions); renderCharts(data);
     document.getElementById("updated").textContent = "updated " + new Date().toISOString().slice(11, 19) + " UTC";
   } catch (err) {
     document.getElementById("updated").textContent = "update failed: " + err.message;

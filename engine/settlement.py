@@ -59,7 +59,7 @@ def place(
         order_store.create_pending_order(
             conn, alert_id=alert_id, client_order_id=close_id, broker=broker.name, symbol=close.symbol,
             side=close.side, order_type="market", amount=close.amount, price=close.price,
-            next_poll_at=next_poll_at,
+            exits=terms_json(close, flip_close=True), next_poll_at=next_poll_at,
         )  # fmt: skip
         decision = decision.with_result(close_client_order_id=close_id)
     order = decision.order

@@ -35,9 +35,9 @@ from storage import alerts as alert_store
 from storage import analytics
 from storage import orders as order_store
 from storage import predictions as prediction_store
+from storage import timeline as step_store
 from storage.champions import list_roles
 from storage.reconciliation import book_checks
-from storage import timeline as step_store
 from webhook import current_gateway
 from webhook.api import MAX_ROW_ID
 from webhook.api_json import api_response, query_int

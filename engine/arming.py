@@ -128,9 +128,7 @@ def on_exit_fill(
         to_break_even(conn, exit_store.open_exits(conn, name, e.symbol), e)
 
 
-def to_break_even(
-    conn: Connection, live: list[exit_store.ArmedExit], target: exit_store.ArmedExit
-) -> None:
+def to_break_even(conn: Connection, live: list[exit_store.ArmedExit], target: exit_store.ArmedExit) -> None:
     """After a target filled: the stop moves to the entry price, never backwards."""
     for e in live:
         if e.kind != "stop":

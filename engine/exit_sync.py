@@ -3,8 +3,10 @@ their fills learnt and recorded, and the exits the exchange cannot hold fired on
 
 Every call here goes to the exchange, outside any write transaction; what it learns is recorded
 in short transactions of its own. A resting exit is placed under a client id claimed in the book
-first (``tvgw-<installation>-x<exit id>-<n>``), so a second worker or a retry never places it twice, and a
-placement whose answer was lost is looked up by that id before anything else.
+first (``tvgw-<installation>-x<exit id>-<n>``), so a second worker or a retry never places it twice;
+a placement whose sender gave up waiting (``unknown``), or began longer than ``PENDING_GRACE_S``
+ago (its sender died), is looked up by that id before anything else. One still in flight is left
+to its sender: another worker's look-up would find nothing yet and place it a second time.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from engine.decide import EPSILON
 from engine.exceptions import BrokerError, InvalidOrderError, OrderUncertainError, TemporaryError
 from engine.exit_watch import bar_exits, exit_amount
 from engine.exits import Bar
-from engine.lifecycle import book
+from engine.lifecycle import PENDING_GRACE_S, book
 from storage import Connection
 from storage import exits as exit_store
 from storage import orders as order_store
@@ -44,7 +46,8 @@ def watch_symbol(desk: Desk, symbol: str) -> int:
     fire the exits the gateway holds itself when the price crossed them, then make the
     exchange's resting orders match (:func:`sync_exits`). Returns how many exits filled."""
     name = desk.broker.name
-    filled = sum(_poll_exit(desk, e) for e in exit_store.exchange_exits(desk.storage, name, symbol))
+    polled = exit_store.exchange_exits(desk.storage, name, symbol, placing_grace_s=PENDING_GRACE_S)
+    filled = sum(_poll_exit(desk, e) for e in polled)
     _decide_holders(desk, symbol)
     live = exit_store.open_exits(desk.storage, name, symbol)
     if any(e.held_by != "exchange" or e.kind == "trailing" for e in live):
@@ -191,7 +194,7 @@ def sync_exits(desk: Desk, symbol: str) -> None:
         if (e.status != "open" or held <= EPSILON) and e.exchange_status == "open":
             _cancel_exit(desk, e)
     for e in exit_store.open_exits(desk.storage, name, symbol):
-        if e.held_by != "exchange" or e.exchange_status == "placing" or held <= EPSILON:
+        if e.held_by != "exchange" or e.exchange_status in ("placing", "unknown") or held <= EPSILON:
             continue  # a placement whose answer was lost is looked up first, never placed twice
         amount, problem = desk.fit(symbol, exit_amount(e, held), e.trigger, True)
         if problem is not None:
@@ -237,7 +240,10 @@ def _place_exit(desk: Desk, e: exit_store.ArmedExit, amount: float) -> None:
     try:
         result = desk.broker.place_exit(order)
     except OrderUncertainError as exc:
-        log.warning("exit %s of %s: %s", e.kind, e.symbol, exc)  # stays "placing": looked up next
+        # Its sender has given up waiting: the next pass looks it up (a ``placing`` one is left
+        # to its sender for PENDING_GRACE_S, which may still be waiting on the exchange).
+        exit_store.set_exchange_state(desk.storage, e.id, cid, "unknown")
+        log.warning("exit %s of %s: %s", e.kind, e.symbol, exc)
         return
     except TemporaryError as exc:
         exit_store.set_exchange_state(desk.storage, e.id, cid, "failed")

@@ -189,15 +189,18 @@ class TrainingPipeline:
         *,
         job_id: int | None = None,
         on_stage: Callable[[str, float], None] | None = None,
+        on_saved: Callable[[TrainingResult], None] | None = None,
     ) -> TrainingResult:
         """Train one symbol; the job row is marked failed (with the error) if anything raises.
 
         ``job_id`` names a row queued beforehand (the operator API's jobs) instead of a new
         one; ``on_stage(stage, fraction done)`` hears each stage and may raise
-        :class:`TrainingCancelled`, which ends the run with the job marked cancelled."""
+        :class:`TrainingCancelled`, which ends the run with the job marked cancelled.
+        ``on_saved(result)`` runs once the version is saved and recorded, before its job row
+        says done (so whoever sees the job done also sees what ``on_saved`` did: its role)."""
         job = job_id if job_id is not None else self._start_job(config)
         try:
-            return self._run(config, job, on_stage)
+            return self._run(config, job, on_stage, on_saved)
         except TrainingCancelled:
             self._finish_job(job, status="cancelled", error="cancelled by the operator")
             raise
@@ -271,7 +274,11 @@ class TrainingPipeline:
             finish_training_job(self.storage, job, **outcome)
 
     def _run(
-        self, config: TrainingConfig, job: int | None, on_stage: Callable[[str, float], None] | None = None
+        self,
+        config: TrainingConfig,
+        job: int | None,
+        on_stage: Callable[[str, float], None] | None = None,
+        on_saved: Callable[[TrainingResult], None] | None = None,
     ) -> TrainingResult:
         if config.model.use_lstm:
             from ml_integration.lstm import require_keras
@@ -285,7 +292,7 @@ class TrainingPipeline:
                 bar.stage("tuning")
             trained = train_on_candles(frame, config, self._tune(frame, config), on_stage=bar.stage)
             bar.stage("save")
-            result = self._save(config, job, trained, frame, source)
+            result = self._save(config, job, trained, frame, source, on_saved)
             bar.stage("done")
         finally:
             bar.close()
@@ -299,9 +306,15 @@ class TrainingPipeline:
         return tune_forest(frame, config, self.tuning_dir, study_storage=studies)
 
     def _save(
-        self, config: TrainingConfig, job: int | None, trained: Trained, frame: pd.DataFrame, source: str
+        self,
+        config: TrainingConfig,
+        job: int | None,
+        trained: Trained,
+        frame: pd.DataFrame,
+        source: str,
+        on_saved: Callable[[TrainingResult], None] | None = None,
     ) -> TrainingResult:
-        """Save the version, record it and close its job row."""
+        """Save the version, record it, run ``on_saved`` and close its job row."""
         started = time.perf_counter()
         path = save_version(trained.strategy, self.model_dir, config.symbol, config.timeframe)
         result = TrainingResult(
@@ -327,6 +340,8 @@ class TrainingPipeline:
                 synthetic=result.synthetic,
                 metrics=result.report.get("holdout", {}),
             )
+            if on_saved is not None:
+                on_saved(result)
             self._finish_job(job, model_version=result.version)
         return result
 

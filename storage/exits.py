@@ -140,18 +140,20 @@ def open_exit_symbols(db: Db, broker: str) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
-def exchange_exits(db: Db, broker: str, symbol: str) -> list[ArmedExit]:
-    """Exits of the symbol whose order may rest on the exchange (``placing`` or ``open``),
-    whatever the exit's own status: a canceled exit's order must still be cancelled there."""
-    rows = (
-        reading(db)
-        .execute(
-            "SELECT * FROM exits WHERE broker = ? AND symbol = ? AND exchange_status IN ('placing', 'open')"
-            " ORDER BY id",
-            (broker, symbol),
-        )
-        .fetchall()
+def exchange_exits(
+    db: Db, broker: str, symbol: str, *, placing_grace_s: float | None = None
+) -> list[ArmedExit]:
+    """Exits of the symbol whose order may rest on the exchange (``placing``, ``unknown`` or
+    ``open``), whatever the exit's own status: a canceled exit's order must still be cancelled
+    there. With ``placing_grace_s``, a ``placing`` exit only once its placement began that long
+    ago: until then its sender may still be waiting on the exchange, and a look-up from another
+    worker would find nothing yet, call it gone and place it a second time."""
+    sql = (
+        "SELECT * FROM exits WHERE broker = ? AND symbol = ? AND (exchange_status IN ('unknown', 'open')"
+        " OR (exchange_status = 'placing' AND updated_at <= ?)) ORDER BY id"
     )
+    cutoff = float("inf") if placing_grace_s is None else time.time() - placing_grace_s
+    rows = reading(db).execute(sql, (broker, symbol, cutoff)).fetchall()
     return [_exit(r) for r in rows]
 
 
@@ -162,7 +164,7 @@ def watched_symbols(db: Db, broker: str) -> list[str]:
         reading(db)
         .execute(
             "SELECT DISTINCT symbol FROM exits WHERE broker = ?"
-            " AND (status = 'open' OR exchange_status IN ('placing', 'open')) ORDER BY symbol",
+            " AND (status = 'open' OR exchange_status IN ('placing', 'unknown', 'open')) ORDER BY symbol",
             (broker,),
         )
         .fetchall()
@@ -179,7 +181,7 @@ def begin_placement(db: Db, e: ArmedExit, cid: str, trigger: float, amount: floa
             "UPDATE exits SET exchange_cid = ?, placements = placements + 1, exchange_status = 'placing',"
             " exchange_order_id = NULL, placed_trigger = ?, placed_amount = ?, updated_at = ?"
             " WHERE id = ? AND status = 'open' AND placements = ?"
-            " AND (exchange_status IS NULL OR exchange_status NOT IN ('placing', 'open'))",
+            " AND (exchange_status IS NULL OR exchange_status NOT IN ('placing', 'unknown', 'open'))",
             (cid, trigger, amount, time.time(), e.id, e.placements),
         )
         return cur.rowcount == 1

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from engine.lifecycle import PENDING_GRACE_S
+from storage import exits as exit_store
 from tests.conftest import db_rows, make_settings, sample_alert, seed_market, start_gateway, wait_until
 from tests.fake_exchange import DEFAULT_API_KEY, DEFAULT_SECRET, FakeBinance
 from webhook import create_app, get_gateway
@@ -304,13 +306,44 @@ def test_lost_exit_placement_is_looked_up_then_placed_once(
     lookups = 2  # the broker's reconciliation: read_retries + 1 lookups by client id, then it gives up
     wait_until(lambda: fake_exchange.request_count("GET", "/fapi/v1/algoOrder") >= lookups, 15, "lookups")
     assert fake_exchange.futures.algo_orders == []
-    (row,) = db_rows(settings.database, "SELECT exchange_status, placements FROM exits")
-    assert (row["exchange_status"], row["placements"]) == ("placing", 1)  # uncertain: not placed again
+    sql = "SELECT exchange_status, placements FROM exits"
+    wait_until(lambda: db_rows(settings.database, sql)[0]["exchange_status"] == "unknown", 15, "given up")
+    (row,) = db_rows(settings.database, sql)
+    assert row["placements"] == 1  # its sender gave up: unknown, not placed again
     watch(app)  # the lookup finds none: placed again, under a fresh client id
     watch(app)
     assert resting(fake_exchange) == [STOP]
     (placed,) = [o["clientAlgoId"] for o in fake_exchange.futures.algo_orders]
     assert placed.startswith("tvgw-") and placed.endswith("-x1-2")
+
+
+def test_a_placement_in_flight_is_left_to_its_sender_until_the_grace_runs_out(
+    tmp_path: Path, fake_exchange: FakeBinance, exchange_env: None
+) -> None:
+    """Another worker's placement has been claimed but has not reached the exchange yet: a
+    watcher pass must not look it up (it would find nothing, call it gone and place a second
+    stop beside the first). Past PENDING_GRACE_S its sender is taken for dead: looked up, placed."""
+    _, app = gateway(tmp_path, fake_exchange)
+    storage = get_gateway(app).storage
+    fake_exchange.fail_next("POST /fapi/v1/algoOrder", "429")  # the entry's own placement: not placed
+    send(app, contracts=0.04, stop_loss="29000")
+    placing = lambda: exit_store.open_exits(storage, "binance", PERP)[0].exchange_status  # noqa: E731
+    wait_until(lambda: placing() == "failed", 15, "the refused placement")
+    (armed,) = exit_store.open_exits(storage, "binance", PERP)
+    assert fake_exchange.futures.algo_orders == []
+    # The other worker's claim; its request is still on the way to the exchange.
+    assert exit_store.begin_placement(storage, armed, "tvgw-other-x1-9", 29000.0, 0.04)
+    lookups = fake_exchange.request_count("GET", "/fapi/v1/algoOrder")
+    watch(app)
+    assert fake_exchange.request_count("GET", "/fapi/v1/algoOrder") == lookups  # not asked about
+    assert fake_exchange.futures.algo_orders == []  # and not placed again
+    stale = time.time() - PENDING_GRACE_S - 1  # the sender never came back
+    with storage.transaction() as conn:
+        conn.execute("UPDATE exits SET updated_at = ?", (stale,))
+    watch(app)  # looked up, found nowhere: gone
+    watch(app)  # placed under a fresh client id
+    assert fake_exchange.request_count("GET", "/fapi/v1/algoOrder") > lookups
+    assert resting(fake_exchange) == [STOP]
 
 
 def test_an_exit_the_exchange_refuses_to_hold_is_fired_by_the_gateway(
@@ -346,8 +379,9 @@ def test_gunicorn_watcher_records_an_exchange_stop_once(tmp_path: Path, fake_exc
         sql = "SELECT * FROM orders WHERE reason = 'stop'"
         wait_until(lambda: db_rows(live.database, sql), 30, "the stop's fill recorded", live.log)
         time.sleep(1.0)  # several more watcher passes of both workers
-        (row,) = db_rows(live.database, sql)
-        assert row["filled"] == 0.04
+        rows = db_rows(live.database, sql)
+        assert len(rows) == 1, [dict(r) for r in rows]  # booked once, though both workers watch
+        assert rows[0]["filled"] == 0.04
         assert len(fake_exchange.futures.algo_orders) == 1  # placed once, by one of the two workers
         assert DEFAULT_SECRET not in live.log() and DEFAULT_API_KEY not in live.log()
     finally:

@@ -375,7 +375,9 @@ def run_job(job_id: int) -> int:
             job["symbol"], {**params, "timeframe": job["timeframe"], "model": model}
         )
         pipeline = create_ml_training_pipeline(storage=storage, model_dir=settings.model_dir)
-        result = pipeline.run(config, job_id=job_id, on_stage=on_stage)
+        result = pipeline.run(
+            config, job_id=job_id, on_stage=on_stage, on_saved=lambda saved: _enroll(storage, settings, saved)
+        )
     except TrainingCancelled:
         print(f"tvgw train: job {job_id} cancelled", file=sys.stderr)
         return 1
@@ -383,6 +385,5 @@ def run_job(job_id: int) -> int:
         finish_training_job(storage, job_id, error=str(exc))  # a bad option fails before the pipeline
         print(f"tvgw train: job {job_id} failed: {exc}", file=sys.stderr)
         return 1
-    _print_report(result)
-    _enroll(storage, settings, result)
+    _print_report(result)  # enrolled before its job row said done (on_saved)
     return 0

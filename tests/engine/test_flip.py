@@ -52,3 +52,23 @@ def test_a_refused_close_stops_the_flip_before_its_short(
         (True, "failed"),
         (False, "canceled"),
     ]
+
+
+def test_a_flip_whose_close_answer_is_lost_leaves_the_close_to_the_order_lifecycle(
+    tmp_path: Path, fake_exchange: FakeBinance, exchange_env: None
+) -> None:
+    """The close's answer is lost and the exchange cannot find it: the short is not sent (its
+    row is canceled), and the close stays ``unknown`` with a poll due, so the order lifecycle
+    asks the exchange about it again rather than forget it."""
+    settings, app = gateway(tmp_path, fake_exchange)
+    assert send(app, contracts=0.04, order_id="long")["status"] == "executed"
+    fake_exchange.fail_next("POST /fapi/v1/order", "timeout_lost")
+    body = send(app, 502, action="reverse", contracts=None, order_id="flip")
+    assert body["status"] == "failed" and body["decision"]["reason"].startswith("flip halted"), body
+    assert [(o["side"], o["reduceOnly"]) for o in fake_exchange.futures.orders] == [("BUY", False)]
+    legs_sql = "SELECT client_order_id, status, next_poll_at FROM orders WHERE alert_id = ? ORDER BY id"
+    close, opening = db_rows(settings.database, legs_sql, (body["alert_id"],))
+    assert close["client_order_id"].endswith("-c") and close["status"] == "unknown"
+    assert close["next_poll_at"] is not None
+    assert (opening["status"], opening["next_poll_at"]) == ("canceled", None)
+    assert position(settings) == pytest.approx(0.04)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import db_rows
-from tests.engine.test_exchange_exits import exchange_env, gateway, position, send
+from tests.engine.test_exchange_exits import exchange_env, gateway, position, rests, send
 from tests.fake_exchange import FakeBinance
 
 __all__ = ["exchange_env"]
@@ -72,3 +72,20 @@ def test_a_flip_whose_close_answer_is_lost_leaves_the_close_to_the_order_lifecyc
     assert close["next_poll_at"] is not None
     assert (opening["status"], opening["next_poll_at"]) == ("canceled", None)
     assert position(settings) == pytest.approx(0.04)
+
+
+def test_the_flips_opening_order_arms_its_own_stop(
+    tmp_path: Path, fake_exchange: FakeBinance, exchange_env: None
+) -> None:
+    """The flip is booked as two fills (the close, then the short): the short's fill arms the
+    alert's stop on the whole short, and the exchange holds it (a buy above the entry)."""
+    settings, app = gateway(tmp_path, fake_exchange)
+    assert send(app, contracts=0.04, order_id="long")["status"] == "executed"
+    body = send(app, action="reverse", contracts=None, order_id="flip", stop_loss="31000")
+    assert body["status"] == "executed" and "close_first" in body["decision"], body
+    exits_sql = "SELECT kind, status, entry_side, entry_amount, trigger FROM exits WHERE alert_id = ?"
+    rows = [dict(r) for r in db_rows(settings.database, exits_sql, (body["alert_id"],))]
+    assert rows == [
+        {"kind": "stop", "status": "open", "entry_side": "sell", "entry_amount": 0.04, "trigger": 31000.0}
+    ]
+    rests(fake_exchange, ("STOP_MARKET", "BUY", "0.04", "31000", True))

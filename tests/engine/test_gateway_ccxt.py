@@ -152,8 +152,9 @@ def test_without_candles_the_exchange_ticker_is_the_reference(
         TVGW_EXCHANGE_API_URL=fake_exchange.url,
         TVGW_EXCHANGE_TIMEOUT_MS="600",
     )
-    client = market_app(settings, prices={}).test_client()
+    # The price first: the app's background threads may read (and cache) the ticker at start.
     fake_exchange.set_price("BTCUSDT", 40000)
+    client = market_app(settings, prices={}).test_client()
     far = post(client, contracts=0.01, price=30000.0)
     assert far.status_code == 422 and far.json["error"]["code"] == "price_out_of_band"
     assert "40000" in far.json["error"]["message"] and "ticker" in far.json["error"]["message"]

@@ -19,6 +19,7 @@ import numpy as np
 
 from backtest.replay import Fill
 from ml_integration.evaluation import block_bootstrap_ci, calibration_by_decile, direction_report
+from storage.orders import FLAT
 
 __all__ = [
     "MonteCarlo",
@@ -72,14 +73,14 @@ def trade_returns(fills: list[Fill], start_equity: float) -> tuple[np.ndarray, n
     for fill in fills:
         before = cash + position * fill.price
         after = fill.cash_after + fill.position_after * fill.price
-        if opened_at is None and abs(fill.position_after) > 1e-12:
+        if opened_at is None and abs(fill.position_after) > FLAT:
             opened_at = before
         elif opened_at is not None and (
-            abs(fill.position_after) <= 1e-12 or fill.position_after * position < 0
+            abs(fill.position_after) <= FLAT or fill.position_after * position < 0
         ):
             profits.append(after - opened_at)
             returns.append((after - opened_at) / opened_at)
-            opened_at = after if abs(fill.position_after) > 1e-12 else None
+            opened_at = after if abs(fill.position_after) > FLAT else None
         position, cash = fill.position_after, fill.cash_after
     return np.asarray(profits), np.asarray(returns)
 
@@ -109,7 +110,7 @@ def trading_metrics(
         profit_factor=_profit_factor(wins, losses),
         average_win=float(wins.mean()) if len(wins) else 0.0,
         average_loss=float(losses.mean()) if len(losses) else 0.0,
-        trades=len(profits), exposure=float(np.mean(np.abs(position) > 1e-12)) if len(position) else 0.0,
+        trades=len(profits), exposure=float(np.mean(np.abs(position) > FLAT)) if len(position) else 0.0,
         fees=float(fees), final_equity=float(curve[-1]),
     )  # fmt: skip
 

@@ -10,8 +10,9 @@ Two parts, both as the script behaves on TradingView:
 * :func:`replay_orders`: the strategy's own position. An entry decided at a bar's close fills
   at the next bar's open (``process_orders_on_close=false``), reversing an open position in one
   order; the 2.5×ATR stop and 3.5×ATR target set at the entry act when a *later* bar's range
-  crosses them (at the level, or at the open when the bar gapped through it; the stop first
-  when one bar crosses both). Each fill is one :class:`PineOrder`, the alert the script sends.
+  crosses them (:func:`engine.exits.check_level`, the gateway's own rule: at the level, or at
+  the open when the bar gapped through it; the stop first when one bar crosses both). Each
+  fill is one :class:`PineOrder`, the alert the script sends.
 
 The script's position is its own: TradingView keeps it whatever the gateway decides, so the
 alerts are the same for every arm of a backtest and only the decisions differ.
@@ -27,6 +28,7 @@ import pandas as pd
 
 from common import indicators
 from common.kelly import kelly_fraction
+from engine.exits import Bar, check_level
 
 __all__ = ["PineInputs", "PineOrder", "pine_signals", "replay_orders"]
 
@@ -206,13 +208,14 @@ def _exit(
     if book.position == 0:
         return None
     long = book.position > 0
-    stop_hit = low <= book.stop if long else high >= book.stop
-    target_hit = high >= book.target if long else low <= book.target
-    if not (stop_hit or target_hit):
+    # The gateway's own fill rule (at the level, or at the open when the bar gapped through it);
+    # the stop first when one bar crosses both, as the script's strategy.exit does.
+    seen, side = Bar(0, open_, high, low), "buy" if long else "sell"
+    price = check_level(side, book.stop, seen, profit=False)
+    if price is None:
+        price = check_level(side, book.target, seen, profit=True)
+    if price is None:
         return None
-    level = book.stop if stop_hit else book.target
-    gapped = (open_ <= level) if (long == stop_hit) else (open_ >= level)
-    price = open_ if gapped else level
     prev = book.position
     book.fill(-prev, price, inputs.commission)
     # The exit's proxy values are those of the side it trades (a close_long sells).

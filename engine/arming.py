@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from common.timeframes import seconds
-from engine.decide import EPSILON
 from engine.decision import PlannedOrder
 from engine.exits import ExitPlan
 from storage import Connection
+from storage import candles as candle_store
 from storage import exits as exit_store
 from storage import orders as order_store
+from storage.orders import FLAT
 
 if TYPE_CHECKING:
     from engine.desk import Desk
@@ -78,8 +79,8 @@ def on_fill(
     terms = EntryTerms.of(order)
     plan = None if terms is None else terms.plan
     name, symbol = desk.broker.name, order.symbol
-    closed = abs(position.amount) <= EPSILON
-    flipped = not closed and abs(before) > EPSILON and (before > 0) != (position.amount > 0)
+    closed = abs(position.amount) <= FLAT
+    flipped = not closed and abs(before) > FLAT and (before > 0) != (position.amount > 0)
     grew = abs(position.amount) > abs(before) and not flipped
     if closed or flipped or (plan is not None and first):
         reversing = flipped or (closed and terms is not None and terms.flip_close)
@@ -89,7 +90,7 @@ def on_fill(
         # A later fill of the same entry: its exits protect the whole position it has become.
         exit_store.resize_exits(conn, name, symbol, order.alert_id, abs(position.amount))
         return
-    elif not grew and abs(before) > EPSILON:
+    elif not grew and abs(before) > FLAT:
         # A partial close: the exits keep protecting what is left, resized to it.
         exit_store.scale_exits(conn, name, symbol, abs(position.amount) / abs(before))
     if closed or plan is None or not first or not position.avg_price or terms is None:
@@ -122,7 +123,7 @@ def on_exit_fill(
     left nothing, closes the position (its other exits are cancelled); a target may move the
     stop to break-even."""
     name = desk.broker.name
-    if e.kind in ("stop", "trailing") or abs(position.amount) <= EPSILON:
+    if e.kind in ("stop", "trailing") or abs(position.amount) <= FLAT:
         exit_store.cancel_exits(conn, name, e.symbol, f"position closed by {e.kind}")
     elif e.break_even:
         to_break_even(conn, exit_store.open_exits(conn, name, e.symbol), e)
@@ -141,7 +142,7 @@ def to_break_even(conn: Connection, live: list[exit_store.ArmedExit], target: ex
 def _bar_open_ms(conn: Connection, symbol: str, timeframe: str, now: float) -> int:
     """The bar an entry filled in: the newest stored one, else the clock's current bar. Exits
     watch only the bars after it (its range may hold prices from before the entry)."""
-    newest = exit_store.recent_bars(conn, symbol, timeframe, 1)
+    newest = candle_store.recent_bars(conn, symbol, timeframe, 1)
     if newest:
         return int(newest[0][0])
     step = seconds(timeframe)

@@ -28,7 +28,7 @@ from engine.market import MarketPrices, PriceSource, ReferencePrice
 from engine.risk import RiskManager
 from engine.settings import AccountSettings, EngineSettings, StrategySettings
 from storage import Connection, Storage
-from storage import exits as exit_store
+from storage import candles as candle_store
 from storage import marks as mark_store
 from storage import orders as order_store
 from storage import state as state_store
@@ -108,13 +108,19 @@ class Desk:
             return None
 
     def view(
-        self, alert: Alert, strategy: StrategySettings, reference: ReferencePrice | None, lead: bool
+        self,
+        alert: Alert,
+        strategy: StrategySettings,
+        reference: ReferencePrice | None,
+        lead: bool,
+        symbol: str | None = None,
     ) -> AccountView:
         """What this account decides the alert with, gathered outside the transaction (it may
         need the network): its market and what the broker says of it, its terms, its equity,
         and the price: the one the alert was checked against (for a pure exit with none, this
-        account's last known)."""
-        facts = self.facts(alert, strategy)
+        account's last known). ``symbol``: the market already resolved on this account, if it
+        was (the lead account's, at the door), so that it is not resolved again."""
+        facts = self.facts(alert, strategy, symbol)
         symbol = facts.symbol
         if reference is None and not lead and symbol is not None and pure_exit(alert, strategy):
             reference = None if strategy.mode == "annotate" else self.prices.last_known(symbol)
@@ -124,11 +130,11 @@ class Desk:
             facts=facts,
         )  # fmt: skip
 
-    def facts(self, alert: Alert, strategy: StrategySettings) -> MarketFacts:
-        """The alert's market on this broker, its order limits and who would hold its exits.
-        An annotate-only strategy needs only the market."""
+    def facts(self, alert: Alert, strategy: StrategySettings, symbol: str | None = None) -> MarketFacts:
+        """The alert's market on this broker (``symbol`` when already resolved here), its order
+        limits and who would hold its exits. An annotate-only strategy needs only the market."""
         try:
-            symbol = self.broker.resolve_symbol(alert.ticker, alert.exchange)
+            symbol = symbol or self.broker.resolve_symbol(alert.ticker, alert.exchange)
         except BrokerError as exc:
             return MarketFacts(symbol=None, symbol_error=exc)
         if strategy.mode == "annotate":
@@ -215,7 +221,7 @@ class Desk:
         atr_value = None
         if _mentions_atr(alert, terms):
             timeframe = from_tradingview(alert.interval, terms.timeframe)
-            atr_value = atr(exit_store.recent_bars(conn, symbol, timeframe, ATR_BARS))
+            atr_value = atr(candle_store.recent_bars(conn, symbol, timeframe, ATR_BARS))
         return Book(
             positions=positions, pending=order_store.pending_exposure(conn, self.broker.name, symbol),
             newest_alert_at=newest, marks=marks, peak_equity=peak, day_start_equity=day_start,

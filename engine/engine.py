@@ -137,7 +137,11 @@ class TradingEngine:
         received = datetime.fromtimestamp(receipt.received_at, UTC)
         key = alert.idempotency_key(received, symbol or alert.ticker)
         reference = self._reference(lead, alert, strategy, key, symbol)
-        views = self._each(desks, lambda desk: desk.view(alert, strategy, reference, lead is desk))
+        # The lead account's market was resolved above: its view takes it rather than resolving again.
+        resolved = {id(lead): symbol}
+        views = self._each(
+            desks, lambda desk: desk.view(alert, strategy, reference, desk is lead, resolved.get(id(desk)))
+        )
         fields = alert.record_fields()
         seen = _alert_bar(alert)
 

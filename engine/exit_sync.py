@@ -14,11 +14,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import math
 from typing import TYPE_CHECKING, Any
 
 from engine.brokers.base import OrderRequest, OrderResult, ProtectiveOrder, Side
-from engine.decide import EPSILON
 from engine.exceptions import BrokerError, InvalidOrderError, OrderUncertainError, TemporaryError
 from engine.exit_watch import bar_exits, exit_amount
 from engine.exits import Bar
@@ -26,6 +24,7 @@ from engine.lifecycle import PENDING_GRACE_S, book
 from storage import Connection
 from storage import exits as exit_store
 from storage import orders as order_store
+from storage.orders import FLAT
 
 if TYPE_CHECKING:
     from engine.desk import Desk
@@ -151,7 +150,7 @@ def _exchange_fill(
     order's client id is UNIQUE)."""
     cid = str(e.exchange_cid)
     exit_store.set_exchange_state(conn, e.id, cid, "filled", result.exchange_order_id)
-    if order_store.get_order(conn, cid) is not None:
+    if order_store.order_record(conn, cid) is not None:
         return None
     side: Side = "sell" if e.entry_side == "buy" else "buy"
     order_store.create_pending_order(
@@ -191,10 +190,10 @@ def sync_exits(desk: Desk, symbol: str) -> None:
     name = desk.broker.name
     held = abs(order_store.position_amount(desk.storage, name, symbol))
     for e in exit_store.exchange_exits(desk.storage, name, symbol):
-        if (e.status != "open" or held <= EPSILON) and e.exchange_status == "open":
+        if (e.status != "open" or held <= FLAT) and e.exchange_status == "open":
             _cancel_exit(desk, e)
     for e in exit_store.open_exits(desk.storage, name, symbol):
-        if e.held_by != "exchange" or e.exchange_status in ("placing", "unknown") or held <= EPSILON:
+        if e.held_by != "exchange" or e.exchange_status in ("placing", "unknown") or held <= FLAT:
             continue  # a placement whose answer was lost is looked up first, never placed twice
         amount, problem = desk.fit(symbol, exit_amount(e, held), e.trigger, True)
         if problem is not None:
@@ -263,4 +262,6 @@ def _place_exit(desk: Desk, e: exit_store.ArmedExit, amount: float) -> None:
 
 
 def _same(placed: float | None, wanted: float) -> bool:
-    return placed is not None and math.isclose(placed, wanted, rel_tol=1e-9, abs_tol=1e-12)
+    """Whether a resting exit's amount (or trigger) is what the book wants: equal but for float
+    noise (both are read back as stored; amounts are rounded to the market's step first)."""
+    return placed is not None and abs(placed - wanted) <= FLAT

@@ -16,14 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 from engine.arming import to_break_even
 from engine.brokers.base import Side
-from engine.decide import EPSILON
 from engine.decision import PlannedOrder
 from engine.exceptions import BrokerError
 from engine.exits import Bar, check_level
 from engine.lifecycle import PENDING_GRACE_S, book
 from storage import Connection
+from storage import candles as candle_store
 from storage import exits as exit_store
 from storage import orders as order_store
+from storage.orders import FLAT
 
 if TYPE_CHECKING:
     from engine.desk import Desk
@@ -55,7 +56,7 @@ def watch(desk: Desk, conn: Connection, *, symbol: str, seen: Bar | None) -> lis
         return []
     first = exits[0]
     since = min(e.checked_ms for e in exits)
-    bars = {ms: Bar(ms, o, h, lo) for ms, o, h, lo in exit_store.bars_since(
+    bars = {ms: Bar(ms, o, h, lo) for ms, o, h, lo in candle_store.bars_since(
         conn, symbol, first.timeframe, since, after_ms=first.armed_ms)}  # fmt: skip
     if seen is not None and seen.ms > first.armed_ms and seen.ms >= since:
         stored = bars.get(seen.ms)
@@ -83,7 +84,7 @@ def bar_exits(
     name = desk.broker.name
     symbol = live[0].symbol
     held = desk.held(conn, symbol)
-    if abs(held) <= EPSILON:
+    if abs(held) <= FLAT:
         exit_store.cancel_exits(conn, name, symbol, "no position left")
         return []
     instant = desk.broker.settles_instantly
@@ -116,7 +117,7 @@ def bar_exits(
             fills.append(fill)
         if e.break_even:
             to_break_even(conn, live, e)
-    if abs(desk.held(conn, symbol)) <= EPSILON:
+    if abs(desk.held(conn, symbol)) <= FLAT:
         exit_store.cancel_exits(conn, name, symbol, "position closed by its targets")
     return fills
 
@@ -127,7 +128,9 @@ def exit_amount(e: exit_store.ArmedExit, held: float) -> float:
     if not e.kind.startswith("take_profit"):
         return held
     amount = min((e.share or 1.0) * e.entry_amount, held)
-    return held if held - amount <= EPSILON * max(1.0, held) * 1e3 else amount
+    # Shares of the entry add up to the position only up to rounding: a remainder of a millionth
+    # (of a unit, or of a position over one unit) is that rounding, and goes with this target.
+    return held if held - amount <= 1e-6 * max(1.0, held) else amount
 
 
 def _fill_exit(

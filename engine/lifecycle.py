@@ -41,7 +41,6 @@ from typing import TYPE_CHECKING
 
 from engine import arming
 from engine.brokers.base import OrderResult
-from engine.decide import EPSILON
 from engine.exceptions import BrokerError
 from engine.symbols import base_currency
 from storage import Connection, Storage
@@ -49,6 +48,7 @@ from storage import alerts as alert_store
 from storage import exits as exit_store
 from storage import orders as order_store
 from storage import reconciliation as book_store
+from storage.orders import FLAT
 
 if TYPE_CHECKING:
     from engine.desk import Desk
@@ -102,20 +102,20 @@ def book(desk: Desk, conn: Connection, result: OrderResult) -> order_store.Posit
     cost = result.cost if result.cost is not None else (
         result.filled * result.average if result.average else None
     )  # fmt: skip
-    if increment > EPSILON and cost is None:
+    if increment > FLAT and cost is None:
         # A fill without a price: not booked now; the exchange is asked again.
         status = "partially_filled" if status == "filled" else status
         notes.append(f"a fill of {increment:.10g} came without a price; asked again")
         increment = 0.0
         gross = order.booked
     new_fees, fee_inc, base_fee_inc = _fee_increments(result, booked_fees, notes, order.symbol)
-    if increment > EPSILON or new_fees:
-        assert cost is not None or increment <= EPSILON
+    if increment > FLAT or new_fees:
+        assert cost is not None or increment <= FLAT
         net_total = result.net if result.net is not None else gross
         net_inc = net_total - order.booked_net
         before = desk.held(conn, order.symbol)
         quote = desk.settings.paper.quote_currency
-        if increment > EPSILON and net_inc > EPSILON:
+        if increment > FLAT and net_inc > FLAT:
             assert cost is not None
             price = (cost - order.booked_cost) / increment
             terms = arming.EntryTerms.of(order)
@@ -125,16 +125,16 @@ def book(desk: Desk, conn: Connection, result: OrderResult) -> order_store.Posit
                 stop_loss=None if terms is None else terms.stop_loss, at=now,
             )  # fmt: skip
             booked_cost = cost
-        elif new_fees or net_inc < -EPSILON:
+        elif new_fees or net_inc < -FLAT:
             # Fees reported after their fill was booked: charged now (a base-coin fee off the position).
             sign = 1.0 if order.side == "buy" else -1.0
             order_store.charge(
                 conn, broker=desk.broker.name, symbol=order.symbol, fee=fee_inc,
                 position_change=sign * min(net_inc, 0.0), quote_currency=quote, at=now,
             )  # fmt: skip
-        if result.net is not None and order.side == "buy" and increment > EPSILON:
+        if result.net is not None and order.side == "buy" and increment > FLAT:
             dust = (increment - base_fee_inc) - max(net_inc, 0.0)
-            if dust > EPSILON:
+            if dust > FLAT:
                 book_store.add_outside(conn, desk.broker.name, base_currency(order.symbol), dust)
         booked, booked_net = gross, net_total
         booked_fees.update(new_fees)
@@ -149,7 +149,7 @@ def book(desk: Desk, conn: Connection, result: OrderResult) -> order_store.Posit
         fee_note="; ".join(dict.fromkeys(notes)) or None,
         next_poll_at=None if closed else next_poll(order.polls, now),
     )  # fmt: skip
-    if closed and booked <= EPSILON:
+    if closed and booked <= FLAT:
         _nothing_filled(conn, order, f"order {status}, nothing filled")
     return position
 
@@ -186,8 +186,8 @@ def _after_fill(
     """What a booked fill sets off: an alert's order arms or fits its exits (and its alert, if
     still waiting, learns it executed); an exit's order spends its exit."""
     if order.reason is None:
-        arming.on_fill(desk, conn, order, before, position, first=order.booked <= EPSILON)
-        if order.booked <= EPSILON:
+        arming.on_fill(desk, conn, order, before, position, first=order.booked <= FLAT)
+        if order.booked <= FLAT:
             why = "order filled after the answer (booked by the order lifecycle)"
             alert_store.settle_alert(
                 conn, order.alert_id, status="executed", reason=why, only_if=("placed", "failed")

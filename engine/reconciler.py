@@ -28,13 +28,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from engine.decide import EPSILON
 from engine.exceptions import BrokerError
 from engine.symbols import base_currency, is_contract
 from storage import Storage
 from storage import exits as exit_store
 from storage import orders as order_store
 from storage import reconciliation as book_store
+from storage.orders import FLAT
 from storage.reconciliation import BookCheck
 
 if TYPE_CHECKING:
@@ -198,7 +198,7 @@ def adopt(desk: Desk, check: BookCheck) -> str:
         known = desk.prices.last_known(symbol)
         price = None if known is None else known.price
         order_store.adopt_position(conn, broker=name, symbol=symbol, amount=wanted, price=price)
-        if abs(wanted) <= EPSILON:
+        if abs(wanted) <= FLAT:
             exit_store.cancel_exits(conn, name, symbol, "book adopted the exchange's view: flat")
         elif before * wanted > 0:
             exit_store.scale_exits(conn, name, symbol, abs(wanted) / abs(before))

@@ -9,11 +9,13 @@ import pandas as pd
 from storage.database import Db, query, query_one, writing
 
 __all__ = [
+    "bars_since",
     "candle_sources",
     "close_at",
     "latest_candle_ms",
     "load_candles",
     "newest_candle",
+    "recent_bars",
     "upsert_candles",
 ]
 
@@ -115,3 +117,29 @@ def close_at(db: Db, symbol: str, timeframe: str, opened_ms: int) -> float | Non
         (symbol, timeframe, opened_ms),
     )
     return None if row is None else float(row[0])
+
+
+def recent_bars(db: Db, symbol: str, timeframe: str, limit: int) -> list[tuple[float, ...]]:
+    """The newest ``limit`` stored bars ``(ms, open, high, low, close)``, ascending (for an ATR)."""
+    rows = query(
+        db,
+        "SELECT ts_ms, open, high, low, close FROM candles WHERE symbol = ? AND timeframe = ?"
+        " ORDER BY ts_ms DESC LIMIT ?",
+        (symbol, timeframe, limit),
+    )
+    return [tuple(float(r[k]) for k in ("ts_ms", "open", "high", "low", "close")) for r in reversed(rows)]
+
+
+def bars_since(
+    db: Db, symbol: str, timeframe: str, since_ms: int, *, after_ms: int
+) -> list[tuple[int, float, float, float]]:
+    """Stored bars ``(ms, open, high, low)`` opening at or after ``since_ms`` (the last checked
+    bar is read again: it may have grown) and strictly after ``after_ms`` (an entry's bar: the
+    exits armed in it watch only the bars after it)."""
+    rows = query(
+        db,
+        "SELECT ts_ms, open, high, low FROM candles WHERE symbol = ? AND timeframe = ?"
+        " AND ts_ms >= ? AND ts_ms > ? ORDER BY ts_ms",
+        (symbol, timeframe, since_ms, after_ms),
+    )
+    return [(int(r["ts_ms"]), float(r["open"]), float(r["high"]), float(r["low"])) for r in rows]

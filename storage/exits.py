@@ -12,14 +12,13 @@ and a placement whose answer was lost stays ``placing`` until its client id is l
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from storage.database import Db, Row, insert_id, reading, writing
 
 __all__ = [
     "ArmedExit",
     "arm_exit",
-    "bars_since",
     "begin_firing",
     "begin_placement",
     "cancel_exits",
@@ -30,7 +29,6 @@ __all__ = [
     "move_trigger",
     "open_exit_symbols",
     "open_exits",
-    "recent_bars",
     "resize_exits",
     "scale_exits",
     "set_checked",
@@ -42,6 +40,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ArmedExit:
+    """One ``exits`` row: an exit armed for an entry, and its state on the exchange."""
+
     id: int
     broker: str
     symbol: str
@@ -74,14 +74,16 @@ class ArmedExit:
     firings: int = 0
 
 
+#: The ``exits`` columns :class:`ArmedExit` holds: its fields, by name.
+_FIELDS = tuple(f.name for f in fields(ArmedExit))
+
+
 def _exit(r: Row) -> ArmedExit:
-    return ArmedExit(
-        r["id"], r["broker"], r["symbol"], r["timeframe"], r["alert_id"], r["entry_side"],
-        r["entry_price"], r["entry_amount"], r["kind"], r["trigger"], r["share"], r["trail"],
-        r["armed_ms"], r["checked_ms"], bool(r["break_even"]), r["seen_high"], r["seen_low"],
-        r["status"], r["held_by"], r["placements"], r["exchange_cid"], r["exchange_order_id"],
-        r["exchange_status"], r["placed_trigger"], r["placed_amount"], r["firing_cid"], r["firings"],
-    )  # fmt: skip
+    """An ``exits`` row as its record, each field read by its column's name (the one mapping of
+    this table: a column added to the table and the record is read without counting places)."""
+    values = {name: r[name] for name in _FIELDS}
+    values["break_even"] = bool(values["break_even"])  # an INTEGER column on SQLite
+    return ArmedExit(**values)
 
 
 def arm_exit(
@@ -306,34 +308,3 @@ def set_checked(db: Db, exit_id: int, ms: int, high: float, low: float) -> None:
             " checked_ms = ? WHERE id = ? AND status = 'open' AND checked_ms <= ?",
             (ms, high, high, ms, low, low, ms, exit_id, ms),
         )
-
-
-def recent_bars(db: Db, symbol: str, timeframe: str, limit: int) -> list[tuple[float, ...]]:
-    """The newest ``limit`` stored bars ``(ms, open, high, low, close)``, ascending (for an ATR)."""
-    rows = (
-        reading(db)
-        .execute(
-            "SELECT ts_ms, open, high, low, close FROM candles WHERE symbol = ? AND timeframe = ?"
-            " ORDER BY ts_ms DESC LIMIT ?",
-            (symbol, timeframe, limit),
-        )
-        .fetchall()
-    )
-    return [tuple(float(v) for v in r) for r in reversed(rows)]
-
-
-def bars_since(
-    db: Db, symbol: str, timeframe: str, since_ms: int, *, after_ms: int
-) -> list[tuple[int, float, float, float]]:
-    """Stored bars ``(ms, open, high, low)`` opening at or after ``since_ms`` (the last checked
-    bar is read again: it may have grown) and strictly after ``after_ms`` (the entry's bar)."""
-    rows = (
-        reading(db)
-        .execute(
-            "SELECT ts_ms, open, high, low FROM candles WHERE symbol = ? AND timeframe = ?"
-            " AND ts_ms >= ? AND ts_ms > ? ORDER BY ts_ms",
-            (symbol, timeframe, since_ms, after_ms),
-        )
-        .fetchall()
-    )
-    return [(int(r[0]), float(r[1]), float(r[2]), float(r[3])) for r in rows]

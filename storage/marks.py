@@ -42,7 +42,9 @@ def get_mark(db: Db, broker: str, symbol: str) -> Mark | None:
     row = query_one(
         db, "SELECT symbol, price, source, at FROM marks WHERE broker = ? AND symbol = ?", (broker, symbol)
     )
-    return None if row is None else Mark(row[0], float(row[1]), row[2], float(row[3]))
+    if row is None:
+        return None
+    return Mark(symbol=row["symbol"], price=float(row["price"]), source=row["source"], at=float(row["at"]))
 
 
 def marked_positions_value(db: Db, broker: str) -> float:

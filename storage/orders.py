@@ -16,6 +16,7 @@ from typing import Any
 from storage.database import Db, Row, insert_id, query, query_one, reading, writing
 
 __all__ = [
+    "FLAT",
     "NON_TERMINAL",
     "Order",
     "Position",
@@ -28,7 +29,6 @@ __all__ = [
     "equity_marks",
     "following",
     "get_cash",
-    "get_order",
     "ledger_start",
     "list_orders",
     "list_positions",
@@ -42,6 +42,15 @@ __all__ = [
     "unsettled_orders",
     "update_order",
 ]
+
+#: The one "flat" threshold, in base units: a position, or a difference between two positions,
+#: no bigger than this is nothing (the book is flat, the target is reached, no exit is left to
+#: arm). It must stay below every market's amount step, or a real, tradable remainder would be
+#: treated as nothing: the finest steps exchanges list are 1e-8 (a satoshi; Binance, Coinbase and
+#: Kraken go no finer). It must also stay above what float arithmetic leaves when fills that
+#: cancel out are added up (a few units in the 16th digit: 1e-10 on a million units), so a
+#: position closed in several fills reads as flat. 1e-9 is both.
+FLAT = 1e-9
 
 #: Order states the exchange has not closed yet: the order lifecycle follows each until it is
 #: ``filled``, ``canceled``, ``rejected``, ``failed`` (refused before it reached the exchange)
@@ -120,16 +129,11 @@ def _amounts(text: str | None) -> dict[str, float]:
 
 
 def _position(r: Row) -> Position:
+    """A ``positions`` row as its record, each field by its column's name."""
     return Position(
-        r["symbol"],
-        r["amount"],
-        r["avg_price"],
-        r["realized_pnl"],
-        r["opened_at"],
-        r["stop_loss"],
-        r["updated_at"],
-        r["entries"],
-    )
+        symbol=r["symbol"], amount=r["amount"], avg_price=r["avg_price"], realized_pnl=r["realized_pnl"],
+        opened_at=r["opened_at"], stop_loss=r["stop_loss"], updated_at=r["updated_at"], entries=r["entries"],
+    )  # fmt: skip
 
 
 def create_pending_order(
@@ -321,7 +325,7 @@ def apply_fill(
         else:
             closed = min(abs(old), abs(signed))
             realized += (price - (avg or price)) * closed * (1 if old > 0 else -1)
-            if abs(new) < 1e-12:
+            if abs(new) <= FLAT:
                 new, avg, opened_at, stop, entries = 0.0, None, None, None, 0
             elif (new > 0) != (old > 0):
                 # Crossed through flat: the remainder opens at this price, with this fill's stop.
@@ -342,7 +346,10 @@ def apply_fill(
             " updated_at = excluded.updated_at",
             (broker, quote_currency, starting_cash + cash_change, now, cash_change),
         )
-        return Position(symbol, new, avg, realized, opened_at, stop, now, entries)
+        return Position(
+            symbol=symbol, amount=new, avg_price=avg, realized_pnl=realized, opened_at=opened_at,
+            stop_loss=stop, updated_at=now, entries=entries,
+        )  # fmt: skip
 
 
 def charge(
@@ -431,11 +438,6 @@ def list_orders(db: Db, *, limit: int = 50, alert_id: int | None = None) -> list
     else:
         rows = query(db, "SELECT * FROM orders ORDER BY id DESC LIMIT ?", (limit,))
     return [dict(r) for r in rows]
-
-
-def get_order(db: Db, client_order_id: str) -> dict[str, Any] | None:
-    row = query_one(db, "SELECT * FROM orders WHERE client_order_id = ?", (client_order_id,))
-    return None if row is None else dict(row)
 
 
 def pending_exposure(db: Db, broker: str, symbol: str) -> float:

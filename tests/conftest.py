@@ -55,8 +55,7 @@ def wait_until(
         if value:
             return value
         # The poll interval. What is waited on here is done by another process (gunicorn, a
-        # training runner, quickstart), which a test cannot hand an event; the engine's exit
-        # tests still use it for the watcher thread until the watcher counts its passes.
+        # training runner, quickstart, a fake exchange's client), which a test cannot hand an event.
         time.sleep(0.05)
     raise AssertionError(f"{what} within {timeout:.0f} s\n{explain()}")
 
@@ -320,12 +319,13 @@ def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path)
 
 
-def market_app(settings: Settings, prices: Mapping[str, float] = MARKET) -> Any:
-    """The Flask app on ``settings``, its candle store seeded with ``prices`` first."""
+def market_app(settings: Settings, prices: Mapping[str, float] = MARKET, *, clock: Any = None) -> Any:
+    """The Flask app on ``settings``, its candle store seeded with ``prices`` first (the bar of
+    ``clock``'s hour when a test hands in the clock the app goes by, else the machine's)."""
     from webhook import create_app
 
-    seed_market(settings.database, prices)
-    return create_app(settings)
+    seed_market(settings.database, prices, at=None if clock is None else clock.now())
+    return create_app(settings, clock=clock)
 
 
 @pytest.fixture
@@ -378,6 +378,26 @@ class ManualClock:
         return self.now
 
 
+@dataclass
+class EngineClock:
+    """Epoch seconds that move only when the test moves them (``clock.t += 60``), in the shape
+    the engine and the app take a clock (``now()``: ``create_app(settings, clock=...)``,
+    ``TradingEngine(..., clock=...)``)."""
+
+    t: float = 1_717_416_000.0  # 2024-06-03 12:00 UTC
+
+    def now(self) -> float:
+        return self.t
+
+    def iso(self) -> str:
+        """The moment as an alert's ``timenow`` spells it."""
+        return datetime.fromtimestamp(self.t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def hour_ms(self) -> int:
+        """When the current hour's bar opened, in ms."""
+        return int(self.t // 3600 * 3600 * 1000)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -424,6 +444,36 @@ class LiveGateway:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def exit_watcher_passes(self) -> dict[str, float]:
+        """Each live worker's count of finished exit-watcher passes (``/metrics``), by pid."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = requests.get(self.url + "/metrics", timeout=10).text
+        return {
+            sample.labels["pid"]: sample.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "tvgw_exit_watcher_passes"
+            for sample in family.samples
+            if sample.labels.get("outcome") == "ok"
+        }
+
+    def await_exit_watcher_passes(self, more: int, workers: int = 2, timeout: float = 30) -> None:
+        """Wait until every one of ``workers`` exit watchers has finished ``more`` passes after
+        this call (the first of them may have begun before it): what a test waits on instead of
+        a sleep "long enough for the watchers to run"."""
+
+        def counted() -> dict[str, float] | None:
+            passes = self.exit_watcher_passes()
+            return passes if len(passes) >= workers else None
+
+        start = wait_until(counted, timeout, f"{workers} exit watchers counted in /metrics", self.log)
+
+        def done() -> bool:
+            now = self.exit_watcher_passes()
+            return all(now.get(pid, 0) >= start[pid] + more for pid in start)
+
+        wait_until(done, timeout, f"{more} more passes of every exit watcher", self.log)
 
 
 def start_gateway(

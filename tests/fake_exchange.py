@@ -292,12 +292,19 @@ class FakeBinance:
             self._market(symbol)
             self._held_fills[symbol] = Decimal(str(fraction))
 
+    def hold_futures_fills(self, symbol: str = "BTCUSDT") -> None:
+        """Opening market orders on the perpetual ``symbol`` are acknowledged ``NEW`` with
+        nothing filled; they fill when the test calls :meth:`complete_fills`."""
+        with self._lock:
+            self.futures.held.add(symbol)
+
     def complete_fills(self, client_order_id: str | None = None) -> int:
         """Fill the rest of every held market order (or of the one under ``client_order_id``) at
-        the last price; how many were completed. Later market orders fill at once again."""
+        the last price, spot and perpetual (the perpetuals' all at once); how many were
+        completed. Later market orders fill at once again."""
         with self._lock:
             self._held_fills.clear()
-            done = 0
+            done = self.futures.complete_held(self.prices) if client_order_id is None else 0
             for order in self.orders:
                 held = order.get("_held") and order["status"] in ("NEW", "PARTIALLY_FILLED")
                 if held and client_order_id in (None, order["clientOrderId"]):

@@ -57,6 +57,12 @@ class FakeFutures:
     orders: list[dict[str, Any]] = field(default_factory=list)
     algo_orders: list[dict[str, Any]] = field(default_factory=list)
     next_id: int = 5000
+    #: Symbols whose opening market orders are acknowledged ``NEW`` with nothing filled, as a
+    #: loaded live exchange does; they fill at :meth:`complete_held` (``FakeBinance.complete_fills``).
+    held: set[str] = field(default_factory=set)
+    #: What a filled market order's answer leaves out (the order as later queried is whole):
+    #: "average" (``avgPrice`` "0", the quote amount still there) or "price" (both left out).
+    answer_without: str | None = None
 
     def position(self, symbol: str) -> Position:
         return self.positions.setdefault(symbol, Position())
@@ -98,8 +104,25 @@ class FakeFutures:
         qty = _qty(p)
         reduce_only = p.get("reduceOnly", "false").lower() == "true"
         order = self._new_order(p["symbol"], p.get("side", ""), qty, cid, reduce_only, "MARKET")
+        if p["symbol"] in self.held and not reduce_only:
+            order["_held"] = True
+            return public(order)  # acknowledged NEW, nothing filled yet
         self._fill(order, last)
-        return public(order)
+        answer = public(order)
+        if self.answer_without in ("average", "price"):
+            answer["avgPrice"] = "0.00"
+        if self.answer_without == "price":
+            answer["cumQuote"] = "0.00000"
+        return answer
+
+    def complete_held(self, prices: Mapping[str, Decimal]) -> int:
+        """Fill every held market order at its symbol's last price; how many were filled.
+        Later market orders fill at once again."""
+        self.held.clear()
+        waiting = [o for o in self.orders if o.get("_held") and o["status"] == "NEW"]
+        for order in waiting:
+            self._fill(order, prices[order["symbol"]])
+        return len(waiting)
 
     def _new_order(
         self, symbol: str, side: str, qty: Decimal, cid: str, reduce_only: bool, kind: str

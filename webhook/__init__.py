@@ -16,6 +16,7 @@ from flask.json.provider import DefaultJSONProvider
 
 from engine.brokers.base import Broker
 from engine.brokers.factory import create_account_brokers, create_broker
+from engine.decision import Clock
 from engine.engine import TradingEngine
 from ml_integration.champions import ChampionRules, review
 from ml_integration.serving import SignalService
@@ -35,9 +36,15 @@ __all__ = ["create_app", "current_gateway", "get_gateway"]
 MARKETS_START_WAIT_S = 5.0
 
 
-def create_app(settings: Settings | None = None, test_config: Mapping[str, Any] | None = None) -> Flask:
+def create_app(
+    settings: Settings | None = None,
+    test_config: Mapping[str, Any] | None = None,
+    *,
+    clock: Clock | None = None,
+) -> Flask:
     """Application factory: settings (defaults → ``TVGW_*`` → ``test_config``), storage
-    migrated, broker and gateway built, blueprints registered."""
+    migrated, broker and gateway built, blueprints registered. ``clock`` is the time the intake
+    and the engine go by (the machine's, unless a test hands in one it moves itself)."""
     settings = settings or load_settings(test_config)
     _configure_logging(settings.log_level)
     app = Flask(__name__)
@@ -60,7 +67,9 @@ def create_app(settings: Settings | None = None, test_config: Mapping[str, Any] 
         # In the background: a worker that loads many models must not miss gunicorn's
         # heartbeat; an alert that arrives first simply waits for its market's model.
         threading.Thread(target=_preload, args=(signals,), name="tvgw-preload", daemon=True).start()
-    gateway = app.extensions["tvgw"] = Gateway(settings, storage, broker, signals, accounts=accounts)
+    gateway = app.extensions["tvgw"] = Gateway(
+        settings, storage, broker, signals, accounts=accounts, clock=clock
+    )
     if settings.resolve_interval_s > 0:
         rules = ChampionRules.from_settings(settings)
         start_outcome_resolver(
@@ -120,16 +129,23 @@ def start_exit_watcher(engine: TradingEngine, interval_s: float) -> threading.Th
     """A daemon thread per worker that acts on exits every ``interval_s`` seconds, for markets
     that get no alerts: it fills the paper book's crossed exits; on an exchange it records the
     fills of the exits resting there, moves trailing stops, and fires the exits the exchange
-    cannot hold. Every worker runs one; claims in the write transaction make each act once."""
+    cannot hold. Every worker runs one; claims in the write transaction make each act once.
+    Each pass is counted per worker (``tvgw_exit_watcher_passes`` in /metrics): a watcher that
+    stopped passing is seen, and a test waits on passes rather than on time."""
+    from webhook.metrics import EXIT_WATCHER_PASSES
+
     log = logging.getLogger("tvgw.exits")
 
     def loop() -> None:
         while True:
-            time.sleep(interval_s)
+            time.sleep(interval_s)  # the watcher's rhythm (a thread of its own, not a wait on anything)
             try:
                 engine.watch_exits()
             except Exception:
                 log.exception("exit watcher failed; retrying in %.1f s", interval_s)
+                EXIT_WATCHER_PASSES.labels(outcome="failed").inc()
+            else:
+                EXIT_WATCHER_PASSES.labels(outcome="ok").inc()
 
     thread = threading.Thread(target=loop, name="tvgw-exits", daemon=True)
     thread.start()
@@ -161,14 +177,14 @@ def start_book_keeping(engine: TradingEngine, storage: Storage, settings: Settin
         keeper = OrderKeeper(storage, engine.accounts, not_found_grace_s=settings.order_not_found_grace_s)
 
         def follow() -> None:
-            for line in keeper.run_once(time.time()):
+            for line in keeper.run_once(engine.clock.now()):
                 log.info("%s", line)
 
         start_owned_job(storage, "orders", settings.order_poll_interval_s, follow)
     if settings.reconcile_interval_s > 0:
         reconciler = Reconciler(storage, engine.accounts)  # drift is logged (and told) by itself
         interval = settings.reconcile_interval_s
-        start_owned_job(storage, "reconcile", interval, lambda: reconciler.run_once(time.time()))
+        start_owned_job(storage, "reconcile", interval, lambda: reconciler.run_once(engine.clock.now()))
 
 
 def start_brokers(brokers: Iterable[Broker], refresh_s: float) -> None:

@@ -19,7 +19,7 @@ from common.timeframes import from_tradingview
 from engine.alert import Action, Alert
 from engine.brokers.base import Broker
 from engine.continuity import Continuity, Notice
-from engine.decision import Receipt
+from engine.decision import Clock, Receipt, SystemClock
 from engine.engine import TradingEngine
 from engine.exceptions import AlertRefusedError, BrokerError
 from ml_integration.serving import ServedSignal, SignalService
@@ -61,15 +61,18 @@ class Gateway:
         signals: SignalService,
         *,
         accounts: Mapping[str, Broker] | None = None,
+        clock: Clock | None = None,
     ):
         self.settings = settings
         self.storage = storage
         self.broker = broker
+        #: When an alert is received, and the engine's time: the machine's unless one is handed in.
+        self.clock: Clock = clock or SystemClock()
         #: Routes each alert to its strategy's accounts (the default account is ``broker``).
-        self.engine = TradingEngine(settings, storage, broker, accounts=accounts or {})
+        self.engine = TradingEngine(settings, storage, broker, accounts=accounts or {}, clock=self.clock)
         self.signals = signals
         #: Each chart's feed of heartbeats and order alerts, and the gaps in it.
-        self.continuity = Continuity(storage, settings.continuity, settings.strategies)
+        self.continuity = Continuity(storage, settings.continuity, settings.strategies, clock=self.clock.now)
         self.redactor = Redactor(secret_values(settings))
         install_log_redaction(self.redactor)
         #: /healthz's drift report, recomputed at most once a minute per worker
@@ -84,7 +87,7 @@ class Gateway:
         client_verify: str | None = None,
     ) -> Reply:
         started = time.perf_counter()
-        received_at = time.time()
+        received_at = self.clock.now()
         ip = client_ip(remote_addr, forwarded_for, self.settings)
         parsed: dict[str, Any] | None = None
         try:
@@ -255,7 +258,7 @@ class Gateway:
         cap = self.settings.max_body_bytes
         size = f"{length} bytes" if length is not None else "a chunked body"
         exc = ApiError(413, "too_large", f"{size} exceeds the {cap} byte limit (TVGW_MAX_BODY_BYTES)")
-        alert_id = self._record_refusal(exc, b"", None, ip, time.time())
+        alert_id = self._record_refusal(exc, b"", None, ip, self.clock.now())
         log.info("alert id=%s status=refused http=413 ip=%s too_large", alert_id, ip)
         return Reply(413, {**exc.to_dict(), "alert_id": alert_id})
 

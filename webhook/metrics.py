@@ -20,6 +20,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -30,7 +31,7 @@ from ml_integration.tracking import evaluate_recent_performance
 from webhook import current_gateway
 from webhook.events import AlertEvent, drift_now
 
-__all__ = ["ALERTS", "FEED_GAPS", "NOTIFICATIONS", "bp", "observe_alert", "observe_gaps"]
+__all__ = ["ALERTS", "EXIT_WATCHER_PASSES", "FEED_GAPS", "NOTIFICATIONS", "bp", "observe_alert", "observe_gaps"]
 
 bp = Blueprint("metrics", __name__)
 
@@ -46,6 +47,12 @@ ENRICHMENT_SECONDS = Histogram(
 ORDERS = Counter("tvgw_orders", "Orders sent, by outcome (the fill status, or failed)", ["outcome"])
 EXCHANGE_ERRORS = Counter("tvgw_exchange_errors", "Alerts whose order the exchange failed")
 NOTIFICATIONS = Counter("tvgw_notifications", "Notifications, by channel and outcome", ["channel", "outcome"])
+#: Per worker (a ``pid`` label under gunicorn, live workers only): a watcher whose count stops
+#: growing has stopped acting on exits.
+EXIT_WATCHER_PASSES = Gauge(
+    "tvgw_exit_watcher_passes", "Passes of this worker's exit watcher since it started, by outcome",
+    ["outcome"], multiprocess_mode="liveall",
+)  # fmt: skip
 FEED_GAPS = Counter(
     "tvgw_feed_gaps", "Chart messages found missing (heartbeat_missed, sequence_gap, position_gap)", ["kind"]
 )
@@ -136,6 +143,7 @@ def _registry() -> CollectorRegistry:
             EXCHANGE_ERRORS,
             NOTIFICATIONS,
             FEED_GAPS,
+            EXIT_WATCHER_PASSES,
         ):
             registry.register(collector)
     registry.register(ModelQuality())

@@ -17,7 +17,7 @@ from engine.settings import PaperSettings
 from engine.symbols import to_ccxt_symbol
 from storage import Storage
 from storage.marks import marked_positions_value
-from storage.orders import get_cash, get_order, ledger_start
+from storage.orders import get_cash, ledger_start, order_record
 
 __all__ = ["PaperBroker"]
 
@@ -119,14 +119,14 @@ class PaperBroker(Broker):
     def fetch_order(self, client_order_id: str, symbol: str) -> OrderResult | None:
         """A paper order exists only once its fill was recorded with it; a ``pending`` row
         left by a crash never filled, because the fill and its record commit together."""
-        row = get_order(self.storage, client_order_id)
-        if row is not None and row["status"] == "filled":
+        order = order_record(self.storage, client_order_id)
+        if order is not None and order.status == "filled":
             return OrderResult(
                 client_order_id=client_order_id,
                 status="filled",
-                filled=row["filled"],
-                average=row["average"],
-                fees=(Fee(row["fee_currency"], row["fee"], row["fee"]),) if row["fee_currency"] else (),
-                exchange_order_id=row["exchange_order_id"],
+                filled=order.filled,
+                average=order.average,
+                fees=tuple(Fee(currency, cost, cost) for currency, cost in order.fees.items()),
+                exchange_order_id=order.exchange_order_id,
             )
         return None

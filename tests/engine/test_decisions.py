@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import db_rows, make_settings, market_app, sample_alert
+from tests.conftest import EngineClock, db_rows, make_settings, market_app, sample_alert
+
+#: The time the gateway goes by in these tests (never the machine's): alerts are stamped by it.
+CLOCK = EngineClock()
 
 
 def position(settings: Any, symbol: str = "BTC/USDT") -> float:
@@ -18,17 +21,17 @@ def position(settings: Any, symbol: str = "BTC/USDT") -> float:
 
 
 def stamp(seconds_ago: float) -> str:
-    return (datetime.now(UTC) - timedelta(seconds=seconds_ago)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.fromtimestamp(CLOCK.now() - seconds_ago, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @pytest.fixture
 def book(tmp_path: Path) -> tuple[Any, Any]:
     settings = make_settings(tmp_path, {"risk": {"max_position_fraction": 5.0, "max_leverage": 5.0}})
-    return settings, market_app(settings).test_client()
+    return settings, market_app(settings, clock=CLOCK).test_client()
 
 
 def send(client: Any, **fields: Any) -> dict[str, Any]:
-    response = client.post("/webhook", data=json.dumps(sample_alert(**fields)))
+    response = client.post("/webhook", data=json.dumps(sample_alert(**{"timenow": CLOCK.iso(), **fields})))
     assert response.status_code == 200, response.json
     return response.json
 
@@ -109,7 +112,7 @@ def test_fixed_quote_sizing(tmp_path: Path) -> None:
             }
         },
     )
-    client = market_app(settings).test_client()
+    client = market_app(settings, clock=CLOCK).test_client()
     body = send(client, action="buy", price=30000.0, contracts=5)
     assert body["decision"]["order"]["amount"] == pytest.approx(0.01)
 
@@ -125,12 +128,12 @@ def test_alert_without_price_fills_at_the_market_price_not_a_guess(book: tuple[A
     # Changed on purpose: the fill price was the alert's claim, now it is the gateway's own
     # market price, so an alert need not carry one (and a market without one is refused).
     _, client = book
-    alert = sample_alert(action="buy", contracts=0.01)
+    alert = sample_alert(action="buy", contracts=0.01, timenow=CLOCK.iso())
     del alert["price"]
     body = client.post("/webhook", data=json.dumps(alert)).json
     assert body["status"] == "executed"
     assert body["decision"]["fill"]["average"] == pytest.approx(30000.0 * (1 + 5 / 10_000))
-    unknown = sample_alert(ticker="ADAUSDT", action="buy", contracts=10)
+    unknown = sample_alert(ticker="ADAUSDT", action="buy", contracts=10, timenow=CLOCK.iso())
     del unknown["price"]
     refused = client.post("/webhook", data=json.dumps(unknown))
     assert refused.status_code == 422 and refused.json["error"]["code"] == "no_market_price"

@@ -8,7 +8,6 @@ looked up, never placed twice. Leverage and margin mode are set through ccxt bef
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -337,7 +336,7 @@ def test_a_placement_in_flight_is_left_to_its_sender_until_the_grace_runs_out(
     watch(app)
     assert fake_exchange.request_count("GET", "/fapi/v1/algoOrder") == lookups  # not asked about
     assert fake_exchange.futures.algo_orders == []  # and not placed again
-    stale = time.time() - PENDING_GRACE_S - 1  # the sender never came back
+    stale = get_gateway(app).engine.clock.now() - PENDING_GRACE_S - 1  # the sender never came back
     with storage.transaction() as conn:
         conn.execute("UPDATE exits SET updated_at = ?", (stale,))
     watch(app)  # looked up, found nowhere: gone
@@ -378,12 +377,72 @@ def test_gunicorn_watcher_records_an_exchange_stop_once(tmp_path: Path, fake_exc
         fake_exchange.set_price("BTCUSDT", 28900)
         sql = "SELECT * FROM orders WHERE reason = 'stop'"
         wait_until(lambda: db_rows(live.database, sql), 30, "the stop's fill recorded", live.log)
-        time.sleep(1.0)  # several more watcher passes of both workers
+        live.await_exit_watcher_passes(3)  # more passes of both workers' watchers
         rows = db_rows(live.database, sql)
         assert len(rows) == 1, [dict(r) for r in rows]  # booked once, though both workers watch
         assert rows[0]["filled"] == 0.04
         assert len(fake_exchange.futures.algo_orders) == 1  # placed once, by one of the two workers
         assert DEFAULT_SECRET not in live.log() and DEFAULT_API_KEY not in live.log()
+    finally:
+        live.stop()
+
+
+@pytest.mark.slow
+def test_gunicorn_books_a_perpetual_fill_that_comes_late_or_without_its_price(
+    tmp_path: Path, fake_exchange: FakeBinance
+) -> None:
+    """Two workers and their order follower (issue 18): a perpetual entry acknowledged NEW with
+    nothing filled is protected by nothing until it fills, then booked and its stop armed on
+    what filled; a fill answered without its average (Binance's ACK-like answers) is booked at
+    the exchange's price: cost / filled when the quote amount came, asked again when not."""
+    fake_exchange.set_price("BTCUSDT", 30000)
+    fake_exchange.set_price("ETHUSDT", 1800)
+    eth = "ETH/USDT:USDT"
+    live = start_gateway(
+        tmp_path, prices={PERP: 30000.0, eth: 1800.0}, TVGW_BROKER="binance",
+        TVGW_EXCHANGE_API_URL=fake_exchange.url, TVGW_EXIT_WATCH_INTERVAL_S="0.2",
+        TVGW_ORDER_POLL_INTERVAL_S="0.2", TVGW_BINANCE_API_KEY=DEFAULT_API_KEY,
+        TVGW_BINANCE_SECRET=DEFAULT_SECRET,
+    )  # fmt: skip
+
+    def booked(symbol: str) -> tuple[float, float]:
+        rows = db_rows(live.database, "SELECT amount, avg_price FROM positions WHERE symbol = ?", (symbol,))
+        return (float(rows[0]["amount"]), float(rows[0]["avg_price"])) if rows else (0.0, 0.0)
+
+    try:
+        fake_exchange.hold_futures_fills("BTCUSDT")
+        answer = live.post(sample_alert(ticker="BTCUSDT.P", contracts=0.04, stop_loss="29000"))
+        assert answer.status_code == 200 and answer.json()["status"] == "placed", answer.text
+        cid = answer.json()["decision"]["order"]["client_order_id"]
+        live.await_exit_watcher_passes(2)  # both workers looked at the market: nothing to protect
+        assert resting(fake_exchange) == [] and booked(PERP) == (0.0, 0.0)
+        assert fake_exchange.complete_fills() == 1
+        rests(fake_exchange, STOP)  # armed on the 0.04 that filled, once
+        sql = "SELECT status FROM orders WHERE client_order_id = ?"
+        filled = lambda: db_rows(live.database, sql, (cid,))[0]["status"] == "filled"  # noqa: E731
+        wait_until(filled, 15, "the late fill booked", live.log)
+        assert booked(PERP) == (pytest.approx(0.04), pytest.approx(30000.0))
+        (stop,) = db_rows(live.database, "SELECT * FROM exits WHERE status = 'open'")
+        assert stop["entry_amount"] == pytest.approx(0.04)
+        assert float(fake_exchange.futures_position()) == pytest.approx(0.04)
+
+        for leaves_out, alert_id in (("average", "eth-1"), ("price", "eth-2")):
+            fake_exchange.futures.answer_without = leaves_out
+            answer = live.post(
+                sample_alert(ticker="ETHUSDT.P", contracts=0.5, price=1800.0, order_id=alert_id)
+            )
+            assert answer.status_code == 200, answer.text
+        fake_exchange.futures.answer_without = None
+        sql = "SELECT COUNT(*) AS n FROM orders WHERE symbol = ? AND status = 'filled'"
+        wait_until(lambda: db_rows(live.database, sql, (eth,))[0]["n"] == 2, 15, "both ETH fills", live.log)
+        assert booked(eth) == (pytest.approx(1.0), pytest.approx(1800.0))
+        assert float(fake_exchange.futures_position("ETHUSDT")) == pytest.approx(1.0)
+        sent = [
+            p["newClientOrderId"]
+            for m, path, p in fake_exchange.requests
+            if (m, path) == ("POST", "/fapi/v1/order")
+        ]
+        assert len(sent) == len(set(sent)) == 3  # nothing placed twice
     finally:
         live.stop()
 

@@ -20,6 +20,7 @@ from engine.engine import TradingEngine
 from storage import Storage
 from storage.candles import upsert_candles
 from tests.conftest import (
+    EngineClock,
     db_rows,
     make_settings,
     sample_alert,
@@ -32,9 +33,9 @@ from webhook import create_app, get_gateway
 
 HOUR_MS = 3_600_000
 
-
-def current_hour_ms() -> int:
-    return int(time.time() // 3600 * 3600 * 1000)
+#: The time the in-process tests' gateway and engine go by (never the machine's): the current
+#: hour's bar is the one opened at CLOCK.hour_ms(), the bar before it holds the entries.
+CLOCK = EngineClock()
 
 
 @pytest.fixture
@@ -50,23 +51,24 @@ def gateway(tmp_path: Path, **strategy: Any) -> tuple[Any, Any]:
         overrides["strategies"] = {"default": {"passphrase": "test-secret", **strategy}}
     # The watcher thread is off: these tests run the check themselves, at the moments they choose.
     settings = make_settings(tmp_path, overrides, TVGW_EXIT_WATCH_INTERVAL_S="0")
-    seed_market(settings.database, at=time.time() - 3600)
-    app = create_app(settings)
+    seed_market(settings.database, at=CLOCK.t - 3600)
+    app = create_app(settings, clock=CLOCK)
     return settings, app
 
 
 def send(app: Any, **fields: Any) -> dict[str, Any]:
-    response = app.test_client().post("/webhook", data=json.dumps(sample_alert(**fields)))
+    alert = sample_alert(**{"timenow": CLOCK.iso(), **fields})
+    response = app.test_client().post("/webhook", data=json.dumps(alert))
     assert response.status_code == 200, response.json
     return dict(response.json)
 
 
-def bar(settings: Any, high: float, low: float, open_: float = 30_000.0) -> None:
-    """The current hour's bar, as the market-data top-up or `tvgw data fetch` would store it
-    (stored again as the bar grows)."""
+def bar(settings: Any, high: float, low: float, open_: float = 30_000.0, *, ms: int | None = None) -> None:
+    """A bar (the current hour's unless ``ms`` says which), as the market-data top-up or `tvgw
+    data fetch` would store it (stored again as the bar grows)."""
     storage = Storage(settings.database)
     try:
-        row = [current_hour_ms(), open_, high, low, (high + low) / 2, 1.0]
+        row = [CLOCK.hour_ms() if ms is None else ms, open_, high, low, (high + low) / 2, 1.0]
         upsert_candles(storage, "BTC/USDT", "1h", [row], "test")
     finally:
         storage.close()
@@ -177,6 +179,70 @@ def test_a_short_entry_has_its_exits_mirrored(book: tuple[Any, Any]) -> None:
     assert exit_orders(settings)[0][:2] == ("stop", "buy")
 
 
+def test_a_shorts_trailing_stop_follows_the_bars_low_then_fires(book: tuple[Any, Any]) -> None:
+    settings, app = book
+    send(app, action="sell", contracts=0.01, trailing_stop=300)
+    assert exits(settings)["trailing"][1] == pytest.approx(
+        30_000.0 * (1 - 5 / 10_000) + 300
+    )  # above the fill
+    bar(settings, high=30_200.0, low=29_000.0)  # high and low far apart: the low is the short's best
+    assert watch(app) == 0
+    assert exits(settings)["trailing"] == ("open", pytest.approx(29_300.0))
+    # The same bar again: its high (30 200) came before the low that moved the stop.
+    assert watch(app) == 0
+    bar(settings, high=30_250.0, low=29_000.0)  # the bar's new high: back up through it
+    assert watch(app) == 1
+    assert position(settings) == pytest.approx(0.0)
+    assert exit_orders(settings)[0][:3] == ("trailing", "buy", pytest.approx(0.01))
+    assert exit_orders(settings)[0][3] == pytest.approx(29_300.0 * (1 + 5 / 10_000))
+
+
+@pytest.mark.parametrize(
+    ("side", "exit_", "kind", "missed", "touched"),
+    [
+        ("buy", {"stop_loss": "29500"}, "stop", (30_100.0, 29_500.01), (30_100.0, 29_500.0)),
+        ("sell", {"stop_loss": "30500"}, "stop", (30_499.99, 29_900.0), (30_500.0, 29_900.0)),
+        ("buy", {"take_profit": "30500"}, "take_profit_1", (30_499.99, 29_900.0), (30_500.0, 29_900.0)),
+        ("sell", {"take_profit": "29500"}, "take_profit_1", (30_100.0, 29_500.01), (30_100.0, 29_500.0)),
+    ],
+)
+def test_an_exit_whose_trigger_the_bar_just_touches_fills_at_the_trigger(
+    book: tuple[Any, Any], side: str, exit_: dict[str, str], kind: str,
+    missed: tuple[float, float], touched: tuple[float, float],
+) -> None:  # fmt: skip
+    """A bar whose high or low equals the trigger crosses it (a cent short does not), here and
+    in the backtest's replay, which fills by the same rule (engine.exits.check_level)."""
+    settings, app = book
+    send(app, action=side, contracts=0.01, **exit_)
+    trigger = float(next(iter(exit_.values())))
+    bar(settings, high=missed[0], low=missed[1])
+    assert watch(app) == 0 and exits(settings)[kind][0] == "open"
+    bar(settings, high=touched[0], low=touched[1])
+    assert watch(app) == 1 and position(settings) == 0.0
+    slip = 5 / 10_000 if side == "sell" else -5 / 10_000  # the paper slippage, against the trader
+    assert exit_orders(settings)[0][0] == kind
+    assert exit_orders(settings)[0][3] == pytest.approx(trigger * (1 + slip))
+
+
+def test_a_shorts_first_target_moves_its_stop_down_to_break_even(tmp_path: Path) -> None:
+    settings, app = gateway(tmp_path, break_even=True)
+    send(app, action="sell", contracts=0.02, stop_loss="2%", take_profit="1%@50, 2%@50")
+    entry = db_rows(settings.database, "SELECT avg_price FROM positions")[0]["avg_price"]
+    assert exits(settings)["stop"][1] > entry
+    bar(settings, high=entry - 20, low=29_650.0)  # the first target (1% under), not the second
+    assert watch(app) == 1
+    assert position(settings) == pytest.approx(-0.01)
+    assert exit_orders(settings)[0][:3] == ("take_profit_1", "buy", pytest.approx(0.01))
+    assert exits(settings)["stop"] == ("open", pytest.approx(entry))  # down to break-even
+    bar(settings, high=entry - 10, low=29_650.0)  # grows, still under the moved stop
+    assert watch(app) == 0
+    bar(settings, high=entry + 50, low=29_650.0)  # the bar grows up through the entry
+    assert watch(app) == 1
+    assert position(settings) == pytest.approx(0.0)
+    assert [o[0] for o in exit_orders(settings)] == ["take_profit_1", "stop"]
+    assert exits(settings)["take_profit_2"][0] == "canceled"
+
+
 def test_a_gap_through_the_stop_fills_at_the_open(book: tuple[Any, Any]) -> None:
     settings, app = book
     send(app, contracts=0.01, stop_loss="29500")
@@ -188,7 +254,7 @@ def test_a_gap_through_the_stop_fills_at_the_open(book: tuple[Any, Any]) -> None
 def test_the_alerts_own_bar_fills_an_exit_before_the_alert_is_decided(book: tuple[Any, Any]) -> None:
     settings, app = book
     send(app, contracts=0.01, stop_loss="2%", order_id="entry")
-    now = current_hour_ms()
+    now = CLOCK.hour_ms()
     body = send(
         app, action="buy", contracts=0.01, order_id="next", time=now,
         open=29_500.0, high=29_600.0, low=29_300.0, close=29_400.0, price=29_400.0,
@@ -263,7 +329,9 @@ def test_an_exit_on_the_wrong_side_is_refused_with_the_reason(
 )
 def test_a_misspelt_exit_is_a_clear_400_and_recorded(book: tuple[Any, Any], field: str, value: Any) -> None:
     settings, app = book
-    response = app.test_client().post("/webhook", data=json.dumps(sample_alert(**{field: value})))
+    response = app.test_client().post(
+        "/webhook", data=json.dumps(sample_alert(timenow=CLOCK.iso(), **{field: value}))
+    )
     assert response.status_code == 400
     assert field in json.dumps(response.json)
     assert db_rows(settings.database, "SELECT status FROM alerts")[-1]["status"] != "executed"
@@ -278,18 +346,19 @@ def test_an_atr_stop_is_measured_on_the_stored_bars(tmp_path: Path) -> None:
     )
     storage = Storage(settings.database)
     storage.migrate()
-    start = current_hour_ms() - 80 * HOUR_MS
+    start = CLOCK.hour_ms() - 80 * HOUR_MS
     rows = [[start + i * HOUR_MS, 30_000.0, 30_100.0, 29_900.0, 30_000.0, 1.0] for i in range(80)]
     upsert_candles(storage, "BTC/USDT", "1h", rows, "test")
     storage.close()
-    app = create_app(settings)
+    app = create_app(settings, clock=CLOCK)
     body = send(app, contracts=0.01, stop_loss="1.5atr")
     assert body["decision"]["details"]["exits"]["stop_loss"] == pytest.approx(30_000.0 - 1.5 * 200.0)
 
 
 @pytest.mark.slow
 def test_two_workers_fill_each_exit_once(tmp_path: Path) -> None:
-    """A real 2-worker gunicorn whose exit watchers both run every 50 ms on the same bars."""
+    """A real 2-worker gunicorn whose exit watchers both run every 50 ms on the same bars. It
+    runs on the machine's clock (another process): the bars are the machine's hours."""
     database = store_target(tmp_path)
     seed_market(database, at=time.time() - 3600)
     gateway_ = start_gateway(tmp_path, prices=None, TVGW_EXIT_WATCH_INTERVAL_S="0.05")
@@ -297,11 +366,12 @@ def test_two_workers_fill_each_exit_once(tmp_path: Path) -> None:
         entry = gateway_.post(sample_alert(contracts=0.02, stop_loss="2%", take_profit="1%@50, 2%@50"))
         assert entry.status_code == 200 and entry.json()["status"] == "executed", entry.text
         settings = SimpleNamespace(database=database)
-        bar(settings, high=30_350.0, low=30_100.0)
+        hour = int(time.time() // 3600 * 3600 * 1000)  # the gateway's own clock: the machine's
+        bar(settings, high=30_350.0, low=30_100.0, ms=hour)
         wait_until(lambda: position(settings) == pytest.approx(0.01), 30, "the entry was not filled")
-        bar(settings, high=30_350.0, low=29_000.0)
+        bar(settings, high=30_350.0, low=29_000.0, ms=hour)
         wait_until(lambda: position(settings) == 0.0, 30, "the exit did not close the position")
-        time.sleep(0.5)  # many more watcher rounds on the same bar: still nothing twice
+        gateway_.await_exit_watcher_passes(5)  # more passes of both watchers on the same bar
         assert [o[0] for o in exit_orders(settings)] == ["take_profit_1", "stop"]
         assert position(settings) == 0.0
     finally:
@@ -338,10 +408,11 @@ def decide(tmp_path: Path, signal: ModelSignal | None, **fields: Any) -> dict[st
     )
     storage = Storage(settings.database)
     storage.migrate()
-    upsert_candles(storage, "BTC/USDT", "1h", [[current_hour_ms(), 30_000, 30_000, 30_000, 30_000, 1]], "t")
-    engine = TradingEngine(settings, storage, PaperBroker(storage, settings.paper))
-    alert = Alert.model_validate({**sample_alert(contracts=0.01, **fields), "strategy_id": "default"})
-    decision = engine.process_signal(alert, signal, receipt=Receipt(received_at=time.time()))
+    upsert_candles(storage, "BTC/USDT", "1h", [[CLOCK.hour_ms(), 30_000, 30_000, 30_000, 30_000, 1]], "t")
+    engine = TradingEngine(settings, storage, PaperBroker(storage, settings.paper), clock=CLOCK)
+    fields = {"contracts": 0.01, "timenow": CLOCK.iso(), **fields}
+    alert = Alert.model_validate({**sample_alert(**fields), "strategy_id": "default"})
+    decision = engine.process_signal(alert, signal, receipt=Receipt(received_at=CLOCK.now()))
     storage.close()
     assert decision.status == "executed", decision.reason
     return dict(decision.details["exits"])
@@ -369,18 +440,19 @@ def test_a_signal_that_disagrees_gives_no_exits_and_the_strategy_does(tmp_path: 
 @pytest.mark.parametrize(
     "spelling",
     [
-        {"action": "close 50%"},
-        {"action": "close_all", "contracts": "50%"},
-        {"action": "close", "close_percent": 50},
+        {"action": "close 25%"},
+        {"action": "close_all", "contracts": "25%"},
+        {"action": "close", "close_percent": 25},
     ],
 )
 def test_a_partial_close_by_percent(book: tuple[Any, Any], spelling: dict[str, Any]) -> None:
+    """25% closes a quarter and keeps three quarters (at 50% the two would agree)."""
     settings, app = book
     send(app, contracts=0.02, stop_loss="2%", order_id="1")
     body = send(app, order_id="2", **spelling)
     assert body["status"] == "executed"
-    assert body["decision"]["order"]["amount"] == pytest.approx(0.01)
-    assert position(settings) == pytest.approx(0.01)
+    assert body["decision"]["order"]["amount"] == pytest.approx(0.005)
+    assert position(settings) == pytest.approx(0.015)
     assert exits(settings)["stop"][0] == "open"  # still guarding what is left
     assert send(app, action="close 100%", order_id="3")["status"] == "executed"
     assert position(settings) == 0.0 and exits(settings)["stop"][0] == "canceled"
@@ -403,7 +475,9 @@ def test_a_close_percent_on_the_side_not_held_changes_nothing(book: tuple[Any, A
 )
 def test_a_wrong_close_percent_is_a_clear_400(book: tuple[Any, Any], fields: dict[str, Any]) -> None:
     settings, app = book
-    response = app.test_client().post("/webhook", data=json.dumps(sample_alert(**fields)))
+    response = app.test_client().post(
+        "/webhook", data=json.dumps(sample_alert(timenow=CLOCK.iso(), **fields))
+    )
     assert response.status_code == 400, response.json
     assert "percent" in json.dumps(response.json)
     assert db_rows(settings.database, "SELECT status FROM alerts")[-1]["status"] != "executed"

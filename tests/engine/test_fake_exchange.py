@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -128,10 +127,9 @@ def test_standalone_server_with_http_controls() -> None:
         assert [r[:2] for r in state["requests"]] == [["GET", "/api/v3/time"], ["GET", "/api/v3/time"]]
     finally:
         process.terminate()
-        deadline = time.monotonic() + 5
-        while process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if process.poll() is None:
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
             process.kill()
         process.wait()
         if process.stdout is not None:

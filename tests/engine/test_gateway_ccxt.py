@@ -89,6 +89,25 @@ def test_lost_order_is_uncertain_and_answered_502(
     assert fake_exchange.request_count("POST", "/api/v3/order") == 1  # never re-sent
 
 
+def test_each_outcome_is_answered_and_recorded_with_one_http_status(
+    tmp_path: Path, fake_exchange: FakeBinance, exchange_env: None
+) -> None:
+    """The decision's own status code (``Decision.http_status``) is what the sender gets and
+    what the alert's row keeps: 200 for a fill, 422 for a refusal the sender must fix (a spot
+    sell from flat), 502 when the exchange's answer was lost."""
+    settings, client = gateway(tmp_path, fake_exchange)
+    answers = [post(client, contracts=0.01, order_id="fill")]
+    answers.append(
+        post(client, ticker="ETHUSDT", price=1800.0, action="sell", contracts=0.1, order_id="short")
+    )
+    fake_exchange.fail_next("POST /api/v3/order", "timeout_lost")
+    answers.append(post(client, contracts=0.01, order_id="lost"))
+    assert [a.status_code for a in answers] == [200, 422, 502], [a.json for a in answers]
+    assert answers[1].json["error"]["code"] == "spot_short"
+    rows = db_rows(settings.database, "SELECT http_status FROM alerts ORDER BY id")
+    assert [r["http_status"] for r in rows] == [200, 422, 502]
+
+
 def test_pending_order_left_by_a_crash_is_reconciled_at_start(
     tmp_path: Path, fake_exchange: FakeBinance, exchange_env: None
 ) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +138,7 @@ def test_a_transient_error_while_deciding_who_holds_an_exit_is_not_stored_as_fin
     alert = Alert.model_validate(
         {**sample_alert(ticker="BTCUSDT.P", contracts=0.01), "strategy_id": "default"}
     )
-    decision = engine.process_signal(alert, None, receipt=Receipt(received_at=time.time()))
+    decision = engine.process_signal(alert, None, receipt=Receipt(received_at=engine.clock.now()))
     assert decision.status == "executed", decision.reason
     assert decision.details["exits"]["held_by"] == "undecided"
     (stop,) = db_rows(settings.database, "SELECT * FROM exits")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,15 @@ from engine.brokers.base import OrderRequest
 from engine.brokers.paper import PaperBroker
 from engine.exceptions import InvalidOrderError
 from storage import Storage
-from tests.conftest import db_rows, db_write, make_settings, market_app, sample_alert, seed_market
+from tests.conftest import (
+    EngineClock,
+    db_rows,
+    db_write,
+    make_settings,
+    market_app,
+    sample_alert,
+    seed_market,
+)
 
 TOKEN = "price-token"
 REFERENCE = 30000.0
@@ -169,9 +176,11 @@ def test_no_market_price_refuses_new_exposure_and_says_how(tmp_path: Path) -> No
 
 def test_a_stale_candle_is_no_reference(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
-    seed_market(settings.database, {"BTC/USDT": REFERENCE}, at=time.time() - 3 * 3600)
-    client = market_app(settings, prices={}).test_client()
-    assert post(client, action="buy", contracts=0.01).json["error"]["code"] == "no_market_price"
+    clock = EngineClock()
+    seed_market(settings.database, {"BTC/USDT": REFERENCE}, at=clock.now() - 3 * 3600)
+    client = market_app(settings, prices={}, clock=clock).test_client()
+    answer = post(client, action="buy", contracts=0.01, timenow=clock.iso())
+    assert answer.json["error"]["code"] == "no_market_price"
 
 
 def test_the_alerts_own_bar_is_not_its_own_reference(tmp_path: Path) -> None:

@@ -18,25 +18,17 @@ from engine.engine import TradingEngine
 from engine.exceptions import PriceCheckError
 from engine.market import ReferencePrice
 from storage import Storage
-from tests.conftest import PASSPHRASE, make_settings, market_app
+from tests.conftest import PASSPHRASE, EngineClock, make_settings, market_app
 
 #: A fixed instant far from today: nothing in the engine may read the machine's clock.
 T0 = datetime(2022, 3, 1, 12, 0, tzinfo=UTC).timestamp()
 
 
 @dataclass
-class FakeClock:
-    t: float
-
-    def now(self) -> float:
-        return self.t
-
-
-@dataclass
 class ReplayedPrices:
     """Prices by symbol as a replay would feed them (the bar of the simulated moment)."""
 
-    clock: FakeClock
+    clock: EngineClock
     series: dict[str, list[tuple[float, float]]]  # symbol -> [(from time, price)], ascending
 
     def reference(self, symbol: str, timeframe: str) -> ReferencePrice | None:
@@ -93,7 +85,7 @@ def run_engine(tmp_path: Path, stamped: list[dict[str, Any]]) -> list[tuple[Any,
     settings = make_settings(tmp_path / "engine")
     storage = Storage(settings.database)
     storage.migrate()
-    clock = FakeClock(T0)
+    clock = EngineClock(T0)
     prices = ReplayedPrices(clock, {s: [(T0 - 3600, p)] for s, p in PRICES.items()})
     engine = TradingEngine(
         settings, storage, PaperBroker(storage, settings.paper), clock=clock, prices=prices
@@ -113,11 +105,13 @@ def run_webhook(tmp_path: Path, stamped: list[dict[str, Any]]) -> list[tuple[Any
     from storage.orders import list_orders
 
     settings = make_settings(tmp_path / "webhook")
-    client = market_app(settings, PRICES).test_client()
+    clock = EngineClock(T0)  # the gateway goes by the engine side's simulated time
+    client = market_app(settings, PRICES, clock=clock).test_client()
     storage = Storage(settings.database)
     out = []
     flips = 0  # a flip is two orders: its reduce-only close, then its opening order
-    for body in stamped:
+    for n, body in enumerate(stamped):
+        clock.t = T0 + n
         answer = client.post("/webhook", data=json.dumps({**body, "passphrase": PASSPHRASE})).json
         flips += bool((answer.get("decision") or {}).get("close_first"))
         if answer["status"] == "refused":
@@ -155,8 +149,24 @@ def test_the_door_decides_without_flask_on_a_simulated_clock(tmp_path: Path) -> 
 
 
 def test_the_same_alerts_get_the_same_decisions_through_the_webhook(tmp_path: Path) -> None:
-    now = datetime.now(UTC).timestamp()  # the webhook checks timenow against its own clock
-    stamped = [{**body, "timenow": now} for body in scenario()]
-    engine_side = run_engine(tmp_path, [{**b, "timenow": T0} for b in scenario()])
+    stamped = [{**body, "timenow": T0} for body in scenario()]
+    engine_side = run_engine(tmp_path, stamped)
     webhook_side = run_webhook(tmp_path, stamped)
     assert webhook_side == engine_side
+
+
+def test_the_door_resolves_an_alerts_market_once_per_account(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ticker is resolved at the door and that market is what the account decides on: one
+    resolution per alert on a one-account book (the key, the price check and the decision share it)."""
+    calls: list[str] = []
+    resolve = PaperBroker.resolve_symbol
+
+    def counted(self: PaperBroker, ticker: str, exchange: str | None = None) -> str:
+        calls.append(ticker)
+        return resolve(self, ticker, exchange)
+
+    monkeypatch.setattr(PaperBroker, "resolve_symbol", counted)
+    run_engine(tmp_path, [{**scenario()[0], "timenow": T0}])
+    assert calls == ["BTCUSDT"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -293,3 +294,65 @@ def test_bad_inputs_raise_clear_errors() -> None:
         state(positions={"BTC/USDT": math.inf})
     with pytest.raises(ValueError, match="open_risk cannot be negative"):
         state(open_risk=-1.0)
+
+
+# --- each limit at its exact boundary: "reached" refuses, "up to" fits -----------------------
+
+
+@pytest.mark.parametrize(
+    ("equity", "peak", "day_start", "code"),
+    [
+        (8_000.0, 10_000.0, 8_000.0, "drawdown"),  # (10 000 - 8 000) / 10 000 = 20% exactly
+        (9_500.0, 9_500.0, 10_000.0, "daily_loss"),  # (10 000 - 9 500) / 10 000 = 5% exactly
+    ],
+)
+def test_a_loss_limit_reached_exactly_refuses(
+    equity: float, peak: float, day_start: float, code: str
+) -> None:
+    verdict = RiskManager(limits()).check(
+        buy(1), state(equity=equity, peak_equity=peak, day_start_equity=day_start)
+    )
+    assert not verdict.allowed and verdict.codes == (code,)
+    just_short = state(equity=equity + 0.01, peak_equity=max(peak, equity + 0.01), day_start_equity=day_start)
+    if code == "drawdown":
+        just_short = state(equity=equity + 0.01, peak_equity=peak, day_start_equity=equity + 0.01)
+    assert RiskManager(limits()).check(buy(1), just_short).allowed
+
+
+def test_the_cooldown_ends_exactly_when_its_seconds_have_passed() -> None:
+    manager = RiskManager(limits(cooldown_seconds=300))
+    assert manager.check(buy(1), state(last_trade_at={"BTC/USDT": NOW - 300})).allowed
+    assert manager.check(buy(1), state(last_trade_at={"BTC/USDT": NOW - 299.999})).codes == ("cooldown",)
+
+
+def test_one_position_below_the_open_positions_limit_may_open_another() -> None:
+    two = state(positions={"BTC/USDT": 1.0, "ETH/USDT": -2.0})
+    assert RiskManager(limits(max_open_positions=3)).check(buy(1, symbol="SOL/USDT"), two).allowed
+    assert RiskManager(limits(max_open_positions=2)).check(buy(1, symbol="SOL/USDT"), two).codes == (
+        "max_open_positions",
+    )
+
+
+def test_leverage_just_above_the_limit_is_refused() -> None:
+    assert RiskManager(limits(max_leverage=3)).check(buy(1, leverage=3.01), state()).codes == ("leverage",)
+
+
+@pytest.mark.parametrize(
+    ("proposal", "open_risk", "code"),
+    [
+        (buy(25, stop=99.0), 0.0, "position_cap"),  # 25 at 100 = 2 500 = 25% of equity
+        (buy(20, stop=90.0), 0.0, "risk_per_trade"),  # 20 * 10 = 200 = 2% of equity
+        (buy(10, stop=90.0), 900.0, "portfolio_risk"),  # 900 + 10 * 10 = 1 000 = 10% of equity
+        (sell(25, stop=101.0), 0.0, "position_cap"),  # the short side's cap, the same 25
+        (sell(20, stop=110.0), 0.0, "risk_per_trade"),
+    ],
+)
+def test_an_order_exactly_at_a_sizing_limit_goes_through_whole_and_one_step_more_is_cut_to_it(
+    proposal: TradeProposal, open_risk: float, code: str
+) -> None:
+    manager = RiskManager(limits())
+    at_limit = manager.check(proposal, state(open_risk=open_risk))
+    assert at_limit.allowed and at_limit.amount == proposal.amount and at_limit.codes == ()
+    more = dataclasses.replace(proposal, amount=proposal.amount + 0.001)
+    over = manager.check(more, state(open_risk=open_risk))
+    assert over.codes == (code,) and over.amount == pytest.approx(proposal.amount)

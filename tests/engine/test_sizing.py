@@ -15,8 +15,8 @@ from engine.brokers.paper import PaperBroker
 from engine.decision import Decision, Receipt
 from engine.engine import TradingEngine
 from storage import Storage
-from tests.conftest import make_settings
-from tests.engine.test_process_signal import T0, FakeClock, ReplayedPrices
+from tests.conftest import EngineClock, make_settings
+from tests.engine.test_process_signal import T0, ReplayedPrices
 
 PRICE = 30_000.0
 EQUITY = 10_000.0  # the paper book's starting balance
@@ -55,7 +55,7 @@ def decide(tmp_path: Path, signal: SidedSignal, action: str, mode: str = "execut
     )
     storage = Storage(settings.database)
     storage.migrate()
-    clock = FakeClock(T0)
+    clock = EngineClock(T0)
     engine = TradingEngine(
         settings, storage, PaperBroker(storage, settings.paper), clock=clock,
         prices=ReplayedPrices(clock, {"BTC/USDT": [(T0 - 60, PRICE)]}),

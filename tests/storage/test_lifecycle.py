@@ -185,7 +185,7 @@ def test_prune_keeps_what_each_chart_feed_reads_and_removes_old_heartbeats(stora
 def test_backup_taken_while_writing_restores_a_consistent_store(tmp_path: Path) -> None:
     storage = Storage(fresh_store(tmp_path, "source.sqlite"))
     storage.migrate()
-    stop = threading.Event()
+    stop, ten_written = threading.Event(), threading.Event()
     written: list[int] = []
 
     def write() -> None:
@@ -193,12 +193,13 @@ def test_backup_taken_while_writing_restores_a_consistent_store(tmp_path: Path) 
         while not stop.is_set() or n < 20:
             written.append(add_alert(storage, f"k{n}", time.time()))
             n += 1
+            if n == 10:
+                ten_written.set()
 
     writer = threading.Thread(target=write)
     writer.start()
     try:
-        while len(written) < 10:  # the backup starts with writes before and during it
-            time.sleep(0.01)
+        assert ten_written.wait(60), "the writer never wrote 10 alerts"  # writes before and during the backup
         info = backup(storage, tmp_path / "backup.bin")
     finally:
         stop.set()

@@ -31,7 +31,9 @@ from ml_integration.tracking import evaluate_recent_performance
 from webhook import current_gateway
 from webhook.events import AlertEvent, drift_now
 
-__all__ = ["ALERTS", "EXIT_WATCHER_PASSES", "FEED_GAPS", "NOTIFICATIONS", "bp", "observe_alert", "observe_gaps"]
+__all__ = [
+    "ALERTS", "EXIT_WATCHER_PASSES", "FEED_GAPS", "NOTIFICATIONS", "bp", "observe_alert", "observe_gaps",
+]  # fmt: skip
 
 bp = Blueprint("metrics", __name__)
 

@@ -26,13 +26,15 @@ import pandas as pd
 
 from backtest.windows import Window
 from ml_integration.baseline import BASELINE_FEATURES, BaselineModel, baseline_features
-from ml_integration.candles import COLUMNS
+from ml_integration.candles import COLUMNS, epoch_seconds
+from ml_integration.context import Reference
+from ml_integration.feature_span import FeatureSpan
 from ml_integration.features import MODEL_FEATURES
 from ml_integration.labels import make_labels
 from ml_integration.prediction import ModelConfig
 from ml_integration.strategy import MLTradingStrategy
 
-__all__ = ["WindowModels", "train_windows"]
+__all__ = ["WindowInputs", "WindowModels", "train_window", "train_windows"]
 
 
 @dataclass
@@ -52,33 +54,72 @@ class WindowModels:
     blend_columns: tuple[int, ...] = ()
 
 
+@dataclass(frozen=True)
+class WindowInputs:
+    """What every window's models read, computed once for the whole walk-forward: the baseline's
+    feature rows (with the caller's extra columns) for every candle, and the full strategy's
+    features and context columns from row ``start`` on (the first window's warm-up).
+
+    Every column at bar t reads only bars up to t, in finite windows, so the rows a window cuts
+    from these are the very numbers its own candles would give (``ml_integration.feature_span``
+    proves it for the strategy's; the baseline's windows are at most 48 bars, inside the 200-bar
+    warm-up): computing them once is exact, not an approximation."""
+
+    frame: pd.DataFrame
+    baseline: np.ndarray
+    baseline_names: tuple[str, ...]
+    span: FeatureSpan | None
+    start: int
+    reference: Reference | None = None
+
+    @classmethod
+    def compute(
+        cls, frame: pd.DataFrame, extras: pd.DataFrame | None, *, start: int, step_s: int,
+        model_config: ModelConfig | None, reference: Reference | None = None,
+    ) -> WindowInputs:  # fmt: skip
+        """``model_config`` None: the baseline alone (no strategy features)."""
+        span = None
+        if model_config is not None:
+            tail = frame.iloc[start:]
+            span = FeatureSpan.compute(
+                tail[list(COLUMNS)].to_numpy(dtype=float), epoch_seconds(tail.index), step_s,
+                max_missing_bars=model_config.max_missing_bars, reference=reference,
+            )  # fmt: skip
+        names = BASELINE_FEATURES + tuple(extras.columns if extras is not None else ())
+        return cls(frame, _baseline_matrix(frame, extras), names, span, start, reference)
+
+    def strategy_features(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """The strategy's feature and context rows of frame rows ``lo .. hi - 1``, as computing
+        them on those candles alone gives them."""
+        assert self.span is not None, "no strategy features were computed (model_config None)"
+        return self.span.cut(lo - self.start, hi - self.start)
+
+
 def train_window(
-    frame: pd.DataFrame,
-    extras: pd.DataFrame | None,
-    window: Window,
-    *,
-    horizon: int,
-    model_config: ModelConfig | None,
-    step_s: int,
+    inputs: WindowInputs, window: Window, *, horizon: int, model_config: ModelConfig | None, step_s: int
 ) -> WindowModels:
-    """Fit both models on ``frame`` cut to ``[window.data_start, window.train_end)``.
+    """Fit both models on the candles ``[window.data_start, window.train_end)``.
     ``model_config`` None skips the full strategy (the baseline alone is trained)."""
     started = time.perf_counter()
-    cut = frame.loc[(frame.index >= window.data_start) & (frame.index < window.train_end)]
+    frame = inputs.frame
+    lo, hi = int(frame.index.searchsorted(window.data_start)), int(frame.index.searchsorted(window.train_end))
+    cut = frame.iloc[lo:hi]
     labels = make_labels(cut, horizon, timeframe_sec=step_s)
-    features = _baseline_matrix(cut, extras)
+    features = inputs.baseline[lo:hi]
     in_train = np.asarray(cut.index >= window.train_start)
     usable = in_train & labels.valid & np.isfinite(features).all(axis=1)
     y = labels.direction[usable]
-    names = BASELINE_FEATURES + tuple(extras.columns if extras is not None else ())
-    baseline = BaselineModel().fit(features[usable], y, names)
+    baseline = BaselineModel().fit(features[usable], y, inputs.baseline_names)
     strategy = None
     importances: list[tuple[str, float]] = []
     served: str | None = None
     blend_columns: tuple[int, ...] = ()
     if model_config is not None:
         strategy = MLTradingStrategy({"target_periods": horizon}, model_config=model_config)
-        report = strategy.train_strategy(cut[list(COLUMNS)], symbol=None, timeframe=None)
+        report = strategy.train_strategy(
+            cut[list(COLUMNS)], symbol=None, timeframe=None, features=inputs.strategy_features(lo, hi),
+            reference=inputs.reference, lean=True,
+        )  # fmt: skip
         assert strategy.predictor.fitted_ is not None
         importances = list(strategy.predictor.fitted_.importances)
         served = report.get("served_direction")
@@ -102,14 +143,8 @@ def _baseline_matrix(frame: pd.DataFrame, extras: pd.DataFrame | None) -> np.nda
     return np.column_stack([matrix, extras.reindex(frame.index).to_numpy(dtype=float)])
 
 
-def baseline_matrix(frame: pd.DataFrame, extras: pd.DataFrame | None) -> np.ndarray:
-    """Public face of the feature matrix, for scoring the test rows with the same columns."""
-    return _baseline_matrix(frame, extras)
-
-
 def train_windows(
-    frame: pd.DataFrame,
-    extras: pd.DataFrame | None,
+    inputs: WindowInputs,
     windows: list[Window],
     *,
     horizon: int,
@@ -125,7 +160,7 @@ def train_windows(
     from tqdm import tqdm
 
     def one(window: Window, config: ModelConfig | None) -> WindowModels:
-        return train_window(frame, extras, window, horizon=horizon, model_config=config, step_s=step_s)
+        return train_window(inputs, window, horizon=horizon, model_config=config, step_s=step_s)
 
     bar = tqdm(total=len(windows), desc="train windows", unit="window", disable=not progress)
     heads = list(range(0, len(windows), max(1, choose_every)))

@@ -25,13 +25,13 @@ from backtest.data import CandleSource, check_gaps, load_candles
 from backtest.errors import BacktestInputError
 from backtest.execution import replay_settings
 from backtest.metrics import monte_carlo, prediction_metrics, trade_returns, trading_metrics
-from backtest.models import WindowModels, baseline_matrix, train_windows
+from backtest.models import WindowInputs, WindowModels, train_windows
 from backtest.replay import Arm, ArmResult, run_arm
 from backtest.rules import PineInputs, PineOrder, replay_orders
 from backtest.windows import Window, plan_windows
-from ml_integration.candles import COLUMNS, epoch_seconds, timeframe_seconds
+from ml_integration.candles import COLUMNS, timeframe_seconds
 from ml_integration.evaluation import rank_auc
-from ml_integration.features import LOOKBACK, compute_feature_matrix
+from ml_integration.features import LOOKBACK
 from ml_integration.labels import make_labels
 from ml_integration.prediction import ModelConfig
 from ml_integration.serving import ServedSignal
@@ -143,8 +143,12 @@ def run_backtest(
 
         require_keras()  # before any training: a serve-only install is told at once
     trained_at = time.perf_counter()
+    window_inputs = WindowInputs.compute(
+        frame, extras, start=int(frame.index.searchsorted(windows[0].data_start)), step_s=step,
+        model_config=model_config,
+    )  # fmt: skip
     models = train_windows(
-        frame, extras, windows, horizon=config.horizon, model_config=model_config, step_s=step,
+        window_inputs, windows, horizon=config.horizon, model_config=model_config, step_s=step,
         jobs=config.jobs, progress=config.progress, choose_every=config.schedule,
     )  # fmt: skip
     training_s = time.perf_counter() - trained_at
@@ -152,7 +156,7 @@ def run_backtest(
     last = int(frame.index.searchsorted(windows[-1].test_end))
     inputs = PineInputs(initial_capital=settings.paper.starting_balance)
     orders = replay_orders(frame, first, last, inputs, step)
-    predictions = _Predictions(frame, extras, windows, models, config.horizon, step)
+    predictions = _Predictions(window_inputs, windows, models, config.horizon, step)
     arms = [Arm("pine", "Pine rules alone", "execute")]
     arms.append(
         Arm("baseline", f"Rules + baseline forest ({config.mode})", config.mode, predictions.baseline_opinion)
@@ -239,19 +243,13 @@ class _Predictions:
     the arms hand the engine."""
 
     def __init__(
-        self, frame: pd.DataFrame, extras: pd.DataFrame | None, windows: list[Window],
-        models: list[WindowModels], horizon: int, step: int,
+        self, inputs: WindowInputs, windows: list[Window], models: list[WindowModels], horizon: int,
+        step: int,
     ) -> None:  # fmt: skip
-        self.frame, self.windows, self.models, self.step = frame, windows, models, step
+        frame = inputs.frame
+        self.inputs, self.frame, self.windows, self.models, self.step = inputs, frame, windows, models, step
         self._signals: dict[tuple[int, int], tuple[ServedSignal | None, dict[str, Any] | None]] = {}
-        self.features: np.ndarray | None = None
-        strategy = next((m.strategy for m in models if m.strategy is not None), None)
-        if strategy is not None:  # the full strategy's features, once for the whole frame
-            self.features = compute_feature_matrix(
-                frame.to_numpy(), epoch_seconds(frame.index), step,
-                max_missing_bars=strategy.predictor.config.max_missing_bars,
-            )  # fmt: skip
-        self.matrix = baseline_matrix(frame, extras)
+        self.matrix = inputs.baseline
         self.starts = pd.DatetimeIndex([w.test_start for w in windows])
         labels = make_labels(frame, horizon, timeframe_sec=step)
         self.valid, self.direction = labels.valid, labels.direction
@@ -267,7 +265,9 @@ class _Predictions:
             self.p_baseline[lo:hi] = model.baseline.predict_up(self.matrix[lo:hi])
             if model.strategy is not None:
                 history = max(0, lo - model.strategy.predictor.rows_needed)
-                p = model.strategy.predictor.direction_probabilities(frame.iloc[history:hi])
+                p = model.strategy.predictor.direction_probabilities(
+                    frame.iloc[history:hi], reference=inputs.reference
+                )
                 self.p_ml[lo:hi] = p[lo - history :]
 
     def _model(self, order: PineOrder) -> tuple[int, WindowModels]:
@@ -307,10 +307,12 @@ class _Predictions:
     ) -> tuple[ServedSignal | None, dict[str, Any] | None]:
         assert model.strategy is not None
         closed_at = self.frame.index[s].timestamp() + self.step
-        assert self.features is not None
+        span, start = self.inputs.span, self.inputs.start
+        assert span is not None and s - start >= LOOKBACK
         signal = model.strategy.generate_signal(
-            self.frame.iloc[: s + 1], symbol, now=closed_at, features=self.features[: s + 1]
-        )
+            self.frame.iloc[: s + 1], symbol, now=closed_at, features=span.matrix[: s - start + 1],
+            reference=self.inputs.reference,
+        )  # fmt: skip
         version = f"ml-window-{model.window.number}"
         served = ServedSignal(signal=signal)
         return served, {"direction_probability": served.direction_probability, "model_version": version,

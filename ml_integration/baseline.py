@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from common.indicators import rolling_mean, rolling_std, shift
+
 __all__ = ["BASELINE_FEATURES", "BaselineModel", "baseline_features"]
 
 RETURN_SPANS = (1, 2, 4, 8, 12, 24, 48)
@@ -27,20 +29,27 @@ BASELINE_FEATURES: tuple[str, ...] = (
 
 
 def baseline_features(df: pd.DataFrame) -> pd.DataFrame:
-    """The fifteen features for every bar (NaN until their longest window is full)."""
-    log_close = np.log(df["close"])
-    ret = log_close.diff()
-    volume = df["volume"]
-    out = {f"ret_{k}": log_close - log_close.shift(k) for k in RETURN_SPANS}
-    out.update({f"vol_{k}": ret.rolling(k).std() for k in VOLATILITY_SPANS})
-    bar_range = (df["high"] - df["low"]) / df["close"]
+    """The fifteen features for every bar (NaN until their longest window is full).
+
+    Each window is summed on its own (``common.indicators``), not by a running sum: a value at
+    bar t is then the same number whether the frame starts 50 bars or 5 years before t, so a
+    walk-forward may compute the table once and cut it per window (``feature_span``)."""
+    close = df["close"].to_numpy(dtype=float)
+    volume = df["volume"].to_numpy(dtype=float)
+    log_close = np.log(close)
+    ret = log_close - shift(log_close, 1)
+    out = {f"ret_{k}": log_close - shift(log_close, k) for k in RETURN_SPANS}
+    # the sample standard deviation (ddof 1), as the table has always used
+    out.update({f"vol_{k}": rolling_std(ret, k) * np.sqrt(k / (k - 1)) for k in VOLATILITY_SPANS})
+    bar_range = (df["high"].to_numpy(dtype=float) - df["low"].to_numpy(dtype=float)) / close
     out["range"] = bar_range
-    out["range_24"] = bar_range.rolling(24).mean()
-    out["volume_ratio_24"] = volume / volume.rolling(24).mean()
-    out["volume_ratio_6_48"] = volume.rolling(6).mean() / volume.rolling(48).mean()
+    out["range_24"] = rolling_mean(bar_range, 24)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a volume-0 window: NaN below, not a ratio
+        out["volume_ratio_24"] = volume / rolling_mean(volume, 24)
+        out["volume_ratio_6_48"] = rolling_mean(volume, 6) / rolling_mean(volume, 48)
     hour = df.index.hour.to_numpy(dtype=float)
-    out["hour_sin"] = pd.Series(np.sin(2 * np.pi * hour / 24), index=df.index)
-    out["hour_cos"] = pd.Series(np.cos(2 * np.pi * hour / 24), index=df.index)
+    out["hour_sin"] = np.sin(2 * np.pi * hour / 24)
+    out["hour_cos"] = np.cos(2 * np.pi * hour / 24)
     frame = pd.DataFrame(out, index=df.index)[list(BASELINE_FEATURES)]
     return frame.replace([np.inf, -np.inf], np.nan)
 

@@ -49,6 +49,7 @@ from common.checks import refuse_unknown_keys
 from ml_integration.artifacts import library_versions
 from ml_integration.calibration import ConfidenceCalibrator
 from ml_integration.candles import epoch_seconds, validate_candles
+from ml_integration.context import Reference
 from ml_integration.evaluation import DirectionReport, brier_score, direction_report, log_loss
 from ml_integration.features import MODEL_COLUMNS, MODEL_FEATURES, compute_feature_matrix
 from ml_integration.labels import LABEL_KINDS, class_labels, purged_folds, purged_split
@@ -536,19 +537,24 @@ def train_ensemble(
     return Ensemble(names, models, combiner, confidence, cfg.label), report
 
 
-def tournament_ensemble(tournament: Any, x: np.ndarray, y: np.ndarray, params: Any) -> Ensemble:
-    """The served ensemble of a tournament won by a zoo combiner: the zoo's models refit on
-    ``x``/``y`` (the model columns of the rows the served model learns from), the combiner fit
-    on every out-of-fold row of the tournament, the confidence on the winner's scored rows."""
+def tournament_ensemble(
+    tournament: Any, x: np.ndarray, y: np.ndarray, params: Any, *, learn: np.ndarray
+) -> Ensemble:
+    """The served ensemble of a tournament won by a zoo combiner: the zoo's models refit on the
+    ``learn`` rows of ``x``/``y`` (the model columns and labels of every row the tournament saw;
+    ``learn``: those the served model learns from, all but the test slice without a final fit),
+    the combiner fit on every out-of-fold row of the tournament (indexed in ``y``, not in
+    ``learn``: they reach past it), the confidence on the winner's scored rows."""
     from ml_integration.tournament import zoo_sizes
 
     names = list(tournament.zoo_models)
     sizes = zoo_sizes(params)
-    models = [make_model(n, sizes.get(n), seed=params.random_state).fit(x, y) for n in names]
+    y = np.asarray(y)
+    models = [make_model(n, sizes.get(n), seed=params.random_state).fit(x[learn], y[learn]) for n in names]
     for model in models:
         _single_threaded(model)
     rows = tournament.oof_rows
-    combiner = make_combiner(tournament.winner).fit(tournament.oof["zoo"][rows], np.asarray(y)[rows], names)
+    combiner = make_combiner(tournament.winner).fit(tournament.oof["zoo"][rows], y[rows], names)
     return Ensemble(names, models, combiner, tournament.confidence(), "binary")
 
 
@@ -619,9 +625,13 @@ class EnsemblePricePrediction(MLPricePrediction):
 
     def train_models(
         self, df: pd.DataFrame, target_periods: int = 5, *, timeframe_sec: int | None = None,
-        on_stage: Callable[[str], None] | None = None,
+        on_stage: Callable[[str], None] | None = None, features: tuple[np.ndarray, np.ndarray] | None = None,
+        reference: Reference | None = None, lean: bool = False,
     ) -> dict[str, Any]:  # fmt: skip
-        report = super().train_models(df, target_periods, timeframe_sec=timeframe_sec, on_stage=on_stage)
+        report = super().train_models(
+            df, target_periods, timeframe_sec=timeframe_sec, on_stage=on_stage, features=features,
+            reference=reference, lean=lean,
+        )  # fmt: skip
         (on_stage or (lambda name: None))("ensemble")
         fitted = self._require()
         x, y = self._ensemble_rows(validate_candles(df), fitted.horizon, fitted.timeframe_sec)
@@ -660,9 +670,11 @@ class EnsemblePricePrediction(MLPricePrediction):
             raise NotTrainedError("the ensemble is not trained: call train_models() or load it")
         return self.ensemble_
 
-    def predict(self, df: pd.DataFrame, *, features: np.ndarray | None = None) -> Prediction:
+    def predict(
+        self, df: pd.DataFrame, *, features: np.ndarray | None = None, reference: Reference | None = None
+    ) -> Prediction:
         matrix, values, times = self.feature_tail(df, features)
-        base = self._predict_tail(matrix, values, times)
+        base = self._predict_tail(matrix, values, times, reference=reference)
         fitted, ensemble = self._require(), self._ensemble()
         p = float(ensemble.predict_proba(matrix)[-1])
         side = 1.0 if p >= 0.5 else -1.0
@@ -673,9 +685,10 @@ class EnsemblePricePrediction(MLPricePrediction):
             signal_strength=0.5 * ((2 * p - 1) * fitted.typical_move + base.ensemble_magnitude),
         )  # fmt: skip
 
-    def direction_probabilities(self, df: pd.DataFrame) -> np.ndarray:
+    def direction_probabilities(self, df: pd.DataFrame, *, reference: Reference | None = None) -> np.ndarray:
         """The ensemble's P(up) for every row of ``df`` (NaN without a full window): the numbers
-        :meth:`predict` serves one row at a time."""
+        :meth:`predict` serves one row at a time (the zoo reads no context family: ``reference``
+        is not needed)."""
         fitted, ensemble = self._require(), self._ensemble()
         frame = validate_candles(df)
         matrix = self._model_matrix(frame, fitted.timeframe_sec)

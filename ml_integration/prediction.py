@@ -66,7 +66,7 @@ from ml_integration.candles import (
     infer_timeframe_seconds,
     validate_candles,
 )
-from ml_integration.context import EXTENDED_FEATURES, EXTRA_FEATURES, FAMILY_COLUMNS, extra_matrix
+from ml_integration.context import EXTENDED_FEATURES, EXTRA_FEATURES, FAMILY_COLUMNS, Reference, extra_matrix
 from ml_integration.direction import (
     LEARNERS,
     DirectionModel,
@@ -81,6 +81,7 @@ from ml_integration.direction import (
 from ml_integration.direction import make_forest as direction_forest
 from ml_integration.evaluation import brier_score, calibration_by_decile, direction_report, magnitude_report
 from ml_integration.exceptions import CandleDataError, GapInWindowError, NotTrainedError
+from ml_integration.feature_span import FeatureSpan
 from ml_integration.features import (
     FEATURE_NAMES,
     LOOKBACK,
@@ -237,8 +238,9 @@ class Prediction:
 
 @dataclass
 class _Fitted:
-    direction: DirectionModel
-    boosting: CompiledTrees
+    #: None for a lean ``no_model`` (``train_models(lean=True)``): nothing fit, nothing served
+    direction: DirectionModel | None
+    boosting: CompiledTrees | None
     lstm: NumpyLSTM | None
     gb_weight: float
     calibrator: PlattCalibrator
@@ -257,7 +259,23 @@ class _Fitted:
     @property
     def reads_extra(self) -> bool:
         """Whether the direction model reads ``context.EXTRA_FEATURES`` columns."""
-        return self.direction_kind == "trees" and max(self.direction.columns) >= len(MODEL_FEATURES)
+        return self.extra_columns != ()
+
+    @property
+    def extra_columns(self) -> tuple[int, ...]:
+        """The ``context.EXTRA_FEATURES`` positions the direction model reads."""
+        if self.direction_kind != "trees" or self.direction is None:
+            return ()
+        return tuple(j - len(MODEL_FEATURES) for j in self.direction.columns if j >= len(MODEL_FEATURES))
+
+    @property
+    def reads_reference(self) -> bool:
+        """Whether the direction model reads the ``btc`` family (so serving needs the reference
+        market's candles)."""
+        return any(j in FAMILY_COLUMNS["btc"] for j in self._direction_columns())
+
+    def _direction_columns(self) -> tuple[int, ...]:
+        return self.direction.columns if self.direction_kind == "trees" and self.direction else ()
 
 
 @dataclass(frozen=True)
@@ -358,16 +376,30 @@ class MLPricePrediction:
         """Candles a prediction needs: the feature lookback plus the LSTM sequence."""
         return LOOKBACK + self.sequence_length - 1
 
-    def design(self, df: pd.DataFrame, horizon: int, *, timeframe_sec: int | None = None) -> Design:
+    def design(
+        self, df: pd.DataFrame, horizon: int, *, timeframe_sec: int | None = None,
+        features: tuple[np.ndarray, np.ndarray] | None = None, reference: Reference | None = None,
+    ) -> Design:  # fmt: skip
         """What :meth:`train_models` fits on: features, labels, the usable rows (full gap-free
         window and sequence, a label) and their purged time split. Tuning searches on
-        ``rows[split.train]`` only, so the hold-out report stays out of sample."""
+        ``rows[split.train]`` only, so the hold-out report stays out of sample.
+
+        ``features``: ``(feature rows, context rows)`` of ``df`` already computed
+        (``feature_span.FeatureSpan.cut``: the same numbers); ``reference``: the candles the
+        ``btc`` context family reads (``context``)."""
         df = validate_candles(df, min_rows=self.rows_needed + horizon + 100)
         tf = timeframe_sec or infer_timeframe_seconds(df.index)
         cfg = self.config
-        matrix = compute_feature_matrix(
-            df.to_numpy(), epoch_seconds(df.index), tf, max_missing_bars=cfg.max_missing_bars
-        )[:, MODEL_COLUMNS]
+        if features is None:
+            span = FeatureSpan.compute(
+                df.to_numpy(), epoch_seconds(df.index), tf, max_missing_bars=cfg.max_missing_bars,
+                reference=reference,
+            )  # fmt: skip
+            features = (span.matrix, span.extra)
+        full, extra = features
+        if len(full) != len(df) or len(extra) != len(df):
+            raise ValueError(f"features: {len(full)} and {len(extra)} rows given for {len(df)} candles")
+        matrix = full[:, MODEL_COLUMNS]
         labels = make_labels(df, horizon, timeframe_sec=tf, max_missing_bars=cfg.max_missing_bars)
         ready = sequence_ready(np.isfinite(matrix).all(axis=1), self.sequence_length)
         rows = np.flatnonzero(ready & labels.valid)
@@ -382,9 +414,6 @@ class MLPricePrediction:
             calibration_fraction=cfg.calibration_fraction,
             gap=horizon,
         )
-        extra = extra_matrix(
-            df.to_numpy(), epoch_seconds(df.index), tf, max_missing_bars=cfg.max_missing_bars
-        )
         return Design(df, tf, matrix, labels, rows, split, extra)
 
     def train_models(
@@ -394,27 +423,53 @@ class MLPricePrediction:
         *,
         timeframe_sec: int | None = None,
         on_stage: Callable[[str], None] | None = None,
+        features: tuple[np.ndarray, np.ndarray] | None = None,
+        reference: Reference | None = None,
+        lean: bool = False,
     ) -> dict[str, Any]:
         """Fit the three models on ``df`` (see the module docstring for the split) and return
         the hold-out report as a dict (also kept in ``self.fitted_.info``). ``on_stage`` is
-        called with the name of each stage as it starts (for progress bars)."""
+        called with the name of each stage as it starts (for progress bars); ``features`` and
+        ``reference``: see :meth:`design`.
+
+        The tournament (when configured) runs first, on the columns chosen for the default
+        blend. ``lean``: when it serves ``no_model``, nothing else is fit (no direction blend,
+        magnitude models or hold-out figures of models nobody would serve): a walk-forward's
+        windows, which only need what is served."""
         stage = on_stage or (lambda name: None)
         stage("features")
         started = time.perf_counter()
         horizon = int(target_periods)
-        df, tf, matrix, labels, rows, split, extra = self.design(df, horizon, timeframe_sec=timeframe_sec)
+        df, tf, matrix, labels, rows, split, extra = self.design(
+            df, horizon, timeframe_sec=timeframe_sec, features=features, reference=reference
+        )
         cfg = self.config
         x, y_dir, y_mag = matrix[rows], labels.direction[rows], labels.forward_return[rows]
         tr, cal, te = split.train, split.calibration, split.test
         timings: dict[str, float] = {}
-
-        stage("direction")
-        t0 = time.perf_counter()
-        # the direction blend for the report: every row before the test slice's purge gap
+        # the direction blend for the report is fit on every row before the test slice's purge gap
         before_test = np.arange(cal[-1] + 1)
-        direction, oof_rows, oof, importance = self._fit_direction(
-            x[before_test], y_dir[before_test], horizon
-        )
+        t0 = time.perf_counter()
+        columns, importance = self._columns(x[before_test], y_dir[before_test], horizon)
+        timings["column_selection_s"] = time.perf_counter() - t0
+        tournament, x_ext = None, x
+        if cfg.tournament:
+            stage("tournament")
+            t0 = time.perf_counter()
+            x_ext = np.hstack([x, extra[rows]])
+            tournament = run_tournament(
+                x_ext, y_dir, blend_columns=columns, params=cfg.direction_params(), horizon=horizon,
+                config=TournamentConfig(candidates=cfg.tournament, n_folds=cfg.tournament_folds),
+            )  # fmt: skip
+            timings["tournament_s"] = time.perf_counter() - t0
+        self.tournament_ = tournament
+        if lean and tournament is not None and tournament.winner == "no_model":
+            report = self._serve_no_model(tournament, y_dir, split, tf, horizon)
+            return self._record(df, rows, split, before_test, None, columns, tournament, report, timings,
+                                started, reference)  # fmt: skip
+        stage("random forest")
+        t0 = time.perf_counter()
+        direction, oof_rows, oof = self._fit_direction(x[before_test], y_dir[before_test], horizon, columns)
         calibrator, confidence = _fit_calibrators(
             oof @ np.asarray(direction.weights), y_dir[oof_rows], horizon
         )
@@ -447,23 +502,25 @@ class MLPricePrediction:
             self.fitted_ = self._fitted(direction, boosting, lstm_model, gb_weight, calibrator, confidence,
                                         horizon, tf, matrix[rows, _ATR], y_mag, importances)  # fmt: skip
             timings["final_fit_s"] = time.perf_counter() - t0
-        tournament = None
-        if cfg.tournament:
-            stage("tournament")
-            t0 = time.perf_counter()
-            x_ext = np.hstack([x, extra[rows]])
-            tournament = run_tournament(
-                x_ext, y_dir, blend_columns=direction.columns, params=cfg.direction_params(), horizon=horizon,
-                config=TournamentConfig(candidates=cfg.tournament, n_folds=cfg.tournament_folds),
-            )  # fmt: skip
+        if tournament is not None:
             self._serve_winner(tournament, x_ext, y_dir, split, report)
-            timings["tournament_s"] = time.perf_counter() - t0
-        self.tournament_ = tournament
+        return self._record(df, rows, split, before_test, oof_rows, direction.columns, tournament, report,
+                            timings, started, reference, gb_weight=gb_weight)  # fmt: skip
+
+    def _record(
+        self, df: pd.DataFrame, rows: np.ndarray, split: TimeSplit, before_test: np.ndarray,
+        oof_rows: np.ndarray | None, columns: tuple[int, ...], tournament: Tournament | None,
+        report: dict[str, Any], timings: dict[str, float], started: float, reference: Reference | None,
+        *, gb_weight: float = 1.0,
+    ) -> dict[str, Any]:  # fmt: skip
+        """The fitted model's ``info``: its windows, choices, hold-out figures and timings."""
+        fitted, cfg = self._require(), self.config
+        tr, cal, te = split.train, split.calibration, split.test
         times = df.index[rows]
         served = np.arange(len(rows)) if cfg.final_fit else tr
-        self.fitted_.info = {
-            "horizon": horizon,
-            "timeframe_sec": tf,
+        fitted.info = {
+            "horizon": fitted.horizon,
+            "timeframe_sec": fitted.timeframe_sec,
             "n_candles": len(df),
             "n_usable_rows": len(rows),
             "split": split.describe(),
@@ -471,18 +528,56 @@ class MLPricePrediction:
             "calibration_window": [str(times[cal[0]]), str(times[cal[-1]])],
             "test_window": [str(times[te[0]]), str(times[te[-1]])],
             "direction_training_window": [str(times[before_test[0]]), str(times[before_test[-1]])],
-            "direction_out_of_fold_window": [str(times[oof_rows[0]]), str(times[oof_rows[-1]])],
+            "direction_out_of_fold_window": (
+                None if oof_rows is None else [str(times[oof_rows[0]]), str(times[oof_rows[-1]])]
+            ),
             "served_model_window": [str(times[served[0]]), str(times[served[-1]])],
-            "selected_features": [EXTENDED_FEATURES[j] for j in direction.columns],
+            "selected_features": [EXTENDED_FEATURES[j] for j in columns],
             "served_direction": tournament.winner if tournament is not None else "default_blend",
-            "direction_weights": dict(zip(LEARNERS, self.fitted_.direction.weights, strict=True)),
+            "direction_weights": (
+                None
+                if fitted.direction is None
+                else dict(zip(LEARNERS, fitted.direction.weights, strict=True))
+            ),
             "magnitude_weights": {"boosting": gb_weight, "lstm": 1.0 - gb_weight if cfg.use_lstm else 0.0},
+            "reads_reference": fitted.reads_reference,
+            "reference_given": reference is not None,
             "holdout": report,
             "tournament": tournament.report() if tournament is not None else None,
             "timings_s": {**timings, "total_s": time.perf_counter() - started},
             "library_versions": library_versions(*MODEL_DISTRIBUTIONS),
         }
-        return dict(self.fitted_.info)
+        return dict(fitted.info)
+
+    def _serve_no_model(
+        self, tournament: Tournament, y: np.ndarray, split: TimeSplit, tf: int, horizon: int
+    ) -> dict[str, Any]:
+        """The lean ``no_model`` state: the base rate of the rows it learns from, no trees; and
+        its out-of-sample figures on the test slice's rows (the tournament's predictions)."""
+        learn = np.arange(len(y)) if self.config.final_fit else np.arange(split.calibration[-1] + 1)
+        self.validation_ = None
+        self.fitted_ = _Fitted(
+            direction=None, boosting=None, lstm=None, gb_weight=1.0, calibrator=PlattCalibrator(),
+            confidence=tournament.confidence(), horizon=horizon, timeframe_sec=tf, typical_move=0.0,
+            atr_percentiles=[], importances=[], direction_kind="no_model", base_rate=float(np.mean(y[learn])),
+        )  # fmt: skip
+        report: dict[str, Any] = {}
+        self._tournament_holdout(tournament, y, split, report)
+        return report
+
+    def _tournament_holdout(
+        self, tournament: Tournament, y: np.ndarray, split: TimeSplit, report: dict[str, Any]
+    ) -> None:
+        """The served candidate's out-of-sample figures on the test slice's rows: its tournament
+        predictions there (when at least 50 were scored)."""
+        winner = tournament.winner
+        test = np.isin(tournament.scored_rows, split.test)
+        if test.sum() >= 50:
+            report["direction"] = direction_report(
+                tournament.y_scored[test], tournament.predictions[winner][test],
+                float(np.mean(y[: split.test[0]])), block=max(24, tournament.horizon),
+            ).to_dict()  # fmt: skip
+            report["direction_model"] = f"{winner} (tournament predictions on the test slice's rows)"
 
     def _serve_winner(
         self, tournament: Tournament, x: np.ndarray, y: np.ndarray, split: TimeSplit, report: dict[str, Any]
@@ -508,6 +603,7 @@ class MLPricePrediction:
         elif winner.startswith("blend+"):
             oof = tournament.oof[winner][tournament.oof_rows]
             weights = blend_weights(oof, y[tournament.oof_rows], self.config.direction_learners)
+            assert fitted.direction is not None  # the default blend, fit before the tournament's verdict
             columns = (*fitted.direction.columns, *FAMILY_COLUMNS[winner.split("+", 1)[1]])
             fitted.direction = fit_learners(
                 x[learn], y[learn], columns, self.config.direction_params()
@@ -520,33 +616,31 @@ class MLPricePrediction:
 
             model_columns = np.arange(len(MODEL_FEATURES))
             self.tournament_ensemble_ = tournament_ensemble(
-                tournament, x[learn][:, model_columns], y[learn], self.config.direction_params()
+                tournament, x[:, model_columns], y, self.config.direction_params(), learn=learn
             )
-        test = np.isin(tournament.scored_rows, split.test)
-        if test.sum() >= 50:
-            report["direction"] = direction_report(
-                tournament.y_scored[test], tournament.predictions[winner][test],
-                float(np.mean(y[: split.test[0]])), block=max(24, fitted.horizon),
-            ).to_dict()  # fmt: skip
-            report["direction_model"] = f"{winner} (tournament predictions on the test slice's rows)"
+        self._tournament_holdout(tournament, y, split, report)
+
+    def _columns(
+        self, x: np.ndarray, y: np.ndarray, horizon: int
+    ) -> tuple[tuple[int, ...], dict[int, float]]:
+        """The default blend's columns (given by the config, or chosen by permutation importance
+        on ``x``'s earlier rows) and their importances (empty when given)."""
+        if self.config.direction_columns:
+            return tuple(self.config.direction_columns), {}
+        return select_columns(x, y, gap=horizon, params=self.config.direction_params())
 
     def _fit_direction(
-        self, x: np.ndarray, y: np.ndarray, horizon: int
-    ) -> tuple[DirectionModel, np.ndarray, np.ndarray, dict[int, float]]:
-        """Columns, out-of-fold predictions, blend weights and the learners fit on all of ``x``;
-        with the out-of-fold rows and per-learner predictions the calibrators learn from, and
-        the columns' permutation importances."""
+        self, x: np.ndarray, y: np.ndarray, horizon: int, columns: tuple[int, ...]
+    ) -> tuple[DirectionModel, np.ndarray, np.ndarray]:
+        """Out-of-fold predictions, blend weights and the learners fit on all of ``x`` on
+        ``columns``; with the out-of-fold rows and per-learner predictions the calibrators
+        learn from."""
         params = self.config.direction_params()
-        importance: dict[int, float] = {}
-        if self.config.direction_columns:
-            columns = tuple(self.config.direction_columns)
-        else:
-            columns, importance = select_columns(x, y, gap=horizon, params=params)
         oof_rows, oof = cross_fitted_predictions(
             x, y, columns, params, n_folds=self.config.calibration_folds, gap=horizon
         )
         weights = blend_weights(oof, y[oof_rows], params.learners)
-        return fit_learners(x, y, columns, params).with_weights(weights), oof_rows, oof, importance
+        return fit_learners(x, y, columns, params).with_weights(weights), oof_rows, oof
 
     def _gb_weight(
         self, lstm: NumpyLSTM, boosting: CompiledTrees, matrix: np.ndarray, rows: np.ndarray,
@@ -720,24 +814,33 @@ class MLPricePrediction:
             )
         return matrix, values, tail.index
 
-    def predict(self, df: pd.DataFrame, *, features: np.ndarray | None = None) -> Prediction:
+    def predict(
+        self, df: pd.DataFrame, *, features: np.ndarray | None = None, reference: Reference | None = None
+    ) -> Prediction:
         """The prediction for the bar after the last candle of ``df`` (what to do about it is
         the strategy's one signal, :meth:`MLTradingStrategy.generate_signal`; ``features``: see
-        :meth:`feature_tail`)."""
-        return self._predict_tail(*self.feature_tail(df, features))
+        :meth:`feature_tail`; ``reference``: the candles of the ``btc`` family, needed when the
+        model reads it)."""
+        return self._predict_tail(*self.feature_tail(df, features), reference=reference)
 
-    def _predict_tail(self, matrix: np.ndarray, values: np.ndarray, times: pd.DatetimeIndex) -> Prediction:
+    def _predict_tail(
+        self,
+        matrix: np.ndarray,
+        values: np.ndarray,
+        times: pd.DatetimeIndex,
+        *,
+        reference: Reference | None = None,
+    ) -> Prediction:
         """:meth:`predict` on an already computed feature tail (a subclass that reads the same
         tail for its own model computes it once)."""
         fitted = self._require()
         close = float(values[-1, 3])
         last = matrix[-1:]
-        row = self._extended_last(last, values, times)
-        raw = (
-            float(fitted.direction.predict(row)[0]) if fitted.direction_kind == "trees" else fitted.base_rate
-        )
-        p = float(fitted.calibrator(np.array([raw]))[0]) if fitted.direction_kind == "trees" else raw
-        gb = float(fitted.boosting.predict(last)[0])
+        row = self._extended_last(last, values, times, reference)
+        trees = fitted.direction if fitted.direction_kind == "trees" else None
+        raw = float(trees.predict(row)[0]) if trees is not None else fitted.base_rate
+        p = float(fitted.calibrator(np.array([raw]))[0]) if trees is not None else raw
+        gb = float(fitted.boosting.predict(last)[0]) if fitted.boosting is not None else 0.0
         lstm = float(fitted.lstm.predict(matrix[None])[0]) if fitted.lstm is not None else None
         w = fitted.gb_weight if lstm is not None else 1.0
         ensemble = w * gb + (1 - w) * (lstm or 0.0)
@@ -770,22 +873,29 @@ class MLPricePrediction:
             ),
         )
 
-    def _extended_last(self, last: np.ndarray, values: np.ndarray, times: pd.DatetimeIndex) -> np.ndarray:
+    def _extended_last(
+        self, last: np.ndarray, values: np.ndarray, times: pd.DatetimeIndex, reference: Reference | None
+    ) -> np.ndarray:
         """The last feature row, extended with ``context.EXTRA_FEATURES`` when the served
-        direction model reads them (computed on the same candle tail)."""
+        direction model reads them (computed on the same candle tail, and ``reference``'s)."""
         fitted = self._require()
         if not fitted.reads_extra:
             return last
-        extra = extra_matrix(values, epoch_seconds(times), fitted.timeframe_sec,
-                             max_missing_bars=self.config.max_missing_bars)[-1:]  # fmt: skip
-        if not np.isfinite(extra).all():
+        extra = extra_matrix(
+            values, epoch_seconds(times), fitted.timeframe_sec, max_missing_bars=self.config.max_missing_bars,
+            reference=reference,
+        )[-1:]  # fmt: skip
+        if not np.isfinite(extra[:, list(fitted.extra_columns)]).all():
+            what = (
+                "" if reference is not None or not fitted.reads_reference else " (no reference candles given)"
+            )
             raise GapInWindowError(
-                f"the last {len(values)} candles cannot give the context features the model reads",
+                f"the last {len(values)} candles cannot give the context features the model reads{what}",
                 len(values) - 1, times[-1],
             )  # fmt: skip
         return np.hstack([last, extra])
 
-    def direction_probabilities(self, df: pd.DataFrame) -> np.ndarray:
+    def direction_probabilities(self, df: pd.DataFrame, *, reference: Reference | None = None) -> np.ndarray:
         """Calibrated P(up) for every row of ``df`` at once (NaN where the row has no full,
         gap-free window), for scoring a model over a whole test period.
 
@@ -798,18 +908,19 @@ class MLPricePrediction:
         matrix = compute_feature_matrix(
             values, stamps, fitted.timeframe_sec, max_missing_bars=self.config.max_missing_bars
         )[:, MODEL_COLUMNS]
+        read = matrix
         if fitted.reads_extra:
             extra = extra_matrix(
-                values, stamps, fitted.timeframe_sec, max_missing_bars=self.config.max_missing_bars
-            )
-            matrix = np.hstack([matrix, extra])
-        out = np.full(len(frame), np.nan)
-        ok = np.isfinite(matrix).all(axis=1)
-        if ok.any():
-            out[ok] = (
-                fitted.calibrator(fitted.direction.predict(matrix[ok])) if fitted.direction_kind == "trees"
-                else fitted.base_rate
+                values, stamps, fitted.timeframe_sec, max_missing_bars=self.config.max_missing_bars,
+                reference=reference,
             )  # fmt: skip
+            matrix = np.hstack([matrix, extra])
+            read = np.hstack([read, extra[:, list(fitted.extra_columns)]])
+        out = np.full(len(frame), np.nan)
+        ok = np.isfinite(read).all(axis=1)
+        if ok.any():
+            trees = fitted.direction if fitted.direction_kind == "trees" else None
+            out[ok] = fitted.calibrator(trees.predict(matrix[ok])) if trees is not None else fitted.base_rate
         return out
 
     # --- persistence --------------------------------------------------------------------------
@@ -818,8 +929,9 @@ class MLPricePrediction:
         fitted = self._require()
         folder = Path(directory)
         folder.mkdir(parents=True, exist_ok=True)
-        direction = fitted.direction.save(folder)
-        fitted.boosting.save(folder / "boosting.npz")
+        direction = fitted.direction.save(folder) if fitted.direction is not None else None
+        if fitted.boosting is not None:
+            fitted.boosting.save(folder / "boosting.npz")
         if fitted.lstm is not None:
             fitted.lstm.save(folder / "lstm.npz")
         model = {
@@ -851,17 +963,19 @@ class MLPricePrediction:
                 f"{folder}: model format {model.get('format_version')} is not supported (this version reads "
                 f"format {_FORMAT_VERSION}); retrain it with `tvgw train`"
             )
-        if model["features"] != MODEL_FEATURES or model.get("extra_features", list(EXTRA_FEATURES)) != list(
-            EXTRA_FEATURES
-        ):
+        saved_extra = list(model.get("extra_features", EXTRA_FEATURES))
+        # context families are appended: an older model's extra columns keep their positions
+        if model["features"] != MODEL_FEATURES or saved_extra != list(EXTRA_FEATURES[: len(saved_extra)]):
             raise NotTrainedError(
                 f"{folder}: trained with a different feature set; retrain with this version"
             )
         self.config = ModelConfig.from_dict(model["config"])
         lstm_path = folder / "lstm.npz"
         self.fitted_ = _Fitted(
-            direction=DirectionModel.load(folder, model["direction"]),
-            boosting=CompiledTrees.load(folder / "boosting.npz"),
+            direction=DirectionModel.load(folder, model["direction"])
+            if model["direction"] is not None
+            else None,
+            boosting=CompiledTrees.load(boosted) if (boosted := folder / "boosting.npz").exists() else None,
             lstm=NumpyLSTM.load(lstm_path) if lstm_path.exists() else None,
             gb_weight=float(model["gb_weight"]),
             calibrator=PlattCalibrator(**model["calibrator"]),
@@ -887,8 +1001,9 @@ class MLPricePrediction:
             candles, np.arange(n, dtype=np.int64) * fitted.timeframe_sec, fitted.timeframe_sec
         )
         x = np.zeros((1, len(EXTENDED_FEATURES)))
-        fitted.direction.learner_predictions(x)
-        fitted.boosting.predict(x[:, : len(MODEL_FEATURES)])
+        if fitted.direction is not None:
+            fitted.direction.learner_predictions(x)
+        if fitted.boosting is not None:
+            fitted.boosting.predict(x[:, : len(MODEL_FEATURES)])
         if fitted.lstm is not None:
             fitted.lstm.predict(np.zeros((1, self.sequence_length, len(MODEL_FEATURES))))
-

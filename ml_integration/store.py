@@ -147,7 +147,16 @@ def load_version_strategy(
     folder = _folder(model_dir, symbol, timeframe) / version
     if not folder.is_dir():
         raise FileNotFoundError(f"no saved version {version!r} of {symbol} {timeframe} in {model_dir}")
-    return MLTradingStrategy(sentiment=sentiment).load_strategy(folder)
+    with _loading:
+        return MLTradingStrategy(sentiment=sentiment).load_strategy(folder)
+
+
+#: One load at a time per process. numpy reads an array file's header with ``ast.literal_eval``,
+#: and CPython 3.11 before 3.11.8 can raise ``SystemError: AST constructor recursion depth
+#: mismatch`` when two threads build ASTs at once (python/cpython#106905): a worker's preload
+#: thread and a request loading a model did. Loads are rare (start-up, a new version), so the
+#: lock costs nothing an alert waits on.
+_loading = threading.Lock()
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,7 @@ import pandas as pd
 from common.checks import refuse_unknown_keys
 from common.kelly import kelly_fraction
 from ml_integration.artifacts import seal, verify
+from ml_integration.context import Reference, reference_symbol
 from ml_integration.evaluation import wilson_interval
 from ml_integration.exceptions import GapInWindowError, NotTrainedError
 from ml_integration.market_call import (
@@ -386,19 +387,30 @@ class MLTradingStrategy:
         symbol: str | None = None,
         timeframe: str | None = None,
         on_stage: Callable[[str], None] | None = None,
+        features: tuple[Any, Any] | None = None,
+        reference: Reference | None = None,
+        lean: bool = False,
     ) -> dict[str, Any]:
         """Train the models on ``df``; ``synthetic`` must say whether the candles are generated
-        (the saved metadata and every signal carry it)."""
+        (the saved metadata and every signal carry it). ``features``, ``reference`` and ``lean``:
+        see :meth:`MLPricePrediction.train_models` (a lean ``no_model`` fits no volatility
+        model either: its signals are holds that read none)."""
         self.training_report = self.predictor.train_models(
-            df, target_periods=self.config.target_periods, on_stage=on_stage
-        )
+            df, target_periods=self.config.target_periods, on_stage=on_stage, features=features,
+            reference=reference, lean=lean,
+        )  # fmt: skip
         if self.predictor.tournament_ensemble_ is not None:  # a zoo combiner won the tournament
             from ml_integration.ensemble import EnsemblePricePrediction
 
             self.predictor = EnsemblePricePrediction.adopt(
                 self.predictor, self.predictor.tournament_ensemble_
             )
-        self._train_volatility(df, on_stage)
+        fitted = self.predictor.fitted_
+        if not (lean and fitted is not None and fitted.direction_kind == "no_model"):
+            self._train_volatility(df, on_stage)
+        else:
+            self.volatility = None
+            self.training_report["volatility"] = {"skipped": "no model is served: no volatility forecast fit"}
         self.synthetic = bool(synthetic)
         self.symbol, self.timeframe = symbol, timeframe
         self.model_version = None
@@ -481,6 +493,7 @@ class MLTradingStrategy:
         now: float | None = None,
         allow_fetch: bool = False,
         features: Any = None,
+        reference: Reference | None = None,
     ) -> TradingSignal:
         """The typed signal for the bar after the last candle of ``df``.
 
@@ -489,7 +502,9 @@ class MLTradingStrategy:
         (off by default: the webhook path must not wait on it). ``now`` (epoch seconds) is
         the clock for data freshness. ``features``: feature rows computed once over a longer
         history ending at ``df``'s last candle (a replay's shortcut; see
-        ``MLPricePrediction.feature_tail``), the same numbers serving computes.
+        ``MLPricePrediction.feature_tail``), the same numbers serving computes. ``reference``:
+        the reference market's candles (BTC's for an alt, :attr:`reference_symbol`), read when
+        the served model uses the ``btc`` context family (:attr:`reads_reference`).
         """
         if self.predictor.fitted_ is None:
             raise NotTrainedError(
@@ -499,7 +514,7 @@ class MLTradingStrategy:
         if self.predictor.fitted_.direction_kind == "no_model":
             return self._gap_hold(df, symbol, no_model_reason(self.training_report))
         try:
-            prediction = self.predictor.predict(df, features=features)
+            prediction = self.predictor.predict(df, features=features, reference=reference)
         except GapInWindowError as gap:
             return self._gap_hold(df, symbol, str(gap))
         sentiment, sentiment_data = self._sentiment(symbol, allow_fetch)
@@ -654,6 +669,18 @@ class MLTradingStrategy:
             "volatility_regime": regime,
             "data_freshness": freshness,
         }
+
+    @property
+    def reads_reference(self) -> bool:
+        """Whether the served model reads the reference market's candles (the ``btc`` family)."""
+        fitted = self.predictor.fitted_
+        return fitted is not None and fitted.reads_reference
+
+    @property
+    def reference_symbol(self) -> str | None:
+        """The market whose candles :meth:`generate_signal` needs as ``reference`` (None when
+        the served model reads none)."""
+        return reference_symbol(self.symbol) if self.reads_reference else None
 
     def _gap_hold(self, df: pd.DataFrame, symbol: str, reason: str) -> TradingSignal:
         components = dict.fromkeys(QUALITY_WEIGHTS, 0.0)

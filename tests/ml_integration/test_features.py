@@ -118,25 +118,110 @@ def test_the_models_read_no_exact_duplicate_feature(candles):
     assert np.nanmax(np.abs(corr)) < 0.9999, [MODEL_FEATURES[i] for i in worst]
 
 
+def _reference(candles: pd.DataFrame):  # type: ignore[no-untyped-def]
+    """BTC's candles for the ``btc`` family: another seed's walk on the same hours."""
+    from ml_integration.context import Reference
+    from ml_integration.synthetic import synthetic_candles
+
+    btc = synthetic_candles(len(candles), seed=99, n_gaps=0)
+    btc.index = candles.index
+    return btc, Reference.from_frame(btc)
+
+
 @pytest.mark.parametrize("t", [LOOKBACK + 10, 901, 1802, 1803])
 def test_no_context_feature_at_or_before_t_moves_when_the_future_changes(candles, t):
     """The baseline's columns, the higher timeframes (only completed 4h and daily bars: t = 1802
-    and 1803 are rows inside and at the end of a 4h bar) and the week's calendar."""
+    and 1803 are rows inside and at the end of a 4h bar), the week's calendar and the market's
+    relation to BTC (its own future rewritten, BTC's kept)."""
     from ml_integration.candles import epoch_seconds
     from ml_integration.context import EXTRA_FEATURES, extra_matrix
 
+    _, reference = _reference(candles)
     changed = _perturb_after(candles, t, seed=t)
     stamps = epoch_seconds(candles.index)
-    before = extra_matrix(candles.to_numpy(), stamps, 3600)
-    after = extra_matrix(changed.to_numpy(), stamps, 3600)
+    before = extra_matrix(candles.to_numpy(), stamps, 3600, reference=reference)
+    after = extra_matrix(changed.to_numpy(), stamps, 3600, reference=reference)
     np.testing.assert_array_equal(np.isnan(before[: t + 1]), np.isnan(after[: t + 1]))
     past = ~np.isnan(before[: t + 1])
     np.testing.assert_array_equal(before[: t + 1][past], after[: t + 1][past])
-    # strong enough to be seen in every price-based column (the calendar's cannot move)
+    # strong enough to be seen in every column that reads the market's own prices (the
+    # calendar's cannot move, nor BTC's own returns)
     moved = ~np.isclose(before[t + 1 :], after[t + 1 :], equal_nan=True)
-    calendar = [i for i, name in enumerate(EXTRA_FEATURES) if "hour" in name or name == "weekend"]
-    prices = [i for i in range(len(EXTRA_FEATURES)) if i not in calendar]
+    fixed = [i for i, name in enumerate(EXTRA_FEATURES) if "hour" in name or name == "weekend"
+             or name.startswith("btc_ret_")]  # fmt: skip
+    prices = [i for i in range(len(EXTRA_FEATURES)) if i not in fixed]
     assert moved[:, prices].any(axis=0).all()
+
+
+@pytest.mark.parametrize("t", [LOOKBACK + 10, 1803])
+def test_no_btc_feature_at_or_before_t_moves_when_btcs_future_changes(candles, t):
+    """The alt's relation to BTC at bar t reads BTC's bars up to t only: rewriting BTC's bars
+    after t moves no column at or before t, and moves every ``btc`` column after it."""
+    from ml_integration.candles import epoch_seconds
+    from ml_integration.context import BTC_FEATURES, EXTRA_FEATURES, Reference, extra_matrix
+
+    btc, reference = _reference(candles)
+    rewritten = Reference.from_frame(_perturb_after(btc, t, seed=t))
+    stamps = epoch_seconds(candles.index)
+    before = extra_matrix(candles.to_numpy(), stamps, 3600, reference=reference)
+    after = extra_matrix(candles.to_numpy(), stamps, 3600, reference=rewritten)
+    np.testing.assert_array_equal(before[: t + 1], after[: t + 1])
+    family = [EXTRA_FEATURES.index(name) for name in BTC_FEATURES]
+    assert np.isfinite(before[t, family]).all()  # the past that did not move was real numbers
+    moved = ~np.isclose(before[t + 1 :], after[t + 1 :], equal_nan=True)
+    assert moved[:, family].any(axis=0).all()
+    others = [i for i in range(len(EXTRA_FEATURES)) if i not in family]
+    assert not moved[:, others].any()  # and only the btc family reads BTC
+
+
+@pytest.mark.parametrize("t", [LOOKBACK + 80, 1803])
+def test_btc_features_at_or_before_t_are_the_same_when_btcs_bars_after_t_are_missing(candles, t):
+    """What serving sees when BTC's newest candles have not arrived yet (or a backtest's BTC file
+    ends early): BTC's bars after t removed leave every column at or before t as it was (so
+    nothing at t was read from BTC's later bars), and the btc family after t is NaN, never BTC's
+    last close carried forward. An empty reference is the same as none: NaN throughout."""
+    from ml_integration.candles import epoch_seconds
+    from ml_integration.context import BTC_FEATURES, EXTRA_FEATURES, Reference, extra_matrix
+
+    btc, reference = _reference(candles)
+    stamps = epoch_seconds(candles.index)
+    family = [EXTRA_FEATURES.index(name) for name in BTC_FEATURES]
+    full = extra_matrix(candles.to_numpy(), stamps, 3600, reference=reference)
+    cut = extra_matrix(candles.to_numpy(), stamps, 3600, reference=Reference.from_frame(btc.iloc[: t + 1]))
+    np.testing.assert_array_equal(cut[: t + 1], full[: t + 1])
+    assert np.isfinite(full[t, family]).all() and np.isfinite(full[t + 1 :, family][:, :3]).all()
+    assert np.isnan(cut[t + 1 :, family]).all()
+    others = [i for i in range(len(EXTRA_FEATURES)) if i not in family]
+    np.testing.assert_array_equal(cut[:, others], full[:, others])  # only the btc family reads BTC
+    empty = extra_matrix(candles.to_numpy(), stamps, 3600, reference=Reference.from_frame(btc.iloc[:0]))
+    assert np.isnan(empty[:, family]).all()
+    np.testing.assert_array_equal(empty[:, others], full[:, others])
+
+
+def test_btc_features_follow_btc_by_open_time_and_are_nan_without_it(candles):
+    """BTC's bar is matched to the alt's by open time (a missing BTC bar is not shifted into
+    its neighbour's place), its one-bar holes are filled as the alt's are, and without BTC's
+    candles the family is NaN (so it is not a tournament candidate)."""
+    from ml_integration.candles import epoch_seconds
+    from ml_integration.context import BTC_FEATURES, EXTRA_FEATURES, Reference, extra_matrix
+
+    btc, reference = _reference(candles)
+    stamps = epoch_seconds(candles.index)
+    family = [EXTRA_FEATURES.index(name) for name in BTC_FEATURES]
+    full = extra_matrix(candles.to_numpy(), stamps, 3600, reference=reference)
+    close = btc["close"].to_numpy()
+    row = 1500
+    assert full[row, EXTRA_FEATURES.index("btc_ret_4")] == pytest.approx(np.log(close[row] / close[row - 4]))
+    one = extra_matrix(
+        candles.to_numpy(), stamps, 3600, reference=Reference.from_frame(btc.drop(btc.index[1000]))
+    )
+    np.testing.assert_array_equal(one[:1000, family], full[:1000, family])
+    assert np.isfinite(one[1000:, family][LOOKBACK:]).all()
+    two = extra_matrix(
+        candles.to_numpy(), stamps, 3600, reference=Reference.from_frame(btc.drop(btc.index[1000:1002]))
+    )
+    assert np.isnan(two[1000 : 1000 + 24, family]).any(axis=1).all()  # never another bar's close
+    assert np.isnan(extra_matrix(candles.to_numpy(), stamps, 3600)[:, family]).all()
 
 
 def test_a_higher_timeframe_bar_is_read_only_once_complete(candles):

@@ -23,12 +23,11 @@ RUN useradd --system --create-home --home-dir /home/tvgw --shell /usr/sbin/nolog
     && install -d -o tvgw -g tvgw -m 700 /data
 
 WORKDIR /app
-# Dependencies first (a layer that survives code changes), then the code.
+# Dependencies first, at the lock file's exact versions (a layer that survives code changes),
+# then the project as a wheel (non-editable: it serves from any directory).
+COPY requirements/serve.txt ./requirements/serve.txt
+RUN pip install -r requirements/serve.txt
 COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt && rm /tmp/requirements.txt
-COPY wsgi.py gunicorn.conf.py ./
 COPY tvgw ./tvgw
 COPY settings ./settings
 COPY common ./common
@@ -38,9 +37,11 @@ COPY engine ./engine
 COPY ml_integration ./ml_integration
 COPY storage ./storage
 COPY pine ./pine
-# Editable, so that `tvgw serve` finds gunicorn.conf.py and wsgi.py here in /app.
-RUN pip install --no-deps -e .
+RUN pip install --no-deps . && rm -rf /app
 
+# The state directory: relative paths (var/, models/) would resolve here; TVGW_DATABASE and
+# TVGW_MODEL_DIR point into it anyway.
+WORKDIR /data
 USER tvgw
 VOLUME ["/data"]
 EXPOSE 8000

@@ -36,16 +36,21 @@ SECONDS_PER_YEAR = 365.25 * 86_400
 
 @dataclass(frozen=True)
 class TradingMetrics:
+    """One arm's trading figures. A figure that does not apply is None (shown "—"), never a 0
+    that reads as a result: win rate, profit factor and average win/loss without a closed trade
+    (buy and hold never closes), an average win without a win, Calmar without a drawdown,
+    Sharpe/Sortino on a curve that never moves (or never falls)."""
+
     total_return: float
     annualised_return: float
-    sharpe: float
-    sortino: float
+    sharpe: float | None
+    sortino: float | None
     max_drawdown: float
-    calmar: float
-    win_rate: float
-    profit_factor: float
-    average_win: float
-    average_loss: float
+    calmar: float | None
+    win_rate: float | None
+    profit_factor: float | None
+    average_win: float | None
+    average_loss: float | None
     trades: int
     exposure: float
     fees: float
@@ -98,25 +103,26 @@ def trading_metrics(
     per_year = math.sqrt(SECONDS_PER_YEAR / bar_seconds)
     spread = float(np.std(bars))
     downside = float(np.sqrt(np.mean(np.minimum(bars, 0.0) ** 2)))
-    sharpe = float(np.mean(bars) / spread * per_year) if spread > 0 else 0.0
-    sortino = float(np.mean(bars) / downside * per_year) if downside > 0 else 0.0
+    sharpe = float(np.mean(bars) / spread * per_year) if spread > 0 else None
+    sortino = float(np.mean(bars) / downside * per_year) if downside > 0 else None
     drawdown = max_drawdown(curve)
     profits, _ = trade_returns(fills, start_equity)
     wins, losses = profits[profits > 0], profits[profits <= 0]
     return TradingMetrics(
         total_return=total, annualised_return=annual, sharpe=sharpe, sortino=sortino,
-        max_drawdown=drawdown, calmar=annual / drawdown if drawdown > 0 else 0.0,
-        win_rate=float(len(wins) / len(profits)) if len(profits) else 0.0,
-        profit_factor=_profit_factor(wins, losses),
-        average_win=float(wins.mean()) if len(wins) else 0.0,
-        average_loss=float(losses.mean()) if len(losses) else 0.0,
+        max_drawdown=drawdown, calmar=annual / drawdown if drawdown > 0 else None,
+        win_rate=float(len(wins) / len(profits)) if len(profits) else None,
+        profit_factor=_profit_factor(wins, losses) if len(profits) else None,
+        average_win=float(wins.mean()) if len(wins) else None,
+        average_loss=float(losses.mean()) if len(losses) else None,
         trades=len(profits), exposure=float(np.mean(np.abs(position) > FLAT)) if len(position) else 0.0,
         fees=float(fees), final_equity=float(curve[-1]),
     )  # fmt: skip
 
 
 def _profit_factor(wins: np.ndarray, losses: np.ndarray) -> float:
-    """Gross profit over gross loss; infinite with wins and no loss, 0 with neither."""
+    """Gross profit over gross loss; infinite with wins and no loss, 0 with losses (or break-evens)
+    only."""
     if losses.sum() < 0:
         return float(wins.sum() / -losses.sum())
     return float("inf") if len(wins) else 0.0

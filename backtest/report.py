@@ -18,7 +18,10 @@ import numpy as np
 
 from backtest.run import BacktestResult
 
-__all__ = ["clean_json", "json_path", "write_report"]
+__all__ = ["NOT_APPLICABLE", "clean_json", "json_path", "page_header", "write_report"]
+
+#: A figure that does not apply (a win rate without a closed trade): a dash, never a 0.
+NOT_APPLICABLE = "—"
 
 _COLOURS = {"buy_and_hold": "#7f7f7f", "pine": "#1f77b4", "baseline": "#ff7f0e", "ml": "#2ca02c"}
 
@@ -84,13 +87,29 @@ def _html(result: BacktestResult) -> str:
         _section("Monte Carlo over the trades", _figure(_monte_carlo_figure(s)) + _monte_carlo_table(s)),
         _section("Run", _run_table(s)),
     ]
-    title = f"tvgw backtest: {s['symbol']} {s['timeframe']}, {s['period'][0][:10]} .. {s['period'][1][:10]}"
+    title, banner = page_header(s)
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title><style>{_CSS}</style>"
         f"<script type='text/javascript'>{plotly.offline.get_plotlyjs()}</script></head><body>"
-        f"<h1>{html.escape(title)}</h1>{''.join(sections)}</body></html>"
+        f"<h1>{html.escape(title)}</h1>{banner}{''.join(sections)}</body></html>"
     )
+
+
+def page_header(s: dict[str, Any]) -> tuple[str, str]:
+    """The report's title, and the banner that opens it when its candles are synthetic."""
+    title = f"tvgw backtest: {s['symbol']} {s['timeframe']}, {s['period'][0][:10]} .. {s['period'][1][:10]}"
+    if not s.get("candles", {}).get("synthetic"):
+        return title, ""
+    return f"{title} (SYNTHETIC candles)", f"<p class='synthetic' id='synthetic'>{SYNTHETIC_BANNER}</p>"
+
+
+#: The report's first words when its candles are generated.
+SYNTHETIC_BANNER = (
+    "These candles are SYNTHETIC: the candle store holds the offline quickstart's generated history "
+    "(or <code>tvgw train --synthetic</code>'s), not a market's. Every figure below measures the "
+    "generator, not a strategy: fetch real candles (<code>tvgw data fetch</code>) before reading them."
+)
 
 
 _CSS = (
@@ -98,6 +117,7 @@ _CSS = (
     "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;"
     "text-align:right}th:first-child,td:first-child{text-align:left}h2{margin-top:1.6em}"
     ".note{color:#555;font-size:.92em}"
+    ".synthetic{border:2px solid #d29922;background:#fff8e5;padding:.6em .9em;font-weight:600}"
 )
 
 
@@ -112,7 +132,7 @@ def _figure(fig: Any) -> str:
 
 def _fmt(value: Any, kind: str) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a" if value is None else ("∞" if value > 0 else "−∞")
+        return NOT_APPLICABLE if value is None else ("∞" if value > 0 else "−∞")
     if kind == "pct":
         return f"{100 * value:.2f}%"
     if kind == "money":

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from backtest.data import CandleSource, check_gaps, load_candles
+from backtest.data import CandleSource, check_gaps, load_candles, store_is_synthetic
 from backtest.errors import BacktestInputError
 from backtest.execution import replay_settings
 from backtest.metrics import monte_carlo, prediction_metrics, trade_returns, trading_metrics
@@ -183,6 +183,7 @@ def run_backtest(
     curves.update({name: r.equity for name, r in results.items()})
     summary = _summary(config, settings, frame, windows, models, orders, results, curves, predictions,
                        first=first, last=last, step=step)  # fmt: skip
+    summary["candles"] = _origin(config, settings, candles)
     summary["timings_s"] = {
         "training": training_s,
         "replay": replay_s,
@@ -206,6 +207,17 @@ def _candles(
         raise BacktestInputError(f"candles: {exc}") from None
     extra_columns = [c for c in candles.columns if c not in COLUMNS]
     return frame, candles[extra_columns].astype(float) if extra_columns else None
+
+
+def _origin(config: BacktestConfig, settings: Settings, candles: pd.DataFrame | None) -> dict[str, Any]:
+    """Where the candles came from, and whether they are synthetic (the offline quickstart's
+    generated history in the candle store): the report then says so wherever it shows a figure."""
+    if candles is not None:
+        return {"source": "given", "synthetic": False}
+    if config.data_file is not None:
+        return {"source": f"file:{config.data_file}", "synthetic": False}
+    source = CandleSource(config.symbol, config.timeframe, None, Path(settings.database))
+    return {"source": f"candle store {settings.database}", "synthetic": store_is_synthetic(source)}
 
 
 def _min_train_bars(config: BacktestConfig) -> int:

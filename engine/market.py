@@ -113,8 +113,20 @@ class MarketPrices:
             # Current bar (its close is the latest trade) or the one just closed; never a bar
             # from the future (a clock or data error).
             if now - 2 * step <= opened <= now + 60 and row[4] > 0:
-                return ReferencePrice(row[4], f"candle store {tf} close")
+                return _store_close(self.storage, symbol, tf, row)
         return None
+
+
+def _store_close(storage: Storage, symbol: str, timeframe: str, row: tuple[float, ...]) -> ReferencePrice:
+    """A stored candle's close as a reference price, its source saying when it is synthetic (the
+    market's candles are generated: every answer and refusal that shows the price says so) or an
+    alert's own bar (the first price a paper gateway had)."""
+    close = row[4]
+    if candle_store.is_synthetic_market(storage, symbol):
+        return ReferencePrice(close, f"candle store {timeframe} close, SYNTHETIC")
+    if candle_store.candle_source(storage, symbol, timeframe, int(row[0])) == "alert":
+        return ReferencePrice(close, f"candle store {timeframe} close (an alert's bar)")
+    return ReferencePrice(close, f"candle store {timeframe} close")
 
 
 def check_alert_price(field: str, claimed: float, reference: ReferencePrice, max_deviation: float) -> None:

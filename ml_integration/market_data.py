@@ -9,6 +9,7 @@ Every ccxt error becomes a :class:`MarketDataError` naming the exchange, symbol 
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 import time
 from collections.abc import Callable
@@ -27,6 +28,9 @@ __all__ = [
     "format_ms",
     "network_cause",
 ]
+
+
+log = logging.getLogger(__name__)
 
 
 class MarketDataError(MLError):
@@ -156,12 +160,24 @@ def fill_candle_store(
     """Fetch what the store is missing of the last ``days`` days and upsert it; returns the
     number of rows written. When the store already covers the start of the period, only bars
     from the newest stored one on are fetched (that bar again: it may have been stored while
-    still open)."""
-    from storage.candles import latest_candle_ms, load_candles, upsert_candles
+    still open).
+
+    A market whose stored candles are synthetic (the offline quickstart's) is fetched whole, and
+    its synthetic candles are removed once real ones arrived: a history is never half generated.
+    Positions opened on the paper book at synthetic prices are then marked at real ones (the
+    warning says so); a fetch that fails leaves the synthetic history as it was."""
+    from storage.candles import (
+        delete_synthetic,
+        is_synthetic_market,
+        latest_candle_ms,
+        load_candles,
+        upsert_candles,
+    )
 
     end = now_ms if now_ms is not None else int(time.time() * 1000)
     since = end - int(days * 86_400_000)
-    newest = latest_candle_ms(storage, symbol, timeframe)
+    synthetic = is_synthetic_market(storage, symbol)
+    newest = None if synthetic else latest_candle_ms(storage, symbol, timeframe)
     if newest is not None and newest >= since:
         stored = load_candles(
             storage, symbol, timeframe, since_ms=since, until_ms=since + 2 * _step_ms(timeframe)
@@ -169,4 +185,11 @@ def fill_candle_store(
         if len(stored):
             since = newest
     rows = fetch_ohlcv_history(exchange, symbol, timeframe, since, until_ms=end, on_batch=on_batch)
+    if synthetic and rows:
+        removed = delete_synthetic(storage, symbol)
+        log.warning(
+            "%s: replaced %d SYNTHETIC candles with real ones from %s; paper positions opened at "
+            "synthetic prices are now marked at real prices (start a fresh TVGW_DATABASE for a clean book)",
+            symbol, removed, exchange.id,
+        )  # fmt: skip
     return upsert_candles(storage, symbol, timeframe, rows, source=f"ccxt:{exchange.id}")

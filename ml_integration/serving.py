@@ -108,6 +108,13 @@ class ServingSettings(Protocol):
     def sentiment_env(self) -> dict[str, str]: ...
 
 
+#: What ``ml_analysis`` says of a market whose candles are generated.
+SYNTHETIC_MARKET_NOTE = (
+    "SYNTHETIC candles (the offline quickstart's generated history): its prices are not a market's, "
+    "and the alert's own bar was not stored"
+)
+
+
 @dataclass(frozen=True)
 class ShadowSignal:
     """The challenger's call on the same candles as the champion's: logged with the alert
@@ -154,6 +161,9 @@ class ServedSignal:
     bar: list[float] | None = None  # the alert's own bar [ms, o, h, l, c, v], stored with it
     latency_ms: float = 0.0
     reused: bool = False
+    #: The market's candles are generated (the offline quickstart's): the alert's bar is then
+    #: neither stored nor shown to the model, and the answer says so.
+    synthetic_market: bool = False
     shadow: ShadowSignal | None = None
     sizing_off: str | None = None
 
@@ -213,9 +223,10 @@ class ServedSignal:
         """``ml_analysis`` as the answer and the alert row show it: what the engine used, and
         beside it (``shadow``) the challenger's call, which it did not use."""
         signal = self.signal
+        market = {"market": SYNTHETIC_MARKET_NOTE} if self.synthetic_market else {}
         shadow = {} if self.shadow is None else {"shadow": self.shadow.view()}
         if signal is None:
-            return {"error": self.error or "no ML opinion", **shadow}
+            return {"error": self.error or "no ML opinion", **shadow, **market}
         if self.sizing_off:
             p = signal.ml_probability
             return {
@@ -223,7 +234,8 @@ class ServedSignal:
                 "model_version": signal.model_version, "model_role": "champion",
                 "logged_prediction": {"direction_probability": None if p is None else round(p, 4),
                                       "confidence": round(signal.confidence, 4), "acted_on": False},
-                "candle_time": signal.candle_time, "latency_ms": round(self.latency_ms, 2), **shadow,
+                "candle_time": signal.candle_time, "latency_ms": round(self.latency_ms, 2),
+                **shadow, **market,
             }  # fmt: skip
         probability = signal.ml_probability if signal.ml_probability is not None else 0.5
         body: dict[str, Any] = {
@@ -253,7 +265,7 @@ class ServedSignal:
         }  # fmt: skip
         if signal.synthetic:
             body["warning"] = "model trained on SYNTHETIC candles (quickstart offline): not a market view"
-        return body
+        return {**body, **market}
 
     def prediction_row(self) -> dict[str, Any] | None:
         """The ``ml_predictions`` row the champion's call is logged as (outcome tracking scores
@@ -429,7 +441,11 @@ class SignalService:
         (kept with the alert), and the challenger's beside it: an alert's signal, and the
         operator API's on-demand prediction (same model cache, candle window and time budget).
         Never raises for an ML failure."""
-        served = ServedSignal(symbol=symbol, timeframe=timeframe, bar=bar)
+        if candle_store.is_synthetic_market(self.storage, symbol):
+            bar = None  # never mixed into a generated history, nor shown to the model with it
+            served = ServedSignal(symbol=symbol, timeframe=timeframe, synthetic_market=True)
+        else:
+            served = ServedSignal(symbol=symbol, timeframe=timeframe, bar=bar)
         if not self.settings.ml_enabled:
             return replace(served, error="ML is disabled (TVGW_ML_ENABLED=false)")
         market = self._market(symbol, timeframe)
@@ -532,8 +548,9 @@ class SignalService:
         return (cached.get("combined_sentiment"), cached.get("fetched_at"))
 
     def store_bar(self, symbol: str, timeframe: str, bar: list[float]) -> None:
-        """Keep an alert's bar in the candle store even when the alert itself is refused for
-        want of a market price: the bars alerts carry are one way to give the gateway one."""
+        """Keep an alert's bar in the candle store when the gateway knew no price for its market:
+        the bars alerts carry are one way to give it one (never called for a synthetic market:
+        :meth:`serve` drops the bar there)."""
         candle_store.upsert_candles(self.storage, symbol, timeframe, [bar], "alert")
 
     # --- models --------------------------------------------------------------------------------

@@ -439,6 +439,9 @@ class MLTradingStrategy:
             "symbol": self.symbol,
             "timeframe": self.timeframe,
         }
+        skipped = ((self.training_report or {}).get("volatility") or {}).get("skipped")
+        if self.volatility is None and skipped:
+            strategy["volatility_skipped"] = skipped  # why, said at training; loading stays quiet
         (folder / "strategy.json").write_text(json.dumps(strategy, indent=2))
         if self.volatility is not None:
             report = (self.training_report or {}).get("volatility")
@@ -460,16 +463,22 @@ class MLTradingStrategy:
         self.symbol, self.timeframe = strategy.get("symbol"), strategy.get("timeframe")
         self.model_version = metadata.get("version")
         self.training_report = metadata.get("model")
-        self.volatility = self._read_volatility(folder)
+        self.volatility = self._read_volatility(folder, strategy.get("volatility_skipped"))
         self.predictor.warm_up()
         return self
 
-    def _read_volatility(self, folder: Path) -> VolatilityModel | None:
-        """The saved volatility part (already hash-checked by ``verify``), or None with one log
-        line for a model saved without one."""
+    def _read_volatility(self, folder: Path, skipped: str | None) -> VolatilityModel | None:
+        """The saved volatility part (already hash-checked by ``verify``), or None: quietly when
+        training skipped it and said why then (``arch`` missing on a serve-only install: not a
+        warning at every worker's load), with one warning for a model saved before it existed."""
         path = folder / _VOLATILITY_FILE
         if not path.is_file():
-            log.warning("%s has no volatility forecast: stops, leverage, size from ATR(14) as before", folder)
+            if skipped:
+                log.debug("%s: %s", folder, skipped)
+            else:
+                log.warning(
+                    "%s has no volatility forecast: stops, leverage, size from ATR(14) as before", folder
+                )
             return None
         part = json.loads(path.read_text())
         if self.training_report is not None:

@@ -17,6 +17,7 @@ import pandas as pd
 from ml_integration.candles import COLUMNS, timeframe_seconds
 
 __all__ = [
+    "anchored",
     "garch_candles",
     "planted_edge_candles",
     "planted_week_candles",
@@ -62,14 +63,33 @@ def synthetic_candles(
     return pd.DataFrame(values, index=index, columns=list(COLUMNS))
 
 
-def synthetic_history(n_bars: int, *, seed: int, timeframe: str, now_s: float) -> pd.DataFrame:
+def synthetic_history(
+    n_bars: int, *, seed: int, timeframe: str, now_s: float, end_price: float | None = None
+) -> pd.DataFrame:
     """``n_bars`` gap-free synthetic candles of ``timeframe`` whose last bar is the one open at
     ``now_s``: the candle store's history when there is no network, so that a model trained
-    with ``--synthetic`` on any timeframe can serve offline."""
+    with ``--synthetic`` on any timeframe can serve offline.
+
+    ``end_price`` anchors it: every price is scaled so that the last close is ``end_price``
+    (returns, and so every feature the models read, are unchanged: they are ratios). The
+    offline quickstart anchors it at the price the user's chart shows, so that an alert with a
+    real price passes the gateway's price check against this history."""
     step = timeframe_seconds(timeframe)
     first = (int(now_s) // step - (n_bars - 1)) * step
     start = pd.Timestamp(first, unit="s", tz="UTC").isoformat()
-    return synthetic_candles(n_bars, seed=seed, timeframe=timeframe, start=start, n_gaps=0)
+    frame = synthetic_candles(n_bars, seed=seed, timeframe=timeframe, start=start, n_gaps=0)
+    return frame if end_price is None else anchored(frame, end_price)
+
+
+def anchored(frame: pd.DataFrame, end_price: float) -> pd.DataFrame:
+    """``frame`` with open, high, low and close scaled so that its last close is ``end_price``."""
+    if not (np.isfinite(end_price) and end_price > 0):
+        raise ValueError(f"the synthetic history's last price must be a positive number, got {end_price!r}")
+    scale = end_price / float(frame["close"].iloc[-1])
+    out = frame.copy()
+    prices = ["open", "high", "low", "close"]
+    out[prices] = out[prices] * scale
+    return out
 
 
 def planted_edge_candles(

@@ -270,12 +270,17 @@ class DriftMonitor:
 
 
 def start_outcome_resolver(
-    storage: Storage, interval_s: float, *, review: Callable[[], object] | None = None
+    storage: Storage,
+    interval_s: float,
+    stop: threading.Event | None = None,
+    *,
+    review: Callable[[], object] | None = None,
 ) -> threading.Thread:
     """Resolve due outcomes every ``interval_s`` seconds in one worker of all hosts (the lease
     holder; the ``resolved_at IS NULL`` guard would make two safe, the lease makes them not
     read the same candles twice), then run ``review`` (the champion/challenger review of the
-    outcomes: its changes are guarded too, so a second reviewer would only repeat the work)."""
+    outcomes: its changes are guarded too, so a second reviewer would only repeat the work),
+    until ``stop`` is set (a worker's exit, a test's teardown: never after its database is gone)."""
 
     def resolve() -> None:
         count = resolve_outcomes(storage)
@@ -284,4 +289,4 @@ def start_outcome_resolver(
         if review is not None:
             review()
 
-    return start_owned_job(storage, "outcome-resolver", interval_s, resolve)
+    return start_owned_job(storage, "outcome-resolver", interval_s, resolve, stop=stop)

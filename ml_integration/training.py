@@ -40,6 +40,7 @@ __all__ = [
     "create_training_config",
     "forest_factory",
     "run_batch_training",
+    "store_synthetic_history",
     "train_on_candles",
     "tune_forest",
 ]
@@ -56,6 +57,9 @@ class TrainingConfig:
     data_file: str | None = None
     synthetic: bool = False
     seed: int = 0
+    #: The last close of the synthetic history given to the candle store (``--synthetic-price``);
+    #: None keeps the level a stored synthetic history already has, else the generator's own.
+    synthetic_price: float | None = None
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     #: Tune the direction forest before training ("grid", "random" or "optuna"; None: do not).
@@ -164,19 +168,11 @@ class TrainingPipeline:
         return validate_candles(frame), "store"
 
     def _store_synthetic_history(self, config: TrainingConfig, bars: int) -> None:
-        """Give the candle store a synthetic history up to now for this market, so the model
-        can serve with no network, whatever its timeframe. Never written over real candles:
-        only a store that is empty for the market, or holds synthetic candles alone, is filled."""
-        if self.storage is None:
-            return
-        from ml_integration.candles import frame_to_rows
-        from ml_integration.synthetic import synthetic_history
-        from storage.candles import candle_sources, upsert_candles
-
-        if candle_sources(self.storage, config.symbol, config.timeframe) - {"synthetic"}:
-            return
-        frame = synthetic_history(bars, seed=config.seed, timeframe=config.timeframe, now_s=time.time())
-        upsert_candles(self.storage, config.symbol, config.timeframe, frame_to_rows(frame), "synthetic")
+        if self.storage is not None:
+            store_synthetic_history(
+                self.storage, config.symbol, config.timeframe, bars=bars, seed=config.seed,
+                price=config.synthetic_price,
+            )  # fmt: skip
 
     @property
     def tuning_dir(self) -> Path:
@@ -344,6 +340,28 @@ class TrainingPipeline:
                 on_saved(result)
             self._finish_job(job, model_version=result.version)
         return result
+
+
+def store_synthetic_history(
+    storage: Any, symbol: str, timeframe: str, *, bars: int, seed: int, price: float | None = None
+) -> bool:
+    """Give the candle store a synthetic history up to now for this market, so a model can serve
+    with no network, whatever its timeframe; True when it was written.
+
+    Never written into a market with real candles (any of its timeframes): a market is wholly
+    synthetic or wholly real. Its last close is ``price``; without one, the level the market's
+    stored synthetic history already has (extending it keeps its anchor), else the generator's."""
+    from ml_integration.candles import frame_to_rows
+    from ml_integration.synthetic import synthetic_history
+    from storage.candles import SYNTHETIC, has_real_candles, newest_synthetic_close, upsert_candles
+
+    if has_real_candles(storage, symbol):
+        return False
+    if price is None:
+        price = newest_synthetic_close(storage, symbol, timeframe)
+    frame = synthetic_history(bars, seed=seed, timeframe=timeframe, now_s=time.time(), end_price=price)
+    upsert_candles(storage, symbol, timeframe, frame_to_rows(frame), SYNTHETIC)
+    return True
 
 
 @dataclass(frozen=True)

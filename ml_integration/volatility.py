@@ -40,6 +40,7 @@ and needs no ``arch``: a model trained where ``arch`` was installed serves anywh
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -419,8 +420,15 @@ def train_or_skip(df: pd.DataFrame, **options: Any) -> tuple[VolatilityModel | N
         )
     except CandleDataError as exc:
         note = f"volatility forecast skipped: {exc}; stops, leverage and size from ATR(14)"
-    log.warning(note)
+    _say_once(note)
     return None, {"skipped": note}
+
+
+@functools.cache
+def _say_once(note: str) -> None:
+    """Log a reason to skip the forecast once per process: a backtest trains a model per window,
+    and a serve-only install would print the same line for every one of them."""
+    log.warning(note)
 
 
 def vol_target_scale(annualised: float, target: float) -> float:

@@ -56,13 +56,14 @@ def strategy_counts(db: Db, strategy_id: str) -> dict[str, dict[str, int]]:
 
 def strategy_fills(db: Db, strategy_id: str, broker: str) -> list[dict[str, Any]]:
     """Per symbol: net filled amount, cash moved by the fills (fees included), and the price to
-    mark the remainder at (the newest candle close, else the newest fill price)."""
+    mark the remainder at: the account's mark (``storage.marks``, the price its equity is valued
+    at, so a strategy's P&L and the book's equity agree), else the newest fill price."""
     rows = query(
         db,
         "SELECT o.symbol AS symbol,"
         " SUM(CASE o.side WHEN 'buy' THEN o.filled ELSE -o.filled END) AS amount,"
         " SUM(CASE o.side WHEN 'buy' THEN -o.filled ELSE o.filled END * o.average) - SUM(o.fee) AS cash,"
-        " (SELECT c.close FROM candles c WHERE c.symbol = o.symbol ORDER BY c.ts_ms DESC LIMIT 1) AS close,"
+        " (SELECT m.price FROM marks m WHERE m.broker = o.broker AND m.symbol = o.symbol) AS mark,"
         " (SELECT o2.average FROM orders o2 WHERE o2.symbol = o.symbol AND o2.filled > 0"
         "  ORDER BY o2.id DESC LIMIT 1) AS last_fill"
         " FROM orders o JOIN alerts a ON a.id = o.alert_id"

@@ -9,17 +9,26 @@ import pandas as pd
 from storage.database import Db, query, query_one, writing
 
 __all__ = [
+    "SYNTHETIC",
     "bars_since",
+    "candle_source",
     "candle_sources",
     "close_at",
+    "delete_synthetic",
+    "has_real_candles",
+    "is_synthetic_market",
     "latest_candle_ms",
     "load_candles",
     "newest_candle",
+    "newest_synthetic_close",
     "recent_bars",
     "upsert_candles",
 ]
 
 _COLUMNS = ["ts_ms", "open", "high", "low", "close", "volume"]
+
+#: The ``source`` of generated candles (``tvgw train --synthetic``, the offline quickstart).
+SYNTHETIC = "synthetic"
 
 
 def upsert_candles(db: Db, symbol: str, timeframe: str, rows: Iterable[Sequence[float]], source: str) -> int:
@@ -117,6 +126,50 @@ def close_at(db: Db, symbol: str, timeframe: str, opened_ms: int) -> float | Non
         (symbol, timeframe, opened_ms),
     )
     return None if row is None else float(row[0])
+
+
+def is_synthetic_market(db: Db, symbol: str) -> bool:
+    """Whether ``symbol`` has synthetic candles in the store (any timeframe): its prices are then
+    generated, not a market's, and no real bar may be mixed in (one seek, on
+    ``candles_symbol_source``)."""
+    row = query_one(db, "SELECT 1 FROM candles WHERE symbol = ? AND source = ? LIMIT 1", (symbol, SYNTHETIC))
+    return row is not None
+
+
+def has_real_candles(db: Db, symbol: str) -> bool:
+    """Whether ``symbol`` has any candle that is not synthetic (any timeframe)."""
+    row = query_one(db, "SELECT 1 FROM candles WHERE symbol = ? AND source <> ? LIMIT 1", (symbol, SYNTHETIC))
+    return row is not None
+
+
+def delete_synthetic(db: Db, symbol: str) -> int:
+    """Remove ``symbol``'s synthetic candles (every timeframe) before real ones are written, so
+    a market's history is never half generated; returns how many rows went."""
+    with writing(db) as conn:
+        cursor = conn.execute("DELETE FROM candles WHERE symbol = ? AND source = ?", (symbol, SYNTHETIC))
+        return int(cursor.rowcount)
+
+
+def newest_synthetic_close(db: Db, symbol: str, timeframe: str) -> float | None:
+    """The close of the newest synthetic candle of a market, or None: a synthetic history that
+    is extended keeps the level it was anchored at."""
+    row = query_one(
+        db,
+        "SELECT close FROM candles WHERE symbol = ? AND timeframe = ? AND source = ?"
+        " ORDER BY ts_ms DESC LIMIT 1",
+        (symbol, timeframe, SYNTHETIC),
+    )
+    return None if row is None else float(row[0])
+
+
+def candle_source(db: Db, symbol: str, timeframe: str, opened_ms: int) -> str | None:
+    """Where the candle that opened at ``opened_ms`` came from (``alert``, ``ccxt:binance``, ...)."""
+    row = query_one(
+        db,
+        "SELECT source FROM candles WHERE symbol = ? AND timeframe = ? AND ts_ms = ?",
+        (symbol, timeframe, opened_ms),
+    )
+    return None if row is None else str(row[0])
 
 
 def recent_bars(db: Db, symbol: str, timeframe: str, limit: int) -> list[tuple[float, ...]]:

@@ -1,5 +1,5 @@
 """Chart feeds, the marks each message leaves on them, and the gaps found in them (schema
-``_V10_ALERT_CONTINUITY``). The overdue-heartbeat check's single owner is a lease of
+``_V12_ALERT_CONTINUITY``). The overdue-heartbeat check's single owner is a lease of
 :mod:`storage.leases`, like every background job's.
 
 A *feed* is what one chart sends for one (strategy, market, timeframe). Every heartbeat and

@@ -323,6 +323,14 @@ CREATE TABLE shared_reports (
 )
 """
 
+#: First run (issue 19; renumber freely when merging): which markets' candles are synthetic (the
+#: offline quickstart's generated history) is asked on every alert, so that no alert's real bar
+#: is written into a synthetic market and no synthetic price is shown as a market price; this
+#: index answers it in one seek.
+_V10_FIRST_RUN = """
+CREATE INDEX candles_symbol_source ON candles(symbol, source)
+"""
+
 #: The order lifecycle and the reconciler (issue 18; renumber freely when merging).
 #:
 #: ``orders``: every order is followed until the exchange says it is done. ``booked`` is the
@@ -409,7 +417,7 @@ CREATE TABLE book_checks (
 #: (:data:`_V11_RETENTION`). ``feed_marks_received`` and ``feed_gaps_mark`` let retention find
 #: old marks, and the marks a gap names, without a scan. Later phases add rows (a repair is an
 #: ``alert_steps`` row naming its gap), not columns.
-_V10_ALERT_CONTINUITY = """
+_V12_ALERT_CONTINUITY = """
 CREATE TABLE feeds (
     id INTEGER PRIMARY KEY,
     strategy_id TEXT NOT NULL,
@@ -471,7 +479,7 @@ CREATE INDEX alert_steps_gap ON alert_steps(gap_id) WHERE gap_id IS NOT NULL
 
 MIGRATIONS: list[str] = [
     _V1, _V2, _V3, _V4, _V5, _V6_EXCHANGE_EXITS, _V11_RETENTION, _V7_ORDER_LIFECYCLE, _V9_CHAMPION,
-    _V10_ALERT_CONTINUITY,
+    _V10_FIRST_RUN, _V12_ALERT_CONTINUITY,
 ]  # fmt: skip
 
 #: Every table the current schema has (``/healthz`` checks the file against it).

@@ -18,6 +18,7 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -517,6 +518,28 @@ def start_gateway(
         time.sleep(0.1)  # gunicorn and its workers (other processes) are still starting
     gateway.stop()
     raise RuntimeError(f"gunicorn did not become healthy in 120 s:\n{gateway.log()}")
+
+
+@pytest.fixture(autouse=True)
+def _stop_background_loops() -> Iterator[None]:
+    """After each test, the background loops (exit watcher, outcome resolver) of every app the
+    test built stop: none outlives its test's database. Apps of wider-scoped fixtures keep theirs
+    until the session ends (see :func:`_stop_every_background_loop`)."""
+    webhook = sys.modules.get("webhook")
+    before = set(webhook.background_loops()) if webhook is not None else set()
+    yield
+    webhook = sys.modules.get("webhook")
+    if webhook is not None:
+        for stop in set(webhook.background_loops()) - before:
+            stop.set()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _stop_every_background_loop() -> Iterator[None]:
+    yield
+    webhook = sys.modules.get("webhook")
+    if webhook is not None:
+        webhook.stop_background()
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -28,7 +29,10 @@ from storage.retention import RetentionPolicy, prune
 from webhook.errors import register_error_handlers
 from webhook.gateway import Gateway
 
-__all__ = ["create_app", "current_gateway", "get_gateway"]
+__all__ = ["background_loops", "create_app", "current_gateway", "get_gateway", "stop_background"]
+
+#: The stop signal of every app's background loops in this process (see :func:`stop_background`).
+_BACKGROUND: weakref.WeakSet[threading.Event] = weakref.WeakSet()
 
 #: How long a starting worker waits for its exchanges' market tables before it serves anyway
 #: (what needs a table not loaded yet then fails at once, saying so, while the load goes on in
@@ -70,18 +74,20 @@ def create_app(
     gateway = app.extensions["tvgw"] = Gateway(
         settings, storage, broker, signals, accounts=accounts, clock=clock
     )
+    stop = app.extensions["tvgw_stop"] = threading.Event()
+    _BACKGROUND.add(stop)
     if settings.resolve_interval_s > 0:
         rules = ChampionRules.from_settings(settings)
         start_outcome_resolver(
-            storage, settings.resolve_interval_s,
+            storage, settings.resolve_interval_s, stop,
             review=lambda: review(storage, rules, model_dir=settings.model_dir),
         )  # fmt: skip
     if settings.exit_watch_interval_s > 0:
-        start_exit_watcher(gateway.engine, settings.exit_watch_interval_s)
+        start_exit_watcher(gateway.engine, settings.exit_watch_interval_s, stop)
     if settings.retention.prune_interval_s > 0:
-        start_pruner(storage, settings.retention.policy(), settings.retention.prune_interval_s)
+        start_pruner(storage, settings.retention.policy(), settings.retention.prune_interval_s, stop)
     if any(not desk.broker.settles_instantly for desk in gateway.engine.desks()):
-        start_book_keeping(gateway.engine, storage, settings)
+        start_book_keeping(gateway.engine, storage, settings, stop)
 
     from webhook import api, dashboard, metrics, ml_api, notify, openapi, routes
     from webhook.events import watch_webhook
@@ -125,20 +131,23 @@ class FastJSONProvider(DefaultJSONProvider):
         return orjson.loads(s)
 
 
-def start_exit_watcher(engine: TradingEngine, interval_s: float) -> threading.Thread:
+def start_exit_watcher(
+    engine: TradingEngine, interval_s: float, stop: threading.Event | None = None
+) -> threading.Thread:
     """A daemon thread per worker that acts on exits every ``interval_s`` seconds, for markets
     that get no alerts: it fills the paper book's crossed exits; on an exchange it records the
     fills of the exits resting there, moves trailing stops, and fires the exits the exchange
     cannot hold. Every worker runs one; claims in the write transaction make each act once.
     Each pass is counted per worker (``tvgw_exit_watcher_passes`` in /metrics): a watcher that
-    stopped passing is seen, and a test waits on passes rather than on time."""
+    stopped passing is seen, and a test waits on passes rather than on time. It ends when
+    ``stop`` is set."""
     from webhook.metrics import EXIT_WATCHER_PASSES
 
     log = logging.getLogger("tvgw.exits")
+    stop = stop or threading.Event()
 
     def loop() -> None:
-        while True:
-            time.sleep(interval_s)  # the watcher's rhythm (a thread of its own, not a wait on anything)
+        while not stop.wait(interval_s):  # the watcher's rhythm, until its app stops
             try:
                 engine.watch_exits()
             except Exception:
@@ -152,9 +161,12 @@ def start_exit_watcher(engine: TradingEngine, interval_s: float) -> threading.Th
     return thread
 
 
-def start_pruner(storage: Storage, policy: RetentionPolicy, interval_s: float) -> threading.Thread:
+def start_pruner(
+    storage: Storage, policy: RetentionPolicy, interval_s: float, stop: threading.Event | None = None
+) -> threading.Thread:
     """Apply the retention periods every ``interval_s`` seconds, in one worker of one host (the
-    ``retention`` lease holder): two pruners would only fight over the same rows."""
+    ``retention`` lease holder): two pruners would only fight over the same rows. ``stop`` ends
+    the loop (see :func:`stop_background`)."""
     log = logging.getLogger("tvgw.retention")
 
     def run() -> None:
@@ -162,13 +174,30 @@ def start_pruner(storage: Storage, policy: RetentionPolicy, interval_s: float) -
         if done.total():
             log.info("retention pruned %s", done)
 
-    return start_owned_job(storage, "retention", interval_s, run)
+    return start_owned_job(storage, "retention", interval_s, run, stop=stop)
 
 
-def start_book_keeping(engine: TradingEngine, storage: Storage, settings: Settings) -> None:
+def background_loops() -> list[threading.Event]:
+    """The stop signals of the background loops of every app this process built and not stopped."""
+    return [event for event in _BACKGROUND if not event.is_set()]
+
+
+def stop_background(app: Flask | None = None) -> None:
+    """Stop the background loops (exit watcher, outcome resolver, retention pruner) of ``app``, or
+    of every app this process built: gunicorn's ``worker_exit`` calls it, and the tests' teardown,
+    so that no loop outlives its database (it would log "unable to open database file" every
+    interval)."""
+    events = [app.extensions["tvgw_stop"]] if app is not None else list(_BACKGROUND)
+    for event in events:
+        event.set()
+
+
+def start_book_keeping(
+    engine: TradingEngine, storage: Storage, settings: Settings, stop: threading.Event | None = None
+) -> None:
     """The order lifecycle (``orders`` lease) and the reconciler (``reconcile`` lease), each run
-    by one worker of one host: for accounts on an exchange only (the paper book settles every
-    order in its own transaction, and is its own truth)."""
+    by one worker of one host, until ``stop`` is set: for accounts on an exchange only (the paper
+    book settles every order in its own transaction, and is its own truth)."""
     from engine.lifecycle import OrderKeeper
     from engine.reconciler import Reconciler
 
@@ -180,11 +209,14 @@ def start_book_keeping(engine: TradingEngine, storage: Storage, settings: Settin
             for line in keeper.run_once(engine.clock.now()):
                 log.info("%s", line)
 
-        start_owned_job(storage, "orders", settings.order_poll_interval_s, follow)
+        start_owned_job(storage, "orders", settings.order_poll_interval_s, follow, stop=stop)
     if settings.reconcile_interval_s > 0:
         reconciler = Reconciler(storage, engine.accounts)  # drift is logged (and told) by itself
-        interval = settings.reconcile_interval_s
-        start_owned_job(storage, "reconcile", interval, lambda: reconciler.run_once(engine.clock.now()))
+
+        def reconcile() -> None:
+            reconciler.run_once(engine.clock.now())
+
+        start_owned_job(storage, "reconcile", settings.reconcile_interval_s, reconcile, stop=stop)
 
 
 def start_brokers(brokers: Iterable[Broker], refresh_s: float) -> None:

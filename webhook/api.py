@@ -20,7 +20,7 @@ from storage import alerts as alert_store
 from storage import orders as order_store
 from storage import timeline as step_store
 from webhook import current_gateway
-from webhook.api_json import api_response, query_int
+from webhook.api_json import api_response, query_int, with_synthetic
 from webhook.errors import ApiError
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -161,7 +161,7 @@ def account_book(broker: Broker) -> dict[str, Any]:
     storage = current_gateway().storage
     book: dict[str, Any] = {
         "account": broker.name,
-        "positions": [p.__dict__ for p in order_store.list_positions(storage, broker.name)],
+        "positions": with_synthetic(storage, order_store.list_positions(storage, broker.name)),
     }
     try:
         book["equity"] = broker.equity()

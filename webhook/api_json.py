@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import Response, jsonify, request
 
+from storage import Storage
+from storage.candles import is_synthetic_market
 from webhook.errors import ApiError
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "query_int",
     "query_text",
     "to_api",
+    "with_synthetic",
 ]
 
 #: Columns that hold UTC epoch seconds in SQLite (storage/schema.py); the API shows them as ISO.
@@ -152,3 +155,10 @@ def json_body() -> dict[str, Any]:
             400, "invalid_body", "send a JSON object (Content-Type: application/json) as the request body"
         )
     return data
+
+
+def with_synthetic(storage: Storage, positions: Sequence[Any]) -> list[dict[str, Any]]:
+    """Position rows as the API, the dashboard and ``tvgw positions`` show them, each saying
+    whether its market's prices are synthetic (the offline quickstart's generated candles): its
+    mark, and so the equity it adds, is then no market's price."""
+    return [{**p.__dict__, "synthetic": is_synthetic_market(storage, p.symbol)} for p in positions]

@@ -33,14 +33,15 @@ from flask import (
 from ml_integration.champions import ChampionRules, market_report
 from storage import alerts as alert_store
 from storage import analytics
+from storage import candles as candle_store
 from storage import orders as order_store
 from storage import predictions as prediction_store
 from storage import timeline as step_store
 from storage.champions import list_roles
 from storage.reconciliation import book_checks
 from webhook import current_gateway
-from webhook.api import MAX_ROW_ID
-from webhook.api_json import api_response, query_int
+from webhook.api import MAX_ROW_ID, account_book
+from webhook.api_json import api_response, query_int, with_synthetic
 from webhook.errors import ApiError
 from webhook.events import drift_now
 from webhook.ml_api import model_views
@@ -147,24 +148,35 @@ def data() -> Any:
     _session_required()
     gateway = current_gateway()
     drift = drift_now(gateway.storage, gateway.settings)
+    book = account_book(gateway.broker)
     equity = analytics.equity_curve(gateway.storage, gateway.broker.name)
+    if book["equity"] is not None:
+        # The curve ends now, at the equity /api/positions shows (the one valuation: cash plus
+        # positions at the shared marks), not at the last trade's snapshot.
+        equity.append({"at": time.time(), "equity": book["equity"]})
+    storage = gateway.storage
     positions = [
-        {"account": desk.broker.name, **p.__dict__}
+        {"account": desk.broker.name, **p}
         for desk in gateway.engine.desks()
-        for p in order_store.list_positions(gateway.storage, desk.broker.name)
+        for p in with_synthetic(storage, order_store.list_positions(storage, desk.broker.name))
     ]
     since = time.time() - DAILY_DAYS * 86_400
+    models, health = model_views(limit=50), gateway.signals.status()
+    markets = {p["symbol"] for p in positions} | {m["symbol"] for m in models}
+    markets |= {m.symbol for m in health.store}
     rules = ChampionRules.from_settings(gateway.settings)
     return api_response({
         "feeds": [status.to_dict() for status in gateway.continuity.statuses()],
         "daily": [dataclasses.asdict(d) for d in step_store.daily_summary(gateway.storage, since=since)],
         "alerts": [_alert_view(a) for a in alert_store.list_alerts(gateway.storage, limit=50)],
-        "models": model_views(limit=50), "model_health": gateway.signals.status().to_dict(), "drift": drift,
+        "models": models, "model_health": health.to_dict(), "drift": drift,
         "champions": [market_report(gateway.storage, r, rules) for r in list_roles(gateway.storage)],
         "calibration": analytics.calibration_bins(gateway.storage),
         "accuracy": analytics.accuracy_by_day(gateway.storage, days=30),
-        "equity": equity, "broker": gateway.broker.name,
+        "equity": equity, "broker": gateway.broker.name, "equity_error": book.get("equity_error"),
         "positions": positions, "books": books_view(gateway.storage),
+        # The markets shown whose prices are generated (one index seek each): the page says so.
+        "synthetic_markets": sorted(m for m in markets if candle_store.is_synthetic_market(storage, m)),
     })  # fmt: skip
 
 

@@ -19,7 +19,7 @@ from common.timeframes import from_tradingview
 from engine.alert import Action, Alert
 from engine.brokers.base import Broker
 from engine.continuity import Continuity, Notice
-from engine.decision import Clock, Receipt, SystemClock
+from engine.decision import Clock, Decision, Receipt, SystemClock
 from engine.engine import TradingEngine
 from engine.exceptions import AlertRefusedError, BrokerError
 from ml_integration.serving import ServedSignal, SignalService
@@ -199,13 +199,10 @@ class Gateway:
             ml_analysis=served.analysis(), record=record,
         )  # fmt: skip
         try:
-            decision = self.engine.process_signal(alert, served, receipt=receipt)
+            decision = self._decide(alert, served, receipt)
         except AlertRefusedError as exc:  # a price it cannot trust, a leverage beyond the limit
-            if exc.code == "no_market_price" and served.bar is not None and served.symbol is not None:
-                # A refused alert's bar still goes into the candle store: the bars alerts carry
-                # are one way to give the gateway a market price.
-                self.signals.store_bar(served.symbol, served.timeframe or strategy.timeframe, served.bar)
-            raise ApiError(422, exc.code, exc.message, where=exc.field) from None
+            message = f"{exc.message}; {SYNTHETIC_REFUSAL}" if served.synthetic_market else exc.message
+            raise ApiError(422, exc.code, message, where=exc.field) from None
         assert decision.alert_id is not None
         if decision.duplicate_of is not None:
             return self._duplicate_reply(decision.duplicate_of, decision.alert_id)
@@ -213,6 +210,22 @@ class Gateway:
         if notices:
             body["gaps"] = [n.to_dict() for n in notices]
         return Reply(decision.http_status, body)
+
+    def _decide(self, alert: Alert, served: ServedSignal, receipt: Receipt) -> Decision:
+        """The engine's door. When the gateway knows no price at all for the market, the bar the
+        alert carries becomes its first one (see :func:`first_price_bar`): stored, then the alert
+        is decided once more against it, so the first alert of a fresh paper gateway is not lost
+        (TradingView never sends it again)."""
+        try:
+            return self.engine.process_signal(alert, served, receipt=receipt)
+        except AlertRefusedError as exc:
+            if exc.code != "no_market_price" or self.settings.broker != "paper":
+                raise
+            bar = first_price_bar(served)
+            if bar is None or served.symbol is None or served.timeframe is None:
+                raise
+            self.signals.store_bar(served.symbol, served.timeframe, bar)
+        return self.engine.process_signal(alert, served, receipt=receipt)
 
     def _serve(self, alert: Alert, strategy: StrategySettings) -> ServedSignal:
         """The ML layer's one signal for the market the alert names (never raises)."""
@@ -261,6 +274,33 @@ class Gateway:
         alert_id = self._record_refusal(exc, b"", None, ip, self.clock.now())
         log.info("alert id=%s status=refused http=413 ip=%s too_large", alert_id, ip)
         return Reply(413, {**exc.to_dict(), "alert_id": alert_id})
+
+
+#: Added to an engine refusal for a market whose candles are generated.
+SYNTHETIC_REFUSAL = (
+    "this market's candles are SYNTHETIC (the offline quickstart's generated history; the alert's real "
+    "bar is never mixed into it): run `tvgw quickstart --offline --price <the price your chart shows>` "
+    "again to bring it up to now at your chart's price, or give the gateway real candles (`tvgw data fetch`)"
+)
+
+
+def first_price_bar(served: ServedSignal) -> list[float] | None:
+    """The alert's bar, when it may stand as the first market price the gateway knows.
+
+    How far it is trusted: the alert was authenticated (its strategy's passphrase); the bar is
+    coherent (every price positive, low <= open, close <= high); the engine then takes it only if
+    it is the current or the last closed bar of its interval (the rule for any stored close), and
+    checks the alert's price against its close like any reference. It is stored (source
+    ``alert``) and the answer's ``decision.details.price.source`` names it. Only on the paper
+    book (an exchange's own ticker is the price there), and never in a synthetic market (its
+    bar is not even served then)."""
+    bar = served.bar
+    if bar is None:
+        return None
+    _, open_, high, low, close, _ = bar
+    if not (0 < low <= min(open_, close) and max(open_, close) <= high):
+        return None
+    return bar
 
 
 def _via_local_proxy(ip: str, remote_addr: str | None, forwarded_for: str | None) -> bool:

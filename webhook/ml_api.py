@@ -431,7 +431,7 @@ def _strategy_view(strategy_id: str) -> dict[str, Any]:
     counts = analytics.strategy_counts(storage, strategy_id)
     pnl = 0.0
     for fill in analytics.strategy_fills(storage, strategy_id, gateway.broker.name):
-        mark = fill["close"] if fill["close"] is not None else fill["last_fill"]
+        mark = fill["mark"] if fill["mark"] is not None else fill["last_fill"]
         pnl += fill["cash"] + fill["amount"] * (mark or 0.0)
     resolved, hits = analytics.strategy_hits(storage, strategy_id)
     return {

@@ -251,7 +251,7 @@ def _record_schemas() -> dict[str, Any]:
 
 def _decision_schemas() -> dict[str, Any]:
     """The decision an alert's row keeps (the webhook answers with the same JSON): the leading
-    account's decision, and every account's outcome in ``accounts`` (README "Accounts")."""
+    account's decision, and every account's outcome in ``accounts`` (docs/accounts.md)."""
     number, text = _nullable("number"), _nullable("string")
     outcome = {
         "account": _STR,

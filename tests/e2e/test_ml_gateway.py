@@ -66,8 +66,10 @@ def ml_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway
     victim.write_bytes(bytes(data))
     storage = Storage(store_target(tmp))
     storage.migrate()
-    upsert_candles(storage, "BTC/USDT", "1h", _rows(candles), "synthetic")
-    upsert_candles(storage, "SOL/USDT", "1h", _rows(candles), "synthetic")
+    # They stand for a market's candles (source "test"): a store of generated candles (source
+    # "synthetic") is a synthetic market, which never takes an alert's bar (test_first_alert.py).
+    upsert_candles(storage, "BTC/USDT", "1h", _rows(candles), "test")
+    upsert_candles(storage, "SOL/USDT", "1h", _rows(candles), "test")
     (tmp / "tvgw.toml").write_text(CONFIG)
     gateway = start_gateway(
         tmp, TVGW_ML_ENABLED="true", TVGW_MODEL_DIR=str(tmp / "models"), TVGW_CONFIG=str(tmp / "tvgw.toml"),

@@ -183,13 +183,21 @@ def test_a_stale_candle_is_no_reference(tmp_path: Path) -> None:
     assert answer.json["error"]["code"] == "no_market_price"
 
 
-def test_the_alerts_own_bar_is_not_its_own_reference(tmp_path: Path) -> None:
+def test_the_first_alerts_own_bar_is_the_first_price_and_no_later_bar_moves_it(tmp_path: Path) -> None:
+    # With no price at all, the first alert's current, coherent bar becomes the paper book's
+    # first price (TradingView never resends the alert): said in the answer. From then on an
+    # alert's bar is checked against the stored price like any other claim.
     settings = make_settings(tmp_path)
     client = market_app(settings, prices={}).test_client()
-    bar = bar_at_one()
-    response = post(client, action="buy", contracts=100, price=1.0, **bar)
-    assert response.status_code == 422 and response.json["error"]["code"] == "no_market_price"
-    assert rows(settings, "SELECT * FROM orders") == []
+    first = post(client, action="buy", contracts=1, price=1.0, **bar_at_one())
+    assert first.status_code == 200 and first.json["status"] == "executed", first.json
+    assert first.json["decision"]["details"]["price"]["source"] == "candle store 1h close (an alert's bar)"
+    later = {**bar_at_one(), **dict.fromkeys(("open", "high", "low", "close"), 2.0)}
+    assert_refused_for_price(
+        settings, post(client, action="buy", contracts=1, price=None, order_id="2", **later),
+        "price_out_of_band", "close",
+    )  # fmt: skip
+    assert len(rows(settings, "SELECT * FROM orders")) == 1
 
 
 def test_exit_without_market_price_fills_at_the_last_mark_never_the_alerts_price(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from ml_integration.market_data import (
     fill_candle_store,
 )
 from ml_integration.synthetic import synthetic_candles
-from storage.candles import load_candles
+from storage.candles import candle_sources, load_candles
 from storage.database import Storage
 
 _MARKET = {
@@ -137,3 +137,26 @@ def test_exchange_errors_are_mapped(fake_binance):
         fetch_ohlcv_history(exchange, "DOGE/USDT", "1h", 0, until_ms=10)
     with pytest.raises(MarketDataError, match="unknown exchange"):
         create_exchange("no-such-exchange")
+
+
+def test_real_candles_replace_a_synthetic_history_whole(fake_binance, tmp_path, caplog):
+    """The offline quickstart's synthetic market meets real data: its generated candles go (every
+    timeframe), the real ones come in, and the log says positions are now marked at real prices.
+    A fetch that fails leaves the synthetic history as it was."""
+    from ml_integration.training import store_synthetic_history
+    from storage.candles import is_synthetic_market
+
+    url, state = fake_binance
+    storage = Storage(tmp_path / "c.sqlite")
+    storage.migrate()
+    store_synthetic_history(storage, "BTC/USDT", "1h", bars=200, seed=7, price=50_000.0)
+    store_synthetic_history(storage, "BTC/USDT", "4h", bars=50, seed=7, price=50_000.0)
+    unreachable = create_exchange("binance", timeout_ms=500, api_url="http://127.0.0.1:9")
+    with pytest.raises(MarketDataError):
+        fill_candle_store(storage, unreachable, "BTC/USDT", "1h", days=30, now_ms=state.rows[-1][0])
+    assert is_synthetic_market(storage, "BTC/USDT")
+    written = fill_candle_store(storage, _exchange(url), "BTC/USDT", "1h", days=30, now_ms=state.rows[-1][0])
+    assert written > 600 and not is_synthetic_market(storage, "BTC/USDT")
+    assert candle_sources(storage, "BTC/USDT", "1h") == {"ccxt:binance"}
+    assert candle_sources(storage, "BTC/USDT", "4h") == set()
+    assert "replaced 250 SYNTHETIC candles" in caplog.text

@@ -255,3 +255,32 @@ def test_arch_missing_trains_with_one_line_and_serves_as_before(candles, monkeyp
         got = without.generate_signal(window, "BTC/USDT", now=now).to_dict()
         assert got == as_before.generate_signal(window, "BTC/USDT", now=now).to_dict()
         assert got["volatility_forecast"] is None
+
+
+def test_a_model_trained_without_arch_loads_quietly(edge_strategy, tmp_path, caplog):
+    """A serve-only install trains without ``arch``: training says once why it skipped the
+    forecast; every worker's load of that model stays quiet (it is not an old artifact)."""
+    strategy = _twin(edge_strategy, None)
+    strategy.training_report = {
+        **(strategy.training_report or {}),
+        "volatility": {"skipped": "volatility forecast skipped: arch is not installed"},
+    }
+    folder = strategy.save_strategy(tmp_path / "serve-only", version="serve-only")
+    assert not (folder / "volatility.json").exists()
+    with caplog.at_level(logging.WARNING):
+        loaded = MLTradingStrategy().load_strategy(folder)
+    assert loaded.volatility is None
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_a_skipped_forecast_is_said_once_per_process(caplog):
+    """A backtest trains one model per window: the reason to skip is logged once, not per window."""
+    from ml_integration.synthetic import synthetic_candles
+    from ml_integration.volatility import train_or_skip
+
+    short = synthetic_candles(43, seed=5, n_gaps=0)  # too few rows, a length no other test uses
+    with caplog.at_level(logging.WARNING):
+        first, why = train_or_skip(short, horizon=5, timeframe_sec=3600)
+        second, again = train_or_skip(short, horizon=5, timeframe_sec=3600)
+    assert first is None and second is None and why == again and "skipped" in why["skipped"]
+    assert [r.getMessage() for r in caplog.records].count(why["skipped"]) == 1

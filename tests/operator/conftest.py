@@ -4,6 +4,7 @@ tree-only versions, and a candle store current up to now (so on-demand predictio
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,23 @@ from storage import Storage
 from storage.candles import upsert_candles
 from tests.conftest import make_settings, market_app
 from tests.ml_integration.conftest import TINY
+from tests.operator.browser import Browser, find_chromium
 
 TOKEN = "operator-token-123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 #: Trees only: trains in about a second and needs no TensorFlow.
 TINY_TREES = replace(TINY, use_lstm=False)
+
+
+@pytest.fixture
+def chromium() -> Iterator[Browser]:
+    """A headless Chromium for the pages (skips, saying how to get one, where none is installed)."""
+    executable = find_chromium()
+    if executable is None:
+        pytest.skip("no Chromium installed (apt-get install chromium; .ci/run installs it)")
+    browser = Browser(executable)
+    yield browser
+    browser.close()
 
 
 @pytest.fixture(scope="session")

@@ -17,9 +17,9 @@ import requests
 
 from storage import Storage
 from storage import champions as role_store
-from storage.predictions import insert_prediction
+from storage.predictions import insert_prediction, set_outcome
 from tests.conftest import CSRF_FIELD, LiveGateway, dashboard_login, sample_alert, start_gateway
-from tests.operator.browser import Browser, find_chromium
+from tests.operator.browser import Browser
 from tests.operator.conftest import TOKEN
 
 
@@ -111,16 +111,6 @@ def test_plotly_is_served_from_the_installed_package(api: Any) -> None:
 
 
 @pytest.fixture
-def chromium() -> Iterator[Browser]:
-    executable = find_chromium()
-    if executable is None:
-        pytest.skip("no Chromium installed (apt-get install chromium; .ci/run installs it)")
-    browser = Browser(executable)
-    yield browser
-    browser.close()
-
-
-@pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[LiveGateway]:
     live = start_gateway(tmp_path, TVGW_API_TOKEN=TOKEN)
     yield live
@@ -158,11 +148,12 @@ def test_dashboard_in_a_real_browser(chromium: Browser, gateway: LiveGateway) ->
     )
     assert "v1" in market and "promote by ana: planted for the page" in market and "v2" in market
     assert "no resolved alerts both predicted yet" in market and "waiting: 0 of 100" in market
-    for chart in ("equity-chart", "accuracy-chart", "calibration-chart"):
-        chromium.wait_for(
-            f"document.querySelectorAll('#{chart} .main-svg').length > 0", what=f"{chart} drawn"
-        )
+    chromium.wait_for("document.querySelectorAll('#equity-chart .main-svg').length > 0", what="equity drawn")
     assert chromium.evaluate("document.querySelectorAll('#equity-chart .scatterlayer .trace').length") == 1
+    # Nothing resolved yet: those charts say so instead of drawing empty axes
+    # (tests/operator/test_honest_states.py); they draw once predictions resolve.
+    for chart in ("accuracy-chart", "calibration-chart"):
+        chromium.wait_for(f"!document.getElementById('{chart}-empty').hidden", what=f"{chart}'s empty state")
 
     # The live feed: a prediction logged now appears without a reload.
     chromium.evaluate("window.__sameDocument = true")
@@ -176,6 +167,12 @@ def test_dashboard_in_a_real_browser(chromium: Browser, gateway: LiveGateway) ->
         what="the new prediction in the live feed",
     )
     assert chromium.evaluate("window.__sameDocument === true")  # not reloaded
+    # Its outcome known, the accuracy and calibration charts draw it (at the next refresh).
+    assert set_outcome(storage, prediction_id, actual_direction=1, actual_magnitude=0.01)
+    for chart in ("accuracy-chart", "calibration-chart"):
+        drawn = f"document.querySelectorAll('#{chart} .main-svg').length > 0"
+        chromium.wait_for(drawn, what=f"{chart} drawn")
+        assert chromium.evaluate(f"document.getElementById('{chart}-empty').hidden")
     # Phone-sized: nothing wider than the screen (tables scroll inside their own boxes).
     assert chromium.evaluate("document.documentElement.scrollWidth") <= 390
     cookies = chromium.call("Network.getCookies", urls=[gateway.url])["cookies"]

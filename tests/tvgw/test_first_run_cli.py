@@ -26,7 +26,7 @@ from tvgw.cli import main
 from tvgw.commands.quickstart import next_steps
 from webhook import create_app
 
-HEAVY = ("pandas", "numpy", "pydantic", "ccxt", "sqlite_utils", "sklearn", "tensorflow")
+HEAVY = ("pandas", "numpy", "pydantic", "ccxt", "psycopg", "sklearn", "tensorflow")
 
 #: Run the ``tvgw`` command in a child where importing TensorFlow fails, as in a serve-only install.
 WITHOUT_TF = textwrap.dedent(
@@ -171,3 +171,30 @@ def test_quickstart_next_steps_hold_a_curl_that_works(tmp_path: Path) -> None:
     reply: Any = market_app(settings).test_client().post("/webhook", data=json.dumps(body))
     assert reply.json["status"] == "executed", reply.json
     assert "TVGW_API_TOKEN" in text and "Ctrl-C" in text and "/healthz" in text
+
+
+def test_quickstarts_small_model_runs_a_short_tournament_and_the_full_model_the_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The small model is the wait between install and a served model: its tournament is the
+    default blend against no opinion (it still serves nothing without an edge), not --quick's
+    five candidates; the full model that replaces it runs the whole tournament (no --quick)."""
+    import ml_integration.training
+    from ml_integration.tournament import CANDIDATES
+    from tvgw.commands import quickstart
+
+    seen: list[Any] = []
+
+    class Pipeline:
+        def run(self, config: Any) -> Any:
+            seen.append(config)
+            return type("Result", (), {"version": "v1", "wall_time_s": 0.0})()
+
+    monkeypatch.setattr(ml_integration.training, "create_ml_training_pipeline", lambda **_: Pipeline())
+    settings = make_settings(tmp_path)
+    quickstart._train_small_on_synthetic_data(settings, Storage(settings.database), 100_000.0)
+    assert [c.model.tournament for c in seen] == [("no_model", "default_blend")]
+    assert seen[0].model.use_lstm is False
+    argv = quickstart.full_training_argv(synthetic=True, lstm=False, price=100_000.0)
+    assert "--quick" not in argv and "--promote" in argv
+    assert len(CANDIDATES) > 2  # what the full model's tournament runs

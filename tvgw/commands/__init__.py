@@ -13,7 +13,7 @@ __all__ = ["COMMANDS", "SHARED_MODULES", "add_command"]
 
 #: Sub-command -> one-line help, in the order ``tvgw --help`` lists them.
 COMMANDS: dict[str, str] = {
-    "serve": "run the gateway (gunicorn wsgi:app with gunicorn.conf.py)",
+    "serve": "run the gateway under gunicorn (paths relative to the current directory)",
     "quickstart": "train a first model (real data, or synthetic offline) and serve",
     "data": "fill the local candle store (ccxt fetch or file import)",
     "train": "train the ML strategy for a symbol and save a model version",

@@ -93,7 +93,7 @@ def run_fetch(args: argparse.Namespace) -> int:
 def run_import(args: argparse.Namespace) -> int:
     from ml_integration.candles import frame_to_rows, read_candle_file, timeframe_seconds
     from ml_integration.exceptions import CandleDataError
-    from storage.candles import upsert_candles
+    from storage.candles import delete_synthetic, is_synthetic_market, upsert_candles
 
     try:
         timeframe_seconds(args.timeframe)
@@ -102,6 +102,12 @@ def run_import(args: argparse.Namespace) -> int:
         print(f"tvgw data import: {exc}", file=sys.stderr)
         return 1
     storage = open_storage(cli_settings())
+    if is_synthetic_market(storage, args.symbol):
+        removed = delete_synthetic(storage, args.symbol)
+        print(
+            f"removed {removed} SYNTHETIC {args.symbol} candles first (a history is never half generated); "
+            "paper positions opened at synthetic prices are now marked at real ones"
+        )
     written = upsert_candles(
         storage,
         args.symbol,

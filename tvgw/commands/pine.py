@@ -72,7 +72,7 @@ def _instructions(script: RenderedScript) -> str:
         lines += ["", f"[{title}]", message] if script.kind == "indicator" else ["", message]
     lines += ["", f"Webhook URL: {script.webhook_url}"]
     if script.webhook_url.startswith("https://<"):
-        lines.append("(put the gateway behind HTTPS on port 443: README, 'From a TradingView chart')")
+        lines.append("(put the gateway behind HTTPS on port 443: docs/tradingview.md)")
     lines.append("=" * 72)
     return "\n".join(lines)
 

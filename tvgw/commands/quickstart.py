@@ -1,11 +1,13 @@
 """`tvgw quickstart`: from a fresh clone to a gateway that enriches alerts, in one command.
 
 1. Make sure a model exists for the default market (BTC/USDT 1h) in TVGW_MODEL_DIR. If none,
-   train a *small* one first (forest and boosting at reduced size, no LSTM: seconds), so the
-   gateway serves within a minute of the install: on a year of candles fetched through ccxt,
+   train a *small* one first (forest and boosting at reduced size, the boosting on one OpenMP
+   thread as every fit is, no LSTM: seconds), so the gateway serves within a minute of the
+   install: on a year of candles fetched through ccxt,
    or, when the network is not there, on the seeded synthetic generator (the candle store gets
-   a synthetic history up to now; every ``ml_analysis`` says ``synthetic: true``; such a model
-   is refused for a live exchange).
+   a synthetic history up to now, its last close at ``--price``, so that an alert carrying the
+   price of the user's chart passes the price check; every ``ml_analysis``, every refusal and
+   every figure drawn from it says synthetic; such a model is refused for a live exchange).
 2. Start the *full* model's training (LSTM included when TensorFlow is installed) as a child
    process; it saves a new version and moves the store's ``latest`` pointer, which the workers
    already hot-reload, so it replaces the small model when ready without a restart.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -35,6 +38,9 @@ if TYPE_CHECKING:
 
 SYMBOL, TIMEFRAME, DAYS, EXCHANGE, SEED = "BTC/USDT", "1h", 365, "binance", 7
 DEFAULT_BIND = "127.0.0.1:8000"
+#: Where the offline quickstart's synthetic BTC/USDT history ends when ``--price`` is not given
+#: (the README's first alert carries this price).
+SYNTHETIC_PRICE = 100_000.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,6 +51,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--quick", action="store_true", help="the small model only (no full model trained in the background)"
     )
     parser.add_argument("--bind", default=None, help=f"address:port for gunicorn (default {DEFAULT_BIND})")
+    parser.add_argument(
+        "--price", type=float, default=None, metavar="PRICE",
+        help=f"offline: the last close of the synthetic {SYMBOL} history, e.g. the price your chart shows "
+        f"(default {SYNTHETIC_PRICE:.0f} on the first run; later runs keep the level unless given)",
+    )  # fmt: skip
     parser.set_defaults(func=run)
 
 
@@ -59,15 +70,22 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.price is not None and not (args.price > 0 and math.isfinite(args.price)):
+        print(f"tvgw quickstart: --price must be a positive number, got {args.price}", file=sys.stderr)
+        return 2
     storage = open_storage(settings)
     if latest_version(settings.model_dir, SYMBOL, TIMEFRAME) is None:
         real = (not args.offline) and _train_small_on_real_data(settings, storage)
+        price: float | None = None
         if not real:
-            _train_small_on_synthetic_data(settings, storage)
+            price = float(args.price or _stored_level(storage) or SYNTHETIC_PRICE)
+            _train_small_on_synthetic_data(settings, storage, price)
         if not args.quick:
-            _start_full_training(settings, synthetic=not real)
+            _start_full_training(settings, synthetic=not real, price=price)
     else:
         print(f"quickstart: using the existing {SYMBOL} {TIMEFRAME} model in {settings.model_dir}")
+        if _latest_is_synthetic(settings):
+            _extend_synthetic_history(storage, args.price)
     if args.no_serve:
         return 0
     if not args.offline and settings.market_data is None and not _latest_is_synthetic(settings):
@@ -90,12 +108,20 @@ def _latest_is_synthetic(settings: Settings) -> bool:
     return bool(json.loads((folder / "strategy.json").read_text()).get("synthetic", True))
 
 
+#: The small model's tournament: the default blend against no opinion at all, so the stand-in
+#: still serves no call when it finds no edge; the context families and the baseline forest
+#: (three more cross-fitted candidates, two thirds of ``--quick``'s tournament time) are left to
+#: the full model, which runs the whole tournament minutes later and replaces it.
+SMALL_TOURNAMENT = ("no_model", "default_blend")
+
+
 def _small_config(**extra: object) -> TrainingConfig:
-    """The first model: reduced forest and boosting, no LSTM (seconds, and no TensorFlow)."""
+    """The first model: reduced forest and boosting, a two-candidate tournament, no LSTM
+    (seconds, and no TensorFlow)."""
     from ml_integration.training import create_training_config
     from tvgw.commands.train import model_options
 
-    model = model_options(quick=True, lstm=False)
+    model = {**model_options(quick=True, lstm=False), "tournament": SMALL_TOURNAMENT}
     return create_training_config(SYMBOL, {"timeframe": TIMEFRAME, "days": DAYS, "model": model, **extra})
 
 
@@ -118,23 +144,55 @@ def _train_small_on_real_data(settings: Settings, storage: Storage) -> bool:
     return True
 
 
-def _train_small_on_synthetic_data(settings: Settings, storage: Storage) -> None:
+def _train_small_on_synthetic_data(settings: Settings, storage: Storage, price: float) -> None:
     from ml_integration.training import create_ml_training_pipeline
 
     print(
         "quickstart: OFFLINE - training on SYNTHETIC candles (seeded generator). Its predictions are not a "
         "market view and every ml_analysis says synthetic: true."
     )
+    print(_synthetic_notice(price))
     pipeline = create_ml_training_pipeline(storage=storage, model_dir=settings.model_dir, progress=True)
-    result = pipeline.run(_small_config(synthetic=True, seed=SEED))
+    result = pipeline.run(_small_config(synthetic=True, seed=SEED, synthetic_price=price))
     print(f"quickstart: small model {result.version} (synthetic) trained in {result.wall_time_s:.0f} s")
 
 
-def full_training_argv(*, synthetic: bool, lstm: bool) -> list[str]:
-    """``tvgw train`` for the full model on the same candles the small one used."""
+def _synthetic_notice(price: float) -> str:
+    return (
+        f"quickstart: the gateway's {SYMBOL} prices are SYNTHETIC, a generated history ending at "
+        f"{price:,.2f} (--price sets it: use the price your chart shows, so your alerts pass the "
+        f"price check). Refusals say so; no real bar is mixed into it."
+    )
+
+
+def _stored_level(storage: Storage) -> float | None:
+    """The last close of the synthetic history already in the store (a re-run keeps its level)."""
+    from storage.candles import newest_synthetic_close
+
+    return newest_synthetic_close(storage, SYMBOL, TIMEFRAME)
+
+
+def _extend_synthetic_history(storage: Storage, price: float | None) -> None:
+    """A synthetic model served again: bring its synthetic history up to now (at ``price``, else
+    at the level it had), so that the gateway has a current price to check alerts against."""
+    from ml_integration.candles import timeframe_seconds
+    from ml_integration.training import store_synthetic_history
+
+    bars = int(DAYS * 86_400 / timeframe_seconds(TIMEFRAME))
+    if store_synthetic_history(storage, SYMBOL, TIMEFRAME, bars=bars, seed=SEED, price=price):
+        print(_synthetic_notice(_stored_level(storage) or SYNTHETIC_PRICE))
+
+
+def full_training_argv(*, synthetic: bool, lstm: bool, price: float | None = None) -> list[str]:
+    """``tvgw train`` for the full model on the same candles the small one used (a synthetic
+    history kept at the same ``price``)."""
     argv = [sys.executable, "-m", "tvgw.cli", "train", "--symbol", SYMBOL, "--timeframe", TIMEFRAME]
     argv += ["--days", str(DAYS), "--no-progress"]
-    argv += ["--synthetic", "--seed", str(SEED)] if synthetic else ["--offline"]
+    if synthetic:
+        argv += ["--synthetic", "--seed", str(SEED)]
+        argv += ["--synthetic-price", repr(price)] if price is not None else []
+    else:
+        argv += ["--offline"]
     # The small model was a stand-in for the minutes this one trains: it takes over at once
     # rather than shadowing the stand-in until it wins on live alerts.
     argv += ["--promote", "quickstart: the full model replaces the small stand-in trained before it"]
@@ -147,7 +205,7 @@ def _tensorflow_installed() -> bool:
     return importlib.util.find_spec("tensorflow") is not None
 
 
-def _start_full_training(settings: Settings, *, synthetic: bool) -> None:
+def _start_full_training(settings: Settings, *, synthetic: bool, price: float | None) -> None:
     """Train the full model in a child process that outlives the exec into gunicorn; it stays
     in this process group, so Ctrl-C stops it together with the gateway."""
     lstm = _tensorflow_installed()
@@ -161,9 +219,8 @@ def _start_full_training(settings: Settings, *, synthetic: bool) -> None:
         "TVGW_MODEL_DIR": str(Path(settings.model_dir).resolve()),
     }
     with open(log_path, "ab") as log:
-        child = subprocess.Popen(
-            full_training_argv(synthetic=synthetic, lstm=lstm), stdout=log, stderr=subprocess.STDOUT, env=env
-        )
+        argv = full_training_argv(synthetic=synthetic, lstm=lstm, price=price)
+        child = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
     what = "forest + boosting + LSTM" if lstm else "forest + boosting; no LSTM, TensorFlow is not installed"
     print(
         f"quickstart: the full model ({what}) is training in the background (pid {child.pid}, "
@@ -201,7 +258,7 @@ def next_steps(bind: str, passphrase: str, settings: Settings) -> str:
             f"  API ({url}/api/alerts, /api/orders, /api/positions, /api/accuracy): {api}",
             f"  {dashboard_hint(settings, bind)}",
             "  stop: Ctrl-C here (stops the gateway and any background training)",
-            "  production: HTTPS on 443 behind deploy/nginx/tvgw.conf (README 'HTTPS on port 443')",
+            "  production: HTTPS on 443 behind deploy/nginx/tvgw.conf (docs/deployment.md)",
             "",
         ]
     )

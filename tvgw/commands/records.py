@@ -30,7 +30,7 @@ ORDER_COLUMNS = (
     "fee",
     "status",
 )
-POSITION_COLUMNS = ("symbol", "amount", "avg_price", "stop_loss", "realized_pnl", "opened_at")
+POSITION_COLUMNS = ("symbol", "amount", "avg_price", "stop_loss", "realized_pnl", "opened_at", "prices")
 #: A reason can be long (a refusal explains itself); the table cuts it, --json keeps it whole.
 MAX_CELL = 60
 
@@ -162,7 +162,12 @@ def run_orders(args: argparse.Namespace) -> int:
 
 def run_positions(args: argparse.Namespace) -> int:
     from storage.orders import list_positions
+    from webhook.api_json import with_synthetic
 
     settings = cli_settings()
-    rows = [p.__dict__ for p in list_positions(open_storage(settings), settings.broker)]
-    return _print(rows, POSITION_COLUMNS, args.json, f"no open positions on the {settings.broker} book")
+    storage = open_storage(settings)
+    rows = with_synthetic(storage, list_positions(storage, settings.broker))
+    for row in rows:  # the table says it in words; --json keeps the API's boolean
+        row["prices"] = "SYNTHETIC" if row["synthetic"] else "market"
+    shown = [{k: v for k, v in row.items() if k != "prices"} for row in rows] if args.json else rows
+    return _print(shown, POSITION_COLUMNS, args.json, f"no open positions on the {settings.broker} book")

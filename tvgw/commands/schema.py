@@ -1,5 +1,5 @@
-"""`tvgw schema`: print the alert schema (JSON Schema, or with ``--markdown`` the documentation's
-field table)."""
+"""`tvgw schema`: print the alert schema (JSON Schema, or with ``--markdown`` the manual's field
+table in docs/alerts.md)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from tvgw.commands import add_command
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = add_command(sub, "schema")
-    parser.add_argument("--markdown", action="store_true", help="the fields as a Markdown table")
+    parser.add_argument(
+        "--markdown", action="store_true", help="the fields as a Markdown table (docs/alerts.md)"
+    )
     parser.set_defaults(func=run)
 
 

@@ -1,34 +1,40 @@
-"""`tvgw serve`: run the gateway under gunicorn with the shipped gunicorn.conf.py."""
+"""`tvgw serve`: run the gateway under gunicorn with the package's settings (:mod:`tvgw.gunicorn_conf`).
+
+gunicorn runs in the directory the command was started in, so the relative paths of the
+settings (``TVGW_DATABASE``, default ``var/tvgw.sqlite``; ``TVGW_MODEL_DIR``, default ``models``)
+mean the same thing to this command, to every worker and to the other ``tvgw`` commands run
+there. Nothing is looked up next to the installed package.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-import tvgw
 from tvgw.commands import add_command
 
 if TYPE_CHECKING:
     from settings import Settings
 
-#: The project checkout (wsgi.py and gunicorn.conf.py live at its top).
-ROOT = Path(tvgw.__file__).resolve().parents[1]
+#: gunicorn's settings module inside the package (the checkout's gunicorn.conf.py imports it).
+GUNICORN_CONFIG = "python:tvgw.gunicorn_conf"
+#: The WSGI application: the app factory, called once in each worker (no top-level module needed).
+APP = "webhook:create_app()"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = add_command(sub, "serve")
     parser.add_argument(
-        "--bind", default=None, help="address:port (default from gunicorn.conf.py, 127.0.0.1:8000)"
+        "--bind", default=None, help="address:port (default 127.0.0.1:8000, from tvgw.gunicorn_conf)"
     )
     parser.set_defaults(func=run)
 
 
-def gunicorn_argv(*, bind: str | None = None, workers: int | None = None, app: str = "wsgi:app") -> list[str]:
-    """The command that serves ``app`` with the shipped gunicorn.conf.py (run it from ROOT)."""
-    argv = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")]
+def gunicorn_argv(*, bind: str | None = None, workers: int | None = None, app: str = APP) -> list[str]:
+    """The command that serves ``app`` with the package's gunicorn settings, from any directory."""
+    argv = [sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONFIG]
     if bind:
         argv += ["-b", bind]
     if workers:
@@ -37,9 +43,9 @@ def gunicorn_argv(*, bind: str | None = None, workers: int | None = None, app: s
 
 
 def exec_gunicorn(bind: str | None) -> int:
-    """Replace this process with gunicorn serving wsgi:app (never returns on success)."""
+    """Replace this process with gunicorn serving the gateway, in the current directory (never
+    returns on success)."""
     argv = gunicorn_argv(bind=bind)
-    os.chdir(ROOT)
     os.execv(argv[0], argv)
     return 1  # pragma: no cover
 

@@ -51,6 +51,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", metavar="FILE", help="train on this freqtrade JSON or CSV file")
     parser.add_argument("--synthetic", action="store_true", help="train on seeded synthetic candles")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic generator")
+    parser.add_argument(
+        "--synthetic-price", type=float, metavar="PRICE",
+        help="with --synthetic: the last close of the synthetic history stored for serving (default: the "
+        "level a stored synthetic history already has)",
+    )  # fmt: skip
     parser.add_argument("--sentiment", action="store_true", help="combine news/social sentiment when serving")
     parser.add_argument(
         "--exchange", default="binance", help="ccxt exchange id for fetching (default binance)"
@@ -283,6 +288,7 @@ def run(args: argparse.Namespace) -> int:
             "data_file": args.data,
             "synthetic": args.synthetic,
             "seed": args.seed,
+            "synthetic_price": args.synthetic_price,
             "strategy": {"use_sentiment": args.sentiment, "target_periods": args.horizon},
             "model": model_options(quick=args.quick, lstm=not args.no_lstm),
             **tuning_options(args),

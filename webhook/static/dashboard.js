@@ -34,7 +34,32 @@ function fill(tableId, items, render) {
 }
 
 function time(iso) { return iso ? iso.replace("T", " ").slice(0, 19) : ""; }
-function pct(x) { return x === null || x === undefined ? "" : (100 * x).toFixed(1) + "%"; }
+// "—": a figure that does not apply (no resolved predictions, no hold-out), never a blank or a 0.
+const NA = "—";
+function pct(x) { return x === null || x === undefined ? NA : (100 * x).toFixed(1) + "%"; }
+function num(x) { return x === null || x === undefined ? NA : String(x); }
+const SYNTHETIC = "SYNTHETIC";
+
+// A table with no rows says what will fill it, in one cell across the table.
+function emptyRow(tableId, text) {
+  const body = document.querySelector("#" + tableId + " tbody");
+  const tr = document.createElement("tr");
+  const td = cell(tr, text, "empty");
+  td.colSpan = document.querySelectorAll("#" + tableId + " thead th").length;
+  body.replaceChildren(tr);
+}
+
+// A chart with nothing to draw says so instead of drawing empty axes (Plotly's default range is
+// the year 2000, or 1970 for an empty time axis).
+function chartOrMessage(id, hasData, text, draw) {
+  const el = document.getElementById(id);
+  const note = document.getElementById(id + "-empty");
+  if (hasData) {
+    note.hidden = true; el.hidden = false; draw();
+  } else {
+    Plotly.purge(el); el.hidden = true; note.hidden = false; note.textContent = text;
+  }
+}
 
 function renderFeeds(feeds, daily) {
   const flagged = feeds.filter((f) => f.status === "gap" || f.status === "overdue");
@@ -76,6 +101,7 @@ async function showTimeline(alertId) {
 }
 
 function renderAlerts(alerts) {
+  if (!alerts.length) { emptyRow("alerts", "No alerts yet: send the curl that tvgw quickstart printed, or a TradingView alert."); return; }
   fill("alerts", alerts, (tr, a) => {
     tr.dataset.alertId = a.id;
     tr.className = "clickable";
@@ -89,9 +115,20 @@ function renderAlerts(alerts) {
 }
 
 function renderPositions(positions) {
+  if (!positions.length) { emptyRow("positions", "No open positions: an executed buy or sell opens one."); return; }
   fill("positions", positions, (tr, p) => {
-    cell(tr, p.account); cell(tr, p.symbol); cell(tr, p.amount); cell(tr, p.avg_price); cell(tr, p.stop_loss); cell(tr, p.realized_pnl);
+    cell(tr, p.account); cell(tr, p.symbol + (p.synthetic ? " (" + SYNTHETIC + ")" : ""), p.synthetic ? "warn" : "");
+    cell(tr, p.amount); cell(tr, p.avg_price); cell(tr, num(p.stop_loss)); cell(tr, p.realized_pnl);
   });
+}
+
+function renderSynthetic(markets) {
+  const line = document.getElementById("synthetic");
+  line.hidden = !markets.length;
+  line.textContent = markets.length
+    ? "SYNTHETIC prices for " + markets.join(", ") + ": the offline quickstart's generated candles, not a market. " +
+      "Figures drawn from them (marks, equity, model accuracy) are not a market's."
+    : "";
 }
 
 function renderBooks(books) {
@@ -106,11 +143,15 @@ function renderBooks(books) {
 
 function renderModels(models, health, drift) {
   const loaded = (health && health.worker && health.worker.models) || {};
-  fill("models", models, (tr, m) => {
+  if (!models.length) emptyRow("models", "No registered models: tvgw train, or POST /api/ml/models.");
+  else fill("models", models, (tr, m) => {
     const state = m.role === "champion" ? (loaded[m.symbol + " " + m.timeframe] === m.version ? "champion, serving" : "champion") : m.role;
-    cell(tr, m.symbol + " " + m.timeframe); cell(tr, m.version); cell(tr, m.type); cell(tr, state);
-    cell(tr, pct(m.holdout && m.holdout.direction ? m.holdout.direction.accuracy : null));
-    cell(tr, pct(m.live.accuracy)); cell(tr, m.live.brier);
+    const mark = m.synthetic ? " (" + SYNTHETIC + ")" : "";
+    cell(tr, m.symbol + " " + m.timeframe + mark, m.synthetic ? "warn" : ""); cell(tr, m.version); cell(tr, m.type); cell(tr, state);
+    const holdout = m.holdout && m.holdout.direction ? m.holdout.direction.accuracy : null;
+    // A hold-out score on generated candles measures the generator, not a market: it says so.
+    cell(tr, holdout === null ? NA : pct(holdout) + (m.synthetic ? " on synthetic candles" : ""), m.synthetic ? "warn" : "");
+    cell(tr, pct(m.live.accuracy)); cell(tr, num(m.live.brier));
   });
   const driftLine = document.getElementById("drift");
   driftLine.textContent = drift.needs_retraining
@@ -129,6 +170,10 @@ function pairedTest(test) {
 }
 
 function renderChampions(markets) {
+  if (!markets.length) {
+    emptyRow("champions", "No champion yet: the first model trained for a market (tvgw train, tvgw quickstart) becomes its champion.");
+    return;
+  }
   fill("champions", markets, (tr, m) => {
     const why = m.champion.why;
     const challenger = m.challenger;
@@ -143,21 +188,28 @@ function renderChampions(markets) {
 }
 
 function renderCharts(data) {
-  Plotly.react("equity-chart", [{
-    x: data.equity.map((p) => p.at), y: data.equity.map((p) => p.equity), type: "scatter", mode: "lines",
+  const equityText = data.equity_error
+    ? "Equity unavailable: " + data.equity_error
+    : "No equity yet.";
+  chartOrMessage("equity-chart", data.equity.length > 0, equityText, () => Plotly.react("equity-chart", [{
+    x: data.equity.map((p) => p.at), y: data.equity.map((p) => p.equity), type: "scatter", mode: "lines+markers",
     line: { color: "#3fb950" },
-  }], { ...LAYOUT, yaxis: { ...LAYOUT.yaxis, title: "equity" } }, CONFIG);
-  Plotly.react("accuracy-chart", [{
-    x: data.accuracy.map((d) => d.day), y: data.accuracy.map((d) => d.accuracy), type: "bar",
-    text: data.accuracy.map((d) => "n=" + d.n), marker: { color: "#1f6feb" },
-  }], { ...LAYOUT, yaxis: { ...LAYOUT.yaxis, range: [0, 1], title: "hit rate" } }, CONFIG);
-  Plotly.react("calibration-chart", [
-    { x: [0, 1], y: [0, 1], type: "scatter", mode: "lines", line: { dash: "dot", color: "#8a949e" } },
-    { x: data.calibration.map((b) => b.predicted), y: data.calibration.map((b) => b.observed),
-      text: data.calibration.map((b) => "n=" + b.n), type: "scatter", mode: "lines+markers",
-      marker: { color: "#d29922" } },
-  ], { ...LAYOUT, xaxis: { ...LAYOUT.xaxis, range: [0, 1], title: "predicted P(up)" },
-       yaxis: { ...LAYOUT.yaxis, range: [0, 1], title: "observed" } }, CONFIG);
+  }], { ...LAYOUT, yaxis: { ...LAYOUT.yaxis, title: "equity" } }, CONFIG));
+  chartOrMessage("accuracy-chart", data.accuracy.length > 0,
+    "No resolved predictions yet: a prediction is scored once its horizon has passed (tvgw resolve, or every minute in the gateway).",
+    () => Plotly.react("accuracy-chart", [{
+      x: data.accuracy.map((d) => d.day), y: data.accuracy.map((d) => d.accuracy), type: "bar",
+      text: data.accuracy.map((d) => "n=" + d.n), marker: { color: "#1f6feb" },
+    }], { ...LAYOUT, yaxis: { ...LAYOUT.yaxis, range: [0, 1], title: "hit rate" } }, CONFIG));
+  chartOrMessage("calibration-chart", data.calibration.length > 0,
+    "No resolved predictions yet: calibration needs predictions whose outcome is known.",
+    () => Plotly.react("calibration-chart", [
+      { x: [0, 1], y: [0, 1], type: "scatter", mode: "lines", line: { dash: "dot", color: "#8a949e" } },
+      { x: data.calibration.map((b) => b.predicted), y: data.calibration.map((b) => b.observed),
+        text: data.calibration.map((b) => "n=" + b.n), type: "scatter", mode: "lines+markers",
+        marker: { color: "#d29922" } },
+    ], { ...LAYOUT, xaxis: { ...LAYOUT.xaxis, range: [0, 1], title: "predicted P(up)" },
+         yaxis: { ...LAYOUT.yaxis, range: [0, 1], title: "observed" } }, CONFIG));
 }
 
 async function refresh() {
@@ -165,6 +217,7 @@ async function refresh() {
     const data = await getJson("/dashboard/data");
     if (!data) return;
     renderFeeds(data.feeds, data.daily); renderAlerts(data.alerts); renderPositions(data.positions);
+    renderSynthetic(data.synthetic_markets);
     renderBooks(data.books); renderModels(data.models, data.model_health, data.drift);
     renderChampions(data.champions); renderCharts(data);
     document.getElementById("updated").textContent = "updated " + new Date().toISOString().slice(11, 19) + " UTC";

@@ -21,13 +21,12 @@ import pytest
 import requests
 
 from tests.conftest import LiveGateway, db_rows, sample_alert, seed_market, start_gateway, wait_until
-from tests.operator.conftest import AUTH, TOKEN
+from tests.operator.conftest import AUTH, TOKEN, chromium
 from tests.operator.fake_chat import FakeChat
-from tests.operator.test_dashboard import chromium
 from tests.operator.test_notify import chat_env
 
 pytestmark = pytest.mark.slow
-__all__ = ["chromium"]  # the real-browser fixture, shared with the dashboard's own test
+__all__ = ["chromium"]  # the real-browser fixture of the operator tests (tests/operator/conftest.py)
 
 GRACE_S = 2.0
 BAR_S = 60

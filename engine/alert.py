@@ -40,6 +40,7 @@ __all__ = [
     "FieldConflict",
     "MarketPosition",
     "canonical_fields",
+    "whole_leverage",
 ]
 
 #: A TradingView placeholder that was not substituted, such as ``{{plot("x")}}``.
@@ -92,6 +93,15 @@ class MarketPosition(StrEnum):
     LONG = "long"
     SHORT = "short"
     FLAT = "flat"
+
+
+def whole_leverage(name: str, value: float | None) -> float | None:
+    """Refuse (ValueError naming ``name``) a leverage that is not a whole number: exchanges take
+    3, not 2.5, so an alert's or a strategy's leverage is refused here rather than by the
+    exchange. One rule for the alert field and the strategy setting."""
+    if value is not None and not float(value).is_integer():
+        raise ValueError(f"{name} must be a whole number (1, 2, 3 ...), got {value:g}")
+    return value
 
 
 def _f(placeholder: str | None, description: str, **kw: Any) -> Any:
@@ -307,10 +317,7 @@ class Alert(BaseModel):
     @field_validator("leverage")
     @classmethod
     def _whole_leverage(cls, value: float | None) -> float | None:
-        """Exchanges take whole leverage (3, not 2.5): refused here rather than by the exchange."""
-        if value is not None and not float(value).is_integer():
-            raise ValueError(f"leverage must be a whole number (1, 2, 3 ...), got {value:g}")
-        return value
+        return whole_leverage("leverage", value)
 
     @field_validator("margin_mode", mode="before")
     @classmethod

@@ -11,6 +11,7 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from engine.alert import whole_leverage
 from engine.exits import parse_level, parse_targets
 
 __all__ = [
@@ -101,9 +102,7 @@ class StrategySettings(FrozenSettings):
     @field_validator("leverage")
     @classmethod
     def _whole_leverage(cls, value: float | None) -> float | None:
-        if value is not None and not float(value).is_integer():
-            raise ValueError(f"strategies.leverage must be a whole number (1, 2, 3 ...), got {value:g}")
-        return value
+        return whole_leverage("strategies.leverage", value)
 
     @field_validator("stop_loss", "trailing_stop")
     @classmethod

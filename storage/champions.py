@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from storage.database import Db, Row, insert_id, query, query_one, writing
+from storage.database import Db, Row, insert_id, query, query_one, where, writing
 
 __all__ = [
     "MarketRoles",
@@ -278,18 +278,11 @@ def list_events(
     limit: int = 50,
 ) -> list[ModelEvent]:
     """Events, newest first, filtered."""
-    sql, params = "SELECT * FROM ml_model_events WHERE 1 = 1", list[Any]()
-    for column, value in (("symbol", symbol), ("timeframe", timeframe)):
-        if value:
-            sql += f" AND {column} = ?"
-            params.append(value)
-    if after_id is not None:
-        sql += " AND id > ?"
-        params.append(after_id)
-    if since is not None:
-        sql += " AND at >= ?"
-        params.append(since)
-    return [_event(r) for r in query(db, sql + " ORDER BY id DESC LIMIT ?", [*params, limit])]
+    clause, params = where(
+        ("symbol = ?", symbol), ("timeframe = ?", timeframe), ("id > ?", after_id), ("at >= ?", since)
+    )
+    sql = f"SELECT * FROM ml_model_events{clause} ORDER BY id DESC LIMIT ?"
+    return [_event(r) for r in query(db, sql, [*params, limit])]
 
 
 #: The kinds of event that make a version champion.

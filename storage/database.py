@@ -50,6 +50,7 @@ __all__ = [
     "query_one",
     "reading",
     "redacted",
+    "where",
     "writing",
 ]
 
@@ -512,6 +513,16 @@ def query(db: Db, sql: str, params: Params = ()) -> list[Any]:
 def query_one(db: Db, sql: str, params: Params = ()) -> Any:
     """The first row ``sql`` selects, or None."""
     return reading(db).execute(sql, params).fetchone()
+
+
+def where(*terms: tuple[str, Any], also: Sequence[str] = ()) -> tuple[str, list[Any]]:
+    """The ``WHERE`` clause of a filtered listing (with its leading space; empty when nothing
+    filters) and its parameters: each term is a condition with one ``?`` and its value, left out
+    when the value is None or an empty string (that filter was not asked for; 0 is a value);
+    ``also`` are conditions without parameters. One way for every listing to build its filter."""
+    asked = [(condition, value) for condition, value in terms if value is not None and value != ""]
+    conditions = [*(condition for condition, _ in asked), *also]
+    return (" WHERE " + " AND ".join(conditions) if conditions else ""), [value for _, value in asked]
 
 
 def insert_id(conn: Connection, sql: str, params: Params) -> int:

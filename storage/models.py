@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any
 
-from storage.database import Db, Row, insert_id, query, query_one, writing
+from storage.database import Db, Row, insert_id, query, query_one, where, writing
 
 __all__ = [
     "ACTIVE_JOB_STATES",
@@ -61,12 +61,9 @@ def list_models(
     db: Db, *, symbol: str | None = None, timeframe: str | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:
     """Registered versions, newest first (metrics decoded)."""
-    sql, params = "SELECT * FROM ml_models WHERE 1 = 1", list[Any]()
-    for column, value in (("symbol", symbol), ("timeframe", timeframe)):
-        if value:
-            sql += f" AND {column} = ?"
-            params.append(value)
-    rows = query(db, sql + " ORDER BY created_at DESC, id DESC LIMIT ?", [*params, limit])
+    clause, params = where(("symbol = ?", symbol), ("timeframe = ?", timeframe))
+    sql = f"SELECT * FROM ml_models{clause} ORDER BY created_at DESC, id DESC LIMIT ?"
+    rows = query(db, sql, [*params, limit])
     return [_model_row(r) for r in rows]
 
 

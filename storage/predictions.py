@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from storage.database import Db, insert_id, query, query_one, writing
+from storage.database import Db, insert_id, query, query_one, where, writing
 
 __all__ = [
     "get_prediction",
@@ -116,20 +116,16 @@ def list_predictions(
 ) -> list[dict[str, Any]]:
     """The prediction log, newest first, filtered (``after_id``: only rows newer than that id,
     for a live feed that asks "what is new since the last row I saw")."""
-    sql, params = "SELECT * FROM ml_predictions WHERE 1 = 1", list[Any]()
-    for column, value in (("symbol", symbol), ("timeframe", timeframe), ("model_version", model_version)):
-        if value:
-            sql += f" AND {column} = ?"
-            params.append(value)
-    if resolved is not None:
-        sql += " AND resolved_at IS NOT NULL" if resolved else " AND resolved_at IS NULL"
-    if since is not None:
-        sql += " AND timestamp >= ?"
-        params.append(since)
-    if after_id is not None:
-        sql += " AND id > ?"
-        params.append(after_id)
-    return [dict(r) for r in query(db, sql + " ORDER BY id DESC LIMIT ?", [*params, limit])]
+    clause, params = where(
+        ("symbol = ?", symbol),
+        ("timeframe = ?", timeframe),
+        ("model_version = ?", model_version),
+        ("timestamp >= ?", since),
+        ("id > ?", after_id),
+        also=() if resolved is None else ["resolved_at IS NOT NULL" if resolved else "resolved_at IS NULL"],
+    )
+    sql = f"SELECT * FROM ml_predictions{clause} ORDER BY id DESC LIMIT ?"
+    return [dict(r) for r in query(db, sql, [*params, limit])]
 
 
 def get_prediction(db: Db, prediction_id: int) -> dict[str, Any] | None:

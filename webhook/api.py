@@ -20,7 +20,7 @@ from storage import alerts as alert_store
 from storage import orders as order_store
 from storage import timeline as step_store
 from webhook import current_gateway
-from webhook.api_json import api_response, query_int, with_synthetic
+from webhook.api_json import api_response, query_limit, with_synthetic
 from webhook.errors import ApiError
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -73,10 +73,6 @@ def check_bearer(header: str | None, token: str) -> None:
 MAX_ROW_ID = 2**63 - 1
 
 
-def _limit() -> int:
-    return query_int("limit", 50, low=1, high=1000) or 50
-
-
 def _days(default: str = "30") -> float:
     raw = request.args.get("days", default)
     try:
@@ -94,7 +90,9 @@ def _days(default: str = "30") -> float:
 @token_required
 def alerts() -> Any:
     return api_response(
-        alert_store.list_alerts(current_gateway().storage, limit=_limit(), status=request.args.get("status"))
+        alert_store.list_alerts(
+            current_gateway().storage, limit=query_limit(), status=request.args.get("status")
+        )
     )
 
 
@@ -140,7 +138,7 @@ def feeds_daily() -> Any:
 @bp.get("/orders")
 @token_required
 def orders() -> Any:
-    return api_response(order_store.list_orders(current_gateway().storage, limit=_limit()))
+    return api_response(order_store.list_orders(current_gateway().storage, limit=query_limit()))
 
 
 @bp.get("/positions")

@@ -24,6 +24,7 @@ __all__ = [
     "query_choice",
     "query_float",
     "query_int",
+    "query_limit",
     "query_text",
     "to_api",
     "with_synthetic",
@@ -89,6 +90,11 @@ def query_int(name: str, default: int | None, *, low: int, high: int) -> int | N
             where=name,
         )  # fmt: skip
     return int(raw)
+
+
+def query_limit(default: int = 50) -> int:
+    """A listing's ``?limit=``: how many rows, 1 to 1000 (``default`` when absent), or a 400."""
+    return query_int("limit", default, low=1, high=1000) or default
 
 
 def query_float(name: str, default: float | None, *, low: float, high: float) -> float | None:

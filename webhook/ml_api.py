@@ -40,6 +40,7 @@ from webhook.api_json import (
     query_choice,
     query_float,
     query_int,
+    query_limit,
     query_text,
 )
 from webhook.errors import ApiError
@@ -169,7 +170,7 @@ def models() -> Any:
     model_type, active_only = query_choice("type", MODEL_TYPES), query_bool("active")
     views = model_views(
         symbol=query_text("symbol"), timeframe=query_text("timeframe"),
-        limit=query_int("limit", 100, low=1, high=1000) or 100,
+        limit=query_limit(100),
     )  # fmt: skip
     return api_response(
         [
@@ -306,7 +307,7 @@ def predictions() -> Any:
         model_version=query_text("model_version"), resolved=query_bool("resolved"),
         since=None if days is None else time.time() - days * 86_400,
         after_id=query_int("after_id", None, low=0, high=MAX_ROW_ID),
-        limit=query_int("limit", 50, low=1, high=1000) or 50,
+        limit=query_limit(),
     )  # fmt: skip
     return api_response(rows)
 
@@ -352,7 +353,7 @@ def record_outcome() -> Any:
 def training_jobs() -> Any:
     rows = model_store.list_training_jobs(
         current_gateway().storage, status=query_choice("status", JOB_STATES),
-        limit=query_int("limit", 50, low=1, high=1000) or 50,
+        limit=query_limit(),
     )  # fmt: skip
     return api_response(rows)
 

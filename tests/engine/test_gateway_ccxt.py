@@ -21,10 +21,19 @@ def exchange_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TVGW_BINANCE_SECRET", DEFAULT_SECRET)
 
 
-def gateway(tmp_path: Path, fake: FakeBinance, **env: str) -> tuple[Any, Any]:
-    settings = make_settings(
-        tmp_path, TVGW_BROKER="binance", TVGW_EXCHANGE_API_URL=fake.url, TVGW_EXCHANGE_TIMEOUT_MS="600", **env
+def binance_settings(tmp_path: Path, fake: FakeBinance, *, timeout_ms: str = "600", **env: str) -> Any:
+    """Settings of a gateway trading on the fake Binance at ``fake.url``."""
+    return make_settings(
+        tmp_path,
+        TVGW_BROKER="binance",
+        TVGW_EXCHANGE_API_URL=fake.url,
+        TVGW_EXCHANGE_TIMEOUT_MS=timeout_ms,
+        **env,
     )
+
+
+def gateway(tmp_path: Path, fake: FakeBinance, **env: str) -> tuple[Any, Any]:
+    settings = binance_settings(tmp_path, fake, **env)
     return settings, market_app(settings).test_client()
 
 
@@ -136,12 +145,7 @@ def test_concurrent_alerts_share_one_exchange_client_safely(
 ) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    settings = make_settings(
-        tmp_path,
-        TVGW_BROKER="binance",
-        TVGW_EXCHANGE_API_URL=fake_exchange.url,
-        TVGW_EXCHANGE_TIMEOUT_MS="2000",
-    )
+    settings = binance_settings(tmp_path, fake_exchange, timeout_ms="2000")
     app = market_app(settings)
 
     def fire(n: int) -> str:
@@ -165,13 +169,9 @@ def test_concurrent_alerts_share_one_exchange_client_safely(
 def test_without_candles_the_exchange_ticker_is_the_reference(
     tmp_path: Path, fake_exchange: FakeBinance, exchange_env: None
 ) -> None:
-    settings = make_settings(
-        tmp_path,
-        TVGW_BROKER="binance",
-        TVGW_EXCHANGE_API_URL=fake_exchange.url,
-        TVGW_EXCHANGE_TIMEOUT_MS="600",
-    )
-    # The price first: the app's background threads may read (and cache) the ticker at start.
+    settings = binance_settings(tmp_path, fake_exchange)
+    # The price is set before the app starts: a ticker reading taken while it starts (of the
+    # fake's default price) would still be fresh for the alerts below, which then saw 50000.
     fake_exchange.set_price("BTCUSDT", 40000)
     client = market_app(settings, prices={}).test_client()
     far = post(client, contracts=0.01, price=30000.0)

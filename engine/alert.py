@@ -56,6 +56,10 @@ class Action(StrEnum):
     CLOSE_SHORT = "close_short"
     CLOSE_ALL = "close_all"
     REVERSE = "reverse"
+    #: Not an order: the chart's "still here" at a bar close (the bundled scripts' optional
+    #: ``alert()``), carrying its sequence number and the strategy's position. The gateway
+    #: records it on the chart's feed (engine.continuity) and never trades on it.
+    HEARTBEAT = "heartbeat"
 
 
 #: Actions that only close: the ones a percent may be given with.
@@ -77,6 +81,7 @@ _ACTION_ALIASES = {
     "exit": Action.CLOSE_ALL,
     "flat": Action.CLOSE_ALL,
     "reverse": Action.REVERSE,
+    "heartbeat": Action.HEARTBEAT,
 }
 
 
@@ -216,6 +221,35 @@ class Alert(BaseModel):
     margin_mode: Literal["isolated", "cross"] | None = _f(
         None, "Perpetuals: isolated or cross margin for the entry", default=None
     )
+    sequence: int | None = _f(
+        None,
+        "The chart's sequence number of the message (the bundled scripts send the bar index): "
+        "heartbeats are expected at every heartbeat_bars-th number, and order alerts are applied "
+        "in the order of their bar time and sequence",
+        default=None,
+        ge=0,
+        le=2**53,
+    )
+    market_position_size: float | None = _f(
+        "{{strategy.market_position_size}}",
+        "Size of the strategy's position after the order, without sign (its side is market_position)",
+        default=None,
+        ge=0,
+    )
+    prev_market_position_size: float | None = _f(
+        "{{strategy.prev_market_position_size}}",
+        "Size of the strategy's position before the order, without sign (side: prev_market_position)",
+        default=None,
+        ge=0,
+    )
+    heartbeat_bars: int | None = _f(
+        None,
+        "Heartbeats only: the chart sends one every this many bars (the gateway expects the next "
+        "within that many bars plus its grace)",
+        default=None,
+        ge=1,
+        le=100_000,
+    )
     extras: dict[str, Any] = Field(default_factory=dict, description="Unknown fields, kept verbatim")
 
     @model_validator(mode="before")
@@ -244,6 +278,23 @@ class Alert(BaseModel):
                 "close_percent applies to a close (close_long, close_short, close_all), "
                 f"not {self.action.value!r}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _sizes_match_sides(self) -> Alert:
+        """A size without its side, or a flat side with a size, contradicts itself: refused, so
+        the intended position the gateway may act on (engine.continuity) is never a guess."""
+        for side, size in (
+            ("market_position", "market_position_size"),
+            ("prev_market_position", "prev_market_position_size"),
+        ):
+            position, amount = getattr(self, side), getattr(self, size)
+            if amount is None:
+                continue
+            if position is None:
+                raise ValueError(f"field {size!r} needs {side!r} (long, short or flat) to say its side")
+            if position == MarketPosition.FLAT and amount != 0:
+                raise ValueError(f"field {size!r} is {amount:g} but {side!r} is flat")
         return self
 
     @field_validator("stop_loss", "trailing_stop", mode="before")
@@ -342,6 +393,23 @@ class Alert(BaseModel):
             return size
         return self.position_size
 
+    @property
+    def intended_position(self) -> float | None:
+        """The strategy's signed position after this order (or at this heartbeat), from the
+        unsigned ``market_position_size`` with its side, else :attr:`target_position`."""
+        return (
+            _signed(self.market_position, self.market_position_size)
+            if (self.market_position_size is not None)
+            else self.target_position
+        )
+
+    @property
+    def previous_position(self) -> float | None:
+        """The strategy's signed position before this order, when the alert says."""
+        if self.prev_market_position == MarketPosition.FLAT:
+            return 0.0
+        return _signed(self.prev_market_position, self.prev_market_position_size)
+
     def record_fields(self) -> dict[str, Any]:
         """The alert's columns in the ``alerts`` table (``storage.alerts.claim_alert``): the one
         mapping, used by the webhook and the backtest's replay alike."""
@@ -412,6 +480,14 @@ def _epoch(value: float) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
 
 
+def _signed(side: MarketPosition | None, size: float | None) -> float | None:
+    if side == MarketPosition.FLAT:
+        return 0.0
+    if side is None or size is None:
+        return None
+    return -abs(size) if side == MarketPosition.SHORT else abs(size)
+
+
 def _num(value: float | None) -> str:
     return "" if value is None else repr(float(value) + 0.0)  # + 0.0: -0.0 is 0.0
 
@@ -442,6 +518,8 @@ _STRATEGY_KEYS = {
     "position_size": "position_size",
     "market_position": "market_position",
     "prev_market_position": "prev_market_position",
+    "market_position_size": "market_position_size",
+    "prev_market_position_size": "prev_market_position_size",
     "id": "strategy_id",
 }
 _ORDER_KEYS = {
@@ -636,6 +714,10 @@ _NUMERIC = {
     "kelly_fraction",
     "sentiment_score",
     "technical_score",
+    "sequence",
+    "market_position_size",
+    "prev_market_position_size",
+    "heartbeat_bars",
 }
 
 

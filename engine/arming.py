@@ -39,6 +39,8 @@ class EntryTerms:
     timeframe: str
     stop_loss: float | None
     plan: ExitPlan | None
+    #: The reduce-only close that opens a flip: the position it closes is being reversed.
+    flip_close: bool = False
 
     @classmethod
     def of(cls, order: order_store.Order) -> EntryTerms | None:
@@ -51,13 +53,16 @@ class EntryTerms:
         return cls(
             timeframe=str(data["timeframe"]), stop_loss=data.get("stop_loss"),
             plan=None if plan is None else ExitPlan.from_dict(order.side, entry, plan),
+            flip_close=bool(data.get("flip_close", False)),
         )  # fmt: skip
 
 
-def terms_json(order: PlannedOrder) -> str:
-    """The terms of a planned order as its row keeps them."""
+def terms_json(order: PlannedOrder, *, flip_close: bool = False) -> str:
+    """The terms of a planned order as its row keeps them (``flip_close``: the order is a
+    flip's reduce-only close, whose fill reverses rather than closes)."""
     plan = None if order.exits is None or order.exits.empty else order.exits.to_dict()
-    return json.dumps({"timeframe": order.timeframe, "stop_loss": order.stop_loss, "exits": plan})
+    terms = {"timeframe": order.timeframe, "stop_loss": order.stop_loss, "exits": plan}
+    return json.dumps({**terms, "flip_close": True} if flip_close else terms)
 
 
 def on_fill(
@@ -78,7 +83,8 @@ def on_fill(
     flipped = not closed and abs(before) > FLAT and (before > 0) != (position.amount > 0)
     grew = abs(position.amount) > abs(before) and not flipped
     if closed or flipped or (plan is not None and first):
-        why = "closed" if closed else "reversed" if flipped else "replaced by a new entry"
+        reversing = flipped or (closed and terms is not None and terms.flip_close)
+        why = "reversed" if reversing else "closed" if closed else "replaced by a new entry"
         exit_store.cancel_exits(conn, name, symbol, f"{why} (alert {order.alert_id})")
     elif plan is not None and grew:
         # A later fill of the same entry: its exits protect the whole position it has become.

@@ -46,6 +46,7 @@ __all__ = [
     "MarketFacts",
     "decide",
     "fit_to_market",
+    "order_matters",
     "pure_exit",
 ]
 
@@ -135,7 +136,7 @@ def decide(
     symbol = market.symbol
     known["symbol"] = symbol
     stamp = alert.timenow or alert.time
-    if stamp is not None and _order_matters(alert, strategy):
+    if stamp is not None and order_matters(alert, strategy):
         newest = book.newest_alert_at
         if newest is not None and stamp.timestamp() < newest:
             return outcome("rejected", f"out of order: a newer alert (at {newest:.0f}) was already applied")
@@ -324,7 +325,7 @@ def _plan(
     action = alert.action
     if alert.close_percent is not None:
         return _partial_close(action, current, alert.close_percent / 100)
-    target_from_alert = alert.target_position if strategy.target_position else None
+    target_from_alert = alert.intended_position if strategy.target_position else None
     if action in (Action.CLOSE_ALL,) or target_from_alert == 0.0:
         return _Plan(0.0, "close the position")
     if action == Action.CLOSE_LONG:
@@ -498,10 +499,10 @@ def exit_plan(
     )  # fmt: skip
 
 
-def _order_matters(alert: Alert, strategy: StrategySettings) -> bool:
+def order_matters(alert: Alert, strategy: StrategySettings) -> bool:
     """Whether a late alert must not act: a target position or an absolute action (close,
     reverse) is superseded by a newer one, while buy/sell deltas add up in any order."""
-    if strategy.target_position and alert.target_position is not None:
+    if strategy.target_position and alert.intended_position is not None:
         return True
     return alert.action not in (Action.BUY, Action.SELL)
 
@@ -511,7 +512,7 @@ def pure_exit(alert: Alert, strategy: StrategySettings) -> bool:
     target. (A ``sell`` may reduce a long or open a short, so it is not one.)"""
     if alert.action in (Action.CLOSE_LONG, Action.CLOSE_SHORT, Action.CLOSE_ALL):
         return True
-    return strategy.target_position and alert.target_position == 0.0
+    return strategy.target_position and alert.intended_position == 0.0
 
 
 def _target_for(signal: SignalPort, side: str, price: float) -> float | None:

@@ -196,6 +196,12 @@ class Decision:
     account: str | None = None
     #: Every account's own decision for the alert, in routing order (see :func:`combine`).
     accounts: tuple[Decision, ...] = ()
+    #: A flip (long to short or back) is one step of two orders: this reduce-only close of the
+    #: whole booked position is sent first, and ``order`` (the opening leg) only once it filled
+    #: (:func:`engine.intent.split_flip`). Its client order id and what the broker answered.
+    close_first: PlannedOrder | None = None
+    close_client_order_id: str | None = None
+    close_result: OrderResult | None = None
     #: A refusal the sender must fix (answered 422): (stable code, the alert's field at fault).
     refusal: tuple[str, str] | None = None
 
@@ -242,6 +248,13 @@ class Decision:
                 "exchange_order_id": self.result.exchange_order_id,
                 "fees": [{"currency": f.currency, "cost": f.cost, "value": f.value, "note": f.note}
                          for f in self.result.fees],
+            }  # fmt: skip
+        if self.close_first is not None:
+            c, r = self.close_first, self.close_result
+            out["close_first"] = {
+                "side": c.side, "amount": c.amount, "reduce_only": c.reduce_only,
+                "client_order_id": self.close_client_order_id,
+                "fill": None if r is None else {"status": r.status, "filled": r.filled, "average": r.average},
             }  # fmt: skip
         if self.risk_codes:
             out["risk"] = {"codes": list(self.risk_codes), "reasons": list(self.risk_reasons)}

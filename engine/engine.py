@@ -10,7 +10,10 @@ The act, in order (the webhook, the backtest and the API's on-demand actions all
    is decided), and each account's equity, market limits and exit holder
    (:meth:`engine.desk.Desk.view`). These may need the network.
 2. One write transaction (``BEGIN IMMEDIATE``, group-committed with other threads' alerts):
-   each account's book is read (:meth:`engine.desk.Desk.book`) and decided on by the pure
+   each account's book is read (:meth:`engine.desk.Desk.book`); what the strategy's intended
+   position says of the alert on it (superseded by a later alert of its chart, a gap to repair
+   or one too large to repair, a flip as a reduce-only close then the opening order) comes from
+   the pure rules of :mod:`engine.intent`; it is decided on by the pure
    :func:`engine.decide.decide`; the idempotency key is claimed (a UNIQUE key: a duplicate acts
    once across every worker); the alert, the ML layer's rows and the order intent are recorded
    (:mod:`engine.settlement`). A broker that settles instantly (the paper book) fills inside
@@ -37,10 +40,10 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from common.timeframes import from_tradingview
-from engine import exit_sync, exit_watch, lifecycle, settlement
+from engine import exit_sync, exit_watch, intent, lifecycle, settlement
 from engine.alert import Alert
 from engine.brokers.base import Broker
-from engine.decide import NO_PRICE_HINT, decide, pure_exit
+from engine.decide import NO_PRICE_HINT, decide, fit_to_market, pure_exit
 from engine.decision import Clock, Decision, Receipt, SignalPort, SystemClock, combine
 from engine.desk import AccountView, Desk
 from engine.exceptions import AlertRefusedError, PriceCheckError
@@ -51,7 +54,9 @@ from engine.symbols import is_contract
 from storage import Connection, Storage
 from storage import alerts as alert_store
 from storage import marks as mark_store
+from storage import orders as order_store
 from storage import state as state_store
+from storage.feeds import FeedMark
 
 __all__ = ["NO_PRICE_HINT", "TradingEngine", "pure_exit"]
 
@@ -141,8 +146,9 @@ class TradingEngine:
         seen = _alert_bar(alert)
 
         def act(conn: Connection) -> list[Decision]:
+            chart = intent.chart_marks(conn, alert, strategy, symbol)
             decided = [
-                _decide_on_account(desk, conn, alert, view, signal, seen)
+                _decide_on_account(desk, conn, alert, view, signal, seen, chart)
                 for desk, view in zip(desks, views, strict=True)
             ]
             fields["symbol"] = decided[0].symbol
@@ -277,6 +283,7 @@ class TradingEngine:
             return [d.with_result(alert_id=dup_id, duplicate_of=original, order=None) for d in decided]
         if receipt.record is not None:
             receipt.record(conn, alert_id, self.clock.now())
+        intent.record_steps(conn, alert_id, decided, self.clock.now())
         stamp = alert.timenow or alert.time
         if combined.symbol and stamp is not None and alert.strategy_id:
             state_store.set_last_alert_time(conn, alert.strategy_id, combined.symbol, stamp.timestamp())
@@ -295,6 +302,21 @@ class TradingEngine:
             reason=decision.reason, decision=decision.as_json(), ml_analysis=receipt.ml_analysis,
             symbol=decision.symbol,
         )  # fmt: skip
+
+    def booked(self, strategy_id: str, symbol: str) -> float | None:
+        """What the strategy's first account holds of ``symbol`` (its unsettled orders
+        included), in the chart's units: None when the strategy only annotates, does not trade
+        to the chart's position, or sizes its own orders (then the units differ)."""
+        strategy = self.settings.strategies.get(strategy_id)
+        if strategy is None or strategy.mode == "annotate" or not strategy.target_position:
+            return None
+        desk = self._route(strategy)[0]
+        terms = desk.account.terms(strategy) if desk.account is not None else strategy
+        if terms.sizing != "alert":
+            return None
+        return desk.held(self.storage, symbol) + order_store.pending_exposure(
+            self.storage, desk.broker.name, symbol
+        )
 
     # --- outside an alert -----------------------------------------------------------------------
     def reconcile(self, *, updated_before: float | None = None) -> list[str]:
@@ -331,16 +353,28 @@ def _decide_on_account(
     view: AccountView,
     signal: SignalPort | None,
     seen: Bar | None,
+    chart: list[FeedMark],
 ) -> Decision:
     """Inside the alert's transaction: this account's exits first (a bar that crossed a stop
     closes the position before the alert is decided on it; the alert's own bar counts, it
-    is stored later in this transaction), then its decision on its book, and the trusted price
+    is stored later in this transaction), then what the strategy's intended position says of
+    the alert on its book (superseded by a later alert of its ``chart``, a gap to repair, or one
+    too large to repair: :mod:`engine.intent`), then its decision, a flip as a reduce-only close
+    and an opening order, and the trusted price
     as its mark."""
     exit_fills = exit_watch.watch(desk, conn, symbol=view.symbol, seen=seen) if view.symbol else []
-    decision = decide(
-        alert, view.terms, view.snapshot, signal, market=view.facts, book=desk.book(conn, alert, view),
-        risk=desk.risk, account=desk.broker.name,
-    )  # fmt: skip
+    book = desk.book(conn, alert, view)
+    found = intent.for_account(alert, view.terms, view.symbol, book, view.snapshot, chart)
+    if found.superseded is not None or found.refusal is not None:
+        stopped = Decision(status="rejected", mode=view.terms.mode, action=alert.action.value, reason="",
+                           symbol=view.symbol)  # fmt: skip
+        decision = intent.refused(found, stopped)
+    else:
+        decision = decide(
+            alert, view.terms, view.snapshot, signal, market=view.facts, book=book, risk=desk.risk,
+            account=desk.broker.name,
+        )  # fmt: skip
+        decision = _as_flip(intent.applied(found, decision), view)
     decision = decision.with_result(account=desk.broker.name)
     if exit_fills:
         decision = decision.with_result(details={**decision.details, "exit_fills": exit_fills})
@@ -349,6 +383,18 @@ def _decide_on_account(
         # The trusted price becomes the shared mark: every worker values the book at it.
         mark_store.set_mark(conn, desk.broker.name, decision.symbol, reference.price, reference.source)
     return decision
+
+
+def _as_flip(decision: Decision, view: AccountView) -> Decision:
+    """A decision that crosses from long to short (or back) as one step of two orders, a
+    reduce-only close first (:func:`engine.intent.split_flip`)."""
+    order = decision.order
+    if order is None or order.price is None:
+        return decision
+    price = order.price
+    return intent.split_flip(
+        decision, lambda amount: fit_to_market(view.facts, order.symbol, amount, price, False)
+    )
 
 
 def _outcome(decision: Decision, ml_analysis: dict[str, Any] | None) -> dict[str, Any]:

@@ -77,6 +77,13 @@ class StrategySettings(FrozenSettings):
     #: each with its own sizing, risk limits and position. None: the gateway's default account,
     #: named after TVGW_BROKER (``paper`` or the exchange id), as before accounts existed.
     accounts: tuple[str, ...] | None = Field(default=None, min_length=1)
+    #: Seconds after a heartbeat's bar closed before it counts as missed, for this strategy's
+    #: charts (None: the gateway's TVGW_HEARTBEAT_GRACE_S; see engine.continuity).
+    heartbeat_grace_s: float | None = Field(default=None, gt=0, le=86_400)
+    #: An alert whose intended position the booked one has drifted from (a lost or refused
+    #: alert) moves to it, repairing the gap, when that trades at most this share of equity
+    #: beyond the alert's own order; a larger repair is refused and told (engine.intent).
+    max_repair_fraction: float = Field(default=0.25, gt=0, le=10)
 
     @field_validator("accounts")
     @classmethod

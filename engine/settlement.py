@@ -1,5 +1,11 @@
 """Send, settle, record: what happens to an alert's order once an account decided on it.
 
+A flip (long to short, or back) is two orders in one step: a reduce-only close of the booked
+position, recorded and sent first, then the opening order, sent only once the close filled
+whole (a close that fails or fills in part stops the flip, saying so, and the lifecycle follows
+the close like any order); both commit with the alert for the paper book, both are settled
+together for a remote one.
+
 The intent is recorded first (a ``pending`` row under its client order id, with the entry's
 terms, in the alert's transaction), then the order is sent once, then what the broker answered
 is booked (:func:`engine.lifecycle.book`). A broker that settles instantly (the paper book) does
@@ -46,12 +52,23 @@ def place(
         return decision
     broker = desk.broker
     client_order_id = f"{desk.client_prefix(conn)}-{alert_id}-{broker.name}"
+    next_poll_at = None if broker.settles_instantly else receipt.received_at + PENDING_GRACE_S
+    close = decision.close_first
+    if close is not None:  # a flip: its reduce-only close is recorded, and sent, first
+        close_id = f"{client_order_id}-c"
+        order_store.create_pending_order(
+            conn, alert_id=alert_id, client_order_id=close_id, broker=broker.name, symbol=close.symbol,
+            side=close.side, order_type="market", amount=close.amount, price=close.price,
+            exits=terms_json(close, flip_close=True), next_poll_at=next_poll_at,
+        )  # fmt: skip
+        decision = decision.with_result(close_client_order_id=close_id)
+    order = decision.order
+    assert order is not None
     order_store.create_pending_order(
         conn, alert_id=alert_id, client_order_id=client_order_id,
-        broker=broker.name, symbol=decision.order.symbol, side=decision.order.side,
-        order_type="market", amount=decision.order.amount, price=decision.order.price,
-        exits=terms_json(decision.order),
-        next_poll_at=None if broker.settles_instantly else receipt.received_at + PENDING_GRACE_S,
+        broker=broker.name, symbol=order.symbol, side=order.side,
+        order_type="market", amount=order.amount, price=order.price,
+        exits=terms_json(order), next_poll_at=next_poll_at,
     )  # fmt: skip
     desk.note_equity(conn, snapshot.equity)
     decision = decision.with_result(client_order_id=client_order_id)
@@ -68,8 +85,13 @@ def send(desk: Desk, decision: Decision, client_order_id: str) -> Decision:
 
     For a remote broker this runs outside any transaction (it waits on the network); a
     broker that ``settles_instantly`` (the paper book) runs it inside the decision's
-    transaction, so the order, its fill and the alert commit together.
+    transaction, so the order, its fill and the alert commit together. A flip's close goes
+    first; unless it filled whole, the opening order is not sent.
     """
+    if decision.close_first is not None and decision.close_result is None:
+        decision = _send_close(desk, decision)
+        if decision.close_result is None or decision.close_result.status != "filled":
+            return decision  # the flip stops after its close: the opening order is not sent
     assert decision.order is not None
     request = decision.order.request(client_order_id)
     try:
@@ -100,19 +122,64 @@ def send(desk: Desk, decision: Decision, client_order_id: str) -> Decision:
     )  # fmt: skip
 
 
+def _send_close(desk: Desk, decision: Decision) -> Decision:
+    """The reduce-only close that opens a flip. Unless it filled whole, the decision stops
+    here, saying why; its opening order is then recorded as not sent (``canceled``)."""
+    close, close_id = decision.close_first, decision.close_client_order_id
+    assert close is not None and close_id is not None
+    try:
+        result = desk.broker.execute(close.request(close_id))
+    except BrokerError as exc:
+        state = "unknown" if isinstance(exc, OrderUncertainError) else "failed"
+        log.warning("flip close %s %s: %s", close_id, state, exc)
+        return decision.with_result(
+            status="failed", order_status="canceled",
+            reason=f"flip halted: its reduce-only close {close_id} {state} ({exc}); "
+            "the opening order was not sent",
+            details={**decision.details, "close_error": {"status": state, "error": str(exc)}},
+        )  # fmt: skip
+    decision = decision.with_result(close_result=result)
+    if result.status == "filled":
+        return decision
+    return decision.with_result(
+        status="executed" if result.filled > 0 else "failed", order_status="canceled",
+        reason=f"flip halted: its reduce-only close {close_id} is {result.status} ({result.filled:g} of "
+        f"{close.amount:g}); the opening order was not sent",
+    )  # fmt: skip
+
+
 def settle(desk: Desk, conn: Connection, decision: Decision) -> order_store.Position | None:
-    """Record what :func:`send` found: a broker's answer is booked (the position after a fill
-    is returned; None without one); a lost answer leaves the order ``unknown`` for the lifecycle
-    to ask about at once; a refusal closes it."""
+    """Record what :func:`send` found, a flip's close first: a broker's answer is booked (the
+    position after the last fill is returned; None without one); a lost answer leaves the order
+    ``unknown`` for the lifecycle to ask about at once; a refusal closes it."""
     assert decision.order is not None and decision.client_order_id is not None
-    cid = decision.client_order_id
+    closed = _settle_close(desk, conn, decision)
     if decision.result is not None:
         return book(desk, conn, decision.result)
-    if decision.order_status == "unknown":
-        order_store.schedule_poll(conn, cid, desk.clock.now(), status="unknown", error=decision.reason)
-    else:
-        order_store.close_order(conn, cid, decision.order_status or "failed", decision.reason)
+    _unanswered(desk, conn, decision.client_order_id, decision.order_status or "failed", decision.reason)
+    return closed
+
+
+def _settle_close(desk: Desk, conn: Connection, decision: Decision) -> order_store.Position | None:
+    """A flip's close, recorded before its opening order: the position after it (None when
+    it did not fill, or the decision is no flip)."""
+    close_id = decision.close_client_order_id
+    if decision.close_first is None or close_id is None:
+        return None
+    if decision.close_result is not None:
+        return book(desk, conn, decision.close_result)
+    error = decision.details.get("close_error") or {}
+    _unanswered(desk, conn, close_id, error.get("status", "failed"), error.get("error"))
     return None
+
+
+def _unanswered(desk: Desk, conn: Connection, cid: str, status: str, why: str | None) -> None:
+    """An order the broker gave no result for: ``unknown`` is asked about again at once by the
+    lifecycle; anything else is closed with its reason."""
+    if status == "unknown":
+        order_store.schedule_poll(conn, cid, desk.clock.now(), status="unknown", error=why)
+    else:
+        order_store.close_order(conn, cid, status, why)
 
 
 def _failed(

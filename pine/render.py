@@ -45,6 +45,9 @@ from engine.alert import Action, Alert, MarketPosition
 
 __all__ = [
     "DEFAULT_STRATEGY_ID",
+    "HEARTBEAT_ALERT",
+    "HEARTBEAT_MIN_SECONDS",
+    "HEARTBEAT_VALUES",
     "INDICATOR_NOT_SENT",
     "KINDS",
     "OPTIONAL_INPUTS",
@@ -55,6 +58,7 @@ __all__ = [
     "OptionalInput",
     "RenderError",
     "RenderedScript",
+    "heartbeat_fields",
     "indicator_conditions",
     "indicator_message",
     "message_fields",
@@ -72,6 +76,9 @@ DEFAULT_STRATEGY_ID = "default"
 #: ``alert_message=`` of whichever order fired.
 STRATEGY_ALERT_MESSAGE = "{{strategy.order.alert_message}}"
 WEBHOOK_URL_HINT = "https://<your-host>/webhook"
+#: The indicator's heartbeat needs an alert of its own, on its alert() calls (no message to type).
+HEARTBEAT_ALERT = "Any alert() function call"
+HEARTBEAT_DIALOG_NOTE = "(only with the heartbeat input on: the script writes this alert's message itself)"
 
 _REGION_OPEN = "// <tvgw:generated {name}>"
 _REGION_CLOSE = "// </tvgw:generated {name}>"
@@ -102,6 +109,9 @@ SCRIPT_VALUES: dict[str, ScriptValue] = {
         ScriptValue("kelly_fraction", "proxyKelly(side)", "Proxy Kelly fraction {side}"),
         ScriptValue("sentiment_score", "sentimentScore", "Sentiment score"),
         ScriptValue("technical_score", "technicalScore(side)", "Technical score {side}"),
+        # The bar index: one number per bar of the chart, so the gateway orders what one chart
+        # sent (bar time, then this) and finds the heartbeats that never came.
+        ScriptValue("sequence", "bar_index", "Alert sequence"),
     )
 }
 
@@ -110,6 +120,7 @@ NOT_SENT: dict[str, str] = {
     "id": "the gateway derives the idempotency key from strategy, ticker, action, timenow and order id",
     "extras": "not a field of the message: the gateway keeps unknown keys there",
     "close_percent": "a close of part of the position: the strategy alerts send contracts instead",
+    "heartbeat_bars": "a heartbeat's field: the heartbeat alert() sends it (HEARTBEAT_VALUES), orders do not",
 }
 
 
@@ -203,7 +214,43 @@ STRATEGY_EXITS: dict[str, str] = {
 
 #: Indicator stand-ins for strategy-only placeholders (``{{strategy.*}}`` is empty in indicators).
 _INDICATOR_PLACEHOLDERS = {"price": "{{close}}"}
+#: The emulated position's size before the bar's change, for the exits' and reversals'
+#: ``prev_market_position_size`` (an entry from flat had 0; after an exit it is 0; after an entry
+#: or a reversal it is the order's size, which the order size plot already carries).
+_INDICATOR_PREVIOUS_SIZE = ScriptValue("prev_market_position_size", "previousSize", "Previous position size")
+#: Fields the indicator sets per condition (constants or the plots above), not by placeholder.
+_INDICATOR_POSITION_FIELDS = ("market_position", "prev_market_position", "market_position_size",
+                              "prev_market_position_size")  # fmt: skip
 _INDICATOR_ORDER_SIZE = ScriptValue("contracts", "orderQty(side)", "Order size {side}")
+
+
+#: TradingView stops a script's alert that fires more than about 15 times in 3 minutes. The
+#: heartbeat is kept at least this many seconds apart (at most 5 in 3 minutes, whatever the
+#: chart's bar), which leaves 10 for the orders.
+HEARTBEAT_MIN_SECONDS = 36
+
+#: The heartbeat's fields (of engine.alert.Alert) and the Pine that fills each: an ``alert()``
+#: message gets no ``{{placeholders}}``, so every value is the script's own.
+HEARTBEAT_VALUES: dict[str, str] = {
+    "ticker": "syminfo.ticker",
+    "exchange": "syminfo.prefix",
+    "interval": "timeframe.period",
+    "sequence": "bar_index",
+    "heartbeat_bars": "tvgwHeartbeatBars",
+    "time": "time",
+    "timenow": "timenow",
+    "close": "close",
+}
+#: The position the heartbeat reports: the strategy's own, or the indicator's emulated one.
+_HEARTBEAT_POSITION: dict[str, tuple[str, str]] = {
+    "strategy": (
+        "strategy.position_size > 0 ? 'long' : strategy.position_size < 0 ? 'short' : 'flat'",
+        "math.abs(strategy.position_size)",
+    ),
+    "indicator": ("emulatedPosition > 0 ? 'long' : emulatedPosition < 0 ? 'short' : 'flat'", "emulatedSize"),
+}
+#: Fields a heartbeat carries as whole numbers (Pine prints them without a format).
+_WHOLE = frozenset({"sequence", "heartbeat_bars", "time", "timenow"})
 
 
 @dataclass(frozen=True)
@@ -298,8 +345,8 @@ def message_fields(kind: str) -> list[MessageField]:
             fields.append(MessageField(name, "input", _INPUT_VARIABLES[name], True))
         elif name == "action":
             fields.append(MessageField(name, "script", "action", True))
-        elif kind == "indicator" and name in ("market_position", "prev_market_position"):
-            fields.append(MessageField(name, "script", name, True))
+        elif kind == "indicator" and name in _INDICATOR_POSITION_FIELDS:
+            fields.append(MessageField(name, "script", name, quoted))
         elif kind == "indicator" and name == "contracts":
             fields.append(MessageField(name, "script", _INDICATOR_ORDER_SIZE.expression, quoted))
         elif placeholder and kind == "indicator" and placeholder.startswith("{{strategy."):
@@ -386,6 +433,7 @@ def _gateway_inputs(strategy_id: str, passphrase: str) -> list[str]:
         "tooltip='The strategy passphrase configured in the gateway. It travels inside every alert.', "
         "display=display.none)",
         *_option_inputs("strategy"),
+        *_heartbeat_inputs(),
     ]
 
 
@@ -423,6 +471,74 @@ def _strategy_message_function() -> list[str]:
     lines.append("    // Sent only when set in the inputs, so a spot chart's alerts carry no leverage.")
     lines += optional
     lines.append("    message + '}'")
+    identity = [
+        _pine_string('"strategy_id": "') + " + tvgwJsonString(gatewayStrategyId) + '\"'",
+        _pine_string('"passphrase": "') + " + tvgwJsonString(gatewayPassphrase) + '\"'",
+    ]
+    return lines + _heartbeat_lines("strategy", identity)
+
+
+def _heartbeat_inputs() -> list[str]:
+    return [
+        _input(
+            "heartbeatOn", "input.bool", "false", "Heartbeat alert at bar close",
+            "group='Gateway heartbeat', tooltip='Sends the gateway a heartbeat (sequence number and "
+            "position) every N bars, so it notices an alert TradingView failed to deliver. Needs an "
+            "alert with alert() function calls.'",
+        ),
+        _input(
+            "heartbeatBars", "input.int", "1", "Heartbeat every N bars",
+            f"minval=1, group='Gateway heartbeat', tooltip='At least {HEARTBEAT_MIN_SECONDS} s apart "
+            "whatever you set: TradingView stops an alert that fires more than 15 times in 3 minutes.'",
+        ),
+    ]  # fmt: skip
+
+
+def heartbeat_fields(kind: str) -> dict[str, str]:
+    """Alert field → the Pine expression that fills it in ``kind``'s heartbeat."""
+    _check_kind(kind)
+    side, size = _HEARTBEAT_POSITION[kind]
+    return {
+        **{k: v for k, v in HEARTBEAT_VALUES.items() if k in ("ticker", "exchange", "interval")},
+        "action": f"'{Action.HEARTBEAT.value}'",
+        **{k: v for k, v in HEARTBEAT_VALUES.items() if k not in ("ticker", "exchange", "interval")},
+        "market_position": side,
+        "market_position_size": size,
+    }
+
+
+def _heartbeat_lines(kind: str, identity: list[str]) -> list[str]:
+    """The heartbeat: its bar spacing, its message (after ``identity``, the Pine parts naming the
+    strategy and passphrase) and the ``alert()`` that sends it, at bar close, only when on."""
+    parts = list(identity)
+    for name, value in heartbeat_fields(kind).items():
+        expression = f"({value})" if " " in value else value  # a ternary binds looser than +
+        if not _is_numeric(name) and name not in _WHOLE:
+            parts.append(_pine_string(f'"{name}": "') + f" + {expression} + " + "'\"'")
+        elif name in _WHOLE and not _is_numeric(name):  # a time, as quoted epoch milliseconds
+            parts.append(_pine_string(f'"{name}": "') + f" + str.tostring({expression}) + " + "'\"'")
+        elif name in _WHOLE:
+            parts.append(_pine_string(f'"{name}": ') + f" + str.tostring({expression})")
+        else:
+            parts.append(_pine_string(f'"{name}": ') + f" + str.tostring({expression}, '#.########')")
+    lines = [
+        "",
+        f"// Heartbeats at least {HEARTBEAT_MIN_SECONDS} s apart: TradingView stops an alert that fires more "
+        "than 15 times in 3 minutes.",
+        "tvgwHeartbeatBars = math.max(heartbeatBars, "
+        f"math.ceil({HEARTBEAT_MIN_SECONDS} / timeframe.in_seconds()))",
+        "",
+        "// The heartbeat JSON: alert() messages get no {{placeholders}}: every value is the script's.",
+        "tvgwHeartbeatMessage() =>",
+        "    string message = '{' + " + parts[0],
+    ]
+    lines += [f"    message := message + ', ' + {part}" for part in parts[1:]]
+    lines += [
+        "    message + '}'",
+        "",
+        "if heartbeatOn and barstate.isconfirmed and bar_index % tvgwHeartbeatBars == 0",
+        "    alert(tvgwHeartbeatMessage(), alert.freq_once_per_bar_close)",
+    ]
     return lines
 
 
@@ -443,7 +559,8 @@ def _plot_placeholder(value: ScriptValue, side: int) -> str:
 def _indicator_plots() -> list[tuple[str, str]]:
     """(title, Pine expression) of the data-window plots that the messages reference."""
     plots: list[tuple[str, str]] = []
-    for value in (*SCRIPT_VALUES.values(), _INDICATOR_ORDER_SIZE, _INDICATOR_TRAILING_STOP):
+    for value in (*SCRIPT_VALUES.values(), _INDICATOR_ORDER_SIZE, _INDICATOR_PREVIOUS_SIZE,
+                  _INDICATOR_TRAILING_STOP):  # fmt: skip
         sides = (1, -1) if "{side}" in value.plot_title else (1,)
         for side in sides:
             plots.append((_plot_title(value, side), re.sub(r"\bside\b", str(side), value.expression)))
@@ -461,6 +578,8 @@ def indicator_message(condition: IndicatorCondition, strategy_id: str, passphras
             items.append(f'"action": "{condition.action.value}"')
         elif f.name in ("market_position", "prev_market_position"):
             items.append(f'"{f.name}": "{getattr(condition, f.name).value}"')
+        elif f.name in ("market_position_size", "prev_market_position_size"):
+            items.append(f'"{f.name}": {_indicator_size(condition, f.name)}')
         elif f.name == "contracts":
             if condition.action in (Action.BUY, Action.SELL, Action.REVERSE):
                 items.append(f'"contracts": {_plot_placeholder(_INDICATOR_ORDER_SIZE, condition.side)}')
@@ -473,8 +592,19 @@ def indicator_message(condition: IndicatorCondition, strategy_id: str, passphras
     return "{" + ", ".join(items) + "}"
 
 
+def _indicator_size(condition: IndicatorCondition, name: str) -> str:
+    """A condition's position size after (or, ``prev_*``, before) its order: 0 on the flat side,
+    else the order size plot (after an entry or reversal) or the previous size plot."""
+    side = condition.market_position if name == "market_position_size" else condition.prev_market_position
+    if side == MarketPosition.FLAT:
+        return "0"
+    if name == "market_position_size":
+        return _plot_placeholder(_INDICATOR_ORDER_SIZE, condition.side)
+    return _plot_placeholder(_INDICATOR_PREVIOUS_SIZE, 1)
+
+
 def _indicator_alerts(strategy_id: str, passphrase: str) -> list[str]:
-    lines = [*_option_inputs("indicator"), ""]
+    lines = [*_option_inputs("indicator"), *_heartbeat_inputs(), ""]
     lines.append('// Data-window plots: the alert messages read them through {{plot("...")}}.')
     for title, expression in _indicator_plots():
         lines.append(f"plot({expression}, {_pine_string(title)}, display=display.data_window)")
@@ -485,7 +615,11 @@ def _indicator_alerts(strategy_id: str, passphrase: str) -> list[str]:
         lines.append(
             f"alertcondition({condition.variable}, {_pine_string(condition.title)}, {_pine_string(message)})"
         )
-    return lines
+    identity = [
+        _pine_string(f'"strategy_id": "{_json_string_body(strategy_id)}"'),
+        _pine_string(f'"passphrase": "{_json_string_body(passphrase)}"'),
+    ]
+    return lines + _heartbeat_lines("indicator", identity)
 
 
 # --- rendering ---------------------------------------------------------------------------------
@@ -558,10 +692,11 @@ def render(
             "gateway-inputs": _gateway_inputs(strategy_id, passphrase),
             "alert-message": _strategy_message_function(),
         }
-        messages = {"Any order fill": STRATEGY_ALERT_MESSAGE}
+        messages = {"Order fills and alert() function calls": STRATEGY_ALERT_MESSAGE}
     else:
         regions = {"alerts": _indicator_alerts(strategy_id, passphrase)}
         messages = {c.title: indicator_message(c, strategy_id, passphrase) for c in _INDICATOR_CONDITIONS}
+        messages[HEARTBEAT_ALERT] = HEARTBEAT_DIALOG_NOTE
     source = _fill_regions(template, regions, KINDS[kind])
     return RenderedScript(kind, strategy_id, source, messages, url, warnings)
 

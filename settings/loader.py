@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from common.errors import ConfigError
+from engine.continuity import ContinuitySettings
 from engine.settings import (
     ACCOUNT_NAME,
     AccountSettings,
@@ -56,6 +57,8 @@ class RetentionSettings(FrozenSettings):
     predictions_days: float = Field(default=365.0, ge=0)
     notifications_days: float = Field(default=30.0, ge=0)
     alert_bodies_days: float = Field(default=90.0, ge=0)
+    #: Heartbeats and the marks order alerts leave on their chart's feed (engine.continuity).
+    feed_marks_days: float = Field(default=30.0, ge=0)
     #: Seconds between pruning runs; one worker of one host runs each (0: no background pruning).
     prune_interval_s: float = Field(default=3600.0, ge=0)
 
@@ -63,13 +66,15 @@ class RetentionSettings(FrozenSettings):
         return RetentionPolicy(
             equity_days=self.equity_days, predictions_days=self.predictions_days,
             notifications_days=self.notifications_days, alert_bodies_days=self.alert_bodies_days,
+            feed_marks_days=self.feed_marks_days,
         )  # fmt: skip
 
 
 #: Shortest periods that keep what the gateway reads: the day's opening equity (daily loss),
-#: the dashboard's 30 days of accuracy, a notification's day (its key names it), a body's day.
+#: the dashboard's 30 days of accuracy, a notification's day (its key names it), a body's day,
+#: the week of heartbeats the daily continuity summary counts by default.
 MIN_RETENTION_DAYS = {"equity_days": 2.0, "predictions_days": 30.0, "notifications_days": 2.0,
-                      "alert_bodies_days": 1.0}  # fmt: skip
+                      "alert_bodies_days": 1.0, "feed_marks_days": 7.0}  # fmt: skip
 
 
 class Settings(WebSettings):
@@ -153,6 +158,8 @@ class Settings(WebSettings):
     #: TVGW_REDDIT_CLIENT_SECRET, TVGW_X_BEARER_TOKEN, TVGW_RSS_FEEDS), as read at start-up.
     sentiment_env: dict[str, str] = Field(default_factory=dict, repr=False)
     log_level: str = "INFO"
+    #: Heartbeats and sequence numbers: the grace, the overdue check's rhythm, the /healthz window.
+    continuity: ContinuitySettings = ContinuitySettings()
     retention: RetentionSettings = RetentionSettings()
 
     @field_validator("database", mode="before")
@@ -234,10 +241,14 @@ _ENV: dict[str, tuple[tuple[str, ...], str]] = {
     "TVGW_NOTIFY_WEBHOOK_URL": (("notify", "webhook_url"), "str"),
     "TVGW_NOTIFY_TIMEOUT_S": (("notify", "timeout_s"), "str"),
     "TVGW_NOTIFY_QUEUE_SIZE": (("notify", "queue_size"), "str"),
+    "TVGW_HEARTBEAT_GRACE_S": (("continuity", "grace_s"), "str"),
+    "TVGW_CONTINUITY_CHECK_S": (("continuity", "check_interval_s"), "str"),
+    "TVGW_GAP_PROBLEM_S": (("continuity", "problem_window_s"), "str"),
     "TVGW_RETAIN_EQUITY_DAYS": (("retention", "equity_days"), "str"),
     "TVGW_RETAIN_PREDICTIONS_DAYS": (("retention", "predictions_days"), "str"),
     "TVGW_RETAIN_NOTIFICATIONS_DAYS": (("retention", "notifications_days"), "str"),
     "TVGW_RETAIN_ALERT_BODIES_DAYS": (("retention", "alert_bodies_days"), "str"),
+    "TVGW_RETAIN_FEED_MARKS_DAYS": (("retention", "feed_marks_days"), "str"),
     "TVGW_PRUNE_INTERVAL_S": (("retention", "prune_interval_s"), "str"),
 }
 

@@ -403,9 +403,83 @@ CREATE TABLE book_checks (
 )
 """
 
+#: Alert continuity (issue 20; renumber freely when merging). A *feed* is what one chart sends
+#: for one (strategy, market, timeframe); ``feed_marks`` holds every heartbeat and every order
+#: alert seen on it (its sequence number, bar time, when it fired and arrived, and the strategy's
+#: intended position after and before it); ``feed_gaps`` every message found missing, once per
+#: first missing number (a UNIQUE key, whichever worker sees it first): a heartbeat overdue
+#: (``heartbeat_missed``, found by the clock), a jump in heartbeat numbers (``sequence_gap``, found
+#: when the next arrives), or an order alert whose position before is not the one the feed last
+#: said (``position_gap``: an order alert was lost between them), or a heartbeat's position that
+#: is not the booked one (``position_mismatch``, told, never acted on). ``alert_steps`` are the moments
+#: of an alert's life that no other row keeps (``decided``; later ``repaired``, ``superseded``
+#: ...), for its timeline. The overdue-heartbeat check's single owner is a ``leases`` row
+#: (:data:`_V11_RETENTION`). ``feed_marks_received`` and ``feed_gaps_mark`` let retention find
+#: old marks, and the marks a gap names, without a scan. Later phases add rows (a repair is an
+#: ``alert_steps`` row naming its gap), not columns.
+_V12_ALERT_CONTINUITY = """
+CREATE TABLE feeds (
+    id INTEGER PRIMARY KEY,
+    strategy_id TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    timeframe TEXT NOT NULL,
+    bar_seconds INTEGER NOT NULL CHECK (bar_seconds > 0),
+    created_at REAL NOT NULL,
+    UNIQUE (strategy_id, symbol, timeframe)
+);
+
+CREATE TABLE feed_marks (
+    id INTEGER PRIMARY KEY,
+    feed_id INTEGER NOT NULL REFERENCES feeds(id),
+    kind TEXT NOT NULL CHECK (kind IN ('heartbeat', 'order')),
+    alert_id INTEGER REFERENCES alerts(id),
+    sequence BIGINT,
+    bar_time REAL,
+    fired_at REAL,
+    received_at REAL NOT NULL,
+    heartbeat_bars INTEGER,
+    position REAL,
+    prev_position REAL
+);
+CREATE INDEX feed_marks_feed ON feed_marks(feed_id, kind, id);
+CREATE INDEX feed_marks_received ON feed_marks(received_at);
+CREATE UNIQUE INDEX feed_marks_once ON feed_marks(feed_id, sequence) WHERE kind = 'heartbeat';
+CREATE INDEX feed_marks_alert ON feed_marks(alert_id);
+
+CREATE TABLE feed_gaps (
+    id INTEGER PRIMARY KEY,
+    feed_id INTEGER NOT NULL REFERENCES feeds(id),
+    kind TEXT NOT NULL
+        CHECK (kind IN ('heartbeat_missed', 'sequence_gap', 'position_gap', 'position_mismatch')),
+    sequence_from BIGINT,
+    sequence_to BIGINT,
+    bar_time REAL,
+    missed INTEGER NOT NULL DEFAULT 1 CHECK (missed >= 1),
+    expected_by REAL,
+    detected_at REAL NOT NULL,
+    alert_id INTEGER REFERENCES alerts(id),
+    mark_id INTEGER REFERENCES feed_marks(id),
+    detail TEXT,
+    UNIQUE (feed_id, sequence_from)
+);
+CREATE INDEX feed_gaps_detected ON feed_gaps(detected_at);
+CREATE INDEX feed_gaps_mark ON feed_gaps(mark_id) WHERE mark_id IS NOT NULL;
+
+CREATE TABLE alert_steps (
+    id INTEGER PRIMARY KEY,
+    alert_id INTEGER NOT NULL REFERENCES alerts(id),
+    step TEXT NOT NULL,
+    at REAL NOT NULL,
+    gap_id INTEGER REFERENCES feed_gaps(id),
+    detail TEXT
+);
+CREATE INDEX alert_steps_alert ON alert_steps(alert_id, at);
+CREATE INDEX alert_steps_gap ON alert_steps(gap_id) WHERE gap_id IS NOT NULL
+"""
+
 MIGRATIONS: list[str] = [
     _V1, _V2, _V3, _V4, _V5, _V6_EXCHANGE_EXITS, _V11_RETENTION, _V7_ORDER_LIFECYCLE, _V9_CHAMPION,
-    _V10_FIRST_RUN,
+    _V10_FIRST_RUN, _V12_ALERT_CONTINUITY,
 ]  # fmt: skip
 
 #: Every table the current schema has (``/healthz`` checks the file against it).
@@ -413,5 +487,5 @@ TABLES = (
     "alerts", "orders", "positions", "balances", "equity_snapshots", "candles", "ml_models",
     "ml_training_jobs", "ml_predictions", "sentiment_cache", "strategy_state", "notifications_sent",
     "marks", "exits", "leases", "shared_reports", "installation", "holdings", "book_checks",
-    "ml_champions", "ml_model_events",
+    "ml_champions", "ml_model_events", "feeds", "feed_marks", "feed_gaps", "alert_steps",
 )  # fmt: skip

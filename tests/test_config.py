@@ -97,5 +97,9 @@ def test_retention_shorter_than_what_the_gateway_reads_is_refused() -> None:
         load_settings({"drift_window_days": 45.0}, environ={**env, "TVGW_RETAIN_PREDICTIONS_DAYS": "40"})
     with pytest.raises(ConfigError, match="TVGW_RETAIN_EQUITY_DAYS"):
         load_settings(environ={**env, "TVGW_RETAIN_EQUITY_DAYS": "1"})
+    with pytest.raises(ConfigError, match=r"TVGW_RETAIN_FEED_MARKS_DAYS=3 days .* at least 7 days"):
+        load_settings(environ={**env, "TVGW_RETAIN_FEED_MARKS_DAYS": "3"})  # the daily summary's week
     kept = load_settings(environ={**env, "TVGW_RETAIN_ALERT_BODIES_DAYS": "0", "TVGW_PRUNE_INTERVAL_S": "60"})
     assert kept.retention.policy().alert_bodies_days == 0 and kept.retention.prune_interval_s == 60
+    marks = load_settings(environ={**env, "TVGW_RETAIN_FEED_MARKS_DAYS": "14"})
+    assert marks.retention.policy().feed_marks_days == 14

@@ -102,6 +102,10 @@ def create_app(
     notifier = notify.Notifier.from_settings(settings, storage)
     app.extensions["tvgw_notifier"] = notifier
     watch_webhook(app, metrics.observe_alert, notifier.alert)
+    if settings.continuity.check_interval_s > 0:
+        from webhook.continuity import start_continuity_watch
+
+        start_continuity_watch(gateway.continuity, notifier, settings.continuity.check_interval_s)
     register_error_handlers(app)
     logging.getLogger("tvgw").info(
         "gateway ready (pid %d): broker %s, database %s, ML %s", os.getpid(), broker.name, storage.describe(),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import math
 import re
+import time
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -16,6 +18,7 @@ from engine.exceptions import BrokerError
 from settings import B64TOKEN
 from storage import alerts as alert_store
 from storage import orders as order_store
+from storage import timeline as step_store
 from webhook import current_gateway
 from webhook.api_json import api_response, query_limit, with_synthetic
 from webhook.errors import ApiError
@@ -70,8 +73,8 @@ def check_bearer(header: str | None, token: str) -> None:
 MAX_ROW_ID = 2**63 - 1
 
 
-def _days() -> float:
-    raw = request.args.get("days", "30")
+def _days(default: str = "30") -> float:
+    raw = request.args.get("days", default)
     try:
         days = float(raw)
     except ValueError:
@@ -101,6 +104,35 @@ def alert(alert_id: int) -> Any:
     if row is None:
         raise ApiError(404, "not_found", f"no alert {alert_id}")
     return api_response({**row, "orders": order_store.list_orders(gateway.storage, alert_id=alert_id)})
+
+
+@bp.get(f"/alerts/<int(max={MAX_ROW_ID}):alert_id>/timeline")
+@token_required
+def alert_timeline(alert_id: int) -> Any:
+    """Every step of one alert with its time: fired, received, decided, ordered, each fill, each
+    exit (and any repair), the latency of each step and the fills' slippage."""
+    found = step_store.alert_timeline(current_gateway().storage, alert_id)
+    if found is None:
+        raise ApiError(404, "not_found", f"no alert {alert_id}")
+    return api_response(dataclasses.asdict(found))
+
+
+@bp.get("/feeds")
+@token_required
+def feeds() -> Any:
+    """Each chart feed: its newest heartbeat, what it owes next, and its unsettled gaps."""
+    return api_response([status.to_dict() for status in current_gateway().continuity.statuses()])
+
+
+@bp.get("/feeds/daily")
+@token_required
+def feeds_daily() -> Any:
+    """Per strategy and day: alerts expected, received, missed, repaired; median latencies."""
+    since = time.time() - _days(default="7") * 86_400
+    rows = step_store.daily_summary(
+        current_gateway().storage, since=since, strategy_id=request.args.get("strategy_id")
+    )
+    return api_response([dataclasses.asdict(r) for r in rows])
 
 
 @bp.get("/orders")

@@ -9,6 +9,7 @@ token-protected API. Charts are Plotly, served from the installed ``plotly`` pac
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import secrets
@@ -35,6 +36,7 @@ from storage import analytics
 from storage import candles as candle_store
 from storage import orders as order_store
 from storage import predictions as prediction_store
+from storage import timeline as step_store
 from storage.champions import list_roles
 from storage.reconciliation import book_checks
 from webhook import current_gateway
@@ -45,6 +47,9 @@ from webhook.events import drift_now
 from webhook.ml_api import model_views
 
 __all__ = ["bp", "configure_sessions"]
+
+#: Days of the per-strategy continuity summary the page shows.
+DAILY_DAYS = 7
 
 bp = Blueprint("dashboard", __name__, template_folder="templates", static_folder="static",
                static_url_path="/dashboard/static")  # fmt: skip
@@ -155,11 +160,14 @@ def data() -> Any:
         for desk in gateway.engine.desks()
         for p in with_synthetic(storage, order_store.list_positions(storage, desk.broker.name))
     ]
+    since = time.time() - DAILY_DAYS * 86_400
     models, health = model_views(limit=50), gateway.signals.status()
     markets = {p["symbol"] for p in positions} | {m["symbol"] for m in models}
     markets |= {m.symbol for m in health.store}
     rules = ChampionRules.from_settings(gateway.settings)
     return api_response({
+        "feeds": [status.to_dict() for status in gateway.continuity.statuses()],
+        "daily": [dataclasses.asdict(d) for d in step_store.daily_summary(gateway.storage, since=since)],
         "alerts": [_alert_view(a) for a in alert_store.list_alerts(gateway.storage, limit=50)],
         "models": models, "model_health": health.to_dict(), "drift": drift,
         "champions": [market_report(gateway.storage, r, rules) for r in list_roles(gateway.storage)],
@@ -191,6 +199,16 @@ def _alert_view(row: dict[str, Any]) -> dict[str, Any]:
         "grade": ml.get("quality_grade"), "probability": ml.get("direction_probability"),
         "ml_error": ml.get("error"), "reason": row["reason"], "error_code": row["error_code"],
     }  # fmt: skip
+
+
+@bp.get(f"/dashboard/alerts/<int(max={MAX_ROW_ID}):alert_id>/timeline")
+def alert_timeline(alert_id: int) -> Any:
+    """One alert's timeline (what ``/api/alerts/<id>/timeline`` answers), for the page's view."""
+    _session_required()
+    found = step_store.alert_timeline(current_gateway().storage, alert_id)
+    if found is None:
+        raise ApiError(404, "not_found", f"no alert {alert_id}")
+    return api_response(dataclasses.asdict(found))
 
 
 @bp.get("/dashboard/predictions")

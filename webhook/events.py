@@ -42,6 +42,9 @@ class AlertEvent:
     #: (account, reason) of each account whose broker failed while the alert's leading account
     #: did not (one alert, several accounts): the answer's status says what filled, not this.
     account_failures: tuple[tuple[str, str], ...] = ()
+    #: Messages of the alert's chart found missing when it arrived (engine.continuity): each
+    #: is told and counted like the gaps the overdue check finds.
+    gaps: tuple[dict[str, Any], ...] = ()
 
     @property
     def kind(self) -> str | None:
@@ -73,6 +76,7 @@ class AlertEvent:
             risk_codes=tuple((decision.get("risk") or {}).get("codes", ())), has_order=bool(order),
             enrichment_ms=float(latency) if isinstance(latency, int | float) else None, seconds=seconds,
             account_failures=_account_failures(decision),
+            gaps=tuple(g for g in body.get("gaps") or () if isinstance(g, dict)),
         )  # fmt: skip
 
 

@@ -16,16 +16,18 @@ from typing import Any
 from pydantic import ValidationError
 
 from common.timeframes import from_tradingview
-from engine.alert import Alert
+from engine.alert import Action, Alert
 from engine.brokers.base import Broker
+from engine.continuity import Continuity, Notice
 from engine.decision import Clock, Decision, Receipt, SystemClock
 from engine.engine import TradingEngine
 from engine.exceptions import AlertRefusedError, BrokerError
 from ml_integration.serving import ServedSignal, SignalService
 from ml_integration.tracking import DriftMonitor, DriftThresholds
 from settings import Settings, StrategySettings, secret_values
-from storage import Storage
+from storage import Connection, Storage
 from storage import alerts as alert_store
+from storage import timeline as step_store
 from webhook.auth import authenticate, check_client_certificate, client_ip, ip_allowed
 from webhook.errors import ApiError
 from webhook.parsing import parse_alert_body
@@ -69,6 +71,8 @@ class Gateway:
         #: Routes each alert to its strategy's accounts (the default account is ``broker``).
         self.engine = TradingEngine(settings, storage, broker, accounts=accounts or {}, clock=self.clock)
         self.signals = signals
+        #: Each chart's feed of heartbeats and order alerts, and the gaps in it.
+        self.continuity = Continuity(storage, settings.continuity, settings.strategies, clock=self.clock.now)
         self.redactor = Redactor(secret_values(settings))
         install_log_redaction(self.redactor)
         #: /healthz's drift report, recomputed at most once a minute per worker
@@ -134,7 +138,24 @@ class Gateway:
         except ValidationError as exc:
             raise _validation_error(exc) from None
         self._check_lag(alert, received_at)
+        if alert.action is Action.HEARTBEAT:
+            return self._heartbeat(alert.model_copy(update={"strategy_id": strategy.id}), received_at)
         return self._process(alert, strategy.id, ip, received_at)
+
+    def _heartbeat(self, alert: Alert, received_at: float) -> Reply:
+        """A chart's heartbeat: recorded on its feed (never an order), answered with what the
+        feed owes next and any gap it revealed."""
+        try:
+            symbol = self.broker.resolve_symbol(alert.ticker, alert.exchange)
+        except BrokerError:
+            symbol = alert.ticker  # still a feed to watch: named as the chart spells it
+        assert alert.strategy_id is not None
+        booked = self.engine.booked(alert.strategy_id, symbol)
+        outcome = self.continuity.heartbeat(alert, symbol, received_at, booked)
+        return Reply(200, {
+            "alert_id": None, "status": "heartbeat" if outcome.mark is not None else "duplicate",
+            "feed": outcome.to_dict(), "gaps": [n.to_dict() for n in outcome.notices],
+        })  # fmt: skip
 
     def _check_lag(self, alert: Alert, received_at: float) -> None:
         if alert.timenow is None:
@@ -163,9 +184,19 @@ class Gateway:
         strategy = self.settings.strategies[strategy_id]
         alert = alert.model_copy(update={"strategy_id": strategy_id})
         served = self._serve(alert, strategy)
+        notices: list[Notice] = []
+
+        def record(conn: Connection, alert_id: int, now: float) -> None:
+            """Inside the alert's transaction, once it is claimed: the ML rows, the moment it
+            was decided, and its mark on its chart's feed (with any gap that reveals)."""
+            served.record(conn, alert_id, now)
+            step_store.add_step(conn, alert_id, "decided", now)
+            if served.symbol is not None:
+                notices.extend(self.continuity.order_mark(conn, alert, alert_id, served.symbol, received_at))
+
         receipt = Receipt(
             received_at=received_at, source_ip=ip, payload=self.redactor.record(alert),
-            ml_analysis=served.analysis(), record=served.record,
+            ml_analysis=served.analysis(), record=record,
         )  # fmt: skip
         try:
             decision = self._decide(alert, served, receipt)
@@ -175,7 +206,10 @@ class Gateway:
         assert decision.alert_id is not None
         if decision.duplicate_of is not None:
             return self._duplicate_reply(decision.duplicate_of, decision.alert_id)
-        return Reply(decision.http_status, alert_response(decision.alert_id, decision, receipt.ml_analysis))
+        body = alert_response(decision.alert_id, decision, receipt.ml_analysis)
+        if notices:
+            body["gaps"] = [n.to_dict() for n in notices]
+        return Reply(decision.http_status, body)
 
     def _decide(self, alert: Alert, served: ServedSignal, receipt: Receipt) -> Decision:
         """The engine's door. When the gateway knows no price at all for the market, the bar the

@@ -31,7 +31,9 @@ from ml_integration.tracking import evaluate_recent_performance
 from webhook import current_gateway
 from webhook.events import AlertEvent, drift_now
 
-__all__ = ["ALERTS", "EXIT_WATCHER_PASSES", "NOTIFICATIONS", "bp", "observe_alert"]
+__all__ = [
+    "ALERTS", "EXIT_WATCHER_PASSES", "FEED_GAPS", "NOTIFICATIONS", "bp", "observe_alert", "observe_gaps",
+]  # fmt: skip
 
 bp = Blueprint("metrics", __name__)
 
@@ -53,6 +55,15 @@ EXIT_WATCHER_PASSES = Gauge(
     "tvgw_exit_watcher_passes", "Passes of this worker's exit watcher since it started, by outcome",
     ["outcome"], multiprocess_mode="liveall",
 )  # fmt: skip
+FEED_GAPS = Counter(
+    "tvgw_feed_gaps", "Chart messages found missing (heartbeat_missed, sequence_gap, position_gap)", ["kind"]
+)
+
+
+def observe_gaps(gaps: Any) -> None:
+    """Count the gaps a run of the overdue check or an answer recorded."""
+    for gap in gaps:
+        FEED_GAPS.labels(kind=str(gap.get("kind"))).inc()
 
 
 def observe_alert(event: AlertEvent) -> None:
@@ -69,6 +80,26 @@ def observe_alert(event: AlertEvent) -> None:
         EXCHANGE_ERRORS.inc()
     if event.account_failures:  # accounts that failed beside one that filled
         EXCHANGE_ERRORS.inc(len(event.account_failures))
+    observe_gaps(event.gaps)
+
+
+class FeedHealth(Collector):
+    """The gaps each feed has open (found within the problem window, not settled), read from
+    SQLite at scrape time, so every worker reports the same: one series per feed that has any."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        problems = current_gateway().continuity.problems()
+        family = GaugeMetricFamily(
+            "tvgw_feed_open_gaps", "Unsettled missing messages per chart feed (within TVGW_GAP_PROBLEM_S)",
+            labels=["strategy", "symbol", "timeframe", "kind"],
+        )  # fmt: skip
+        counts: dict[tuple[str, str, str, str], int] = {}
+        for notice in problems:
+            key = (notice.feed.strategy_id, notice.feed.symbol, notice.feed.timeframe, notice.gap.kind)
+            counts[key] = counts.get(key, 0) + notice.gap.missed
+        for key, count in sorted(counts.items()):
+            family.add_metric(list(key), count)
+        yield family
 
 
 class ModelQuality(Collector):
@@ -113,10 +144,12 @@ def _registry() -> CollectorRegistry:
             ORDERS,
             EXCHANGE_ERRORS,
             NOTIFICATIONS,
+            FEED_GAPS,
             EXIT_WATCHER_PASSES,
         ):
             registry.register(collector)
     registry.register(ModelQuality())
+    registry.register(FeedHealth())
     return registry
 
 

@@ -1,7 +1,8 @@
 """Telegram, Discord and generic-webhook messages when a trade executes, risk refuses an
-order, the exchange fails, the books disagree with the exchange, the model drifts, or a model
+order, the exchange fails, the books disagree with the exchange, the model drifts, a model
 changes role (a challenger enrolled or promoted, a human's promotion or rollback, ML-driven sizing
-switched off or back on).
+switched off or back on), or a chart's alert goes missing (a heartbeat overdue, a gap in its
+numbers, an order alert lost: engine.continuity).
 
 Sent from one background thread per worker, never from the request: the webhook only puts a
 message on a bounded queue (a full queue drops it and counts the drop). Each send has a timeout
@@ -37,7 +38,7 @@ from storage.state import claim_notification
 from webhook.events import AlertEvent, drift_now
 from webhook.redaction import Redactor
 
-__all__ = ["Message", "Notifier"]
+__all__ = ["Message", "Notifier", "gap_message"]
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,14 @@ def account_failure_messages(event: AlertEvent) -> list[Message]:
     return messages
 
 
+def gap_message(facts: dict[str, Any]) -> Message:
+    """A chart's missing message (:meth:`engine.continuity.Notice.to_dict`): the strategy, the
+    market and the missed bar, in the text and as facts."""
+    keep = ("gap_id", "kind", "strategy_id", "symbol", "timeframe", "bar_time", "sequence_from",
+            "sequence_to", "missed", "expected_by", "alert_id", "detail")  # fmt: skip
+    return Message("feed_gap", f"tvgw: {facts.get('text')}", {k: facts.get(k) for k in keep})
+
+
 class Notifier:
     """The outgoing channels of one worker and the thread that feeds them."""
 
@@ -172,6 +181,13 @@ class Notifier:
                 self.put(message)
             for failure in account_failure_messages(event):
                 self.put(failure)
+            self.gaps(list(event.gaps))
+
+    def gaps(self, facts: list[dict[str, Any]]) -> None:
+        """Tell each missing message of a chart (from an answer, or the overdue check)."""
+        if self.channels:
+            for gap in facts:
+                self.put(gap_message(gap))
 
     def put(self, message: Message) -> bool:
         """Queue ``message`` without waiting; False (counted, logged now and then) when full."""

@@ -77,6 +77,19 @@ def _paths() -> dict[str, Any]:
             parameters=[_LIMIT, _text("status", "only alerts with this status")])},
         "/api/alerts/{alert_id}": {"get": _op("One alert with its orders", {**_ok("the alert", _ref("Alert")),
             **_errors(400)}, parameters=[_param("alert_id", _ID, "alert id", "path")])},
+        "/api/alerts/{alert_id}/timeline": {"get": _op(
+            "One alert's timeline: fired, received, decided, ordered, each fill and exit, with latencies",
+            {**_ok("the timeline", _ref("Timeline")), **_errors(400)},
+            parameters=[_param("alert_id", _ID, "alert id", "path")])},
+        "/api/feeds": {"get": _op(
+            "Each chart feed (strategy, market, timeframe): newest heartbeat, next expected, open gaps",
+            {**_ok("feeds", _list_of("Feed")), **_errors()})},
+        "/api/feeds/daily": {"get": _op(
+            "Per strategy and day: alerts expected, received, missed, repaired; median latencies",
+            {**_ok("days", _list_of("DailySummary")), **_errors(400)}, parameters=[
+                _text("strategy_id", "only this strategy"),
+                _param("days", {"type": "number", "exclusiveMinimum": 0, "maximum": 3650},
+                       "window in days (default 7)")])},
         "/api/orders": {"get": _op("Recent orders", {**_ok("orders", _LIST), **_errors(400)},
                                    parameters=[_LIMIT])},
         "/api/positions": {"get": _op(
@@ -225,6 +238,7 @@ def _record_schemas() -> dict[str, Any]:
     }  # fmt: skip
     return {
         **_decision_schemas(),
+        **_continuity_schemas(),
         "Model": _object(model, *model),
         "Champion": _object(champion, *champion),
         "Prediction": _object(prediction, "id", "timestamp", "symbol", "timeframe", "horizon", "target_time"),
@@ -259,6 +273,31 @@ def _decision_schemas() -> dict[str, Any]:
         ),
         "Decision": _object(decision, "status", "reason"),
         "Alert": _object(alert, "id", "status", "orders"),
+    }
+
+
+def _continuity_schemas() -> dict[str, Any]:
+    """An alert's timeline, the chart feeds and the daily summary (docs/heartbeats.md)."""
+    number, text = _nullable("number"), _nullable("string")
+    step = {"step": _STR, "at": _TIME, "step_ms": number, "since_received_ms": _NUM, "detail": _MAP}
+    timeline = {
+        "alert_id": _INT, "strategy_id": text, "symbol": text, "action": text, "status": _STR,
+        "alert_price": number, "steps": {"type": "array", "items": _object(step, *step)},
+    }  # fmt: skip
+    maybe = {"type": ["object", "null"]}
+    feed = {
+        "strategy_id": _STR, "symbol": _STR, "timeframe": _STR,
+        "status": {"enum": ["ok", "overdue", "gap", "no_heartbeats"]}, "last_heartbeat": maybe,
+        "last_message_at": text, "next": maybe, "gaps": {"type": "array", "items": _MAP},
+    }  # fmt: skip
+    day = {
+        "day": _STR, "strategy_id": _STR, "expected": _INT, "received": _INT, "missed": _INT,
+        "repaired": _INT, "fired_to_received_ms": number, "received_to_filled_ms": number,
+    }  # fmt: skip
+    return {
+        "Timeline": _object(timeline, *timeline),
+        "Feed": _object(feed, *feed),
+        "DailySummary": _object(day, *day),
     }
 
 

@@ -44,8 +44,9 @@ def webhook() -> Any:
 @bp.get("/healthz")
 def healthz() -> Any:
     """Liveness and what needs a human: 200 ``ok``; 200 ``degraded`` (serving, but the schema or a
-    model is wrong, or the books disagree with the exchange, named in ``problems``); 503 ``down``
-    (no database). Its cost is fixed: the
+    model is wrong, the books disagree with the exchange, or a chart's alert went missing within
+    TVGW_GAP_PROBLEM_S, each named in ``problems``); 503 ``down`` (no database). Its cost is
+    fixed: the
     model store is read from disk (hashes remembered until a file changes) and the drift report
     is cached per worker, so polling it never grows with the prediction log."""
     gateway = current_gateway()
@@ -71,6 +72,10 @@ def healthz() -> Any:
     models = gateway.signals.status()
     if not models.ok:
         problems.extend(models.problems)
+    if body["status"] != "down" and not body["database"].get("missing_tables"):
+        gaps = gateway.continuity.problems()
+        problems.extend(notice.text for notice in gaps)
+        body["feeds"] = {"open_gaps": len(gaps)}
     if problems and body["status"] == "ok":
         body["status"] = "degraded"
     body["problems"] = problems

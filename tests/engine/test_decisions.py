@@ -43,9 +43,15 @@ def test_buy_sell_close_and_reverse_move_the_position(book: tuple[Any, Any]) -> 
     send(client, action="sell", contracts=0.005, order_id="2")
     assert position(settings) == pytest.approx(0.015)
     reversed_ = send(client, action="reverse", order_id="3")
-    assert reversed_["status"] == "executed" and reversed_["decision"]["order"]["amount"] == pytest.approx(
-        0.03
-    )
+    # A flip is one step of two orders: a reduce-only close of the long, then the short's opening.
+    decision = reversed_["decision"]
+    assert reversed_["status"] == "executed", reversed_
+    close = decision["close_first"]
+    assert (close["side"], close["amount"], close["reduce_only"], close["fill"]["filled"]) == (
+        "sell", pytest.approx(0.015), True, pytest.approx(0.015)
+    )  # fmt: skip
+    assert decision["order"]["amount"] == pytest.approx(0.015) and not decision["order"]["reduce_only"]
+    assert close["client_order_id"] == decision["order"]["client_order_id"] + "-c"
     assert position(settings) == pytest.approx(-0.015)
     assert send(client, action="close_long", order_id="4")["status"] == "annotated"  # nothing long to close
     send(client, action="close_short", order_id="5")

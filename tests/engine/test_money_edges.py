@@ -127,8 +127,13 @@ def test_close_all_and_reverse_from_a_short(tmp_path: Path, sizing: str) -> None
     executed(b.send("sell", contracts=0.02))
     short = -SIZE[sizing]["sell"]
     reverse = executed(b.send("reverse"))
-    assert reverse.order is not None and reverse.order.side == "buy"
-    assert reverse.order.amount == pytest.approx(2 * -short)  # through flat to the mirror long
+    # Through flat to the mirror long, as a flip (issue 20): a reduce-only close of the short,
+    # then the opening buy of the long.
+    close_first = reverse.close_first
+    assert close_first is not None and close_first.side == "buy" and close_first.reduce_only
+    assert close_first.amount == pytest.approx(-short)
+    assert reverse.order is not None and reverse.order.side == "buy" and not reverse.order.reduce_only
+    assert reverse.order.amount == pytest.approx(-short)
     assert b.position()[0] == pytest.approx(-short)
     executed(b.send("reverse"))
     assert b.position()[0] == pytest.approx(short)

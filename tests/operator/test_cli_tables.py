@@ -40,6 +40,23 @@ def test_alerts_table_shows_what_the_api_shows(recorded: Any, capsys: pytest.Cap
     assert received == recorded.get("/api/alerts/1", headers=AUTH).json["received_at"]
 
 
+def test_daily_summary_shows_what_the_api_shows(recorded: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """`tvgw alerts --daily`: per strategy and day, the same figures as /api/feeds/daily."""
+    beat = {"passphrase": "test-secret", "ticker": "BTCUSDT", "interval": "60", "action": "heartbeat",
+            "sequence": 1, "heartbeat_bars": 1}  # fmt: skip
+    recorded.post("/webhook", data=json.dumps(beat))
+    recorded.post("/webhook", data=json.dumps({**beat, "sequence": 4}))  # 2 and 3 never came
+    (api_day,) = recorded.get("/api/feeds/daily", headers=AUTH).json
+    assert (api_day["expected"], api_day["received"], api_day["missed"]) == (5, 3, 2)  # + the one order alert
+    assert main(["alerts", "--daily", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [api_day]
+    assert main(["alerts", "--daily"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:6] == ["day", "strategy_id", "expected", "received", "missed", "repaired"]
+    assert lines[2].split()[1:6] == ["default", "5", "3", "2", "0"]
+    assert main(["alerts", "--daily", "--days", "0"]) == 2
+
+
 def test_orders_and_positions_tables(recorded: Any, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["orders"]) == 0
     out = capsys.readouterr().out

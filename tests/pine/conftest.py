@@ -21,6 +21,10 @@ def pytest_configure(config: pytest.Config) -> None:
         tradingview.TREE_CACHE = cache.mkdir("pine-trees")
 
 
+#: Test files that parse the bundled scripts in quick tests (slow while the cache is cold).
+PARSING_FILES = ("test_scripts.py", "test_continuity_fields.py")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """While no parsed tree is cached (a fresh clone), the first Pine parse costs 40 s on an idle
     2-core machine and minutes on a busy one, so the Pine tests count as slow and the quick subset
@@ -30,7 +34,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     marker = pytest.mark.slow(reason="the Pine parse cache is cold (the first parse takes 40 s or more)")
     for item in items:
-        if item.path.parent.name == "pine" and item.path.name == "test_scripts.py":
+        if item.path.parent.name == "pine" and item.path.name in PARSING_FILES:
             item.add_marker(marker)
 
 

@@ -17,7 +17,7 @@ from engine.exits import ATR_BARS
 from pine.render import KINDS, indicator_conditions, render
 from storage.alerts import list_alerts
 from storage.database import Storage
-from tests.conftest import LiveGateway, seed_market, start_gateway
+from tests.conftest import LiveGateway, db_rows, seed_market, start_gateway
 from tests.pine.tradingview import (
     PLACEHOLDER,
     SERIES,
@@ -66,6 +66,11 @@ LIFECYCLE = [
 ]
 
 
+def sizes(before: float, after: str) -> dict[str, str]:
+    """TradingView's unsigned {{strategy.market_position_size}} and the previous one."""
+    return {"market_position_size": after.lstrip("-"), "prev_market_position_size": f"{abs(before):g}"}
+
+
 def post(gateway: LiveGateway, text: str) -> tuple[int, dict[str, Any]]:
     """POST as TradingView does: the filled message as the body, Content-Type text/plain."""
     response = gateway.post(text, headers={"Content-Type": "text/plain; charset=utf-8"})
@@ -77,7 +82,7 @@ def test_every_strategy_action_is_accepted_by_a_running_gateway(live_gateway: Li
     messages = [strategy_message(step[0], step[1], live_gateway.passphrase) for step in LIFECYCLE]
     # timenow is taken after every slow step (the Pine parse), as TradingView fires just before it posts.
     start = datetime.now(UTC).replace(microsecond=0)
-    for step, (order_id, _, contracts, after, market, prev, action) in enumerate(LIFECYCLE):
+    for step, (order_id, before, contracts, after, market, prev, action) in enumerate(LIFECYCLE):
         message = messages[step]
         values = placeholder_values(
             contracts=contracts,
@@ -87,6 +92,7 @@ def test_every_strategy_action_is_accepted_by_a_running_gateway(live_gateway: Li
             order_id=order_id,
             comment=order_id,
             now=start + timedelta(seconds=step),
+            **sizes(before, after),
         )
         body = substitute(message, values)
         assert not PLACEHOLDER.search(body), body
@@ -103,6 +109,12 @@ def test_every_strategy_action_is_accepted_by_a_running_gateway(live_gateway: Li
     assert first["technical_score"] == 6
     assert first["ticker"] == "BTCUSDT"
     assert "passphrase" not in first
+    assert first["sequence"] == SERIES["bar_index"]
+    # Each fill's position before is the one the fill before it left: no order alert is missing.
+    said = [(r["payload"]["market_position_size"], r["payload"]["prev_market_position_size"]) for r in stored]
+    assert said == [(0.05, 0.0), (0.0, 0.05), (0.05, 0.0), (0.05, 0.05)]
+    assert db_rows(live_gateway.database, "SELECT * FROM feed_gaps") == []
+    assert len(db_rows(live_gateway.database, "SELECT * FROM feed_marks WHERE kind = 'order'")) == 4
 
 
 @pytest.mark.slow
@@ -115,6 +127,7 @@ def test_indicator_conditions_are_accepted_by_a_running_gateway(
     plots |= {"Technical score long": "6", "Technical score short": "2", "Sentiment score": "0"}
     plots |= {"Proxy Kelly fraction long": "0.26", "Proxy Kelly fraction short": "-0.117143"}
     plots |= {"Trailing stop (x ATR)": "NaN"}  # the input's default, 0: off
+    plots |= {"Alert sequence": "4321", "Previous position size": "0.05"}
     now = datetime.now(UTC).replace(microsecond=0)
     for step, call in enumerate(script.calls("alertcondition")):
         message = script.evaluate(call.args[2].value, {})
@@ -174,7 +187,7 @@ def test_strategy_exit_and_perpetual_inputs_are_accepted_by_a_running_gateway(
     exit_message = strategy_message("Long exit", 0.05, gateway.passphrase, **PERP_INPUTS)
     closing = placeholder_values(
         position_size="0", market_position="flat", prev_market_position="long",
-        order_id="Long exit", comment="Long exit", now=now + timedelta(seconds=1),
+        order_id="Long exit", comment="Long exit", now=now + timedelta(seconds=1), **sizes(0.05, "0"),
     )  # fmt: skip
     status, reply = post(gateway, substitute(exit_message, closing | {"{{ticker}}": "BTCUSDT.P"}))
     assert status == 200, reply
@@ -215,3 +228,38 @@ def test_an_unfilled_placeholder_gets_a_400_naming_the_field(live_gateway: LiveG
     assert status == 400, reply
     assert "'exchange'" in reply["error"]["message"], reply
     assert "{{exchnage}}" in reply["error"]["message"], reply
+
+
+@pytest.mark.slow
+def test_heartbeats_of_both_scripts_are_accepted_by_a_running_gateway(live_gateway: LiveGateway) -> None:
+    """Each script's heartbeat, as its own Pine builds it, is taken by the gateway onto the
+    chart's feed; a skipped number comes back as a gap naming the missed bar."""
+    from tests.pine.test_continuity_fields import chart, heartbeat
+
+    scripts = {
+        "strategy": parse_script((resources.files("pine") / KINDS["strategy"]).read_text(encoding="utf-8")),
+        "indicator": parse_script(render("indicator", passphrase=live_gateway.passphrase).source),
+    }
+    now = datetime.now(UTC).replace(microsecond=0)
+    bar = now.replace(second=0) - timedelta(minutes=5)
+    for kind, script in scripts.items():
+        ticker = {"strategy": "BTCUSDT", "indicator": "ETHUSDT"}[kind]
+        answers = []
+        for index, minutes in ((100, 0), (102, 2)):  # bar 101's heartbeat never arrives
+            scope = chart(
+                heartbeatOn=True, heartbeatBars=1, bar_index=index, gatewayPassphrase=live_gateway.passphrase,
+                time=int((bar + timedelta(minutes=minutes)).timestamp() * 1000),
+                timenow=int(now.timestamp() * 1000), emulatedPosition=0, emulatedSize=0.0,
+                **{"syminfo.ticker": ticker, "strategy.position_size": 0.0},  # flat, as the book is
+            )  # fmt: skip
+            fires, sent = heartbeat(script, scope)
+            assert fires
+            status, reply = post(live_gateway, json.dumps(sent))
+            assert status == 200, (kind, reply)
+            answers.append(reply)
+        assert [a["status"] for a in answers] == ["heartbeat", "heartbeat"], answers
+        assert answers[0]["gaps"] == []
+        (gap,) = answers[1]["gaps"]
+        missed_bar = (bar + timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        assert (gap["kind"], gap["sequence_from"], gap["bar_time"]) == ("sequence_gap", 101, missed_bar), gap
+        assert gap["symbol"] == f"{ticker[:3]}/USDT" and gap["strategy_id"] == "default", gap

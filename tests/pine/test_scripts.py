@@ -247,6 +247,7 @@ def test_indicator_trailing_stop_travels_through_its_plot(plotted: str, expected
     assert input_scope(script) == {"trailingStopAtrMult": 0.0}
     plots = {script.evaluate(c.args[1].value, {}): "0.5" for c in script.calls("plot")}
     plots["Trailing stop (x ATR)"] = plotted
+    plots["Alert sequence"] = "12"  # the bar index: a whole number
     for call in script.calls("alertcondition"):
         message = script.evaluate(call.args[2].value, {})
         assert '"trailing_stop": "{{plot("Trailing stop (x ATR)")}}atr"' in message

@@ -44,6 +44,8 @@ def placeholder_values(
     comment: str = "Long",
     now: datetime | None = None,
     plots: Mapping[str, str] | None = None,
+    market_position_size: str | None = None,
+    prev_market_position_size: str | None = None,
 ) -> dict[str, str]:
     """Realistic text for every placeholder the scripts use, as TradingView would print it."""
     now = now or datetime.now(UTC)
@@ -67,6 +69,13 @@ def placeholder_values(
         "{{strategy.position_size}}": position_size,
         "{{strategy.market_position}}": market_position,
         "{{strategy.prev_market_position}}": prev_market_position,
+        # Unsigned sizes, consistent with the sides above unless the test says otherwise.
+        "{{strategy.market_position_size}}": market_position_size
+        if market_position_size is not None
+        else ("0" if market_position == "flat" else position_size.lstrip("-")),
+        "{{strategy.prev_market_position_size}}": prev_market_position_size
+        if prev_market_position_size is not None
+        else ("0" if prev_market_position == "flat" else position_size.lstrip("-")),
     }
     for title, value in (plots or {}).items():
         values['{{plot("' + title + '")}}'] = value
@@ -104,6 +113,8 @@ BUILTINS: dict[str, Callable[..., Any]] = {
     "math.max": max,
     "math.min": min,
     "math.exp": math.exp,
+    "math.abs": abs,
+    "math.ceil": math.ceil,
 }
 
 _BINARY: dict[type, Callable[[Any, Any], Any]] = {
@@ -111,6 +122,7 @@ _BINARY: dict[type, Callable[[Any, Any], Any]] = {
     ast.Sub: lambda a, b: a - b,
     ast.Mult: lambda a, b: a * b,
     ast.Div: lambda a, b: a / b,
+    ast.Mod: lambda a, b: a % b,
 }
 _COMPARE: dict[type, Callable[[Any, Any], bool]] = {
     ast.Gt: lambda a, b: a > b,
@@ -168,6 +180,36 @@ class PineScript:
                 return self.evaluate(stmt.value.args[0].value, {})
         raise KeyError(f"no input named {variable}")
 
+    def assignment(self, variable: str) -> Any:
+        """The expression of the top-level ``variable = ...``."""
+        for stmt in self.tree.body:
+            target = getattr(stmt, "target", None)
+            if isinstance(stmt, ast.Assign) and isinstance(target, ast.Name) and target.id == variable:
+                return stmt.value
+        raise KeyError(f"no top-level assignment to {variable}")
+
+    def guarded_calls(self, name: str) -> list[tuple[ast.Call, list[Any]]]:
+        """Every call of ``name`` with the tests of the ``if`` blocks it sits in (outermost
+        first): it runs only on a bar where all of them hold."""
+        found: list[tuple[ast.Call, list[Any]]] = []
+
+        def visit(node: Any, tests: list[Any]) -> None:
+            if isinstance(node, ast.If):
+                for child in node.body:
+                    visit(child, [*tests, node.test])
+                for child in node.orelse:
+                    visit(child, tests)  # an else branch: not guarded by this test
+                return
+            called = isinstance(node, ast.Call) and isinstance(node.func, ast.Name | ast.Attribute)
+            if called and dotted(node.func) == name:
+                found.append((node, tests))
+            for child in ast.iter_child_nodes(node):
+                visit(child, tests)
+
+        for stmt in self.tree.body:
+            visit(stmt, [])
+        return found
+
     def order_calls(self) -> list[OrderCall]:
         found = []
         for name in ("strategy.entry", "strategy.exit"):
@@ -196,6 +238,11 @@ class PineScript:
                     return False
                 left = right
             return True
+        if isinstance(node, ast.BoolOp):
+            values = (self.evaluate(v, scope) for v in node.values)
+            return all(values) if isinstance(node.op, ast.And) else any(values)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            return not self.evaluate(node.operand, scope)
         if isinstance(node, ast.Conditional):
             branch = node.body if self.evaluate(node.test, scope) else node.orelse
             return self.evaluate(branch, scope)
@@ -210,6 +257,8 @@ class PineScript:
             return self.call(name, args, scope)
         if name in BUILTINS:
             return BUILTINS[name](*args)
+        if callable(scope.get(name)):  # a chart-dependent built-in the test supplies
+            return scope[name](*args)
         raise NotImplementedError(f"Pine function {name} is not emulated")
 
     def call(self, name: str, args: list[Any], globals_: Mapping[str, Any]) -> Any:
@@ -287,6 +336,7 @@ SERIES = {
     "takeProfitAtrMult": 3.5,
     "atr": 300.0,
     "close": 30_000.0,
+    "bar_index": 4321,
 }
 
 #: The strategy's inputs for the optional alert fields (trailing stop, leverage, margin mode).

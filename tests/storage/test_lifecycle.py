@@ -11,6 +11,7 @@ import pytest
 
 from storage import SCHEMA_VERSION, Storage
 from storage import alerts as alert_store
+from storage import feeds as feed_store
 from storage import orders as order_store
 from storage import predictions as prediction_store
 from storage.backup import BackupError, backup, inspect, restore
@@ -141,6 +142,44 @@ def test_prune_keeps_what_is_read_and_removes_the_rest(storage: Storage) -> None
     assert alert_store.original_for_key(storage, "old") == old_alert
     assert prune(storage, RetentionPolicy()).total() == 0  # nothing left to prune
     assert prune(storage, RetentionPolicy(0, 0, 0, 0), now=now + 10_000 * DAY).total() == 0  # 0: forever
+
+
+def test_prune_keeps_what_each_chart_feed_reads_and_removes_old_heartbeats(storage: Storage) -> None:
+    """A heartbeat every bar is a steady stream of feed marks: old ones go, except each feed's
+    newest RECENT_MARKS of each kind, its highest-numbered heartbeat and any mark a gap names."""
+    now = time.time()
+    old = now - 60 * DAY
+
+    def feed(name: str) -> int:
+        made, _ = feed_store.feed_of(storage, strategy_id=name, symbol="BTC/USDT", timeframe="1m",
+                                     bar_seconds=60, now=old)  # fmt: skip
+        return made.id
+
+    def marks(feed_id: int, kind: str, numbers: range | list[int], at: float) -> list[int]:
+        made = [feed_store.add_mark(storage, feed_id=feed_id, kind=kind, received_at=at, sequence=n)
+                for n in numbers]  # fmt: skip
+        return [m.id for m in made if m is not None]
+
+    a, b, c = feed("a"), feed("b"), feed("c")
+    beats = marks(a, "heartbeat", range(1, 31), old) + marks(a, "heartbeat", range(31, 34), now)
+    orders = marks(a, "order", range(1, 26), old)
+    named = feed_store.insert_gap(
+        storage, feed_id=a, kind="position_mismatch", detected_at=old, mark_id=beats[2]
+    )
+    assert named is not None
+    (lonely,) = marks(b, "heartbeat", [7], old)
+    # Renumbered (an alert re-created at 1): the highest number is what the next is expected after.
+    highest = marks(c, "heartbeat", [1000], old) + marks(c, "heartbeat", range(1, 26), old)
+
+    done = prune(storage, RetentionPolicy(), batch=7)  # batches of 7: the loop runs to the end
+
+    kept = {r["id"] for r in query(storage, "SELECT id FROM feed_marks")}
+    assert kept == {*beats[13:], beats[2], *orders[5:], lonely, highest[0], *highest[6:]}
+    assert done.feed_marks == 12 + 5 + 5 and done.total() == done.feed_marks
+    assert feed_store.newest_heartbeat(storage, a).sequence == 33  # type: ignore[union-attr]
+    assert feed_store.newest_heartbeat(storage, c).sequence == 1000  # type: ignore[union-attr]
+    assert prune(storage, RetentionPolicy()).total() == 0
+    assert prune(storage, RetentionPolicy(feed_marks_days=0), now=now + 10_000 * DAY).total() == 0
 
 
 def test_backup_taken_while_writing_restores_a_consistent_store(tmp_path: Path) -> None:

@@ -60,7 +60,10 @@ def _passphrase(variable: str | None) -> str:
 def _instructions(script: RenderedScript) -> str:
     lines = ["", "=" * 72]
     if script.kind == "strategy":
-        lines.append("Create ONE alert on this strategy. Message to paste (exactly this):")
+        lines.append(
+            "Create ONE alert on this strategy (condition: Order fills and alert() function calls, so the "
+            "optional heartbeat is sent too). Message to paste (exactly this):"
+        )
     else:
         lines.append(
             "Create one alert per condition you want. Condition → message (pre-filled by the script):"

@@ -43,6 +43,14 @@ def register(sub: argparse._SubParsersAction, name: str) -> None:
         parser.add_argument("--limit", type=int, default=20, help="rows (default 20, at most 1000)")
     if name == "alerts":
         parser.add_argument("--status", help="only alerts with this status (executed, refused, ...)")
+        parser.add_argument(
+            "--id", type=int, metavar="N", help="the timeline of alert N: every step, its time and latency"
+        )
+        parser.add_argument(
+            "--daily", action="store_true",
+            help="per strategy and day: alerts expected, received, missed, repaired; median latencies",
+        )  # fmt: skip
+        parser.add_argument("--days", type=float, default=7.0, help="days of --daily (default 7)")
     parser.add_argument("--json", action="store_true", help="print the JSON the API answers")
     parser.set_defaults(func=func)
 
@@ -83,9 +91,56 @@ def _limit(args: argparse.Namespace) -> int | None:
     return int(args.limit)
 
 
+TIMELINE_COLUMNS = ("step", "at", "step_ms", "since_received_ms", "detail")
+DAILY_COLUMNS = (
+    "day", "strategy_id", "expected", "received", "missed", "repaired", "fired_to_received_ms",
+    "received_to_filled_ms",
+)  # fmt: skip
+
+
+def _timeline(args: argparse.Namespace) -> int:
+    """``tvgw alerts --id N``: the same timeline ``/api/alerts/N/timeline`` answers."""
+    import dataclasses
+
+    from storage.timeline import alert_timeline
+    from webhook.api_json import to_api
+
+    found = alert_timeline(open_storage(cli_settings()), args.id)
+    if found is None:
+        print(f"tvgw alerts: no alert {args.id}")
+        return 1
+    shown = to_api(dataclasses.asdict(found))
+    if args.json:
+        print(json.dumps(shown, indent=2))
+        return 0
+    price = "" if found.alert_price is None else f", alert price {found.alert_price:g}"
+    print(f"alert {found.alert_id}: {found.strategy_id} {found.symbol} {found.action} {found.status}{price}")
+    for step in shown["steps"]:
+        step["detail"] = " ".join(f"{k}={v}" for k, v in step["detail"].items() if v is not None)
+    print(format_table(shown["steps"], TIMELINE_COLUMNS))
+    return 0
+
+
+def _daily(args: argparse.Namespace) -> int:
+    import dataclasses
+    import time
+
+    from storage.timeline import daily_summary
+
+    if not 0 < args.days <= 3650:
+        print(f"tvgw alerts: --days must be above 0 and at most 3650, got {args.days:g}")
+        return 2
+    rows = daily_summary(open_storage(cli_settings()), since=time.time() - args.days * 86_400)
+    return _print([dataclasses.asdict(r) for r in rows], DAILY_COLUMNS, args.json, "no alerts in that window")
+
+
 def run_alerts(args: argparse.Namespace) -> int:
     from storage.alerts import list_alerts
 
+    if args.id is not None:
+        return _timeline(args)
+    if args.daily:
+        return _daily(args)
     limit = _limit(args)
     if limit is None:
         return 2

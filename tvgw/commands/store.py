@@ -85,7 +85,8 @@ def prune(args: argparse.Namespace) -> int:
     done = prune_store(storage, cli_settings().retention.policy())
     print(
         f"pruned {storage.describe()}: {done.equity_snapshots} equity snapshots, {done.predictions} "
-        f"resolved predictions, {done.notifications} notification keys, {done.alert_bodies} alert bodies"
+        f"resolved predictions, {done.notifications} notification keys, {done.alert_bodies} alert bodies, "
+        f"{done.feed_marks} feed marks (heartbeats)"
     )
     storage.close()
     return 0

@@ -61,10 +61,53 @@ function chartOrMessage(id, hasData, text, draw) {
   }
 }
 
+function renderFeeds(feeds, daily) {
+  const flagged = feeds.filter((f) => f.status === "gap" || f.status === "overdue");
+  const flag = document.getElementById("feed-flag");
+  flag.textContent = flagged.length
+    ? "MISSING ALERTS: " + flagged.map((f) => (f.gaps.length ? f.gaps[0].text : f.strategy_id + " " + f.symbol + " overdue")).join(" | ")
+    : feeds.length ? "Every chart feed is on time." : "No chart has sent a heartbeat or an order alert yet.";
+  flag.className = flagged.length ? "warn flag" : "";
+  fill("feeds", feeds, (tr, f) => {
+    tr.dataset.feed = f.strategy_id + " " + f.symbol + " " + f.timeframe;
+    const last = f.last_heartbeat;
+    cell(tr, f.strategy_id); cell(tr, f.symbol); cell(tr, f.timeframe); cell(tr, f.status, "status-" + f.status);
+    cell(tr, last ? "#" + last.sequence + " " + time(last.bar_time) : "");
+    cell(tr, f.next ? time(f.next.overdue_after) : "");
+    cell(tr, f.gaps.map((g) => g.kind + " bar " + time(g.bar_time)).join("; "), "reason");
+  });
+  fill("daily", daily, (tr, d) => {
+    cell(tr, d.day); cell(tr, d.strategy_id); cell(tr, d.expected); cell(tr, d.received); cell(tr, d.missed);
+    cell(tr, d.repaired); cell(tr, d.fired_to_received_ms); cell(tr, d.received_to_filled_ms);
+  });
+}
+
+function detailText(detail) {
+  return Object.entries(detail || {}).filter(([, v]) => v !== null && v !== undefined)
+    .map(([k, v]) => k + "=" + v).join(" ");
+}
+
+async function showTimeline(alertId) {
+  const data = await getJson("/dashboard/alerts/" + encodeURIComponent(alertId) + "/timeline");
+  if (!data) return;
+  document.getElementById("timeline-view").hidden = false;
+  document.getElementById("timeline-alert").textContent = String(data.alert_id);
+  document.getElementById("timeline-summary").textContent = [data.strategy_id, data.symbol, data.action, data.status,
+    data.alert_price === null ? "" : "alert price " + data.alert_price].join("  ");
+  fill("timeline", data.steps, (tr, s) => {
+    tr.dataset.step = s.step;
+    cell(tr, s.step); cell(tr, time(s.at)); cell(tr, s.step_ms); cell(tr, s.since_received_ms); cell(tr, detailText(s.detail), "reason");
+  });
+}
+
 function renderAlerts(alerts) {
   if (!alerts.length) { emptyRow("alerts", "No alerts yet: send the curl that tvgw quickstart printed, or a TradingView alert."); return; }
   fill("alerts", alerts, (tr, a) => {
     tr.dataset.alertId = a.id;
+    tr.className = "clickable";
+    tr.addEventListener("click", () => showTimeline(a.id).catch((err) => {
+      document.getElementById("updated").textContent = "timeline failed: " + err.message;
+    }));
     cell(tr, a.id); cell(tr, time(a.received_at)); cell(tr, a.strategy_id); cell(tr, a.symbol);
     cell(tr, a.action); cell(tr, a.status, "status-" + a.status); cell(tr, a.decision);
     cell(tr, a.grade || (a.ml_error ? "n/a" : "")); cell(tr, a.reason || a.ml_error, "reason");
@@ -173,7 +216,8 @@ async function refresh() {
   try {
     const data = await getJson("/dashboard/data");
     if (!data) return;
-    renderAlerts(data.alerts); renderPositions(data.positions); renderSynthetic(data.synthetic_markets);
+    renderFeeds(data.feeds, data.daily); renderAlerts(data.alerts); renderPositions(data.positions);
+    renderSynthetic(data.synthetic_markets);
     renderBooks(data.books); renderModels(data.models, data.model_health, data.drift);
     renderChampions(data.champions); renderCharts(data);
     document.getElementById("updated").textContent = "updated " + new Date().toISOString().slice(11, 19) + " UTC";

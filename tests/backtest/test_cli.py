@@ -97,7 +97,7 @@ def test_evaluate_refuses_a_directory_that_is_no_model(cli_env, capsys):
 def test_walk_forward_on_real_btc_candles(cli_env, capsys):
     """Two monthly windows of real BTC/USDT with --quick models: every arm, real gaps handled."""
     path = shared_candle_file("BTC_USDT-1h.json")
-    argv = backtest_argv(path, cli_env / "real.html", train="90d", test="30d")
+    argv = backtest_argv(path, cli_env / "real.html", train="60d", test="30d")
     code = main([*argv, "--start", "2022-08-01", "--end", "2022-09-30", "--no-progress"])
     assert code == 0, capsys.readouterr().err
     summary = json.loads((cli_env / "real.json").read_text())

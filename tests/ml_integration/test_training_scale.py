@@ -21,9 +21,6 @@ from .conftest import TINY
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT"]
 MODEL = {**TINY.__dict__, "use_lstm": False, "lstm": {}, "n_jobs": 1}
-#: History of the batch runs: enough rows for the tuning folds and the holdout, no more (each
-#: tuning trial fits forests of the search space's 100-400 trees on it).
-DAYS = 40
 
 
 def _batch(folder: Path, cluster: str | None = None, **overrides: Any) -> tuple[list[Any], Storage]:
@@ -31,7 +28,7 @@ def _batch(folder: Path, cluster: str | None = None, **overrides: Any) -> tuple[
     storage.migrate()
     pipeline = create_ml_training_pipeline(storage=storage, model_dir=folder / "models")
     results = run_batch_training(
-        SYMBOLS, "1h", DAYS, pipeline=pipeline, overrides={"synthetic": True, "model": MODEL, **overrides},
+        SYMBOLS, "1h", 60, pipeline=pipeline, overrides={"synthetic": True, "model": MODEL, **overrides},
         cluster=cluster,
     )  # fmt: skip
     return results, storage
@@ -95,7 +92,7 @@ def test_a_failed_symbol_is_recorded_and_the_others_are_saved(tmp_path):
 @pytest.mark.slow
 def test_tvgw_train_tune_feeds_the_tuned_forest_and_reuses_the_search(cli_env, capsys):
     tmp_path = cli_env
-    argv = ["train", "--symbol", "BTC/USDT", "--synthetic", "--days", str(DAYS), "--quick", "--no-lstm",
+    argv = ["train", "--symbol", "BTC/USDT", "--synthetic", "--days", "60", "--quick", "--no-lstm",
             "--no-progress", "--tune", "--tuning-method", "random", "--n-trials", "2"]  # fmt: skip
     assert main(argv) == 0, capsys.readouterr().err
     out = capsys.readouterr().out

@@ -16,7 +16,8 @@ from tvgw.cli import main
 
 @pytest.mark.slow
 def test_backtest_command_writes_report_and_summary_from_a_csv(cli_env, capsys):
-    frame = synthetic_candles(2400, seed=8, n_gaps=0)
+    # 75 days: two 14-day test windows after the 40-day training one (every arm, each window)
+    frame = synthetic_candles(1800, seed=8, n_gaps=0)
     csv = cli_env / "candles.csv"
     frame.rename_axis("time").reset_index().to_csv(csv, index=False)
     code = main(
@@ -47,6 +48,7 @@ def test_backtest_command_writes_report_and_summary_from_a_csv(cli_env, capsys):
     assert (
         set(summary["trading"]) == {"buy_and_hold", "pine", "baseline", "ml"} and summary["mode"] == "ml_gate"
     )
+    assert len(summary["windows"]) == 2
     assert (cli_env / "out" / "report.html").stat().st_size > 1_000_000  # plotly inlined
     assert "Rules + full ML strategy (ml_gate)" in out.out and "report " in out.out
 
@@ -95,7 +97,7 @@ def test_evaluate_refuses_a_directory_that_is_no_model(cli_env, capsys):
 def test_walk_forward_on_real_btc_candles(cli_env, capsys):
     """Two monthly windows of real BTC/USDT with --quick models: every arm, real gaps handled."""
     path = shared_candle_file("BTC_USDT-1h.json")
-    argv = backtest_argv(path, cli_env / "real.html", train="90d", test="30d")
+    argv = backtest_argv(path, cli_env / "real.html", train="60d", test="30d")
     code = main([*argv, "--start", "2022-08-01", "--end", "2022-09-30", "--no-progress"])
     assert code == 0, capsys.readouterr().err
     summary = json.loads((cli_env / "real.json").read_text())

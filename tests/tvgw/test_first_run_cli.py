@@ -198,3 +198,28 @@ def test_quickstarts_small_model_runs_a_short_tournament_and_the_full_model_the_
     argv = quickstart.full_training_argv(synthetic=True, lstm=False, price=100_000.0)
     assert "--quick" not in argv and "--promote" in argv
     assert len(CANDIDATES) > 2  # what the full model's tournament runs
+
+
+def test_quickstarts_full_model_is_full_size_unless_the_test_hook_says_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TVGW_QUICKSTART_FULL_TRAIN_OPTIONS (set by the wheel test only) adds ``tvgw train``
+    options to the background run; unset, the child is the full-size training."""
+    from tvgw.commands import quickstart
+
+    started: list[list[str]] = []
+
+    class Child:
+        def __init__(self, argv: list[str], **_: Any) -> None:
+            started.append(argv)
+            self.pid = 0
+
+    monkeypatch.setattr(quickstart.subprocess, "Popen", Child)
+    monkeypatch.delenv(quickstart.FULL_TRAIN_OPTIONS_ENV, raising=False)
+    settings = make_settings(tmp_path)
+    quickstart._start_full_training(settings, synthetic=True, price=100_000.0)
+    monkeypatch.setenv(quickstart.FULL_TRAIN_OPTIONS_ENV, "--quick")
+    quickstart._start_full_training(settings, synthetic=True, price=100_000.0)
+    default, hooked = started
+    assert default[:3] == [sys.executable, "-m", "tvgw.cli"] and "--quick" not in default
+    assert hooked == [*default, "--quick"]

@@ -21,6 +21,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,10 @@ if TYPE_CHECKING:
 
 SYMBOL, TIMEFRAME, DAYS, EXCHANGE, SEED = "BTC/USDT", "1h", 365, "binance", 7
 DEFAULT_BIND = "127.0.0.1:8000"
+#: Extra ``tvgw train`` options for the full model (shell words), for tests only: the end-to-end
+#: test swaps in a ``--quick`` full model, since what it checks is the swap, not the model's size.
+#: Unset (every user), the full model is trained at full size.
+FULL_TRAIN_OPTIONS_ENV = "TVGW_QUICKSTART_FULL_TRAIN_OPTIONS"
 #: Where the offline quickstart's synthetic BTC/USDT history ends when ``--price`` is not given
 #: (the README's first alert carries this price).
 SYNTHETIC_PRICE = 100_000.0
@@ -220,6 +225,7 @@ def _start_full_training(settings: Settings, *, synthetic: bool, price: float | 
     }
     with open(log_path, "ab") as log:
         argv = full_training_argv(synthetic=synthetic, lstm=lstm, price=price)
+        argv += shlex.split(os.environ.get(FULL_TRAIN_OPTIONS_ENV, ""))
         child = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
     what = "forest + boosting + LSTM" if lstm else "forest + boosting; no LSTM, TensorFlow is not installed"
     print(

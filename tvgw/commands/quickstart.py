@@ -39,9 +39,9 @@ if TYPE_CHECKING:
 
 SYMBOL, TIMEFRAME, DAYS, EXCHANGE, SEED = "BTC/USDT", "1h", 365, "binance", 7
 DEFAULT_BIND = "127.0.0.1:8000"
-#: Extra ``tvgw train`` options for the full model (shell words), for tests only: the end-to-end
-#: test swaps in a ``--quick`` full model, since what it checks is the swap, not the model's size.
-#: Unset (every user), the full model is trained at full size.
+#: Extra ``tvgw train`` options for the full model trained in the background (shell words, e.g.
+#: ``--no-lstm`` on a small machine; the wheel test passes ``--quick``: it checks the swap, not the
+#: model's size). Unset, the full model is trained at full size.
 FULL_TRAIN_OPTIONS_ENV = "TVGW_QUICKSTART_FULL_TRAIN_OPTIONS"
 #: Where the offline quickstart's synthetic BTC/USDT history ends when ``--price`` is not given
 #: (the README's first alert carries this price).

@@ -322,7 +322,7 @@ def test_a_placement_in_flight_is_left_to_its_sender_until_the_grace_runs_out(
     """Another worker's placement has been claimed but has not reached the exchange yet: a
     watcher pass must not look it up (it would find nothing, call it gone and place a second
     stop beside the first). Past PENDING_GRACE_S its sender is taken for dead: looked up, placed."""
-    _, app = gateway(tmp_path, fake_exchange)
+    settings, app = gateway(tmp_path, fake_exchange)
     storage = get_gateway(app).storage
     fake_exchange.fail_next("POST /fapi/v1/algoOrder", "429")  # the entry's own placement: not placed
     send(app, contracts=0.04, stop_loss="29000")
@@ -343,6 +343,8 @@ def test_a_placement_in_flight_is_left_to_its_sender_until_the_grace_runs_out(
     watch(app)  # placed under a fresh client id
     assert fake_exchange.request_count("GET", "/fapi/v1/algoOrder") > lookups
     assert resting(fake_exchange) == [STOP]
+    assert len(fake_exchange.futures.algo_orders) == 1  # one stop rests, however many passes looked
+    assert fake_exchange.futures_position() == 0.04 and position(settings) == 0.04
 
 
 def test_an_exit_the_exchange_refuses_to_hold_is_fired_by_the_gateway(
@@ -382,6 +384,7 @@ def test_gunicorn_watcher_records_an_exchange_stop_once(tmp_path: Path, fake_exc
         assert len(rows) == 1, [dict(r) for r in rows]  # booked once, though both workers watch
         assert rows[0]["filled"] == 0.04
         assert len(fake_exchange.futures.algo_orders) == 1  # placed once, by one of the two workers
+        assert fake_exchange.futures_position() == 0 and position(live) == 0.0  # both books flat
         assert DEFAULT_SECRET not in live.log() and DEFAULT_API_KEY not in live.log()
     finally:
         live.stop()

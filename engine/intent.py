@@ -232,12 +232,17 @@ def refused(intent: Intent, decision: Decision) -> Decision:
 def split_flip(decision: Decision, fit: Callable[[float], tuple[float, str | None]]) -> Decision:
     """A decision whose order crosses from one side to the other, as its reduce-only close of
     the booked position (``close_first``) and the opening order of what is left, ``fit`` to the
-    market; a rest too small to trade leaves the close alone, saying so."""
+    market; a rest too small to trade leaves the close alone, saying so. A booked position the
+    market could not close by itself (dust below its minimum amount, left by rounding) is no
+    flip: the one order crosses it, as the decision planned (a close of it alone would fail, and
+    stop the flip with it)."""
     order, before = decision.order, decision.current_position or 0.0
     if order is None or order.reduce_only or abs(before) <= EPSILON:
         return decision
     after = before + (order.amount if order.side == "buy" else -order.amount)
     if abs(after) <= EPSILON or (after > 0) == (before > 0):
+        return decision
+    if fit(abs(before))[1] is not None:
         return decision
     close = replace(order, amount=abs(before), reduce_only=True, exits=None, stop_loss=None, leverage=None,
                     margin_mode=None)  # fmt: skip

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from engine.decision import Decision, PlannedOrder
+from engine.intent import split_flip
 from tests.conftest import db_rows
 from tests.engine.test_exchange_exits import exchange_env, gateway, position, rests, send
 from tests.fake_exchange import FakeBinance
@@ -89,3 +91,32 @@ def test_the_flips_opening_order_arms_its_own_stop(
         {"kind": "stop", "status": "open", "entry_side": "sell", "entry_amount": 0.04, "trigger": 31000.0}
     ]
     rests(fake_exchange, ("STOP_MARKET", "BUY", "0.04", "31000", True))
+
+
+def _crossing(before: float, amount: float) -> Decision:
+    order = PlannedOrder(symbol="BTC/USDT", side="sell", amount=amount, price=30000.0, reduce_only=False)
+    return Decision(status="executed", mode="execute", action="sell", reason="target -0.01",
+                    current_position=before, order=order)  # fmt: skip
+
+
+def _market_minimum(amount: float) -> tuple[float, str | None]:
+    """A market whose minimum amount is 1e-5 (a fit as engine.engine._as_flip passes it)."""
+    return (amount, None) if amount >= 1e-5 else (0.0, f"amount {amount:g} is below the market minimum 1e-05")
+
+
+def test_a_long_crossed_to_a_short_is_a_close_then_the_opening_order() -> None:
+    flip = split_flip(_crossing(0.04, 0.05), _market_minimum)
+    assert flip.close_first is not None and flip.close_first.reduce_only
+    assert (
+        flip.close_first.amount == 0.04
+        and flip.order is not None
+        and flip.order.amount == pytest.approx(0.01)
+    )
+
+
+def test_dust_below_the_markets_minimum_is_crossed_by_one_order_not_a_flip() -> None:
+    """The backtest's replay found it: a long left at 1e-8 by rounding, then a short. Closing the
+    dust alone is below the market's minimum and failed, taking the short with it."""
+    dust = split_flip(_crossing(1e-8, 0.01 + 1e-8), _market_minimum)
+    assert dust.close_first is None and dust.order is not None
+    assert dust.order.amount == 0.01 + 1e-8 and not dust.order.reduce_only
